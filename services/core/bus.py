@@ -1,0 +1,371 @@
+"""The bus client: typed NATS publish / request / subscribe over contract models.
+
+- ``connect`` retries forever with capped exponential backoff and jitter (the first connect
+  too), and nats-py reconnects forever after that;
+- ``publish`` / ``request`` / ``subscribe`` take and return pydantic contract models; a payload
+  that fails validation is logged (subject and error, never the body) and dropped;
+- ``command`` registers a handler for ``oc.*.cmd.<service>.<verb>`` in a queue group: the member
+  comes from the subject, arguments are validated, and any exception becomes an error reply
+  ``{code, message, retryable}``;
+- ``ensure_events_stream`` sets up the JetStream stream of events with a duplicate window keyed
+  on ``Nats-Msg-Id`` and republishing of each *stored* event to the member's subject;
+  ``publish_event`` ingests one event;
+- ``close`` drains subscriptions and pending publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, PubAck, RePublish, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel, ValidationError
+
+from services.core.contracts import subjects
+from services.core.contracts.bus import (
+    MAX_BUS_PAYLOAD_BYTES,
+    CommandEnvelope,
+    ErrorBody,
+    EventEnvelope,
+    ReplyEnvelope,
+)
+
+log = logging.getLogger("openchat.bus")
+
+M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+BACKOFF_INITIAL_S = 0.25
+BACKOFF_MAX_S = 5.0
+
+
+def backoff_delays(initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_S) -> Any:
+    """Endless capped exponential backoff with full jitter in [d/2, d]."""
+    delay = initial
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(cap, delay * 2)
+
+
+class CommandError(Exception):
+    """Raised by a command handler (or by ``request``) with the error the member sees."""
+
+    def __init__(self, code: str, message: str, retryable: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.body = ErrorBody(code=code, message=message, retryable=retryable)
+
+    @property
+    def code(self) -> str:
+        return self.body.code
+
+    @property
+    def retryable(self) -> bool:
+        return self.body.retryable
+
+
+def encode(model: BaseModel) -> bytes:
+    data = model.model_dump_json().encode()
+    if len(data) > MAX_BUS_PAYLOAD_BYTES:
+        raise CommandError("payload_too_large", f"bus payload of {len(data)} bytes exceeds the bus limit")
+    return data
+
+
+def decode(model: type[M], data: bytes) -> M:
+    if len(data) > MAX_BUS_PAYLOAD_BYTES:
+        raise ValueError(f"bus payload of {len(data)} bytes exceeds the bus limit")
+    return model.model_validate_json(data)
+
+
+@dataclass
+class ConnectOptions:
+    url: str
+    user: str | None = None
+    password: str | None = None
+    nkey_seed: str | None = None
+    inbox_prefix: str | None = None
+    name: str = "openchat"
+    reconnect_wait_s: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Bus:
+    """One NATS connection of a process, with typed helpers."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self._js: JetStreamContext | None = None
+        self._subs: list[Subscription] = []
+        self._pending_commands: list[
+            tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]
+        ] = []
+
+    # -- connection -------------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, opts: ConnectOptions, *, first_attempts: int | None = None) -> Bus:
+        """Connect, retrying the first connect with backoff (forever unless ``first_attempts``)."""
+        delays = backoff_delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                nc = await nats.connect(**cls._options(opts))
+                log.info(
+                    "bus connected", extra={"url": nc.connected_url.netloc if nc.connected_url else opts.url}
+                )
+                return cls(nc)
+            except Exception as exc:  # any connect failure: refused, auth, DNS
+                if first_attempts is not None and attempt >= first_attempts:
+                    raise
+                delay = next(delays)
+                log.warning(
+                    "bus connect failed, retrying", extra={"error": repr(exc), "retry_in_s": round(delay, 2)}
+                )
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _options(opts: ConnectOptions) -> dict[str, Any]:
+        async def on_error(exc: Exception) -> None:
+            log.warning("bus error", extra={"error": repr(exc)})
+
+        async def on_disconnect() -> None:
+            log.warning("bus disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("bus reconnected")
+
+        options: dict[str, Any] = {
+            "servers": [opts.url],
+            "name": opts.name,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": opts.reconnect_wait_s,
+            "connect_timeout": 2,
+            "error_cb": on_error,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+            "pending_size": 64 * 1024 * 1024,
+            **opts.extra,
+        }
+        if opts.user is not None:
+            options["user"] = opts.user
+            options["password"] = opts.password
+        if opts.nkey_seed is not None:
+            options["nkeys_seed_str"] = opts.nkey_seed
+        if opts.inbox_prefix is not None:
+            options["inbox_prefix"] = opts.inbox_prefix.encode()
+        return options
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
+
+    async def close(self) -> None:
+        """Drain: finish in-flight handlers and flush pending publishes, then close."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        except Exception as exc:  # a dead connection cannot drain; close it anyway
+            log.warning("bus drain failed", extra={"error": repr(exc)})
+            await self.nc.close()
+
+    # -- core pub/sub -----------------------------------------------------------------------
+    async def publish(self, subject: str, msg: BaseModel, headers: dict[str, str] | None = None) -> None:
+        await self.nc.publish(subject, encode(msg), headers=headers)
+
+    async def subscribe(
+        self,
+        subject: str,
+        model: type[M],
+        handler: Callable[[M, Msg], Awaitable[None]],
+        queue: str = "",
+    ) -> Subscription:
+        """Deliver each valid payload to ``handler``; log and drop invalid ones."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                value = decode(model, msg.data)
+            except (ValidationError, ValueError) as exc:
+                log.warning(
+                    "dropped invalid bus payload", extra={"subject": msg.subject, "error": _short(exc)}
+                )
+                return
+            try:
+                await handler(value, msg)
+            except Exception:
+                log.exception("bus handler failed", extra={"subject": msg.subject})
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
+    # -- commands ---------------------------------------------------------------------------
+    async def request(
+        self,
+        subject: str,
+        args: BaseModel,
+        result_model: type[R],
+        timeout: float = 5.0,
+    ) -> R:
+        """Send a command and return its typed result; raise ``CommandError`` on an error reply."""
+        envelope = cast(Any, CommandEnvelope)[type(args)](args=args)
+        try:
+            reply = await self.nc.request(subject, encode(envelope), timeout=timeout)
+        except NoRespondersError as exc:
+            raise CommandError(
+                "service_unavailable", f"no service answers {subject}", retryable=True
+            ) from exc
+        except NatsTimeoutError as exc:
+            raise CommandError(
+                "timeout", f"no reply on {subject} within {timeout:g} s", retryable=True
+            ) from exc
+        parsed = decode(ReplyEnvelope[result_model], reply.data)  # type: ignore[valid-type]
+        if not parsed.ok or parsed.result is None:
+            err = parsed.error or ErrorBody(
+                code="internal_error", message="empty error reply", retryable=True
+            )
+            raise CommandError(err.code, err.message, err.retryable)
+        result: R = parsed.result
+        return result
+
+    def command(
+        self,
+        service: str,
+        verb: str,
+        args_model: type[A],
+        queue: str | None = None,
+    ) -> Callable[[Callable[[str, A], Awaitable[BaseModel]]], Callable[[str, A], Awaitable[BaseModel]]]:
+        """Decorator: serve ``oc.*.cmd.<service>.<verb>`` (queue group ``service``).
+
+        The handler receives ``(member, args)`` and returns a result model. Exceptions become an
+        error reply: ``CommandError`` as given, invalid arguments as ``invalid_payload``, anything
+        else as ``internal_error`` (retryable, logged with its traceback).
+        """
+
+        def register(
+            fn: Callable[[str, A], Awaitable[BaseModel]],
+        ) -> Callable[[str, A], Awaitable[BaseModel]]:
+            self._pending_commands.append(
+                (subjects.command_wildcard(service, verb), queue or service, args_model, fn)
+            )
+            return fn
+
+        return register
+
+    async def serve_commands(self) -> None:
+        """Subscribe every handler registered with ``command``."""
+        for subject, queue, args_model, fn in self._pending_commands:
+            await self.serve(subject, queue, args_model, fn)
+        self._pending_commands.clear()
+
+    async def serve(
+        self,
+        subject: str,
+        queue: str,
+        args_model: type[A],
+        fn: Callable[[str, A], Awaitable[BaseModel]],
+    ) -> Subscription:
+        async def on_msg(msg: Msg) -> None:
+            reply = await self._run_handler(msg, args_model, fn)
+            if msg.reply:
+                await self.nc.publish(msg.reply, reply)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
+    async def _run_handler(
+        self, msg: Msg, args_model: type[A], fn: Callable[[str, A], Awaitable[BaseModel]]
+    ) -> bytes:
+        try:
+            member = subjects.member_of_subject(msg.subject)
+            envelope = decode(CommandEnvelope[args_model], msg.data)  # type: ignore[valid-type]
+            result = await fn(member, envelope.args)
+            reply = cast(Any, ReplyEnvelope)[type(result)](ok=True, result=result)
+            return cast(bytes, reply.model_dump_json().encode())
+        except CommandError as exc:
+            error = exc.body
+        except (ValidationError, ValueError, subjects.SubjectError) as exc:
+            log.info("invalid command", extra={"subject": msg.subject, "error": _short(exc)})
+            error = ErrorBody(code="invalid_payload", message=_short(exc), retryable=False)
+        except Exception:
+            log.exception("command handler failed", extra={"subject": msg.subject})
+            error = ErrorBody(
+                code="internal_error", message="the service failed to handle the command", retryable=True
+            )
+        return ReplyEnvelope[BaseModel](ok=False, error=error).model_dump_json().encode()
+
+    # -- JetStream events -------------------------------------------------------------------
+    async def ensure_events_stream(
+        self,
+        name: str = "OC_EVENTS",
+        *,
+        duplicate_window_s: float = 600.0,
+        max_age_s: float = 30 * 86400.0,
+        max_bytes: int = 2 * 1024**3,
+        replicas: int = 1,
+    ) -> None:
+        """Create or update the events stream (idempotent; safe from every service at start)."""
+        config = StreamConfig(
+            name=name,
+            description="OpenChat member events, de-duplicated by Nats-Msg-Id",
+            subjects=[subjects.INGEST_WILDCARD],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=duplicate_window_s,
+            max_age=max_age_s,
+            max_bytes=max_bytes,
+            max_msg_size=MAX_BUS_PAYLOAD_BYTES,
+            num_replicas=replicas,
+            republish=RePublish(src=subjects.REPUBLISH_SRC, dest=subjects.REPUBLISH_DEST),
+        )
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+            log.info("events stream created", extra={"stream": name})
+            return
+        await self.js.update_stream(config)
+
+    async def publish_event(self, member: str, envelope: EventEnvelope[Any], timeout: float = 5.0) -> PubAck:
+        """Store one event (at most once per ``event_id`` within the duplicate window)."""
+        subject = subjects.ingest(member, envelope.server_id, envelope.type)
+        return await self.js.publish(
+            subject, encode(envelope), timeout=timeout, headers={"Nats-Msg-Id": envelope.event_id}
+        )
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, ValidationError):
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+    return text[:500]
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """Parse a JSON object (for raw event payloads whose kind is only known after reading)."""
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value

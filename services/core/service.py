@@ -1,0 +1,146 @@
+"""Common process wiring of a service: settings, logging, health server, bus, Redis, signals.
+
+A service is a ``Service`` with a name and an async ``setup`` that registers its subscriptions
+and command handlers. ``run_service`` starts the health server first (so ``/healthz`` reports
+what is still missing while dependencies come up), connects the bus and Redis with endless
+retries, ensures the events stream, runs ``setup``, serves until SIGTERM/SIGINT, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import uvicorn
+
+from services.core.bus import Bus, ConnectOptions, backoff_delays
+from services.core.health import HealthState, HttpServer, health_app
+from services.core.log import configure_logging
+from services.core.settings import Settings
+
+log = logging.getLogger("openchat.service")
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: Settings
+    health: HealthState
+    bus: Bus | None = None
+    redis: aioredis.Redis | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Service:
+    name: str
+    needs_redis: bool = False
+    setup: Callable[[ServiceContext], Awaitable[None]] | None = None
+
+
+def bus_options(settings: Settings, name: str) -> ConnectOptions:
+    if not settings.nats_url:
+        raise SystemExit("OPENCHAT_NATS_URL is not set (openchat up sets it for its children)")
+    password = settings.service_password.get_secret_value() if settings.service_password else None
+    return ConnectOptions(
+        url=settings.nats_url,
+        user=settings.service_user if password else None,
+        password=password,
+        name=f"openchat-{name}",
+    )
+
+
+async def _connect_redis(url: str) -> aioredis.Redis:
+    delays = backoff_delays()
+    while True:
+        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=10)
+        try:
+            await client.ping()
+            return client
+        except Exception as exc:
+            await client.aclose()
+            delay = next(delays)
+            log.warning(
+                "redis connect failed, retrying", extra={"error": repr(exc), "retry_in_s": round(delay, 2)}
+            )
+            await asyncio.sleep(delay)
+
+
+async def serve(service: Service, settings: Settings) -> None:
+    health = HealthState(service.name)
+    ctx = ServiceContext(service.name, settings, health)
+
+    async def bus_ok() -> bool:
+        return ctx.bus is not None and ctx.bus.connected
+
+    health.add("bus", bus_ok)
+    if service.needs_redis:
+
+        async def redis_ok() -> bool:
+            return ctx.redis is not None and bool(await ctx.redis.ping())
+
+        health.add("redis", redis_ok)
+
+    server = HttpServer(
+        uvicorn.Config(
+            health_app(health),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    http_task = asyncio.create_task(server.serve(), name="health-http")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ctx.stopping.set)
+
+    async def start() -> None:
+        ctx.bus = await Bus.connect(bus_options(settings, service.name))
+        await ctx.bus.ensure_events_stream(
+            settings.events_stream,
+            duplicate_window_s=settings.events_duplicate_window_s,
+            max_age_s=settings.events_max_age_days * 86400,
+            max_bytes=settings.events_max_bytes,
+        )
+        if service.needs_redis:
+            if not settings.redis_url:
+                raise SystemExit("OPENCHAT_REDIS_URL is not set")
+            ctx.redis = await _connect_redis(settings.redis_url)
+        if service.setup is not None:
+            await service.setup(ctx)
+        await ctx.bus.serve_commands()
+        log.info("service ready", extra={"service": service.name})
+
+    start_task = asyncio.create_task(start(), name="start")
+    stop_task = asyncio.create_task(ctx.stopping.wait(), name="stop")
+    done, _ = await asyncio.wait({start_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    if start_task in done and start_task.exception() is not None:
+        ctx.stopping.set()
+        raise start_task.exception()  # type: ignore[misc]
+    if http_task in done:
+        ctx.stopping.set()
+    await ctx.stopping.wait()
+    log.info("service stopping", extra={"service": service.name})
+    start_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await start_task
+    if ctx.bus is not None:
+        await ctx.bus.close()
+    if ctx.redis is not None:
+        await ctx.redis.aclose()
+    server.should_exit = True
+    await http_task
+
+
+def run_service(service: Service) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(serve(service, settings))

@@ -1,0 +1,65 @@
+"""Settings shared by every process of the stack (environment prefix ``OPENCHAT_``).
+
+Secrets are refused when they look like placeholders (``change-me`` and friends): a home
+server must never run on a secret copied from an example file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "placeholder", "example", "insecure", "xxx")
+PLACEHOLDER_EXACT = {"", "secret", "password", "passwd", "admin", "test", "default", "none", "null"}
+MIN_SECRET_LENGTH = 16
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """True when ``value`` is empty, short, or reads like a value copied from an example file."""
+    lowered = value.strip().lower()
+    if lowered in PLACEHOLDER_EXACT or len(lowered) < MIN_SECRET_LENGTH:
+        return True
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/openchat`` (``~/.local/share/openchat``)."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "openchat"
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field can be set as ``OPENCHAT_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENCHAT_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    nats_url: str | None = None
+    redis_url: str | None = None
+    service_user: str = "svc"
+    service_password: SecretStr | None = None
+    sys_user: str = "sys"
+    sys_password: SecretStr | None = None
+    public_nats_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    log_json: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    events_stream: str = "OC_EVENTS"
+    events_max_age_days: float = 30.0
+    events_max_bytes: int = 2 * 1024**3
+    events_duplicate_window_s: float = 600.0
+
+    @field_validator("service_password", "sys_password")
+    @classmethod
+    def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and is_placeholder_secret(value.get_secret_value()):
+            raise ValueError(
+                f"refusing a placeholder or short secret (at least {MIN_SECRET_LENGTH} characters, "
+                "not an example value); generate one with: openssl rand -hex 24"
+            )
+        return value
