@@ -12,7 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -91,6 +91,7 @@ class ManagedProcess:
     port: int
     env: Mapping[str, str] | None = None
     log_file: Path | None = None
+    preexec: Callable[[], None] | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
 
@@ -107,6 +108,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             env=dict(self.env) if self.env is not None else None,
             start_new_session=True,
+            preexec_fn=self.preexec,
         )
         wait_for_port(self.host, self.port, timeout, self.proc)
 

@@ -1,0 +1,113 @@
+"""The ``openchat`` command: run the stack, manage members, inspect health.
+
+Every command honours ``OPENCHAT_HOME`` (default: the XDG data dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+from services.cli.home import Home
+from services.core.contracts.subjects import SubjectError
+from services.core.members import MemberExists, MemberNotFound
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """OpenChat client stack: an always-on home server for every OpenChat server your family joined."""
+
+
+@main.command()
+def init() -> None:
+    """Create OPENCHAT_HOME, its secrets and the NATS accounts file (idempotent)."""
+    home = Home.load()
+    home.write_accounts()
+    click.echo(f"initialised {home.layout.root}")
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Also start two demo devservers and a demo member.")
+def up(demo: bool) -> None:
+    """Start the whole stack in the foreground; Ctrl-C stops everything."""
+    from services.cli.supervisor import run_up
+
+    sys.exit(run_up(demo))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+def status(as_json: bool) -> None:
+    """Health of every component; exits non-zero when any is down."""
+    from services.cli.status import render_table, stack_status
+
+    rows = asyncio.run(stack_status(Home.load()))
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        click.echo(render_table(rows))
+    sys.exit(0 if rows and all(r.healthy for r in rows) else 1)
+
+
+@main.group()
+def member() -> None:
+    """Family members: each has its own credentials and sees only its own data."""
+
+
+@member.command("add")
+@click.argument("name")
+def member_add(name: str) -> None:
+    """Create NAME and write its connection file (printed)."""
+    from services.cli.members import add_member
+
+    try:
+        add_member(Home.load(), name, out=click.echo)
+    except (MemberExists, SubjectError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@member.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def member_list(as_json: bool) -> None:
+    """List members."""
+    home = Home.load()
+    members = home.registry.all()
+    if as_json:
+        click.echo(json.dumps([{"name": m.name, "created_at": m.created_at} for m in members], indent=2))
+        return
+    for m in members:
+        path = home.layout.connection_file(m.name)
+        click.echo(
+            f"{m.name}\tcreated {m.created_at}\t{path if path.exists() else '(connection file not on this host)'}"
+        )
+
+
+@member.command("remove")
+@click.argument("name")
+def member_remove(name: str) -> None:
+    """Remove NAME; its connections are refused at once."""
+    from services.cli.members import remove_member
+
+    try:
+        remove_member(Home.load(), name, out=click.echo)
+    except MemberNotFound as exc:
+        raise click.ClickException(f"no member {name!r}") from exc
+
+
+@member.command("rotate")
+@click.argument("name")
+def member_rotate(name: str) -> None:
+    """Issue new credentials for NAME (the old connection file stops working)."""
+    from services.cli.members import rotate_member
+
+    try:
+        rotate_member(Home.load(), name, out=click.echo)
+    except MemberNotFound as exc:
+        raise click.ClickException(f"no member {name!r}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""``openchat member add|list|remove|rotate``: the member registry and members' credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.cli.home import Home
+from services.core.contracts import subjects
+from services.core.members import ConnectionFile, Member
+
+
+def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
+    path = home.layout.connection_file(member.name)
+    ConnectionFile(
+        member=member.name,
+        nats_url=home.member_nats_url(),
+        nkey_seed=seed,
+        inbox_prefix=subjects.inbox_prefix(member.name),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    ).write(path)
+    return path
+
+
+def add_member(home: Home, name: str, *, apply: bool = True, out: Callable[[str], None] = print) -> Path:
+    member, seed = home.registry.add(name)
+    path = _write_connection_file(home, member, seed)
+    if apply:
+        outcome = home.apply_to_nats()
+    else:
+        home.write_accounts()
+        outcome = "takes effect when the stack starts"
+    out(f"member {name} added ({outcome})")
+    out(f"connection file: {path}")
+    return path
+
+
+def rotate_member(home: Home, name: str, out: Callable[[str], None] = print) -> Path:
+    member, seed = home.registry.rotate(name)
+    path = _write_connection_file(home, member, seed)
+    out(f"member {name}: new credentials ({home.apply_to_nats()}); the old connection file no longer works")
+    out(f"connection file: {path}")
+    return path
+
+
+def remove_member(home: Home, name: str, out: Callable[[str], None] = print) -> None:
+    home.registry.remove(name)
+    home.layout.connection_file(name).unlink(missing_ok=True)
+    out(f"member {name} removed ({home.apply_to_nats()})")

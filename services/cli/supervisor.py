@@ -1,0 +1,305 @@
+"""``openchat up``: the embedded stack.
+
+Starts nats-server (JetStream) and redis-server unless ``OPENCHAT_NATS_URL`` /
+``OPENCHAT_REDIS_URL`` point elsewhere, then every service as a supervised child process
+(restarted with backoff when it dies; output prefixed with its name), waits until everything
+is healthy while printing progress, and records the endpoints in ``OPENCHAT_HOME/run``.
+SIGINT/SIGTERM stops everything; children also get SIGTERM if the supervisor itself dies
+(``PR_SET_PDEATHSIG``), so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from services.cli.home import Endpoints, Home
+from services.core import natsconf
+from services.core.contracts.subjects import SERVICES
+from services.core.procs import ManagedProcess, nats_process, pick_port, redis_process
+
+DEFAULT_NATS_PORT = 4222
+DEFAULT_NATS_MONITOR_PORT = 8222
+DEFAULT_REDIS_PORT = 6379
+DEFAULT_SERVICE_PORTS = {"connector": 8301, "state": 8302, "notification": 8303, "media": 8304}
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_RESET_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: receive SIGTERM when the supervisor dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Child:
+    """One supervised child: a service, or a devserver of the demo."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, home: Home, demo: bool, out: Callable[[str], None] = print) -> None:
+        self.home = home
+        self.demo = demo
+        self.out = out
+        self.children: list[Child] = []
+        self.servers: list[ManagedProcess] = []
+        self.stopping = asyncio.Event()
+        self.nats_url = ""
+        self.nats_monitor_url: str | None = None
+        self.redis_url = ""
+
+    # -- infrastructure ------------------------------------------------------------------------
+    def start_infrastructure(self) -> None:
+        layout = self.home.layout
+        settings = self.home.settings
+        self.home.write_accounts()
+        if settings.nats_url:
+            self.nats_url = settings.nats_url
+            self.out(f"using NATS at {self.nats_url}")
+        else:
+            port = pick_port(DEFAULT_NATS_PORT)
+            monitor = pick_port(DEFAULT_NATS_MONITOR_PORT)
+            conf = natsconf.render_local_conf(
+                "127.0.0.1", port, monitor, layout.jetstream_dir, layout.accounts_conf
+            )
+            layout.nats_conf.write_text(conf)
+            nats = nats_process(
+                layout.nats_conf,
+                "127.0.0.1",
+                port,
+                {**os.environ, **self.home.secret_env},
+                layout.logs_dir / "nats.log",
+            )
+            nats.preexec = _die_with_parent
+            nats.start()
+            self.servers.append(nats)
+            self.nats_url = f"nats://127.0.0.1:{port}"
+            self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
+            self.out(f"started nats-server (JetStream) on {self.nats_url}")
+        if settings.redis_url:
+            self.redis_url = settings.redis_url
+            self.out(f"using Redis at {self.redis_url}")
+        else:
+            port = pick_port(DEFAULT_REDIS_PORT)
+            redis = redis_process(layout.redis_dir, "127.0.0.1", port, layout.logs_dir / "redis.log")
+            redis.preexec = _die_with_parent
+            redis.start()
+            self.servers.append(redis)
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+            self.out(f"started redis-server on {self.redis_url}")
+
+    # -- children ------------------------------------------------------------------------------
+    def plan_children(self) -> None:
+        base_env = {
+            **os.environ,
+            **self.home.secret_env,
+            "OPENCHAT_HOME": str(self.home.layout.root),
+            "OPENCHAT_NATS_URL": self.nats_url,
+            "OPENCHAT_REDIS_URL": self.redis_url,
+            "OPENCHAT_HTTP_HOST": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in SERVICES:
+            port = pick_port(DEFAULT_SERVICE_PORTS[name])
+            env = {**base_env, "OPENCHAT_HTTP_PORT": str(port)}
+            url = f"http://127.0.0.1:{port}"
+            self.children.append(
+                Child(name, [sys.executable, "-m", f"services.{name}"], env, f"{url}/healthz")
+            )
+        if self.demo:
+            self.plan_demo(base_env)
+
+    def plan_demo(self, base_env: dict[str, str]) -> None:
+        """``--demo``: two devservers (a "Family" server and a "Harbor"-like one) and a demo member.
+        Joining the member to both servers arrives with the chat-loop issue (#4)."""
+        for name, seed, preferred in (("family", "family", 18081), ("harbor", "harbor", 18082)):
+            port = pick_port(preferred)
+            url = f"http://127.0.0.1:{port}"
+            argv = [
+                sys.executable, "-m", "services.devserver", "--host", "127.0.0.1", "--port", str(port),
+                "--seed", seed, "--public-base-url", url, "--admin",
+            ]  # fmt: skip
+            if name == "family":
+                argv += ["--name", "Family"]
+            self.children.append(Child(f"devserver-{name}", argv, dict(base_env), f"{url}/healthz"))
+
+    async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
+        prefix = f"[{child.name}] "
+        while line := await stream.readline():
+            self.out(prefix + line.decode(errors="replace").rstrip())
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches only the supervisor, which stops children in order
+        )
+        child.started_at = time.monotonic()
+        assert child.proc.stdout is not None
+        child.tasks.append(asyncio.create_task(self._pump(child, child.proc.stdout)))
+
+    async def _watch(self, child: Child) -> None:
+        """Keep the child running: restart with backoff when it exits on its own."""
+        while not self.stopping.is_set():
+            await self._spawn(child)
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping.is_set():
+                return
+            if time.monotonic() - child.started_at > HEALTHY_RESET_S:
+                child.restarts = 0
+            delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
+            child.restarts += 1
+            self.out(f"[supervisor] {child.name} exited with code {code}; restarting in {delay:g} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    # -- health --------------------------------------------------------------------------------
+    async def child_health(self, client: httpx.AsyncClient) -> dict[str, bool]:
+        async def one(child: Child) -> bool:
+            try:
+                resp = await client.get(child.health_url, timeout=1.0)
+            except httpx.HTTPError:
+                return False
+            return resp.status_code == 200
+
+        results = await asyncio.gather(*(one(c) for c in self.children))
+        return {c.name: ok for c, ok in zip(self.children, results, strict=True)}
+
+    async def wait_healthy(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        last = ""
+        async with httpx.AsyncClient() as client:
+            while not self.stopping.is_set():
+                health = await self.child_health(client)
+                ready = [n for n, ok in health.items() if ok]
+                line = f"waiting for services: {len(ready)}/{len(health)} healthy ({', '.join(n for n, ok in health.items() if not ok) or 'none left'})"
+                if line != last:
+                    self.out(line)
+                    last = line
+                if all(health.values()):
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 0.25)
+        return False
+
+    def endpoints(self) -> Endpoints:
+        managed = {m.name: m.pid for m in self.servers if m.pid is not None}
+        managed.update({c.name: c.proc.pid for c in self.children if c.proc is not None})
+        return Endpoints(
+            supervisor_pid=os.getpid(),
+            started_at=_now(),
+            nats_url=self.nats_url,
+            nats_monitor_url=self.nats_monitor_url,
+            redis_url=self.redis_url,
+            services={
+                c.name: c.health_url.removesuffix("/healthz") for c in self.children if c.name in SERVICES
+            },
+            devservers={
+                c.name.removeprefix("devserver-"): c.health_url.removesuffix("/healthz")
+                for c in self.children
+                if c.name.startswith("devserver-")
+            },
+            managed=managed,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self, ready_timeout: float = 60.0) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await asyncio.to_thread(self.start_infrastructure)
+            self.plan_children()
+            watchers = [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
+            healthy = await self.wait_healthy(ready_timeout)
+            self.home.write_endpoints(self.endpoints())
+            if self.stopping.is_set():
+                return 0
+            if healthy:
+                from services.cli.status import render_table, stack_status
+
+                rows = await stack_status(self.home)
+                self.out(render_table(rows))
+                self.out("stack is up — Ctrl-C stops it")
+            else:
+                self.out(
+                    f"[supervisor] not every service became healthy within {ready_timeout:g} s; still trying"
+                )
+            while not self.stopping.is_set():
+                # Children are restarted by their watchers; keep the endpoints' pids current.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 2.0)
+                self.home.write_endpoints(self.endpoints())
+            await asyncio.gather(*watchers, return_exceptions=True)
+            return 0
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.stopping.set()
+        self.out("[supervisor] stopping")
+        procs = [c.proc for c in self.children if c.proc is not None and c.proc.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for child in self.children:
+            for task in child.tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 2)
+        for server in reversed(self.servers):
+            await asyncio.to_thread(server.stop)
+        with contextlib.suppress(FileNotFoundError):
+            self.home.layout.endpoints.unlink()
+        self.out("[supervisor] stopped; no process left")
+
+
+def run_up(demo: bool) -> int:
+    home = Home.load()
+    if demo:
+        from services.core.members import MemberExists
+
+        with contextlib.suppress(MemberExists):
+            from services.cli.members import add_member
+
+            add_member(home, "demo", apply=False, out=print)
+    supervisor = Supervisor(home, demo, out=lambda line: print(line, flush=True))
+    return asyncio.run(supervisor.run())
