@@ -68,9 +68,11 @@ class Home:
     def load(cls) -> Home:
         layout = HomeLayout(Settings().home).ensure()
         secret_env = ensure_secrets(layout)
-        for key, value in secret_env.items():
-            os.environ.setdefault(key, value)
-        return cls(Settings(), layout, secret_env)
+        settings = Settings(
+            service_password=secret_env[natsconf.SERVICE_PASSWORD_VAR],
+            sys_password=secret_env[natsconf.SYS_PASSWORD_VAR],
+        )
+        return cls(settings, layout, secret_env)
 
     @property
     def registry(self) -> MemberRegistry:

@@ -51,7 +51,9 @@ class TicketClaims:
             "channel_id": self.channel_id,
             "user_uid": self.user_uid,
             "device_id": self.device_id,
-            "permissions": {key: bool(self.permissions.get(key, False)) for key in ("speak", "video", "screenshare")},
+            "permissions": {
+                key: bool(self.permissions.get(key, False)) for key in ("speak", "video", "screenshare")
+            },
             "exp": self.exp,
             "iat": self.iat,
             "jti": self.jti,
@@ -93,7 +95,9 @@ class TicketAuthority:
         first = b64url_nopad(go_dumps(claims.as_wire()).encode("utf-8"))
         return f"{first}.{self._sign(first)}"
 
-    def issue(self, server_id: str, channel_id: str, user_uid: str, device_id: str) -> tuple[str, TicketClaims]:
+    def issue(
+        self, server_id: str, channel_id: str, user_uid: str, device_id: str
+    ) -> tuple[str, TicketClaims]:
         now = int(self._clock())
         claims = TicketClaims(
             server_id=server_id,

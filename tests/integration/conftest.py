@@ -1,0 +1,52 @@
+"""A NATS server configured exactly as ``openchat up`` configures it (accounts file from the
+member registry, system account for reloads), in a private ``OPENCHAT_HOME``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.cli.home import SECRET_VARS, Home
+from services.core import natsconf
+from services.core.procs import ManagedProcess, free_port, nats_process
+
+
+@dataclass
+class StackNats:
+    home: Home
+    proc: ManagedProcess
+    url: str
+
+    @property
+    def service_password(self) -> str:
+        return self.home.secret_env[natsconf.SERVICE_PASSWORD_VAR]
+
+
+@pytest.fixture
+def stack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    for var in ("OPENCHAT_NATS_URL", "OPENCHAT_REDIS_URL", "OPENCHAT_PUBLIC_NATS_URL", *SECRET_VARS):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPENCHAT_HOME", str(tmp_path / "home"))
+    return Home.load()
+
+
+@pytest.fixture
+def stack_nats(stack_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackNats]:
+    layout = stack_home.layout
+    port, monitor = free_port(), free_port()
+    stack_home.write_accounts()
+    layout.nats_conf.write_text(
+        natsconf.render_local_conf("127.0.0.1", port, monitor, layout.jetstream_dir, layout.accounts_conf)
+    )
+    proc = nats_process(layout.nats_conf, "127.0.0.1", port, stack_home.secret_env, layout.logs_dir / "nats.log")
+    proc.start()
+    url = f"nats://127.0.0.1:{port}"
+    monkeypatch.setenv("OPENCHAT_NATS_URL", url)
+    home = Home.load()
+    try:
+        yield StackNats(home, proc, url)
+    finally:
+        proc.stop()
