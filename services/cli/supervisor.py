@@ -239,10 +239,12 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        watchers: list[asyncio.Task[None]] = []
         try:
-            await asyncio.to_thread(self.start_infrastructure)
+            # On this thread: PR_SET_PDEATHSIG fires when the *thread* that forked a child exits.
+            self.start_infrastructure()
             self.plan_children()
-            watchers = [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
+            watchers += [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
             healthy = await self.wait_healthy(ready_timeout)
             self.home.write_endpoints(self.endpoints())
             if self.stopping.is_set():
@@ -262,10 +264,11 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 2.0)
                 self.home.write_endpoints(self.endpoints())
-            await asyncio.gather(*watchers, return_exceptions=True)
             return 0
         finally:
             await self.shutdown()
+            # Watchers return once their child has exited (shutdown stopped them all).
+            await asyncio.gather(*watchers, return_exceptions=True)
 
     async def shutdown(self) -> None:
         self.stopping.set()
@@ -286,7 +289,7 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 2)
         for server in reversed(self.servers):
-            await asyncio.to_thread(server.stop)
+            server.stop()
         with contextlib.suppress(FileNotFoundError):
             self.home.layout.endpoints.unlink()
         self.out("[supervisor] stopped; no process left")

@@ -33,7 +33,7 @@ FEATURES: frozenset[str] = frozenset(
     }
 )
 
-DEFAULT_TICKET_SECRET = "dev-insecure-secret-change-me"
+DEFAULT_TICKET_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the public backend's documented default
 DEFAULT_TICKET_TTL_S = 60
 DEFAULT_SIGNALING_PATH = "/v1/rtc/signaling"
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:8080"

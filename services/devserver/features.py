@@ -53,17 +53,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from services.devserver.gojson import GoDecodeError, decode_first, field, is_missing, str_field
+from services.devserver.gojson import GoDecodeError, field, is_missing, str_field
 from services.devserver.http_api import (
-    JSON_BODY_CAP,
     Context,
     directory_entry,
     first_query,
     get_capabilities,
     go_atoi,
-    identity,
+    json_object,
     path_param,
-    read_body,
     strict_identity,
     unauthorized,
     wire_error,
@@ -72,19 +70,6 @@ from services.devserver.store import WireError
 from services.devserver.wire_http import error_response, json_response, rfc3339
 
 Handler = Callable[[Context, Request], Awaitable[Response]]
-
-
-async def json_object(request: Request, *, empty_ok: bool = False) -> Any:
-    """The request's first JSON value (must be an object or ``null``); raises ``GoDecodeError``."""
-    raw = await read_body(request, JSON_BODY_CAP)
-    if raw is None:
-        raise GoDecodeError("body too large")
-    if empty_ok and not raw.strip():
-        return None
-    value = decode_first(raw)
-    if value is not None and not isinstance(value, dict):
-        raise GoDecodeError("not an object")
-    return value
 
 
 # ---------------------------------------------------------------------------- read-acks
@@ -159,9 +144,16 @@ async def delete_message(ctx: Context, request: Request) -> Response:
         return wire_error(exc)
     deleted_at = rfc3339(ctx.store.clock())
     ctx.hub.broadcast_message_deleted(
-        {"channel_id": channel_id, "deleted_at": deleted_at, "deleted_by_uid": ident.user_uid, "message_id": message_id}
+        {
+            "channel_id": channel_id,
+            "deleted_at": deleted_at,
+            "deleted_by_uid": ident.user_uid,
+            "message_id": message_id,
+        }
     )
-    return json_response({"channel_id": channel_id, "deleted": True, "deleted_at": deleted_at, "message_id": message_id})
+    return json_response(
+        {"channel_id": channel_id, "deleted": True, "deleted_at": deleted_at, "message_id": message_id}
+    )
 
 
 # ---------------------------------------------------------------------------- server creation
@@ -356,9 +348,13 @@ def routes(ctx: Context) -> list[BaseRoute]:
         out.append(Route("/v1/channels/{channel_id}/read-ack", bind(get_read_ack), methods=["GET"]))
         out.append(Route("/v1/channels/{channel_id}/read-ack", bind(put_read_ack), methods=["PUT"]))
     if has("mentions"):
-        out.append(Route("/v1/channels/{channel_id}/mentions:resolve", bind(resolve_mentions), methods=["GET"]))
+        out.append(
+            Route("/v1/channels/{channel_id}/mentions:resolve", bind(resolve_mentions), methods=["GET"])
+        )
     if has("message_delete"):
-        out.append(Route("/v1/channels/{channel_id}/messages/{message_id}", bind(delete_message), methods=["DELETE"]))
+        out.append(
+            Route("/v1/channels/{channel_id}/messages/{message_id}", bind(delete_message), methods=["DELETE"])
+        )
     if has("server_creation"):
         out.append(Route("/v1/servers", bind(create_server), methods=["POST"]))
         out.append(Route("/v1/servers/{server_id}/ownership:claim", bind(claim_ownership), methods=["POST"]))
@@ -373,6 +369,3 @@ def routes(ctx: Context) -> list[BaseRoute]:
             Route("/v1/servers/{server_id}/settings", bind(put_settings), methods=["PUT"]),
         ]
     return out
-
-
-__all__ = ["identity", "routes"]

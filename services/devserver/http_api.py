@@ -1,4 +1,4 @@
-"""The public backend's HTTP routes (Profile A, wire §1–§9), byte for byte.
+"""The public backend's HTTP routes (Profile A, wire §1-§9), byte for byte.
 
 Every handler reproduces the Go server's decoding quirks (first JSON value only, case-insensitive
 keys, ``null`` ≙ missing), its validation order and its exact error codes and texts.  Profile B
@@ -40,6 +40,7 @@ from services.devserver.config import DevserverConfig
 from services.devserver.gojson import GoDecodeError, decode_first, str_field
 from services.devserver.multipart import MultipartError, is_multipart, parse_form
 from services.devserver.realtime import Hub
+from services.devserver.rtc import rtc_capabilities_patch
 from services.devserver.store import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
@@ -137,6 +138,19 @@ async def read_body(request: Request, cap: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def json_object(request: Request, *, empty_ok: bool = False) -> Any:
+    """The request's first JSON value (must be an object or ``null``); raises ``GoDecodeError``."""
+    raw = await read_body(request, JSON_BODY_CAP)
+    if raw is None:
+        raise GoDecodeError("body too large")
+    if empty_ok and not raw.strip():
+        return None
+    value = decode_first(raw)
+    if value is not None and not isinstance(value, dict):
+        raise GoDecodeError("not an object")
+    return value
+
+
 def path_param(request: Request, name: str) -> str:
     return str(request.path_params.get(name, "")).strip()
 
@@ -214,7 +228,10 @@ def capabilities_document(ctx: Context) -> dict[str, Any]:
             avatar_modes=["generated", "uploaded"],
             display_name=CapabilityDisplayName(min_length=2, max_length=32),
             avatar_upload=CapabilityAvatarUpload(
-                max_bytes=MAX_AVATAR_BYTES, mime_types=["image/png", "image/jpeg"], max_width=1024, max_height=1024
+                max_bytes=MAX_AVATAR_BYTES,
+                mime_types=["image/png", "image/jpeg"],
+                max_width=1024,
+                max_height=1024,
             ),
             realtime_event="profile_updated",
             message_author_profile_mode="snapshot",
@@ -227,7 +244,17 @@ def capabilities_document(ctx: Context) -> dict[str, Any]:
     for name in ("read_acks", "mentions"):
         if cfg.has(name):
             doc[name] = True
-    return doc
+    return deep_merge(doc, rtc_capabilities_patch(cfg))
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merge; other values replace; new keys append at the end."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 async def get_capabilities(ctx: Context, request: Request) -> Response:
@@ -244,15 +271,17 @@ async def healthz(ctx: Context, request: Request) -> Response:
 def directory_entry(ctx: Context, entry: dict[str, Any]) -> dict[str, Any]:
     """Directory entry; ``description``/``banner_preset`` only on Profile B servers."""
     if ctx.cfg.has("server_creation") or ctx.cfg.has("channel_admin"):
-        keys = ("server_id", "display_name", "description", "banner_preset", "icon_text", "trust_state")
-        keys += ("identity_handshake_strategy", "user_identifier_policy")
+        keys: tuple[str, ...] = ("server_id", "display_name", "description", "banner_preset", "icon_text")
+        keys += ("trust_state", "identity_handshake_strategy", "user_identifier_policy")
         return {k: entry.get(k, "") for k in keys}
     return {k: v for k, v in entry.items() if k not in ("description", "banner_preset")}
 
 
 async def list_servers(ctx: Context, request: Request) -> Response:
     ident = identity(ctx, request)  # lenient in both modes
-    return json_response({"servers": [directory_entry(ctx, e) for e in ctx.store.list_servers(ident.user_uid)]})
+    return json_response(
+        {"servers": [directory_entry(ctx, e) for e in ctx.store.list_servers(ident.user_uid)]}
+    )
 
 
 async def leave_server(ctx: Context, request: Request) -> Response:
@@ -264,7 +293,9 @@ async def leave_server(ctx: Context, request: Request) -> Response:
         left_at = ctx.store.leave_server(server_id, ident.user_uid)
     except WireError as exc:
         return wire_error(exc)
-    return json_response({"left": True, "left_at": left_at, "server_id": server_id, "user_uid": ident.user_uid})
+    return json_response(
+        {"left": True, "left_at": left_at, "server_id": server_id, "user_uid": ident.user_uid}
+    )
 
 
 async def list_channels(ctx: Context, request: Request) -> Response:
@@ -279,7 +310,10 @@ async def list_channels(ctx: Context, request: Request) -> Response:
             {
                 **group,
                 "channels": [
-                    {**ch, "unread_count": ctx.store.unread_count(ch["id"], uid) if ch["type"] == "text" else 0}
+                    {
+                        **ch,
+                        "unread_count": ctx.store.unread_count(ch["id"], uid) if ch["type"] == "text" else 0,
+                    }
                     for ch in group["channels"]
                 ],
             }
@@ -311,9 +345,9 @@ async def list_messages(ctx: Context, request: Request) -> Response:
     cursors = ctx.cfg.has("cursors")
     before = first_query(request, "before").strip() or None if cursors else None
     try:
-        if before is not None and ctx.store.find_message(channel_id, before) is None:
-            if ctx.store.channel_type(channel_id) is not None:
-                return error_response(400, "invalid_cursor", "unknown history cursor")
+        known_channel = ctx.store.channel_type(channel_id) is not None
+        if before is not None and known_channel and ctx.store.find_message(channel_id, before) is None:
+            return error_response(400, "invalid_cursor", "unknown history cursor")
         page, more = ctx.store.history(channel_id, limit, before)
     except WireError as exc:
         return wire_error(exc)
@@ -347,7 +381,11 @@ async def create_message(ctx: Context, request: Request) -> Response:
             uploads.append(Upload(part.file_name, part.content_type, part.data))
         # r.FormValue: multipart values first, then the URL query
         body = (form.values.get("body", []) + request.query_params.getlist("body") + [""])[0]
-        reply = (form.values.get("reply_to_message_id", []) + request.query_params.getlist("reply_to_message_id") + [""])[0]
+        reply = (
+            form.values.get("reply_to_message_id", [])
+            + request.query_params.getlist("reply_to_message_id")
+            + [""]
+        )[0]
     else:
         raw = await read_body(request, JSON_BODY_CAP)
         try:

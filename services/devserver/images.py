@@ -50,7 +50,9 @@ def normalize_content_type(declared: str, data: bytes) -> str:
     return ctype
 
 
-def decode_dimensions(data: bytes, formats: tuple[str, ...] = ("png", "jpeg", "gif")) -> tuple[int, int] | None:
+def decode_dimensions(
+    data: bytes, formats: tuple[str, ...] = ("png", "jpeg", "gif")
+) -> tuple[int, int] | None:
     """``(width, height)`` from the image header, or ``None`` when it does not decode.
 
     Like Go's ``image.DecodeConfig`` the format comes from the bytes, not the declared type, and

@@ -43,7 +43,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.devserver.config import DevserverConfig
-from services.devserver.gojson import GoDecodeError, decode_first, field as go_field, header_text, is_missing
+from services.devserver.gojson import GoDecodeError, decode_first, header_text, is_missing
+from services.devserver.gojson import field as go_field
 from services.devserver.store import Store
 from services.devserver.wire_http import DEV_DEVICE, DEV_UID, abort_websocket, dumps_text, keepalive, rfc3339
 
@@ -166,7 +167,10 @@ class Hub:
     def broadcast_message_deleted(self, payload: dict[str, Any]) -> None:
         channel_id = payload["channel_id"]
         self._publish(
-            envelope("chat.message.deleted", payload), self.room(channel_id), channel_id=channel_id, durable=True
+            envelope("chat.message.deleted", payload),
+            self.room(channel_id),
+            channel_id=channel_id,
+            durable=True,
         )
 
     def broadcast_profile_updated(self, profile: dict[str, Any]) -> None:
@@ -208,13 +212,23 @@ class Hub:
     async def serve(self, websocket: WebSocket) -> None:
         headers = websocket.headers
         query = websocket.query_params
-        uid = header_text(headers.get("x-openchat-user-uid", "")).strip() or query.get("user_uid", "").strip() or DEV_UID
-        device = (
-            header_text(headers.get("x-openchat-device-id", "")).strip() or query.get("device_id", "").strip() or DEV_DEVICE
+        uid = (
+            header_text(headers.get("x-openchat-user-uid", "")).strip()
+            or query.get("user_uid", "").strip()
+            or DEV_UID
         )
-        server_id = header_text(headers.get("x-openchat-server-id", "")).strip() or query.get("server_id", "").strip()
+        device = (
+            header_text(headers.get("x-openchat-device-id", "")).strip()
+            or query.get("device_id", "").strip()
+            or DEV_DEVICE
+        )
+        server_id = (
+            header_text(headers.get("x-openchat-server-id", "")).strip() or query.get("server_id", "").strip()
+        )
         await websocket.accept()
-        client = Client(websocket, uid, device, server_id, asyncio.Queue(maxsize=max(1, self.cfg.realtime_queue_size)))
+        client = Client(
+            websocket, uid, device, server_id, asyncio.Queue(maxsize=max(1, self.cfg.realtime_queue_size))
+        )
         if self.event_ids:
             raw_resume = query.get("resume_from", "").strip()
             if raw_resume.isdigit():
@@ -278,7 +292,9 @@ class Hub:
         if etype == "chat.subscribe":
             channel_id = _str_or_empty(payload, "channel_id").strip()
             if not channel_id:
-                self.enqueue(client, error_envelope(request_id, "chat_channel_required", "channel_id is required"))
+                self.enqueue(
+                    client, error_envelope(request_id, "chat_channel_required", "channel_id is required")
+                )
                 return
             room = self.rooms.setdefault(channel_id, {})
             first = channel_id not in client.subscriptions
@@ -286,7 +302,9 @@ class Hub:
             client.subscriptions.add(channel_id)
             snapshot = [c.member() for c in room.values()]
             self.enqueue(client, envelope("chat.subscribed", {"channel_id": channel_id}, request_id))
-            self.enqueue(client, envelope("chat.presence.snapshot", {"channel_id": channel_id, "members": snapshot}))
+            self.enqueue(
+                client, envelope("chat.presence.snapshot", {"channel_id": channel_id, "members": snapshot})
+            )
             if first:
                 peers = [c for c in room.values() if c.id != client.id]
                 self._publish(
@@ -312,11 +330,14 @@ class Hub:
         elif etype == "chat.typing.update":
             channel_id = _str_or_empty(payload, "channel_id").strip()
             if not channel_id:
-                self.enqueue(client, error_envelope(request_id, "chat_channel_required", "channel_id is required"))
+                self.enqueue(
+                    client, error_envelope(request_id, "chat_channel_required", "channel_id is required")
+                )
                 return
             if channel_id not in client.subscriptions:
                 self.enqueue(
-                    client, error_envelope(request_id, "chat_not_subscribed", "channel subscription is required")
+                    client,
+                    error_envelope(request_id, "chat_not_subscribed", "channel subscription is required"),
                 )
                 return
             is_typing = go_field(payload, "is_typing")
@@ -332,7 +353,9 @@ class Hub:
         elif etype == "chat.ping":
             self.enqueue(client, envelope("chat.pong", {"ts": go_rfc3339_nano()}, request_id))
         else:
-            self.enqueue(client, error_envelope(request_id, "chat_unknown_event", "unsupported realtime event"))
+            self.enqueue(
+                client, error_envelope(request_id, "chat_unknown_event", "unsupported realtime event")
+            )
 
     def _leave_room(self, client: Client, channel_id: str) -> list[Client]:
         client.subscriptions.discard(channel_id)
@@ -363,7 +386,8 @@ class Hub:
             oldest = self.log[0].event_id if self.log else self.store.state.event_seq + 1
             if resume + 1 < oldest:
                 self.enqueue(
-                    client, envelope("chat.replay.truncated", {"oldest_event_id": oldest, "resume_from": resume})
+                    client,
+                    envelope("chat.replay.truncated", {"oldest_event_id": oldest, "resume_from": resume}),
                 )
         else:
             client.replayed_channels.add(channel_id)
@@ -372,7 +396,11 @@ class Hub:
                 continue
             if event.user_uid is not None and event.user_uid != client.user_uid:
                 continue
-            if channel_id is None and event.server_id is not None and client.server_id not in ("", event.server_id):
+            if (
+                channel_id is None
+                and event.server_id is not None
+                and client.server_id not in ("", event.server_id)
+            ):
                 continue
             self.enqueue(client, event.frame)
 

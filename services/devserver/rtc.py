@@ -196,8 +196,8 @@ def _parse_envelope(data: bytes) -> _Envelope:
     return _Envelope(kind, request_id, None if is_missing(payload) else payload)
 
 
-def _ticket_server_id(body: bytes) -> str:
-    """``server_id`` of an optional ``{"server_id"}`` body; missing/invalid → ``srv_harbor``."""
+def _ticket_server_id(body: bytes, default: str) -> str:
+    """``server_id`` of an optional ``{"server_id"}`` body; missing/invalid → ``default``."""
     server_id = ""
     try:
         value = decode_first(body)
@@ -207,7 +207,7 @@ def _ticket_server_id(body: bytes) -> str:
         for key, item in value.pairs:
             if key.lower().replace("\u017f", "s") == "server_id" and isinstance(item, str):
                 server_id = item
-    return server_id or DEFAULT_SERVER_ID
+    return server_id or default
 
 
 class RtcHub:
@@ -224,6 +224,15 @@ class RtcHub:
     @property
     def sfu_events(self) -> bool:
         return SFU_EVENTS in self.cfg.features
+
+    def default_server_id(self) -> str:
+        """The join-ticket default: the capability document's server (``srv_harbor`` on the public seed).
+
+        Uses the lookup's optional ``default_server_id`` (the devserver store has one, so other seeds
+        default to their own server), else ``srv_harbor``.
+        """
+        value = getattr(self.lookup, "default_server_id", None)
+        return value if isinstance(value, str) and value else DEFAULT_SERVER_ID
 
     def signaling_url(self) -> str:
         return self.cfg.signaling_url
@@ -243,7 +252,7 @@ class RtcHub:
             body.extend(chunk)
             if len(body) > TICKET_BODY_LIMIT:
                 break
-        server_id = _ticket_server_id(bytes(body))
+        server_id = _ticket_server_id(bytes(body), self.default_server_id())
         channel_type = self.lookup.channel_type(channel_id)
         if channel_type is None:
             return error_response(404, "channel_not_found", "unknown voice channel")

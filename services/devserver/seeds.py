@@ -62,7 +62,11 @@ def harbor() -> SeedServer:
                 "grp_general",
                 "general",
                 "text",
-                [("ch_general", "general", "text"), ("ch_design", "design", "text"), ("ch_release", "release-notes", "text")],
+                [
+                    ("ch_general", "general", "text"),
+                    ("ch_design", "design", "text"),
+                    ("ch_release", "release-notes", "text"),
+                ],
             ),
             _group("grp_ops", "ops", "text", [("ch_outage", "outage-watch", "text")]),
             _group(
@@ -73,7 +77,10 @@ def harbor() -> SeedServer:
             ),
         ],
         members=_members(
-            ("mem_1", "Lyra", "online"), ("mem_2", "Orin", "idle"), ("mem_3", "Mira", "online"), ("mem_4", "Calix", "dnd")
+            ("mem_1", "Lyra", "online"),
+            ("mem_2", "Orin", "idle"),
+            ("mem_3", "Mira", "online"),
+            ("mem_4", "Calix", "dnd"),
         ),
         messages={
             "ch_general": [
@@ -106,7 +113,9 @@ def testlab() -> SeedServer:
                 [("tl_vc_huddle", "Huddle Room", "voice"), ("tl_vc_pairing", "Pairing Booth", "voice")],
             ),
         ],
-        members=_members(("mem_t1", "Devon", "online"), ("mem_t2", "Rhea", "idle"), ("mem_t3", "Pax", "online")),
+        members=_members(
+            ("mem_t1", "Devon", "online"), ("mem_t2", "Rhea", "idle"), ("mem_t3", "Pax", "online")
+        ),
         messages={
             "tl_ch_general": [
                 ("msg_tl_01", "uid_tl_1", "TestLab server online.", 22),
@@ -129,7 +138,11 @@ def family() -> SeedServer:
                 "grp_general",
                 "general",
                 "text",
-                [("ch_general", "general", "text"), ("ch_photos", "photos", "text"), ("ch_plans", "plans", "text")],
+                [
+                    ("ch_general", "general", "text"),
+                    ("ch_photos", "photos", "text"),
+                    ("ch_plans", "plans", "text"),
+                ],
             ),
             _group("grp_voice", "Voice Channels", "voice", [("vc_family", "Family Call", "voice")]),
         ],

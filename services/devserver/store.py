@@ -50,7 +50,9 @@ AVATAR_TYPES = frozenset({"image/png", "image/jpeg"})
 AVATAR_PRESETS = ("horizon", "reef", "mint", "ember", "violet", "slate")
 REPLY_PREVIEW_RUNES = 220
 OWNERSHIP_CLAIM_TTL = timedelta(minutes=5)
-BANNER_PRESETS = frozenset({"", "ocean", "sunset", "ember", "forest", "midnight", "orchid", "teal", "gold", "slate"})
+BANNER_PRESETS = frozenset(
+    {"", "ocean", "sunset", "ember", "forest", "midnight", "orchid", "teal", "gold", "slate"}
+)
 
 
 class WireError(Exception):
@@ -78,7 +80,7 @@ def is_letter_or_digit(ch: str) -> bool:
 
 
 def display_name_valid(name: str) -> bool:
-    """2–32 runes of ``[\\p{L}\\p{N} ._\\-]``."""
+    """2-32 runes of ``[\\p{L}\\p{N} ._\\-]``."""
     if not 2 <= len(name) <= 32:
         return False
     return all(ch in " ._-" or is_letter_or_digit(ch) for ch in name)
@@ -135,8 +137,14 @@ def extract_mentions(body: str) -> list[dict[str, Any]]:
         start = len(body[:i].encode())
         end = start + len(body[i:j].encode())
         lowered = raw.lower()
+        mention: dict[str, Any]
         if lowered in ("here", "channel"):
-            mention = {"type": "channel", "token": "@" + lowered, "target_id": lowered, "display_text": lowered}
+            mention = {
+                "type": "channel",
+                "token": "@" + lowered,
+                "target_id": lowered,
+                "display_text": lowered,
+            }
         else:
             mention = {"type": "user", "token": "@" + raw, "target_id": raw, "display_text": raw}
         mention["range"] = {"start": start, "end": end}
@@ -295,7 +303,9 @@ class Store:
 
     # ------------------------------------------------------------------ history
 
-    def history(self, channel_id: str, limit: int, before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def history(
+        self, channel_id: str, limit: int, before: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Newest ``limit`` messages (oldest first), optionally strictly older than ``before``.
 
         Returns the page and whether older messages exist before it.
@@ -471,7 +481,7 @@ class Store:
         asset_id: str,
         expected_version: int | None,
     ) -> dict[str, Any]:
-        """``PUT /v1/profile/me`` after the JSON and ``If-Match`` checks (wire §9 steps 3–7)."""
+        """``PUT /v1/profile/me`` after the JSON and ``If-Match`` checks (wire §9 steps 3-7)."""
         display_name = go_trim(display_name)
         if not display_name_valid(display_name):
             raise WireError(400, "display_name_invalid", "display name does not meet policy")
@@ -491,7 +501,9 @@ class Store:
             blob = self.state.avatars.get(asset_id)
             if blob is None:
                 raise WireError(400, "avatar_asset_not_found", "avatar asset not found")
-            updated.update(avatar_preset_id=None, avatar_asset_id=asset_id, avatar_url=blob.meta["avatar_url"])
+            updated.update(
+                avatar_preset_id=None, avatar_asset_id=asset_id, avatar_url=blob.meta["avatar_url"]
+            )
         else:
             raise WireError(400, "avatar_mode_unsupported", "avatar mode is not supported")
         updated["profile_version"] = current["profile_version"] + 1
@@ -553,7 +565,9 @@ class Store:
         else:
             found = self.find_message(channel_id, last_read_id)
             if found is None:
-                raise WireError(400, "read_ack_cursor_not_found", "last_read_message_id is not in channel history")
+                raise WireError(
+                    400, "read_ack_cursor_not_found", "last_read_message_id is not in channel history"
+                )
             cursor = found[0]
         key = f"{channel_id}|{uid}"
         existing = self.state.read_acks.get(key)
@@ -589,7 +603,9 @@ class Store:
         out: list[dict[str, str]] = []
         for token in ("@here", "@channel"):
             if q in token[1:]:
-                out.append({"type": "channel", "token": token, "target_id": token[1:], "display_text": token[1:]})
+                out.append(
+                    {"type": "channel", "token": token, "target_id": token[1:], "display_text": token[1:]}
+                )
         known: set[str] = {uid} if uid else set()
         server_id = self._channel_server.get(channel_id)
         for cid, sid in self._channel_server.items():
@@ -597,7 +613,9 @@ class Store:
                 known.update(m["author_uid"] for m in self.state.messages.get(cid, []))
         known.update(self.state.profiles)
         for candidate in sorted(u for u in known if q in u.lower()):
-            out.append({"type": "user", "token": "@" + candidate, "target_id": candidate, "display_text": candidate})
+            out.append(
+                {"type": "user", "token": "@" + candidate, "target_id": candidate, "display_text": candidate}
+            )
         return out[:limit]
 
     # ------------------------------------------------------------------ Profile B: servers and layout
@@ -691,7 +709,9 @@ class Store:
             if candidate not in self._channel_type:
                 return candidate
 
-    def create_channel(self, server_id: str, uid: str, group_id: str, name: str, ctype: str) -> dict[str, Any]:
+    def create_channel(
+        self, server_id: str, uid: str, group_id: str, name: str, ctype: str
+    ) -> dict[str, Any]:
         server = self.server(server_id)
         name = name.strip()
         group_id = group_id.strip()
@@ -707,7 +727,11 @@ class Store:
         group = next((g for g in server.groups if g["id"] == group_id), None)
         if group is None:
             raise WireError(404, "channel_group_not_found", "channel group not found")
-        channel = {"id": self._new_channel_id("vc_" if ctype == "voice" else "ch_"), "name": name, "type": ctype}
+        channel = {
+            "id": self._new_channel_id("vc_" if ctype == "voice" else "ch_"),
+            "name": name,
+            "type": ctype,
+        }
         group["channels"].append(channel)
         self._index()
         self.mark_dirty()
@@ -728,12 +752,19 @@ class Store:
         if kind not in ("text", "voice"):
             raise WireError(400, "invalid_category_kind", "category kind is unsupported")
         self.require_owner(
-            server, uid, ("category_create_forbidden", "requester does not have permission to create categories")
+            server,
+            uid,
+            ("category_create_forbidden", "requester does not have permission to create categories"),
         )
         group = {"id": short_id("grp_"), "label": name, "kind": kind, "channels": []}
         server.groups.append(group)
         self.mark_dirty()
-        return {"server_id": server_id, "group": group, "created_by_uid": uid, "created_at": rfc3339(self.clock())}
+        return {
+            "server_id": server_id,
+            "group": group,
+            "created_by_uid": uid,
+            "created_at": rfc3339(self.clock()),
+        }
 
     def rename_category(self, server_id: str, uid: str, group_id: str, name: str) -> dict[str, Any]:
         server = self.server(server_id)
@@ -741,20 +772,29 @@ class Store:
         if not name or len(name) > 100:
             raise WireError(400, "invalid_category_name", "category name is invalid")
         self.require_owner(
-            server, uid, ("category_update_forbidden", "requester does not have permission to update categories")
+            server,
+            uid,
+            ("category_update_forbidden", "requester does not have permission to update categories"),
         )
         group = next((g for g in server.groups if g["id"] == group_id.strip()), None)
         if group is None:
             raise WireError(404, "category_not_found", "category was not found")
         group["label"] = name
         self.mark_dirty()
-        return {"server_id": server_id, "group": group, "updated_by_uid": uid, "updated_at": rfc3339(self.clock())}
+        return {
+            "server_id": server_id,
+            "group": group,
+            "updated_by_uid": uid,
+            "updated_at": rfc3339(self.clock()),
+        }
 
     def delete_category(self, server_id: str, uid: str, group_id: str) -> dict[str, Any]:
         """Remove an empty category (its channels, if any, move to the first remaining one)."""
         server = self.server(server_id)
         self.require_owner(
-            server, uid, ("category_update_forbidden", "requester does not have permission to update categories")
+            server,
+            uid,
+            ("category_update_forbidden", "requester does not have permission to update categories"),
         )
         index = next((i for i, g in enumerate(server.groups) if g["id"] == group_id.strip()), None)
         if index is None:
@@ -765,12 +805,19 @@ class Store:
         if group["channels"]:
             server.groups[0]["channels"].extend(group["channels"])
         self.mark_dirty()
-        return {"server_id": server_id, "groups": server.groups, "updated_by_uid": uid, "updated_at": rfc3339(self.clock())}
+        return {
+            "server_id": server_id,
+            "groups": server.groups,
+            "updated_by_uid": uid,
+            "updated_at": rfc3339(self.clock()),
+        }
 
     def update_layout(self, server_id: str, uid: str, layout: list[tuple[str, list[str]]]) -> dict[str, Any]:
         server = self.server(server_id)
         self.require_owner(
-            server, uid, ("channel_layout_forbidden", "requester does not have permission to update channel layout")
+            server,
+            uid,
+            ("channel_layout_forbidden", "requester does not have permission to update channel layout"),
         )
         invalid = WireError(400, "invalid_channel_layout", "channel layout payload is invalid")
         groups = {g["id"]: g for g in server.groups}
@@ -798,7 +845,12 @@ class Store:
             raise invalid
         server.groups[:] = result
         self.mark_dirty()
-        return {"server_id": server_id, "groups": result, "updated_by_uid": uid, "updated_at": rfc3339(self.clock())}
+        return {
+            "server_id": server_id,
+            "groups": result,
+            "updated_by_uid": uid,
+            "updated_at": rfc3339(self.clock()),
+        }
 
     def settings(self, server_id: str) -> dict[str, str]:
         entry = self.server(server_id).entry
@@ -809,7 +861,9 @@ class Store:
             "banner_preset": entry.get("banner_preset", ""),
         }
 
-    def update_settings(self, server_id: str, uid: str, display_name: str, description: str, banner: str) -> dict[str, Any]:
+    def update_settings(
+        self, server_id: str, uid: str, display_name: str, description: str, banner: str
+    ) -> dict[str, Any]:
         server = self.server(server_id)
         display_name = display_name.strip()
         description = description.strip()
@@ -821,7 +875,9 @@ class Store:
         if banner not in BANNER_PRESETS:
             raise WireError(400, "invalid_banner_preset", "server banner preset is invalid")
         self.require_owner(
-            server, uid, ("server_settings_forbidden", "requester does not have permission to update server settings")
+            server,
+            uid,
+            ("server_settings_forbidden", "requester does not have permission to update server settings"),
         )
         server.entry.update(
             display_name=display_name,
@@ -912,7 +968,9 @@ class Store:
                 for s in st.servers
             ],
             "messages": st.messages,
-            "attachments": {k: {"meta": b.meta, "channel_id": b.channel_id} for k, b in st.attachments.items()},
+            "attachments": {
+                k: {"meta": b.meta, "channel_id": b.channel_id} for k, b in st.attachments.items()
+            },
             "avatars": {k: {"meta": b.meta} for k, b in st.avatars.items()},
             "profiles": st.profiles,
             "left": st.left,
@@ -929,7 +987,9 @@ class Store:
         st.capabilities_server_id = doc["capabilities_server_id"]
         st.capabilities_server_name = doc["capabilities_server_name"]
         st.servers = [
-            ServerState(s["entry"], s["groups"], s["members"], s.get("owner_uid", ""), s.get("requires_claim", False))
+            ServerState(
+                s["entry"], s["groups"], s["members"], s.get("owner_uid", ""), s.get("requires_claim", False)
+            )
             for s in doc["servers"]
         ]
         st.messages = doc["messages"]
@@ -939,7 +999,10 @@ class Store:
         st.claims = doc["claims"]
         st.event_seq = int(doc["event_seq"])
         blob_dir = self._blob_dir
-        for kind, target, rows in (("att", st.attachments, doc["attachments"]), ("avatar", st.avatars, doc["avatars"])):
+        for kind, target, rows in (
+            ("att", st.attachments, doc["attachments"]),
+            ("avatar", st.avatars, doc["avatars"]),
+        ):
             for blob_id, row in rows.items():
                 blob_path = blob_dir / f"{kind}_{blob_id}" if blob_dir else None
                 if blob_path is None or not blob_path.exists():

@@ -66,7 +66,10 @@ def dumps_text(body: Any) -> str:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        content=dumps(body), status_code=status, media_type="application/json", headers={**CORS_HEADERS, **(headers or {})}
+        content=dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**CORS_HEADERS, **(headers or {})},
     )
 
 
@@ -75,7 +78,9 @@ def error_response(status: int, code: str, message: str, retryable: bool = False
 
 
 def not_found_text() -> Response:
-    return Response(b"404 page not found\n", 404, media_type="text/plain; charset=utf-8", headers=dict(CORS_HEADERS))
+    return Response(
+        b"404 page not found\n", 404, media_type="text/plain; charset=utf-8", headers=dict(CORS_HEADERS)
+    )
 
 
 def method_not_allowed() -> Response:
