@@ -50,7 +50,9 @@ def start_nats(tmp: Path, port: int | None = None) -> ManagedProcess:
     store = tmp / "jetstream"
     conf = tmp / "nats.conf"
     conf.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{store}" }}\n')
-    proc = ManagedProcess("nats", [nats_server_binary(), "-c", str(conf)], "127.0.0.1", port, None, tmp / "nats.log")
+    proc = ManagedProcess(
+        "nats", [nats_server_binary(), "-c", str(conf)], "127.0.0.1", port, None, tmp / "nats.log"
+    )
     proc.start()
     return proc
 

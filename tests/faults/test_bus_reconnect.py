@@ -26,7 +26,7 @@ async def test_reconnect_after_kill_keeps_every_accepted_event(nats_ctl: Managed
     async def on_reconnect() -> None:
         reconnected.set()
 
-    bus.nc._reconnected_cb = on_reconnect  # noqa: SLF001 - observe the client's own reconnect
+    bus.nc._reconnected_cb = on_reconnect
     await bus.ensure_events_stream("OC_FAULT", duplicate_window_s=120)
     accepted: set[int] = set()
 

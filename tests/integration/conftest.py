@@ -41,7 +41,9 @@ def stack_nats(stack_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
     layout.nats_conf.write_text(
         natsconf.render_local_conf("127.0.0.1", port, monitor, layout.jetstream_dir, layout.accounts_conf)
     )
-    proc = nats_process(layout.nats_conf, "127.0.0.1", port, stack_home.secret_env, layout.logs_dir / "nats.log")
+    proc = nats_process(
+        layout.nats_conf, "127.0.0.1", port, stack_home.secret_env, layout.logs_dir / "nats.log"
+    )
     proc.start()
     url = f"nats://127.0.0.1:{port}"
     monkeypatch.setenv("OPENCHAT_NATS_URL", url)

@@ -39,6 +39,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 async def stream(bus: Bus, request: pytest.FixtureRequest) -> str:
     # One stream per test: a stream owns its subjects, so remove any other first.
     for info in await bus.js.streams_info():
+        assert info.config.name is not None
         await bus.js.delete_stream(info.config.name)
     await bus.ensure_events_stream("OC_TEST_EVENTS", duplicate_window_s=60)
     return "OC_TEST_EVENTS"
@@ -86,7 +87,9 @@ async def test_invalid_arguments_get_invalid_payload_reply(bus: Bus) -> None:
         return Echoed(text=args.text)
 
     await bus.serve_commands()
-    reply = await bus.nc.request(subjects.command("alice", "echo2", "say"), b'{"args": {"times": "many"}}', timeout=5)
+    reply = await bus.nc.request(
+        subjects.command("alice", "echo2", "say"), b'{"args": {"times": "many"}}', timeout=5
+    )
     assert b'"code":"invalid_payload"' in reply.data
     assert b'"ok":false' in reply.data
 
@@ -120,7 +123,13 @@ async def test_jetstream_deduplicates_by_msg_id_and_republishes_once(bus: Bus, s
 
     await bus.nc.subscribe(subjects.events_of_member("alice"), cb=on_live)
     await bus.nc.flush()
-    env = EventEnvelope[Note](event_id="msg_0001", server_id="srv_a", channel_id="ch_general", type="message.created", payload=Note(n=1))
+    env = EventEnvelope[Note](
+        event_id="msg_0001",
+        server_id="srv_a",
+        channel_id="ch_general",
+        type="message.created",
+        payload=Note(n=1),
+    )
     first = await bus.publish_event("alice", env)
     again = await bus.publish_event("alice", env)
     other = await bus.publish_event("alice", env.model_copy(update={"event_id": "msg_0002"}))

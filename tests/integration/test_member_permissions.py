@@ -17,7 +17,6 @@ from services.core.members import ConnectionFile
 from tests.integration.conftest import StackNats
 
 
-
 class Errors(list[Exception]):
     """Asynchronous errors the server sent a client (nats-py lower-cases their text)."""
 
@@ -90,7 +89,9 @@ async def _received(nc: Client, subject: str) -> asyncio.Queue[Msg]:
     return queue
 
 
-async def test_member_publishes_own_commands_and_receives_own_events(members: Connect, service: Client) -> None:
+async def test_member_publishes_own_commands_and_receives_own_events(
+    members: Connect, service: Client
+) -> None:
     alice, errors = await members("alice")
     commands = await _received(service, "oc.alice.cmd.>")
     events = await _received(alice, "oc.alice.evt.>")
@@ -173,14 +174,14 @@ async def test_removed_member_is_disconnected_and_refused(members: Connect, stac
     bob, _ = await members("bob")
     cf = ConnectionFile.read(stack_nats.home.layout.connection_file("alice"))
     closed = asyncio.Event()
-    alice._closed_cb = _set_event(closed)  # noqa: SLF001 - nats-py has no public setter after connect
+    alice._closed_cb = _set_event(closed)
     outcome: list[str] = []
     await asyncio.to_thread(remove_member, stack_nats.home, "alice", out=outcome.append)
     assert "config reloaded" in outcome[0]
     await asyncio.wait_for(closed.wait(), 10)
     assert not alice.is_connected
     assert bob.is_connected
-    with pytest.raises(Exception, match="(?i)authorization"):
+    with pytest.raises(Exception, match=r"(?i)authorization"):
         await nats.connect(
             stack_nats.url, nkeys_seed_str=cf.nkey_seed, max_reconnect_attempts=0, allow_reconnect=False
         )

@@ -20,7 +20,9 @@ READY_LINE = "stack is up"
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_") or k.startswith("OPENCHAT_TEST")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_") or k.startswith("OPENCHAT_TEST")
+    }
     env.pop("OPENCHAT_TEST_NATS_URL", None)
     env.pop("OPENCHAT_TEST_REDIS_URL", None)
     for var in SECRET_VARS:
@@ -32,7 +34,11 @@ def _env(home: Path) -> dict[str, str]:
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=_env(home), capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "services.cli", *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -68,7 +74,9 @@ class Stack:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise AssertionError(f"openchat up exited ({self.proc.poll()}) before {needle!r}:\n" + "".join(self.lines))
+                raise AssertionError(
+                    f"openchat up exited ({self.proc.poll()}) before {needle!r}:\n" + "".join(self.lines)
+                )
             self.lines.append(line)
             if needle in line:
                 return line
@@ -103,7 +111,9 @@ def test_up_status_member_and_clean_stop(stack: Stack) -> None:
     status = _cli(stack.home, "status")
     assert status.returncode == 0, status.stdout + status.stderr
     for component in ("nats", "redis", "connector", "state", "notification", "media"):
-        assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), status.stdout
+        assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), (
+            status.stdout
+        )
 
     added = _cli(stack.home, "member", "add", "alice")
     assert added.returncode == 0, added.stderr
@@ -113,10 +123,19 @@ def test_up_status_member_and_clean_stop(stack: Stack) -> None:
     assert (stack.home / "members" / "alice.json").stat().st_mode & 0o077 == 0
 
     managed = stack.endpoints()["managed"]
-    assert isinstance(managed, dict) and {"nats", "redis", "connector", "state", "notification", "media"} <= set(managed)
+    assert isinstance(managed, dict) and {
+        "nats",
+        "redis",
+        "connector",
+        "state",
+        "notification",
+        "media",
+    } <= set(managed)
     assert stack.interrupt() == 0
     for name, pid in managed.items():
-        assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE, name
+        assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE, (
+            name
+        )
     assert _processes_of(stack.home) == []
     assert not (stack.home / "run" / "endpoints.json").exists()
     down = _cli(stack.home, "status")
