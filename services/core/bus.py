@@ -148,7 +148,7 @@ class Bus:
             log.info("bus reconnected")
 
         options: dict[str, Any] = {
-            "servers": [opts.url],
+            "servers": [u.strip() for u in opts.url.split(",") if u.strip()],  # a cluster: comma-separated
             "name": opts.name,
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,

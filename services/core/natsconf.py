@@ -80,19 +80,36 @@ class ReloadError(RuntimeError):
 
 
 async def request_reload(url: str, sys_user: str, sys_password: str, timeout: float = 5.0) -> list[str]:
-    """Ask every server reachable at ``url`` to reload its configuration; return their ids."""
+    """Ask every server of the cluster reachable at ``url`` (comma-separated URLs allowed) to
+    reload its configuration; return the ids of the servers that reloaded."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     nc = await nats.connect(
-        url, user=sys_user, password=sys_password, connect_timeout=2, max_reconnect_attempts=0
+        servers, user=sys_user, password=sys_password, connect_timeout=2, max_reconnect_attempts=0
     )
     try:
-        pings = await nc.request("$SYS.REQ.SERVER.PING", b"", timeout=timeout)
-        server_id = json.loads(pings.data)["server"]["id"]
-        reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.RELOAD", b"", timeout=timeout)
-        doc = json.loads(reply.data)
-        if doc.get("error"):
-            raise ReloadError(
-                f"nats-server refused the reload: {doc['error'].get('description', doc['error'])}"
-            )
-        return [server_id]
+        inbox = nc.new_inbox()
+        ids: list[str] = []
+        sub = await nc.subscribe(inbox)
+        await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
+        # Every server answers the ping; wait for the first answer, then briefly for the rest.
+        wait = timeout
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=wait)
+            except nats.errors.TimeoutError:
+                break
+            ids.append(json.loads(msg.data)["server"]["id"])
+            wait = 0.3
+        await sub.unsubscribe()
+        if not ids:
+            raise ReloadError("no NATS server answered the system ping")
+        for server_id in ids:
+            reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.RELOAD", b"", timeout=timeout)
+            doc = json.loads(reply.data)
+            if doc.get("error"):
+                raise ReloadError(
+                    f"nats-server refused the reload: {doc['error'].get('description', doc['error'])}"
+                )
+        return ids
     finally:
         await nc.close()

@@ -108,6 +108,7 @@ async def serve(service: Service, settings: Settings) -> None:
             duplicate_window_s=settings.events_duplicate_window_s,
             max_age_s=settings.events_max_age_days * 86400,
             max_bytes=settings.events_max_bytes,
+            replicas=settings.events_replicas,
         )
         if service.needs_redis:
             if not settings.redis_url:

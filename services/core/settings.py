@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     events_max_age_days: float = 30.0
     events_max_bytes: int = 2 * 1024**3
     events_duplicate_window_s: float = 600.0
+    events_replicas: int = Field(default=1, ge=1, le=5)
 
     @field_validator("service_password", "sys_password")
     @classmethod
