@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     events_max_bytes: int = 2 * 1024**3
     events_duplicate_window_s: float = 600.0
     events_replicas: int = Field(default=1, ge=1, le=5)
+    secret_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/openchat/secret.key (ADR 0004)
+    message_window: int = Field(default=500, ge=10, le=100_000)
 
     @field_validator("service_password", "sys_password")
     @classmethod

@@ -45,7 +45,11 @@ def load(name: str) -> dict[str, Any]:
 
 
 def frames(name: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (EXAMPLES / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (EXAMPLES / name).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def all_fixture_names() -> set[str]:
@@ -133,7 +137,9 @@ class Matcher:
         return text
 
     def match(self, recorded: Any, live: Any, path: str = "$") -> None:
-        assert type(live) is type(recorded), f"{path}: type {type(live).__name__} != {type(recorded).__name__}"
+        assert type(live) is type(recorded), (
+            f"{path}: type {type(live).__name__} != {type(recorded).__name__}"
+        )
         if isinstance(recorded, dict):
             assert list(live) == list(recorded), f"{path}: keys {list(live)} != {list(recorded)}"
             for key in recorded:

@@ -193,7 +193,9 @@ class Exchange:
 
 def send(client: httpx.Client, matcher: Matcher, fixture: dict[str, Any]) -> Exchange:
     req = fixture["_request"]
-    headers = {k: matcher.substitute(v) for k, v in req.get("headers", {}).items() if k.lower() != "content-type"}
+    headers = {
+        k: matcher.substitute(v) for k, v in req.get("headers", {}).items() if k.lower() != "content-type"
+    }
     content: bytes | None = None
     sent: dict[str, bytes] = {}
     ctype = req.get("headers", {}).get("Content-Type")
@@ -213,7 +215,9 @@ def send(client: httpx.Client, matcher: Matcher, fixture: dict[str, Any]) -> Exc
             else:
                 parts.append((part["name"], None, None, matcher.substitute(part["value"]).encode()))
         content, headers["Content-Type"] = golden.multipart(parts)
-    response = client.request(req["method"], matcher.substitute(req["path"]), headers=headers, content=content)
+    response = client.request(
+        req["method"], matcher.substitute(req["path"]), headers=headers, content=content
+    )
     return Exchange(fixture, response, sent)
 
 
@@ -230,7 +234,10 @@ class Replay:
 
 @pytest.fixture(scope="module")
 def replay() -> Iterator[Replay]:
-    with running_devserver(DevserverConfig()) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+    with (
+        running_devserver(DevserverConfig()) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as client,
+    ):
         started = datetime.now(UTC)
         matcher = Matcher(server.base_url)
         exchanges: dict[str, Exchange] = {}
@@ -242,7 +249,10 @@ def replay() -> Iterator[Replay]:
 
 @pytest.fixture(scope="module")
 def production_replay() -> Iterator[Replay]:
-    with running_devserver(DevserverConfig(production=True)) as server, httpx.Client(base_url=server.base_url) as client:
+    with (
+        running_devserver(DevserverConfig(production=True)) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
         matcher = Matcher(server.base_url)
         exchanges = {name: send(client, matcher, load(name)) for name in PRODUCTION}
         yield Replay(server, matcher, exchanges, datetime.now(UTC))
@@ -382,7 +392,9 @@ async def test_realtime_frames_log(realtime_server: DevserverHandle) -> None:
             elif direction == "s2c":
                 raw, frame = await recv_json(conns[conn])
                 assert raw.endswith("\n") and raw.count("\n") == 1
-                matcher.match(normalise_snapshot(entry["frame"]), normalise_snapshot(frame), f"line {entry['i']}")
+                matcher.match(
+                    normalise_snapshot(entry["frame"]), normalise_snapshot(frame), f"line {entry['i']}"
+                )
             elif direction == "event" and entry.get("event") == "closed":
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(conns[conn].recv(), RECV_TIMEOUT)
@@ -397,7 +409,9 @@ async def _realtime_step(http: httpx.AsyncClient, matcher: Matcher, text: str) -
     alice = {"X-OpenChat-User-UID": "uid_alice", "X-OpenChat-Device-ID": "dev_alice_laptop"}
     bob = {"X-OpenChat-User-UID": "uid_bob", "X-OpenChat-Device-ID": "dev_bob_phone"}
     if text.startswith("7)"):
-        first = await http.post("/v1/channels/ch_general/messages", json={"body": "realtime hello"}, headers=alice)
+        first = await http.post(
+            "/v1/channels/ch_general/messages", json={"body": "realtime hello"}, headers=alice
+        )
         assert first.status_code == 201
         matcher.learn("msg_0337f023", first.json()["message"]["id"])
         reply = {"body": "reply via http", "reply_to_message_id": first.json()["message"]["id"]}
@@ -405,7 +419,9 @@ async def _realtime_step(http: httpx.AsyncClient, matcher: Matcher, text: str) -
         assert second.status_code == 201
         matcher.learn("msg_69a3d5f2", second.json()["message"]["id"])
     elif text.startswith("8)"):
-        response = await http.post("/v1/channels/ch_design/messages", json={"body": "nobody listens"}, headers=alice)
+        response = await http.post(
+            "/v1/channels/ch_design/messages", json={"body": "nobody listens"}, headers=alice
+        )
         assert response.status_code == 201
     elif text.startswith("10)"):
         update = {"display_name": "Bobby", "avatar_mode": "generated", "avatar_preset_id": "slate"}

@@ -82,7 +82,9 @@ def ordered(raw: str | bytes) -> Any:
     return json.loads(raw, object_pairs_hook=lambda pairs: ("obj", pairs))
 
 
-def assert_same_shape(expected: Any, actual: Any, path: str, generated: dict[str, re.Pattern[str] | None]) -> None:
+def assert_same_shape(
+    expected: Any, actual: Any, path: str, generated: dict[str, re.Pattern[str] | None]
+) -> None:
     """Same keys in the same order, same types; exact values except at ``generated`` paths."""
     if isinstance(expected, tuple):
         assert isinstance(actual, tuple), f"{path}: expected an object, got {actual!r}"
@@ -97,7 +99,9 @@ def assert_same_shape(expected: Any, actual: Any, path: str, generated: dict[str
         for index, (exp_item, act_item) in enumerate(zip(expected, actual, strict=True)):
             assert_same_shape(exp_item, act_item, f"{path}[{index}]", generated)
         return
-    assert type(actual) is type(expected), f"{path}: type {type(actual).__name__} != {type(expected).__name__}"
+    assert type(actual) is type(expected), (
+        f"{path}: type {type(actual).__name__} != {type(expected).__name__}"
+    )
     if path in generated:
         pattern = generated[path]
         if pattern is not None:
@@ -120,7 +124,8 @@ def test_covered_fixtures_exist() -> None:
     rtc_like = {
         p.name
         for p in EXAMPLES.iterdir()
-        if p.name.startswith(("join_ticket", "sdp_", "signaling_", "error_ws_rtc_")) or "join_ticket" in p.name
+        if p.name.startswith(("join_ticket", "sdp_", "signaling_", "error_ws_rtc_"))
+        or "join_ticket" in p.name
     }
     assert rtc_like | {"error_invalid_channel_type_400.json"} <= COVERED_FIXTURES
 
@@ -283,7 +288,11 @@ class Replay:
         conn = await self.open(label)
         raw: str = line["raw"]
         frame = line["frame"]
-        if isinstance(frame, dict) and frame.get("type") == "rtc.join" and "ticket" in frame.get("payload", {}):
+        if (
+            isinstance(frame, dict)
+            and frame.get("type") == "rtc.join"
+            and "ticket" in frame.get("payload", {})
+        ):
             recorded_ticket = frame["payload"]["ticket"]
             raw = raw.replace(recorded_ticket, await self.translate_ticket(recorded_ticket))
         if isinstance(frame, dict) and frame.get("type") == "rtc.leave":

@@ -44,7 +44,9 @@ class RealtimeClient:
         self.ws = ws
 
     @classmethod
-    async def open(cls, server: DevserverHandle, query: str = "", headers: dict[str, str] | None = None) -> RealtimeClient:
+    async def open(
+        cls, server: DevserverHandle, query: str = "", headers: dict[str, str] | None = None
+    ) -> RealtimeClient:
         url = server.ws_url + "/v1/realtime" + (f"?{query}" if query else "")
         return cls(await connect(url, additional_headers=headers or {}, close_timeout=1))
 
@@ -65,7 +67,13 @@ class RealtimeClient:
                 return frame
 
     async def subscribe(self, channel_id: str) -> list[dict[str, Any]]:
-        await self.send({"type": "chat.subscribe", "request_id": f"sub_{channel_id}", "payload": {"channel_id": channel_id}})
+        await self.send(
+            {
+                "type": "chat.subscribe",
+                "request_id": f"sub_{channel_id}",
+                "payload": {"channel_id": channel_id},
+            }
+        )
         return [await self.recv_type("chat.subscribed"), await self.recv_type("chat.presence.snapshot")]
 
     async def ping(self) -> dict[str, Any]:

@@ -91,12 +91,19 @@ def test_legacy_capabilities_path(full: DevserverHandle) -> None:
 def test_cursors_page_back_through_history(full: DevserverHandle) -> None:
     with client(full) as http:
         for index in range(5):
-            assert http.post("/v1/channels/ch_outage/messages", json={"body": f"m{index}"}, headers=ALICE).status_code == 201
+            assert (
+                http.post(
+                    "/v1/channels/ch_outage/messages", json={"body": f"m{index}"}, headers=ALICE
+                ).status_code
+                == 201
+            )
         seen: list[str] = []
         before = None
         while True:
             params = {"limit": "2", **({"before": before} if before else {})}
-            page = MessageList.model_validate(http.get("/v1/channels/ch_outage/messages", params=params).json())
+            page = MessageList.model_validate(
+                http.get("/v1/channels/ch_outage/messages", params=params).json()
+            )
             seen = [m.body for m in page.messages] + seen
             if page.next_cursor is None:
                 break
@@ -112,20 +119,28 @@ async def test_read_acks_monotonic_with_event(full: DevserverHandle) -> None:
         for body in ("one", "two"):
             response = await http.post("/v1/channels/ch_release/messages", json={"body": body}, headers=BOB)
             ids.append(response.json()["message"]["id"])
-        empty = ReadAckResponse.model_validate((await http.get("/v1/channels/ch_release/read-ack", headers=ALICE)).json())
+        empty = ReadAckResponse.model_validate(
+            (await http.get("/v1/channels/ch_release/read-ack", headers=ALICE)).json()
+        )
         assert empty.read_ack.cursor_index is None and empty.read_ack.last_read_message_id is None
         rt = await RealtimeClient.open(full, headers=ALICE)
         try:
-            put = await http.put("/v1/channels/ch_release/read-ack", json={"last_read_message_id": ids[1]}, headers=ALICE)
+            put = await http.put(
+                "/v1/channels/ch_release/read-ack", json={"last_read_message_id": ids[1]}, headers=ALICE
+            )
             ack = ReadAckResponse.model_validate(put.json())
             assert ack.applied is True and ack.read_ack.cursor_index is not None
             event = await rt.recv_type("chat.read_ack.updated")
             payload = ReadAckUpdatedPayload.model_validate(event["payload"])
             assert payload.last_read_message_id == ids[1] and payload.user_uid == "uid_alice"
-            older = await http.put("/v1/channels/ch_release/read-ack", json={"last_read_message_id": ids[0]}, headers=ALICE)
+            older = await http.put(
+                "/v1/channels/ch_release/read-ack", json={"last_read_message_id": ids[0]}, headers=ALICE
+            )
             assert older.json()["applied"] is False
             assert older.json()["read_ack"]["last_read_message_id"] == ids[1]
-            missing = await http.put("/v1/channels/ch_release/read-ack", json={"last_read_message_id": "x"}, headers=ALICE)
+            missing = await http.put(
+                "/v1/channels/ch_release/read-ack", json={"last_read_message_id": "x"}, headers=ALICE
+            )
             assert missing.status_code == 400
         finally:
             await rt.close()
@@ -133,13 +148,20 @@ async def test_read_acks_monotonic_with_event(full: DevserverHandle) -> None:
 
 def test_unread_counts_follow_read_acks(full: DevserverHandle) -> None:
     with client(full) as http:
+
         def unread(channel_id: str) -> int:
-            groups = ChannelList.model_validate(http.get("/v1/servers/srv_testlab/channels", headers=ALICE).json())
-            return next(ch.unread_count for g in groups.groups for ch in g.channels if ch.id == channel_id) or 0
+            groups = ChannelList.model_validate(
+                http.get("/v1/servers/srv_testlab/channels", headers=ALICE).json()
+            )
+            return (
+                next(ch.unread_count for g in groups.groups for ch in g.channels if ch.id == channel_id) or 0
+            )
 
         start = unread("tl_ch_qa")
         assert start == 1  # the seed message
-        posted = http.post("/v1/channels/tl_ch_qa/messages", json={"body": "hi"}, headers=BOB).json()["message"]
+        posted = http.post("/v1/channels/tl_ch_qa/messages", json={"body": "hi"}, headers=BOB).json()[
+            "message"
+        ]
         http.post("/v1/channels/tl_ch_qa/messages", json={"body": "mine"}, headers=ALICE)
         assert unread("tl_ch_qa") == 2
         http.put("/v1/channels/tl_ch_qa/read-ack", json={"last_read_message_id": posted["id"]}, headers=ALICE)
@@ -159,7 +181,9 @@ def test_mentions_on_messages_and_resolve(full: DevserverHandle) -> None:
         ]
         first = message.mentions[0].range
         assert first is not None and body.encode()[first.start : first.end] == b"@uid_bob"
-        resolved = http.get("/v1/channels/ch_design/mentions:resolve", params={"query": "uid_al", "limit": "12"}, headers=BOB)
+        resolved = http.get(
+            "/v1/channels/ch_design/mentions:resolve", params={"query": "uid_al", "limit": "12"}, headers=BOB
+        )
         assert resolved.status_code == 200
         tokens = [r["token"] for r in resolved.json()["results"]]
         assert "@uid_alice" in tokens and "@here" not in tokens
@@ -169,7 +193,9 @@ def test_mentions_on_messages_and_resolve(full: DevserverHandle) -> None:
 
 async def test_message_delete_author_only_with_event(full: DevserverHandle) -> None:
     async with aclient(full) as http:
-        created = (await http.post("/v1/channels/ch_general/messages", json={"body": "oops"}, headers=ALICE)).json()
+        created = (
+            await http.post("/v1/channels/ch_general/messages", json={"body": "oops"}, headers=ALICE)
+        ).json()
         mid = created["message"]["id"]
         reply = await http.post(
             "/v1/channels/ch_general/messages", json={"body": "re", "reply_to_message_id": mid}, headers=BOB
@@ -185,7 +211,9 @@ async def test_message_delete_author_only_with_event(full: DevserverHandle) -> N
             assert event["payload"]["message_id"] == mid
         finally:
             await rt.close()
-        history = (await http.get("/v1/channels/ch_general/messages", params={"limit": "1000"})).json()["messages"]
+        history = (await http.get("/v1/channels/ch_general/messages", params={"limit": "1000"})).json()[
+            "messages"
+        ]
         assert mid not in [m["id"] for m in history]
         kept = next(m for m in history if m["id"] == reply.json()["message"]["id"])
         assert kept["reply_to"]["is_unavailable"] is True
@@ -196,7 +224,9 @@ async def test_message_delete_author_only_with_event(full: DevserverHandle) -> N
 def test_server_creation_and_claim(full: DevserverHandle) -> None:
     with client(full) as http:
         created = http.post(
-            "/v1/servers", json={"display_name": "Book Club", "description": "d", "banner_preset": "ocean"}, headers=ALICE
+            "/v1/servers",
+            json={"display_name": "Book Club", "description": "d", "banner_preset": "ocean"},
+            headers=ALICE,
         )
         assert created.status_code == 201
         body = ServerCreateResponse.model_validate(created.json())
@@ -204,14 +234,22 @@ def test_server_creation_and_claim(full: DevserverHandle) -> None:
         assert body.server.icon_text == "BC" and body.server.banner_preset == "ocean"
         assert sid in [s["server_id"] for s in http.get("/v1/servers", headers=ALICE).json()["servers"]]
         group_id = http.get(f"/v1/servers/{sid}/channels").json()["groups"][0]["id"]
-        blocked = http.post(f"/v1/servers/{sid}/channels", json={"name": "x", "type": "text", "group_id": group_id}, headers=ALICE)
+        blocked = http.post(
+            f"/v1/servers/{sid}/channels",
+            json={"name": "x", "type": "text", "group_id": group_id},
+            headers=ALICE,
+        )
         assert blocked.status_code == 403 and blocked.json()["code"] == "ownership_claim_required"
         wrong = http.post(f"/v1/servers/{sid}/ownership:claim", json={"claim_token": "nope"}, headers=ALICE)
         assert wrong.status_code == 400
         claim = {"claim_token": body.ownership_claim.token}
         claimed = http.post(f"/v1/servers/{sid}/ownership:claim", json=claim, headers=ALICE)
         assert claimed.status_code == 200 and claimed.json()["owner_user_uid"] == "uid_alice"
-        ok = http.post(f"/v1/servers/{sid}/channels", json={"name": "x", "type": "text", "group_id": group_id}, headers=ALICE)
+        ok = http.post(
+            f"/v1/servers/{sid}/channels",
+            json={"name": "x", "type": "text", "group_id": group_id},
+            headers=ALICE,
+        )
         assert ok.status_code == 201
 
 
@@ -219,30 +257,42 @@ async def test_channel_admin_routes_and_events(full: DevserverHandle) -> None:
     async with aclient(full) as http:
         rt = await RealtimeClient.open(full, query="server_id=srv_testlab", headers=BOB)
         try:
-            cat = await http.post("/v1/servers/srv_testlab/categories", json={"name": "Projects", "kind": "text"}, headers=ALICE)
+            cat = await http.post(
+                "/v1/servers/srv_testlab/categories", json={"name": "Projects", "kind": "text"}, headers=ALICE
+            )
             assert cat.status_code == 201
             gid = cat.json()["group"]["id"]
             assert (await rt.recv_type("chat.category.created"))["payload"]["group"]["id"] == gid
             other = await http.post("/v1/servers/srv_testlab/categories", json={"name": "No"}, headers=BOB)
             assert other.status_code == 403
             chan = await http.post(
-                "/v1/servers/srv_testlab/channels", json={"name": "plans", "type": "text", "group_id": gid}, headers=ALICE
+                "/v1/servers/srv_testlab/channels",
+                json={"name": "plans", "type": "text", "group_id": gid},
+                headers=ALICE,
             )
             assert chan.status_code == 201
             cid = chan.json()["channel"]["id"]
             assert (await rt.recv_type("chat.channel.created"))["payload"]["channel"]["id"] == cid
-            renamed = await http.put(f"/v1/servers/srv_testlab/categories/{gid}", json={"name": "Work"}, headers=ALICE)
+            renamed = await http.put(
+                f"/v1/servers/srv_testlab/categories/{gid}", json={"name": "Work"}, headers=ALICE
+            )
             assert renamed.json()["group"]["label"] == "Work"
             assert (await rt.recv_type("chat.category.updated"))["payload"]["group"]["label"] == "Work"
             groups = (await http.get("/v1/servers/srv_testlab/channels")).json()["groups"]
-            layout = {"groups": [{"id": g["id"], "channel_ids": [c["id"] for c in g["channels"]]} for g in reversed(groups)]}
+            layout = {
+                "groups": [
+                    {"id": g["id"], "channel_ids": [c["id"] for c in g["channels"]]} for g in reversed(groups)
+                ]
+            }
             put = await http.put("/v1/servers/srv_testlab/channel-layout", json=layout, headers=ALICE)
             assert put.status_code == 200 and put.json()["groups"][0]["id"] == gid
             await rt.recv_type("chat.channel.layout.updated")
             bad = await http.put("/v1/servers/srv_testlab/channel-layout", json={"groups": []}, headers=ALICE)
             assert bad.status_code == 400 and bad.json()["code"] == "invalid_channel_layout"
             settings = {"display_name": "Test Lab 2", "description": "QA", "banner_preset": "teal"}
-            assert (await http.put("/v1/servers/srv_testlab/settings", json=settings, headers=ALICE)).status_code == 200
+            assert (
+                await http.put("/v1/servers/srv_testlab/settings", json=settings, headers=ALICE)
+            ).status_code == 200
             assert (await rt.recv_type("chat.server.updated"))["payload"]["display_name"] == "Test Lab 2"
             got = (await http.get("/v1/servers/srv_testlab/settings", headers=ALICE)).json()
             assert got == {"server_id": "srv_testlab", **settings}
@@ -261,14 +311,19 @@ async def test_event_ids_and_resume(full: DevserverHandle) -> None:
         await rt.close()
         missed = []
         for body in ("second", "third"):
-            response = await http.post("/v1/channels/tl_ch_general/messages", json={"body": body}, headers=BOB)
+            response = await http.post(
+                "/v1/channels/tl_ch_general/messages", json={"body": body}, headers=BOB
+            )
             missed.append(response.json()["message"]["id"])
         back = await RealtimeClient.open(full, query=f"resume_from={first['event_id']}", headers=ALICE)
         try:
             await back.subscribe("tl_ch_general")
             replayed = [await back.recv_type("chat.message.created") for _ in missed]
             assert [f["payload"]["message"]["id"] for f in replayed] == missed
-            assert replayed[0]["event_id"] > first["event_id"] and replayed[1]["event_id"] > replayed[0]["event_id"]
+            assert (
+                replayed[0]["event_id"] > first["event_id"]
+                and replayed[1]["event_id"] > replayed[0]["event_id"]
+            )
         finally:
             await back.close()
 

@@ -127,9 +127,13 @@ class Devserver:
         hdrs.update(headers or {})
         async with httpx.AsyncClient(base_url=self.base_url, trust_env=False, timeout=RECV_TIMEOUT) as client:
             if raw_body is not None:
-                return await client.post(f"/v1/rtc/channels/{channel_id}/join-ticket", content=raw_body, headers=hdrs)
+                return await client.post(
+                    f"/v1/rtc/channels/{channel_id}/join-ticket", content=raw_body, headers=hdrs
+                )
             if body is not None:
-                return await client.post(f"/v1/rtc/channels/{channel_id}/join-ticket", json=body, headers=hdrs)
+                return await client.post(
+                    f"/v1/rtc/channels/{channel_id}/join-ticket", json=body, headers=hdrs
+                )
             return await client.post(f"/v1/rtc/channels/{channel_id}/join-ticket", headers=hdrs)
 
     async def ticket(
@@ -224,7 +228,13 @@ def run_devserver(kind: str = "stub", **overrides: Any) -> Iterator[Devserver]:
     cfg = replace(cfg, **overrides)
     app = build_app(kind, cfg)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **uvicorn_ws_settings()
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="auto",
+        timeout_graceful_shutdown=3,
+        **uvicorn_ws_settings(),
     )
     server = _Server(config)
     thread = threading.Thread(target=server.run, name=f"devserver-{kind}-{port}", daemon=True)

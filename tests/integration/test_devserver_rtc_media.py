@@ -22,7 +22,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from tests.integration.test_devserver_rtc_harness import APP_KINDS, Devserver, SigClient, real_app_available, run_devserver
+from tests.integration.test_devserver_rtc_harness import (
+    APP_KINDS,
+    Devserver,
+    SigClient,
+    real_app_available,
+    run_devserver,
+)
 
 SAMPLE_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms
@@ -76,7 +82,9 @@ def mono(frame: AudioFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
     return data
 
 
-async def collect_tone(track: MediaStreamTrack, frames_wanted: int = 25, rms_floor: float = 2000.0) -> np.ndarray[Any, np.dtype[np.float64]]:
+async def collect_tone(
+    track: MediaStreamTrack, frames_wanted: int = 25, rms_floor: float = 2000.0
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Receive until ``frames_wanted`` consecutive non-silent frames arrived; return their samples."""
     loud: list[np.ndarray[Any, np.dtype[np.float64]]] = []
     while len(loud) < frames_wanted:
@@ -130,7 +138,12 @@ async def test_two_aiortc_peers_exchange_audio(server: Devserver) -> None:
         await pc_bob.setLocalDescription(await pc_bob.createOffer())
         await bob.send(
             "rtc.offer.publish",
-            {"type": "offer", "sdp": pc_bob.localDescription.sdp, "direction": "publish", "target_participant_id": existing[0]},
+            {
+                "type": "offer",
+                "sdp": pc_bob.localDescription.sdp,
+                "direction": "publish",
+                "target_participant_id": existing[0],
+            },
             request_id="offer_bob_1",
         )
         offer = await alice.recv_type("rtc.offer.publish")
@@ -156,7 +169,9 @@ async def test_two_aiortc_peers_exchange_audio(server: Devserver) -> None:
 
         track_at_alice = await asyncio.wait_for(received["alice"], 10)
         track_at_bob = await asyncio.wait_for(received["bob"], 10)
-        heard_by_alice, heard_by_bob = await asyncio.gather(collect_tone(track_at_alice), collect_tone(track_at_bob))
+        heard_by_alice, heard_by_bob = await asyncio.gather(
+            collect_tone(track_at_alice), collect_tone(track_at_bob)
+        )
         assert abs(dominant_hz(heard_by_alice) - 440.0) < 15.0
         assert abs(dominant_hz(heard_by_bob) - 660.0) < 15.0
         assert float(np.sqrt(np.mean(heard_by_alice**2))) > 5000.0
@@ -231,7 +246,9 @@ async def test_pcm_frames_in_media_state_round_trip(server: Devserver) -> None:
                     finished[key] = b"".join(parts[i] for i in sorted(parts))
             return finished, own_echoes
 
-        (at_bob, bob_echoes), (at_alice, alice_echoes) = await asyncio.gather(reassemble(bob), reassemble(alice))
+        (at_bob, bob_echoes), (at_alice, alice_echoes) = await asyncio.gather(
+            reassemble(bob), reassemble(alice)
+        )
         assert at_bob == {(alice.participant_id, "stream_demo"): signal}
         assert bob_echoes == 0
         assert at_alice == {} and alice_echoes == frames  # the sender skipped all its own echoes

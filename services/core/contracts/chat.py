@@ -1,0 +1,366 @@
+"""Bus contracts of the chat loop: normalized domain objects, event payloads and commands.
+
+Everything here is *normalized*: keyed by the member's chosen ``server_id`` (the directory entry
+the member picked, D1) and never by channel id alone (D3). Backend payloads are parsed with
+``services.core.contracts.wire`` at the connector's edge and converted into these models.
+
+Event kinds (``EventEnvelope.type``, the last tokens of ``oc.<member>.evt.<server_id>.<kind>``):
+
+=====================  ==========================  =============================================
+kind                   payload                     ``event_id`` (de-duplication key)
+=====================  ==========================  =============================================
+``server.joined``      ``ServerJoined``            ``joined:<ts>``
+``server.left``        ``ServerLeft``              ``left:<ts>``
+``server.connection``  ``ConnectionState``         ``conn:<uuid>``
+``capabilities``       ``CapabilitySnapshot``      ``caps:<uuid>``
+``channels.updated``   ``ChannelsUpdated``         ``channels:<uuid>``
+``members.updated``    ``MembersUpdated``          ``members:<uuid>``
+``message.created``    ``MessageCreated``          ``msg:<message id>``
+``message.deleted``    ``MessageDeleted``          ``del:<message id>``
+``typing``             ``Typing``                  ``typing:<uuid>``
+``presence.snapshot``  ``PresenceSnapshot``        ``presence:<uuid>``
+``presence.joined``    ``PresenceChange``          ``presence:<uuid>``
+``presence.left``      ``PresenceChange``          ``presence:<uuid>``
+``profile.updated``    ``ProfileUpdated``          ``profile:<uid>:<profile_version>``
+=====================  ==========================  =============================================
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from services.core.contracts.bus import Contract
+
+ServerId = str
+ChannelId = str
+MAX_ATTACHMENTS = 4
+HISTORY_WINDOW = 150
+
+
+# -- domain objects ------------------------------------------------------------------------------
+class ChannelInfo(Contract):
+    id: ChannelId
+    name: str
+    type: Literal["text", "voice"]
+    group_id: str
+    unread_count: int | None = None  # server-provided (Profile B, D6)
+
+
+class ChannelGroupInfo(Contract):
+    id: str
+    label: str
+    kind: Literal["text", "voice"]
+    channels: list[ChannelInfo]
+
+
+class ReplyRef(Contract):
+    message_id: str
+    author_uid: str = ""
+    preview_text: str = ""
+    is_unavailable: bool = False
+
+
+class AttachmentRef(Contract):
+    attachment_id: str
+    file_name: str
+    content_type: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    url: str  # the backend's absolute URL, origin rewritten to the server's base URL
+
+
+class MentionRef(Contract):
+    type: Literal["user", "channel"]
+    token: str
+    target_id: str = ""
+    display_text: str = ""
+
+
+class ChatMessage(Contract):
+    id: str
+    server_id: ServerId
+    channel_id: ChannelId
+    author_uid: str
+    body: str
+    created_at: datetime
+    reply_to: ReplyRef | None = None
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    mentions: list[MentionRef] | None = None  # None: the server sends no mention metadata
+
+
+class PresenceEntry(Contract):
+    client_id: str
+    user_uid: str
+    device_id: str
+
+
+class UserProfile(Contract):
+    user_uid: str
+    display_name: str
+    avatar_mode: str = "generated"
+    avatar_preset_id: str | None = None
+    avatar_asset_id: str | None = None
+    avatar_url: str | None = None
+    profile_version: int = 0
+    updated_at: str = ""
+
+
+class TrustAssessment(Contract):
+    """What the member is told before joining (features 2.4, D15)."""
+
+    transport_secure: bool
+    local_host: bool
+    https_required_mismatch: bool
+    verified: bool
+    warnings: list[str]
+
+
+class Disclosure(Contract):
+    """Exactly what the server will learn about the member (UID-only by default)."""
+
+    user_uid: str
+    device_id: str
+    uid_mode: Literal["server_scoped", "global"]
+    profile_shared: bool
+    summary: str
+
+
+class ServerRecord(Contract):
+    """A joined server of one member (the durable registry row)."""
+
+    server_id: ServerId
+    base_url: str
+    display_name: str
+    icon_text: str
+    trust_state: str = "unverified"
+    user_uid: str
+    device_id: str
+    profile_consent: bool | None = None  # None: not asked yet (D18)
+    joined_at: datetime
+
+
+# -- event payloads ------------------------------------------------------------------------------
+class ServerJoined(Contract):
+    server: ServerRecord
+
+
+class ServerLeft(Contract):
+    server_id: ServerId
+
+
+class ConnectionState(Contract):
+    state: Literal["live", "connecting", "reconnecting", "offline"]
+    attempt: int = 0
+    next_retry_at: datetime | None = None
+    reason: str = ""
+
+
+class CapabilitySnapshot(Contract):
+    server_name: str
+    api_version: str = ""
+    build_version: str = ""
+    build_commit: str = ""
+    max_message_bytes: int | None = None
+    max_upload_bytes: int | None = None
+    rate_limit_per_minute: int | None = None
+    features: dict[str, bool] = Field(default_factory=dict)
+    profile_enabled: bool = False
+    https_required: bool = False
+    fetched_at: datetime
+
+
+class ChannelsUpdated(Contract):
+    groups: list[ChannelGroupInfo]
+
+
+class MembersUpdated(Contract):
+    members: list[dict[str, str]]
+
+
+class MessageCreated(Contract):
+    message: ChatMessage
+
+
+class MessageDeleted(Contract):
+    channel_id: ChannelId
+    message_id: str
+
+
+class Typing(Contract):
+    channel_id: ChannelId
+    user_uid: str
+    device_id: str = ""
+    is_typing: bool
+    expires_at: datetime | None = None
+
+
+class PresenceSnapshot(Contract):
+    channel_id: ChannelId
+    members: list[PresenceEntry]
+
+
+class PresenceChange(Contract):
+    channel_id: ChannelId
+    member: PresenceEntry
+
+
+class ProfileUpdated(Contract):
+    profile: UserProfile
+
+
+# -- connector commands (oc.<member>.cmd.connector.<verb>) ----------------------------------------
+class DiscoverArgs(Contract):
+    url: str = Field(max_length=2048)
+
+
+class DirectoryEntry(Contract):
+    server_id: ServerId
+    display_name: str
+    icon_text: str = ""
+    description: str = ""
+    trust_state: str = "unverified"
+
+
+class DiscoverResult(Contract):
+    url: str
+    directory_uid: str
+    servers: list[DirectoryEntry]
+
+
+class ProbeArgs(Contract):
+    url: str = Field(max_length=2048)
+    server_id: ServerId | None = None
+
+
+class ProbeResult(Contract):
+    url: str
+    capabilities_path: str
+    capabilities: CapabilitySnapshot
+    trust: TrustAssessment
+    disclosure: Disclosure
+
+
+class JoinArgs(Contract):
+    url: str = Field(max_length=2048)
+    server_id: ServerId
+    confirmed: bool = False
+
+
+class JoinResult(Contract):
+    server: ServerRecord
+
+
+class LeaveArgs(Contract):
+    server_id: ServerId
+
+
+class LeaveResult(Contract):
+    server_id: ServerId
+    backend_left: bool
+    detail: str = ""
+
+
+class UploadedImage(Contract):
+    file_name: str = Field(max_length=255)
+    content_type: str
+    data_b64: str  # bounded by the bus payload limit; larger images go through the state API
+
+
+class SendArgs(Contract):
+    server_id: ServerId
+    channel_id: ChannelId
+    body: str = ""
+    reply_to: str | None = None
+    images: list[UploadedImage] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    client_ref: str | None = None  # lets a UI match the reply to its draft
+
+
+class SendResult(Contract):
+    message: ChatMessage
+
+
+class TypingArgs(Contract):
+    server_id: ServerId
+    channel_id: ChannelId
+    is_typing: bool
+
+
+class HistoryArgs(Contract):
+    server_id: ServerId
+    channel_id: ChannelId
+    before: str | None = None  # a message id: page of older messages
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class HistoryResult(Contract):
+    messages: list[ChatMessage]
+    has_more: bool
+
+
+class ConsentArgs(Contract):
+    server_id: ServerId
+    share_profile: bool
+
+
+class Ack(Contract):
+    ok: bool = True
+    detail: str = ""
+
+
+# -- state commands (oc.<member>.cmd.state.<verb>) ------------------------------------------------
+class SnapshotArgs(Contract):
+    server_id: ServerId | None = None  # None: every joined server
+    messages_per_channel: int = Field(default=50, ge=0, le=500)
+
+
+class ServerView(Contract):
+    server: ServerRecord
+    connection: ConnectionState
+    capabilities: CapabilitySnapshot | None = None
+    groups: list[ChannelGroupInfo] = Field(default_factory=list)
+    messages: dict[ChannelId, list[ChatMessage]] = Field(default_factory=dict)
+    presence: dict[ChannelId, list[PresenceEntry]] = Field(default_factory=dict)
+    typing: dict[ChannelId, list[Typing]] = Field(default_factory=dict)
+    profiles: dict[str, UserProfile] = Field(default_factory=dict)
+
+
+class Snapshot(Contract):
+    """The member's view as of stream sequence ``seq``: apply every event with a larger
+    ``Nats-Sequence`` (live, or from ``sync``) and nothing is missed or repeated."""
+
+    seq: int
+    servers: list[ServerView]
+
+
+class SyncArgs(Contract):
+    since_seq: int = Field(ge=0)
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class SyncedEvent(Contract):
+    seq: int
+    subject: str
+    type: str
+    server_id: ServerId
+    data: str  # the event envelope's JSON, exactly as stored
+
+
+class SyncResult(Contract):
+    events: list[SyncedEvent]
+    last_seq: int
+    complete: bool  # False: call again from last_seq (limit reached)
+    truncated: bool = False  # True: since_seq is older than the stream keeps; take a snapshot
+
+
+class ViewHistoryArgs(Contract):
+    server_id: ServerId
+    channel_id: ChannelId
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+def message_event_id(message_id: str) -> str:
+    return f"msg:{message_id}"
