@@ -349,10 +349,14 @@ class Bus:
         await self.js.update_stream(config)
 
     async def publish_event(self, member: str, envelope: EventEnvelope[Any], timeout: float = 5.0) -> PubAck:
-        """Store one event (at most once per ``event_id`` within the duplicate window)."""
+        """Store one event (at most once per event within the duplicate window).
+
+        The stream is shared by all members and servers, so the de-duplication key scopes the
+        backend's id: ``<member>/<server_id>/<type>/<event_id>``."""
         subject = subjects.ingest(member, envelope.server_id, envelope.type)
+        msg_id = f"{member}/{envelope.server_id}/{envelope.type}/{envelope.event_id}"
         return await self.js.publish(
-            subject, encode(envelope), timeout=timeout, headers={"Nats-Msg-Id": envelope.event_id}
+            subject, encode(envelope), timeout=timeout, headers={"Nats-Msg-Id": msg_id}
         )
 
 
