@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.core import natsconf
+from services.core.identity import IdentityStore, default_key_file, load_or_create_key
 from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout, read_json, write_atomic, write_json_atomic
 from services.core.settings import Settings
@@ -78,6 +79,15 @@ class Home:
     def registry(self) -> MemberRegistry:
         return MemberRegistry(self.layout.registry_db)
 
+    @property
+    def key_file(self) -> Path:
+        """The identity encryption key: outside OPENCHAT_HOME unless configured (ADR 0004)."""
+        return self.settings.secret_key_file or default_key_file()
+
+    @property
+    def identities(self) -> IdentityStore:
+        return IdentityStore(self.layout.registry_db, load_or_create_key(self.key_file))
+
     def endpoints(self) -> Endpoints | None:
         try:
             return Endpoints.model_validate(read_json(self.layout.endpoints))
@@ -114,4 +124,4 @@ class Home:
         return "applied to the running NATS server (config reloaded)"
 
     def service_env(self) -> dict[str, Any]:
-        return dict(self.secret_env)
+        return {**self.secret_env, "OPENCHAT_SECRET_KEY_FILE": str(self.key_file)}

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from services.cli.chat import register as register_chat
 from services.cli.home import Home
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
@@ -108,6 +109,50 @@ def member_rotate(name: str) -> None:
     except MemberNotFound as exc:
         raise click.ClickException(f"no member {name!r}") from exc
 
+
+@main.group()
+def identity() -> None:
+    """The member's identity root: servers see only uids projected from it."""
+
+
+@identity.command("import")
+@click.argument("root")
+@click.option("--member", "-m", required=True)
+def identity_import(root: str, member: str) -> None:
+    """Replace MEMBER's identity root with ROOT (appear as the same user as before)."""
+    from services.core.identity import IdentityError, check_root
+
+    home = Home.load()
+    try:
+        home.registry.get(member)
+        home.identities.put(member, check_root(root))
+    except (IdentityError, MemberNotFound) as exc:
+        raise click.ClickException(
+            str(exc) if isinstance(exc, IdentityError) else f"no member {member!r}"
+        ) from exc
+    click.echo(f"identity of {member} imported (restart the connector's sessions: openchat up restarts them)")
+
+
+@identity.command("show")
+@click.option("--member", "-m", required=True)
+@click.option("--server", "server_id", help="Show the uid this server sees.")
+def identity_show(member: str, server_id: str | None) -> None:
+    """The uid a server sees (never prints the root)."""
+    from services.core.identity import IdentityError, device_id, project_uid
+
+    home = Home.load()
+    try:
+        root = home.identities.root(member)
+        mode = home.identities.uid_mode(member)
+    except IdentityError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"uid mode: {mode}")
+    click.echo(f"device id: {device_id(root)}")
+    if server_id:
+        click.echo(f"uid on {server_id}: {project_uid(root, server_id, mode)}")
+
+
+register_chat(main)
 
 if __name__ == "__main__":
     main()

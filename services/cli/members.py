@@ -8,7 +8,9 @@ from pathlib import Path
 
 from services.cli.home import Home
 from services.core.contracts import subjects
+from services.core.identity import check_root
 from services.core.members import ConnectionFile, Member
+from services.core.servers import ServerStore
 
 
 def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
@@ -23,8 +25,16 @@ def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
     return path
 
 
-def add_member(home: Home, name: str, *, apply: bool = True, out: Callable[[str], None] = print) -> Path:
+def add_member(
+    home: Home, name: str, *, apply: bool = True, root: str | None = None, out: Callable[[str], None] = print
+) -> Path:
+    if root is not None:
+        check_root(root)
     member, seed = home.registry.add(name)
+    if root is None:
+        home.identities.create(name)
+    else:
+        home.identities.put(name, root)
     path = _write_connection_file(home, member, seed)
     if apply:
         outcome = home.apply_to_nats()
@@ -46,5 +56,7 @@ def rotate_member(home: Home, name: str, out: Callable[[str], None] = print) -> 
 
 def remove_member(home: Home, name: str, out: Callable[[str], None] = print) -> None:
     home.registry.remove(name)
+    home.identities.delete(name)
+    ServerStore(home.layout.registry_db).forget_member(name)
     home.layout.connection_file(name).unlink(missing_ok=True)
     out(f"member {name} removed ({home.apply_to_nats()})")

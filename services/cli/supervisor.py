@@ -118,7 +118,7 @@ class Supervisor:
     def plan_children(self) -> None:
         base_env = {
             **os.environ,
-            **self.home.secret_env,
+            **self.home.service_env(),
             "OPENCHAT_HOME": str(self.home.layout.root),
             "OPENCHAT_NATS_URL": self.nats_url,
             "OPENCHAT_REDIS_URL": self.redis_url,

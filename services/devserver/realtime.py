@@ -245,7 +245,6 @@ class Hub:
         finally:
             self._unregister(client)
             pinger.cancel()
-            # let queued frames (e.g. nothing for a dropped socket) go; the writer ends on close
             writer.cancel()
             for task in (pinger, writer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -261,9 +260,7 @@ class Hub:
                 else:
                     await websocket.send_text(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
-            return
-        except Exception:
-            # the ASGI server raises its own ClientDisconnected on a vanished peer
+            # the peer is gone (uvicorn raises ClientDisconnected, an OSError); the reader cleans up
             return
 
     async def _read_loop(self, client: Client) -> None:

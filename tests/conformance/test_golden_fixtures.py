@@ -36,6 +36,8 @@ from tests.conformance import golden
 from tests.conformance.golden import Matcher, load
 from tests.conformance.test_signaling_fixtures import COVERED_FIXTURES as SIGNALING_COVERED
 
+pytestmark = pytest.mark.devserver
+
 # Covered by tests/conformance/test_signaling_fixtures.py (join tickets, signaling frames, SDPs).
 DELEGATED: frozenset[str] = frozenset(SIGNALING_COVERED)
 

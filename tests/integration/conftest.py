@@ -30,6 +30,7 @@ def stack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     for var in ("OPENCHAT_NATS_URL", "OPENCHAT_REDIS_URL", "OPENCHAT_PUBLIC_NATS_URL", *SECRET_VARS):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OPENCHAT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENCHAT_SECRET_KEY_FILE", str(tmp_path / "keys" / "secret.key"))
     return Home.load()
 
 

@@ -162,6 +162,28 @@ async def test_ticket_ttl_secret_and_escaping_follow_config(server: Devserver) -
     assert server.hub.denials[-1] == "invalid join ticket"
 
 
+@pytest.mark.parametrize("seed", ["family", "testlab"])
+async def test_join_ticket_defaults_to_the_capability_server_on_other_seeds(seed: str) -> None:
+    skip_unless_available("real")
+    with run_devserver("real", seed=seed) as devserver:
+        caps = await capabilities(devserver)
+        assert caps is not None
+        server_id = caps["server_id"]
+        async with httpx.AsyncClient(base_url=devserver.base_url, trust_env=False) as client:
+            groups = (await client.get(f"/v1/servers/{server_id}/channels")).json()["groups"]
+        voice = [c["id"] for g in groups for c in g["channels"] if c["type"] == "voice"]
+        text = [c["id"] for g in groups for c in g["channels"] if c["type"] == "text"]
+        assert voice and text
+        response = await devserver.post_ticket(voice[0])
+        assert response.status_code == 200
+        assert response.json()["server_id"] == server_id
+        refused = await devserver.post_ticket(text[0])
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_channel_type"
+        alice = await devserver.join("uid_alice", voice[0])
+        assert alice.joined["payload"]["channel_id"] == voice[0] and alice.joined["channel_id"] == voice[0]
+        await alice.close()
+
+
 async def test_plain_get_on_signaling_path_is_400(server: Devserver) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
         response = await client.get("/v1/rtc/signaling")

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,6 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from services.core.procs import free_port
 from services.devserver.config import DevserverConfig
 from services.devserver.rtc import RtcHub, get_rtc_hub, install_rtc
 from services.devserver.transport import uvicorn_ws_settings
@@ -222,22 +222,32 @@ class SigClient:
 
 @contextlib.contextmanager
 def run_devserver(kind: str = "stub", **overrides: Any) -> Iterator[Devserver]:
-    """A running devserver (``kind`` stub|real) with ``DevserverConfig`` ``overrides``."""
-    port = free_port()
+    """A running devserver (``kind`` stub|real) with ``DevserverConfig`` ``overrides``.
+
+    ``real`` goes through the devserver's own in-process runner (``runner.running_devserver``:
+    ``create_app`` + uvicorn + the devserver WebSocket protocol); ``stub`` serves a bare Starlette
+    app with ``install_rtc`` the same way.
+    """
+    if kind == "real":
+        runner = importlib.import_module("services.devserver.runner")
+        with runner.running_devserver(DevserverConfig(), **overrides) as handle:
+            yield Devserver(kind, handle.cfg, handle.app, handle.cfg.port)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
     cfg = replace(DevserverConfig(), host="127.0.0.1", port=port, public_base_url=f"http://127.0.0.1:{port}")
     cfg = replace(cfg, **overrides)
     app = build_app(kind, cfg)
     config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="auto",
-        timeout_graceful_shutdown=3,
-        **uvicorn_ws_settings(),
+        app, log_level="warning", lifespan="auto", timeout_graceful_shutdown=3, **uvicorn_ws_settings()
     )
     server = _Server(config)
-    thread = threading.Thread(target=server.run, name=f"devserver-{kind}-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"devserver-stub-{port}", daemon=True
+    )
     thread.start()
     try:
         if not server.ready.wait(15):
@@ -246,6 +256,7 @@ def run_devserver(kind: str = "stub", **overrides: Any) -> Iterator[Devserver]:
     finally:
         server.should_exit = True
         thread.join(15)
+        sock.close()
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ def _env(home: Path) -> dict[str, str]:
     for var in SECRET_VARS:
         env.pop(var, None)
     env["OPENCHAT_HOME"] = str(home)
+    env["OPENCHAT_SECRET_KEY_FILE"] = str(home.parent / "keys" / "secret.key")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
