@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from services.cli.home import Home
+from services.cli.home import Endpoints, Home
 from services.core.contracts.subjects import SERVICES
 
 
@@ -48,7 +48,7 @@ async def _redis_ok(url: str) -> tuple[bool, str]:
 
 
 async def stack_status(home: Home) -> list[Row]:
-    ep = home.endpoints()
+    ep = home.endpoints() or _endpoints_from_settings(home)
     if ep is None:
         return [
             Row(
@@ -97,6 +97,21 @@ async def stack_status(home: Home) -> list[Row]:
             except httpx.HTTPError as exc:
                 rows.append(Row(f"devserver {name}", False, base, f"unreachable ({exc.__class__.__name__})"))
     return rows
+
+
+def _endpoints_from_settings(home: Home) -> Endpoints | None:
+    """docker compose: no supervisor, but the environment names every component."""
+    s = home.settings
+    if not (s.nats_url and s.redis_url and s.status_service_urls):
+        return None
+    return Endpoints(
+        supervisor_pid=0,
+        started_at="",
+        nats_url=s.nats_url,
+        nats_monitor_url=s.nats_monitor_url,
+        redis_url=s.redis_url,
+        services=dict(s.status_service_urls),
+    )
 
 
 def render_table(rows: list[Row]) -> str:

@@ -14,6 +14,8 @@ the data volume (ADR 0004): ``OPENCHAT_SECRET_KEY_FILE``, by default
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import secrets
@@ -80,18 +82,24 @@ def default_key_file() -> Path:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The Fernet key at ``path``; created (mode 0600) when missing."""
+    """The Fernet key for ``path``; a new one is created (mode 0600) when the file is missing.
+
+    The file holds either a Fernet key or any random secret of at least 32 characters (e.g.
+    ``openssl rand -hex 32``), from which the key is derived with SHA-256."""
     try:
-        key = path.read_bytes().strip()
+        raw = path.read_bytes().strip()
     except FileNotFoundError:
         key = Fernet.generate_key()
         write_atomic(path, key + b"\n", 0o600)
         return key
     try:
-        Fernet(key)
-    except ValueError as exc:
-        raise IdentityError(f"{path} does not hold a valid key (44 url-safe base64 characters)") from exc
-    return key
+        Fernet(raw)
+        return raw
+    except ValueError:
+        pass
+    if len(raw) < 32:
+        raise IdentityError(f"{path} must hold a Fernet key or a random secret of at least 32 characters")
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest())
 
 
 SCHEMA = """

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     events_duplicate_window_s: float = 600.0
     events_replicas: int = Field(default=1, ge=1, le=5)
     secret_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/openchat/secret.key (ADR 0004)
+    # Where `openchat status` looks when no `openchat up` runs here (docker compose): service -> base URL.
+    status_service_urls: dict[str, str] = Field(default_factory=dict)
+    nats_monitor_url: str | None = None
     message_window: int = Field(default=500, ge=10, le=100_000)
 
     @field_validator("service_password", "sys_password")

@@ -7,21 +7,30 @@ Routes added by ``install_rtc(app, cfg, lookup)``:
   ``400 Bad Request\\n`` like gorilla/websocket.  ``cfg.signaling_path`` only changes the
   *advertised* URL; the real route stays ``/v1/rtc/signaling`` (§14).
 
-COORDINATION (capabilities): the capability document is built by the HTTP module.  Deep-merge
-``rtc_capabilities_patch(cfg)`` into it (nested dicts merge, new keys append at the end).  The
-patch is ``{}`` unless the ``sfu_events`` feature is on, in which case it is
-``{"rtc": {"features": {"sfu_events": true}}}``.  ``rtc.topologies`` stays ``["p2p"]``: the
-devserver has no SFU media path, it only *announces* tracks (``rtc.track.published`` /
-``rtc.track.unpublished``) derived from ``rtc.media.state`` start/stop frames.
+COORDINATION (capabilities): ``http_api.capabilities_document`` deep-merges
+``rtc_capabilities_patch(cfg)`` into the capability document.  The patch is ``{}`` unless the
+``sfu_events`` feature is on; then it is ``{"rtc": {"features": {"sfu_events": true}}}`` (the
+HTTP module also sets the top-level ``features.sfu_events: true`` like every other flag).
+``rtc.topologies`` stays ``["p2p"]``: the devserver has no SFU media path, it only *announces*
+tracks.  With ``sfu_events`` on, an ``rtc.media.state`` frame with ``action`` ``start``/``stop``
+and an ``audio*``/``video*`` ``stream_kind`` is relayed as usual and then announced to the *other*
+participants as ``rtc.track.published`` / ``rtc.track.unpublished {media_kind, participant_id,
+stream_id, stream_kind, track_id}``; a newcomer gets ``rtc.track.published`` for every track
+already published (right after ``rtc.joined``); a leaver's remaining tracks are unpublished before
+``rtc.participant.left``.  Clients still cannot send these types (``rtc_unknown_event``).
 
 COORDINATION (transport): sockets must be served by ``transport.OpenChatWSProtocol``
-(``transport.uvicorn_ws_settings()``): the relay needs it to drop connections without a close
-frame (failed joins, ``rtc.leave``, malformed frames) and for its own 20 s ping / 40 s idle
-keep-alive.  ``ws_max_size`` must be above 1 MiB so that the relay's own 1 MiB cap answers 1009.
+(``transport.uvicorn_ws_settings()``, as ``runner.py`` does): the relay needs it to drop
+connections without a close frame (failed joins, ``rtc.leave``, malformed frames) and for its own
+20 s ping / 40 s idle keep-alive.  ``ws_max_size`` must stay above 1 MiB so that the relay's own
+1 MiB cap answers 1009.
 
 Timings (join timeout, ping interval, idle timeout, queue size, frame cap) come from optional
-``cfg.rtc_*`` attributes when present (see ``RtcTuning.from_config``), and can be changed at run
-time through ``get_rtc_hub(app).tuning`` (tests shorten the 12 s join timeout that way).
+``cfg.rtc_join_timeout_s`` / ``rtc_ping_interval_s`` / ``rtc_idle_timeout_s`` / ``rtc_queue_size``
+/ ``rtc_max_frame_bytes`` attributes when the config has them (``RtcTuning.from_config``), and can
+be changed at run time through ``get_rtc_hub(app).tuning`` (tests shorten the 12 s join timeout).
+The join-ticket default server is the lookup's ``default_server_id`` when it has one (the store:
+the capability document's server), else ``srv_harbor``.
 """
 
 from __future__ import annotations
@@ -176,6 +185,11 @@ class _Envelope:
     kind: str
     request_id: str
     payload: Any
+
+
+_CLIENT_CLOSED = "client_closed"  # the client went away (close frame or TCP)
+_TOO_BIG = "too_big"  # frame over the cap: close 1009
+_DROP = "drop"  # malformed frame or rtc.leave: drop TCP without a close frame
 
 
 class _Drop(Exception):
@@ -366,37 +380,38 @@ class RtcHub:
         )
         self._join(me, join.request_id)
         writer = asyncio.create_task(_writer(websocket, me.queue), name="rtc-writer")
+        ending = _CLIENT_CLOSED
         try:
-            await self._read_loop(websocket, me)
+            ending = await self._read_loop(websocket, me)
         finally:
             self._leave(me)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+        if ending == _TOO_BIG:
+            await _close(websocket, 1009)
+        elif ending == _DROP:
+            await abort_websocket(websocket)
 
-    async def _read_loop(self, websocket: WebSocket, me: Participant) -> None:
+    async def _read_loop(self, websocket: WebSocket, me: Participant) -> str:
+        """Serve frames until the connection must end; returns how it ends."""
         while True:
             data = await self._next_frame(websocket)
             if data is None:
-                return
+                return _CLIENT_CLOSED
             if self._too_big(data):
-                self._leave(me)
-                await _close(websocket, 1009)
-                return
+                return _TOO_BIG
             try:
                 env = _parse_envelope(data)
             except _Drop:
-                await abort_websocket(websocket)
-                return
+                return _DROP
             try:
                 keep_going = self._handle(me, env)
             except Exception:  # a bad frame must never take the server down
                 log.exception("signaling frame handling failed")
                 continue
             if not keep_going:
-                self._leave(me)
-                await abort_websocket(websocket)
-                return
+                return _DROP
 
     # ------------------------------------------------------------------ room state
 

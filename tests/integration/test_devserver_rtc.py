@@ -179,7 +179,7 @@ async def test_join_ticket_defaults_to_the_capability_server_on_other_seeds(seed
         assert response.json()["server_id"] == server_id
         refused = await devserver.post_ticket(text[0])
         assert refused.status_code == 400 and refused.json()["code"] == "invalid_channel_type"
-        alice = await devserver.join("uid_alice", voice[0])
+        alice = await devserver.join("uid_alice", voice[0], server_id=server_id)
         assert alice.joined["payload"]["channel_id"] == voice[0] and alice.joined["channel_id"] == voice[0]
         await alice.close()
 

@@ -152,9 +152,15 @@ class Devserver:
         return SigClient(ws)
 
     async def join(
-        self, uid: str, channel_id: str = "vc_general", *, device: str | None = None, request_id: str = ""
+        self,
+        uid: str,
+        channel_id: str = "vc_general",
+        *,
+        device: str | None = None,
+        request_id: str = "",
+        server_id: str = "srv_harbor",
     ) -> SigClient:
-        ticket = await self.ticket(uid, device or f"dev_{uid}", channel_id)
+        ticket = await self.ticket(uid, device or f"dev_{uid}", channel_id, server_id)
         client = await self.connect()
         await client.send("rtc.join", {"ticket": ticket}, request_id=request_id or f"join_{uid}")
         joined = await client.recv()

@@ -68,3 +68,14 @@ def test_roots_are_encrypted_at_rest(tmp_path: Path) -> None:
         IdentityStore(db, other_key).root("alice")
     with pytest.raises(IdentityError, match="no identity"):
         store.root("bob")
+
+
+def test_key_file_may_hold_a_hex_secret(tmp_path: Path) -> None:
+    hex_file = tmp_path / "hex.key"
+    hex_file.write_text("a3" * 32 + "\n")  # openssl rand -hex 32
+    key = load_or_create_key(hex_file)
+    assert key == load_or_create_key(hex_file)
+    short = tmp_path / "short.key"
+    short.write_text("too-short")
+    with pytest.raises(IdentityError, match="at least 32"):
+        load_or_create_key(short)
