@@ -35,6 +35,7 @@ DEFAULT_SERVICE_PORTS = {"connector": 8301, "state": 8302, "notification": 8303,
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RESET_S = 60.0
 STOP_GRACE_S = 10.0
+DEMO_MEMBER = "demo"
 
 
 def _die_with_parent() -> None:
@@ -149,6 +150,29 @@ class Supervisor:
                 argv += ["--name", "Family"]
             self.children.append(Child(f"devserver-{name}", argv, dict(base_env), f"{url}/healthz"))
 
+    async def demo_join(self) -> None:
+        """Join the demo member to both demo devservers (idempotent across restarts)."""
+        from services.cli.chat import MemberClient
+        from services.core.bus import CommandError
+        from services.core.members import ConnectionFile
+
+        cf = ConnectionFile.read(self.home.layout.connection_file(DEMO_MEMBER))
+        cf = cf.model_copy(update={"nats_url": self.nats_url})
+        targets = {"family": "srv_family", "harbor": "srv_harbor"}
+        devservers = self.endpoints().devservers
+        async with MemberClient.connect(cf) as client:
+            for name, server_id in targets.items():
+                try:
+                    result = await client.join(devservers[name], server_id)
+                    self.out(
+                        f"[demo] {DEMO_MEMBER} joined {server_id} at {devservers[name]} as {result.server.user_uid}"
+                    )
+                except CommandError as exc:
+                    if "already" in exc.body.message:
+                        self.out(f"[demo] {DEMO_MEMBER} is already in {server_id}")
+                    else:
+                        self.out(f"[demo] could not join {server_id}: {exc.code}: {exc.body.message}")
+
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
         prefix = f"[{child.name}] "
         while line := await stream.readline():
@@ -254,6 +278,8 @@ class Supervisor:
 
                 rows = await stack_status(self.home)
                 self.out(render_table(rows))
+                if self.demo:
+                    await self.demo_join()
                 self.out("stack is up — Ctrl-C stops it")
             else:
                 self.out(
@@ -303,6 +329,6 @@ def run_up(demo: bool) -> int:
         with contextlib.suppress(MemberExists):
             from services.cli.members import add_member
 
-            add_member(home, "demo", apply=False, out=print)
+            add_member(home, DEMO_MEMBER, apply=False, out=print)
     supervisor = Supervisor(home, demo, out=lambda line: print(line, flush=True))
     return asyncio.run(supervisor.run())
