@@ -22,7 +22,12 @@ kind                   payload                     ``event_id`` (de-duplication 
 ``presence.joined``    ``PresenceChange``          ``presence:<uuid>``
 ``presence.left``      ``PresenceChange``          ``presence:<uuid>``
 ``profile.updated``    ``ProfileUpdated``          ``profile:<uid>:<profile_version>``
+``server.updated``     ``ServerUpdated``           ``srvupd:<uuid>``
 =====================  ==========================  =============================================
+
+Internal: ``oc.sys.connector.rehydrate`` (``REHYDRATE_SUBJECT``) carries ``RehydrateRequest``; the
+connector answers by re-publishing capabilities, channels, connection state and message windows
+of that member's sessions (every member when ``member`` is ``None``).
 """
 
 from __future__ import annotations
@@ -360,6 +365,35 @@ class ViewHistoryArgs(Contract):
     server_id: ServerId
     channel_id: ChannelId
     limit: int = Field(default=100, ge=1, le=500)
+
+
+# -- connector additions (issue #4, connector sessions) -------------------------------------------
+REHYDRATE_SUBJECT = "oc.sys.connector.rehydrate"
+
+
+class RehydrateRequest(Contract):
+    """Ask the connector to re-publish the current view of a member (``None``: every member)."""
+
+    member: str | None = None
+
+
+class ServerUpdated(Contract):
+    """A joined server's record changed (profile consent given or withdrawn, server renamed)."""
+
+    server: ServerRecord
+
+
+class MembersArgs(Contract):
+    server_id: ServerId
+
+
+class ProfilesArgs(Contract):
+    server_id: ServerId
+    user_uids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class ProfilesResult(Contract):
+    profiles: list[UserProfile]
 
 
 def message_event_id(message_id: str) -> str:
