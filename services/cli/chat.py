@@ -28,7 +28,6 @@ from services.core.contracts.chat import (
     ChatMessage,
     DiscoverArgs,
     DiscoverResult,
-    HistoryResult,
     JoinArgs,
     JoinResult,
     LeaveArgs,
@@ -41,6 +40,7 @@ from services.core.contracts.chat import (
     SnapshotArgs,
     UploadedImage,
     ViewHistoryArgs,
+    ViewHistoryResult,
 )
 from services.core.members import ConnectionFile
 
@@ -113,9 +113,9 @@ class MemberClient:
         args = SnapshotArgs(server_id=server_id, messages_per_channel=messages_per_channel)
         return await self.call("state", "snapshot", args, Snapshot)
 
-    async def history(self, server_id: str, channel_id: str, limit: int) -> HistoryResult:
+    async def history(self, server_id: str, channel_id: str, limit: int) -> ViewHistoryResult:
         args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
-        return await self.call("state", "history", args, HistoryResult)
+        return await self.call("state", "history", args, ViewHistoryResult)
 
     async def tail(self, on_event: Callable[[int, str, dict[str, Any]], None], stop: asyncio.Event) -> None:
         async def cb(msg: Msg) -> None:
@@ -312,7 +312,7 @@ def register(main: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """The newest messages of a channel, oldest first."""
-        result: HistoryResult = run(member, connection, lambda c: c.history(server_id, channel_id, limit))
+        result: ViewHistoryResult = run(member, connection, lambda c: c.history(server_id, channel_id, limit))
 
         def human() -> None:
             for m in result.messages:

@@ -411,24 +411,25 @@ class KnownIds:
 
 def missing_after(
     page: Iterable[wire.Message], channel_id: str, anchor: str | None, known: KnownIds
-) -> tuple[list[wire.Message], bool]:
-    """Messages of ``page`` (oldest first) after ``anchor`` that are not known yet.
+) -> tuple[list[wire.Message], list[wire.Message], bool]:
+    """Split a history page (oldest first) against what is already published.
 
-    Returns them and whether ``anchor`` was found in the page (when it was not, every unknown
-    message of the page is returned: the caller decides whether to fetch further back first)."""
-    items = list(page)
-    start = 0
-    found = False
-    if anchor is not None:
-        for index, msg in enumerate(items):
-            if msg.id == anchor:
-                start, found = index + 1, True
-                break
-    fresh = [m for m in items[start:] if (channel_id, m.id) not in known]
-    unique: list[wire.Message] = []
+    Returns ``(late, fresh, found)``: ``fresh`` are the unknown messages after ``anchor`` (the newest
+    message already published), in order; ``late`` are unknown messages *before* the anchor but
+    after the oldest known message of the page (events a backend dropped silently, e.g. when its
+    per-socket queue overflowed); ``found`` says whether the anchor is in the page. Without an
+    anchor (or when it is not in the page) every unknown message is ``fresh``. Messages of another
+    channel and repeated ids are ignored."""
+    items: list[wire.Message] = []
     seen: set[str] = set()
-    for m in fresh:
-        if m.id not in seen:
-            seen.add(m.id)
-            unique.append(m)
-    return unique, found
+    for msg in page:
+        if msg.channel_id == channel_id and msg.id not in seen:
+            seen.add(msg.id)
+            items.append(msg)
+    anchor_index = next((i for i, m in enumerate(items) if m.id == anchor), None) if anchor else None
+    if anchor_index is None:
+        return [], [m for m in items if (channel_id, m.id) not in known], False
+    first_known = next(i for i, m in enumerate(items) if (channel_id, m.id) in known or m.id == anchor)
+    late = [m for m in items[first_known:anchor_index] if (channel_id, m.id) not in known]
+    fresh = [m for m in items[anchor_index + 1 :] if (channel_id, m.id) not in known]
+    return late, fresh, True

@@ -1,7 +1,10 @@
 """Common process wiring of a service: settings, logging, health server, bus, Redis, signals.
 
 A service is a ``Service`` with a name and an async ``setup`` that registers its subscriptions
-and command handlers. ``run_service`` starts the health server first (so ``/healthz`` reports
+and command handlers, and optionally ``routes``: a function returning a FastAPI ``APIRouter``
+that is mounted on the same HTTP server as ``/healthz`` and ``/metrics`` (and so appears in its
+``/openapi.json``). ``routes`` is called before the bus and Redis are up: its handlers must look
+up what they need lazily (and answer 503 while it is missing). ``run_service`` starts the health server first (so ``/healthz`` reports
 what is still missing while dependencies come up), connects the bus and Redis with endless
 retries, ensures the events stream, runs ``setup``, serves until SIGTERM/SIGINT, then drains.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import uvicorn
+from fastapi import APIRouter
 
 from services.core.bus import Bus, ConnectOptions, backoff_delays
 from services.core.health import HealthState, HttpServer, health_app
@@ -41,6 +45,7 @@ class Service:
     name: str
     needs_redis: bool = False
     setup: Callable[[ServiceContext], Awaitable[None]] | None = None
+    routes: Callable[[ServiceContext], APIRouter] | None = None  # extra HTTP routes (see module doc)
 
 
 def bus_options(settings: Settings, name: str) -> ConnectOptions:
@@ -86,9 +91,12 @@ async def serve(service: Service, settings: Settings) -> None:
 
         health.add("redis", redis_ok)
 
+    app = health_app(health)
+    if service.routes is not None:
+        app.include_router(service.routes(ctx))
     server = HttpServer(
         uvicorn.Config(
-            health_app(health),
+            app,
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",

@@ -43,6 +43,8 @@ ServerId = str
 ChannelId = str
 MAX_ATTACHMENTS = 4
 HISTORY_WINDOW = 150
+TYPING_EXPIRY_S = 6.0  # a typing indicator disappears this long after its event unless renewed
+REHYDRATE_SUBJECT = "oc.sys.connector.rehydrate"  # state -> connectors: hydrate again (RehydrateRequest)
 
 
 # -- domain objects ------------------------------------------------------------------------------
@@ -331,6 +333,7 @@ class ServerView(Contract):
     presence: dict[ChannelId, list[PresenceEntry]] = Field(default_factory=dict)
     typing: dict[ChannelId, list[Typing]] = Field(default_factory=dict)
     profiles: dict[str, UserProfile] = Field(default_factory=dict)
+    members: list[dict[str, str]] = Field(default_factory=list)  # last ``members.updated``
 
 
 class Snapshot(Contract):
@@ -371,12 +374,6 @@ class ViewHistoryArgs(Contract):
 REHYDRATE_SUBJECT = "oc.sys.connector.rehydrate"
 
 
-class RehydrateRequest(Contract):
-    """Ask the connector to re-publish the current view of a member (``None``: every member)."""
-
-    member: str | None = None
-
-
 class ServerUpdated(Contract):
     """A joined server's record changed (profile consent given or withdrawn, server renamed)."""
 
@@ -394,6 +391,43 @@ class ProfilesArgs(Contract):
 
 class ProfilesResult(Contract):
     profiles: list[UserProfile]
+
+
+class ViewHistoryResult(Contract):
+    """The newest ``limit`` messages of a channel's window, oldest first, as of stream ``seq``."""
+
+    seq: int
+    messages: list[ChatMessage]
+    has_more: bool  # the window holds older messages than these (older still: connector history)
+
+
+class ServerStatus(Contract):
+    server: ServerRecord
+    connection: ConnectionState
+
+
+class ServerList(Contract):
+    seq: int
+    servers: list[ServerStatus]
+
+
+class HttpToken(Contract):
+    """A short-lived bearer token for the state service's HTTP API (media bytes, read-only API)."""
+
+    token: str
+    expires_at: datetime
+    member: str
+
+
+# -- internal (oc.sys.>) ----------------------------------------------------------------------------
+class RehydrateRequest(Contract):
+    """state -> connectors on ``REHYDRATE_SUBJECT``: publish a fresh hydration (channel tree,
+    newest messages, profiles, presence, connection and capability state) of every session of
+    ``member`` (every member when ``None``), because the view was lost and the stream may no
+    longer hold everything."""
+
+    member: str | None = None
+    reason: str = ""
 
 
 def message_event_id(message_id: str) -> str:

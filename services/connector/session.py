@@ -1,0 +1,521 @@
+"""One supervised session per (member, server): hydrate, realtime, reconnect, gap fill.
+
+A session runs forever until stopped (leave, shutdown). Each connection cycle:
+
+1. probe capabilities (re-published when the api/build version changed), fetch the channel tree
+   and the member list (re-published when they changed);
+2. open the realtime socket with the identity as headers **and** query parameters (D7, D8),
+   subscribe every text channel, and start reading frames into a queue at once (a backend drops
+   events for a socket whose queue overflows, so the socket is always drained);
+3. **gap fill**: per text channel, fetch history until the newest message already published is
+   included (``limit`` grows geometrically on Profile A; ``before``/``next_cursor`` pages when the
+   server advertises ``cursors``), and publish the missing messages in order — on the first cycle,
+   the newest ``history_window`` messages; author profiles are fetched in batches of ≤ 100 when the
+   server has profile sync;
+4. publish ``server.connection`` *live*, then process frames in arrival order, de-duplicating
+   messages by id (``KnownIds``) until the socket closes.
+
+Any failure ends the cycle; the session publishes *reconnecting* (after being live) or *offline*
+(unreachable; D2: the server is kept and retried forever) with ``next_retry_at`` and sleeps on the
+reference ladder (1, 2, 5, 10, 15 s, then 15 s, with jitter). Malformed, binary or oversized frames
+are logged (size only, never the body) and dropped without ending the cycle. Every event goes
+through the ``EventSink`` with the ``event_id`` rules of ``contracts/chat.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from services.connector import domain
+from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
+from services.core.contracts import wire
+from services.core.contracts.bus import EventEnvelope
+from services.core.contracts.chat import (
+    CapabilitySnapshot,
+    ChannelGroupInfo,
+    ChannelsUpdated,
+    ChatMessage,
+    ConnectionState,
+    MembersUpdated,
+    MessageCreated,
+    MessageDeleted,
+    PresenceChange,
+    PresenceEntry,
+    PresenceSnapshot,
+    ProfileUpdated,
+    ServerRecord,
+    Typing,
+    message_event_id,
+)
+
+log = logging.getLogger("openchat.connector.session")
+
+EventSink = Callable[[str, EventEnvelope[Any]], Awaitable[None]]
+_CLOSED = object()
+MANAGEMENT_EVENTS = frozenset(
+    {
+        "chat.channel.created",
+        "chat.category.created",
+        "chat.category.updated",
+        "chat.channel.layout.updated",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Tunables of a session (tests shorten them)."""
+
+    backoff_s: tuple[float, ...] = domain.REFERENCE_BACKOFF_S
+    jitter: float = 0.2
+    history_window: int = 150
+    gap_growth: int = 4
+    max_gap_fetch: int = 200_000
+    max_frame_bytes: int = 1024 * 1024
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_ping_interval_s: float | None = 20.0
+    ws_ping_timeout_s: float | None = 20.0
+    open_timeout_s: float = 10.0
+    echo_wait_s: float = 2.0
+    known_ids_per_channel: int = 5000
+    max_pending_frames: int = 100_000
+    reconcile_interval_s: float = 60.0  # 0: only after reconnects
+
+
+class CycleEnd(Exception):
+    """The realtime socket closed (or must be reopened): start the next connection cycle."""
+
+
+@dataclass
+class Session:
+    member: str
+    record: ServerRecord
+    backend: BackendClient
+    sink: EventSink
+    timing: Timing = field(default_factory=Timing)
+
+    conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
+    caps: CapabilitySnapshot | None = None
+    wire_caps: wire.Capabilities | None = None
+    groups: list[ChannelGroupInfo] = field(default_factory=list)
+    members: list[dict[str, str]] | None = None
+    ws: ClientConnection | None = None
+
+    def __post_init__(self) -> None:
+        self.known = domain.KnownIds(self.timing.known_ids_per_channel)
+        self.typing = domain.TypingThrottle()
+        self.backoff = domain.Backoff(self.timing.backoff_s, self.timing.jitter)
+        self.live = asyncio.Event()
+        self.hydrated = asyncio.Event()
+        self._publish_lock = asyncio.Lock()
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_event_id: str | None = None
+        self._profiles_seen: set[str] = set()
+        self.cycles = 0
+
+    @property
+    def server_id(self) -> str:
+        return self.record.server_id
+
+    @property
+    def cursors(self) -> bool:
+        return self.wire_caps is not None and self.wire_caps.feature_on("cursors")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"session-{self.member}-{self.server_id}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+            self.ws = None
+
+    async def _run(self) -> None:
+        await self._emit_connection(ConnectionState(state="connecting"))
+        while not self._stopping:
+            reason = ""
+            was_live = self.live.is_set()
+            try:
+                await self._cycle()
+                reason = "realtime connection closed"
+            except asyncio.CancelledError:
+                raise
+            except Unreachable as exc:
+                reason = exc.message
+            except CycleEnd as exc:
+                reason = str(exc) or "realtime connection closed"
+            except BackendError as exc:
+                reason = exc.message
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed) as exc:
+                reason = f"realtime connection failed: {type(exc).__name__}"
+            except Exception as exc:  # a bug must not end the session: log it and retry
+                log.exception("session cycle failed", extra=self._log_ctx())
+                reason = f"internal error: {type(exc).__name__}"
+            finally:
+                self.live.clear()
+                if self.ws is not None:
+                    with contextlib.suppress(Exception):
+                        await self.ws.close()
+                    self.ws = None
+            if self._stopping:
+                return
+            delay = self.backoff.next_delay()
+            state: Literal["reconnecting", "offline"] = "reconnecting" if was_live else "offline"
+            log.info(
+                "session disconnected",
+                extra={**self._log_ctx(), "state": state, "reason": reason, "retry_in_s": round(delay, 2)},
+            )
+            with contextlib.suppress(Exception):
+                await self._emit_connection(
+                    ConnectionState(
+                        state=state,
+                        attempt=self.backoff.attempt,
+                        next_retry_at=datetime.now(UTC) + timedelta(seconds=delay),
+                        reason=reason[:500],
+                    )
+                )
+            await asyncio.sleep(delay)
+
+    # -- one connection cycle --------------------------------------------------------------------
+    async def _cycle(self) -> None:
+        self.cycles += 1
+        await self.refresh_capabilities()
+        await self.refresh_channels()
+        await self.refresh_members()
+        headers = self.backend.ident.headers()
+        resume = self._last_event_id if self.wire_caps and self.wire_caps.feature_on("event_ids") else None
+        url = realtime_url(self.backend.base_url, self.backend.ident, self.server_id, resume)
+        self.ws = await connect(
+            url,
+            additional_headers=headers,
+            max_size=self.timing.ws_max_size,
+            ping_interval=self.timing.ws_ping_interval_s,
+            ping_timeout=self.timing.ws_ping_timeout_s,
+            open_timeout=self.timing.open_timeout_s,
+            close_timeout=1,
+            max_queue=None,
+        )
+        ws = self.ws
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(ws, queue), name=f"reader-{self.member}-{self.server_id}")
+        try:
+            for channel_id in domain.text_channels(self.groups):
+                await self._send_frame(
+                    "chat.subscribe", {"channel_id": channel_id}, request_id=f"sub_{channel_id}"
+                )
+            await self.gap_fill()
+            self.backoff.reset()
+            self.live.set()
+            self.hydrated.set()
+            await self._emit_connection(ConnectionState(state="live"))
+            await self._process(queue)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read(self, ws: ClientConnection, queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for raw in ws:
+                if queue.qsize() >= self.timing.max_pending_frames:
+                    log.warning("realtime backlog overflow; reconnecting", extra=self._log_ctx())
+                    break
+                queue.put_nowait(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            queue.put_nowait(_CLOSED)
+
+    async def _process(self, queue: asyncio.Queue[Any]) -> None:
+        interval = self.timing.reconcile_interval_s
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + interval if interval > 0 else None
+        while True:
+            timeout = None if next_reconcile is None else max(0.0, next_reconcile - loop.time())
+            try:
+                raw = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                await self.gap_fill()
+                next_reconcile = loop.time() + interval
+                continue
+            if raw is _CLOSED:
+                raise CycleEnd("realtime connection closed")
+            await self.handle_frame(raw)
+
+    # -- hydrate pieces --------------------------------------------------------------------------
+    async def refresh_capabilities(self) -> CapabilitySnapshot:
+        caps, _ = await self.backend.capabilities()
+        snap = domain.snapshot_of(caps)
+        changed = self.caps is None or domain.version_key(self.caps) != domain.version_key(snap)
+        self.wire_caps, self.caps = caps, snap
+        if changed:
+            await self.emit("capabilities", snap, f"caps:{uuid.uuid4().hex}")
+        return snap
+
+    async def refresh_channels(self) -> None:
+        groups = domain.groups_of(await self.backend.channels(self.server_id))
+        if groups != self.groups or not self.hydrated.is_set():
+            self.groups = groups
+            await self.emit("channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}")
+
+    async def refresh_members(self) -> None:
+        try:
+            listing = await self.backend.members(self.server_id)
+        except Unreachable:
+            raise
+        except BackendError as exc:
+            log.info("member list unavailable", extra={**self._log_ctx(), "code": exc.code})
+            return
+        members = [{"id": m.id, "name": m.name, "status": m.status} for m in listing.members]
+        if members != self.members:
+            self.members = members
+            await self.emit("members.updated", MembersUpdated(members=members), f"members:{uuid.uuid4().hex}")
+
+    async def gap_fill(self) -> int:
+        """Fetch and publish what was missed on every text channel; return how many were published."""
+        total = 0
+        for channel_id in domain.text_channels(self.groups):
+            total += await self._fill_channel(channel_id)
+        return total
+
+    async def _fill_channel(self, channel_id: str) -> int:
+        anchor = self.known.newest(channel_id)
+        window = self.timing.history_window
+        page: list[wire.Message] = []
+        if anchor is None:
+            page = (await self.backend.messages(channel_id, window)).messages
+        elif self.cursors:
+            before: str | None = None
+            while True:
+                listing = await self.backend.messages(channel_id, window, before)
+                page = listing.messages + page
+                if any(m.id == anchor for m in listing.messages) or not listing.next_cursor:
+                    break
+                if len(page) >= self.timing.max_gap_fetch or listing.next_cursor == before:
+                    break
+                before = listing.next_cursor
+        else:
+            limit = window
+            while True:
+                listing = await self.backend.messages(channel_id, limit)
+                page = listing.messages
+                if any(m.id == anchor for m in page) or len(page) < limit or limit >= self.timing.max_gap_fetch:
+                    break
+                limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
+        late, fresh, _ = domain.missing_after(page, channel_id, anchor, self.known)
+        if late:
+            log.warning(
+                "backend dropped realtime events; publishing them late",
+                extra={**self._log_ctx(), "channel_id": channel_id, "count": len(late)},
+            )
+        published = 0
+        for msg in [*late, *fresh]:
+            if await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url)):
+                published += 1
+        if published and self.caps is not None and self.caps.profile_enabled:
+            await self._fetch_profiles([m.author_uid for m in fresh])
+        return published
+
+    async def _fetch_profiles(self, uids: Sequence[str]) -> None:
+        wanted = [u for u in dict.fromkeys(uids) if u and u not in self._profiles_seen]
+        for chunk in domain.chunks(wanted, 100):
+            try:
+                batch = await self.backend.profiles(chunk)
+            except BackendError as exc:
+                log.info("profiles unavailable", extra={**self._log_ctx(), "code": exc.code})
+                return
+            for profile in batch.profiles:
+                self._profiles_seen.add(profile.user_uid)
+                await self.emit_profile(domain.profile_of(profile, self.backend.base_url))
+
+    # -- frames ----------------------------------------------------------------------------------
+    async def handle_frame(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            log.warning("dropped binary realtime frame", extra={**self._log_ctx(), "size": len(raw)})
+            return
+        if len(raw) > self.timing.max_frame_bytes:
+            log.warning("dropped oversized realtime frame", extra={**self._log_ctx(), "size": len(raw)})
+            return
+        try:
+            env = wire.RealtimeEnvelope.model_validate_json(raw)
+        except (ValidationError, ValueError):
+            log.warning("dropped malformed realtime frame", extra={**self._log_ctx(), "size": len(raw)})
+            return
+        try:
+            await self._dispatch(env)
+        except (ValidationError, ValueError) as exc:
+            errors = exc.error_count() if isinstance(exc, ValidationError) else 1
+            log.warning(
+                "dropped invalid realtime payload",
+                extra={**self._log_ctx(), "type": env.type[:64], "errors": errors},
+            )
+        if env.event_id is not None:
+            self._last_event_id = str(env.event_id)
+
+    async def _dispatch(self, env: wire.RealtimeEnvelope) -> None:
+        kind, payload = env.type, env.payload
+        if kind == "chat.message.created":
+            msg = wire.MessageCreatedPayload.model_validate(payload).message
+            if msg.channel_id not in domain.text_channels(self.groups):
+                return  # not one of this server's channels (a shared hub): never bleed
+            await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url))
+            if self.caps is not None and self.caps.profile_enabled:
+                await self._fetch_profiles([msg.author_uid])
+        elif kind == "chat.message.deleted":
+            deleted = wire.MessageDeletedPayload.model_validate(payload)
+            if deleted.channel_id in domain.text_channels(self.groups):
+                await self.emit(
+                    "message.deleted",
+                    MessageDeleted(channel_id=deleted.channel_id, message_id=deleted.message_id),
+                    f"del:{deleted.message_id}",
+                    deleted.channel_id,
+                )
+        elif kind == "chat.typing.updated":
+            typing = wire.TypingUpdatedPayload.model_validate(payload)
+            if typing.channel_id in domain.text_channels(self.groups):
+                expires = datetime.now(UTC) + timedelta(seconds=domain.TYPING_EXPIRY_S)
+                await self.emit(
+                    "typing",
+                    Typing(
+                        channel_id=typing.channel_id,
+                        user_uid=typing.member.user_uid,
+                        device_id=typing.member.device_id,
+                        is_typing=typing.is_typing,
+                        expires_at=expires if typing.is_typing else None,
+                    ),
+                    f"typing:{uuid.uuid4().hex}",
+                    typing.channel_id,
+                )
+        elif kind == "chat.presence.snapshot":
+            snap = wire.PresenceSnapshotPayload.model_validate(payload)
+            if snap.channel_id in domain.text_channels(self.groups):
+                entries = [PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"})) for m in snap.members]
+                await self.emit(
+                    "presence.snapshot",
+                    PresenceSnapshot(channel_id=snap.channel_id, members=entries),
+                    f"presence:{uuid.uuid4().hex}",
+                    snap.channel_id,
+                )
+        elif kind in ("chat.presence.joined", "chat.presence.left"):
+            change = wire.PresenceChangePayload.model_validate(payload)
+            if change.channel_id in domain.text_channels(self.groups):
+                entry = PresenceEntry(**change.member.model_dump(include={"client_id", "user_uid", "device_id"}))
+                await self.emit(
+                    "presence.joined" if kind.endswith("joined") else "presence.left",
+                    PresenceChange(channel_id=change.channel_id, member=entry),
+                    f"presence:{uuid.uuid4().hex}",
+                    change.channel_id,
+                )
+        elif kind == "profile_updated":
+            profile = wire.ProfileUpdatedPayload.model_validate(payload)
+            await self.emit_profile(domain.profile_of(profile, self.backend.base_url))
+        elif kind in MANAGEMENT_EVENTS:
+            await self.refresh_channels()
+        elif kind == "chat.error":
+            err = wire.ChatErrorPayload.model_validate(payload)
+            log.info("realtime error", extra={**self._log_ctx(), "code": err.code[:64]})
+        # chat.subscribed, chat.pong, chat.replay.truncated (gap fill covers it), chat.read_ack.updated
+        # (notification issue), chat.server.updated and unknown types: nothing to publish here.
+
+    # -- publishing ------------------------------------------------------------------------------
+    async def emit(self, kind: str, payload: BaseModel, event_id: str, channel_id: str | None = None) -> None:
+        envelope = cast(Any, EventEnvelope)[type(payload)](
+            event_id=event_id, server_id=self.server_id, channel_id=channel_id, type=kind, payload=payload
+        )
+        await self.sink(self.member, envelope)
+
+    async def emit_profile(self, profile: Any) -> None:
+        await self.emit(
+            "profile.updated",
+            ProfileUpdated(profile=profile),
+            f"profile:{profile.user_uid}:{profile.profile_version}",
+        )
+
+    async def _emit_connection(self, state: ConnectionState) -> None:
+        self.conn = state
+        await self.emit("server.connection", state, f"conn:{uuid.uuid4().hex}")
+
+    async def publish_message(self, msg: ChatMessage, *, again: bool = False) -> bool:
+        """Publish ``message.created`` once per message id (``again``: re-publish a known one)."""
+        async with self._publish_lock:
+            known = (msg.channel_id, msg.id) in self.known
+            if known and not again:
+                return False
+            await self.emit("message.created", MessageCreated(message=msg), message_event_id(msg.id), msg.channel_id)
+            if not known:
+                self.known.add(msg.channel_id, msg.id)
+        waiter = self._waiters.pop(msg.id, None)
+        if waiter is not None:
+            waiter.set()
+        return True
+
+    async def ensure_published(self, msg: ChatMessage) -> None:
+        """After a send: let the realtime echo publish it in order; publish it here otherwise."""
+        if (msg.channel_id, msg.id) in self.known:
+            return
+        if self.live.is_set() and self.timing.echo_wait_s > 0:
+            waiter = self._waiters.setdefault(msg.id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), self.timing.echo_wait_s)
+            self._waiters.pop(msg.id, None)
+        await self.publish_message(msg)
+
+    async def send_typing(self, channel_id: str, is_typing: bool) -> bool:
+        if not self.typing.should_send(channel_id, is_typing):
+            return False
+        await self._send_frame(
+            "chat.typing.update",
+            {"channel_id": channel_id, "is_typing": is_typing},
+            request_id=f"typing_{uuid.uuid4().hex[:12]}",
+        )
+        return True
+
+    async def _send_frame(self, kind: str, payload: dict[str, Any], request_id: str) -> None:
+        ws = self.ws
+        if ws is None:
+            raise BackendError("not_connected", "the realtime connection is down; retry shortly", retryable=True)
+        await ws.send(json.dumps({"type": kind, "request_id": request_id, "payload": payload}))
+
+    async def republish(self) -> None:
+        """Re-publish this session's view (capabilities, channels, connection, message windows)."""
+        if self.caps is not None:
+            await self.emit("capabilities", self.caps, f"caps:{uuid.uuid4().hex}")
+        if self.groups:
+            await self.emit("channels.updated", ChannelsUpdated(groups=self.groups), f"channels:{uuid.uuid4().hex}")
+        if self.members is not None:
+            await self.emit("members.updated", MembersUpdated(members=self.members), f"members:{uuid.uuid4().hex}")
+        await self.emit("server.connection", self.conn, f"conn:{uuid.uuid4().hex}")
+        if not self.live.is_set():
+            return
+        for channel_id in domain.text_channels(self.groups):
+            listing = await self.backend.messages(channel_id, self.timing.history_window)
+            for msg in listing.messages:
+                if msg.channel_id == channel_id:
+                    await self.publish_message(
+                        domain.message_of(msg, self.server_id, self.backend.base_url), again=True
+                    )
+
+    def _log_ctx(self) -> dict[str, str]:
+        return {"member": self.member, "server_id": self.server_id}
