@@ -18,20 +18,19 @@ SEEDS: tuple[Seed, ...] = ("public", "harbor", "testlab", "family", "empty")
 
 # Profile B features (wire §0.2) the devserver can switch on one by one.  ``sfu_events`` is
 # implemented by the RTC module; the rest by ``features.py``.
-FEATURES: frozenset[str] = frozenset(
-    {
-        "legacy_capabilities_path",
-        "cursors",
-        "event_ids",
-        "read_acks",
-        "mentions",
-        "message_delete",
-        "server_unread_counts",
-        "server_creation",
-        "channel_admin",
-        "sfu_events",
-    }
+FEATURE_FLAGS: tuple[str, ...] = (
+    "legacy_capabilities_path",
+    "cursors",
+    "event_ids",
+    "read_acks",
+    "mentions",
+    "message_delete",
+    "server_unread_counts",
+    "server_creation",
+    "channel_admin",
+    "sfu_events",
 )
+FEATURES: frozenset[str] = frozenset(FEATURE_FLAGS)
 
 DEFAULT_TICKET_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the public backend's documented default
 DEFAULT_TICKET_TTL_S = 60

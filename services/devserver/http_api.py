@@ -36,7 +36,7 @@ from services.core.contracts.wire import (
     RtcFeatures,
     VotePolicy,
 )
-from services.devserver.config import DevserverConfig
+from services.devserver.config import FEATURE_FLAGS, DevserverConfig
 from services.devserver.gojson import GoDecodeError, decode_first, str_field
 from services.devserver.multipart import MultipartError, is_multipart, parse_form
 from services.devserver.realtime import Hub
@@ -67,18 +67,6 @@ _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _INT64_MAX = 2**63 - 1
 
 # Capability keys of Profile B features, advertised only when switched on.
-FEATURE_FLAGS = (
-    "legacy_capabilities_path",
-    "cursors",
-    "event_ids",
-    "read_acks",
-    "mentions",
-    "message_delete",
-    "server_unread_counts",
-    "server_creation",
-    "channel_admin",
-    "sfu_events",
-)
 
 
 @dataclass

@@ -17,11 +17,8 @@ coalesced) and on shutdown; attachment and avatar bytes live beside it in ``PATH
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import tempfile
 import time
 import unicodedata
 import uuid
@@ -32,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.contracts.wire import Attachment, Message, ReplyTo
+from services.core.paths import write_atomic
 from services.devserver.config import DevserverConfig
 from services.devserver.gojson import go_truncate_bytes
 from services.devserver.images import decode_dimensions, normalize_content_type
@@ -925,7 +923,7 @@ class Store:
         if directory is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / f"{kind}_{blob_id}", data)
+        write_atomic(directory / f"{kind}_{blob_id}", data)
 
     def mark_dirty(self) -> None:
         """Schedule a state-file write (coalesced) when persistence is on."""
@@ -947,7 +945,7 @@ class Store:
         if self.cfg.state_file is None or not self._dirty:
             return
         self._dirty = False
-        _atomic_write(Path(self.cfg.state_file), json.dumps(self._snapshot(), ensure_ascii=False).encode())
+        write_atomic(Path(self.cfg.state_file), json.dumps(self._snapshot(), ensure_ascii=False).encode())
 
     def _snapshot(self) -> dict[str, Any]:
         st = self.state
@@ -1014,18 +1012,3 @@ class Store:
             self._flush_handle.cancel()
             self._flush_handle = None
         self.flush()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
