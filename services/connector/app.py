@@ -1,9 +1,141 @@
 """The connector service: the only process that speaks REST/realtime to OpenChat backends.
 
-Foundation stage: it starts, joins the bus, ensures the events stream and reports healthy, and
-does nothing else yet. Sessions per (member, server) arrive with the chat-loop issue (#4).
+Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
+this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
+send, typing, history, members, profiles, consent), subscribes ``oc.sys.connector.rehydrate``,
+publishes events through JetStream (``Bus.publish_event``, retried briefly; an event too large for
+the bus is logged and dropped), and starts a session for every joined server at start.
+
+Tunables come from ``OPENCHAT_CONNECTOR_*`` environment variables (``ConnectorSettings``).
 """
 
-from services.core.service import Service
+from __future__ import annotations
 
-SERVICE = Service(name="connector")
+import asyncio
+import logging
+from typing import Any
+
+from nats.aio.msg import Msg
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.connector.connector import Connector
+from services.connector.session import EventSink, Timing
+from services.core.bus import Bus, CommandError
+from services.core.contracts.bus import EventEnvelope
+from services.core.contracts.chat import (
+    REHYDRATE_SUBJECT,
+    ConsentArgs,
+    DiscoverArgs,
+    HistoryArgs,
+    JoinArgs,
+    LeaveArgs,
+    MembersArgs,
+    ProbeArgs,
+    ProfilesArgs,
+    RehydrateRequest,
+    SendArgs,
+    TypingArgs,
+)
+from services.core.identity import default_key_file
+from services.core.service import Service, ServiceContext
+
+log = logging.getLogger("openchat.connector.app")
+
+
+class ConnectorSettings(BaseSettings):
+    """``OPENCHAT_CONNECTOR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENCHAT_CONNECTOR_", extra="ignore")
+
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 15.0)
+    jitter: float = 0.2
+    history_window: int = 150
+    max_frame_bytes: int = 1024 * 1024
+    request_timeout_s: float = 30.0
+    reconcile_interval_s: float = 60.0
+    ws_ping_interval_s: float = 20.0
+
+    def timing(self) -> Timing:
+        return Timing(
+            backoff_s=self.backoff_s,
+            jitter=self.jitter,
+            history_window=self.history_window,
+            max_frame_bytes=self.max_frame_bytes,
+            reconcile_interval_s=self.reconcile_interval_s,
+            ws_ping_interval_s=self.ws_ping_interval_s,
+        )
+
+
+def bus_sink(bus: Bus, attempts: int = 3) -> EventSink:
+    async def sink(member: str, envelope: EventEnvelope[Any]) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                await bus.publish_event(member, envelope)
+                return
+            except CommandError as exc:  # the event does not fit on the bus: nothing can fix it
+                log.warning(
+                    "event dropped",
+                    extra={
+                        "member": member,
+                        "type": envelope.type,
+                        "event_id": envelope.event_id,
+                        "code": exc.code,
+                    },
+                )
+                return
+            except Exception:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+
+    return sink
+
+
+async def register(bus: Bus, connector: Connector) -> None:
+    """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
+    bus.command("connector", "discover", DiscoverArgs)(connector.discover)
+    bus.command("connector", "probe", ProbeArgs)(connector.probe)
+    bus.command("connector", "join", JoinArgs)(connector.join)
+    bus.command("connector", "leave", LeaveArgs)(connector.leave)
+    bus.command("connector", "send", SendArgs)(connector.send)
+    bus.command("connector", "typing", TypingArgs)(connector.typing)
+    bus.command("connector", "history", HistoryArgs)(connector.history)
+    bus.command("connector", "members", MembersArgs)(connector.members)
+    bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)
+    bus.command("connector", "consent", ConsentArgs)(connector.consent)
+
+    async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
+        asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006
+
+    await bus.subscribe(REHYDRATE_SUBJECT, RehydrateRequest, on_rehydrate)
+
+
+def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Connector:
+    assert ctx.bus is not None
+    cfg = settings or ConnectorSettings()
+    key_file = ctx.settings.secret_key_file or default_key_file()
+    return Connector(
+        bus_sink(ctx.bus),
+        ctx.settings.home,
+        key_file,
+        timing=cfg.timing(),
+        request_timeout_s=cfg.request_timeout_s,
+    )
+
+
+async def setup(ctx: ServiceContext) -> None:
+    assert ctx.bus is not None
+    connector = build(ctx)
+    await register(ctx.bus, connector)
+    await connector.start()
+
+    async def stop_on_shutdown() -> None:
+        await ctx.stopping.wait()
+        await connector.close()
+
+    asyncio.create_task(stop_on_shutdown(), name="connector-stop")  # noqa: RUF006
+
+
+SERVICE = Service(name="connector", setup=setup)
+
+__all__ = ["SERVICE", "ConnectorSettings", "build", "bus_sink", "register"]

@@ -42,7 +42,9 @@ UNSUPPORTED_STATUSES = frozenset({404, 405, 501})
 class BackendError(Exception):
     """A failed backend call, with the error the member sees."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, status: int | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -180,7 +182,9 @@ class BackendClient:
                     status = response.status_code
         except TimeoutError as exc:
             raise Unreachable(
-                "backend_timeout", f"the server did not answer within {self.total_timeout_s:g} s", retryable=True
+                "backend_timeout",
+                f"the server did not answer within {self.total_timeout_s:g} s",
+                retryable=True,
             ) from exc
         except httpx.TimeoutException as exc:
             raise Unreachable("backend_timeout", "the server did not answer in time", retryable=True) from exc
@@ -191,10 +195,15 @@ class BackendClient:
         if 200 <= status < 300:
             return status, body
         error = _error_from_response(status, body)
-        if optional and status in UNSUPPORTED_STATUSES and error.code in (
-            "not_found",
-            "method_not_allowed",
-            "backend_error",
+        if (
+            optional
+            and status in UNSUPPORTED_STATUSES
+            and error.code
+            in (
+                "not_found",
+                "method_not_allowed",
+                "backend_error",
+            )
         ):
             raise Unsupported("unsupported", f"{path} is not supported by this server", status=status)
         raise error
@@ -207,7 +216,9 @@ class BackendClient:
     async def capabilities(self) -> tuple[wire.Capabilities, str]:
         """``/v1/client/capabilities``, falling back to the legacy ``/client/capabilities``."""
         try:
-            return await self.get_model("/v1/client/capabilities", wire.Capabilities), "/v1/client/capabilities"
+            return await self.get_model(
+                "/v1/client/capabilities", wire.Capabilities
+            ), "/v1/client/capabilities"
         except Unreachable:
             raise
         except BackendError as first:
@@ -267,7 +278,9 @@ class BackendClient:
     async def profiles(self, uids: list[str]) -> wire.ProfileBatch:
         if not 1 <= len(uids) <= 100:
             raise BackendError("invalid_query", "profiles:batch takes 1 to 100 uids")
-        return await self.get_model("/v1/profiles:batch", wire.ProfileBatch, params=[("user_uid", u) for u in uids])
+        return await self.get_model(
+            "/v1/profiles:batch", wire.ProfileBatch, params=[("user_uid", u) for u in uids]
+        )
 
     async def delete_message(self, channel_id: str, message_id: str) -> None:
         await self.request(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from services.connector.backend import is_local, rewrite_origin
 from services.core.bus import CommandError
 from services.core.contracts import wire
 from services.core.contracts.chat import (
@@ -40,7 +41,6 @@ from services.core.contracts.chat import (
     UploadedImage,
     UserProfile,
 )
-from services.connector.backend import is_local, rewrite_origin
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # numbers.md §3: assumed when the server gives none
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif"}
@@ -82,13 +82,10 @@ def disclosure(
     profile_shared: bool,
 ) -> Disclosure:
     scope = "server-scoped" if uid_mode == "server_scoped" else "global"
-    summary = (
-        f"This server sees only a {scope} UID ({user_uid}) and this device's id ({device_id})"
-        + (
-            ", plus the display name and avatar you agreed to share."
-            if profile_shared
-            else "; never your name, avatar or e-mail unless you agree to share your profile with it."
-        )
+    summary = f"This server sees only a {scope} UID ({user_uid}) and this device's id ({device_id})" + (
+        ", plus the display name and avatar you agreed to share."
+        if profile_shared
+        else "; never your name, avatar or e-mail unless you agree to share your profile with it."
     )
     return Disclosure(
         user_uid=user_uid,
@@ -327,7 +324,10 @@ def check_send(
             raise CommandError(
                 "image_too_large", f"Image {index} is too large. Max {format_bytes(upload_limit)}."
             )
-        name = image.file_name.strip().replace("/", "_").replace("\\", "_") or f"image-{index}.{IMAGE_TYPES[declared]}"
+        name = (
+            image.file_name.strip().replace("/", "_").replace("\\", "_")
+            or f"image-{index}.{IMAGE_TYPES[declared]}"
+        )
         decoded.append((name, data, declared))
     if not text and not decoded:
         raise CommandError("message_empty", "The message is empty.")

@@ -91,7 +91,10 @@ class Timing:
     echo_wait_s: float = 2.0
     known_ids_per_channel: int = 5000
     max_pending_frames: int = 100_000
-    reconcile_interval_s: float = 60.0  # 0: only after reconnects
+    reconcile_interval_s: float = 60.0  # 0: only after reconnects and bursts
+    burst_threshold: int = 32  # messages within burst_window_s: the backend may have dropped some
+    burst_window_s: float = 1.0
+    quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
 
 
 class CycleEnd(Exception):
@@ -125,6 +128,9 @@ class Session:
         self._stopping = False
         self._last_event_id: str | None = None
         self._profiles_seen: set[str] = set()
+        self._burst_started = 0.0
+        self._burst_count = 0
+        self._burst_pending = False
         self.cycles = 0
 
     @property
@@ -249,20 +255,37 @@ class Session:
             queue.put_nowait(_CLOSED)
 
     async def _process(self, queue: asyncio.Queue[Any]) -> None:
+        """Handle frames in order. A backend silently drops events for a socket whose queue
+        overflows (public backend: 64 frames), so a burst of messages, and optionally a timer,
+        triggers a reconcile (the gap fill) once the socket is quiet."""
         interval = self.timing.reconcile_interval_s
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + interval if interval > 0 else None
         while True:
-            timeout = None if next_reconcile is None else max(0.0, next_reconcile - loop.time())
+            deadlines = [d for d in (next_reconcile,) if d is not None]
+            if self._burst_pending:
+                deadlines.append(loop.time() + self.timing.quiet_s)
+            timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
             try:
                 raw = await asyncio.wait_for(queue.get(), timeout)
             except TimeoutError:
+                self._burst_pending = False
+                self._burst_count = 0
                 await self.gap_fill()
-                next_reconcile = loop.time() + interval
+                if interval > 0:
+                    next_reconcile = loop.time() + interval
                 continue
             if raw is _CLOSED:
                 raise CycleEnd("realtime connection closed")
             await self.handle_frame(raw)
+
+    def _note_live_message(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._burst_started > self.timing.burst_window_s:
+            self._burst_started, self._burst_count = now, 0
+        self._burst_count += 1
+        if self._burst_count >= self.timing.burst_threshold:
+            self._burst_pending = True
 
     # -- hydrate pieces --------------------------------------------------------------------------
     async def refresh_capabilities(self) -> CapabilitySnapshot:
@@ -278,7 +301,9 @@ class Session:
         groups = domain.groups_of(await self.backend.channels(self.server_id))
         if groups != self.groups or not self.hydrated.is_set():
             self.groups = groups
-            await self.emit("channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}")
+            await self.emit(
+                "channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}"
+            )
 
     async def refresh_members(self) -> None:
         try:
@@ -321,7 +346,11 @@ class Session:
             while True:
                 listing = await self.backend.messages(channel_id, limit)
                 page = listing.messages
-                if any(m.id == anchor for m in page) or len(page) < limit or limit >= self.timing.max_gap_fetch:
+                if (
+                    any(m.id == anchor for m in page)
+                    or len(page) < limit
+                    or limit >= self.timing.max_gap_fetch
+                ):
                     break
                 limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
         late, fresh, _ = domain.missing_after(page, channel_id, anchor, self.known)
@@ -380,6 +409,7 @@ class Session:
             msg = wire.MessageCreatedPayload.model_validate(payload).message
             if msg.channel_id not in domain.text_channels(self.groups):
                 return  # not one of this server's channels (a shared hub): never bleed
+            self._note_live_message()
             await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url))
             if self.caps is not None and self.caps.profile_enabled:
                 await self._fetch_profiles([msg.author_uid])
@@ -411,7 +441,10 @@ class Session:
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
             if snap.channel_id in domain.text_channels(self.groups):
-                entries = [PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"})) for m in snap.members]
+                entries = [
+                    PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"}))
+                    for m in snap.members
+                ]
                 await self.emit(
                     "presence.snapshot",
                     PresenceSnapshot(channel_id=snap.channel_id, members=entries),
@@ -421,7 +454,9 @@ class Session:
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
             if change.channel_id in domain.text_channels(self.groups):
-                entry = PresenceEntry(**change.member.model_dump(include={"client_id", "user_uid", "device_id"}))
+                entry = PresenceEntry(
+                    **change.member.model_dump(include={"client_id", "user_uid", "device_id"})
+                )
                 await self.emit(
                     "presence.joined" if kind.endswith("joined") else "presence.left",
                     PresenceChange(channel_id=change.channel_id, member=entry),
@@ -463,7 +498,9 @@ class Session:
             known = (msg.channel_id, msg.id) in self.known
             if known and not again:
                 return False
-            await self.emit("message.created", MessageCreated(message=msg), message_event_id(msg.id), msg.channel_id)
+            await self.emit(
+                "message.created", MessageCreated(message=msg), message_event_id(msg.id), msg.channel_id
+            )
             if not known:
                 self.known.add(msg.channel_id, msg.id)
         waiter = self._waiters.pop(msg.id, None)
@@ -495,7 +532,9 @@ class Session:
     async def _send_frame(self, kind: str, payload: dict[str, Any], request_id: str) -> None:
         ws = self.ws
         if ws is None:
-            raise BackendError("not_connected", "the realtime connection is down; retry shortly", retryable=True)
+            raise BackendError(
+                "not_connected", "the realtime connection is down; retry shortly", retryable=True
+            )
         await ws.send(json.dumps({"type": kind, "request_id": request_id, "payload": payload}))
 
     async def republish(self) -> None:
@@ -503,9 +542,13 @@ class Session:
         if self.caps is not None:
             await self.emit("capabilities", self.caps, f"caps:{uuid.uuid4().hex}")
         if self.groups:
-            await self.emit("channels.updated", ChannelsUpdated(groups=self.groups), f"channels:{uuid.uuid4().hex}")
+            await self.emit(
+                "channels.updated", ChannelsUpdated(groups=self.groups), f"channels:{uuid.uuid4().hex}"
+            )
         if self.members is not None:
-            await self.emit("members.updated", MembersUpdated(members=self.members), f"members:{uuid.uuid4().hex}")
+            await self.emit(
+                "members.updated", MembersUpdated(members=self.members), f"members:{uuid.uuid4().hex}"
+            )
         await self.emit("server.connection", self.conn, f"conn:{uuid.uuid4().hex}")
         if not self.live.is_set():
             return

@@ -1,9 +1,37 @@
 """The notification service: unread and mention counts, read cursors, notification policy.
 
-Foundation stage: it starts, joins the bus and Redis and reports healthy, and does nothing
-else yet. Counts, cursors and policy arrive with the unread/notifications issue (#6).
+Wiring only: the domain is ``services.notification.domain`` (plain synchronous rules), the
+durable tables ``services.notification.store`` (registry database, ADR 0001), the adapters
+``services.notification.service`` (events stream consumer, bus commands, read-ack calls).
+It needs no Redis: everything it keeps must survive a restart, so it lives in the durable store.
 """
 
-from services.core.service import Service
+from __future__ import annotations
 
-SERVICE = Service(name="notification", needs_redis=True)
+import asyncio
+
+from services.core.paths import HomeLayout
+from services.core.service import Service, ServiceContext
+from services.notification.service import NotificationService
+
+
+async def setup(ctx: ServiceContext) -> None:
+    assert ctx.bus is not None
+    svc = NotificationService(
+        ctx.bus, HomeLayout(ctx.settings.home).registry_db, stream=ctx.settings.events_stream
+    )
+    await svc.start()
+
+    async def stop_on_signal() -> None:
+        await ctx.stopping.wait()
+        await svc.stop()
+
+    task = asyncio.create_task(stop_on_signal(), name="notification-stop")
+    ctx.health.add("consumer", lambda: _alive(task))
+
+
+async def _alive(task: asyncio.Task[None]) -> bool:
+    return not task.done()
+
+
+SERVICE = Service(name="notification", needs_redis=False, setup=setup)

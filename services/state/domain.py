@@ -158,7 +158,17 @@ class PutProfile:
     value: str
 
 
-Op = PutServer | DropServer | PutMeta | WindowPut | WindowRemove | PutPresence | PutTyping | DelTyping | PutProfile
+Op = (
+    PutServer
+    | DropServer
+    | PutMeta
+    | WindowPut
+    | WindowRemove
+    | PutPresence
+    | PutTyping
+    | DelTyping
+    | PutProfile
+)
 
 META_FIELDS = ("conn", "caps", "groups", "members")
 

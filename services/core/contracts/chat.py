@@ -371,9 +371,6 @@ class ViewHistoryArgs(Contract):
 
 
 # -- connector additions (issue #4, connector sessions) -------------------------------------------
-REHYDRATE_SUBJECT = "oc.sys.connector.rehydrate"
-
-
 class ServerUpdated(Contract):
     """A joined server's record changed (profile consent given or withdrawn, server renamed)."""
 

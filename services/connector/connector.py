@@ -1,0 +1,428 @@
+"""The connector's commands and its session supervisor, independent of the bus.
+
+``Connector`` owns the member identities it needs (created on first use, encrypted at rest), the
+durable joined-server list (``ServerStore``) and one ``Session`` per (member, server). Its command
+methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
+failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
+binds them to ``oc.<member>.cmd.connector.<verb>``; tests may call them directly.
+
+Events go to an ``EventSink`` (``bus.publish_event`` in the service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, cast
+
+import httpx
+
+from services.connector import domain
+from services.connector.backend import (
+    BackendClient,
+    BackendError,
+    Identity,
+    Unreachable,
+    normalize_base_url,
+)
+from services.connector.session import EventSink, Session, Timing
+from services.core.bus import CommandError
+from services.core.contracts import subjects
+from services.core.contracts.bus import EventEnvelope, utcnow
+from services.core.contracts.chat import (
+    Ack,
+    ConsentArgs,
+    DirectoryEntry,
+    DiscoverArgs,
+    DiscoverResult,
+    HistoryArgs,
+    HistoryResult,
+    JoinArgs,
+    JoinResult,
+    LeaveArgs,
+    LeaveResult,
+    MembersArgs,
+    MembersUpdated,
+    ProbeArgs,
+    ProbeResult,
+    ProfilesArgs,
+    ProfilesResult,
+    RehydrateRequest,
+    SendArgs,
+    SendResult,
+    ServerJoined,
+    ServerLeft,
+    ServerRecord,
+    ServerUpdated,
+    TypingArgs,
+)
+from services.core.identity import (
+    IdentityStore,
+    UidMode,
+    device_id,
+    directory_server_id,
+    load_or_create_key,
+    project_uid,
+)
+from services.core.paths import HomeLayout
+from services.core.servers import ServerExists, ServerNotJoined, ServerStore
+
+log = logging.getLogger("openchat.connector")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def backend_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn a ``BackendError`` escaping a command into the member's ``CommandError``."""
+
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except BackendError as exc:
+            raise exc.to_command_error() from exc
+
+    return wrapper
+
+
+def icon_text(name: str) -> str:
+    """First 2 characters of the name, upper-cased; ``SV`` when empty (numbers.md §2)."""
+    return name.strip()[:2].upper() or "SV"
+
+
+class Connector:
+    def __init__(
+        self,
+        sink: EventSink,
+        home: Path,
+        key_file: Path,
+        *,
+        timing: Timing | None = None,
+        http: httpx.AsyncClient | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.sink = sink
+        self.timing = timing or Timing()
+        registry = HomeLayout(home).registry_db
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        self.servers = ServerStore(registry)
+        self.identities = IdentityStore(registry, load_or_create_key(key_file))
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(request_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        )
+        self.request_timeout_s = request_timeout_s
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.rate = domain.RateLimiter()
+        self._roots: dict[str, tuple[str, UidMode]] = {}
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start a session for every (member, server) in the durable store."""
+        for member, record in self.servers.everything():
+            self._start_session(member, record)
+        log.info("connector sessions started", extra={"sessions": len(self.sessions)})
+
+    async def close(self) -> None:
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+        await self.http.aclose()
+
+    def _start_session(self, member: str, record: ServerRecord) -> Session:
+        client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
+        session = Session(member, record, client, self.sink, self.timing)
+        self.sessions[(member, record.server_id)] = session
+        session.start()
+        return session
+
+    # -- identity --------------------------------------------------------------------------------
+    def _identity(self, member: str) -> tuple[str, UidMode]:
+        cached = self._roots.get(member)
+        if cached is not None:
+            return cached
+        from services.core.identity import IdentityError
+
+        try:
+            root = self.identities.root(member)
+        except IdentityError as exc:
+            if "has no identity" not in str(exc):
+                raise CommandError("identity_unavailable", str(exc)) from exc
+            root = self.identities.create(member)
+            log.info("identity created", extra={"member": member})
+        mode = self.identities.uid_mode(member)
+        self._roots[member] = (root, mode)
+        return root, mode
+
+    def server_identity(self, member: str, server_id: str) -> Identity:
+        root, mode = self._identity(member)
+        return Identity(project_uid(root, server_id, mode), device_id(root))
+
+    def directory_identity(self, member: str, base_url: str) -> Identity:
+        root, mode = self._identity(member)
+        return Identity(project_uid(root, directory_server_id(base_url), mode), device_id(root))
+
+    def _client(self, base_url: str, ident: Identity) -> BackendClient:
+        return BackendClient(self.http, base_url, ident, total_timeout_s=self.request_timeout_s)
+
+    def _session(self, member: str, server_id: str) -> Session:
+        session = self.sessions.get((member, server_id))
+        if session is None:
+            raise CommandError("server_not_joined", f"You have not joined server {server_id}.")
+        return session
+
+    async def _emit(self, member: str, server_id: str, kind: str, payload: Any, event_id: str) -> None:
+        envelope = cast(Any, EventEnvelope)[type(payload)](
+            event_id=event_id, server_id=server_id, type=kind, payload=payload
+        )
+        await self.sink(member, envelope)
+
+    # -- servers ---------------------------------------------------------------------------------
+    @backend_errors
+    async def discover(self, member: str, args: DiscoverArgs) -> DiscoverResult:
+        base = normalize_base_url(args.url)
+        ident = self.directory_identity(member, base)
+        directory = await self._client(base, ident).directory()
+        entries = [
+            DirectoryEntry(
+                server_id=s.server_id,
+                display_name=s.display_name,
+                icon_text=s.icon_text or icon_text(s.display_name),
+                description=s.description,
+                trust_state=s.trust_state or "unverified",
+            )
+            for s in directory.servers
+        ]
+        return DiscoverResult(url=base, directory_uid=ident.user_uid, servers=entries)
+
+    @backend_errors
+    async def probe(self, member: str, args: ProbeArgs) -> ProbeResult:
+        base = normalize_base_url(args.url)
+        client = self._client(base, self.directory_identity(member, base))
+        caps, path = await client.capabilities()
+        trust_state: str | None = None
+        if args.server_id is not None:
+            with contextlib.suppress(BackendError):
+                for entry in (await client.directory()).servers:
+                    if entry.server_id == args.server_id:
+                        trust_state = entry.trust_state
+        server_id = args.server_id or caps.server_id
+        _, mode = self._identity(member)
+        ident = self.server_identity(member, server_id)
+        shared = False
+        with contextlib.suppress(ServerNotJoined):
+            shared = bool(self.servers.get(member, server_id).profile_consent)
+        return ProbeResult(
+            url=base,
+            capabilities_path=path,
+            capabilities=domain.snapshot_of(caps),
+            trust=domain.assess_trust(base, caps.security.https_required, trust_state),
+            disclosure=domain.disclosure(ident.user_uid, ident.device_id, mode, shared),
+        )
+
+    @backend_errors
+    async def join(self, member: str, args: JoinArgs) -> JoinResult:
+        if not args.confirmed:
+            raise CommandError(
+                "confirmation_required", "Joining needs the member's explicit confirmation (confirmed=true)."
+            )
+        try:
+            subjects.check_token(args.server_id, "server id")
+        except subjects.SubjectError as exc:
+            raise CommandError("invalid_server_id", str(exc)) from exc
+        base = normalize_base_url(args.url)
+        async with self._lock:
+            if (member, args.server_id) in self.sessions:
+                raise CommandError("server_exists", f"Server already added: {args.server_id}")
+            dir_client = self._client(base, self.directory_identity(member, base))
+            directory = await dir_client.directory()
+            entry = next((s for s in directory.servers if s.server_id == args.server_id), None)
+            ident = self.server_identity(member, args.server_id)
+            caps, _ = await self._client(base, ident).capabilities()
+            if entry is None and caps.server_id != args.server_id:
+                raise CommandError(
+                    "server_not_found", f"{base} lists no server {args.server_id} in its directory."
+                )
+            name = entry.display_name if entry is not None else caps.server_name
+            record = ServerRecord(
+                server_id=args.server_id,
+                base_url=base,
+                display_name=name,
+                icon_text=(entry.icon_text if entry is not None else "") or icon_text(name),
+                trust_state=(entry.trust_state if entry is not None else "") or "unverified",
+                user_uid=ident.user_uid,
+                device_id=ident.device_id,
+                profile_consent=None,
+                joined_at=utcnow(),
+            )
+            try:
+                self.servers.add(member, record)
+            except ServerExists as exc:
+                raise CommandError("server_exists", str(exc)) from exc
+            await self._emit(
+                member,
+                record.server_id,
+                "server.joined",
+                ServerJoined(server=record),
+                f"joined:{record.joined_at.isoformat()}",
+            )
+            self._start_session(member, record)
+        log.info("server joined", extra={"member": member, "server_id": record.server_id})
+        return JoinResult(server=record)
+
+    async def leave(self, member: str, args: LeaveArgs) -> LeaveResult:
+        try:
+            record = self.servers.get(member, args.server_id)
+        except ServerNotJoined as exc:
+            raise CommandError("server_not_joined", f"You have not joined server {args.server_id}.") from exc
+        client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
+        backend_left = False
+        try:
+            await client.leave(record.server_id)
+            backend_left, detail = True, "Left server."
+        except Unreachable:
+            detail = f"Removed unreachable server {record.server_id}."
+        except BackendError as exc:
+            if exc.status != 404:
+                raise CommandError(
+                    exc.code, f"Failed to leave server {record.server_id}: {exc.message}", exc.retryable
+                ) from exc
+            detail = f"Removed missing server {record.server_id}."
+        session = self.sessions.pop((member, record.server_id), None)
+        if session is not None:
+            await session.stop()
+        with contextlib.suppress(ServerNotJoined):
+            self.servers.remove(member, record.server_id)
+        self.rate.forget((member, record.server_id))
+        now = utcnow()
+        await self._emit(
+            member,
+            record.server_id,
+            "server.left",
+            ServerLeft(server_id=record.server_id),
+            f"left:{now.isoformat()}",
+        )
+        log.info(
+            "server left",
+            extra={"member": member, "server_id": record.server_id, "backend_left": backend_left},
+        )
+        return LeaveResult(server_id=record.server_id, backend_left=backend_left, detail=detail)
+
+    @backend_errors
+    async def consent(self, member: str, args: ConsentArgs) -> JoinResult:
+        session = self._session(member, args.server_id)
+        record = session.record.model_copy(update={"profile_consent": args.share_profile})
+        self.servers.update(member, record)
+        session.record = record
+        await self._emit(
+            member,
+            record.server_id,
+            "server.updated",
+            ServerUpdated(server=record),
+            f"srvupd:{uuid.uuid4().hex}",
+        )
+        return JoinResult(server=record)
+
+    # -- chat ------------------------------------------------------------------------------------
+    @backend_errors
+    async def send(self, member: str, args: SendArgs) -> SendResult:
+        session = self._session(member, args.server_id)
+        caps = session.caps or await session.refresh_capabilities()
+        channels = domain.text_channels(session.groups)
+        if session.groups and args.channel_id not in channels:
+            raise CommandError(
+                "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
+            )
+        text, images = domain.check_send(args.body, args.images, caps)
+        per_minute = caps.rate_limit_per_minute
+        wait = self.rate.check((member, args.server_id), per_minute)
+        if wait > 0 and per_minute:
+            raise domain.rate_limited_error(wait, per_minute)
+        msg = await session.backend.post_message(args.channel_id, text, args.reply_to, images)
+        chat = domain.message_of(msg, args.server_id, session.backend.base_url)
+        await session.ensure_published(chat)
+        return SendResult(message=chat)
+
+    @backend_errors
+    async def typing(self, member: str, args: TypingArgs) -> Ack:
+        session = self._session(member, args.server_id)
+        if args.channel_id not in domain.text_channels(session.groups):
+            raise CommandError(
+                "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
+            )
+        sent = await session.send_typing(args.channel_id, args.is_typing)
+        return Ack(ok=True, detail="sent" if sent else "throttled")
+
+    @backend_errors
+    async def history(self, member: str, args: HistoryArgs) -> HistoryResult:
+        session = self._session(member, args.server_id)
+        if session.caps is None:
+            await session.refresh_capabilities()
+        client = session.backend
+
+        def convert(items: list[Any]) -> list[Any]:
+            return [
+                domain.message_of(m, args.server_id, client.base_url)
+                for m in items
+                if m.channel_id == args.channel_id
+            ]
+
+        if session.cursors:
+            listing = await client.messages(args.channel_id, args.limit, args.before)
+            return HistoryResult(messages=convert(listing.messages), has_more=listing.next_cursor is not None)
+        if args.before is None:
+            page = (await client.messages(args.channel_id, args.limit + 1)).messages
+            return HistoryResult(messages=convert(page[-args.limit :]), has_more=len(page) > args.limit)
+        size = args.limit + self.timing.history_window
+        cap = self.timing.max_gap_fetch
+        while True:
+            page = (await client.messages(args.channel_id, size)).messages
+            index = next((i for i, m in enumerate(page) if m.id == args.before), None)
+            truncated = len(page) >= size
+            if truncated and size < cap and (index is None or index < args.limit):
+                size = min(size * self.timing.gap_growth, cap)
+                continue
+            if index is None:
+                raise CommandError("message_not_found", f"{args.before} is not in {args.channel_id}.")
+            start = max(0, index - args.limit)
+            return HistoryResult(messages=convert(page[start:index]), has_more=start > 0 or truncated)
+
+    @backend_errors
+    async def members(self, member: str, args: MembersArgs) -> MembersUpdated:
+        session = self._session(member, args.server_id)
+        listing = await session.backend.members(args.server_id)
+        return MembersUpdated(
+            members=[{"id": m.id, "name": m.name, "status": m.status} for m in listing.members]
+        )
+
+    @backend_errors
+    async def profiles(self, member: str, args: ProfilesArgs) -> ProfilesResult:
+        session = self._session(member, args.server_id)
+        out = []
+        for chunk in domain.chunks(list(dict.fromkeys(args.user_uids)), 100):
+            batch = await session.backend.profiles(chunk)
+            out += [domain.profile_of(p, session.backend.base_url) for p in batch.profiles]
+        return ProfilesResult(profiles=out)
+
+    async def rehydrate(self, request: RehydrateRequest) -> None:
+        """Re-publish the view of one member's sessions (every member's with ``member=None``)."""
+        targets = [s for (m, _), s in self.sessions.items() if request.member in (None, m)]
+        for session in targets:
+            try:
+                await session.republish()
+            except Exception as exc:
+                log.warning(
+                    "rehydrate failed",
+                    extra={
+                        "member": session.member,
+                        "server_id": session.server_id,
+                        "error": type(exc).__name__,
+                    },
+                )

@@ -1,0 +1,158 @@
+"""Helpers for tests and benchmarks of the connector (real NATS, real devservers; nothing mocked).
+
+- ``FAST``: session timings shortened for tests (backoff ladder in tens of milliseconds);
+- ``EventLog``: every event of a member as the member receives it (``oc.<member>.evt.>``, after
+  JetStream de-duplication and republish), with ``wait_for`` to await a condition without sleeping;
+- ``RequestLog``: every HTTP request the connector's ``httpx`` client sends (method, URL, headers),
+  recorded by an httpx event hook on the real client;
+- ``connector_harness``: a ``Connector`` bound to a bus, with its commands served, plus a second
+  bus connection to call them as a member would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from nats.aio.msg import Msg
+from pydantic import BaseModel
+
+from services.connector.app import bus_sink, register
+from services.connector.connector import Connector
+from services.connector.session import Timing
+from services.core.bus import Bus, ConnectOptions
+from services.core.contracts import subjects
+
+T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
+
+FAST = Timing(
+    backoff_s=(0.05, 0.1, 0.2, 0.3, 0.5),
+    jitter=0.1,
+    echo_wait_s=1.0,
+    ws_ping_interval_s=5.0,
+    ws_ping_timeout_s=5.0,
+    open_timeout_s=5.0,
+    reconcile_interval_s=0.0,
+)
+
+
+@dataclass
+class EventLog:
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._cond = asyncio.Condition()
+
+    async def attach(self, bus: Bus, member: str) -> None:
+        async def on_msg(msg: Msg) -> None:
+            doc = json.loads(msg.data)
+            doc["_seq"] = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            async with self._cond:
+                self.events.append(doc)
+                self._cond.notify_all()
+
+        await bus.nc.subscribe(subjects.events_of_member(member), cb=on_msg)
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], T | None], timeout: float = 10.0
+    ) -> T:
+        result: list[T] = []
+
+        def check() -> bool:
+            value = predicate(self.events)
+            if value is None or value is False:
+                return False
+            result.append(value)
+            return True
+
+        async with self._cond:
+            await asyncio.wait_for(self._cond.wait_for(check), timeout)
+        return result[0]
+
+    def of(self, kind: str, server_id: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind and server_id in (None, e["server_id"])]
+
+    def message_ids(self, server_id: str, channel_id: str) -> list[str]:
+        return [
+            e["payload"]["message"]["id"]
+            for e in self.of("message.created", server_id)
+            if e["channel_id"] == channel_id
+        ]
+
+    def last_connection(self, server_id: str) -> str | None:
+        states = self.of("server.connection", server_id)
+        return str(states[-1]["payload"]["state"]) if states else None
+
+
+@dataclass
+class RequestLog:
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    async def hook(self, request: httpx.Request) -> None:
+        self.requests.append(request)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0), event_hooks={"request": [self.hook]}
+        )
+
+    def paths(self, method: str | None = None) -> list[str]:
+        return [r.url.path for r in self.requests if method in (None, r.method)]
+
+
+@dataclass
+class Harness:
+    bus: Bus
+    member_bus: Bus
+    connector: Connector
+    requests: RequestLog
+
+    async def call(
+        self, member: str, verb: str, args: BaseModel, result: type[R], timeout: float = 20.0
+    ) -> R:
+        return await self.member_bus.request(
+            subjects.command(member, "connector", verb), args, result, timeout
+        )
+
+    async def events(self, member: str) -> EventLog:
+        log = EventLog()
+        await log.attach(self.member_bus, member)
+        await self.member_bus.nc.flush()
+        return log
+
+
+@contextlib.asynccontextmanager
+async def connector_harness(
+    nats_url: str, tmp: Path, *, timing: Timing = FAST, stream: str = "OC_TEST_EVENTS"
+) -> AsyncIterator[Harness]:
+    bus = await Bus.connect(ConnectOptions(url=nats_url, name="connector-test"), first_attempts=3)
+    member_bus = await Bus.connect(ConnectOptions(url=nats_url, name="member-test"), first_attempts=3)
+    for info in await bus.js.streams_info():
+        if info.config.name is not None:
+            await bus.js.delete_stream(info.config.name)
+    await bus.ensure_events_stream(stream, duplicate_window_s=60)
+    requests = RequestLog()
+    connector = Connector(
+        bus_sink(bus),
+        tmp / "home",
+        tmp / "secret.key",
+        timing=timing,
+        http=requests.client(),
+        request_timeout_s=10,
+    )
+    await register(bus, connector)
+    await bus.serve_commands()
+    await connector.start()
+    try:
+        yield Harness(bus, member_bus, connector, requests)
+    finally:
+        await connector.close()
+        await member_bus.close()
+        await bus.close()

@@ -1,0 +1,329 @@
+"""Connector against real devservers and a real NATS: join, send, receive, limits, leave."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.connector.testing import Harness, connector_harness
+from services.core.bus import CommandError
+from services.core.contracts.chat import (
+    Ack,
+    DiscoverArgs,
+    DiscoverResult,
+    HistoryArgs,
+    HistoryResult,
+    JoinArgs,
+    JoinResult,
+    LeaveArgs,
+    LeaveResult,
+    MembersArgs,
+    MembersUpdated,
+    ProfilesArgs,
+    ProfilesResult,
+    SendArgs,
+    SendResult,
+    TypingArgs,
+    UploadedImage,
+)
+from services.core.identity import directory_server_id, project_uid
+from services.devserver.runner import DevserverHandle, arunning_devserver
+
+PNG_1X1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.fixture
+async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with connector_harness(nats_url, tmp_path) as h:
+        yield h
+
+
+@pytest.fixture
+async def family() -> AsyncIterator[DevserverHandle]:
+    async with arunning_devserver(seed="family", admin=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def harbor() -> AsyncIterator[DevserverHandle]:
+    async with arunning_devserver(seed="harbor", admin=True) as srv:
+        yield srv
+
+
+async def admin_post(srv: DevserverHandle, channel_id: str, uid: str, body: str) -> str:
+    async with httpx.AsyncClient(base_url=srv.base_url) as client:
+        response = await client.post(
+            "/_admin/messages", json={"channel_id": channel_id, "user_uid": uid, "body": body}
+        )
+        response.raise_for_status()
+        return str(response.json()["message"]["id"])
+
+
+async def join(h: Harness, member: str, srv: DevserverHandle, server_id: str) -> JoinResult:
+    return await h.call(
+        member, "join", JoinArgs(url=srv.base_url, server_id=server_id, confirmed=True), JoinResult
+    )
+
+
+async def test_two_servers_reusing_channel_ids_never_bleed(
+    harness: Harness, family: DevserverHandle, harbor: DevserverHandle
+) -> None:
+    events = await harness.events("alice")
+    found = await harness.call("alice", "discover", DiscoverArgs(url=family.base_url + "/"), DiscoverResult)
+    assert [s.server_id for s in found.servers] == ["srv_family"]
+    root = harness.connector.identities.root("alice")
+    assert found.directory_uid == project_uid(root, directory_server_id(family.base_url))
+
+    fam = await join(harness, "alice", family, "srv_family")
+    har = await join(harness, "alice", harbor, "srv_harbor")
+    assert fam.server.user_uid == project_uid(root, "srv_family")
+    assert har.server.user_uid != fam.server.user_uid
+    await events.wait_for(
+        lambda ev: all(events.last_connection(sid) == "live" for sid in ("srv_family", "srv_harbor"))
+    )
+    # hydrate: the seed messages of each server arrive under that server only
+    assert events.message_ids("srv_family", "ch_general") == ["msg_fam_01", "msg_fam_02"]
+    assert events.message_ids("srv_harbor", "ch_general") == ["msg_seed_01", "msg_seed_02"]
+
+    sent_f = await harness.call(
+        "alice",
+        "send",
+        SendArgs(server_id="srv_family", channel_id="ch_general", body="  hi family  "),
+        SendResult,
+    )
+    sent_h = await harness.call(
+        "alice",
+        "send",
+        SendArgs(server_id="srv_harbor", channel_id="ch_general", body="hi harbor"),
+        SendResult,
+    )
+    assert sent_f.message.body == "hi family"
+    assert sent_f.message.author_uid == fam.server.user_uid
+    other_f = await admin_post(family, "ch_general", "uid_mum", "from mum")
+    other_h = await admin_post(harbor, "ch_general", "uid_lyra", "from lyra")
+    await events.wait_for(lambda ev: other_f in events.message_ids("srv_family", "ch_general"))
+    await events.wait_for(lambda ev: other_h in events.message_ids("srv_harbor", "ch_general"))
+    fam_ids = events.message_ids("srv_family", "ch_general")
+    har_ids = events.message_ids("srv_harbor", "ch_general")
+    assert fam_ids == ["msg_fam_01", "msg_fam_02", sent_f.message.id, other_f]
+    assert har_ids == ["msg_seed_01", "msg_seed_02", sent_h.message.id, other_h]
+    for e in events.of("message.created"):
+        assert e["payload"]["message"]["server_id"] == e["server_id"]
+
+    # D7: identity headers on every request, each server with its own projected uid
+    assert harness.requests.requests
+    for request in harness.requests.requests:
+        uid = request.headers.get("X-OpenChat-User-UID")
+        assert uid and request.headers.get("X-OpenChat-Device-ID") == fam.server.device_id
+        port = request.url.port
+        if request.url.path in ("/v1/servers", "/v1/client/capabilities") and uid not in (
+            fam.server.user_uid,
+            har.server.user_uid,
+        ):
+            assert uid == project_uid(root, directory_server_id(f"http://127.0.0.1:{port}"))
+        elif port == family.cfg.port:
+            assert uid == fam.server.user_uid, request.url.path
+        else:
+            assert uid == har.server.user_uid, request.url.path
+    paths = set(harness.requests.paths("GET"))
+    assert {"/v1/servers/srv_family/channels", "/v1/servers/srv_family/members"} <= paths
+    assert "/v1/channels/ch_general/messages" in paths
+
+    # the realtime socket carries the identity too: the presence snapshot names our uid/device
+    snaps = [e for e in events.of("presence.snapshot", "srv_family") if e["channel_id"] == "ch_general"]
+    assert any(
+        m["user_uid"] == fam.server.user_uid and m["device_id"] == fam.server.device_id
+        for s in snaps
+        for m in s["payload"]["members"]
+    )
+
+
+async def test_send_limits_images_typing_and_history(harness: Harness, family: DevserverHandle) -> None:
+    events = await harness.events("bob")
+    await join(harness, "bob", family, "srv_family")
+    await events.wait_for(lambda ev: events.last_connection("srv_family") == "live")
+    before = len(harness.requests.requests)
+
+    # max_message_bytes (65536) counts UTF-8 bytes of the trimmed body: 21846 x "€" = 65538 bytes
+    with pytest.raises(CommandError) as too_big:
+        await harness.call(
+            "bob",
+            "send",
+            SendArgs(server_id="srv_family", channel_id="ch_general", body="€" * 21846),
+            SendResult,
+        )
+    assert too_big.value.code == "message_too_large" and not too_big.value.retryable
+    with pytest.raises(CommandError) as bad_type:
+        image = UploadedImage(
+            file_name="x.webp",
+            content_type="image/webp",
+            data_b64=base64.b64encode(b"RIFF0000WEBPVP8 ").decode(),
+        )
+        await harness.call(
+            "bob",
+            "send",
+            SendArgs(server_id="srv_family", channel_id="ch_general", images=[image]),
+            SendResult,
+        )
+    assert bad_type.value.code == "image_type_unsupported"
+    with pytest.raises(CommandError) as empty:
+        await harness.call(
+            "bob", "send", SendArgs(server_id="srv_family", channel_id="ch_general", body="  "), SendResult
+        )
+    assert empty.value.code == "message_empty"
+    assert len(harness.requests.requests) == before  # refused before any request
+
+    # an image goes as multipart part "files"; the attachment URL points at the base URL
+    png = UploadedImage(
+        file_name="dot.png", content_type="image/png", data_b64=base64.b64encode(PNG_1X1).decode()
+    )
+    sent = await harness.call(
+        "bob",
+        "send",
+        SendArgs(server_id="srv_family", channel_id="ch_photos", body="look", images=[png], reply_to=None),
+        SendResult,
+    )
+    assert [a.file_name for a in sent.message.attachments] == ["dot.png"]
+    assert sent.message.attachments[0].url.startswith(family.base_url + "/v1/channels/ch_photos/attachments/")
+    reply = await harness.call(
+        "bob",
+        "send",
+        SendArgs(server_id="srv_family", channel_id="ch_photos", body="re", reply_to=sent.message.id),
+        SendResult,
+    )
+    assert reply.message.reply_to is not None and reply.message.reply_to.message_id == sent.message.id
+    await events.wait_for(
+        lambda ev: events.message_ids("srv_family", "ch_photos") == [sent.message.id, reply.message.id]
+    )
+    # the POST response and the realtime echo are one event
+    ids = [e["event_id"] for e in events.of("message.created")]
+    assert len(ids) == len(set(ids))
+
+    # unknown server / channel
+    with pytest.raises(CommandError) as unknown:
+        await harness.call(
+            "bob", "send", SendArgs(server_id="srv_nope", channel_id="ch_general", body="x"), SendResult
+        )
+    assert unknown.value.code == "server_not_joined"
+
+    # typing heartbeat: one true per 2.5 s, false always
+    first = await harness.call(
+        "bob", "typing", TypingArgs(server_id="srv_family", channel_id="ch_general", is_typing=True), Ack
+    )
+    second = await harness.call(
+        "bob", "typing", TypingArgs(server_id="srv_family", channel_id="ch_general", is_typing=True), Ack
+    )
+    stop = await harness.call(
+        "bob", "typing", TypingArgs(server_id="srv_family", channel_id="ch_general", is_typing=False), Ack
+    )
+    assert (first.detail, second.detail, stop.detail) == ("sent", "throttled", "sent")
+
+    # Profile A history page: before a message id, grown limit
+    async with httpx.AsyncClient(base_url=family.base_url) as client:
+        r = await client.post(
+            "/_admin/burst", json={"channel_id": "ch_plans", "count": 400, "user_uid": "uid_sam"}
+        )
+        burst = r.json()
+    await events.wait_for(
+        lambda ev: burst["last_id"] in events.message_ids("srv_family", "ch_plans"), timeout=20
+    )
+    page = await harness.call(
+        "bob",
+        "history",
+        HistoryArgs(server_id="srv_family", channel_id="ch_plans", before=burst["last_id"], limit=50),
+        HistoryResult,
+    )
+    plans = events.message_ids("srv_family", "ch_plans")
+    assert [m.id for m in page.messages] == plans[-51:-1] and page.has_more
+    oldest = await harness.call(
+        "bob",
+        "history",
+        HistoryArgs(server_id="srv_family", channel_id="ch_plans", before=plans[30], limit=50),
+        HistoryResult,
+    )
+    assert [m.id for m in oldest.messages] == plans[:30] and not oldest.has_more
+
+    members = await harness.call("bob", "members", MembersArgs(server_id="srv_family"), MembersUpdated)
+    assert [m["name"] for m in members.members] == ["Mum", "Dad", "Sam"]
+    profiles = await harness.call(
+        "bob",
+        "profiles",
+        ProfilesArgs(server_id="srv_family", user_uids=["uid_mum", "uid_dad"]),
+        ProfilesResult,
+    )
+    assert [p.user_uid for p in profiles.profiles] == ["uid_mum", "uid_dad"]
+    # UID-only: no profile publish without consent
+    assert not [
+        r for r in harness.requests.requests if r.method == "PUT" or r.url.path == "/v1/profile/avatar"
+    ]
+
+
+async def test_rate_limit_per_member_and_server(harness: Harness, family: DevserverHandle) -> None:
+    events = await harness.events("carol")
+    await join(harness, "carol", family, "srv_family")
+    await events.wait_for(lambda ev: events.last_connection("srv_family") == "live")
+    limit = 180  # the devserver's limits.rate_limit_per_minute
+    for i in range(limit):
+        await harness.call(
+            "carol",
+            "send",
+            SendArgs(server_id="srv_family", channel_id="ch_general", body=f"m{i}"),
+            SendResult,
+        )
+    with pytest.raises(CommandError) as held:
+        await harness.call(
+            "carol",
+            "send",
+            SendArgs(server_id="srv_family", channel_id="ch_general", body="one more"),
+            SendResult,
+        )
+    assert held.value.code == "rate_limited" and held.value.retryable
+    assert "Retry after" in held.value.body.message
+
+
+async def test_leave_and_leave_of_unreachable_server(harness: Harness, family: DevserverHandle) -> None:
+    events = await harness.events("dave")
+    await join(harness, "dave", family, "srv_family")
+    await events.wait_for(lambda ev: events.last_connection("srv_family") == "live")
+    with pytest.raises(CommandError) as dup:
+        await join(harness, "dave", family, "srv_family")
+    assert dup.value.code == "server_exists"
+    left = await harness.call("dave", "leave", LeaveArgs(server_id="srv_family"), LeaveResult)
+    assert left.backend_left and left.detail == "Left server."
+    assert harness.connector.servers.of_member("dave") == []
+    await events.wait_for(lambda ev: events.of("server.left", "srv_family"))
+    assert events.events[-1]["type"] == "server.left"  # nothing of the session after it
+    assert "DELETE" in {
+        r.method for r in harness.requests.requests if r.url.path == "/v1/servers/srv_family/membership"
+    }
+
+    async with arunning_devserver(seed="harbor") as harbor:
+        await join(harness, "dave", harbor, "srv_harbor")
+        await events.wait_for(lambda ev: events.last_connection("srv_harbor") == "live")
+    # the devserver is gone: leaving still removes it locally
+    gone = await harness.call("dave", "leave", LeaveArgs(server_id="srv_harbor"), LeaveResult)
+    assert not gone.backend_left and "unreachable" in gone.detail
+    assert harness.connector.servers.of_member("dave") == []
+
+
+async def test_join_needs_confirmation_and_a_listed_server(harness: Harness, family: DevserverHandle) -> None:
+    with pytest.raises(CommandError) as unconfirmed:
+        await harness.call("erin", "join", JoinArgs(url=family.base_url, server_id="srv_family"), JoinResult)
+    assert unconfirmed.value.code == "confirmation_required"
+    with pytest.raises(CommandError) as missing:
+        await harness.call(
+            "erin", "join", JoinArgs(url=family.base_url, server_id="srv_other", confirmed=True), JoinResult
+        )
+    assert missing.value.code == "server_not_found"
+    with pytest.raises(CommandError) as bad_url:
+        await harness.call(
+            "erin", "join", JoinArgs(url="ftp://x", server_id="srv_family", confirmed=True), JoinResult
+        )
+    assert bad_url.value.code == "invalid_url"
+    assert harness.connector.servers.of_member("erin") == []

@@ -1,0 +1,146 @@
+"""Read-acks on and off against the devserver, end to end: devserver ↔ connector ↔ notification.
+
+PENDING on the connector side (issue #6 report): these tests need the connector service to
+serve ``oc.<member>.cmd.connector.read_ack_get`` / ``read_ack_put`` and to forward realtime
+``chat.read_ack.updated`` as the event kind ``read_ack.updated`` (contracts/notify.py). Until the
+connector answers ``read_ack_get``, each test skips, saying so; once it does, they run as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.cli.chat import MemberClient
+from services.cli.members import add_member
+from services.core.bus import Bus, CommandError, ConnectOptions
+from services.core.contracts.notify import (
+    MarkReadArgs,
+    ReadAckGetArgs,
+    ReadAckResult,
+    UnreadArgs,
+    UnreadResult,
+)
+from services.core.members import ConnectionFile
+from services.core.service import Service, serve
+from services.core.settings import Settings
+from services.devserver.config import DevserverConfig
+from services.devserver.runner import arunning_devserver
+from services.notification.service import NotificationService
+from tests.integration.conftest import StackNats
+
+CHANNEL = "ch_general"
+BOB = "uid_bob"
+
+
+@contextlib.asynccontextmanager
+async def connector_running(stack: StackNats) -> AsyncIterator[None]:
+    from services.connector.app import SERVICE as CONNECTOR
+
+    settings = Settings(service_password=stack.service_password, nats_url=stack.url)
+    task = asyncio.create_task(serve(Service(CONNECTOR.name, False, CONNECTOR.setup), settings))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def counts(client: MemberClient, server_id: str) -> tuple[int, int]:
+    res = await client.call("notification", "unread", UnreadArgs(server_id=server_id), UnreadResult)
+    ch = next(c for c in res.servers[0].channels if c.channel_id == CHANNEL)
+    return ch.unread, ch.mentions
+
+
+async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll state that has no event (the backend's read-ack record, a command's answer)."""
+
+    async def loop() -> None:
+        while not await pred():  # noqa: ASYNC110 - HTTP/command state: nothing to await
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+@pytest.mark.parametrize("read_acks", [True, False], ids=["read_acks_on", "read_acks_off"])
+async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path, read_acks: bool) -> None:
+    await asyncio.to_thread(add_member, stack_nats.home, "kim", out=lambda _: None)
+    cf = ConnectionFile.read(stack_nats.home.layout.connection_file("kim"))
+    features = frozenset({"read_acks", "mentions"} if read_acks else set())
+    cfg = DevserverConfig(port=0, host="127.0.0.1", seed="harbor", admin=True, features=features)
+    svc_bus = await Bus.connect(
+        ConnectOptions(url=stack_nats.url, user="svc", password=stack_nats.service_password), first_attempts=3
+    )
+    await svc_bus.ensure_events_stream("OC_EVENTS", duplicate_window_s=60)
+    notify = NotificationService(svc_bus, stack_nats.home.layout.registry_db)
+    await notify.start()
+    try:
+        async with (
+            arunning_devserver(cfg) as dev,
+            connector_running(stack_nats),
+            MemberClient.connect(cf) as kim,
+        ):
+            try:
+                await kim.call(
+                    "connector",
+                    "read_ack_get",
+                    ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL),
+                    ReadAckResult,
+                    timeout=3,
+                )
+            except CommandError as exc:
+                if exc.code in ("service_unavailable", "timeout"):
+                    pytest.skip("pending: the connector does not serve read_ack_get yet")
+            joined = await kim.join(dev.base_url, "srv_harbor")
+            uid = joined.server.user_uid
+            async with httpx.AsyncClient(base_url=dev.base_url) as http:
+                for body in ("one", f"@{uid} two"):
+                    r = await http.post(
+                        "/_admin/messages", json={"channel_id": CHANNEL, "user_uid": BOB, "body": body}
+                    )
+                    assert r.status_code < 300
+                await until(lambda: _eq(counts(kim, "srv_harbor"), (2, 1)))
+                await kim.call(
+                    "notification",
+                    "mark_read",
+                    MarkReadArgs(server_id="srv_harbor", channel_id=CHANNEL),
+                    UnreadResult,
+                )
+                headers = {"X-OpenChat-User-UID": uid, "X-OpenChat-Device-ID": "desktop_other"}
+                if read_acks:
+                    # The PUT reached the backend...
+                    async def acked() -> bool:
+                        got = await http.get(f"/v1/channels/{CHANNEL}/read-ack", headers=headers)
+                        return bool(got.json()["read_ack"].get("last_read_message_id"))
+
+                    await until(acked)
+                    # ...and another client of the same uid acking a newer message clears our badge.
+                    r = await http.post(
+                        "/_admin/messages", json={"channel_id": CHANNEL, "user_uid": BOB, "body": "3"}
+                    )
+                    newest = r.json()["message"]["id"]
+                    await until(lambda: _eq(counts(kim, "srv_harbor"), (1, 0)))
+                    put = await http.put(
+                        f"/v1/channels/{CHANNEL}/read-ack",
+                        json={"last_read_message_id": newest},
+                        headers=headers,
+                    )
+                    assert put.status_code == 200
+                    await until(lambda: _eq(counts(kim, "srv_harbor"), (0, 0)))
+                else:
+                    assert await counts(kim, "srv_harbor") == (0, 0)  # local cursor
+                    missing = await http.get(f"/v1/channels/{CHANNEL}/read-ack", headers=headers)
+                    assert missing.status_code == 404
+    finally:
+        await notify.stop()
+        await svc_bus.close()
+
+
+async def _eq(coro: Awaitable[tuple[int, int]], expected: tuple[int, int]) -> bool:
+    return await coro == expected

@@ -1,0 +1,968 @@
+"""The desktop app: controller, render loop and entry point (``python -m ui``, ``openchat ui``).
+
+Threads: the adapter runs the bus on its own asyncio thread; everything here runs on the main
+thread. Each frame drains the adapter's queue into the view model, renders the dirty areas, and
+sleeps to the frame cap (Xvfb does not throttle). Widget callbacks call the methods below, which
+tests call directly too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from services.core.contracts.chat import (
+    AttachmentRef,
+    ChatMessage,
+    DiscoverResult,
+    JoinResult,
+    LeaveResult,
+    ProbeResult,
+    SendResult,
+)
+from services.core.contracts.notify import FocusArgs, UnreadResult
+from services.core.members import ConnectionFile
+from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackClient, StackOp, error_text
+from ui.composer import Composer
+from ui.images import ImageCache
+from ui.model import ViewModel
+from ui.storage import Prefs, Storage, candidate_connections, default_connection
+
+log = logging.getLogger("openchat.ui")
+
+FPS_CAP = 60.0
+CACHE_EVERY_S = 30.0
+FOCUS_EVERY_S = 30.0
+DEFAULT_BACKEND = "https://chat.pennylabs.com"
+
+
+class App:
+    def __init__(
+        self,
+        connection: Path | None = None,
+        *,
+        storage: Storage | None = None,
+        adapter_factory: Callable[[ConnectionFile, int], StackAdapter] | None = None,
+        scale: float | None = None,
+        font_size: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.storage = storage or Storage()
+        self.prefs: Prefs = self.storage.load_prefs()
+        self.connection = connection
+        self.adapter_factory = adapter_factory or (lambda cf, seq: StackAdapter(cf, last_seq=seq, state_http_url=_state_url(cf)))
+        self.model = ViewModel(clock=clock)
+        self.composer = Composer(clock=clock)
+        self.adapter: StackAdapter | None = None
+        self.cf: ConnectionFile | None = None
+        self.member = ""
+        self.screen = "firstrun"
+        self.client_id = f"desktop-{uuid.uuid4().hex[:12]}"
+        self.scale = scale or self.prefs.ui_scale
+        self.font_size = font_size or self.prefs.font_size
+        self.view: Any = None
+        self.images = ImageCache(None, self._fetch_image)
+        self.images.on_ready = lambda key: self.model.touch("timeline")
+        self._cache_at = 0.0
+        self._focus_at = 0.0
+        self._leave_sid: str | None = None
+        self._consent_sid: str | None = None
+        self._asked_consent: set[str] = set()
+        self.add_state: dict[str, Any] = {}
+        self.frame_times: list[float] = []
+        self.model.on_channel_opened = self._on_channel_opened
+        self._restore_prefs()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _restore_prefs(self) -> None:
+        p = self.prefs
+        self.model.active_server = p.active_server
+        self.model.active_channel = dict(p.channels)
+        self.model.filters = dict(p.filters)
+        self.model.collapsed = {(a, b) for a, b in p.collapsed}
+        self.model.dismissed = set(p.dismissed)
+        self.model.members_open = p.members_open
+
+    def save_prefs(self) -> None:
+        m = self.model
+        p = self.prefs
+        p.active_server = m.active_server
+        p.channels = dict(m.active_channel)
+        p.filters = {k: v for k, v in m.filters.items() if v}
+        p.collapsed = sorted(m.collapsed)
+        p.dismissed = sorted(m.dismissed)
+        p.members_open = m.members_open
+        p.ui_scale = self.scale
+        p.font_size = self.font_size
+        if self.connection is not None:
+            p.connection_file = str(self.connection)
+        try:
+            self.storage.save_prefs(p)
+        except OSError as exc:
+            log.warning("cannot save preferences", extra={"error": type(exc).__name__})
+
+    def resolve_connection(self) -> Path | None:
+        if self.connection is not None:
+            return self.connection
+        env = default_connection()
+        if env is not None:
+            return env
+        if self.prefs.connection_file and Path(self.prefs.connection_file).is_file():
+            return Path(self.prefs.connection_file)
+        return None
+
+    def start(self) -> None:
+        """Resolve the connection file and attach (or show the first-run screen)."""
+        path = self.resolve_connection()
+        if path is None:
+            self.screen = "firstrun"
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                dpg.configure_item("oc_conn_list", items=[str(p) for p in candidate_connections()])
+            return
+        self.choose_connection(str(path))
+
+    def choose_connection(self, path_text: str) -> bool:
+        path = Path(path_text.strip()).expanduser()
+        try:
+            cf = ConnectionFile.read(path)
+        except (OSError, ValueError, ValidationError):
+            self._firstrun_error(f"Cannot read a connection file at {path}.")
+            return False
+        self.connection = path
+        self.cf = cf
+        self.member = cf.member
+        self.screen = "workspace"
+        cached = self.storage.load_snapshot(cf.member)
+        if cached is not None:
+            self.model.apply_snapshot(cached, from_cache=True)
+        self.model.set_stack_online(False, "connecting")
+        self.adapter = self.adapter_factory(cf, self.model.last_seq)
+        self.adapter.start()
+        self.save_prefs()
+        if self.view is not None:
+            self.view.layout(self.view.width, self.view.height)
+        return True
+
+    def _firstrun_error(self, text: str) -> None:
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.set_value("oc_conn_error", text)
+
+    def stop(self) -> None:
+        if self.adapter is not None:
+            self.focus_report(False)
+            self.save_cache(blocking=True)
+            self.adapter.stop()
+        self.save_prefs()
+
+    # -- per frame ------------------------------------------------------------------------------
+    def process_ops(self) -> int:
+        if self.adapter is None:
+            return 0
+        ops = self.adapter.drain()
+        for op in ops:
+            if isinstance(op, EventOp):
+                self._apply_event(op.seq, op.envelope)
+            elif isinstance(op, SnapshotOp):
+                self.model.apply_snapshot(op.snapshot, from_cache=op.from_cache)
+                self._after_snapshot()
+            elif isinstance(op, StackOp):
+                was = self.model.stack_online
+                self.model.set_stack_online(op.online, op.detail)
+                if op.online and not was:
+                    self._on_stack_back()
+            elif isinstance(op, ResultOp):
+                try:
+                    op.callback(op.value, op.error)
+                except Exception:
+                    log.exception("ui callback failed")
+        return len(ops)
+
+    def _apply_event(self, seq: int, env: dict[str, Any]) -> None:
+        kind = env.get("type")
+        if kind == "unread.updated":
+            self.model.last_seq = max(self.model.last_seq, seq)
+            self._apply_counts_event(env)
+            return
+        if kind == "notification":
+            self.model.last_seq = max(self.model.last_seq, seq)
+            return  # OS notifications: pending (no notifier on this platform build)
+        before = self.model.servers.get(str(env.get("server_id")))
+        self.model.apply_event(seq, env)
+        if kind == "server.updated" or (kind == "capabilities" and before is not None):
+            self._maybe_ask_consent()
+
+    def _after_snapshot(self) -> None:
+        if self.model.active_server and self.model.channel_id:
+            self._on_channel_opened(self.model.active_server, self.model.channel_id)
+        self.refresh_counts()
+        self._maybe_ask_consent()
+        if self.view is not None and not self.model.order:
+            self.open_add_server()
+
+    def _on_stack_back(self) -> None:
+        self.refresh_counts()
+        self.focus_report(True)
+
+    def frame(self) -> None:
+        self.process_ops()
+        if self.view is not None:
+            self.view.render()
+        now = time.monotonic()
+        if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
+            self._cache_at = now
+            self.save_cache()
+        if now - self._focus_at > FOCUS_EVERY_S:
+            self._focus_at = now
+            self.focus_report(self.model.focused)
+
+    def save_cache(self, blocking: bool = False) -> None:
+        if self.cf is None or not self.model.snapshot_loaded:
+            return
+        snap = self.model.to_snapshot()
+        member = self.cf.member
+
+        def write() -> None:
+            try:
+                self.storage.save_snapshot_json(member, snap.model_dump_json())
+            except OSError as exc:
+                log.warning("cannot save the view cache", extra={"error": type(exc).__name__})
+
+        if blocking:
+            write()
+        else:
+            threading.Thread(target=write, name="openchat-cache", daemon=True).start()
+
+    # -- counts (notification service) ------------------------------------------------------------
+    def refresh_counts(self) -> None:
+        if self.adapter is None:
+            return
+        self.adapter.submit(lambda c: c.unread(), self._on_counts)
+
+    def _on_counts(self, value: UnreadResult | None, error: BaseException | None) -> None:
+        if error is not None or value is None:
+            return  # notification service missing: local counting stays (model.add_message)
+        self.model.counts_from_service = True
+        for sc in value.servers:
+            sm = self.model.servers.get(sc.server_id)
+            if sm is None:
+                continue
+            for cc in sc.channels:
+                self._set_count(sm.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
+        self.model.touch("rail", "channels")
+
+    def _apply_counts_event(self, env: dict[str, Any]) -> None:
+        from services.core.contracts.notify import UnreadUpdated
+
+        try:
+            ev = UnreadUpdated.model_validate(env.get("payload") or {})
+        except ValidationError:
+            return
+        self.model.counts_from_service = True
+        for cc in ev.channels:
+            self._set_count(ev.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
+        self.model.touch("rail", "channels")
+
+    def _set_count(self, sid: str, ch: str, unread: int, mentions: int, revision: int) -> None:
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return
+        key = (sid, ch)
+        if self.model.count_revisions.get(key, -1) > revision:
+            return
+        self.model.count_revisions[key] = revision
+        visible = self.model.focused and self.model.active_server == sid and self.model.channel_id == ch
+        sm.unread[ch] = 0 if visible else unread
+        sm.mentions[ch] = 0 if visible else mentions
+
+    def focus_report(self, focused: bool) -> None:
+        if self.adapter is None or not self.model.stack_online:
+            return
+        args = FocusArgs(
+            client_id=self.client_id,
+            server_id=self.model.active_server,
+            channel_id=self.model.channel_id,
+            focused=focused,
+        )
+        self.adapter.submit(lambda c: c.focus(args), lambda v, e: None)
+
+    def set_window_focus(self, focused: bool) -> None:
+        self.model.set_focus(focused)
+        self.focus_report(focused)
+
+    # -- navigation ------------------------------------------------------------------------------
+    def _on_channel_opened(self, sid: str, ch: str) -> None:
+        if self.composer.typing_stop_due() and self.adapter is not None and self._last_typing:
+            psid, pch = self._last_typing
+            self.adapter.submit(lambda c: c.typing(psid, pch, False))
+        self.composer.reset()
+        sm = self.model.servers.get(sid)
+        if sm is not None and len(sm.messages.get(ch, [])) < 150 and self.adapter is not None and self.model.stack_online:
+            if not sm.messages.get(ch):
+                sm.loading.add(ch)
+            self.adapter.submit(lambda c: c.window(sid, ch, 150), lambda v, e: self._on_window(sid, ch, v, e))
+        if self.adapter is not None and self.model.stack_online:
+            self.adapter.submit(lambda c: c.mark_read(sid, ch), lambda v, e: None)
+        self.focus_report(self.model.focused)
+        self.save_prefs()
+
+    _last_typing: tuple[str, str] | None = None
+
+    def _on_window(self, sid: str, ch: str, page: HistoryPage | None, error: BaseException | None) -> None:
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return
+        sm.loading.discard(ch)
+        if error is None and page is not None:
+            added = self.model.prepend_history(sid, ch, page.messages, page.has_more or True)
+            if added and self.view is not None and self.view.timeline is not None:
+                self.view.timeline.on_prepended(0)
+        self.model.touch("timeline")
+
+    def load_older(self, sid: str, ch: str, before: str) -> None:
+        if self.adapter is None:
+            return
+
+        def done(page: HistoryPage | None, error: BaseException | None) -> None:
+            sm = self.model.servers.get(sid)
+            if sm is None:
+                return
+            sm.loading.discard(ch)
+            if error is not None or page is None:
+                sm.has_more[ch] = False
+                if error is not None:
+                    self.model.toast(f"Older messages unavailable: {error_text(error)}", error=True)
+                return
+            added = self.model.prepend_history(sid, ch, page.messages, page.has_more)
+            if self.view is not None and self.view.timeline is not None and self.model.channel_id == ch:
+                self.view.timeline.on_prepended(added)
+
+        if self.adapter.submit(lambda c: c.older(sid, ch, before), done) is None:
+            sm = self.model.servers.get(sid)
+            if sm is not None:
+                sm.loading.discard(ch)
+
+    def select_server(self, sid: str) -> None:
+        if self.view is not None:
+            self.view.hide_overlays()
+        self.model.select_server(sid)
+
+    def select_channel(self, ch: str) -> None:
+        self.model.select_channel(ch)
+
+    def toggle_group(self, gid: str) -> None:
+        self.model.toggle_collapsed(gid)
+        self.save_prefs()
+
+    def set_filter(self, text: str) -> None:
+        self.model.set_filter(text)
+
+    def toggle_members(self) -> None:
+        self.model.members_open = not self.model.members_open
+        if self.view is not None:
+            self.view.layout(self.view.width, self.view.height)
+        self.save_prefs()
+
+    def dismiss_banner(self, key: str) -> None:
+        self.model.dismiss_banner(key)
+        self.save_prefs()
+
+    # -- keyboard ----------------------------------------------------------------------------------
+    def on_key(self, name: str, *, ctrl: bool = False, alt: bool = False, shift: bool = False, text_active: bool = False) -> bool:
+        m = self.model
+        if name == "escape":
+            if self.view is not None:
+                self.view.hide_overlays()
+            return True
+        if ctrl and not alt and name == "k":
+            self.open_switcher()
+            return True
+        if name in ("up", "down"):
+            step = -1 if name == "up" else 1
+            if self.view is not None and self.view.overlay_open() and self.view.switch_items:
+                self.move_switch(step)
+                return True
+            if ctrl and alt:
+                return m.move_server(step)
+            if alt and shift:
+                return m.move_channel(step, unread_only=True)
+            if alt:
+                return m.move_channel(step)
+            return False
+        if name == "enter" and self.view is not None and self.view.overlay_open() and self.view.switch_items:
+            self.choose_switch(self.view.switch_index)
+            return True
+        # type-to-focus: a printable key with no modifier while no text field has focus
+        if not (ctrl or alt) and not text_active and (len(name) == 1 or name == "space"):
+            if self.view is not None and self.view.overlay_open():
+                return False
+            if m.read_only:
+                return False
+            ch = " " if name == "space" else (name.upper() if shift else name)
+            self.on_draft(self.composer.draft + ch)
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                dpg.set_value("oc_composer", self.composer.draft)
+                dpg.focus_item("oc_composer")
+            return True
+        return False
+
+    # -- quick switcher --------------------------------------------------------------------------
+    def open_switcher(self) -> None:
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        self.view.hide_overlays()
+        dpg.set_value("oc_switch_query", "")
+        self.quick_query("")
+        self.view.show("oc_switcher")
+        dpg.focus_item("oc_switch_query")
+
+    def quick_query(self, text: str) -> list[Any]:
+        items = self.model.quick_switch(text)
+        if self.view is not None:
+            self.view.render_switch_list(items, 0)
+        return items
+
+    def move_switch(self, step: int) -> None:
+        if self.view is None or not self.view.switch_items:
+            return
+        n = len(self.view.switch_items)
+        self.view.render_switch_list(self.view.switch_items, (self.view.switch_index + step) % n)
+
+    def choose_switch(self, index: int) -> None:
+        if self.view is None or not (0 <= index < len(self.view.switch_items)):
+            return
+        item = self.view.switch_items[index]
+        self.view.hide_overlays()
+        self.view.switch_items = []
+        self.model.choose(item)
+
+    def close_overlays(self) -> None:
+        if self.view is not None:
+            self.view.hide_overlays()
+
+    # -- composer ----------------------------------------------------------------------------------
+    def on_draft(self, text: str) -> None:
+        due = self.composer.on_draft(text)
+        sid, ch = self.model.active_server, self.model.channel_id
+        if due is not None and sid and ch and self.adapter is not None and self.model.stack_online:
+            self._last_typing = (sid, ch)
+            self.adapter.submit(lambda c: c.typing(sid, ch, due))
+
+    def on_composer_blur(self) -> None:
+        if self.composer.typing_stop_due() and self.adapter is not None and self._last_typing:
+            sid, ch = self._last_typing
+            self.adapter.submit(lambda c: c.typing(sid, ch, False))
+
+    def on_composer_enter(self, force: bool = False, shift: bool | None = None) -> bool:
+        """Enter sends; Shift+Enter inserts a new line (5.4)."""
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            if shift is None:
+                shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+            self.composer.draft = dpg.get_value("oc_composer") or self.composer.draft
+        if shift and not force:
+            self.composer.draft += "\n"
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                dpg.set_value("oc_composer", self.composer.draft)
+                dpg.focus_item("oc_composer")
+            return False
+        return self.send()
+
+    def send(self) -> bool:
+        m = self.model
+        sid, ch = m.active_server, m.channel_id
+        if sid is None or ch is None or self.composer.sending:
+            return False
+        if m.read_only:
+            self.composer.error = "The home stack is unreachable; sending is paused."
+            return False
+        max_msg, max_up = m.limits()
+        args = self.composer.build(sid, ch, max_msg, max_up)
+        if args is None:
+            return False
+        self.composer.sending = True
+        self._last_typing = None
+        if self.adapter is None:
+            self.composer.failed("The home stack is unreachable.")
+            return False
+
+        def done(res: SendResult | None, error: BaseException | None) -> None:
+            if error is not None or res is None:
+                self.composer.failed(_send_error(error))
+                return
+            self.composer.sent()
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                dpg.set_value("oc_composer", "")
+                dpg.focus_item("oc_composer")
+            self.model.add_message(res.message)  # de-duplicated against the echo by id
+            if self.view is not None and self.view.timeline is not None:
+                self.view.timeline.following = True
+            self.model.touch("timeline")
+
+        self.adapter.submit(lambda c: c.send(args), done)
+        return True
+
+    def reply_to(self, message_id: str) -> None:
+        sm = self.model.server
+        ch = self.model.channel_id
+        if sm is None or ch is None:
+            return
+        msg = self.model._find(sm, ch, message_id)
+        if msg is None:
+            return
+        self.composer.set_reply(message_id, sm.name_of(msg.author_uid), msg.author_uid)
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.focus_item("oc_composer")
+
+    def cancel_reply(self) -> None:
+        self.composer.clear_reply()
+
+    def toggle_reply_ping(self) -> None:
+        self.composer.reply_ping = not self.composer.reply_ping
+
+    def copy_text(self, message_id: str) -> None:
+        sm = self.model.server
+        ch = self.model.channel_id
+        msg = self.model._find(sm, ch, message_id) if sm and ch else None
+        if msg is not None and self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.set_clipboard_text(msg.body)
+            self.model.toast("Message text copied.")
+
+    def mark_unread(self, channel_id: str) -> None:
+        if self.model.active_server:
+            self.model.mark_unread(self.model.active_server, channel_id)
+
+    def open_file_dialog(self) -> None:
+        """Attach images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
+            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
+            self.attach_files(paths)
+
+        with dpg.file_dialog(callback=chosen, width=700, height=420, file_count=4, modal=True):
+            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+
+    def attach_files(self, paths: list[Path]) -> str:
+        _, max_up = self.model.limits()
+        return self.composer.add_files(paths, max_up)
+
+    def remove_attachment(self, index: int) -> None:
+        self.composer.remove_attachment(index)
+
+    # -- images ----------------------------------------------------------------------------------
+    def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
+        if self.adapter is None:
+            return
+        base = self.adapter.state_http_url
+        key = ImageCache.key(m, att)
+        if not base:
+            self.images.failed.add(key)
+            return
+
+        def done(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None or not data:
+                self.images.failed.add(key)
+                return
+            self.images.put_bytes(key, data)
+
+        self.adapter.submit(lambda c: c.attachment_bytes(base, m, att), done)
+
+    # -- rail menu ---------------------------------------------------------------------------------
+    def mark_server_read(self, sid: str) -> None:
+        self.model.mark_read(sid)
+        if self.adapter is not None:
+            self.adapter.submit(lambda c: c.mark_read(sid, None), lambda v, e: None)
+
+    def set_mute(self, sid: str, muted: bool) -> None:
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return
+        sm.muted = muted
+
+        def done(v: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.model.toast(f"Mute is not saved: {error_text(error)}", error=True)
+
+        if self.adapter is not None:
+            self.adapter.submit(lambda c: c.set_mute(sid, muted), done)
+        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {sm.record.display_name}.")
+
+    def ask_leave(self, sid: str) -> None:
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return
+        self._leave_sid = sid
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            self.view.hide_overlays()
+            dpg.set_value("oc_leave_text", f"Leave {sm.record.display_name}?")
+            self.view.show("oc_leave")
+
+    def confirm_leave(self) -> None:
+        sid = self._leave_sid
+        self._leave_sid = None
+        self.close_overlays()
+        if sid is None or self.adapter is None:
+            return
+        name = self.model.servers[sid].record.display_name if sid in self.model.servers else sid
+
+        def done(res: LeaveResult | None, error: BaseException | None) -> None:
+            if error is not None:
+                self.model.toast(f"Failed to leave server {name}: {error_text(error)}", error=True, history=True)
+                return
+            self.model.remove_server(sid)
+            self.model.toast("Left server.", history=True)
+            if not self.model.order:
+                self.open_add_server()
+
+        self.adapter.submit(lambda c: c.leave(sid), done)
+
+    # -- add server -------------------------------------------------------------------------------
+    def open_add_server(self) -> None:
+        self.add_state = {"url": os.environ.get("OPENCHAT_DEFAULT_BACKEND", DEFAULT_BACKEND)}
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        self.view.hide_overlays()
+        dpg.set_value("oc_add_url", self.add_state["url"])
+        self._add_render()
+        self.view.show("oc_add")
+
+    def add_url_changed(self) -> None:
+        url = self._add_url()
+        self.add_state = {"url": url}
+        self._add_render()
+
+    def _add_url(self) -> str:
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            return str(dpg.get_value("oc_add_url") or "").strip()
+        return str(self.add_state.get("url", "")).strip()
+
+    def set_add_url(self, url: str) -> None:
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.set_value("oc_add_url", url)
+        self.add_state = {"url": url}
+        self._add_render()
+
+    def discover(self) -> None:
+        url = self._add_url()
+        if not _valid_url(url):
+            self._add_error("Backend URL is invalid.")
+            return
+        self.add_state = {"url": url, "busy": "Discovering..."}
+        self._add_render()
+        if self.adapter is None:
+            return
+
+        def done(res: DiscoverResult | None, error: BaseException | None) -> None:
+            self.add_state.pop("busy", None)
+            if error is not None or res is None:
+                self._add_error(error_text(error) if error else "Discovery failed.")
+                return
+            self.add_state["servers"] = res.servers
+            if not res.servers:
+                self._add_error(f"No servers available at {url.rstrip('/')}/v1/servers")
+                return
+            self.add_state["picked"] = res.servers[0].server_id
+            self._add_render()
+            self.probe()
+
+        self.adapter.submit(lambda c: c.discover(url), done)
+
+    def pick_discovered(self, label: str) -> None:
+        for s in self.add_state.get("servers", []):
+            if _entry_label(s) == label:
+                self.add_state["picked"] = s.server_id
+                self.add_state.pop("probe", None)
+                self._add_render()
+                self.probe()
+                return
+
+    def probe(self) -> None:
+        url = self._add_url()
+        if not _valid_url(url):
+            self._add_error("Backend URL is invalid.")
+            return
+        picked = self.add_state.get("picked")
+        if self.adapter is None:
+            return
+
+        def done(res: ProbeResult | None, error: BaseException | None) -> None:
+            if error is not None or res is None:
+                self._add_error(error_text(error) if error else "Probe failed.")
+                return
+            self.add_state["probe"] = res
+            self.add_state.pop("error", None)
+            self._add_render()
+
+        self.adapter.submit(lambda c: c.probe(url, picked), done)
+
+    def add_server(self) -> None:
+        url = self._add_url()
+        probe: ProbeResult | None = self.add_state.get("probe")
+        sid = self.add_state.get("picked") or (probe.capabilities.server_name if probe else None)
+        if probe is None or not sid:
+            self._add_error("Probe the backend first.")
+            return
+        if sid in self.model.servers:
+            self._add_error(f"Server already added: {sid}")
+            return
+        if self.adapter is None:
+            return
+
+        def done(res: JoinResult | None, error: BaseException | None) -> None:
+            if error is not None or res is None:
+                self._add_error(error_text(error) if error else "Join failed.")
+                return
+            self.close_overlays()
+            rec = res.server
+            if rec.server_id not in self.model.servers:
+                self.model._on_joined(rec.server_id, _joined(rec), {})
+            self.model.select_server(rec.server_id)
+            self.model.toast(f"Joined {rec.display_name}.", history=True)
+            if probe is not None:
+                for w in probe.trust.warnings:
+                    self.model.status_history.append(w)
+            self._maybe_ask_consent()
+
+        self.adapter.submit(lambda c: c.join(url, sid), done)
+
+    def _add_error(self, text: str) -> None:
+        self.add_state["error"] = text
+        self._add_render()
+
+    def _add_render(self) -> None:
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        st = self.add_state
+        servers = st.get("servers", [])
+        labels = [_entry_label(s) for s in servers]
+        picked = st.get("picked")
+        dpg.configure_item("oc_add_list", items=labels)
+        for s in servers:
+            if s.server_id == picked:
+                dpg.set_value("oc_add_list", _entry_label(s))
+        probe: ProbeResult | None = st.get("probe")
+        if probe is not None:
+            caps = probe.capabilities
+            entry = next((s for s in servers if s.server_id == picked), None)
+            name = entry.display_name if entry else caps.server_name
+            desc = entry.description if entry else ""
+            pill = "Verified" if probe.trust.verified else "Unverified"
+            dpg.set_value("oc_add_summary", f"{name}  [{pill}]\n{desc}\n{probe.url}".strip())
+            dpg.set_value("oc_add_warning", "\n".join(probe.trust.warnings))
+            dpg.set_value("oc_add_disclosure", f"Disclosure: {probe.disclosure.summary}")
+        else:
+            dpg.set_value("oc_add_summary", st.get("busy", ""))
+            dpg.set_value("oc_add_warning", "")
+            dpg.set_value("oc_add_disclosure", "")
+        dpg.set_value("oc_add_error", st.get("error", ""))
+        dpg.configure_item("oc_add_confirm", enabled=probe is not None)
+
+    # -- consent (D18) -----------------------------------------------------------------------------
+    def _maybe_ask_consent(self) -> None:
+        if self.view is None or self.view.overlay_open():
+            return
+        for sid in self.model.order:
+            sm = self.model.servers[sid]
+            caps = sm.capabilities
+            if sm.record.profile_consent is None and caps is not None and caps.profile_enabled and sid not in self._asked_consent:
+                import dearpygui.dearpygui as dpg
+
+                self._asked_consent.add(sid)
+                self._consent_sid = sid
+                dpg.set_value("oc_consent_text", f"Share your display name and avatar with {sm.record.display_name}?")
+                self.view.show("oc_consent")
+                return
+
+    def answer_consent(self, share: bool, sid: str | None = None) -> None:
+        sid = sid or self._consent_sid
+        self._consent_sid = None
+        self.close_overlays()
+        if sid is None or self.adapter is None:
+            return
+
+        def done(v: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.model.toast(f"Profile choice not saved: {error_text(error)}", error=True)
+
+        self.adapter.submit(lambda c: c.consent(sid, share), done)
+
+    # -- settings ------------------------------------------------------------------------------------
+    def open_settings(self) -> None:
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        self.view.hide_overlays()
+        sm = self.model.server
+        dpg.set_value("oc_set_disclosure", "This server sees only a server-scoped UID and proof.")
+        dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
+        dpg.delete_item("oc_set_consent", children_only=True)
+        for sid in self.model.order:
+            s = self.model.servers[sid]
+            dpg.add_checkbox(
+                label=f"Share my display name and avatar with {s.record.display_name}",
+                parent="oc_set_consent",
+                default_value=bool(s.record.profile_consent),
+                callback=lambda s_, a, u: self.answer_consent(bool(a), u),
+                user_data=sid,
+            )
+        dpg.delete_item("oc_set_history", children_only=True)
+        for line in self.model.status_history[-8:] or ["(nothing yet)"]:
+            dpg.add_text(line, parent="oc_set_history", wrap=560)
+        self.view.show("oc_settings")
+
+    def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
+        if scale is not None:
+            self.scale = scale
+        if font_size is not None:
+            self.font_size = font_size
+        self.save_prefs()
+        self.model.toast("Appearance saved: it applies at the next start.")
+
+    # -- run --------------------------------------------------------------------------------------------
+    def build_view(self) -> None:
+        from ui.view import View
+
+        import dearpygui.dearpygui as dpg
+
+        self.view = View(self, self.scale, self.font_size)
+        self.view.build()
+        self.images.dpg = dpg
+
+
+def _joined(rec: Any) -> Any:
+    from services.core.contracts.chat import ServerJoined
+
+    return ServerJoined(server=rec)
+
+
+def _entry_label(s: Any) -> str:
+    return f"{s.display_name} ({s.server_id})"
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _send_error(error: BaseException | None) -> str:
+    from services.core.bus import CommandError
+
+    if isinstance(error, CommandError):
+        if error.code in ("payload_too_large", "too_large"):
+            return "Message payload is too large for this server. Reduce text or attachments and try again."
+        return f"Failed to send message ({error.code}): {error.body.message}"
+    return "Failed to send message: the home stack did not answer."
+
+
+def _state_url(cf: ConnectionFile) -> str | None:
+    """Where the state service's HTTP API is: ``OPENCHAT_STATE_URL``, else a ``state_url`` field
+    of the connection file (pending: the connection file does not carry it yet)."""
+    env = os.environ.get("OPENCHAT_STATE_URL")
+    if env:
+        return env
+    return getattr(cf, "state_url", None)
+
+
+def run_app(app: App, *, frames: int | None = None, screenshot: Path | None = None, max_seconds: float | None = None) -> None:
+    import dearpygui.dearpygui as dpg
+
+    dpg.create_context()
+    w, h = app.prefs.window
+    dpg.create_viewport(title="OpenChat", width=w, height=h, min_width=1080, min_height=680, clear_color=(16, 20, 28, 255))
+    dpg.set_viewport_vsync(False)
+    dpg.setup_dearpygui()
+    app.build_view()
+    app.start()
+    assert app.view is not None
+    app.view.layout(dpg.get_viewport_client_width() or w, dpg.get_viewport_client_height() or h)
+    dpg.set_viewport_resize_callback(lambda: app.view.layout(dpg.get_viewport_client_width(), dpg.get_viewport_client_height()))
+    dpg.show_viewport()
+    start = time.monotonic()
+    n = 0
+    try:
+        while dpg.is_dearpygui_running():
+            t0 = time.perf_counter()
+            app.frame()
+            dpg.render_dearpygui_frame()
+            n += 1
+            if frames is not None and n >= frames:
+                break
+            if max_seconds is not None and time.monotonic() - start > max_seconds:
+                break
+            spent = time.perf_counter() - t0
+            if spent < 1 / FPS_CAP:
+                time.sleep(1 / FPS_CAP - spent)
+        if screenshot is not None:
+            dpg.output_frame_buffer(str(screenshot))
+            for _ in range(3):
+                dpg.render_dearpygui_frame()
+    finally:
+        app.prefs.window = (dpg.get_viewport_width() or w, dpg.get_viewport_height() or h)
+        app.stop()
+        dpg.destroy_context()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``openchat ui`` / ``python -m ui``."""
+    parser = argparse.ArgumentParser(prog="openchat ui", description="The OpenChat desktop app.")
+    parser.add_argument("--connection", type=Path, help="the member's connection file")
+    parser.add_argument("--scale", type=float, help="UI scale (1.0 = 100 %%, 2.0 = 200 %%)")
+    parser.add_argument("--font-size", type=int)
+    parser.add_argument("--frames", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise SystemExit("openchat ui needs a display (DISPLAY is not set); under CI use Xvfb.")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = App(args.connection, scale=args.scale, font_size=args.font_size)
+    run_app(app, frames=args.frames, screenshot=args.screenshot, max_seconds=args.max_seconds)
+
+
+def _unused(_: Any) -> None:  # keep imports used by type checkers
+    del base64, json, StackClient

@@ -1,0 +1,249 @@
+"""Fonts and the dark theme of ux.md, loaded from installed packages (never committed).
+
+Font files come from Debian packages (``fonts-noto-core`` for Noto Sans regular/bold/italic and
+Noto Sans Mono, ``fonts-symbola`` for monochrome emoji and symbols, ``fonts-dejavu-core`` as the
+fallback), found through known paths or ``fc-match``. Dear PyGui cannot merge fonts, so text
+runs made of emoji are drawn with the emoji font (see ``split_emoji``).
+
+Fonts are rasterised at ``size × scale`` so text stays crisp at 200 %.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+CANDIDATES: dict[str, list[str]] = {
+    "regular": [
+        "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ],
+    "bold": [
+        "/usr/share/fonts/truetype/noto/NotoSans-Bold.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    ],
+    "italic": [
+        "/usr/share/fonts/truetype/noto/NotoSans-Italic.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans-Oblique.ttf",
+    ],
+    "mono": [
+        "/usr/share/fonts/truetype/noto/NotoSansMono-Regular.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    ],
+    "emoji": [
+        "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",
+        "/usr/share/fonts/truetype/noto/NotoSansSymbols2-Regular.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ],
+}
+FC_PATTERNS = {
+    "regular": "sans-serif",
+    "bold": "sans-serif:bold",
+    "italic": "sans-serif:italic",
+    "mono": "monospace",
+    "emoji": "Symbola",
+}
+
+# Unicode ranges beyond Dear PyGui's default (Basic Latin + Latin-1).
+TEXT_RANGES = [
+    (0x0100, 0x024F),  # Latin Extended-A/B
+    (0x0370, 0x03FF),  # Greek
+    (0x0400, 0x052F),  # Cyrillic
+    (0x2000, 0x206F),  # General Punctuation
+    (0x20A0, 0x20CF),  # Currency
+    (0x2190, 0x21FF),  # Arrows
+    (0x2500, 0x25FF),  # Box drawing, block elements, geometric shapes
+    (0x2700, 0x27BF),  # Dingbats (✓ ✕)
+]
+EMOJI_RANGES = [
+    (0x2190, 0x21FF),
+    (0x2300, 0x23FF),
+    (0x2600, 0x27BF),
+    (0x2B00, 0x2BFF),
+    (0x1F300, 0x1F5FF),
+    (0x1F600, 0x1F64F),
+    (0x1F680, 0x1F6FF),
+    (0x1F900, 0x1F9FF),
+]
+
+
+def is_emoji(ch: str) -> bool:
+    cp = ord(ch)
+    return cp >= 0x1F000 or 0x2600 <= cp <= 0x27BF or 0x2300 <= cp <= 0x23FF or 0x2B00 <= cp <= 0x2BFF
+
+
+def split_emoji(text: str) -> list[tuple[str, bool]]:
+    """Runs of ``(text, is_emoji)``; variation selectors and ZWJ are dropped (no colour fonts)."""
+    runs: list[tuple[str, bool]] = []
+    for ch in text:
+        if ch in "\ufe0f\ufe0e\u200d":
+            continue
+        e = is_emoji(ch)
+        if runs and runs[-1][1] == e:
+            runs[-1] = (runs[-1][0] + ch, e)
+        else:
+            runs.append((ch, e))
+    return runs
+
+
+def has_emoji(text: str) -> bool:
+    return any(is_emoji(c) for c in text)
+
+
+@lru_cache(maxsize=None)
+def font_file(role: str) -> str | None:
+    for path in CANDIDATES.get(role, []):
+        if Path(path).is_file():
+            return path
+    if shutil.which("fc-match"):
+        try:
+            out = subprocess.run(
+                ["fc-match", "-f", "%{file}", FC_PATTERNS.get(role, "sans-serif")],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out and Path(out).is_file():
+            return out
+    return None
+
+
+def missing_fonts() -> list[str]:
+    return [role for role in CANDIDATES if font_file(role) is None]
+
+
+@dataclass
+class FontSet:
+    regular: int | str = 0
+    bold: int | str = 0
+    italic: int | str = 0
+    mono: int | str = 0
+    emoji: int | str = 0
+    small: int | str = 0
+    heading: int | str = 0
+    size: float = 16.0
+
+
+def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
+    """Register fonts at ``size × scale`` pixels; returns their ids (0 = DPG's default)."""
+    px = max(8.0, round(size * scale))
+    fs = FontSet(size=px)
+    with dpg.font_registry():
+        for role, px_role in (
+            ("regular", px),
+            ("bold", px),
+            ("italic", px),
+            ("mono", px * 0.92),
+            ("emoji", px),
+            ("small", px * 0.8),
+            ("heading", px * 1.25),
+        ):
+            file = font_file("regular" if role == "small" else "bold" if role == "heading" else role)
+            if file is None:
+                continue
+            with dpg.font(file, px_role) as font:
+                ranges = EMOJI_RANGES if role == "emoji" else TEXT_RANGES
+                dpg.add_font_range_hint(dpg.mvFontRangeHint_Default)
+                for lo, hi in ranges:
+                    dpg.add_font_range(lo, hi)
+            setattr(fs, role, font)
+    return fs
+
+
+# -- theme ---------------------------------------------------------------------------------------
+BG = (16, 20, 28)  # #10141c
+PANEL = (22, 27, 37)
+PANEL_2 = (27, 33, 45)
+RAIL = (11, 14, 20)
+INPUT = (33, 40, 54)
+TEXT = (230, 233, 240)
+MUTED = (142, 150, 166)
+BRAND = (88, 101, 242)
+GREEN = (59, 165, 93)
+AMBER = (250, 166, 26)
+RED = (237, 66, 69)
+LINK = (0, 168, 252)
+HIGHLIGHT = (64, 52, 28)
+
+
+def make_theme(dpg: Any, scale: float) -> int | str:
+    with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+        c = dpg.add_theme_color
+        s = dpg.add_theme_style
+        c(dpg.mvThemeCol_WindowBg, BG)
+        c(dpg.mvThemeCol_ChildBg, BG)
+        c(dpg.mvThemeCol_PopupBg, PANEL_2)
+        c(dpg.mvThemeCol_Border, (40, 46, 60))
+        c(dpg.mvThemeCol_Text, TEXT)
+        c(dpg.mvThemeCol_TextDisabled, MUTED)
+        c(dpg.mvThemeCol_FrameBg, INPUT)
+        c(dpg.mvThemeCol_FrameBgHovered, (42, 50, 66))
+        c(dpg.mvThemeCol_FrameBgActive, (48, 57, 75))
+        c(dpg.mvThemeCol_Button, (44, 51, 66))
+        c(dpg.mvThemeCol_ButtonHovered, (58, 67, 86))
+        c(dpg.mvThemeCol_ButtonActive, BRAND)
+        c(dpg.mvThemeCol_Header, (44, 51, 66))
+        c(dpg.mvThemeCol_HeaderHovered, (50, 58, 76))
+        c(dpg.mvThemeCol_HeaderActive, (60, 70, 92))
+        c(dpg.mvThemeCol_ScrollbarBg, BG)
+        c(dpg.mvThemeCol_ScrollbarGrab, (50, 57, 72))
+        c(dpg.mvThemeCol_Separator, (40, 46, 60))
+        c(dpg.mvThemeCol_ModalWindowDimBg, (0, 0, 0, 150))
+        c(dpg.mvThemeCol_TitleBgActive, PANEL_2)
+        c(dpg.mvThemeCol_TitleBg, PANEL)
+        c(dpg.mvThemeCol_Tab, PANEL_2)
+        c(dpg.mvThemeCol_TabActive, BRAND)
+        c(dpg.mvThemeCol_TabHovered, (70, 80, 190))
+        c(dpg.mvThemeCol_CheckMark, BRAND)
+        c(dpg.mvThemeCol_SliderGrab, BRAND)
+        s(dpg.mvStyleVar_WindowRounding, 12 * scale)
+        s(dpg.mvStyleVar_ChildRounding, 8 * scale)
+        s(dpg.mvStyleVar_FrameRounding, 6 * scale)
+        s(dpg.mvStyleVar_PopupRounding, 8 * scale)
+        s(dpg.mvStyleVar_GrabRounding, 6 * scale)
+        s(dpg.mvStyleVar_FramePadding, 8 * scale, 5 * scale)
+        s(dpg.mvStyleVar_ItemSpacing, 8 * scale, 5 * scale)
+        s(dpg.mvStyleVar_WindowPadding, 8 * scale, 8 * scale)
+        s(dpg.mvStyleVar_ScrollbarSize, 10 * scale)
+        s(dpg.mvStyleVar_WindowBorderSize, 0)
+        s(dpg.mvStyleVar_ChildBorderSize, 0)
+    return theme  # type: ignore[no-any-return]
+
+
+def color_theme(dpg: Any, *, text: tuple[int, ...] | None = None, button: tuple[int, ...] | None = None,
+                bg: tuple[int, ...] | None = None, scale: float = 1.0, flat: bool = False) -> int | str:
+    with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+        if text is not None:
+            dpg.add_theme_color(dpg.mvThemeCol_Text, text)
+        if button is not None:
+            dpg.add_theme_color(dpg.mvThemeCol_Button, button)
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonHovered, tuple(min(255, v + 18) for v in button[:3]))
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonActive, tuple(min(255, v + 30) for v in button[:3]))
+        if bg is not None:
+            dpg.add_theme_color(dpg.mvThemeCol_ChildBg, bg)
+            dpg.add_theme_color(dpg.mvThemeCol_WindowBg, bg)
+        if flat:
+            dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 0, 0)
+            dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 0, 0)
+            dpg.add_theme_color(dpg.mvThemeCol_Button, (0, 0, 0, 0))
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonHovered, (255, 255, 255, 20))
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonActive, (255, 255, 255, 40))
+    return theme  # type: ignore[no-any-return]
+
+
+def uid_color(uid: str) -> tuple[int, int, int]:
+    """An avatar colour hashed from the uid (HSL hue)."""
+    import colorsys
+
+    h = 0
+    for ch in uid:
+        h = (h * 31 + ord(ch)) & 0xFFFFFFFF
+    r, g, b = colorsys.hls_to_rgb((h % 360) / 360.0, 0.52, 0.55)
+    return (int(r * 255), int(g * 255), int(b * 255))

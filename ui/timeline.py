@@ -1,0 +1,451 @@
+"""The virtualised chat timeline: only a window of rows exists as widgets.
+
+The window ``[start, end)`` of the active channel's messages is rendered into one scrolling
+child window (at most ``MAX_ROWS`` row groups, reconciled by message id: rows that leave the
+window are deleted, new ones inserted in place). Following (within 120 px of the bottom, 5.10)
+keeps the window on the newest rows and the scroll at the bottom; reaching the top shifts the
+window up (keeping the visible row in place) and, at the oldest local message, asks for an
+older page; reaching the bottom of a window that is not the newest shifts it down.
+"""
+
+from __future__ import annotations
+
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import dearpygui.dearpygui as dpg
+
+from services.core.contracts.chat import AttachmentRef, ChatMessage
+from ui import fonts
+from ui.markdown import Block, Span, parse, safe_url
+from ui.model import TimelineRow, ViewModel, format_bytes
+
+if TYPE_CHECKING:
+    from ui.view import View
+
+FOLLOW_PX = 120
+MAX_ROWS = 80
+TAIL_ROWS = 50
+SHIFT = 30
+AVATAR = 40
+
+
+@dataclass
+class RowWidget:
+    tag: int | str
+    signature: tuple[Any, ...]
+
+
+class Timeline:
+    def __init__(self, view: View, container: int | str, rows_parent: int | str) -> None:
+        self.view = view
+        self.container = container
+        self.rows_parent = rows_parent
+        self.widgets: dict[str, RowWidget] = {}
+        self.order: list[str] = []
+        self.key: tuple[str, str] | None = None
+        self.start = 0
+        self.end = 0
+        self.following = True
+        self.bottom_frames = 0
+        self.anchor: tuple[str, float] | None = None
+        self.width = 600.0
+        self.on_older: Callable[[str, str, str], None] | None = None
+        self._text_width: dict[tuple[str, int | str], float] = {}
+        self.rendered_count = 0
+
+    @property
+    def model(self) -> ViewModel:
+        return self.view.model
+
+    def reset(self) -> None:
+        for w in self.widgets.values():
+            if dpg.does_item_exist(w.tag):
+                dpg.delete_item(w.tag)
+        self.widgets.clear()
+        self.order.clear()
+        self.following = True
+        self.bottom_frames = 3
+        self.anchor = None
+
+    # -- per frame ------------------------------------------------------------------------------
+    def update(self, changed: bool) -> None:
+        sid, ch = self.model.active_server, self.model.channel_id
+        key = (sid or "", ch or "")
+        if key != self.key:
+            self.key = key
+            self.reset()
+            changed = True
+        msgs = self.model.messages()
+        n = len(msgs)
+        if self.anchor is not None:
+            self._restore_anchor()
+        y = dpg.get_y_scroll(self.container)
+        ymax = dpg.get_y_scroll_max(self.container)
+        if not changed and self.bottom_frames == 0:
+            if self.following or not self.order:
+                pass
+            elif y <= 1.0 and (self.start > 0 or self._can_load_older(msgs)):
+                changed = self._shift_up(msgs)
+            elif ymax - y <= 1.0 and self.end < n:
+                changed = self._shift_down(n)
+            if ymax > 0:
+                self.following = ymax - y <= FOLLOW_PX and self.end >= n
+        if self.following and self.order and not changed and y <= 1.0 and ymax > FOLLOW_PX:
+            self.following = False
+        if changed:
+            if self.following or not self.order:
+                self.end = n
+                self.start = max(0, n - TAIL_ROWS)
+            else:
+                self.end = min(n, max(self.end, self.start + 1))
+                if self.end < n and self.end - self.start < MAX_ROWS:
+                    self.end = min(n, self.start + MAX_ROWS)
+            self._reconcile(msgs)
+            if self.following:
+                self.bottom_frames = 3
+        if self.bottom_frames > 0:
+            dpg.set_y_scroll(self.container, dpg.get_y_scroll_max(self.container))
+            self.bottom_frames -= 1
+
+    def scroll_by(self, dy: float) -> None:
+        """Programmatic scroll (the benchmark and tests; the mouse wheel does the same)."""
+        y = dpg.get_y_scroll(self.container)
+        ymax = dpg.get_y_scroll_max(self.container)
+        ny = max(0.0, min(ymax, y + dy))
+        dpg.set_y_scroll(self.container, ny)
+        if dy < 0:
+            self.following = False
+            self.bottom_frames = 0
+
+    def _can_load_older(self, msgs: list[ChatMessage]) -> bool:
+        sm = self.model.server
+        ch = self.model.channel_id
+        if sm is None or ch is None or not msgs:
+            return False
+        return sm.has_more.get(ch, False) and ch not in sm.loading
+
+    def _shift_up(self, msgs: list[ChatMessage]) -> bool:
+        if self.start == 0:
+            sm = self.model.server
+            ch = self.model.channel_id
+            if sm is not None and ch is not None and self.on_older is not None and msgs:
+                sm.loading.add(ch)
+                self.on_older(sm.server_id, ch, msgs[0].id)
+            return False
+        if self.order:
+            self.anchor = (self.order[0], self._screen_y(self.order[0]))
+        self.start = max(0, self.start - SHIFT)
+        self.end = min(len(msgs), self.start + MAX_ROWS)
+        return True
+
+    def _shift_down(self, n: int) -> bool:
+        if self.order:
+            self.anchor = (self.order[-1], self._screen_y(self.order[-1]))
+        self.end = min(n, self.end + SHIFT)
+        self.start = max(0, self.end - MAX_ROWS)
+        return True
+
+    def on_prepended(self, added: int) -> None:
+        """Older messages were inserted before the window: keep it on the same messages."""
+        self.start += added
+        self.end += added
+        if self.order:
+            self.anchor = (self.order[0], self._screen_y(self.order[0]))
+
+    def _screen_y(self, mid: str) -> float:
+        w = self.widgets.get(mid)
+        if w is None:
+            return 0.0
+        return float(dpg.get_item_rect_min(w.tag)[1])
+
+    def _restore_anchor(self) -> None:
+        assert self.anchor is not None
+        mid, old_y = self.anchor
+        self.anchor = None
+        w = self.widgets.get(mid)
+        if w is None:
+            return
+        new_y = float(dpg.get_item_rect_min(w.tag)[1])
+        if new_y != old_y:
+            y = dpg.get_y_scroll(self.container)
+            dpg.set_y_scroll(self.container, max(0.0, y + (new_y - old_y)))
+
+    # -- reconcile ------------------------------------------------------------------------------
+    def _reconcile(self, msgs: list[ChatMessage]) -> None:
+        sm = self.model.server
+        if sm is None:
+            self.reset()
+            return
+        want = [msgs[i].id for i in range(self.start, self.end)]
+        want_set = set(want)
+        for mid in [m for m in self.order if m not in want_set]:
+            w = self.widgets.pop(mid)
+            if dpg.does_item_exist(w.tag):
+                dpg.delete_item(w.tag)
+        existing = [m for m in self.order if m in want_set]
+        # build rows; insert each before the next existing one
+        next_existing: dict[int, str | None] = {}
+        nxt: str | None = None
+        for idx in range(len(want) - 1, -1, -1):
+            next_existing[idx] = nxt
+            if want[idx] in self.widgets:
+                nxt = want[idx]
+        for idx, mid in enumerate(want):
+            row = self.model.row(msgs, self.start + idx, sm)
+            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, row.message.body)
+            w = self.widgets.get(mid)
+            if w is not None and w.signature == sig:
+                continue
+            before_id = next_existing[idx]
+            if w is not None:
+                before_tag: int | str = w.tag
+                tag = self._build_row(row, before=before_tag)
+                dpg.delete_item(w.tag)
+            else:
+                before = self.widgets[before_id].tag if before_id else 0
+                tag = self._build_row(row, before=before)
+            self.widgets[mid] = RowWidget(tag, sig)
+        del existing
+        self.order = want
+        self.rendered_count = len(self.order)
+
+    # -- row building -----------------------------------------------------------------------------
+    def _build_row(self, row: TimelineRow, before: int | str = 0) -> int | str:
+        v = self.view
+        s = v.s
+        m = row.message
+        kwargs: dict[str, Any] = {"parent": self.rows_parent}
+        if before:
+            kwargs["before"] = before
+        with dpg.group(**kwargs) as g:
+            if not row.compact:
+                dpg.add_spacer(height=s(6))
+            if row.quote:
+                with dpg.group(horizontal=True):
+                    dpg.add_spacer(width=s(AVATAR + 8))
+                    q = dpg.add_text(f"╭ {row.quote}", color=fonts.MUTED)
+                    dpg.bind_item_font(q, v.fonts.small)
+            body_w = max(100.0, self.width - s(AVATAR + 40))
+            with dpg.group(horizontal=True):
+                if row.compact:
+                    dpg.add_spacer(width=s(AVATAR + 8))
+                else:
+                    self._avatar(row)
+                with dpg.group():
+                    if not row.compact:
+                        with dpg.group(horizontal=True):
+                            if row.highlight:
+                                mark = dpg.add_text("▎", color=fonts.AMBER)
+                                dpg.bind_item_font(mark, v.fonts.bold)
+                            name = dpg.add_text(row.author, color=fonts.AMBER if row.highlight else fonts.TEXT)
+                            dpg.bind_item_font(name, v.fonts.bold)
+                            t = dpg.add_text(row.time_text, color=fonts.MUTED)
+                            dpg.bind_item_font(t, v.fonts.small)
+                            with dpg.tooltip(t):
+                                dpg.add_text(row.full_time)
+                    self.render_body(m.body, body_w, inline_time=row.time_text if row.compact else None)
+                    for att in m.attachments:
+                        self._attachment(m, att)
+            with dpg.popup(g, mousebutton=dpg.mvMouseButton_Right):
+                dpg.add_menu_item(label="Reply", callback=lambda: v.app.reply_to(m.id))
+                dpg.add_menu_item(label="Copy Text", enabled=bool(m.body), callback=lambda: v.app.copy_text(m.id))
+                dpg.add_menu_item(label="Mark Unread", callback=lambda: v.app.mark_unread(m.channel_id))
+        return g  # type: ignore[no-any-return]
+
+    def _avatar(self, row: TimelineRow) -> None:
+        s = self.view.s
+        size = s(AVATAR)
+        with dpg.drawlist(width=size, height=size):
+            color = fonts.uid_color(row.message.author_uid)
+            dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
+            initial = (row.author[:1] or "?").upper()
+            fsz = size * 0.5
+            dpg.draw_text((size / 2 - fsz * 0.3, size / 2 - fsz * 0.6), initial, size=fsz, color=(255, 255, 255))
+
+    def _attachment(self, m: ChatMessage, att: AttachmentRef) -> None:
+        v = self.view
+        tex = v.app.images.texture_for(m, att)
+        label = att.file_name or "image.png"
+        if tex is not None:
+            tag, w, h = tex
+            scale = min(1.0, v.s(360) / max(1, w), v.s(240) / max(1, h))
+            dpg.add_image_button(
+                tag,
+                width=int(w * scale),
+                height=int(h * scale),
+                callback=lambda: v.open_lightbox(m, att),
+            )
+        else:
+            dpg.add_button(
+                label=f"🖼 {label} · {format_bytes(att.bytes)}",
+                callback=lambda: v.open_lightbox(m, att),
+            )
+        cap = dpg.add_text(label, color=fonts.MUTED)
+        dpg.bind_item_font(cap, v.fonts.small)
+
+    # -- markdown-lite as widgets -------------------------------------------------------------------
+    def render_body(self, text: str, width: float, inline_time: str | None = None) -> None:
+        v = self.view
+        blocks = parse(text) if text else []
+        if not blocks and inline_time:
+            t = dpg.add_text(inline_time, color=fonts.MUTED)
+            dpg.bind_item_font(t, v.fonts.small)
+            return
+        for bi, block in enumerate(blocks):
+            last = bi == len(blocks) - 1
+            suffix = inline_time if last else None
+            self._block(block, width, suffix)
+
+    def _block(self, block: Block, width: float, suffix: str | None) -> None:
+        v = self.view
+        s = v.s
+        if block.kind == "divider":
+            dpg.add_separator()
+            return
+        if block.kind == "code":
+            with dpg.group(horizontal=True):
+                dpg.add_spacer(width=s(4))
+                with dpg.group():
+                    if block.lang:
+                        lang = dpg.add_text(block.lang, color=fonts.MUTED)
+                        dpg.bind_item_font(lang, v.fonts.small)
+                    code = dpg.add_text(block.spans[0].text if block.spans else "", color=(200, 210, 230))
+                    dpg.bind_item_font(code, v.fonts.mono)
+            return
+        font = v.fonts.heading if block.kind == "heading" else v.fonts.regular
+        indent = 0.0
+        prefix: list[Span] = []
+        if block.kind == "list_item":
+            indent = s(16) * (block.level + 1)
+            prefix = [Span(f"{block.marker} ")]
+        elif block.kind == "quote":
+            indent = s(12)
+        spans = prefix + block.spans
+        color = fonts.MUTED if block.kind == "quote" else fonts.TEXT
+        plain = all(not (sp.bold or sp.italic or sp.strike or sp.code or sp.url) for sp in spans) and not any(
+            fonts.has_emoji(sp.text) for sp in spans
+        )
+        with dpg.group(horizontal=True):
+            if indent:
+                if block.kind == "quote":
+                    bar = dpg.add_text("▎", color=fonts.MUTED)
+                    dpg.bind_item_font(bar, v.fonts.bold)
+                else:
+                    dpg.add_spacer(width=indent)
+            with dpg.group():
+                if plain and suffix is None:
+                    t = dpg.add_text("".join(sp.text for sp in spans), wrap=int(width - indent), color=color)
+                    dpg.bind_item_font(t, font)
+                else:
+                    self._flow(spans, width - indent, font, color, suffix)
+
+    def _font_for(self, sp: Span, base: int | str) -> int | str:
+        f = self.view.fonts
+        if sp.code:
+            return f.mono
+        if sp.bold:
+            return f.bold
+        if sp.italic:
+            return f.italic
+        return base
+
+    def measure(self, text: str, font: int | str) -> float:
+        key = (text, font)
+        w = self._text_width.get(key)
+        if w is None:
+            size = dpg.get_text_size(text, font=font) if font else dpg.get_text_size(text)
+            w = float(size[0]) if size and size[0] > 0 else len(text) * self.view.fonts.size * 0.55
+            if len(self._text_width) > 50_000:
+                self._text_width.clear()
+            self._text_width[key] = w
+        return w
+
+    def _flow(self, spans: list[Span], width: float, base: int | str, color: tuple[int, ...], suffix: str | None) -> None:
+        """Lay styled runs out in lines of at most ``width`` pixels, one widget per run."""
+        v = self.view
+        lines: list[list[tuple[str, Span, bool]]] = [[]]
+        x = 0.0
+        items: list[tuple[str, Span, bool]] = []
+        for sp in spans:
+            for chunk, emoji in fonts.split_emoji(sp.text):
+                parts = chunk.split("\n")
+                for pi, part in enumerate(parts):
+                    if pi > 0:
+                        items.append(("\n", sp, False))
+                    for word in _words(part):
+                        items.append((word, sp, emoji))
+        if suffix:
+            items.append(("  " + suffix, Span("", italic=False), False))
+        for word, sp, emoji in items:
+            if word == "\n":
+                lines.append([])
+                x = 0.0
+                continue
+            font = v.fonts.emoji if emoji else self._font_for(sp, base)
+            w = self.measure(word, font)
+            if x + w > width and x > 0:
+                lines.append([])
+                x = 0.0
+                word = word.lstrip(" ")
+                if not word:
+                    continue
+                w = self.measure(word, font)
+            cur = lines[-1]
+            if cur and cur[-1][1] == sp and cur[-1][2] == emoji:
+                cur[-1] = (cur[-1][0] + word, sp, emoji)
+            else:
+                cur.append((word, sp, emoji))
+            x += w
+        for line in lines:
+            with dpg.group(horizontal=True, horizontal_spacing=0):
+                if not line:
+                    dpg.add_text("")
+                for text, sp, emoji in line:
+                    font = v.fonts.emoji if emoji else self._font_for(sp, base)
+                    if sp.url and safe_url(sp.url):
+                        url = sp.url
+                        b = dpg.add_button(label=text, callback=lambda s_, a_, u: open_link(u), user_data=url)
+                        dpg.bind_item_theme(b, v.themes["link"])
+                        dpg.bind_item_font(b, font)
+                        with dpg.tooltip(b):
+                            dpg.add_text(url)
+                        continue
+                    col = color
+                    if sp.code:
+                        col = (235, 190, 130)
+                    elif sp.strike:
+                        col = fonts.MUTED
+                    elif not sp.text and suffix:
+                        col = fonts.MUTED
+                    t = dpg.add_text(text, color=col)
+                    dpg.bind_item_font(t, font)
+                    if sp.strike:
+                        with dpg.tooltip(t):
+                            dpg.add_text("strikethrough")
+
+
+def _words(text: str) -> list[str]:
+    """Split keeping the leading spaces with each word (so runs re-join exactly)."""
+    out: list[str] = []
+    cur = ""
+    for ch in text:
+        if ch == " " and cur and not cur.endswith(" "):
+            out.append(cur)
+            cur = ch
+        else:
+            cur += ch
+    if cur:
+        out.append(cur)
+    return out
+
+
+def open_link(url: str) -> bool:
+    """P3: only http/https URLs are handed to the system browser."""
+    ok = safe_url(url)
+    if ok is None:
+        return False
+    webbrowser.open(ok)
+    return True

@@ -1,0 +1,691 @@
+"""The Dear PyGui view: builds the workspace of ux.md §2 and re-renders the areas the view model
+marks dirty. Main thread only. Every callback goes to the ``App`` (the controller), so tests can
+call the same methods the widgets call.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+import dearpygui.dearpygui as dpg
+
+from services.core.contracts.chat import AttachmentRef, ChatMessage
+from ui import fonts
+from ui.fonts import FontSet
+from ui.model import ViewModel, format_bytes
+from ui.timeline import Timeline
+
+if TYPE_CHECKING:
+    from ui.app import App
+
+VERSION = "0.1.0"
+RAIL_W, CHANNELS_W, CHANNELS_W_NARROW, MEMBERS_W = 72, 305, 280, 248
+TASKBAR_H, TOOLBAR_H, DOCK_H = 40, 50, 64
+WIDE, NARROW = 1240, 900
+
+KEYMAP = [
+    ("Enter", "composer", "send"),
+    ("Shift+Enter", "composer", "new line"),
+    ("Esc", "anywhere", "close menus, dialogs, lightbox"),
+    ("Ctrl+K", "anywhere", "quick switcher (servers and channels)"),
+    ("Alt+↑ / Alt+↓", "anywhere", "previous / next channel"),
+    ("Ctrl+Alt+↑ / ↓", "anywhere", "previous / next server"),
+    ("Alt+Shift+↑ / ↓", "anywhere", "previous / next unread channel"),
+    ("any printable key", "workspace", "type into the composer"),
+    ("mouse wheel", "lightbox", "zoom 1×–6×"),
+    ("right-click", "server tile, message", "context menu"),
+]
+
+
+class View:
+    def __init__(self, app: App, scale: float = 1.0, font_size: int = 16) -> None:
+        self.app = app
+        self.scale = scale
+        self.font_size = font_size
+        self.fonts = FontSet()
+        self.themes: dict[str, int | str] = {}
+        self.timeline: Timeline | None = None
+        self.width, self.height = 1480, 920
+        self._chip_at = 0.0
+        self._built = False
+        self.lightbox: dict[str, Any] = {}
+        self.switch_items: list[Any] = []
+        self.switch_index = 0
+        self.discovered: list[Any] = []
+
+    @property
+    def model(self) -> ViewModel:
+        return self.app.model
+
+    def s(self, px: float) -> int:
+        return round(px * self.scale)
+
+    # -- build ----------------------------------------------------------------------------------
+    def build(self) -> None:
+        self.fonts = fonts.load_fonts(dpg, self.font_size, self.scale)
+        if self.fonts.regular:
+            dpg.bind_font(self.fonts.regular)
+        dpg.bind_theme(fonts.make_theme(dpg, self.scale))
+        self.themes = {
+            "link": fonts.color_theme(dpg, text=fonts.LINK, flat=True),
+            "flat": fonts.color_theme(dpg, flat=True),
+            "tile": fonts.color_theme(dpg, button=(54, 57, 63), text=fonts.TEXT),
+            "tile_active": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
+            "tile_offline": fonts.color_theme(dpg, button=(40, 42, 48), text=(110, 114, 124)),
+            "tile_unverified": fonts.color_theme(dpg, button=(70, 58, 40), text=fonts.TEXT),
+            "chip_Live": fonts.color_theme(dpg, button=fonts.GREEN, text=(255, 255, 255)),
+            "chip_Reconnecting": fonts.color_theme(dpg, button=fonts.AMBER, text=(20, 20, 20)),
+            "chip_Offline": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
+            "danger": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
+            "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
+            "rail": fonts.color_theme(dpg, bg=fonts.RAIL),
+            "panel": fonts.color_theme(dpg, bg=fonts.PANEL),
+            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2),
+            "active_row": fonts.color_theme(dpg, text=(255, 255, 255)),
+            "badge": fonts.color_theme(dpg, button=(90, 96, 110), text=(255, 255, 255)),
+            "badge_mention": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
+        }
+        s = self.s
+        with dpg.window(tag="oc_root", no_scrollbar=True, no_scroll_with_mouse=True):
+            # first-run (connection file) screen
+            with dpg.child_window(tag="oc_firstrun", show=False, border=False):
+                dpg.add_spacer(height=s(80))
+                t = dpg.add_text("OpenChat setup", color=fonts.MUTED)
+                h = dpg.add_text("Choose your connection file")
+                dpg.bind_item_font(h, self.fonts.heading)
+                dpg.bind_item_font(t, self.fonts.small)
+                dpg.add_text(
+                    "The member's connection file comes from `openchat member add NAME` on the home stack.",
+                    color=fonts.MUTED,
+                    wrap=s(640),
+                )
+                dpg.add_input_text(tag="oc_conn_path", hint="/path/to/member.json", width=s(560))
+                dpg.add_listbox(tag="oc_conn_list", items=[], num_items=4, width=s(560),
+                                callback=lambda s_, a: dpg.set_value("oc_conn_path", a))
+                dpg.add_button(label="Connect", tag="oc_conn_go", callback=lambda: self.app.choose_connection(
+                    dpg.get_value("oc_conn_path")))
+                dpg.add_text("", tag="oc_conn_error", color=fonts.RED)
+            # workspace
+            with dpg.group(tag="oc_workspace"):
+                with dpg.child_window(tag="oc_taskbar", border=False, no_scrollbar=True):
+                    pass
+                with dpg.child_window(tag="oc_rail", border=False, no_scrollbar=True):
+                    pass
+                with dpg.child_window(tag="oc_channels", border=False):
+                    pass
+                with dpg.child_window(tag="oc_dock", border=False, no_scrollbar=True):
+                    pass
+                with dpg.child_window(tag="oc_chat", border=False, no_scrollbar=True):
+                    with dpg.child_window(tag="oc_toolbar", border=False, no_scrollbar=True, height=s(TOOLBAR_H)):
+                        pass
+                    dpg.add_group(tag="oc_banners")
+                    with dpg.child_window(tag="oc_timeline", border=False):
+                        dpg.add_text("", tag="oc_timeline_state", color=fonts.MUTED)
+                        dpg.add_group(tag="oc_rows")
+                        dpg.add_spacer(height=s(6))
+                    dpg.add_text("", tag="oc_typing", color=fonts.MUTED)
+                    dpg.add_text("", tag="oc_toast", color=fonts.MUTED)
+                    with dpg.group(tag="oc_reply_banner", horizontal=True, show=False):
+                        dpg.add_text("Replying to", color=fonts.MUTED)
+                        dpg.add_text("", tag="oc_reply_name")
+                        dpg.add_button(label="@ ON", tag="oc_reply_ping", callback=lambda: self.app.toggle_reply_ping())
+                        dpg.add_button(label="×", callback=lambda: self.app.cancel_reply())
+                    dpg.add_group(tag="oc_attachments", horizontal=True)
+                    dpg.add_text("", tag="oc_composer_error", color=fonts.RED, show=False)
+                    with dpg.group(horizontal=True, tag="oc_composer_row"):
+                        dpg.add_button(label="+", tag="oc_attach", width=s(32), callback=lambda: self.app.open_file_dialog())
+                        dpg.add_input_text(
+                            tag="oc_composer",
+                            multiline=True,
+                            on_enter=True,
+                            height=s(38),
+                            hint="Message",
+                            callback=lambda s_, a: self.app.on_composer_enter(),
+                        )
+                        dpg.add_button(label="Send", tag="oc_send", width=s(80), callback=lambda: self.app.on_composer_enter(force=True))
+                with dpg.child_window(tag="oc_members", border=False):
+                    pass
+        with dpg.item_handler_registry(tag="oc_composer_handlers"):
+            dpg.add_item_edited_handler(callback=lambda: self.app.on_draft(dpg.get_value("oc_composer")))
+            dpg.add_item_deactivated_handler(callback=lambda: self.app.on_composer_blur())
+        dpg.bind_item_handler_registry("oc_composer", "oc_composer_handlers")
+        for tag, theme in (
+            ("oc_rail", "rail"),
+            ("oc_channels", "panel"),
+            ("oc_dock", "panel2"),
+            ("oc_members", "panel"),
+            ("oc_taskbar", "rail"),
+        ):
+            dpg.bind_item_theme(tag, self.themes[theme])
+        self._build_dialogs()
+        with dpg.handler_registry(tag="oc_keys"):
+            dpg.add_key_press_handler(key=-1, callback=lambda s_, key: self._on_key(key))
+            dpg.add_mouse_wheel_handler(callback=lambda s_, d: self._on_wheel(d))
+        self.timeline = Timeline(self, "oc_timeline", "oc_rows")
+        self.timeline.on_older = self.app.load_older
+        dpg.set_primary_window("oc_root", True)
+        self._built = True
+
+    def _build_dialogs(self) -> None:
+        s = self.s
+        # Add server
+        with dpg.window(tag="oc_add", label="Add Server", modal=True, show=False, width=s(560), height=s(520),
+                        no_resize=True, on_close=lambda: self.app.close_overlays()):
+            dpg.add_text("Backend URL")
+            dpg.add_input_text(tag="oc_add_url", width=-1, callback=lambda: self.app.add_url_changed())
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Discover Servers", tag="oc_add_discover", callback=lambda: self.app.discover())
+                dpg.add_button(label="Probe Backend", tag="oc_add_probe", callback=lambda: self.app.probe())
+            dpg.add_listbox(tag="oc_add_list", items=[], num_items=5, width=-1,
+                            callback=lambda s_, a: self.app.pick_discovered(a))
+            dpg.add_text("", tag="oc_add_summary", wrap=s(520))
+            dpg.add_text("", tag="oc_add_warning", color=fonts.AMBER, wrap=s(520))
+            dpg.add_text("", tag="oc_add_disclosure", color=fonts.MUTED, wrap=s(520))
+            dpg.add_text("", tag="oc_add_error", color=fonts.RED, wrap=s(520))
+            with dpg.group(horizontal=True):
+                b = dpg.add_button(label="Add Server", tag="oc_add_confirm", callback=lambda: self.app.add_server())
+                dpg.bind_item_theme(b, self.themes["brand"])
+                dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
+        # Leave confirmation
+        with dpg.window(tag="oc_leave", label="Leave server", modal=True, show=False, width=s(420), height=s(170), no_resize=True):
+            dpg.add_text("", tag="oc_leave_text", wrap=s(400))
+            dpg.add_text("Its channels, messages and counts are cleared for you on this stack.", color=fonts.MUTED, wrap=s(400))
+            with dpg.group(horizontal=True):
+                b = dpg.add_button(label="Leave", tag="oc_leave_confirm", callback=lambda: self.app.confirm_leave())
+                dpg.bind_item_theme(b, self.themes["danger"])
+                dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
+        # Consent (D18)
+        with dpg.window(tag="oc_consent", label="Profile", modal=True, show=False, width=s(440), height=s(150), no_resize=True):
+            dpg.add_text("", tag="oc_consent_text", wrap=s(420))
+            with dpg.group(horizontal=True):
+                b = dpg.add_button(label="Share", callback=lambda: self.app.answer_consent(True))
+                dpg.bind_item_theme(b, self.themes["brand"])
+                dpg.add_button(label="Keep private", callback=lambda: self.app.answer_consent(False))
+        # Quick switcher
+        with dpg.window(tag="oc_switcher", label="Quick switcher", modal=True, show=False, width=s(520), height=s(380),
+                        no_resize=True, no_title_bar=True):
+            dpg.add_input_text(tag="oc_switch_query", hint="Where would you like to go?", width=-1,
+                               callback=lambda s_, a: self.app.quick_query(a))
+            dpg.add_group(tag="oc_switch_list")
+        # Settings
+        with dpg.window(tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)), dpg.tab_bar():
+            with dpg.tab(label="My Account"):
+                h = dpg.add_text("Identity Disclosure")
+                dpg.bind_item_font(h, self.fonts.bold)
+                dpg.add_text("", tag="oc_set_disclosure", wrap=s(600))
+                dpg.add_text("", tag="oc_set_uid")
+                dpg.add_button(label="Switch UID mode (global)", tag="oc_set_uidmode", enabled=False)
+                with dpg.tooltip("oc_set_uidmode"):
+                    dpg.add_text("Changing the UID mode happens on the home stack (CLI) for now.")
+                dpg.add_separator()
+                h2 = dpg.add_text("Profile sharing per server")
+                dpg.bind_item_font(h2, self.fonts.bold)
+                dpg.add_group(tag="oc_set_consent")
+                dpg.add_separator()
+                dpg.add_text("Recent status", color=fonts.MUTED)
+                dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Appearance"):
+                dpg.add_text("UI scale")
+                dpg.add_radio_button(["100%", "125%", "150%", "200%"], tag="oc_set_scale", horizontal=True,
+                                     default_value=f"{round(self.scale * 100)}%",
+                                     callback=lambda s_, a: self.app.set_appearance(scale=int(a.rstrip("%")) / 100))
+                dpg.add_text("Font size")
+                dpg.add_slider_int(tag="oc_set_font", min_value=12, max_value=24, default_value=self.font_size,
+                                   callback=lambda s_, a: self.app.set_appearance(font_size=a))
+                dpg.add_text("Scale and font size apply at the next start.", color=fonts.MUTED)
+            with dpg.tab(label="Keyboard"), dpg.table(header_row=True):
+                dpg.add_table_column(label="Key")
+                dpg.add_table_column(label="Where")
+                dpg.add_table_column(label="Effect")
+                for key, where, effect in KEYMAP:
+                    with dpg.table_row():
+                        dpg.add_text(key)
+                        dpg.add_text(where)
+                        dpg.add_text(effect)
+        # Lightbox
+        with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
+            dpg.add_text("", tag="oc_lightbox_caption")
+            dpg.add_group(tag="oc_lightbox_body")
+
+    # -- layout ---------------------------------------------------------------------------------
+    def layout(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        s = self.s
+        if self.app.screen == "firstrun":
+            dpg.configure_item("oc_workspace", show=False)
+            dpg.configure_item("oc_firstrun", show=True, width=width - s(16), height=height - s(16))
+            return
+        dpg.configure_item("oc_firstrun", show=False)
+        dpg.configure_item("oc_workspace", show=True)
+        narrow = width < NARROW * self.scale
+        wide = width >= WIDE * self.scale
+        rail_w = s(RAIL_W)
+        chan_w = 0 if narrow else s(CHANNELS_W if wide else CHANNELS_W_NARROW)
+        mem_w = s(MEMBERS_W) if wide and self.model.members_open else 0
+        top = s(TASKBAR_H)
+        body_h = height - top
+        dock_h = 0 if narrow else s(DOCK_H)
+        dpg.configure_item("oc_taskbar", pos=(0, 0), width=width, height=top)
+        dpg.configure_item("oc_rail", pos=(0, top), width=rail_w, height=body_h - dock_h)
+        dpg.configure_item("oc_channels", pos=(rail_w, top), width=max(1, chan_w), height=body_h - dock_h, show=not narrow)
+        dpg.configure_item("oc_dock", pos=(0, height - dock_h), width=rail_w + chan_w, height=max(1, dock_h), show=not narrow)
+        chat_x = rail_w + chan_w
+        chat_w = width - chat_x - mem_w
+        dpg.configure_item("oc_chat", pos=(chat_x, top), width=chat_w, height=body_h)
+        dpg.configure_item("oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0)
+        dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 40))
+        self._timeline_height()
+        if self.timeline is not None:
+            self.timeline.width = chat_w - s(30)
+        self.model.touch()
+
+    def _timeline_height(self) -> None:
+        s = self.s
+        extra = s(TOOLBAR_H) + s(150)
+        extra += s(34) * len(self.model.visible_banners())
+        if dpg.is_item_shown("oc_reply_banner"):
+            extra += s(30)
+        if self.app.composer.attachments:
+            extra += s(90)
+        if self.app.composer.error:
+            extra += s(24)
+        dpg.configure_item("oc_timeline", height=max(s(80), self.height - s(TASKBAR_H) - extra))
+
+    # -- render ---------------------------------------------------------------------------------
+    def render(self) -> None:
+        m = self.model
+        m.tick()
+        dirty = m.take_dirty()
+        if self.app.screen == "firstrun":
+            return
+        if dirty & {"rail"}:
+            self._render_rail()
+        if dirty & {"channels"}:
+            self._render_channels()
+        if dirty & {"header", "banner", "rail"}:
+            self._render_taskbar()
+            self._render_toolbar()
+        now = time.monotonic()
+        if now - self._chip_at > 0.5:
+            self._chip_at = now
+            self._render_chip()
+        if dirty & {"banner", "header"}:
+            self._render_banners()
+            self._timeline_height()
+        if dirty & {"members"}:
+            self._render_members()
+        if dirty & {"dock"}:
+            self._render_dock()
+        self._render_composer_state()
+        typing = m.typing_text()
+        if dpg.get_value("oc_typing") != typing:
+            dpg.set_value("oc_typing", typing)
+        toast = m.toasts[-1] if m.toasts else None
+        dpg.set_value("oc_toast", toast.text if toast else "")
+        dpg.configure_item("oc_toast", color=fonts.RED if toast and toast.error else fonts.MUTED)
+        state = m.timeline_state()
+        if dpg.get_value("oc_timeline_state") != state:
+            dpg.set_value("oc_timeline_state", state)
+            dpg.configure_item("oc_timeline_state", show=bool(state))
+        if self.timeline is not None:
+            self.timeline.update("timeline" in dirty)
+
+    def _clear(self, tag: str) -> None:
+        dpg.delete_item(tag, children_only=True)
+
+    def _render_taskbar(self) -> None:
+        self._clear("oc_taskbar")
+        sm = self.model.server
+        s = self.s
+        with dpg.group(parent="oc_taskbar", horizontal=True):
+            dpg.add_spacer(width=max(0, self.width // 2 - s(160)))
+            if sm is not None:
+                pill = dpg.add_button(label=sm.record.icon_text[:2] or "??", width=s(28), height=s(24))
+                dpg.bind_item_theme(pill, self.themes["tile_active"])
+                with dpg.group():
+                    n = dpg.add_text(sm.record.display_name)
+                    dpg.bind_item_font(n, self.fonts.bold)
+                    if self.width >= NARROW * self.scale:
+                        b = dpg.add_text(
+                            f"BUILD {VERSION} · {platform.system().upper()} / {platform.machine().upper()}",
+                            color=fonts.MUTED,
+                        )
+                        dpg.bind_item_font(b, self.fonts.small)
+            else:
+                dpg.add_text("OpenChat")
+
+    def _render_rail(self) -> None:
+        self._clear("oc_rail")
+        s = self.s
+        m = self.model
+        with dpg.group(parent="oc_rail"):
+            dpg.add_spacer(height=s(6))
+            with dpg.group(horizontal=True):
+                dpg.add_spacer(width=s(4))
+                home = dpg.add_button(label="OC", width=s(48), height=s(48), tag="oc_home_tile")
+                dpg.bind_item_theme(home, self.themes["brand"])
+            dpg.add_separator()
+            for sid in m.order:
+                sm = m.servers[sid]
+                active = sid == m.active_server
+                offline = sm.connection.state == "offline" or not m.stack_online
+                theme = "tile_active" if active else "tile_offline" if offline else (
+                    "tile_unverified" if sm.record.trust_state != "verified" else "tile")
+                label = (sm.record.icon_text or sm.record.display_name[:2]).upper()[:2]
+                with dpg.group(horizontal=True):
+                    dpg.add_spacer(width=s(4))
+                    b = dpg.add_button(
+                        label=label + ("⊘" if offline and not active else ""),
+                        tag=f"oc_tile_{sid}",
+                        width=s(48),
+                        height=s(48),
+                        callback=lambda s_, a, u: self.app.select_server(u),
+                        user_data=sid,
+                    )
+                    dpg.bind_item_theme(b, self.themes[theme])
+                    with dpg.tooltip(b):
+                        dpg.add_text(sm.record.display_name)
+                        if offline:
+                            dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
+                    text, mention = m.rail_badge(sid)
+                    badge = dpg.add_button(label=text, tag=f"oc_tile_badge_{sid}", show=bool(text), height=s(18), small=True)
+                    dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
+                    dpg.bind_item_font(badge, self.fonts.small)
+                with dpg.popup(b, mousebutton=dpg.mvMouseButton_Right, tag=f"oc_tile_menu_{sid}"):
+                    dpg.add_menu_item(label="Mark As Read", callback=lambda s_, a, u: self.app.mark_server_read(u), user_data=sid)
+                    dpg.add_menu_item(label="Mute Server", check=True, default_value=sm.muted,
+                                      callback=lambda s_, a, u: self.app.set_mute(u, a), user_data=sid)
+                    dpg.add_separator()
+                    leave = dpg.add_menu_item(label="Leave Server", callback=lambda s_, a, u: self.app.ask_leave(u), user_data=sid)
+                    dpg.bind_item_theme(leave, fonts.color_theme(dpg, text=fonts.RED))
+                    dpg.add_separator()
+                    dpg.add_text(sm.record.display_name, color=fonts.MUTED)
+            with dpg.group(horizontal=True):
+                dpg.add_spacer(width=s(4))
+                dpg.add_button(label="+", tag="oc_add_tile", width=s(48), height=s(48), callback=lambda: self.app.open_add_server())
+
+    def _render_channels(self) -> None:
+        self._clear("oc_channels")
+        m = self.model
+        sm = m.server
+        s = self.s
+        if sm is None:
+            dpg.add_text("Join or create your first server", parent="oc_channels", wrap=s(260))
+            return
+        sid = sm.server_id
+        with dpg.group(parent="oc_channels"):
+            dpg.add_spacer(height=s(4))
+            name = dpg.add_text(sm.record.display_name, tag="oc_server_name")
+            dpg.bind_item_font(name, self.fonts.bold)
+            bl = dpg.add_text(m.build_label(), tag="oc_build_label", color=fonts.MUTED)
+            dpg.bind_item_font(bl, self.fonts.italic)
+            dpg.add_input_text(tag="oc_filter", hint="Filter channels", width=-1, default_value=m.filters.get(sid, ""),
+                               callback=lambda s_, a: self.app.set_filter(a))
+            dpg.add_spacer(height=s(4))
+            active = m.channel_id
+            for group, chans in m.visible_channels():
+                collapsed = (sid, group.id) in m.collapsed
+                hdr = dpg.add_selectable(
+                    label=f"{'›' if collapsed else '⌄'} {group.label.upper()}",
+                    tag=f"oc_group_{group.id}",
+                    callback=lambda s_, a, u: self.app.toggle_group(u),
+                    user_data=group.id,
+                )
+                dpg.bind_item_font(hdr, self.fonts.small)
+                for ch in chans:
+                    text, mention = m.channel_badge(sid, ch.id)
+                    with dpg.group(horizontal=True):
+                        icon = "#" if ch.type == "text" else "🔊"
+                        ic = dpg.add_text(icon, color=fonts.MUTED)
+                        if ch.type == "voice":
+                            dpg.bind_item_font(ic, self.fonts.emoji)
+                        row = dpg.add_selectable(
+                            label=ch.name,
+                            tag=f"oc_chan_{ch.id}",
+                            default_value=ch.id == active,
+                            width=s(190),
+                            callback=lambda s_, a, u: self.app.select_channel(u),
+                            user_data=ch.id,
+                        )
+                        if ch.id == active or text:
+                            dpg.bind_item_theme(row, self.themes["active_row"])
+                        if text:
+                            badge = dpg.add_button(label=text, tag=f"oc_chan_badge_{ch.id}", small=True)
+                            dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
+                            dpg.bind_item_font(badge, self.fonts.small)
+
+    def _render_toolbar(self) -> None:
+        self._clear("oc_toolbar")
+        m = self.model
+        sm = m.server
+        ch = sm.channel(m.channel_id) if sm and m.channel_id else None
+        s = self.s
+        with dpg.group(parent="oc_toolbar", horizontal=True):
+            dpg.add_spacer(width=s(8))
+            with dpg.group():
+                dpg.add_spacer(height=s(8))
+                with dpg.group(horizontal=True):
+                    t = dpg.add_text(f"# {ch.name}" if ch else "", tag="oc_channel_title")
+                    dpg.bind_item_font(t, self.fonts.bold)
+                    dpg.add_text("|", color=fonts.MUTED)
+                    dpg.add_text(sm.record.display_name if sm else "", color=fonts.MUTED)
+                    dpg.add_button(label="Live", tag="oc_chip", small=True)
+                    with dpg.tooltip("oc_chip"):
+                        dpg.add_text("", tag="oc_chip_tooltip")
+                    dpg.add_spacer(width=s(24))
+                    dpg.add_button(
+                        label="Members", tag="oc_members_toggle", small=True, callback=lambda: self.app.toggle_members()
+                    )
+                    if m.members_open:
+                        dpg.bind_item_theme("oc_members_toggle", self.themes["brand"])
+                    dpg.add_button(label="⚙", tag="oc_settings_btn", small=True, callback=lambda: self.app.open_settings())
+        self._chip_at = 0.0
+
+    def _render_chip(self) -> None:
+        if not dpg.does_item_exist("oc_chip"):
+            return
+        chip = self.model.chip()
+        dpg.configure_item("oc_chip", label=chip.label)
+        kind = "Live" if chip.label == "Live" else "Offline" if chip.label == "Offline" else "Reconnecting"
+        dpg.bind_item_theme("oc_chip", self.themes[f"chip_{kind}"])
+        dpg.set_value("oc_chip_tooltip", chip.tooltip)
+        for key in [k for k in self.model.banners if k.startswith("offline:")]:
+            self.model._refresh_banners()
+            tag = f"oc_banner_{key}"
+            if dpg.does_item_exist(tag):
+                dpg.set_value(tag, self.model.banners[key].text if key in self.model.banners else "")
+            break
+
+    def _render_banners(self) -> None:
+        self._clear("oc_banners")
+        for b in self.model.visible_banners():
+            color = fonts.RED if b.level == "error" else fonts.AMBER if b.level == "warning" else fonts.MUTED
+            with dpg.group(parent="oc_banners", horizontal=True):
+                dpg.add_text(b.text, tag=f"oc_banner_{b.key}", color=color, wrap=max(200, self.width - self.s(760)))
+                if b.dismissible:
+                    dpg.add_button(label="Dismiss", small=True, callback=lambda s_, a, u: self.app.dismiss_banner(u), user_data=b.key)
+
+    def _render_members(self) -> None:
+        self._clear("oc_members")
+        title, sub, names = self.model.members()
+        with dpg.group(parent="oc_members"):
+            with dpg.group(horizontal=True):
+                t = dpg.add_text(title, tag="oc_members_title")
+                dpg.bind_item_font(t, self.fonts.bold)
+                dpg.add_button(label="›", small=True, callback=lambda: self.app.toggle_members())
+            st = dpg.add_text(sub, color=fonts.MUTED)
+            dpg.bind_item_font(st, self.fonts.small)
+            if not names:
+                dpg.add_text("No users currently active in this text channel.", color=fonts.MUTED, wrap=self.s(220))
+            for n in names:
+                with dpg.group(horizontal=True):
+                    dpg.add_text("●", color=fonts.GREEN)
+                    dpg.add_text(n)
+
+    def _render_dock(self) -> None:
+        self._clear("oc_dock")
+        sm = self.model.server
+        s = self.s
+        with dpg.group(parent="oc_dock", horizontal=True):
+            dpg.add_spacer(width=s(8))
+            size = s(36)
+            uid = sm.record.user_uid if sm else ""
+            name = sm.name_of(uid) if sm else (self.model.display_name or self.app.member)
+            with dpg.drawlist(width=size, height=size):
+                color = fonts.uid_color(uid or "x")
+                dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
+                dpg.draw_circle((size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255))
+            with dpg.group():
+                n = dpg.add_text(self.model.display_name or self.app.member, tag="oc_dock_name")
+                dpg.bind_item_font(n, self.fonts.bold)
+                u = dpg.add_text(f"@{uid}" if uid else "", tag="oc_dock_uid", color=fonts.MUTED)
+                dpg.bind_item_font(u, self.fonts.small)
+            del name
+            dpg.add_button(label="⚙", tag="oc_dock_gear", callback=lambda: self.app.open_settings())
+
+    def _render_composer_state(self) -> None:
+        c = self.app.composer
+        m = self.model
+        sm = m.server
+        ch = sm.channel(m.channel_id) if sm and m.channel_id else None
+        read_only = m.read_only or ch is None
+        hint = f"Message #{ch.name}" if ch else "Message"
+        if m.read_only:
+            hint = "Read-only: the home stack is unreachable"
+        dpg.configure_item("oc_composer", hint=hint, enabled=not read_only and not c.sending)
+        dpg.configure_item("oc_send", label="Sending..." if c.sending else "Send", enabled=not read_only and not c.sending)
+        dpg.configure_item("oc_attach", enabled=not read_only and m.attachments_enabled())
+        if dpg.get_value("oc_composer") != c.draft and not dpg.is_item_active("oc_composer"):
+            dpg.set_value("oc_composer", c.draft)
+        show_reply = c.reply_to is not None
+        if dpg.is_item_shown("oc_reply_banner") != show_reply:
+            dpg.configure_item("oc_reply_banner", show=show_reply)
+            self._timeline_height()
+        if show_reply:
+            dpg.set_value("oc_reply_name", c.reply_author)
+            dpg.configure_item("oc_reply_ping", label="@ ON" if c.reply_ping else "@ OFF")
+        err = c.error
+        if dpg.get_value("oc_composer_error") != err:
+            dpg.set_value("oc_composer_error", err)
+            dpg.configure_item("oc_composer_error", show=bool(err))
+            self._timeline_height()
+        sig = tuple((a.name, a.size) for a in c.attachments)
+        if getattr(self, "_att_sig", None) != sig:
+            self._att_sig = sig
+            self._render_attachments()
+            self._timeline_height()
+
+    def _render_attachments(self) -> None:
+        self._clear("oc_attachments")
+        for i, a in enumerate(self.app.composer.attachments):
+            with dpg.group(parent="oc_attachments"):
+                dpg.add_text(f"🖼 {a.name}", color=fonts.TEXT)
+                dpg.add_text(format_bytes(a.size), color=fonts.MUTED)
+                dpg.add_button(label="Remove", small=True, callback=lambda s_, a_, u: self.app.remove_attachment(u), user_data=i)
+
+    # -- overlays -------------------------------------------------------------------------------
+    def center(self, tag: str) -> None:
+        w = dpg.get_item_width(tag) or 400
+        h = dpg.get_item_height(tag) or 300
+        dpg.set_item_pos(tag, [max(8, (self.width - w) // 2), max(8, (self.height - h) // 3)])
+
+    def show(self, tag: str) -> None:
+        self.center(tag)
+        dpg.configure_item(tag, show=True)
+
+    def hide_overlays(self) -> None:
+        for tag in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent"):
+            if dpg.does_item_exist(tag):
+                dpg.configure_item(tag, show=False)
+        for sid in self.model.order:
+            tag = f"oc_tile_menu_{sid}"
+            if dpg.does_item_exist(tag):
+                dpg.configure_item(tag, show=False)
+
+    def overlay_open(self) -> bool:
+        return any(
+            dpg.does_item_exist(t) and dpg.is_item_shown(t)
+            for t in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent")
+        )
+
+    def render_switch_list(self, items: list[Any], index: int) -> None:
+        self.switch_items = items
+        self.switch_index = index
+        self._clear("oc_switch_list")
+        for i, it in enumerate(items):
+            dpg.add_selectable(
+                label=f"{it.label}    {it.detail}",
+                parent="oc_switch_list",
+                default_value=i == index,
+                callback=lambda s_, a, u: self.app.choose_switch(u),
+                user_data=i,
+            )
+
+    def open_lightbox(self, m: ChatMessage, att: AttachmentRef) -> None:
+        tex = self.app.images.texture_for(m, att)
+        self._clear("oc_lightbox_body")
+        dpg.set_value("oc_lightbox_caption", f"{att.file_name} · {format_bytes(att.bytes)}"
+                      + (f" · {att.width}×{att.height}" if att.width and att.height else ""))
+        w = int(self.width * 0.8)
+        h = int(self.height * 0.8)
+        dpg.configure_item("oc_lightbox", width=w, height=h)
+        self.lightbox = {"zoom": 1.0, "cx": 0.5, "cy": 0.5, "tex": tex, "w": w, "h": h}
+        if tex is None:
+            dpg.add_text("Loading image...", parent="oc_lightbox_body", color=fonts.MUTED)
+        else:
+            tag, tw, th = tex
+            sc = min((w - 24) / tw, (h - 60) / th, 4.0)
+            dpg.add_image(tag, tag="oc_lightbox_image", width=int(tw * sc), height=int(th * sc), parent="oc_lightbox_body")
+        self.show("oc_lightbox")
+
+    def lightbox_zoom(self, notches: float) -> float:
+        lb = self.lightbox
+        if not lb or not dpg.does_item_exist("oc_lightbox_image"):
+            return 1.0
+        lb["zoom"] = max(1.0, min(6.0, lb["zoom"] + 0.18 * notches))
+        z = lb["zoom"]
+        half = 0.5 / z
+        cx = min(max(lb["cx"], half), 1 - half)
+        cy = min(max(lb["cy"], half), 1 - half)
+        dpg.configure_item("oc_lightbox_image", uv_min=(cx - half, cy - half), uv_max=(cx + half, cy + half))
+        return float(z)
+
+    # -- input ----------------------------------------------------------------------------------
+    def _on_key(self, key: int) -> None:
+        ctrl = dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+        alt = dpg.is_key_down(dpg.mvKey_ModAlt) or dpg.is_key_down(dpg.mvKey_LAlt) or dpg.is_key_down(dpg.mvKey_RAlt)
+        shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+        name = KEY_NAMES.get(key)
+        if name is None:
+            return
+        text_active = any(
+            dpg.does_item_exist(t) and dpg.is_item_active(t)
+            for t in ("oc_composer", "oc_filter", "oc_add_url", "oc_switch_query", "oc_conn_path")
+        )
+        self.app.on_key(name, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
+
+    def _on_wheel(self, delta: float) -> None:
+        if dpg.is_item_shown("oc_lightbox"):
+            self.lightbox_zoom(delta)
+
+
+def _key_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+    for attr in dir(dpg):
+        if attr.startswith("mvKey_") and len(attr) == 7:
+            names[getattr(dpg, attr)] = attr[6:].lower()
+    for attr, name in (
+        ("mvKey_Up", "up"),
+        ("mvKey_Down", "down"),
+        ("mvKey_Escape", "escape"),
+        ("mvKey_Return", "enter"),
+        ("mvKey_Spacebar", "space"),
+        ("mvKey_Tab", "tab"),
+    ):
+        names[getattr(dpg, attr)] = name
+    return names
+
+
+KEY_NAMES = _key_names()
