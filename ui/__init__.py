@@ -1,0 +1,1 @@
+"""The OpenChat desktop app (Dear PyGui): a thin client of the member's stack."""

@@ -18,6 +18,7 @@ Commands not served yet by a service are isolated in one method each (see ``PEND
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -137,7 +138,9 @@ class StackClient:
 
     # state
     async def snapshot(self) -> Snapshot:
-        return await self.call("state", "snapshot", SnapshotArgs(messages_per_channel=SNAPSHOT_MESSAGES), Snapshot)
+        return await self.call(
+            "state", "snapshot", SnapshotArgs(messages_per_channel=SNAPSHOT_MESSAGES), Snapshot
+        )
 
     async def sync(self, since_seq: int) -> SyncResult:
         return await self.call("state", "sync", SyncArgs(since_seq=since_seq, limit=SYNC_PAGE), SyncResult)
@@ -175,7 +178,9 @@ class StackClient:
         return await self.call("connector", "leave", LeaveArgs(server_id=server_id), LeaveResult, timeout=30)
 
     async def consent(self, server_id: str, share: bool) -> _Ack:
-        return await self.call("connector", "consent", ConsentArgs(server_id=server_id, share_profile=share), _Ack)
+        return await self.call(
+            "connector", "consent", ConsentArgs(server_id=server_id, share_profile=share), _Ack
+        )
 
     # notification
     async def unread(self) -> UnreadResult:
@@ -189,7 +194,9 @@ class StackClient:
         return await self.call("notification", "focus", args, UnreadResult)
 
     async def set_mute(self, server_id: str, muted: bool) -> _Lenient:
-        return await self.call("notification", "set_mute", SetMuteArgs(server_id=server_id, muted=muted), _Lenient)
+        return await self.call(
+            "notification", "set_mute", SetMuteArgs(server_id=server_id, muted=muted), _Lenient
+        )
 
     # media bytes over the state HTTP API
     async def attachment_bytes(self, base_url: str, msg: ChatMessage, att: AttachmentRef) -> bytes:
@@ -317,10 +324,8 @@ class StackAdapter:
             log.info("bus close failed", extra={"error": type(exc).__name__})
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _connect(self) -> Bus:
         async def disconnected() -> None:

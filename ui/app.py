@@ -9,8 +9,6 @@ tests call directly too.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import logging
 import os
 import threading
@@ -34,7 +32,7 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.notify import FocusArgs, UnreadResult
 from services.core.members import ConnectionFile
-from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackClient, StackOp, error_text
+from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
 from ui.composer import Composer
 from ui.images import ImageCache
 from ui.model import ViewModel
@@ -62,7 +60,9 @@ class App:
         self.storage = storage or Storage()
         self.prefs: Prefs = self.storage.load_prefs()
         self.connection = connection
-        self.adapter_factory = adapter_factory or (lambda cf, seq: StackAdapter(cf, last_seq=seq, state_http_url=_state_url(cf)))
+        self.adapter_factory = adapter_factory or (
+            lambda cf, seq: StackAdapter(cf, last_seq=seq, state_http_url=_state_url(cf))
+        )
         self.model = ViewModel(clock=clock)
         self.composer = Composer(clock=clock)
         self.adapter: StackAdapter | None = None
@@ -312,7 +312,12 @@ class App:
             self.adapter.submit(lambda c: c.typing(psid, pch, False))
         self.composer.reset()
         sm = self.model.servers.get(sid)
-        if sm is not None and len(sm.messages.get(ch, [])) < 150 and self.adapter is not None and self.model.stack_online:
+        if (
+            sm is not None
+            and len(sm.messages.get(ch, [])) < 150
+            and self.adapter is not None
+            and self.model.stack_online
+        ):
             if not sm.messages.get(ch):
                 sm.loading.add(ch)
             self.adapter.submit(lambda c: c.window(sid, ch, 150), lambda v, e: self._on_window(sid, ch, v, e))
@@ -383,7 +388,15 @@ class App:
         self.save_prefs()
 
     # -- keyboard ----------------------------------------------------------------------------------
-    def on_key(self, name: str, *, ctrl: bool = False, alt: bool = False, shift: bool = False, text_active: bool = False) -> bool:
+    def on_key(
+        self,
+        name: str,
+        *,
+        ctrl: bool = False,
+        alt: bool = False,
+        shift: bool = False,
+        text_active: bool = False,
+    ) -> bool:
         m = self.model
         if name == "escape":
             if self.view is not None:
@@ -640,7 +653,9 @@ class App:
 
         def done(res: LeaveResult | None, error: BaseException | None) -> None:
             if error is not None:
-                self.model.toast(f"Failed to leave server {name}: {error_text(error)}", error=True, history=True)
+                self.model.toast(
+                    f"Failed to leave server {name}: {error_text(error)}", error=True, history=True
+                )
                 return
             self.model.remove_server(sid)
             self.model.toast("Left server.", history=True)
@@ -805,12 +820,19 @@ class App:
         for sid in self.model.order:
             sm = self.model.servers[sid]
             caps = sm.capabilities
-            if sm.record.profile_consent is None and caps is not None and caps.profile_enabled and sid not in self._asked_consent:
+            if (
+                sm.record.profile_consent is None
+                and caps is not None
+                and caps.profile_enabled
+                and sid not in self._asked_consent
+            ):
                 import dearpygui.dearpygui as dpg
 
                 self._asked_consent.add(sid)
                 self._consent_sid = sid
-                dpg.set_value("oc_consent_text", f"Share your display name and avatar with {sm.record.display_name}?")
+                dpg.set_value(
+                    "oc_consent_text", f"Share your display name and avatar with {sm.record.display_name}?"
+                )
                 self.view.show("oc_consent")
                 return
 
@@ -862,9 +884,9 @@ class App:
 
     # -- run --------------------------------------------------------------------------------------------
     def build_view(self) -> None:
-        from ui.view import View
-
         import dearpygui.dearpygui as dpg
+
+        from ui.view import View
 
         self.view = View(self, self.scale, self.font_size)
         self.view.build()
@@ -908,19 +930,25 @@ def _state_url(cf: ConnectionFile) -> str | None:
     return getattr(cf, "state_url", None)
 
 
-def run_app(app: App, *, frames: int | None = None, screenshot: Path | None = None, max_seconds: float | None = None) -> None:
+def run_app(
+    app: App, *, frames: int | None = None, screenshot: Path | None = None, max_seconds: float | None = None
+) -> None:
     import dearpygui.dearpygui as dpg
 
     dpg.create_context()
     w, h = app.prefs.window
-    dpg.create_viewport(title="OpenChat", width=w, height=h, min_width=1080, min_height=680, clear_color=(16, 20, 28, 255))
+    dpg.create_viewport(
+        title="OpenChat", width=w, height=h, min_width=1080, min_height=680, clear_color=(16, 20, 28, 255)
+    )
     dpg.set_viewport_vsync(False)
     dpg.setup_dearpygui()
     app.build_view()
     app.start()
     assert app.view is not None
     app.view.layout(dpg.get_viewport_client_width() or w, dpg.get_viewport_client_height() or h)
-    dpg.set_viewport_resize_callback(lambda: app.view.layout(dpg.get_viewport_client_width(), dpg.get_viewport_client_height()))
+    dpg.set_viewport_resize_callback(
+        lambda: app.view.layout(dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
+    )
     dpg.show_viewport()
     start = time.monotonic()
     n = 0
@@ -962,7 +990,3 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = App(args.connection, scale=args.scale, font_size=args.font_size)
     run_app(app, frames=args.frames, screenshot=args.screenshot, max_seconds=args.max_seconds)
-
-
-def _unused(_: Any) -> None:  # keep imports used by type checkers
-    del base64, json, StackClient

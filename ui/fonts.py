@@ -5,7 +5,7 @@ Noto Sans Mono, ``fonts-symbola`` for monochrome emoji and symbols, ``fonts-deja
 fallback), found through known paths or ``fc-match``. Dear PyGui cannot merge fonts, so text
 runs made of emoji are drawn with the emoji font (see ``split_emoji``).
 
-Fonts are rasterised at ``size × scale`` so text stays crisp at 200 %.
+Fonts are rasterised at ``size * scale`` so text stays crisp at 200 %.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ def has_emoji(text: str) -> bool:
     return any(is_emoji(c) for c in text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def font_file(role: str) -> str | None:
     for path in CANDIDATES.get(role, []):
         if Path(path).is_file():
@@ -132,7 +132,7 @@ class FontSet:
 
 
 def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
-    """Register fonts at ``size × scale`` pixels; returns their ids (0 = DPG's default)."""
+    """Register fonts at ``size * scale`` pixels; returns their ids (0 = DPG's default)."""
     px = max(8.0, round(size * scale))
     fs = FontSet(size=px)
     with dpg.font_registry():
@@ -217,8 +217,15 @@ def make_theme(dpg: Any, scale: float) -> int | str:
     return theme  # type: ignore[no-any-return]
 
 
-def color_theme(dpg: Any, *, text: tuple[int, ...] | None = None, button: tuple[int, ...] | None = None,
-                bg: tuple[int, ...] | None = None, scale: float = 1.0, flat: bool = False) -> int | str:
+def color_theme(
+    dpg: Any,
+    *,
+    text: tuple[int, ...] | None = None,
+    button: tuple[int, ...] | None = None,
+    bg: tuple[int, ...] | None = None,
+    scale: float = 1.0,
+    flat: bool = False,
+) -> int | str:
     with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
         if text is not None:
             dpg.add_theme_color(dpg.mvThemeCol_Text, text)

@@ -266,7 +266,9 @@ def _inline(text: str, style: Span, out: list[Span]) -> None:
                 label, url, end = link
                 flush()
                 ok = safe_url(url)
-                out.append(replace(style, text=label or url, url=ok) if ok else replace(style, text=text[i:end]))
+                out.append(
+                    replace(style, text=label or url, url=ok) if ok else replace(style, text=text[i:end])
+                )
                 i = end
                 continue
         if c == "[":
@@ -293,14 +295,20 @@ def _inline(text: str, style: Span, out: list[Span]) -> None:
                     out.append(replace(style, text=candidate, url=ok))
                     i = end + 1
                     continue
-        for delim, attr in (("**", "bold"), ("__", "bold"), ("~~", "strike"), ("*", "italic"), ("_", "italic")):
+        for delim, attr in (
+            ("**", "bold"),
+            ("__", "bold"),
+            ("~~", "strike"),
+            ("*", "italic"),
+            ("_", "italic"),
+        ):
             if text.startswith(delim, i):
                 if delim == "_" and i > 0 and text[i - 1].isalnum():
                     continue
                 end = _find_closing(text, i + len(delim), delim)
                 if end > 0 and not text[i + len(delim)].isspace():
                     flush()
-                    _inline(text[i + len(delim) : end], replace(style, **{attr: True}), out)
+                    _inline(text[i + len(delim) : end], _styled(style, attr), out)
                     i = end + len(delim)
                     break
         else:
@@ -319,3 +327,11 @@ def _link_at(text: str, i: int) -> tuple[str, str, int] | None:
     if end < 0:
         return None
     return text[i + 1 : close], text[close + 2 : end].strip(), end + 1
+
+
+def _styled(style: Span, attr: str) -> Span:
+    if attr == "bold":
+        return replace(style, bold=True)
+    if attr == "strike":
+        return replace(style, strike=True)
+    return replace(style, italic=True)

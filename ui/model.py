@@ -250,7 +250,9 @@ def _msg_key(m: ChatMessage) -> tuple[datetime, str]:
 class ViewModel:
     """Everything the desktop shows, as plain data. Not thread-safe: main thread only."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] | None = None):
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] | None = None
+    ):
         self.clock = clock
         self.now = now or (lambda: datetime.now(UTC))
         self.servers: dict[str, ServerModel] = {}
@@ -273,7 +275,8 @@ class ViewModel:
         self.display_name: str | None = None
         self.members_open = True
         self.on_channel_opened: Callable[[str, str], None] | None = None
-        self.window_start = 0.0
+        self.counts_from_service = False  # the notification service owns unread/mention counts
+        self.count_revisions: dict[tuple[str, str], int] = {}
 
     # -- dirty tracking ----------------------------------------------------------------------
     def touch(self, *areas: str) -> None:
@@ -445,10 +448,12 @@ class ViewModel:
             typers.pop(m.author_uid, None)
         own = m.author_uid == sm.record.user_uid
         visible = (
-            self.focused and self.active_server == m.server_id and self.active_channel.get(sid_of(m)) == m.channel_id
+            self.focused
+            and self.active_server == m.server_id
+            and self.active_channel.get(m.server_id) == m.channel_id
         )
         ch = sm.channel(m.channel_id)
-        if not own and not visible and (ch is None or ch.type == "text"):
+        if not own and not visible and not self.counts_from_service and (ch is None or ch.type == "text"):
             sm.unread[m.channel_id] = sm.unread.get(m.channel_id, 0) + 1
             if mentions_me(m, sm.record.user_uid, self._my_name(sm)):
                 sm.mentions[m.channel_id] = sm.mentions.get(m.channel_id, 0) + 1
@@ -525,7 +530,9 @@ class ViewModel:
         "profile.updated": (ProfileUpdated, _on_profile),
     }
 
-    def prepend_history(self, server_id: str, channel_id: str, msgs: Iterable[ChatMessage], has_more: bool) -> int:
+    def prepend_history(
+        self, server_id: str, channel_id: str, msgs: Iterable[ChatMessage], has_more: bool
+    ) -> int:
         """Older messages (a history page); returns how many were new."""
         sm = self.servers.get(server_id)
         if sm is None:
@@ -761,7 +768,7 @@ class ViewModel:
         if not seq:
             return False
         cur = (self.active_server, self.channel_id)
-        start = seq.index(cur) if cur in seq else -1  # type: ignore[arg-type]
+        start = seq.index(cur) if cur in seq else -1  # type: ignore[arg-type,unused-ignore]
         for k in range(1, len(seq) + 1):
             sid, ch = seq[(start + step * k) % len(seq)]
             sm = self.servers[sid]
@@ -848,7 +855,9 @@ class ViewModel:
             message=m,
             compact=compact,
             author=sm.name_of(m.author_uid),
-            time_text=clock_time(m.created_at.astimezone()) if compact else header_time(m.created_at, self.now()),
+            time_text=clock_time(m.created_at.astimezone())
+            if compact
+            else header_time(m.created_at, self.now()),
             full_time=full_time(m.created_at),
             quote=quote,
             highlight=not own and mentions_me(m, sm.record.user_uid, self._my_name(sm)),
@@ -873,7 +882,7 @@ class ViewModel:
         return None
 
     def timeline_state(self) -> str:
-        """"Loading messages...", "No messages yet." or "" when there are rows."""
+        """ "Loading messages...", "No messages yet." or "" when there are rows."""
         sm = self.server
         ch = self.channel_id
         if sm is None or ch is None:
@@ -903,10 +912,10 @@ class ViewModel:
         if st in ("reconnecting", "connecting"):
             n = self.retry_in(sm)
             if n is None:
-                return Chip("Reconnecting", AMBER, sm.connection.reason or "Realtime disconnected. Reconnecting...")
-            return Chip(
-                f"Reconnecting in {n}s", AMBER, f"Realtime disconnected. Reconnecting in {n}s..."
-            )
+                return Chip(
+                    "Reconnecting", AMBER, sm.connection.reason or "Realtime disconnected. Reconnecting..."
+                )
+            return Chip(f"Reconnecting in {n}s", AMBER, f"Realtime disconnected. Reconnecting in {n}s...")
         return Chip("Offline", RED, sm.connection.reason or "Realtime offline")
 
     def typing_text(self, sid: str | None = None, channel_id: str | None = None) -> str:
@@ -983,10 +992,6 @@ class ViewModel:
                 )
             )
         return Snapshot(seq=self.last_seq, servers=views)
-
-
-def sid_of(m: ChatMessage) -> str:
-    return m.server_id
 
 
 def _is_local(url: str) -> bool:

@@ -196,14 +196,13 @@ class Timeline:
         for idx, mid in enumerate(want):
             row = self.model.row(msgs, self.start + idx, sm)
             sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, row.message.body)
-            w = self.widgets.get(mid)
-            if w is not None and w.signature == sig:
+            old = self.widgets.get(mid)
+            if old is not None and old.signature == sig:
                 continue
             before_id = next_existing[idx]
-            if w is not None:
-                before_tag: int | str = w.tag
-                tag = self._build_row(row, before=before_tag)
-                dpg.delete_item(w.tag)
+            if old is not None:
+                tag = self._build_row(row, before=old.tag)
+                dpg.delete_item(old.tag)
             else:
                 before = self.widgets[before_id].tag if before_id else 0
                 tag = self._build_row(row, before=before)
@@ -240,7 +239,9 @@ class Timeline:
                             if row.highlight:
                                 mark = dpg.add_text("▎", color=fonts.AMBER)
                                 dpg.bind_item_font(mark, v.fonts.bold)
-                            name = dpg.add_text(row.author, color=fonts.AMBER if row.highlight else fonts.TEXT)
+                            name = dpg.add_text(
+                                row.author, color=fonts.AMBER if row.highlight else fonts.TEXT
+                            )
                             dpg.bind_item_font(name, v.fonts.bold)
                             t = dpg.add_text(row.time_text, color=fonts.MUTED)
                             dpg.bind_item_font(t, v.fonts.small)
@@ -251,7 +252,9 @@ class Timeline:
                         self._attachment(m, att)
             with dpg.popup(g, mousebutton=dpg.mvMouseButton_Right):
                 dpg.add_menu_item(label="Reply", callback=lambda: v.app.reply_to(m.id))
-                dpg.add_menu_item(label="Copy Text", enabled=bool(m.body), callback=lambda: v.app.copy_text(m.id))
+                dpg.add_menu_item(
+                    label="Copy Text", enabled=bool(m.body), callback=lambda: v.app.copy_text(m.id)
+                )
                 dpg.add_menu_item(label="Mark Unread", callback=lambda: v.app.mark_unread(m.channel_id))
         return g  # type: ignore[no-any-return]
 
@@ -263,7 +266,9 @@ class Timeline:
             dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
             initial = (row.author[:1] or "?").upper()
             fsz = size * 0.5
-            dpg.draw_text((size / 2 - fsz * 0.3, size / 2 - fsz * 0.6), initial, size=fsz, color=(255, 255, 255))
+            dpg.draw_text(
+                (size / 2 - fsz * 0.3, size / 2 - fsz * 0.6), initial, size=fsz, color=(255, 255, 255)
+            )
 
     def _attachment(self, m: ChatMessage, att: AttachmentRef) -> None:
         v = self.view
@@ -363,7 +368,9 @@ class Timeline:
             self._text_width[key] = w
         return w
 
-    def _flow(self, spans: list[Span], width: float, base: int | str, color: tuple[int, ...], suffix: str | None) -> None:
+    def _flow(
+        self, spans: list[Span], width: float, base: int | str, color: tuple[int, ...], suffix: str | None
+    ) -> None:
         """Lay styled runs out in lines of at most ``width`` pixels, one widget per run."""
         v = self.view
         lines: list[list[tuple[str, Span, bool]]] = [[]]
@@ -416,9 +423,7 @@ class Timeline:
                     col = color
                     if sp.code:
                         col = (235, 190, 130)
-                    elif sp.strike:
-                        col = fonts.MUTED
-                    elif not sp.text and suffix:
+                    elif sp.strike or (not sp.text and suffix):
                         col = fonts.MUTED
                     t = dpg.add_text(text, color=col)
                     dpg.bind_item_font(t, font)

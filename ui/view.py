@@ -24,6 +24,7 @@ VERSION = "0.1.0"
 RAIL_W, CHANNELS_W, CHANNELS_W_NARROW, MEMBERS_W = 72, 305, 280, 248
 TASKBAR_H, TOOLBAR_H, DOCK_H = 40, 50, 64
 WIDE, NARROW = 1240, 900
+CHEVRON_RIGHT, CHEVRON_DOWN = "\u203a", "\u2304"
 
 KEYMAP = [
     ("Enter", "composer", "send"),
@@ -34,7 +35,7 @@ KEYMAP = [
     ("Ctrl+Alt+↑ / ↓", "anywhere", "previous / next server"),
     ("Alt+Shift+↑ / ↓", "anywhere", "previous / next unread channel"),
     ("any printable key", "workspace", "type into the composer"),
-    ("mouse wheel", "lightbox", "zoom 1×–6×"),
+    ("mouse wheel", "lightbox", "zoom 1x to 6x"),
     ("right-click", "server tile, message", "context menu"),
 ]
 
@@ -102,10 +103,18 @@ class View:
                     wrap=s(640),
                 )
                 dpg.add_input_text(tag="oc_conn_path", hint="/path/to/member.json", width=s(560))
-                dpg.add_listbox(tag="oc_conn_list", items=[], num_items=4, width=s(560),
-                                callback=lambda s_, a: dpg.set_value("oc_conn_path", a))
-                dpg.add_button(label="Connect", tag="oc_conn_go", callback=lambda: self.app.choose_connection(
-                    dpg.get_value("oc_conn_path")))
+                dpg.add_listbox(
+                    tag="oc_conn_list",
+                    items=[],
+                    num_items=4,
+                    width=s(560),
+                    callback=lambda s_, a: dpg.set_value("oc_conn_path", a),
+                )
+                dpg.add_button(
+                    label="Connect",
+                    tag="oc_conn_go",
+                    callback=lambda: self.app.choose_connection(dpg.get_value("oc_conn_path")),
+                )
                 dpg.add_text("", tag="oc_conn_error", color=fonts.RED)
             # workspace
             with dpg.group(tag="oc_workspace"):
@@ -118,7 +127,9 @@ class View:
                 with dpg.child_window(tag="oc_dock", border=False, no_scrollbar=True):
                     pass
                 with dpg.child_window(tag="oc_chat", border=False, no_scrollbar=True):
-                    with dpg.child_window(tag="oc_toolbar", border=False, no_scrollbar=True, height=s(TOOLBAR_H)):
+                    with dpg.child_window(
+                        tag="oc_toolbar", border=False, no_scrollbar=True, height=s(TOOLBAR_H)
+                    ):
                         pass
                     dpg.add_group(tag="oc_banners")
                     with dpg.child_window(tag="oc_timeline", border=False):
@@ -130,12 +141,19 @@ class View:
                     with dpg.group(tag="oc_reply_banner", horizontal=True, show=False):
                         dpg.add_text("Replying to", color=fonts.MUTED)
                         dpg.add_text("", tag="oc_reply_name")
-                        dpg.add_button(label="@ ON", tag="oc_reply_ping", callback=lambda: self.app.toggle_reply_ping())
-                        dpg.add_button(label="×", callback=lambda: self.app.cancel_reply())
+                        dpg.add_button(
+                            label="@ ON", tag="oc_reply_ping", callback=lambda: self.app.toggle_reply_ping()
+                        )
+                        dpg.add_button(label="\u00d7", callback=lambda: self.app.cancel_reply())
                     dpg.add_group(tag="oc_attachments", horizontal=True)
                     dpg.add_text("", tag="oc_composer_error", color=fonts.RED, show=False)
                     with dpg.group(horizontal=True, tag="oc_composer_row"):
-                        dpg.add_button(label="+", tag="oc_attach", width=s(32), callback=lambda: self.app.open_file_dialog())
+                        dpg.add_button(
+                            label="+",
+                            tag="oc_attach",
+                            width=s(32),
+                            callback=lambda: self.app.open_file_dialog(),
+                        )
                         dpg.add_input_text(
                             tag="oc_composer",
                             multiline=True,
@@ -144,7 +162,12 @@ class View:
                             hint="Message",
                             callback=lambda s_, a: self.app.on_composer_enter(),
                         )
-                        dpg.add_button(label="Send", tag="oc_send", width=s(80), callback=lambda: self.app.on_composer_enter(force=True))
+                        dpg.add_button(
+                            label="Send",
+                            tag="oc_send",
+                            width=s(80),
+                            callback=lambda: self.app.on_composer_enter(force=True),
+                        )
                 with dpg.child_window(tag="oc_members", border=False):
                     pass
         with dpg.item_handler_registry(tag="oc_composer_handlers"):
@@ -171,46 +194,102 @@ class View:
     def _build_dialogs(self) -> None:
         s = self.s
         # Add server
-        with dpg.window(tag="oc_add", label="Add Server", modal=True, show=False, width=s(560), height=s(520),
-                        no_resize=True, on_close=lambda: self.app.close_overlays()):
+        with dpg.window(
+            tag="oc_add",
+            label="Add Server",
+            modal=True,
+            show=False,
+            width=s(560),
+            height=s(520),
+            no_resize=True,
+            on_close=lambda: self.app.close_overlays(),
+        ):
             dpg.add_text("Backend URL")
             dpg.add_input_text(tag="oc_add_url", width=-1, callback=lambda: self.app.add_url_changed())
             with dpg.group(horizontal=True):
-                dpg.add_button(label="Discover Servers", tag="oc_add_discover", callback=lambda: self.app.discover())
+                dpg.add_button(
+                    label="Discover Servers", tag="oc_add_discover", callback=lambda: self.app.discover()
+                )
                 dpg.add_button(label="Probe Backend", tag="oc_add_probe", callback=lambda: self.app.probe())
-            dpg.add_listbox(tag="oc_add_list", items=[], num_items=5, width=-1,
-                            callback=lambda s_, a: self.app.pick_discovered(a))
+            dpg.add_listbox(
+                tag="oc_add_list",
+                items=[],
+                num_items=5,
+                width=-1,
+                callback=lambda s_, a: self.app.pick_discovered(a),
+            )
             dpg.add_text("", tag="oc_add_summary", wrap=s(520))
             dpg.add_text("", tag="oc_add_warning", color=fonts.AMBER, wrap=s(520))
             dpg.add_text("", tag="oc_add_disclosure", color=fonts.MUTED, wrap=s(520))
             dpg.add_text("", tag="oc_add_error", color=fonts.RED, wrap=s(520))
             with dpg.group(horizontal=True):
-                b = dpg.add_button(label="Add Server", tag="oc_add_confirm", callback=lambda: self.app.add_server())
+                b = dpg.add_button(
+                    label="Add Server", tag="oc_add_confirm", callback=lambda: self.app.add_server()
+                )
                 dpg.bind_item_theme(b, self.themes["brand"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
         # Leave confirmation
-        with dpg.window(tag="oc_leave", label="Leave server", modal=True, show=False, width=s(420), height=s(170), no_resize=True):
+        with dpg.window(
+            tag="oc_leave",
+            label="Leave server",
+            modal=True,
+            show=False,
+            width=s(420),
+            height=s(170),
+            no_resize=True,
+        ):
             dpg.add_text("", tag="oc_leave_text", wrap=s(400))
-            dpg.add_text("Its channels, messages and counts are cleared for you on this stack.", color=fonts.MUTED, wrap=s(400))
+            dpg.add_text(
+                "Its channels, messages and counts are cleared for you on this stack.",
+                color=fonts.MUTED,
+                wrap=s(400),
+            )
             with dpg.group(horizontal=True):
-                b = dpg.add_button(label="Leave", tag="oc_leave_confirm", callback=lambda: self.app.confirm_leave())
+                b = dpg.add_button(
+                    label="Leave", tag="oc_leave_confirm", callback=lambda: self.app.confirm_leave()
+                )
                 dpg.bind_item_theme(b, self.themes["danger"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
         # Consent (D18)
-        with dpg.window(tag="oc_consent", label="Profile", modal=True, show=False, width=s(440), height=s(150), no_resize=True):
+        with dpg.window(
+            tag="oc_consent",
+            label="Profile",
+            modal=True,
+            show=False,
+            width=s(440),
+            height=s(150),
+            no_resize=True,
+        ):
             dpg.add_text("", tag="oc_consent_text", wrap=s(420))
             with dpg.group(horizontal=True):
                 b = dpg.add_button(label="Share", callback=lambda: self.app.answer_consent(True))
                 dpg.bind_item_theme(b, self.themes["brand"])
                 dpg.add_button(label="Keep private", callback=lambda: self.app.answer_consent(False))
         # Quick switcher
-        with dpg.window(tag="oc_switcher", label="Quick switcher", modal=True, show=False, width=s(520), height=s(380),
-                        no_resize=True, no_title_bar=True):
-            dpg.add_input_text(tag="oc_switch_query", hint="Where would you like to go?", width=-1,
-                               callback=lambda s_, a: self.app.quick_query(a))
+        with dpg.window(
+            tag="oc_switcher",
+            label="Quick switcher",
+            modal=True,
+            show=False,
+            width=s(520),
+            height=s(380),
+            no_resize=True,
+            no_title_bar=True,
+        ):
+            dpg.add_input_text(
+                tag="oc_switch_query",
+                hint="Where would you like to go?",
+                width=-1,
+                callback=lambda s_, a: self.app.quick_query(a),
+            )
             dpg.add_group(tag="oc_switch_list")
         # Settings
-        with dpg.window(tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)), dpg.tab_bar():
+        with (
+            dpg.window(
+                tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)
+            ),
+            dpg.tab_bar(),
+        ):
             with dpg.tab(label="My Account"):
                 h = dpg.add_text("Identity Disclosure")
                 dpg.bind_item_font(h, self.fonts.bold)
@@ -228,12 +307,21 @@ class View:
                 dpg.add_group(tag="oc_set_history")
             with dpg.tab(label="Appearance"):
                 dpg.add_text("UI scale")
-                dpg.add_radio_button(["100%", "125%", "150%", "200%"], tag="oc_set_scale", horizontal=True,
-                                     default_value=f"{round(self.scale * 100)}%",
-                                     callback=lambda s_, a: self.app.set_appearance(scale=int(a.rstrip("%")) / 100))
+                dpg.add_radio_button(
+                    ["100%", "125%", "150%", "200%"],
+                    tag="oc_set_scale",
+                    horizontal=True,
+                    default_value=f"{round(self.scale * 100)}%",
+                    callback=lambda s_, a: self.app.set_appearance(scale=int(a.rstrip("%")) / 100),
+                )
                 dpg.add_text("Font size")
-                dpg.add_slider_int(tag="oc_set_font", min_value=12, max_value=24, default_value=self.font_size,
-                                   callback=lambda s_, a: self.app.set_appearance(font_size=a))
+                dpg.add_slider_int(
+                    tag="oc_set_font",
+                    min_value=12,
+                    max_value=24,
+                    default_value=self.font_size,
+                    callback=lambda s_, a: self.app.set_appearance(font_size=a),
+                )
                 dpg.add_text("Scale and font size apply at the next start.", color=fonts.MUTED)
             with dpg.tab(label="Keyboard"), dpg.table(header_row=True):
                 dpg.add_table_column(label="Key")
@@ -269,12 +357,18 @@ class View:
         dock_h = 0 if narrow else s(DOCK_H)
         dpg.configure_item("oc_taskbar", pos=(0, 0), width=width, height=top)
         dpg.configure_item("oc_rail", pos=(0, top), width=rail_w, height=body_h - dock_h)
-        dpg.configure_item("oc_channels", pos=(rail_w, top), width=max(1, chan_w), height=body_h - dock_h, show=not narrow)
-        dpg.configure_item("oc_dock", pos=(0, height - dock_h), width=rail_w + chan_w, height=max(1, dock_h), show=not narrow)
+        dpg.configure_item(
+            "oc_channels", pos=(rail_w, top), width=max(1, chan_w), height=body_h - dock_h, show=not narrow
+        )
+        dpg.configure_item(
+            "oc_dock", pos=(0, height - dock_h), width=rail_w + chan_w, height=max(1, dock_h), show=not narrow
+        )
         chat_x = rail_w + chan_w
         chat_w = width - chat_x - mem_w
         dpg.configure_item("oc_chat", pos=(chat_x, top), width=chat_w, height=body_h)
-        dpg.configure_item("oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0)
+        dpg.configure_item(
+            "oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0
+        )
         dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 40))
         self._timeline_height()
         if self.timeline is not None:
@@ -371,8 +465,13 @@ class View:
                 sm = m.servers[sid]
                 active = sid == m.active_server
                 offline = sm.connection.state == "offline" or not m.stack_online
-                theme = "tile_active" if active else "tile_offline" if offline else (
-                    "tile_unverified" if sm.record.trust_state != "verified" else "tile")
+                theme = (
+                    "tile_active"
+                    if active
+                    else "tile_offline"
+                    if offline
+                    else ("tile_unverified" if sm.record.trust_state != "verified" else "tile")
+                )
                 label = (sm.record.icon_text or sm.record.display_name[:2]).upper()[:2]
                 with dpg.group(horizontal=True):
                     dpg.add_spacer(width=s(4))
@@ -390,21 +489,40 @@ class View:
                         if offline:
                             dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
                     text, mention = m.rail_badge(sid)
-                    badge = dpg.add_button(label=text, tag=f"oc_tile_badge_{sid}", show=bool(text), height=s(18), small=True)
+                    badge = dpg.add_button(
+                        label=text, tag=f"oc_tile_badge_{sid}", show=bool(text), height=s(18), small=True
+                    )
                     dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
                     dpg.bind_item_font(badge, self.fonts.small)
                 with dpg.popup(b, mousebutton=dpg.mvMouseButton_Right, tag=f"oc_tile_menu_{sid}"):
-                    dpg.add_menu_item(label="Mark As Read", callback=lambda s_, a, u: self.app.mark_server_read(u), user_data=sid)
-                    dpg.add_menu_item(label="Mute Server", check=True, default_value=sm.muted,
-                                      callback=lambda s_, a, u: self.app.set_mute(u, a), user_data=sid)
+                    dpg.add_menu_item(
+                        label="Mark As Read",
+                        callback=lambda s_, a, u: self.app.mark_server_read(u),
+                        user_data=sid,
+                    )
+                    dpg.add_menu_item(
+                        label="Mute Server",
+                        check=True,
+                        default_value=sm.muted,
+                        callback=lambda s_, a, u: self.app.set_mute(u, a),
+                        user_data=sid,
+                    )
                     dpg.add_separator()
-                    leave = dpg.add_menu_item(label="Leave Server", callback=lambda s_, a, u: self.app.ask_leave(u), user_data=sid)
+                    leave = dpg.add_menu_item(
+                        label="Leave Server", callback=lambda s_, a, u: self.app.ask_leave(u), user_data=sid
+                    )
                     dpg.bind_item_theme(leave, fonts.color_theme(dpg, text=fonts.RED))
                     dpg.add_separator()
                     dpg.add_text(sm.record.display_name, color=fonts.MUTED)
             with dpg.group(horizontal=True):
                 dpg.add_spacer(width=s(4))
-                dpg.add_button(label="+", tag="oc_add_tile", width=s(48), height=s(48), callback=lambda: self.app.open_add_server())
+                dpg.add_button(
+                    label="+",
+                    tag="oc_add_tile",
+                    width=s(48),
+                    height=s(48),
+                    callback=lambda: self.app.open_add_server(),
+                )
 
     def _render_channels(self) -> None:
         self._clear("oc_channels")
@@ -421,14 +539,19 @@ class View:
             dpg.bind_item_font(name, self.fonts.bold)
             bl = dpg.add_text(m.build_label(), tag="oc_build_label", color=fonts.MUTED)
             dpg.bind_item_font(bl, self.fonts.italic)
-            dpg.add_input_text(tag="oc_filter", hint="Filter channels", width=-1, default_value=m.filters.get(sid, ""),
-                               callback=lambda s_, a: self.app.set_filter(a))
+            dpg.add_input_text(
+                tag="oc_filter",
+                hint="Filter channels",
+                width=-1,
+                default_value=m.filters.get(sid, ""),
+                callback=lambda s_, a: self.app.set_filter(a),
+            )
             dpg.add_spacer(height=s(4))
             active = m.channel_id
             for group, chans in m.visible_channels():
                 collapsed = (sid, group.id) in m.collapsed
                 hdr = dpg.add_selectable(
-                    label=f"{'›' if collapsed else '⌄'} {group.label.upper()}",
+                    label=f"{CHEVRON_RIGHT if collapsed else CHEVRON_DOWN} {group.label.upper()}",
                     tag=f"oc_group_{group.id}",
                     callback=lambda s_, a, u: self.app.toggle_group(u),
                     user_data=group.id,
@@ -476,11 +599,19 @@ class View:
                         dpg.add_text("", tag="oc_chip_tooltip")
                     dpg.add_spacer(width=s(24))
                     dpg.add_button(
-                        label="Members", tag="oc_members_toggle", small=True, callback=lambda: self.app.toggle_members()
+                        label="Members",
+                        tag="oc_members_toggle",
+                        small=True,
+                        callback=lambda: self.app.toggle_members(),
                     )
                     if m.members_open:
                         dpg.bind_item_theme("oc_members_toggle", self.themes["brand"])
-                    dpg.add_button(label="⚙", tag="oc_settings_btn", small=True, callback=lambda: self.app.open_settings())
+                    dpg.add_button(
+                        label="⚙",
+                        tag="oc_settings_btn",
+                        small=True,
+                        callback=lambda: self.app.open_settings(),
+                    )
         self._chip_at = 0.0
 
     def _render_chip(self) -> None:
@@ -503,9 +634,16 @@ class View:
         for b in self.model.visible_banners():
             color = fonts.RED if b.level == "error" else fonts.AMBER if b.level == "warning" else fonts.MUTED
             with dpg.group(parent="oc_banners", horizontal=True):
-                dpg.add_text(b.text, tag=f"oc_banner_{b.key}", color=color, wrap=max(200, self.width - self.s(760)))
+                dpg.add_text(
+                    b.text, tag=f"oc_banner_{b.key}", color=color, wrap=max(200, self.width - self.s(760))
+                )
                 if b.dismissible:
-                    dpg.add_button(label="Dismiss", small=True, callback=lambda s_, a, u: self.app.dismiss_banner(u), user_data=b.key)
+                    dpg.add_button(
+                        label="Dismiss",
+                        small=True,
+                        callback=lambda s_, a, u: self.app.dismiss_banner(u),
+                        user_data=b.key,
+                    )
 
     def _render_members(self) -> None:
         self._clear("oc_members")
@@ -514,11 +652,13 @@ class View:
             with dpg.group(horizontal=True):
                 t = dpg.add_text(title, tag="oc_members_title")
                 dpg.bind_item_font(t, self.fonts.bold)
-                dpg.add_button(label="›", small=True, callback=lambda: self.app.toggle_members())
+                dpg.add_button(label=CHEVRON_RIGHT, small=True, callback=lambda: self.app.toggle_members())
             st = dpg.add_text(sub, color=fonts.MUTED)
             dpg.bind_item_font(st, self.fonts.small)
             if not names:
-                dpg.add_text("No users currently active in this text channel.", color=fonts.MUTED, wrap=self.s(220))
+                dpg.add_text(
+                    "No users currently active in this text channel.", color=fonts.MUTED, wrap=self.s(220)
+                )
             for n in names:
                 with dpg.group(horizontal=True):
                     dpg.add_text("●", color=fonts.GREEN)
@@ -536,7 +676,9 @@ class View:
             with dpg.drawlist(width=size, height=size):
                 color = fonts.uid_color(uid or "x")
                 dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
-                dpg.draw_circle((size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255))
+                dpg.draw_circle(
+                    (size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255)
+                )
             with dpg.group():
                 n = dpg.add_text(self.model.display_name or self.app.member, tag="oc_dock_name")
                 dpg.bind_item_font(n, self.fonts.bold)
@@ -555,7 +697,9 @@ class View:
         if m.read_only:
             hint = "Read-only: the home stack is unreachable"
         dpg.configure_item("oc_composer", hint=hint, enabled=not read_only and not c.sending)
-        dpg.configure_item("oc_send", label="Sending..." if c.sending else "Send", enabled=not read_only and not c.sending)
+        dpg.configure_item(
+            "oc_send", label="Sending..." if c.sending else "Send", enabled=not read_only and not c.sending
+        )
         dpg.configure_item("oc_attach", enabled=not read_only and m.attachments_enabled())
         if dpg.get_value("oc_composer") != c.draft and not dpg.is_item_active("oc_composer"):
             dpg.set_value("oc_composer", c.draft)
@@ -583,7 +727,12 @@ class View:
             with dpg.group(parent="oc_attachments"):
                 dpg.add_text(f"🖼 {a.name}", color=fonts.TEXT)
                 dpg.add_text(format_bytes(a.size), color=fonts.MUTED)
-                dpg.add_button(label="Remove", small=True, callback=lambda s_, a_, u: self.app.remove_attachment(u), user_data=i)
+                dpg.add_button(
+                    label="Remove",
+                    small=True,
+                    callback=lambda s_, a_, u: self.app.remove_attachment(u),
+                    user_data=i,
+                )
 
     # -- overlays -------------------------------------------------------------------------------
     def center(self, tag: str) -> None:
@@ -626,8 +775,11 @@ class View:
     def open_lightbox(self, m: ChatMessage, att: AttachmentRef) -> None:
         tex = self.app.images.texture_for(m, att)
         self._clear("oc_lightbox_body")
-        dpg.set_value("oc_lightbox_caption", f"{att.file_name} · {format_bytes(att.bytes)}"
-                      + (f" · {att.width}×{att.height}" if att.width and att.height else ""))
+        dpg.set_value(
+            "oc_lightbox_caption",
+            f"{att.file_name} · {format_bytes(att.bytes)}"
+            + (f" · {att.width}x{att.height}" if att.width and att.height else ""),
+        )
         w = int(self.width * 0.8)
         h = int(self.height * 0.8)
         dpg.configure_item("oc_lightbox", width=w, height=h)
@@ -637,7 +789,13 @@ class View:
         else:
             tag, tw, th = tex
             sc = min((w - 24) / tw, (h - 60) / th, 4.0)
-            dpg.add_image(tag, tag="oc_lightbox_image", width=int(tw * sc), height=int(th * sc), parent="oc_lightbox_body")
+            dpg.add_image(
+                tag,
+                tag="oc_lightbox_image",
+                width=int(tw * sc),
+                height=int(th * sc),
+                parent="oc_lightbox_body",
+            )
         self.show("oc_lightbox")
 
     def lightbox_zoom(self, notches: float) -> float:
@@ -654,9 +812,21 @@ class View:
 
     # -- input ----------------------------------------------------------------------------------
     def _on_key(self, key: int) -> None:
-        ctrl = dpg.is_key_down(dpg.mvKey_ModCtrl) or dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
-        alt = dpg.is_key_down(dpg.mvKey_ModAlt) or dpg.is_key_down(dpg.mvKey_LAlt) or dpg.is_key_down(dpg.mvKey_RAlt)
-        shift = dpg.is_key_down(dpg.mvKey_ModShift) or dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+        ctrl = (
+            dpg.is_key_down(dpg.mvKey_ModCtrl)
+            or dpg.is_key_down(dpg.mvKey_LControl)
+            or dpg.is_key_down(dpg.mvKey_RControl)
+        )
+        alt = (
+            dpg.is_key_down(dpg.mvKey_ModAlt)
+            or dpg.is_key_down(dpg.mvKey_LAlt)
+            or dpg.is_key_down(dpg.mvKey_RAlt)
+        )
+        shift = (
+            dpg.is_key_down(dpg.mvKey_ModShift)
+            or dpg.is_key_down(dpg.mvKey_LShift)
+            or dpg.is_key_down(dpg.mvKey_RShift)
+        )
         name = KEY_NAMES.get(key)
         if name is None:
             return

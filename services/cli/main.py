@@ -12,6 +12,7 @@ import sys
 import click
 
 from services.cli.chat import register as register_chat
+from services.cli.notify import register as register_notify
 from services.cli.home import Home
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
@@ -153,6 +154,7 @@ def identity_show(member: str, server_id: str | None) -> None:
 
 
 register_chat(main)
+register_notify(main)
 
 if __name__ == "__main__":
     main()

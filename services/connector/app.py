@@ -128,14 +128,16 @@ async def setup(ctx: ServiceContext) -> None:
     connector = build(ctx)
     await register(ctx.bus, connector)
     await connector.start()
+    ctx.extras["connector"] = connector
 
-    async def stop_on_shutdown() -> None:
-        await ctx.stopping.wait()
+
+async def teardown(ctx: ServiceContext) -> None:
+    """Stop every session (closing sockets, publishing nothing more) before the bus drains."""
+    connector = ctx.extras.get("connector")
+    if isinstance(connector, Connector):
         await connector.close()
 
-    asyncio.create_task(stop_on_shutdown(), name="connector-stop")  # noqa: RUF006
 
-
-SERVICE = Service(name="connector", setup=setup)
+SERVICE = Service(name="connector", setup=setup, teardown=teardown)
 
 __all__ = ["SERVICE", "ConnectorSettings", "build", "bus_sink", "register"]

@@ -38,6 +38,7 @@ class ServiceContext:
     bus: Bus | None = None
     redis: aioredis.Redis | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    extras: dict[str, object] = field(default_factory=dict)  # what setup builds, for teardown
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Service:
     needs_redis: bool = False
     setup: Callable[[ServiceContext], Awaitable[None]] | None = None
     routes: Callable[[ServiceContext], APIRouter] | None = None  # extra HTTP routes (see module doc)
+    teardown: Callable[[ServiceContext], Awaitable[None]] | None = None  # before the bus drains
 
 
 def bus_options(settings: Settings, name: str) -> ConnectOptions:
@@ -140,6 +142,11 @@ async def serve(service: Service, settings: Settings) -> None:
     start_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await start_task
+    if service.teardown is not None:
+        try:
+            await asyncio.wait_for(service.teardown(ctx), 10)
+        except Exception:
+            log.exception("teardown failed", extra={"service": service.name})
     if ctx.bus is not None:
         await ctx.bus.close()
     if ctx.redis is not None:
