@@ -12,8 +12,8 @@ import sys
 import click
 
 from services.cli.chat import register as register_chat
-from services.cli.notify import register as register_notify
 from services.cli.home import Home
+from services.cli.notify import register as register_notify
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
