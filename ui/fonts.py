@@ -131,10 +131,18 @@ class FontSet:
     size: float = 16.0
 
 
+_LOADED: dict[tuple[int, float], FontSet] = {}
+
+
 def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
-    """Register fonts at ``size * scale`` pixels; returns their ids (0 = DPG's default)."""
+    """Register fonts at ``size * scale`` pixels (once per process and size); returns their ids
+    (0 = DPG's default)."""
+    cached = _LOADED.get((size, scale))
+    if cached is not None and dpg.does_item_exist(cached.regular):
+        return cached
     px = max(8.0, round(size * scale))
     fs = FontSet(size=px)
+    _LOADED[(size, scale)] = fs
     with dpg.font_registry():
         for role, px_role in (
             ("regular", px),
@@ -148,11 +156,8 @@ def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
             file = font_file("regular" if role == "small" else "bold" if role == "heading" else role)
             if file is None:
                 continue
-            with dpg.font(file, px_role) as font:
-                ranges = EMOJI_RANGES if role == "emoji" else TEXT_RANGES
-                dpg.add_font_range_hint(dpg.mvFontRangeHint_Default)
-                for lo, hi in ranges:
-                    dpg.add_font_range(lo, hi)
+            # Dear PyGui 2.3 (Dear ImGui 1.92) loads glyphs on demand: no range lists needed.
+            font = dpg.add_font(file, px_role)
             setattr(fs, role, font)
     return fs
 

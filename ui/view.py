@@ -191,6 +191,25 @@ class View:
         dpg.set_primary_window("oc_root", True)
         self._built = True
 
+    TOP_LEVEL = (
+        "oc_root",
+        "oc_add",
+        "oc_leave",
+        "oc_consent",
+        "oc_switcher",
+        "oc_settings",
+        "oc_lightbox",
+        "oc_keys",
+        "oc_composer_handlers",
+    )
+
+    def destroy(self) -> None:
+        """Delete every widget this view created (tests reuse one Dear PyGui context)."""
+        for tag in self.TOP_LEVEL:
+            if dpg.does_item_exist(tag):
+                dpg.delete_item(tag)
+        self._built = False
+
     def _build_dialogs(self) -> None:
         s = self.s
         # Add server

@@ -117,6 +117,26 @@ class MemberClient:
         args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
         return await self.call("state", "history", args, ViewHistoryResult)
 
+    async def counts(self, server_id: str | None = None) -> dict[str, dict[str, Any]] | None:
+        """Unread/mention counts per server (with ``channels`` per channel id), from the
+        notification service; ``None`` when it does not answer."""
+        from services.core.contracts.notify import SERVICE, UnreadArgs, UnreadResult
+
+        try:
+            result = await self.call(
+                SERVICE, "unread", UnreadArgs(server_id=server_id), UnreadResult, timeout=5
+            )
+        except CommandError:
+            return None
+        return {
+            s.server_id: {
+                "unread": s.unread,
+                "mentions": s.mentions,
+                "channels": {c.channel_id: {"unread": c.unread, "mentions": c.mentions} for c in s.channels},
+            }
+            for s in result.servers
+        }
+
     async def tail(self, on_event: Callable[[int, str, dict[str, Any]], None], stop: asyncio.Event) -> None:
         async def cb(msg: Msg) -> None:
             seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
@@ -248,7 +268,11 @@ def register(main: click.Group) -> None:
     @json_option
     def servers(member: str | None, connection: Path | None, as_json: bool) -> None:
         """Joined servers with their connection state."""
-        snap: Snapshot = run(member, connection, lambda c: c.snapshot())
+
+        async def work(c: MemberClient) -> tuple[Snapshot, dict[str, dict[str, Any]] | None]:
+            return await c.snapshot(), await c.counts()
+
+        snap, counts = run(member, connection, work)
         rows = [
             {
                 "server_id": v.server.server_id,
@@ -260,6 +284,11 @@ def register(main: click.Group) -> None:
                 "next_retry_at": v.connection.next_retry_at.isoformat()
                 if v.connection.next_retry_at
                 else None,
+                # Counts from the notification service (None when it does not answer).
+                "unread": counts.get(v.server.server_id, {}).get("unread", 0) if counts is not None else None,
+                "mentions": counts.get(v.server.server_id, {}).get("mentions", 0)
+                if counts is not None
+                else None,
             }
             for v in snap.servers
         ]
@@ -267,8 +296,9 @@ def register(main: click.Group) -> None:
         def human() -> None:
             for r in rows:
                 extra = f" — {r['reason']}" if r["reason"] else ""
+                badge = f"  unread {r['unread']} @{r['mentions']}" if r["unread"] is not None else ""
                 click.echo(
-                    f"{r['server_id']:<20} {r['connection']:<12} {r['name']}  {r['url']}  {r['uid']}{extra}"
+                    f"{r['server_id']:<20} {r['connection']:<12} {r['name']}  {r['url']}  {r['uid']}{badge}{extra}"
                 )
 
         emit(as_json, rows, human)
@@ -280,19 +310,32 @@ def register(main: click.Group) -> None:
     @json_option
     def channels(server_id: str, member: str | None, connection: Path | None, as_json: bool) -> None:
         """The channel tree of SERVER."""
-        snap: Snapshot = run(member, connection, lambda c: c.snapshot(server_id))
+
+        async def work(c: MemberClient) -> tuple[Snapshot, dict[str, dict[str, Any]] | None]:
+            return await c.snapshot(server_id), await c.counts(server_id)
+
+        snap, counts = run(member, connection, work)
         views = [v for v in snap.servers if v.server.server_id == server_id]
         if not views:
             raise click.ClickException(f"not joined: {server_id}")
         groups = views[0].groups
+        per_channel: dict[str, Any] = (counts or {}).get(server_id, {}).get("channels", {})
         data = [g.model_dump(mode="json") for g in groups]
+        for group in data:
+            for ch in group["channels"]:
+                found = per_channel.get(ch["id"], {})
+                ch["unread"] = found.get("unread", 0) if counts is not None else None
+                ch["mentions"] = found.get("mentions", 0) if counts is not None else None
 
         def human() -> None:
             for g in groups:
                 click.echo(f"{g.label}")
                 for ch in g.channels:
                     mark = "#" if ch.type == "text" else "🔊"
-                    click.echo(f"  {mark} {ch.name:<24} {ch.id}")
+                    found = per_channel.get(ch.id, {})
+                    badge = f"  {found['unread']} unread" if found.get("unread") else ""
+                    badge += f" @{found['mentions']}" if found.get("mentions") else ""
+                    click.echo(f"  {mark} {ch.name:<24} {ch.id}{badge}")
 
         emit(as_json, data, human)
 

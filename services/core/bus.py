@@ -91,6 +91,11 @@ def decode(model: type[M], data: bytes) -> M:
 
 
 @dataclass
+class _Flags:
+    closing: bool = False
+
+
+@dataclass
 class ConnectOptions:
     url: str
     user: str | None = None
@@ -105,8 +110,9 @@ class ConnectOptions:
 class Bus:
     """One NATS connection of a process, with typed helpers."""
 
-    def __init__(self, nc: NatsClient) -> None:
+    def __init__(self, nc: NatsClient, flags: _Flags | None = None) -> None:
         self.nc = nc
+        self._flags = flags or _Flags()
         self._js: JetStreamContext | None = None
         self._subs: list[Subscription] = []
         self._pending_commands: list[
@@ -121,12 +127,13 @@ class Bus:
         attempt = 0
         while True:
             attempt += 1
+            flags = _Flags()
             try:
-                nc = await nats.connect(**cls._options(opts))
+                nc = await nats.connect(**cls._options(opts, flags))
                 log.info(
                     "bus connected", extra={"url": nc.connected_url.netloc if nc.connected_url else opts.url}
                 )
-                return cls(nc)
+                return cls(nc, flags)
             except Exception as exc:  # any connect failure: refused, auth, DNS
                 if first_attempts is not None and attempt >= first_attempts:
                     raise
@@ -137,12 +144,13 @@ class Bus:
                 await asyncio.sleep(delay)
 
     @staticmethod
-    def _options(opts: ConnectOptions) -> dict[str, Any]:
+    def _options(opts: ConnectOptions, flags: _Flags) -> dict[str, Any]:
         async def on_error(exc: Exception) -> None:
             log.warning("bus error", extra={"error": repr(exc)})
 
         async def on_disconnect() -> None:
-            log.warning("bus disconnected")
+            if not flags.closing:
+                log.warning("bus disconnected")
 
         async def on_reconnect() -> None:
             log.info("bus reconnected")
@@ -183,6 +191,7 @@ class Bus:
         """Drain: finish in-flight handlers and flush pending publishes, then close."""
         if self.nc.is_closed:
             return
+        self._flags.closing = True
         try:
             await asyncio.wait_for(self.nc.drain(), timeout=5)
         except Exception as exc:  # a dead connection cannot drain; close it anyway
