@@ -242,7 +242,7 @@ def color_theme(
             dpg.add_theme_color(dpg.mvThemeCol_ChildBg, bg)
             dpg.add_theme_color(dpg.mvThemeCol_WindowBg, bg)
         if flat:
-            dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 0, 0)
+            dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 0, 5 * scale)
             dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 0, 0)
             dpg.add_theme_color(dpg.mvThemeCol_Button, (0, 0, 0, 0))
             dpg.add_theme_color(dpg.mvThemeCol_ButtonHovered, (255, 255, 255, 20))

@@ -249,7 +249,7 @@ def _inline(text: str, style: Span, out: list[Span]) -> None:
             i += 2
             continue
         if c == "`":
-            run = len(text) - len(text[i:].lstrip("`"))
+            run = len(text[i:]) - len(text[i:].lstrip("`"))
             ticks = text[i : i + run]
             end = text.find(ticks, i + run)
             if end > 0:

@@ -375,6 +375,7 @@ class ViewModel:
             self.order.append(rec.server_id)
         if self.active_server is None:
             self.active_server = rec.server_id
+        self._refresh_banners()
         self.touch()
 
     def _on_left(self, sid: str, ev: ServerLeft, _env: dict[str, Any]) -> None:
@@ -929,12 +930,12 @@ class ViewModel:
         names = [sm.name_of(u) for u, exp in typers.items() if exp > now and u != sm.record.user_uid]
         return typing_label(names)
 
-    def members(self) -> tuple[str, str, list[str]]:
-        """(title, subtitle, names) of the members pane."""
+    def members(self) -> tuple[str, str, list[str], str]:
+        """(title, subtitle, names, empty-state text) of the members pane."""
         sm = self.server
         ch = self.channel_id
         if sm is None or ch is None:
-            return ("Online - 0", "", ["Select a text channel to see active users."])
+            return ("Online - 0", "", [], "Select a text channel to see active users.")
         entries = sm.presence.get(ch, {})
         seen: dict[str, str] = {}
         for e in entries.values():
@@ -942,7 +943,8 @@ class ViewModel:
         channel = sm.channel(ch)
         sub = f"#{channel.name.upper()}" if channel else ""
         names = sorted(set(seen.values()), key=str.lower)
-        return (f"Online - {len(names)}", sub, names)
+        empty = "" if names else "No users currently active in this text channel."
+        return (f"Online - {len(names)}", sub, names, empty)
 
     def rail_badge(self, sid: str) -> tuple[str, bool]:
         """(text, is_mention) of a rail badge: mentions win over unread (7.2)."""

@@ -93,8 +93,6 @@ class Timeline:
                 changed = self._shift_down(n)
             if ymax > 0:
                 self.following = ymax - y <= FOLLOW_PX and self.end >= n
-        if self.following and self.order and not changed and y <= 1.0 and ymax > FOLLOW_PX:
-            self.following = False
         if changed:
             if self.following or not self.order:
                 self.end = n
@@ -224,13 +222,15 @@ class Timeline:
                 dpg.add_spacer(height=s(6))
             if row.quote:
                 with dpg.group(horizontal=True):
-                    dpg.add_spacer(width=s(AVATAR + 8))
-                    q = dpg.add_text(f"╭ {row.quote}", color=fonts.MUTED)
+                    dpg.add_spacer(width=s(AVATAR))
+                    corner = dpg.add_text("╭", color=fonts.MUTED)
+                    dpg.bind_item_font(corner, v.fonts.emoji)
+                    q = dpg.add_text(row.quote, color=fonts.MUTED)
                     dpg.bind_item_font(q, v.fonts.small)
             body_w = max(100.0, self.width - s(AVATAR + 40))
             with dpg.group(horizontal=True):
                 if row.compact:
-                    dpg.add_spacer(width=s(AVATAR + 8))
+                    dpg.add_spacer(width=s(AVATAR))
                 else:
                     self._avatar(row)
                 with dpg.group():
@@ -250,12 +250,6 @@ class Timeline:
                     self.render_body(m.body, body_w, inline_time=row.time_text if row.compact else None)
                     for att in m.attachments:
                         self._attachment(m, att)
-            with dpg.popup(g, mousebutton=dpg.mvMouseButton_Right):
-                dpg.add_menu_item(label="Reply", callback=lambda: v.app.reply_to(m.id))
-                dpg.add_menu_item(
-                    label="Copy Text", enabled=bool(m.body), callback=lambda: v.app.copy_text(m.id)
-                )
-                dpg.add_menu_item(label="Mark Unread", callback=lambda: v.app.mark_unread(m.channel_id))
         return g  # type: ignore[no-any-return]
 
     def _avatar(self, row: TimelineRow) -> None:

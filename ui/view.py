@@ -55,6 +55,8 @@ class View:
         self.switch_items: list[Any] = []
         self.switch_index = 0
         self.discovered: list[Any] = []
+        self._hidden_frame = -10
+        self._pending_show: str | None = None
 
     @property
     def model(self) -> ViewModel:
@@ -70,8 +72,8 @@ class View:
             dpg.bind_font(self.fonts.regular)
         dpg.bind_theme(fonts.make_theme(dpg, self.scale))
         self.themes = {
-            "link": fonts.color_theme(dpg, text=fonts.LINK, flat=True),
-            "flat": fonts.color_theme(dpg, flat=True),
+            "link": fonts.color_theme(dpg, text=fonts.LINK, flat=True, scale=self.scale),
+            "flat": fonts.color_theme(dpg, flat=True, scale=self.scale),
             "tile": fonts.color_theme(dpg, button=(54, 57, 63), text=fonts.TEXT),
             "tile_active": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
             "tile_offline": fonts.color_theme(dpg, button=(40, 42, 48), text=(110, 114, 124)),
@@ -80,6 +82,7 @@ class View:
             "chip_Reconnecting": fonts.color_theme(dpg, button=fonts.AMBER, text=(20, 20, 20)),
             "chip_Offline": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
             "danger": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
+            "danger_text": fonts.color_theme(dpg, text=fonts.RED),
             "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
             "rail": fonts.color_theme(dpg, bg=fonts.RAIL),
             "panel": fonts.color_theme(dpg, bg=fonts.PANEL),
@@ -186,6 +189,9 @@ class View:
         with dpg.handler_registry(tag="oc_keys"):
             dpg.add_key_press_handler(key=-1, callback=lambda s_, key: self._on_key(key))
             dpg.add_mouse_wheel_handler(callback=lambda s_, d: self._on_wheel(d))
+            dpg.add_mouse_click_handler(
+                button=dpg.mvMouseButton_Right, callback=lambda: self._on_right_click()
+            )
         self.timeline = Timeline(self, "oc_timeline", "oc_rows")
         self.timeline.on_older = self.app.load_older
         dpg.set_primary_window("oc_root", True)
@@ -199,6 +205,7 @@ class View:
         "oc_switcher",
         "oc_settings",
         "oc_lightbox",
+        "oc_ctx",
         "oc_keys",
         "oc_composer_handlers",
     )
@@ -212,6 +219,9 @@ class View:
 
     def _build_dialogs(self) -> None:
         s = self.s
+        # one shared context menu (server tiles and message rows)
+        with dpg.window(tag="oc_ctx", popup=True, show=False, no_title_bar=True, autosize=True):
+            dpg.add_group(tag="oc_ctx_items")
         # Add server
         with dpg.window(
             tag="oc_add",
@@ -410,6 +420,7 @@ class View:
     def render(self) -> None:
         m = self.model
         m.tick()
+        self._apply_pending_show()
         dirty = m.take_dirty()
         if self.app.screen == "firstrun":
             return
@@ -452,12 +463,11 @@ class View:
         self._clear("oc_taskbar")
         sm = self.model.server
         s = self.s
-        with dpg.group(parent="oc_taskbar", horizontal=True):
-            dpg.add_spacer(width=max(0, self.width // 2 - s(160)))
+        with dpg.group(parent="oc_taskbar", horizontal=True, pos=(max(0, self.width // 2 - s(200)), s(6))):
             if sm is not None:
                 pill = dpg.add_button(label=sm.record.icon_text[:2] or "??", width=s(28), height=s(24))
                 dpg.bind_item_theme(pill, self.themes["tile_active"])
-                with dpg.group():
+                with dpg.group(horizontal=True):
                     n = dpg.add_text(sm.record.display_name)
                     dpg.bind_item_font(n, self.fonts.bold)
                     if self.width >= NARROW * self.scale:
@@ -470,78 +480,70 @@ class View:
                 dpg.add_text("OpenChat")
 
     def _render_rail(self) -> None:
+        """Tiles at fixed positions so each badge can sit on its tile's top-right corner."""
         self._clear("oc_rail")
         s = self.s
         m = self.model
-        with dpg.group(parent="oc_rail"):
-            dpg.add_spacer(height=s(6))
-            with dpg.group(horizontal=True):
-                dpg.add_spacer(width=s(4))
-                home = dpg.add_button(label="OC", width=s(48), height=s(48), tag="oc_home_tile")
-                dpg.bind_item_theme(home, self.themes["brand"])
-            dpg.add_separator()
-            for sid in m.order:
-                sm = m.servers[sid]
-                active = sid == m.active_server
-                offline = sm.connection.state == "offline" or not m.stack_online
-                theme = (
-                    "tile_active"
-                    if active
-                    else "tile_offline"
-                    if offline
-                    else ("tile_unverified" if sm.record.trust_state != "verified" else "tile")
+        x, tile, step = s(12), s(48), s(56)
+        home = dpg.add_button(
+            label="OC", width=tile, height=tile, tag="oc_home_tile", parent="oc_rail", pos=(x, s(8))
+        )
+        dpg.bind_item_theme(home, self.themes["brand"])
+        dpg.add_separator(parent="oc_rail", pos=(s(20), s(62)))
+        y = s(70)
+        for sid in m.order:
+            sm = m.servers[sid]
+            active = sid == m.active_server
+            offline = sm.connection.state == "offline" or not m.stack_online
+            theme = (
+                "tile_active"
+                if active
+                else "tile_offline"
+                if offline
+                else ("tile_unverified" if sm.record.trust_state != "verified" else "tile")
+            )
+            label = (sm.record.icon_text or sm.record.display_name[:2]).upper()[:2]
+            b = dpg.add_button(
+                label=label,
+                tag=f"oc_tile_{sid}",
+                width=tile,
+                height=tile,
+                parent="oc_rail",
+                pos=(x, y),
+                callback=lambda s_, a, u: self.app.select_server(u),
+                user_data=sid,
+            )
+            dpg.bind_item_theme(b, self.themes[theme])
+            with dpg.tooltip(b):
+                dpg.add_text(sm.record.display_name)
+                if offline:
+                    dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
+            if offline:
+                mark = dpg.add_text(
+                    "⊘", parent="oc_rail", pos=(x + tile - s(14), y + tile - s(20)), color=fonts.RED
                 )
-                label = (sm.record.icon_text or sm.record.display_name[:2]).upper()[:2]
-                with dpg.group(horizontal=True):
-                    dpg.add_spacer(width=s(4))
-                    b = dpg.add_button(
-                        label=label + ("⊘" if offline and not active else ""),
-                        tag=f"oc_tile_{sid}",
-                        width=s(48),
-                        height=s(48),
-                        callback=lambda s_, a, u: self.app.select_server(u),
-                        user_data=sid,
-                    )
-                    dpg.bind_item_theme(b, self.themes[theme])
-                    with dpg.tooltip(b):
-                        dpg.add_text(sm.record.display_name)
-                        if offline:
-                            dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
-                    text, mention = m.rail_badge(sid)
-                    badge = dpg.add_button(
-                        label=text, tag=f"oc_tile_badge_{sid}", show=bool(text), height=s(18), small=True
-                    )
-                    dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
-                    dpg.bind_item_font(badge, self.fonts.small)
-                with dpg.popup(b, mousebutton=dpg.mvMouseButton_Right, tag=f"oc_tile_menu_{sid}"):
-                    dpg.add_menu_item(
-                        label="Mark As Read",
-                        callback=lambda s_, a, u: self.app.mark_server_read(u),
-                        user_data=sid,
-                    )
-                    dpg.add_menu_item(
-                        label="Mute Server",
-                        check=True,
-                        default_value=sm.muted,
-                        callback=lambda s_, a, u: self.app.set_mute(u, a),
-                        user_data=sid,
-                    )
-                    dpg.add_separator()
-                    leave = dpg.add_menu_item(
-                        label="Leave Server", callback=lambda s_, a, u: self.app.ask_leave(u), user_data=sid
-                    )
-                    dpg.bind_item_theme(leave, fonts.color_theme(dpg, text=fonts.RED))
-                    dpg.add_separator()
-                    dpg.add_text(sm.record.display_name, color=fonts.MUTED)
-            with dpg.group(horizontal=True):
-                dpg.add_spacer(width=s(4))
-                dpg.add_button(
-                    label="+",
-                    tag="oc_add_tile",
-                    width=s(48),
-                    height=s(48),
-                    callback=lambda: self.app.open_add_server(),
-                )
+                dpg.bind_item_font(mark, self.fonts.emoji)
+            text, mention = m.rail_badge(sid)
+            badge = dpg.add_button(
+                label=text,
+                tag=f"oc_tile_badge_{sid}",
+                show=bool(text),
+                parent="oc_rail",
+                pos=(x + tile - s(16), max(0, y - s(4))),
+                small=True,
+            )
+            dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
+            dpg.bind_item_font(badge, self.fonts.small)
+            y += step
+        dpg.add_button(
+            label="+",
+            tag="oc_add_tile",
+            width=tile,
+            height=tile,
+            parent="oc_rail",
+            pos=(x, y),
+            callback=lambda: self.app.open_add_server(),
+        )
 
     def _render_channels(self) -> None:
         self._clear("oc_channels")
@@ -569,13 +571,16 @@ class View:
             active = m.channel_id
             for group, chans in m.visible_channels():
                 collapsed = (sid, group.id) in m.collapsed
-                hdr = dpg.add_selectable(
-                    label=f"{CHEVRON_RIGHT if collapsed else CHEVRON_DOWN} {group.label.upper()}",
-                    tag=f"oc_group_{group.id}",
-                    callback=lambda s_, a, u: self.app.toggle_group(u),
-                    user_data=group.id,
-                )
-                dpg.bind_item_font(hdr, self.fonts.small)
+                with dpg.group(horizontal=True):
+                    chev = dpg.add_text(CHEVRON_RIGHT if collapsed else CHEVRON_DOWN, color=fonts.MUTED)
+                    dpg.bind_item_font(chev, self.fonts.emoji)
+                    hdr = dpg.add_selectable(
+                        label=group.label.upper(),
+                        tag=f"oc_group_{group.id}",
+                        callback=lambda s_, a, u: self.app.toggle_group(u),
+                        user_data=group.id,
+                    )
+                    dpg.bind_item_font(hdr, self.fonts.small)
                 for ch in chans:
                     text, mention = m.channel_badge(sid, ch.id)
                     with dpg.group(horizontal=True):
@@ -625,12 +630,13 @@ class View:
                     )
                     if m.members_open:
                         dpg.bind_item_theme("oc_members_toggle", self.themes["brand"])
-                    dpg.add_button(
+                    gear = dpg.add_button(
                         label="⚙",
                         tag="oc_settings_btn",
                         small=True,
                         callback=lambda: self.app.open_settings(),
                     )
+                    dpg.bind_item_font(gear, self.fonts.emoji)
         self._chip_at = 0.0
 
     def _render_chip(self) -> None:
@@ -666,21 +672,23 @@ class View:
 
     def _render_members(self) -> None:
         self._clear("oc_members")
-        title, sub, names = self.model.members()
+        title, sub, names, empty = self.model.members()
         with dpg.group(parent="oc_members"):
             with dpg.group(horizontal=True):
                 t = dpg.add_text(title, tag="oc_members_title")
                 dpg.bind_item_font(t, self.fonts.bold)
-                dpg.add_button(label=CHEVRON_RIGHT, small=True, callback=lambda: self.app.toggle_members())
+                close = dpg.add_button(
+                    label=CHEVRON_RIGHT, small=True, callback=lambda: self.app.toggle_members()
+                )
+                dpg.bind_item_font(close, self.fonts.emoji)
             st = dpg.add_text(sub, color=fonts.MUTED)
             dpg.bind_item_font(st, self.fonts.small)
-            if not names:
-                dpg.add_text(
-                    "No users currently active in this text channel.", color=fonts.MUTED, wrap=self.s(220)
-                )
+            if empty:
+                dpg.add_text(empty, tag="oc_members_empty", color=fonts.MUTED, wrap=self.s(220))
             for n in names:
                 with dpg.group(horizontal=True):
-                    dpg.add_text("●", color=fonts.GREEN)
+                    dot = dpg.add_text("●", color=fonts.GREEN)
+                    dpg.bind_item_font(dot, self.fonts.emoji)
                     dpg.add_text(n)
 
     def _render_dock(self) -> None:
@@ -704,7 +712,8 @@ class View:
                 u = dpg.add_text(f"@{uid}" if uid else "", tag="oc_dock_uid", color=fonts.MUTED)
                 dpg.bind_item_font(u, self.fonts.small)
             del name
-            dpg.add_button(label="⚙", tag="oc_dock_gear", callback=lambda: self.app.open_settings())
+            gear = dpg.add_button(label="⚙", tag="oc_dock_gear", callback=lambda: self.app.open_settings())
+            dpg.bind_item_font(gear, self.fonts.emoji)
 
     def _render_composer_state(self) -> None:
         c = self.app.composer
@@ -760,20 +769,37 @@ class View:
         dpg.set_item_pos(tag, [max(8, (self.width - w) // 2), max(8, (self.height - h) // 3)])
 
     def show(self, tag: str) -> None:
+        """Open an overlay; if another one closed this frame, open it on the next frames
+        (Dear ImGui would otherwise close the new modal together with the old one)."""
         self.center(tag)
+        if dpg.get_frame_count() - self._hidden_frame < 2:
+            self._pending_show = tag
+            return
         dpg.configure_item(tag, show=True)
 
+    def _apply_pending_show(self) -> None:
+        if self._pending_show and dpg.get_frame_count() - self._hidden_frame >= 2:
+            tag, self._pending_show = self._pending_show, None
+            dpg.configure_item(tag, show=True)
+
     def hide_overlays(self) -> None:
-        for tag in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent"):
-            if dpg.does_item_exist(tag):
-                dpg.configure_item(tag, show=False)
-        for sid in self.model.order:
-            tag = f"oc_tile_menu_{sid}"
+        if self.overlay_open():
+            self._hidden_frame = dpg.get_frame_count()
+        self._pending_show = None
+        for tag in (
+            "oc_add",
+            "oc_leave",
+            "oc_switcher",
+            "oc_settings",
+            "oc_lightbox",
+            "oc_consent",
+            "oc_ctx",
+        ):
             if dpg.does_item_exist(tag):
                 dpg.configure_item(tag, show=False)
 
     def overlay_open(self) -> bool:
-        return any(
+        return self._pending_show is not None or any(
             dpg.does_item_exist(t) and dpg.is_item_shown(t)
             for t in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent")
         )
@@ -854,6 +880,76 @@ class View:
             for t in ("oc_composer", "oc_filter", "oc_add_url", "oc_switch_query", "oc_conn_path")
         )
         self.app.on_key(name, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
+
+    def _on_right_click(self) -> None:
+        for sid in self.model.order:
+            if dpg.does_item_exist(f"oc_tile_{sid}") and dpg.is_item_hovered(f"oc_tile_{sid}"):
+                self.open_server_menu(sid)
+                return
+        if self.timeline is not None:
+            for mid, w in self.timeline.widgets.items():
+                if dpg.is_item_hovered(w.tag):
+                    self.open_message_menu(mid)
+                    return
+
+    def _show_menu(self) -> None:
+        x, y = dpg.get_mouse_pos(local=False)
+        x = min(max(8, int(x)), self.width - self.s(240))
+        y = min(max(8, int(y)), self.height - self.s(220))
+        dpg.configure_item("oc_ctx", show=True, pos=(x, y))
+
+    def open_server_menu(self, sid: str) -> None:
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return
+        self._clear("oc_ctx_items")
+        with dpg.group(parent="oc_ctx_items"):
+            dpg.add_menu_item(
+                label="Mark As Read",
+                tag="oc_ctx_markread",
+                callback=lambda: self._menu(self.app.mark_server_read, sid),
+            )
+            dpg.add_menu_item(
+                label="Mute Server",
+                tag="oc_ctx_mute",
+                check=True,
+                default_value=sm.muted,
+                callback=lambda s_, a: self._menu(self.app.set_mute, sid, bool(a)),
+            )
+            dpg.add_separator()
+            leave = dpg.add_menu_item(
+                label="Leave Server", tag="oc_ctx_leave", callback=lambda: self._menu(self.app.ask_leave, sid)
+            )
+            dpg.bind_item_theme(leave, self.themes["danger_text"])
+            dpg.add_separator()
+            cap = dpg.add_text(sm.record.display_name, color=fonts.MUTED)
+            dpg.bind_item_font(cap, self.fonts.small)
+        self._show_menu()
+
+    def open_message_menu(self, mid: str) -> None:
+        sm = self.model.server
+        ch = self.model.channel_id
+        msg = self.model._find(sm, ch, mid) if sm and ch else None
+        if msg is None:
+            return
+        self._clear("oc_ctx_items")
+        with dpg.group(parent="oc_ctx_items"):
+            dpg.add_menu_item(
+                label="Reply", tag="oc_ctx_reply", callback=lambda: self._menu(self.app.reply_to, mid)
+            )
+            dpg.add_menu_item(
+                label="Copy Text",
+                enabled=bool(msg.body),
+                callback=lambda: self._menu(self.app.copy_text, mid),
+            )
+            dpg.add_menu_item(
+                label="Mark Unread", callback=lambda: self._menu(self.app.mark_unread, msg.channel_id)
+            )
+        self._show_menu()
+
+    def _menu(self, fn: Any, *args: Any) -> None:
+        dpg.configure_item("oc_ctx", show=False)
+        fn(*args)
 
     def _on_wheel(self, delta: float) -> None:
         if dpg.is_item_shown("oc_lightbox"):

@@ -147,6 +147,8 @@ class MemberClient:
             on_event(seq, msg.subject, doc)
 
         sub = await self.bus.nc.subscribe(subjects.events_of_member(self.member), cb=cb)
+        await self.bus.nc.flush()  # subscribed at the server: nothing after this line is missed
+        click.echo(f"tailing the events of {self.member} (Ctrl-C stops)", err=True)
         await stop.wait()
         await sub.unsubscribe()
 

@@ -2,7 +2,7 @@
 
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
 this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
-send, typing, history, members, profiles, consent), subscribes ``oc.sys.connector.rehydrate``,
+send, typing, history, members, profiles, consent, read_ack_get, read_ack_put), subscribes ``oc.sys.connector.rehydrate``,
 publishes events through JetStream (``Bus.publish_event``, retried briefly; an event too large for
 the bus is logged and dropped), and starts a session for every joined server at start.
 
@@ -36,6 +36,7 @@ from services.core.contracts.chat import (
     SendArgs,
     TypingArgs,
 )
+from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs
 from services.core.identity import default_key_file
 from services.core.service import Service, ServiceContext
 
@@ -103,6 +104,8 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "members", MembersArgs)(connector.members)
     bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)
     bus.command("connector", "consent", ConsentArgs)(connector.consent)
+    bus.command("connector", "read_ack_get", ReadAckGetArgs)(connector.read_ack_get)
+    bus.command("connector", "read_ack_put", ReadAckPutArgs)(connector.read_ack_put)
 
     async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006

@@ -282,6 +282,21 @@ class BackendClient:
             "/v1/profiles:batch", wire.ProfileBatch, params=[("user_uid", u) for u in uids]
         )
 
+    async def read_ack(self, channel_id: str) -> wire.ReadAckResponse:
+        """``GET /v1/channels/{cid}/read-ack`` (Profile B); ``Unsupported`` on 404/405/501."""
+        _, body = await self.request("GET", f"/v1/channels/{_seg(channel_id)}/read-ack", optional=True)
+        return parse(wire.ReadAckResponse, body, "read-ack")
+
+    async def put_read_ack(self, channel_id: str, last_read_message_id: str) -> wire.ReadAckResponse:
+        """``PUT /v1/channels/{cid}/read-ack {last_read_message_id}`` (Profile B, monotonic)."""
+        _, body = await self.request(
+            "PUT",
+            f"/v1/channels/{_seg(channel_id)}/read-ack",
+            json_body={"last_read_message_id": last_read_message_id},
+            optional=True,
+        )
+        return parse(wire.ReadAckResponse, body, "read-ack")
+
     async def delete_message(self, channel_id: str, message_id: str) -> None:
         await self.request(
             "DELETE", f"/v1/channels/{_seg(channel_id)}/messages/{_seg(message_id)}", optional=True

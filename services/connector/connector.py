@@ -23,11 +23,13 @@ from typing import Any, ParamSpec, TypeVar, cast
 import httpx
 
 from services.connector import domain
+from services.connector.anchors import AnchorStore
 from services.connector.backend import (
     BackendClient,
     BackendError,
     Identity,
     Unreachable,
+    Unsupported,
     normalize_base_url,
 )
 from services.connector.session import EventSink, Session, Timing
@@ -61,6 +63,7 @@ from services.core.contracts.chat import (
     ServerUpdated,
     TypingArgs,
 )
+from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
     IdentityStore,
     UidMode,
@@ -113,6 +116,7 @@ class Connector:
         registry.parent.mkdir(parents=True, exist_ok=True)
         self.servers = ServerStore(registry)
         self.identities = IdentityStore(registry, load_or_create_key(key_file))
+        self.anchors = AnchorStore(registry, interval_s=self.timing.anchor_flush_s)
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(request_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -127,6 +131,7 @@ class Connector:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start a session for every (member, server) in the durable store."""
+        self.anchors.start()
         for member, record in self.servers.everything():
             self._start_session(member, record)
         log.info("connector sessions started", extra={"sessions": len(self.sessions)})
@@ -134,11 +139,22 @@ class Connector:
     async def close(self) -> None:
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+        try:
+            await self.anchors.close()
+        except Exception as exc:
+            log.warning("anchor write failed at close", extra={"error": type(exc).__name__})
         await self.http.aclose()
 
     def _start_session(self, member: str, record: ServerRecord) -> Session:
         client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
-        session = Session(member, record, client, self.sink, self.timing)
+
+        def persist(changed: ServerRecord) -> None:
+            with contextlib.suppress(ServerNotJoined):
+                self.servers.update(member, changed)
+
+        session = Session(
+            member, record, client, self.sink, self.timing, anchors=self.anchors, on_record=persist
+        )
         self.sessions[(member, record.server_id)] = session
         session.start()
         return session
@@ -300,6 +316,7 @@ class Connector:
             await session.stop()
         with contextlib.suppress(ServerNotJoined):
             self.servers.remove(member, record.server_id)
+        self.anchors.forget(member, record.server_id)
         self.rate.forget((member, record.server_id))
         now = utcnow()
         await self._emit(
@@ -410,6 +427,49 @@ class Connector:
             batch = await session.backend.profiles(chunk)
             out += [domain.profile_of(p, session.backend.base_url) for p in batch.profiles]
         return ProfilesResult(profiles=out)
+
+    # -- read-acks (Profile B, wire §0.2; contracts/notify.py) ----------------------------------
+    async def read_ack_get(self, member: str, args: ReadAckGetArgs) -> ReadAckResult:
+        session = self._session(member, args.server_id)
+        return await self._read_ack(session, args.channel_id, None)
+
+    async def read_ack_put(self, member: str, args: ReadAckPutArgs) -> ReadAckResult:
+        session = self._session(member, args.server_id)
+        return await self._read_ack(session, args.channel_id, args.last_read_message_id)
+
+    async def _read_ack(self, session: Session, channel_id: str, put: str | None) -> ReadAckResult:
+        """GET (``put`` None) or PUT the member's read-ack. A server without read-acks (404, 405,
+        501 — rule 2: not called again until its build changes) answers ``supported=False``."""
+        unsupported = ReadAckResult(server_id=session.server_id, channel_id=channel_id, supported=False)
+        if session.read_acks_unsupported:
+            return unsupported
+        if session.groups and channel_id not in domain.text_channels(session.groups):
+            raise CommandError(
+                "channel_not_found", f"{channel_id} is not a text channel of {session.server_id}."
+            )
+        try:
+            if put is None:
+                response = await session.backend.read_ack(channel_id)
+            else:
+                response = await session.backend.put_read_ack(channel_id, put)
+        except Unsupported:
+            session.read_acks_unsupported = True
+            log.info(
+                "read-acks unsupported", extra={"member": session.member, "server_id": session.server_id}
+            )
+            return unsupported
+        except BackendError as exc:
+            if exc.status in (404, 405, 501):
+                return unsupported
+            raise exc.to_command_error() from exc
+        ack = response.read_ack
+        return ReadAckResult(
+            server_id=session.server_id,
+            channel_id=channel_id,
+            last_read_message_id=ack.last_read_message_id,
+            cursor_index=ack.cursor_index,
+            applied=response.applied,
+        )
 
     async def rehydrate(self, request: RehydrateRequest) -> None:
         """Re-publish the view of one member's sessions (every member's with ``member=None``)."""

@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from services.connector import domain
+from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.core.contracts import wire
 from services.core.contracts.bus import EventEnvelope
@@ -56,9 +57,11 @@ from services.core.contracts.chat import (
     PresenceSnapshot,
     ProfileUpdated,
     ServerRecord,
+    ServerUpdated,
     Typing,
     message_event_id,
 )
+from services.core.contracts.notify import KIND_READ_ACK_UPDATED, ReadAckUpdated, read_ack_event_id
 
 log = logging.getLogger("openchat.connector.session")
 
@@ -95,6 +98,7 @@ class Timing:
     burst_threshold: int = 32  # messages within burst_window_s: the backend may have dropped some
     burst_window_s: float = 1.0
     quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
+    anchor_flush_s: float = 1.0  # gap-fill anchors are written at most this often (and on close)
 
 
 class CycleEnd(Exception):
@@ -108,6 +112,8 @@ class Session:
     backend: BackendClient
     sink: EventSink
     timing: Timing = field(default_factory=Timing)
+    anchors: AnchorStore | None = None  # durable gap-fill anchors (None: memory only)
+    on_record: Callable[[ServerRecord], None] | None = None  # persist a changed record (server renamed)
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -131,6 +137,9 @@ class Session:
         self._burst_started = 0.0
         self._burst_count = 0
         self._burst_pending = False
+        self._newest: dict[str, Anchor] = {}  # per channel: newest published message (by created_at)
+        self._anchors_loaded = False
+        self.read_acks_unsupported = False  # a read-ack call answered "not on this server"
         self.cycles = 0
 
     @property
@@ -157,6 +166,19 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.ws.close()
             self.ws = None
+
+    async def load_anchors(self) -> None:
+        """Seed de-duplication and gap fill with the anchors the previous process left (once)."""
+        if self._anchors_loaded or self.anchors is None:
+            return
+        loaded = await asyncio.to_thread(self.anchors.load, self.member, self.server_id)
+        for channel_id, anchor in loaded.items():
+            if (channel_id, anchor.message_id) not in self.known:
+                self.known.add(channel_id, anchor.message_id)
+            self._newest.setdefault(channel_id, anchor)
+        self._anchors_loaded = True
+        if loaded:
+            log.info("gap-fill anchors loaded", extra={**self._log_ctx(), "channels": len(loaded)})
 
     async def _run(self) -> None:
         await self._emit_connection(ConnectionState(state="connecting"))
@@ -207,8 +229,11 @@ class Session:
     # -- one connection cycle --------------------------------------------------------------------
     async def _cycle(self) -> None:
         self.cycles += 1
-        await self.refresh_capabilities()
-        await self.refresh_channels()
+        await self.load_anchors()
+        # Every hydrate publishes the capabilities, then the channel tree: consumers (notification:
+        # read-acks) read the features before they act on the channels.
+        await self.refresh_capabilities(publish=True)
+        await self.refresh_channels(publish=True)
         await self.refresh_members()
         headers = self.backend.ident.headers()
         resume = self._last_event_id if self.wire_caps and self.wire_caps.feature_on("event_ids") else None
@@ -288,22 +313,36 @@ class Session:
             self._burst_pending = True
 
     # -- hydrate pieces --------------------------------------------------------------------------
-    async def refresh_capabilities(self) -> CapabilitySnapshot:
+    async def refresh_capabilities(self, *, publish: bool = False) -> CapabilitySnapshot:
+        """Probe the capabilities; publish them when the version changed (always with ``publish``)."""
         caps, _ = await self.backend.capabilities()
         snap = domain.snapshot_of(caps)
         changed = self.caps is None or domain.version_key(self.caps) != domain.version_key(snap)
         self.wire_caps, self.caps = caps, snap
         if changed:
+            self.read_acks_unsupported = False  # another build: probe optional endpoints again
+        if changed or publish:
             await self.emit("capabilities", snap, f"caps:{uuid.uuid4().hex}")
         return snap
 
-    async def refresh_channels(self) -> None:
+    async def refresh_channels(self, *, publish: bool = False) -> None:
+        """Fetch the channel tree; publish it when it changed (always with ``publish``). While the
+        socket is up (a management event), new text channels are subscribed and filled at once."""
         groups = domain.groups_of(await self.backend.channels(self.server_id))
-        if groups != self.groups or not self.hydrated.is_set():
+        if groups != self.groups or publish or not self.hydrated.is_set():
+            before = set(domain.text_channels(self.groups))
             self.groups = groups
             await self.emit(
                 "channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}"
             )
+            if self.ws is not None and self.live.is_set():
+                added = [c for c in domain.text_channels(groups) if c not in before]
+                for channel_id in added:
+                    await self._send_frame(
+                        "chat.subscribe", {"channel_id": channel_id}, request_id=f"sub_{channel_id}"
+                    )
+                for channel_id in added:  # what was posted before the subscription took effect
+                    await self._fill_channel(channel_id)
 
     async def refresh_members(self) -> None:
         try:
@@ -327,6 +366,13 @@ class Session:
 
     async def _fill_channel(self, channel_id: str) -> int:
         anchor = self.known.newest(channel_id)
+        newest = self._newest.get(channel_id)
+        since = newest.created_at if newest is not None else None
+
+        def passed(messages: list[wire.Message]) -> bool:
+            """The page reaches back before the anchor's time: the anchor is gone (deleted)."""
+            return since is not None and bool(messages) and domain.parse_time(messages[0].created_at) < since
+
         window = self.timing.history_window
         page: list[wire.Message] = []
         if anchor is None:
@@ -337,6 +383,8 @@ class Session:
                 listing = await self.backend.messages(channel_id, window, before)
                 page = listing.messages + page
                 if any(m.id == anchor for m in listing.messages) or not listing.next_cursor:
+                    break
+                if passed(listing.messages):
                     break
                 if len(page) >= self.timing.max_gap_fetch or listing.next_cursor == before:
                     break
@@ -350,10 +398,14 @@ class Session:
                     any(m.id == anchor for m in page)
                     or len(page) < limit
                     or limit >= self.timing.max_gap_fetch
+                    or passed(page)
                 ):
                     break
                 limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
-        late, fresh, _ = domain.missing_after(page, channel_id, anchor, self.known)
+        late, fresh, found = domain.missing_after(page, channel_id, anchor, self.known)
+        if anchor is not None and not found and since is not None:
+            # the anchor is no longer in the channel (deleted): publish only what is not older
+            fresh = [m for m in fresh if domain.parse_time(m.created_at) >= since]
         if late:
             log.warning(
                 "backend dropped realtime events; publishing them late",
@@ -466,13 +518,39 @@ class Session:
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
             await self.emit_profile(domain.profile_of(profile, self.backend.base_url))
+        elif kind == "chat.read_ack.updated":
+            ack = wire.ReadAckUpdatedPayload.model_validate(payload)
+            if ack.channel_id in domain.text_channels(self.groups) and ack.user_uid == self.record.user_uid:
+                update = ReadAckUpdated(
+                    channel_id=ack.channel_id,
+                    user_uid=ack.user_uid,
+                    last_read_message_id=ack.last_read_message_id,
+                    cursor_index=ack.cursor_index,
+                    acked_at=ack.acked_at,
+                )
+                await self.emit(KIND_READ_ACK_UPDATED, update, read_ack_event_id(update), ack.channel_id)
+        elif kind == "chat.server.updated":
+            await self.apply_server_update(wire.ServerUpdatedEvent.model_validate(payload))
         elif kind in MANAGEMENT_EVENTS:
             await self.refresh_channels()
         elif kind == "chat.error":
             err = wire.ChatErrorPayload.model_validate(payload)
             log.info("realtime error", extra={**self._log_ctx(), "code": err.code[:64]})
-        # chat.subscribed, chat.pong, chat.replay.truncated (gap fill covers it), chat.read_ack.updated
-        # (notification issue), chat.server.updated and unknown types: nothing to publish here.
+        # chat.subscribed, chat.pong, chat.replay.truncated (gap fill covers it) and unknown types:
+        # nothing to publish here.
+
+    async def apply_server_update(self, event: wire.ServerUpdatedEvent) -> None:
+        """``chat.server.updated``: patch the record's display name, persist it, publish it."""
+        if event.server_id != self.server_id or not event.display_name:
+            return
+        name = event.display_name.strip()[:200]
+        if not name or name == self.record.display_name:
+            return
+        record = self.record.model_copy(update={"display_name": name})
+        if self.on_record is not None:
+            self.on_record(record)
+        self.record = record
+        await self.emit("server.updated", ServerUpdated(server=record), f"srvupd:{uuid.uuid4().hex}")
 
     # -- publishing ------------------------------------------------------------------------------
     async def emit(self, kind: str, payload: BaseModel, event_id: str, channel_id: str | None = None) -> None:
@@ -503,10 +581,21 @@ class Session:
             )
             if not known:
                 self.known.add(msg.channel_id, msg.id)
+                self._note_newest(msg)
         waiter = self._waiters.pop(msg.id, None)
         if waiter is not None:
             waiter.set()
         return True
+
+    def _note_newest(self, msg: ChatMessage) -> None:
+        """Move the channel's anchor forward (never back: late messages are older)."""
+        current = self._newest.get(msg.channel_id)
+        if current is not None and msg.created_at < current.created_at:
+            return
+        anchor = Anchor(msg.id, msg.created_at)
+        self._newest[msg.channel_id] = anchor
+        if self.anchors is not None:
+            self.anchors.note(self.member, self.server_id, msg.channel_id, anchor)
 
     async def ensure_published(self, msg: ChatMessage) -> None:
         """After a send: let the realtime echo publish it in order; publish it here otherwise."""

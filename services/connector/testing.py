@@ -113,6 +113,7 @@ class Harness:
     member_bus: Bus
     connector: Connector
     requests: RequestLog
+    logs: dict[str, EventLog] = field(default_factory=dict)  # attached before the connector started
 
     async def call(
         self, member: str, verb: str, args: BaseModel, result: type[R], timeout: float = 20.0
@@ -130,8 +131,15 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def connector_harness(
-    nats_url: str, tmp: Path, *, timing: Timing = FAST, stream: str = "OC_TEST_EVENTS"
+    nats_url: str,
+    tmp: Path,
+    *,
+    timing: Timing = FAST,
+    stream: str = "OC_TEST_EVENTS",
+    events_of: tuple[str, ...] = (),
 ) -> AsyncIterator[Harness]:
+    """``events_of``: members whose events are recorded from before the connector starts (its
+    sessions for servers joined earlier, with the same ``tmp`` home, publish at once)."""
     bus = await Bus.connect(ConnectOptions(url=nats_url, name="connector-test"), first_attempts=3)
     member_bus = await Bus.connect(ConnectOptions(url=nats_url, name="member-test"), first_attempts=3)
     for info in await bus.js.streams_info():
@@ -149,9 +157,12 @@ async def connector_harness(
     )
     await register(bus, connector)
     await bus.serve_commands()
+    harness = Harness(bus, member_bus, connector, requests)
+    for member in events_of:
+        harness.logs[member] = await harness.events(member)
     await connector.start()
     try:
-        yield Harness(bus, member_bus, connector, requests)
+        yield harness
     finally:
         await connector.close()
         await member_bus.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from services.devserver.config import FEATURES, SEEDS, DevserverConfig
+from services.devserver.config import FEATURES, LIMIT_NAMES, SEEDS, DevserverConfig
 from services.devserver.transport import uvicorn_ws_settings
 
 
@@ -44,9 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"switch on a Profile B feature (repeatable): {', '.join(sorted(FEATURES))}",
     )
     parser.add_argument("--features", default="", metavar="A,B", help="comma-separated Profile B features")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"advertise another capability limit, for tests (repeatable): {', '.join(LIMIT_NAMES)}",
+    )
     parser.add_argument("--admin", action="store_true", help="enable the /_admin surface")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
     return parser
+
+
+def parse_limits(items: Sequence[str]) -> dict[str, int]:
+    """``["max_message_bytes=10", ...]`` → ``{"max_message_bytes": 10}`` (exits on a bad item)."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in LIMIT_NAMES or not value.strip().isdigit():
+            raise SystemExit(
+                f"bad --limit {item!r}: use NAME=VALUE (integer ≥ 0), NAME one of {', '.join(LIMIT_NAMES)}"
+            )
+        out[name] = int(value)
+    return out
 
 
 def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> DevserverConfig:
@@ -58,6 +79,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
             f"unknown feature(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(FEATURES))}"
         )
     overrides: dict[str, object] = {"seed": args.seed, "features": frozenset(features), "admin": args.admin}
+    if args.limit:
+        overrides["limits"] = parse_limits(args.limit)
     if args.host is not None:
         overrides["host"] = args.host
     if args.port is not None:

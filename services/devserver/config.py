@@ -32,6 +32,16 @@ FEATURE_FLAGS: tuple[str, ...] = (
 )
 FEATURES: frozenset[str] = frozenset(FEATURE_FLAGS)
 
+# ``limits`` of the capability document a test may override (``--limit NAME=VALUE``).  Only the
+# advertised value changes: like the public backend, the devserver does not enforce message size,
+# rate or call size itself (uploads stay enforced at the built-in maximum).
+LIMIT_NAMES: tuple[str, ...] = (
+    "max_message_bytes",
+    "max_upload_bytes",
+    "rate_limit_per_minute",
+    "max_call_participants",
+)
+
 DEFAULT_TICKET_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the public backend's documented default
 DEFAULT_TICKET_TTL_S = 60
 DEFAULT_SIGNALING_PATH = "/v1/rtc/signaling"
@@ -61,6 +71,8 @@ class DevserverConfig:
     realtime_queue_size: int = 64
     # Profile B event log kept for ``resume_from`` replays.
     event_log_size: int = 1000
+    # Advertised ``limits`` overrides (``LIMIT_NAMES``); empty: the public backend's values.
+    limits: Mapping[str, int] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +81,16 @@ class DevserverConfig:
             raise ValueError(f"unknown devserver feature(s): {', '.join(sorted(unknown))}")
         if self.seed not in SEEDS:
             raise ValueError(f"unknown seed {self.seed!r}; choose one of {', '.join(SEEDS)}")
+        bad = set(self.limits) - set(LIMIT_NAMES)
+        if bad:
+            raise ValueError(f"unknown limit(s): {', '.join(sorted(bad))}; known: {', '.join(LIMIT_NAMES)}")
+        for name, value in self.limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"limit {name} must be a non-negative integer")
+
+    def limit(self, name: str, default: int) -> int:
+        """The advertised value of ``limits.<name>``: the override, else the public default."""
+        return self.limits.get(name, default)
 
     def has(self, feature: str) -> bool:
         """True when the Profile B ``feature`` is switched on."""

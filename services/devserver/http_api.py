@@ -171,10 +171,10 @@ def capabilities_document(ctx: Context) -> dict[str, Any]:
         transport=CapabilityTransport(websocket=True, sse=False, polling=False),
         features=features,
         limits=CapabilityLimits(
-            max_message_bytes=65536,
-            max_upload_bytes=MAX_ATTACHMENT_BYTES,
-            rate_limit_per_minute=180,
-            max_call_participants=200,
+            max_message_bytes=cfg.limit("max_message_bytes", 65536),
+            max_upload_bytes=cfg.limit("max_upload_bytes", MAX_ATTACHMENT_BYTES),
+            rate_limit_per_minute=cfg.limit("rate_limit_per_minute", 180),
+            max_call_participants=cfg.limit("max_call_participants", 200),
         ),
         security=CapabilitySecurity(https_required=cfg.production, certificate_pinning="optional"),
         rtc=CapabilityRtc(

@@ -131,7 +131,7 @@ class Shooter:
         assert distinct > 8, f"screenshot {path.name} has almost no content ({distinct} colours)"
         if self.last is not None and changed:
             diff = np.abs(rgb - self.last).max(axis=2) > 24
-            assert diff.mean() > 0.0005, f"screenshot {path.name} did not change"
+            assert int(diff.sum()) > 120, f"screenshot {path.name} did not change ({int(diff.sum())} pixels)"
         self.last = rgb
         return path
 
@@ -142,7 +142,9 @@ def shooter(request: pytest.FixtureRequest) -> Shooter:
 
 
 @pytest.fixture
-def ui_factory(dpg_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+def ui_factory(
+    dpg_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Any]]:
     """Build an ``App`` with its view in the session's context (one at a time)."""
     from ui.app import App
 
@@ -150,7 +152,9 @@ def ui_factory(dpg_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("OPENCHAT_MEMBER", raising=False)
     apps: list[Any] = []
 
-    def make(*, connection: Path | None = None, scale: float = 1.0, storage: Storage | None = None, **kw: Any) -> Any:
+    def make(
+        *, connection: Path | None = None, scale: float = 1.0, storage: Storage | None = None, **kw: Any
+    ) -> Any:
         app = App(connection, storage=storage or Storage(tmp_path / "config"), scale=scale, **kw)
         app.build_view()
         apps.append(app)

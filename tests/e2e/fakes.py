@@ -104,10 +104,24 @@ def testlab_view(n_messages: int = 0) -> ServerView:
     today = NOW - timedelta(minutes=30)
     messages = [
         msg(sid, "ch_general", "m1", "uid_tl_1", "TestLab server online.", yesterday),
-        msg(sid, "ch_general", "m2", "uid_tl_2", "Use this channel for integration testing.", yesterday + timedelta(minutes=7)),
+        msg(
+            sid,
+            "ch_general",
+            "m2",
+            "uid_tl_2",
+            "Use this channel for integration testing.",
+            yesterday + timedelta(minutes=7),
+        ),
         msg(sid, "ch_general", "m3", ME_TL, "Whats going on man check this new logo out", today),
         msg(sid, "ch_general", "m4", ME_TL, "asdasdasd", today + timedelta(minutes=2)),
-        msg(sid, "ch_general", "m5", ME_TL, "**bold** _italic_ ~~gone~~ `code` :fire: see https://example.org/x.", today + timedelta(minutes=3)),
+        msg(
+            sid,
+            "ch_general",
+            "m5",
+            ME_TL,
+            "**bold** _italic_ ~~gone~~ `code` :fire: see https://example.org/x.",
+            today + timedelta(minutes=3),
+        ),
         msg(
             sid,
             "ch_general",
@@ -115,12 +129,21 @@ def testlab_view(n_messages: int = 0) -> ServerView:
             "uid_tl_1",
             "Привет, мир! Ελληνικά and a reply",
             today + timedelta(minutes=4),
-            reply_to=ReplyRef(message_id="m3", author_uid=ME_TL, preview_text="Whats going on man check this new logo out"),
+            reply_to=ReplyRef(
+                message_id="m3", author_uid=ME_TL, preview_text="Whats going on man check this new logo out"
+            ),
         ),
     ]
     for i in range(n_messages):
         messages.append(
-            msg(sid, "ch_general", f"bulk{i:06d}", f"uid_bulk_{i % 7}", f"bulk message number {i}", today + timedelta(seconds=300 + i))
+            msg(
+                sid,
+                "ch_general",
+                f"bulk{i:06d}",
+                f"uid_bulk_{i % 7}",
+                f"bulk message number {i}",
+                today + timedelta(seconds=300 + i),
+            )
         )
     profiles = {
         ME_TL: UserProfile(user_uid=ME_TL, display_name="Vinnie"),
@@ -157,7 +180,11 @@ def harbor_view() -> ServerView:
         connection=ConnectionState(state="live"),
         capabilities=caps("Harbor"),
         groups=groups,
-        messages={"ch_general": [msg(sid, "ch_general", "h1", "uid_h_1", "Harbor says hi", NOW - timedelta(hours=2))]},
+        messages={
+            "ch_general": [
+                msg(sid, "ch_general", "h1", "uid_h_1", "Harbor says hi", NOW - timedelta(hours=2))
+            ]
+        },
     )
 
 
@@ -165,6 +192,10 @@ def snapshot(seq: int = 10, n_messages: int = 0) -> Snapshot:
     return Snapshot(seq=seq, servers=[testlab_view(n_messages), harbor_view()])
 
 
-def event(kind: str, sid: str, payload: Any, event_id: str = "e", channel_id: str | None = None) -> dict[str, Any]:
-    env = EventEnvelope[Any](event_id=event_id, server_id=sid, channel_id=channel_id, type=kind, payload=payload)
+def event(
+    kind: str, sid: str, payload: Any, event_id: str = "e", channel_id: str | None = None
+) -> dict[str, Any]:
+    env = EventEnvelope[Any](
+        event_id=event_id, server_id=sid, channel_id=channel_id, type=kind, payload=payload
+    )
     return dict(env.model_dump(mode="json"))

@@ -1,22 +1,35 @@
-"""The desktop view rendered under Xvfb from Snapshot/event objects (no stack needed)."""
+"""The desktop view under Xvfb, driven through the app's own callbacks with Snapshot/event
+objects (no stack needed): layout, navigation, keyboard map, overlays, scale, virtualisation."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from services.core.contracts.chat import AttachmentRef, ConnectionState, MessageCreated, Typing
 from tests.e2e import fakes
 from tests.e2e.conftest import Shooter, label_of, render, text_of
+from ui.storage import Storage
 
 
-def workspace(ui_factory: Any, **kw: Any) -> Any:
+def workspace(ui_factory: Any, n_messages: int = 0, **kw: Any) -> Any:
     app = ui_factory(**kw)
     app.screen = "workspace"
     app.member = "vinnie"
     app.model.display_name = "Vinnie"
-    app.model.apply_snapshot(fakes.snapshot())
+    app.model.apply_snapshot(fakes.snapshot(n_messages=n_messages))
     app.model.set_stack_online(True)
     app.view.layout(1480, 920)
     return app
+
+
+def is_shown(tag: str) -> bool:
+    import dearpygui.dearpygui as dpg
+
+    return bool(dpg.does_item_exist(tag) and dpg.is_item_shown(tag))
 
 
 def test_workspace_renders(ui_factory: Any, shooter: Shooter) -> None:
@@ -24,3 +37,236 @@ def test_workspace_renders(ui_factory: Any, shooter: Shooter) -> None:
     shooter.shot(app, "workspace")
     assert label_of("oc_chip") == "Live"
     assert text_of("oc_build_label") == "build main · a5ab8f8885bc"
+    assert text_of("oc_channel_title") == "# test-general"
+    assert text_of("oc_members_title") == "Online - 1"
+    assert text_of("oc_dock_uid") == "@uid_2c203bed"
+    assert app.view.timeline.rendered_count == 6
+
+
+def test_switch_channels_and_servers(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    shooter.shot(app, "general")
+    app.select_channel("ch_qa")
+    render(app)
+    assert text_of("oc_channel_title") == "# qa-playground"
+    assert text_of("oc_timeline_state") == "No messages yet."
+    shooter.shot(app, "qa_empty")
+    app.select_server("srv_harbor")
+    render(app)
+    assert text_of("oc_channel_title") == "# harbor-general"
+    assert text_of("oc_dock_uid") == "@uid_77aa0d11"  # the uid of THAT server
+    shooter.shot(app, "harbor")
+    app.select_server("srv_testlab")
+    assert app.model.channel_id == "ch_qa"  # remembered per server
+
+
+def test_keyboard_map(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    render(app)
+    assert app.on_key("down", alt=True) and app.model.channel_id == "ch_qa"
+    assert app.on_key("up", alt=True) and app.model.channel_id == "ch_general"
+    assert app.on_key("down", ctrl=True, alt=True) and app.model.active_server == "srv_harbor"
+    assert app.on_key("up", ctrl=True, alt=True) and app.model.active_server == "srv_testlab"
+    ev = MessageCreated(message=fakes.msg("srv_harbor", "ch_ops", "k1", "uid_h", "x", fakes.NOW))
+    app.model.apply_event(50, fakes.event("message.created", "srv_harbor", ev))
+    assert app.on_key("down", alt=True, shift=True)
+    assert (app.model.active_server, app.model.channel_id) == ("srv_harbor", "ch_ops")
+    # type-to-focus
+    assert app.on_key("h") and app.on_key("i", shift=True)
+    render(app)
+    assert text_of("oc_composer") == "hI"
+    # Ctrl+K quick switcher, fuzzy, arrows, Enter; Esc closes
+    app.on_key("k", ctrl=True)
+    render(app)
+    assert is_shown("oc_switcher")
+    items = app.quick_query("tgen")
+    assert items[0].label == "# test-general"
+    shooter.shot(app, "switcher")
+    app.on_key("enter")
+    render(app)
+    assert not is_shown("oc_switcher")
+    assert (app.model.active_server, app.model.channel_id) == ("srv_testlab", "ch_general")
+    app.on_key("k", ctrl=True)
+    render(app)
+    app.on_key("escape")
+    render(app)
+    assert not is_shown("oc_switcher")
+
+
+def test_collapse_filter_persist_across_restart(ui_factory: Any, tmp_path: Path, shooter: Shooter) -> None:
+    storage = Storage(tmp_path / "cfg")
+    app = workspace(ui_factory, storage=storage)
+    shooter.shot(app, "expanded")
+    app.toggle_group("grp_voice")
+    render(app)
+    assert not is_shown("oc_chan_ch_huddle") and is_shown("oc_chan_ch_general")
+    shooter.shot(app, "collapsed")
+    app.set_filter("qa")
+    render(app)
+    assert is_shown("oc_chan_ch_qa") and not is_shown("oc_chan_ch_general")
+    app.set_filter("")
+    app.select_channel("ch_qa")
+    app.save_prefs()
+    app.view.destroy()
+    app2 = workspace(ui_factory, storage=storage)
+    render(app2)
+    assert ("srv_testlab", "grp_voice") in app2.model.collapsed  # D16
+    assert ("srv_harbor", "grp_voice") not in app2.model.collapsed
+    assert app2.model.channel_id == "ch_qa"  # remembered across restarts (3.3)
+    assert not is_shown("oc_chan_ch_huddle")
+
+
+def test_typing_chip_and_banners(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    shooter.shot(app, "live")
+    typing = Typing(channel_id="ch_general", user_uid="uid_tl_1", is_typing=True)
+    app.model.apply_event(20, fakes.event("typing", "srv_testlab", typing))
+    retry = datetime.now(UTC) + timedelta(seconds=5)
+    st = ConnectionState(state="reconnecting", attempt=1, next_retry_at=retry)
+    app.model.apply_event(21, fakes.event("server.connection", "srv_testlab", st))
+    render(app, 40)
+    assert text_of("oc_typing") == "User tl_1 is typing..."
+    assert label_of("oc_chip").startswith("Reconnecting in ")
+    shooter.shot(app, "reconnecting")
+    app.model.apply_event(22, fakes.event("server.connection", "srv_testlab", ConnectionState(state="live")))
+    render(app, 40)
+    assert label_of("oc_chip") == "Live"
+    off = ConnectionState(state="offline", reason="connection refused", next_retry_at=retry)
+    app.model.apply_event(23, fakes.event("server.connection", "srv_testlab", off))
+    render(app, 40)
+    assert label_of("oc_chip") == "Offline"
+    assert text_of("oc_banner_offline:srv_testlab").startswith("TestLab Server is unreachable. Retrying in")
+    shooter.shot(app, "server_offline")
+
+
+def test_composer_limits_and_reply(ui_factory: Any, tmp_path: Path, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    render(app)
+    import dearpygui.dearpygui as dpg
+
+    dpg.set_value("oc_composer", "x" * 70_000)
+    app.on_composer_enter(shift=False)
+    render(app)
+    assert text_of("oc_composer_error") == "Message is too large. Max 64 KB."
+    shooter.shot(app, "too_large")
+    png = tmp_path / "pic.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(png)
+    assert app.attach_files([png] * 5) == "Only the first 4 images were added."
+    app.reply_to("m3")
+    render(app)
+    assert is_shown("oc_reply_banner") and text_of("oc_reply_name") == "Vinnie"
+    shooter.shot(app, "reply_and_attachments")
+    app.select_channel("ch_qa")  # switching channels clears draft, attachments and reply
+    render(app)
+    assert not is_shown("oc_reply_banner") and not app.composer.attachments
+
+
+def test_image_card_and_lightbox(ui_factory: Any, shooter: Shooter) -> None:
+    import numpy as np
+
+    app = workspace(ui_factory)
+    att = AttachmentRef(
+        attachment_id="a1", file_name="image.png", content_type="image/png", bytes=4096, width=64, height=48, url="https://x/a1"
+    )
+    m = fakes.msg("srv_testlab", "ch_general", "img1", "uid_tl_2", "logo", fakes.NOW, attachments=[att])
+    key = app.images.key(m, att)
+    rgba = np.zeros((48, 64, 4), dtype=np.float32)
+    rgba[..., 2] = 1.0
+    rgba[..., 3] = 1.0
+    rgba[10:38, 10:54, 0] = 1.0
+    app.images.put_rgba(key, 64, 48, rgba.reshape(-1))
+    app.model.apply_event(30, fakes.event("message.created", "srv_testlab", MessageCreated(message=m)))
+    shooter.shot(app, "image_card")
+    app.view.open_lightbox(m, att)
+    render(app)
+    assert is_shown("oc_lightbox")
+    assert app.view.lightbox_zoom(3) == pytest.approx(1.54)
+    shooter.shot(app, "lightbox")
+    app.on_key("escape")
+    render(app)
+    assert not is_shown("oc_lightbox")
+
+
+def test_links_open_only_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui import timeline
+
+    opened: list[str] = []
+    monkeypatch.setattr(timeline.webbrowser, "open", lambda url: opened.append(url))
+    assert timeline.open_link("https://example.org/x")
+    assert not timeline.open_link("javascript:alert(1)")
+    assert not timeline.open_link("file:///etc/passwd")
+    assert opened == ["https://example.org/x"]
+
+
+def test_scale_200_and_narrow_widths(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory, scale=2.0)
+    app.view.layout(1480, 920)
+    shooter.shot(app, "scale200")
+    app.view.destroy()
+    app2 = workspace(ui_factory)
+    app2.view.layout(1200, 800)
+    render(app2)
+    assert not is_shown("oc_members")  # below 1240 px
+    assert is_shown("oc_channels")
+    shooter.shot(app2, "w1200")
+    app2.view.layout(850, 700)
+    render(app2)
+    assert not is_shown("oc_channels") and not is_shown("oc_dock")  # below 900 px
+    shooter.shot(app2, "w850")
+    app2.view.layout(1480, 920)
+    app2.toggle_members()
+    render(app2)
+    assert not is_shown("oc_members")
+
+
+def test_menus_settings_and_first_run(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    ev = MessageCreated(message=fakes.msg("srv_harbor", "ch_ops", "q1", "uid_h", "x", fakes.NOW))
+    app.model.apply_event(40, fakes.event("message.created", "srv_harbor", ev))
+    render(app)
+    app.view.open_server_menu("srv_harbor")
+    render(app)
+    assert is_shown("oc_ctx") and label_of("oc_ctx_leave") == "Leave Server"
+    shooter.shot(app, "server_menu")
+    app.view._menu(app.mark_server_read, "srv_harbor")
+    render(app)
+    assert app.model.rail_badge("srv_harbor") == ("", False)
+    app.on_key("escape")
+    app.open_settings()
+    render(app)
+    assert text_of("oc_set_uid") == "current UID: uid_2c203bed"
+    assert text_of("oc_set_disclosure") == "This server sees only a server-scoped UID and proof."
+    shooter.shot(app, "settings")
+    app.on_key("escape")
+    app.view.destroy()
+    first = ui_factory()
+    first.start()
+    first.view.layout(1480, 920)
+    render(first)
+    assert first.screen == "firstrun" and is_shown("oc_firstrun")
+    assert not first.choose_connection("/nonexistent/member.json")
+    render(first)
+    assert text_of("oc_conn_error").startswith("Cannot read a connection file")
+    shooter.shot(first, "first_run")
+
+
+def test_long_timeline_renders_only_a_window(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory, n_messages=5000)
+    render(app, 5)
+    tl = app.view.timeline
+    assert tl.rendered_count <= 80 and tl.following
+    assert tl.order[-1] == "bulk004999"
+    shooter.shot(app, "bottom")
+    for _ in range(60):  # scroll up to the top of the window: it shifts to older rows
+        tl.scroll_by(-4000)
+        render(app, 2)
+    assert tl.start < 5000 - 60 and tl.rendered_count <= 80
+    shooter.shot(app, "scrolled_up")
+    # a message arriving while scrolled up does not move the view
+    first = tl.order[0]
+    ev = MessageCreated(message=fakes.msg("srv_testlab", "ch_general", "new1", "uid_x", "new", fakes.NOW + timedelta(hours=1)))
+    app.model.apply_event(99, fakes.event("message.created", "srv_testlab", ev))
+    render(app, 3)
+    assert tl.order[0] == first and not tl.following

@@ -264,27 +264,34 @@ async def test_send_limits_images_typing_and_history(harness: Harness, family: D
     ]
 
 
-async def test_rate_limit_per_member_and_server(harness: Harness, family: DevserverHandle) -> None:
-    events = await harness.events("carol")
-    await join(harness, "carol", family, "srv_family")
-    await events.wait_for(lambda ev: events.last_connection("srv_family") == "live")
-    limit = 180  # the devserver's limits.rate_limit_per_minute
-    for i in range(limit):
-        await harness.call(
-            "carol",
-            "send",
-            SendArgs(server_id="srv_family", channel_id="ch_general", body=f"m{i}"),
-            SendResult,
+async def test_rate_limit_per_member_and_server(harness: Harness) -> None:
+    """``limits.rate_limit_per_minute`` (3 here, through the devserver's ``--limit`` knob) holds
+    back the next send of that member on that server, with a retry time; others are unaffected."""
+    async with (
+        arunning_devserver(seed="family", admin=True, limits={"rate_limit_per_minute": 3}) as small,
+        arunning_devserver(seed="harbor", admin=True, limits={"rate_limit_per_minute": 3}) as other,
+    ):
+        events = await harness.events("carol")
+        await join(harness, "carol", small, "srv_family")
+        await join(harness, "carol", other, "srv_harbor")
+        await join(harness, "dave", small, "srv_family")
+        await events.wait_for(
+            lambda ev: all(events.last_connection(s) == "live" for s in ("srv_family", "srv_harbor"))
         )
-    with pytest.raises(CommandError) as held:
-        await harness.call(
-            "carol",
-            "send",
-            SendArgs(server_id="srv_family", channel_id="ch_general", body="one more"),
-            SendResult,
-        )
-    assert held.value.code == "rate_limited" and held.value.retryable
-    assert "Retry after" in held.value.body.message
+
+        async def send(member: str, server_id: str, body: str) -> SendResult:
+            args = SendArgs(server_id=server_id, channel_id="ch_general", body=body)
+            return await harness.call(member, "send", args, SendResult)
+
+        for i in range(3):
+            await send("carol", "srv_family", f"m{i}")
+        with pytest.raises(CommandError) as held:
+            await send("carol", "srv_family", "one more")
+        assert held.value.code == "rate_limited" and held.value.retryable
+        assert "Retry after" in held.value.body.message and "3 messages per minute" in held.value.body.message
+        # per (member, server): another server of carol, and another member on this server, still send
+        assert (await send("carol", "srv_harbor", "elsewhere")).message.body == "elsewhere"
+        assert (await send("dave", "srv_family", "me too")).message.body == "me too"
 
 
 async def test_leave_and_leave_of_unreachable_server(harness: Harness, family: DevserverHandle) -> None:
@@ -327,3 +334,76 @@ async def test_join_needs_confirmation_and_a_listed_server(harness: Harness, fam
         )
     assert bad_url.value.code == "invalid_url"
     assert harness.connector.servers.of_member("erin") == []
+
+
+async def test_server_updated_and_management_events_channel_admin(harness: Harness) -> None:
+    async with arunning_devserver(seed="family", admin=True, features=frozenset({"channel_admin"})) as srv:
+        events = await harness.events("erin")
+        await join(harness, "erin", srv, "srv_family")
+        await events.wait_for(lambda ev: events.last_connection("srv_family") == "live")
+        owner = {"X-OpenChat-User-UID": "uid_owner", "X-OpenChat-Device-ID": "dev_owner"}
+        async with httpx.AsyncClient(base_url=srv.base_url, headers=owner) as http:
+            # chat.server.updated -> server.updated with the record's display name patched (and stored)
+            r = await http.put(
+                "/v1/servers/srv_family/settings",
+                json={"display_name": "The Family Room", "description": "", "banner_preset": "ocean"},
+            )
+            assert r.status_code == 200, r.text
+            updated = await events.wait_for(lambda ev: events.of("server.updated", "srv_family") or None)
+            record = updated[-1]["payload"]["server"]
+            assert record["display_name"] == "The Family Room"
+            assert record["user_uid"] == harness.connector.sessions[("erin", "srv_family")].record.user_uid
+            assert harness.connector.servers.get("erin", "srv_family").display_name == "The Family Room"
+
+            # chat.channel.created -> the tree is fetched again and published; the new channel is live
+            trees = len(events.of("channels.updated", "srv_family"))
+            group = events.of("channels.updated", "srv_family")[-1]["payload"]["groups"][0]["id"]
+            r = await http.post(
+                "/v1/servers/srv_family/channels", json={"name": "recipes", "type": "text", "group_id": group}
+            )
+            assert r.status_code == 201, r.text
+            new_id = r.json()["channel"]["id"]
+
+            def has_channel(ev: list[dict[str, object]]) -> bool:
+                latest = events.of("channels.updated", "srv_family")[trees:]
+                return any(
+                    ch["id"] == new_id for e in latest for g in e["payload"]["groups"] for ch in g["channels"]
+                )
+
+            await events.wait_for(has_channel)
+            posted = await admin_post(srv, new_id, "uid_mum", "first recipe")
+            await events.wait_for(lambda ev: events.message_ids("srv_family", new_id) == [posted])
+
+            # chat.category.created and chat.channel.layout.updated -> channels.updated again
+            trees = len(events.of("channels.updated", "srv_family"))
+            r = await http.post("/v1/servers/srv_family/categories", json={"name": "Kitchen", "kind": "text"})
+            assert r.status_code == 201, r.text
+            kitchen = r.json()["group"]["id"]
+            await events.wait_for(
+                lambda ev: any(
+                    g["id"] == kitchen
+                    for e in events.of("channels.updated", "srv_family")[trees:]
+                    for g in e["payload"]["groups"]
+                )
+            )
+            trees = len(events.of("channels.updated", "srv_family"))
+            groups = (await http.get("/v1/servers/srv_family/channels")).json()["groups"]
+            layout = [
+                {
+                    "id": g["id"],
+                    "channel_ids": [c["id"] for c in g["channels"] if c["id"] != new_id]
+                    + ([new_id] if g["id"] == kitchen else []),
+                }
+                for g in groups
+            ]
+            r = await http.put("/v1/servers/srv_family/channel-layout", json={"groups": layout})
+            assert r.status_code == 200, r.text
+
+            def moved(ev: list[dict[str, object]]) -> bool:
+                for e in events.of("channels.updated", "srv_family")[trees:]:
+                    for g in e["payload"]["groups"]:
+                        if g["id"] == kitchen and [c["id"] for c in g["channels"]] == [new_id]:
+                            return True
+                return False
+
+            await events.wait_for(moved)

@@ -99,7 +99,10 @@ async def test_drop_and_restart_during_1000_messages_exactly_once_in_order(
     assert len(expected["ch_general"]) == 2 + 800 and len(expected["ch_plans"]) == 1 + 200
 
     def complete(ev: list[dict[str, object]]) -> bool:
-        return all(len(events.message_ids("srv_family", c)) >= len(ids) for c, ids in expected.items())
+        # the gap fill publishes the missed messages before "live": wait for both
+        return lives(events, "srv_family") >= 2 and all(
+            len(events.message_ids("srv_family", c)) >= len(ids) for c, ids in expected.items()
+        )
 
     await events.wait_for(complete, timeout=30)
     # let any straggler (a duplicate would come now) arrive: a ping round trip through the bus

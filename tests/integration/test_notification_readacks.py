@@ -1,9 +1,7 @@
 """Read-acks on and off against the devserver, end to end: devserver ↔ connector ↔ notification.
 
-PENDING on the connector side (issue #6 report): these tests need the connector service to
-serve ``oc.<member>.cmd.connector.read_ack_get`` / ``read_ack_put`` and to forward realtime
-``chat.read_ack.updated`` as the event kind ``read_ack.updated`` (contracts/notify.py). Until the
-connector answers ``read_ack_get``, each test skips, saying so; once it does, they run as written.
+The connector serves ``oc.<member>.cmd.connector.read_ack_get`` / ``read_ack_put`` and forwards
+realtime ``chat.read_ack.updated`` as the event kind ``read_ack.updated`` (contracts/notify.py).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from services.core.contracts.notify import (
     UnreadResult,
 )
 from services.core.members import ConnectionFile
-from services.core.service import Service, serve
+from services.core.service import Service, ServiceContext, serve
 from services.core.settings import Settings
 from services.devserver.config import DevserverConfig
 from services.devserver.runner import arunning_devserver
@@ -40,22 +38,49 @@ BOB = "uid_bob"
 
 @contextlib.asynccontextmanager
 async def connector_running(stack: StackNats) -> AsyncIterator[None]:
+    """The connector service as ``openchat up`` runs it; yields once its commands are served."""
     from services.connector.app import SERVICE as CONNECTOR
 
-    settings = Settings(service_password=stack.service_password, nats_url=stack.url)
-    task = asyncio.create_task(serve(Service(CONNECTOR.name, False, CONNECTOR.setup), settings))
+    assert CONNECTOR.setup is not None
+    setup = CONNECTOR.setup
+    ready = asyncio.Event()
+    contexts: list[ServiceContext] = []
+
+    async def setup_then_ready(ctx: ServiceContext) -> None:
+        contexts.append(ctx)
+        await setup(ctx)
+        assert ctx.bus is not None
+        await ctx.bus.serve_commands()  # what ``serve`` does next (idempotent)
+        await ctx.bus.nc.flush()
+        ready.set()
+
+    settings = Settings(service_password=stack.service_password, nats_url=stack.url, http_port=0)
+    service = Service(CONNECTOR.name, False, setup_then_ready, teardown=CONNECTOR.teardown)
+    task = asyncio.create_task(serve(service, settings))
     try:
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if task in done:
+                task.result()  # the service failed to start: raise its error
+            raise TimeoutError("the connector service did not start")
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        for ctx in contexts:
+            ctx.stopping.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
 
 
-async def counts(client: MemberClient, server_id: str) -> tuple[int, int]:
+async def counts(client: MemberClient, server_id: str) -> tuple[int, int] | None:
+    """(unread, mentions) of ``CHANNEL``; None while the service has not seen the channel yet."""
     res = await client.call("notification", "unread", UnreadArgs(server_id=server_id), UnreadResult)
-    ch = next(c for c in res.servers[0].channels if c.channel_id == CHANNEL)
-    return ch.unread, ch.mentions
+    for server in res.servers:
+        for ch in server.channels:
+            if ch.channel_id == CHANNEL:
+                return ch.unread, ch.mentions
+    return None
 
 
 async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -86,7 +111,7 @@ async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path
             connector_running(stack_nats),
             MemberClient.connect(cf) as kim,
         ):
-            try:
+            with pytest.raises(CommandError) as not_joined:  # served, and answers for joined servers only
                 await kim.call(
                     "connector",
                     "read_ack_get",
@@ -94,18 +119,30 @@ async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path
                     ReadAckResult,
                     timeout=3,
                 )
-            except CommandError as exc:
-                if exc.code in ("service_unavailable", "timeout"):
-                    pytest.skip("pending: the connector does not serve read_ack_get yet")
+            assert not_joined.value.code == "server_not_joined"
             joined = await kim.join(dev.base_url, "srv_harbor")
             uid = joined.server.user_uid
+            got = await kim.call(
+                "connector",
+                "read_ack_get",
+                ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL),
+                ReadAckResult,
+            )
+            assert got.supported is read_acks  # 404 without the feature: unsupported, not an error
+            assert got.last_read_message_id is None
             async with httpx.AsyncClient(base_url=dev.base_url) as http:
+                # The hydrate's messages (the seed) count as unread too: a first join has read nothing.
+                seeded = await http.get(
+                    f"/v1/channels/{CHANNEL}/messages",
+                    headers={"X-OpenChat-User-UID": uid, "X-OpenChat-Device-ID": "desktop_other"},
+                )
+                seed = len(seeded.json()["messages"])
                 for body in ("one", f"@{uid} two"):
                     r = await http.post(
                         "/_admin/messages", json={"channel_id": CHANNEL, "user_uid": BOB, "body": body}
                     )
                     assert r.status_code < 300
-                await until(lambda: _eq(counts(kim, "srv_harbor"), (2, 1)))
+                await until(lambda: _eq(counts(kim, "srv_harbor"), (seed + 2, 1)))
                 await kim.call(
                     "notification",
                     "mark_read",
@@ -142,5 +179,5 @@ async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path
         await svc_bus.close()
 
 
-async def _eq(coro: Awaitable[tuple[int, int]], expected: tuple[int, int]) -> bool:
+async def _eq(coro: Awaitable[tuple[int, int] | None], expected: tuple[int, int]) -> bool:
     return await coro == expected

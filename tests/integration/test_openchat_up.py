@@ -58,11 +58,11 @@ def _processes_of(home: Path) -> list[psutil.Process]:
 
 
 class Stack:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *args: str) -> None:
         self.home = home
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"],
+            [sys.executable, "-m", "services.cli", "up", *args],
             env=_env(home),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,240 @@
+"""UI benchmark (not a test): a channel with 100k messages in the real Dear PyGui view.
+
+Measures, in one run and with a baseline from the same run:
+- start to populated: snapshot in hand -> view built -> first frame with the timeline filled;
+- p99 frame time while scrolling (the wheel equivalent, through the virtualised window);
+- p99 frame time while 100 msg/s arrive (following the bottom);
+- channel switch time (100k <-> 50k messages, until the new rows are drawn);
+- RSS of the process.
+Baselines: frame time with an idle, nearly empty channel; RSS before the 100k messages exist.
+
+Frame time is the CPU time of one ``app.frame()`` + ``render_dearpygui_frame()`` (vsync off,
+no frame-cap sleep). Needs a display: starts its own Xvfb when ``DISPLAY`` is not set.
+
+    python bench/bench_ui.py [--messages 100000] [--seconds 5] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.core.contracts.chat import ChatMessage, MessageCreated, Snapshot  # noqa: E402
+from tests.e2e import fakes  # noqa: E402
+
+
+def p99(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * 0.99))] if s else 0.0
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 1e6
+
+
+def start_xvfb() -> subprocess.Popen[bytes] | None:
+    if os.environ.get("DISPLAY"):
+        return None
+    if shutil.which("Xvfb") is None:
+        raise SystemExit("no DISPLAY and no Xvfb")
+    n = next(i for i in range(120, 220) if not Path(f"/tmp/.X11-unix/X{i}").exists())
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1480x920x24", "-nolisten", "tcp"])
+    for _ in range(200):
+        if Path(f"/tmp/.X11-unix/X{n}").exists():
+            break
+        time.sleep(0.05)
+    os.environ["DISPLAY"] = f":{n}"
+    return proc
+
+
+def make_snapshot(n: int) -> Snapshot:
+    base = datetime.now(UTC) - timedelta(days=2)
+    view = fakes.testlab_view()
+    big = [
+        ChatMessage(
+            id=f"b{i:07d}",
+            server_id="srv_testlab",
+            channel_id="ch_general",
+            author_uid=f"uid_bulk_{i % 13}",
+            body=f"message {i}: the quick brown fox jumps over the lazy dog" + (" **bold** and `code`" if i % 10 == 0 else ""),
+            created_at=base + timedelta(seconds=i),
+        )
+        for i in range(n)
+    ]
+    half = [m.model_copy(update={"id": f"q{i:07d}", "channel_id": "ch_qa"}) for i, m in enumerate(big[: n // 2])]
+    view = view.model_copy(update={"messages": {"ch_general": big, "ch_qa": half}})
+    return Snapshot(seq=1, servers=[view, fakes.harbor_view()])
+
+
+UI_MS: list[float] = []
+
+
+def frame(app: Any, dpg: Any) -> float:
+    """Total frame time (ms); the app's own share (model + widget updates) goes to ``UI_MS``."""
+    t0 = time.perf_counter()
+    app.frame()
+    t1 = time.perf_counter()
+    dpg.render_dearpygui_frame()
+    UI_MS.append((t1 - t0) * 1000)
+    return (time.perf_counter() - t0) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--write", action="store_true", help="append the figures to bench/RESULTS.md")
+    args = parser.parse_args()
+    xvfb = start_xvfb()
+    try:
+        results = run(args.messages, args.seconds)
+    finally:
+        if xvfb is not None:
+            xvfb.terminate()
+    lines = report(results, args)
+    print("\n".join(lines))
+    if args.write:
+        path = ROOT / "bench" / "RESULTS.md"
+        if not path.exists():
+            path.write_text("# Benchmark results\n\nFigures recorded by the benchmarks in `bench/`.\n")
+        with path.open("a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
+
+
+def run(n: int, seconds: float) -> dict[str, float]:
+    import dearpygui.dearpygui as dpg
+
+    from ui.app import App
+    from ui.storage import Storage
+
+    r: dict[str, float] = {}
+    dpg.create_context()
+    dpg.create_viewport(title="bench", width=1480, height=920)
+    dpg.set_viewport_vsync(False)
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    r["rss_base"] = rss_mb()
+    snap = make_snapshot(n)
+    r["rss_data"] = rss_mb()
+    tmp = Path(tempfile.mkdtemp())
+
+    # baseline: a nearly empty workspace
+    app0 = App(storage=Storage(tmp / "a"))
+    app0.build_view()
+    app0.screen = "workspace"
+    app0.model.apply_snapshot(fakes.snapshot())
+    app0.model.set_stack_online(True)
+    app0.view.layout(1480, 920)
+    for _ in range(20):
+        frame(app0, dpg)
+    UI_MS.clear()
+    r["idle_p99"] = p99([frame(app0, dpg) for _ in range(300)])
+    r["idle_ui_p99"] = p99(UI_MS)
+    app0.view.destroy()
+
+    # start to populated
+    t0 = time.perf_counter()
+    app = App(storage=Storage(tmp / "b"))
+    app.build_view()
+    app.screen = "workspace"
+    app.model.apply_snapshot(snap)
+    app.model.set_stack_online(True)
+    app.view.layout(1480, 920)
+    frames = 0
+    while app.view.timeline.rendered_count == 0 or frames < 2:
+        frame(app, dpg)
+        frames += 1
+    r["start_ms"] = (time.perf_counter() - t0) * 1000
+    for _ in range(10):
+        frame(app, dpg)
+    tl = app.view.timeline
+
+    # scrolling up through the virtualised window
+    times = []
+    UI_MS.clear()
+    for _ in range(600):
+        tl.scroll_by(-240)
+        times.append(frame(app, dpg))
+    r["scroll_p99"] = p99(times)
+    r["scroll_mean"] = statistics.fmean(times)
+    r["scroll_ui_p99"] = p99(UI_MS)
+    r["scroll_rows"] = float(n - tl.start)
+
+    # back to the bottom, then 100 msg/s arrive while following
+    app.select_channel("ch_qa")
+    app.select_channel("ch_general")
+    for _ in range(5):
+        frame(app, dpg)
+    times = []
+    UI_MS.clear()
+    start = time.perf_counter()
+    sent = 0
+    seq = 10
+    base = datetime.now(UTC)
+    while time.perf_counter() - start < seconds:
+        due = int((time.perf_counter() - start) * 100)
+        while sent < due:
+            m = fakes.msg("srv_testlab", "ch_general", f"live{sent}", "uid_live", f"live message {sent}", base + timedelta(milliseconds=sent))
+            seq += 1
+            app.model.apply_event(seq, fakes.event("message.created", "srv_testlab", MessageCreated(message=m)))
+            sent += 1
+        times.append(frame(app, dpg))
+        time.sleep(max(0.0, 1 / 60 - times[-1] / 1000))
+    r["arrive_p99"] = p99(times)
+    r["arrive_mean"] = statistics.fmean(times)
+    r["arrive_ui_p99"] = p99(UI_MS)
+    r["arrived"] = float(sent)
+    r["arrive_rendered"] = float(tl.rendered_count)
+
+    # channel switch (100k <-> 50k), until the new channel's rows are drawn
+    sw = []
+    for i in range(20):
+        target = "ch_qa" if i % 2 == 0 else "ch_general"
+        t0 = time.perf_counter()
+        app.select_channel(target)
+        frame(app, dpg)
+        frame(app, dpg)
+        sw.append((time.perf_counter() - t0) * 1000)
+    r["switch_p50"] = statistics.median(sw)
+    r["switch_max"] = max(sw)
+    r["rss_end"] = rss_mb()
+    app.view.destroy()
+    dpg.destroy_context()
+    return r
+
+
+def report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"## UI (Dear PyGui) — {when}",
+        "",
+        f"`python bench/bench_ui.py --messages {args.messages} --seconds {args.seconds:g}` on "
+        f"{platform.machine()} / {os.cpu_count()} cores, Xvfb 1480x920, vsync off; frame = app.frame() + render.",
+        "",
+        "| figure | value | target | baseline (same run) |",
+        "|---|---|---|---|",
+        f"| start to populated (snapshot in hand, {args.messages:,} msgs) | {r['start_ms']:.0f} ms | ≤ 1000 ms | — |",
+        f"| p99 frame while scrolling ({r['scroll_rows']:.0f} rows up) | {r['scroll_p99']:.1f} ms (mean {r['scroll_mean']:.1f}); app share p99 {r['scroll_ui_p99']:.1f} ms | ≤ 16 ms | idle frame p99 {r['idle_p99']:.1f} ms (app share {r['idle_ui_p99']:.1f}) |",
+        f"| p99 frame while 100 msg/s arrive ({r['arrived']:.0f} msgs, {r['arrive_rendered']:.0f} rows drawn) | {r['arrive_p99']:.1f} ms (mean {r['arrive_mean']:.1f}); app share p99 {r['arrive_ui_p99']:.1f} ms | ≤ 16 ms | idle frame p99 {r['idle_p99']:.1f} ms (app share {r['idle_ui_p99']:.1f}) |",
+        f"| channel switch 100k <-> 50k (median / max) | {r['switch_p50']:.1f} / {r['switch_max']:.1f} ms | ≤ 50 ms | — |",
+        f"| RSS at the end | {r['rss_end']:.0f} MB | ≤ 150 MB | {r['rss_base']:.0f} MB with DPG up; {r['rss_data']:.0f} MB with the 150k message objects |",
+    ]
+
+
+if __name__ == "__main__":
+    main()
