@@ -33,11 +33,23 @@ def init() -> None:
 
 @main.command()
 @click.option("--demo", is_flag=True, help="Also start two demo devservers and a demo member.")
-def up(demo: bool) -> None:
+@click.option(
+    "--ui", "with_ui", is_flag=True, help="Open the desktop app (with --demo: as the demo member) once up."
+)
+def up(demo: bool, with_ui: bool) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops everything."""
     from services.cli.supervisor import run_up
 
-    sys.exit(run_up(demo))
+    sys.exit(run_up(demo, with_ui))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def ui(ctx: click.Context) -> None:
+    """Open the desktop app (options: --connection FILE, --scale, --font-size)."""
+    from ui.app import main as ui_main
+
+    ui_main(list(ctx.args))
 
 
 @main.command()

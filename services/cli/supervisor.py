@@ -64,9 +64,14 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, home: Home, demo: bool, out: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, home: Home, demo: bool, out: Callable[[str], None] = print, with_ui: bool = False
+    ) -> None:
         self.home = home
         self.demo = demo
+        self.with_ui = with_ui
+        self.ui_proc: asyncio.subprocess.Process | None = None
+        self._ui_task: asyncio.Task[None] | None = None
         self.out = out
         self.children: list[Child] = []
         self.servers: list[ManagedProcess] = []
@@ -172,6 +177,31 @@ class Supervisor:
                         self.out(f"[demo] {DEMO_MEMBER} is already in {server_id}")
                     else:
                         self.out(f"[demo] could not join {server_id}: {exc.code}: {exc.body.message}")
+
+    async def open_ui(self) -> None:
+        """The desktop app as a child (not restarted); closing it stops the stack."""
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            self.out("[ui] no display: the desktop app is not opened (the stack keeps running)")
+            return
+        argv = [sys.executable, "-m", "ui"]
+        members = sorted(self.home.layout.members_dir.glob("*.json"))
+        chosen = (
+            self.home.layout.connection_file(DEMO_MEMBER) if self.demo else (members[0] if members else None)
+        )
+        if chosen is not None and chosen.exists():
+            argv += ["--connection", str(chosen)]
+        self.ui_proc = await asyncio.create_subprocess_exec(
+            *argv, env={**os.environ}, preexec_fn=_die_with_parent
+        )
+        self.out(f"[ui] desktop app opened (pid {self.ui_proc.pid}); closing it stops the stack")
+
+        async def stop_when_closed(proc: asyncio.subprocess.Process) -> None:
+            await proc.wait()
+            if not self.stopping.is_set():
+                self.out("[ui] desktop app closed; stopping the stack")
+                self.stopping.set()
+
+        self._ui_task = asyncio.create_task(stop_when_closed(self.ui_proc))
 
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
         prefix = f"[{child.name}] "
@@ -281,6 +311,8 @@ class Supervisor:
                 if self.demo:
                     await self.demo_join()
                 self.out("stack is up — Ctrl-C stops it")
+                if self.with_ui:
+                    await self.open_ui()
             else:
                 self.out(
                     f"[supervisor] not every service became healthy within {ready_timeout:g} s; still trying"
@@ -300,6 +332,8 @@ class Supervisor:
         self.stopping.set()
         self.out("[supervisor] stopping")
         procs = [c.proc for c in self.children if c.proc is not None and c.proc.returncode is None]
+        if self.ui_proc is not None and self.ui_proc.returncode is None:
+            procs.append(self.ui_proc)
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -321,7 +355,7 @@ class Supervisor:
         self.out("[supervisor] stopped; no process left")
 
 
-def run_up(demo: bool) -> int:
+def run_up(demo: bool, with_ui: bool = False) -> int:
     home = Home.load()
     if demo:
         from services.core.members import MemberExists
@@ -330,5 +364,5 @@ def run_up(demo: bool) -> int:
             from services.cli.members import add_member
 
             add_member(home, DEMO_MEMBER, apply=False, out=print)
-    supervisor = Supervisor(home, demo, out=lambda line: print(line, flush=True))
+    supervisor = Supervisor(home, demo, out=lambda line: print(line, flush=True), with_ui=with_ui)
     return asyncio.run(supervisor.run())
