@@ -26,6 +26,7 @@ from typing import TypeVar
 import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter
+from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError
@@ -190,6 +191,14 @@ def build_service() -> Service:
         runtime = StateRuntime(ctx.bus, ctx.redis, settings)
         await runtime.start(serve_commands=False)  # the service runner serves them after setup
         ref.runtime = runtime
+        m = runtime.materializer
+        for name, doc, value in (
+            ("openchat_state_applied_seq", "stream sequence the view reflects", lambda: m.applied_seq),
+            ("openchat_state_caught_up", "1 when the view has reached the stream's end", lambda: m.caught_up),
+            ("openchat_state_events_skipped", "invalid events skipped since start", lambda: m.skipped),
+            ("openchat_state_rebuilds", "view rebuilds since start", lambda: m.rebuilds),
+        ):
+            Gauge(name, doc, registry=ctx.health.registry).set_function(value)
 
         async def stop_on_signal() -> None:
             await ctx.stopping.wait()

@@ -5,9 +5,10 @@ them. Every route needs ``Authorization: Bearer <token>`` from the ``state.http_
 command; the token names the member, and the member only sees its own view: a server, channel,
 message or profile that is not in that member's view answers 404, exactly like one that does not
 exist. Missing, forged or expired tokens answer 401.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: FastAPI must see the dependency annotations
+of the nested route functions as objects.)
+"""
 
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -28,10 +29,10 @@ IdPath = Annotated[str, Path(min_length=1, max_length=256)]
 bearer = HTTPBearer(auto_error=False, description="a token from the bus command state.http_token")
 
 
-def build_router(ref: RuntimeRef) -> APIRouter:
+def build_router(ref: "RuntimeRef") -> APIRouter:
     router = APIRouter()
 
-    def runtime() -> StateRuntime:
+    def runtime() -> "StateRuntime":
         if ref.runtime is None:
             raise HTTPException(503, "the state service is starting")
         return ref.runtime
@@ -51,7 +52,7 @@ def build_router(ref: RuntimeRef) -> APIRouter:
 
     Member = Annotated[str, Depends(member_of)]
 
-    async def joined(rt: StateRuntime, member: str, server_id: str) -> ServerRecord:
+    async def joined(rt: "StateRuntime", member: str, server_id: str) -> ServerRecord:
         record = await rt.store.server(member, server_id)
         if record is None:
             raise HTTPException(404, "no such server in your view")
@@ -129,7 +130,7 @@ def build_router(ref: RuntimeRef) -> APIRouter:
 
 
 async def _serve(
-    rt: StateRuntime, member: str, record: ServerRecord, url: str, content_type: str, size: int | None
+    rt: "StateRuntime", member: str, record: ServerRecord, url: str, content_type: str, size: int | None
 ) -> Response:
     try:
         media = await rt.media.get(member, record, url, content_type, size)

@@ -29,6 +29,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
 from services.core.bus import Bus, backoff_delays
 from services.core.contracts import subjects
@@ -41,12 +42,21 @@ from services.state.store import EpochChanged, ViewStore
 log = logging.getLogger("openchat.state.materializer")
 
 BATCH = 256
+RETRY_INITIAL_S = 0.1
+RETRY_MAX_S = 2.0
 IDLE_FETCH_S = 0.25
 CONSUMER_CHECK_EVERY = 20  # idle fetches between consumer health checks
 
 
 class NeedRebuild(Exception):
     pass
+
+
+def describe(exc: BaseException) -> str:
+    """An error for the log: never the input values a validation error would quote."""
+    if isinstance(exc, ValidationError):
+        return f"ValidationError at {[e['loc'] for e in exc.errors()[:5]]}"
+    return repr(exc)[:300]
 
 
 class Materializer:
@@ -100,7 +110,7 @@ class Materializer:
 
     # -- main loop ------------------------------------------------------------------------------
     async def run(self) -> None:
-        delays = backoff_delays()
+        delays = backoff_delays(RETRY_INITIAL_S, RETRY_MAX_S)
         while True:
             try:
                 await self._run_once()
@@ -108,13 +118,13 @@ class Materializer:
                 raise
             except NeedRebuild as exc:
                 await self._rebuild(str(exc))
-                delays = backoff_delays()
-            except Exception as exc:
+                delays = backoff_delays(RETRY_INITIAL_S, RETRY_MAX_S)
+            except Exception as exc:  # redis or nats down, consumer lost: start over from redis' seq
                 self._indices.clear()
                 delay = next(delays)
                 log.warning(
                     "materializer error, retrying",
-                    extra={"error": repr(exc)[:300], "retry_in_s": round(delay, 2)},
+                    extra={"error": describe(exc), "retry_in_s": round(delay, 2)},
                 )
                 await asyncio.sleep(delay)
 
@@ -140,7 +150,7 @@ class Materializer:
         self._target = last_seq if marker.rebuilding else 0
         self.caught_up = marker.seq >= last_seq
         if marker.rebuilding and self.caught_up:
-            await self.store.apply(marker.epoch, [], marker.seq, caught_up=True)
+            await self.store.apply(marker.epoch, [], marker.seq, expected_seq=marker.seq, caught_up=True)
         await self._notify()
         if self.caught_up:
             await self._after_catch_up()
@@ -167,6 +177,9 @@ class Materializer:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            if config.name:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.bus.js.delete_consumer(self.stream, config.name), 2)
 
     async def _idle_checks(self, sub: Any, idle: int) -> None:
         marker = await self.store.marker()
@@ -186,7 +199,9 @@ class Materializer:
         if self._epoch is None:
             return
         async with self.lock:
-            await self.store.apply(self._epoch, [], self.applied_seq, caught_up=True)
+            await self.store.apply(
+                self._epoch, [], self.applied_seq, expected_seq=self.applied_seq, caught_up=True
+            )
         self.caught_up = True
         await self._notify()
         await self._after_catch_up()
@@ -224,7 +239,13 @@ class Materializer:
                 if last == self.applied_seq:
                     return
                 reached = self._target == 0 or last >= self._target
-                await self.store.apply(self._epoch, ops, last, caught_up=reached and self._target != 0)
+                await self.store.apply(
+                    self._epoch,
+                    ops,
+                    last,
+                    expected_seq=self.applied_seq,
+                    caught_up=reached and self._target != 0,
+                )
             except EpochChanged:
                 self._indices.clear()
                 raise NeedRebuild("the view in redis was lost") from None
@@ -263,7 +284,7 @@ class Materializer:
         try:
             await self.bus.publish(REHYDRATE_SUBJECT, RehydrateRequest(member=None, reason=reason[:200]))
         except Exception as exc:
-            log.warning("could not request rehydration", extra={"error": repr(exc)[:300]})
+            log.warning("could not request rehydration", extra={"error": describe(exc)})
 
     async def _after_catch_up(self) -> None:
         if self._reconciled:
@@ -275,7 +296,7 @@ class Materializer:
         try:
             rows = await asyncio.to_thread(lambda: ServerStore(db).everything())
         except Exception as exc:
-            log.warning("could not read the joined-server store", extra={"error": repr(exc)[:300]})
+            log.warning("could not read the joined-server store", extra={"error": describe(exc)})
             return
         for member, record in rows:
             if await self.store.server(member, record.server_id) is not None:
@@ -293,4 +314,4 @@ class Materializer:
             try:
                 await self.bus.publish_event(member, envelope)
             except Exception as exc:
-                log.warning("could not re-announce a joined server", extra={"error": repr(exc)[:300]})
+                log.warning("could not re-announce a joined server", extra={"error": describe(exc)})

@@ -72,6 +72,10 @@ class EpochChanged(Exception):
     """The view in Redis is not the one this writer was building (flushed, lost, rebuilt)."""
 
 
+class SeqMoved(Exception):
+    """Another writer applied events meanwhile (a second replica): reload from Redis."""
+
+
 class ViewBusy(Exception):
     """A consistent read kept racing with writes."""
 
@@ -130,14 +134,17 @@ class ViewStore:
         return epoch
 
     # -- writes ---------------------------------------------------------------------------------
-    async def apply(self, epoch: str, ops: list[Op], seq: int, *, caught_up: bool) -> None:
-        """Execute ``ops`` and set ``seq`` atomically, unless the epoch changed (``EpochChanged``)."""
+    async def apply(self, epoch: str, ops: list[Op], seq: int, *, expected_seq: int, caught_up: bool) -> None:
+        """Execute ``ops`` and set ``seq`` atomically, unless the epoch changed (``EpochChanged``)
+        or the stored seq is not ``expected_seq`` (``SeqMoved``: someone else applied events)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(self.k_epoch)
-                current = await pipe.get(self.k_epoch)
+                await pipe.watch(self.k_epoch, self.k_seq)
+                current, current_seq = await pipe.mget([self.k_epoch, self.k_seq])
                 if current is None or _s(current) != epoch:
                     raise EpochChanged
+                if int(current_seq or 0) != expected_seq:
+                    raise SeqMoved
                 pipe.multi()  # type: ignore[no-untyped-call]
                 for op in ops:
                     self._queue(pipe, op)
@@ -146,7 +153,7 @@ class ViewStore:
                     pipe.delete(self.k_rebuilding)
                 await pipe.execute()
             except WatchError as exc:
-                raise EpochChanged from exc
+                raise SeqMoved from exc  # the next attempt tells whether the epoch changed too
 
     def _queue(self, pipe: aioredis.client.Pipeline, op: Op) -> None:
         if isinstance(op, PutServer):

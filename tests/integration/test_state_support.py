@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -141,7 +141,7 @@ async def emit(
     ts: datetime | None = None,
     channel_id: str | None = None,
 ) -> PubAck:
-    env: EventEnvelope[Any] = EventEnvelope[type(payload)](  # type: ignore[misc]
+    env: EventEnvelope[Any] = cast(Any, EventEnvelope)[type(payload)](
         event_id=event_id or f"{kind}:{uuid.uuid4().hex}",
         server_id=server_id,
         channel_id=channel_id,

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from services.core.bus import Bus, CommandError
 from services.core.contracts import subjects
-from services.core.contracts.bus import Empty, EventEnvelope
+from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
     REHYDRATE_SUBJECT,
     CapabilitySnapshot,
@@ -145,9 +145,9 @@ async def test_snapshot_live_and_sync_give_every_event_exactly_once(bus: Bus, ma
         nonlocal seen_seq
         if seq <= seen_seq:
             return
-        env = EventEnvelope[dict[str, Any]].model_validate_json(data)
-        if env.type == "message.created":
-            view.append(env.payload["message"]["id"])
+        env = json.loads(data)
+        if env["type"] == "message.created":
+            view.append(env["payload"]["message"]["id"])
         applied_seqs.append(seq)
         seen_seq = seq
 
@@ -177,8 +177,7 @@ async def test_snapshot_live_and_sync_give_every_event_exactly_once(bus: Bus, ma
         assert not res.truncated
         for ev in res.events:
             assert ev.subject.startswith("oc.alice.evt.srv_a.")
-            env = EventEnvelope[dict[str, Any]].model_validate_json(ev.data)
-            synced.append(env.payload["message"]["id"])
+            synced.append(json.loads(ev.data)["payload"]["message"]["id"])
             apply(ev.seq, ev.data.encode())
         since = res.last_seq
         if res.complete:
@@ -291,8 +290,11 @@ async def test_redis_flushed_mid_run_is_rebuilt_equal(
 
         await bus.subscribe(REHYDRATE_SUBJECT, RehydrateRequest, on_rehydrate)
         await bus.nc.flush()
+        rebuilds = rt.materializer.rebuilds  # an empty redis at start was the first
         await own.flushall()
-        await rt.materializer.wait_for(lambda m: m.rebuilds == 1 and m.caught_up and m.applied_seq >= last)
+        await rt.materializer.wait_for(
+            lambda m: m.rebuilds == rebuilds + 1 and m.caught_up and m.applied_seq >= last
+        )
         assert (await asyncio.wait_for(rehydrate.get(), 5)).member is None
         after = {m: await snapshot(bus, m, messages_per_channel=500) for m in ("alice", "bob")}
         assert after == before
@@ -421,3 +423,28 @@ async def test_joined_servers_are_reconciled_from_the_durable_store(
     servers = await bus.request(cmd("alice", "servers"), Empty(), ServerList)
     assert [s.server.server_id for s in servers.servers] == ["srv_kept"]
     assert servers.servers[0].connection.state == "connecting"
+
+
+async def test_two_replicas_on_one_redis_keep_one_exact_view(bus: Bus, make_state: MakeState) -> None:
+    """Two state replicas materialize into the same Redis: each batch is applied by exactly one."""
+    first = await make_state(window=1000)
+    second = await make_state(window=1000)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def watch_seq() -> None:  # the stored sequence never goes back
+        while not done.is_set():
+            seen.append((await first.store.marker()).seq)
+
+    watcher = asyncio.create_task(watch_seq())
+    await join(bus, "alice", "srv_a")
+    for i in range(300):
+        last = await post(bus, "alice", message(f"m{i:03d}", at=at(i)))
+    await applied(first, last.seq)
+    await applied(second, last.seq)
+    done.set()
+    await watcher
+    assert seen == sorted(seen) and len(seen) > 10
+    result = await history(bus, "alice", "srv_a", "general")
+    assert [m.id for m in result.messages] == [f"m{i:03d}" for i in range(300)]
+    assert result.seq == last.seq

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
@@ -53,7 +53,7 @@ def msg(
 def event(
     kind: str, payload: BaseModel, server: str = "srv_a", member: str = "alice", ts: datetime = T0
 ) -> ParsedEvent:
-    env: EventEnvelope[Any] = EventEnvelope[type(payload)](  # type: ignore[misc]
+    env: EventEnvelope[Any] = cast(Any, EventEnvelope)[type(payload)](
         event_id=f"e:{kind}", server_id=server, type=kind, payload=payload, ts=ts
     )
     return ParsedEvent(member, server, kind, env)
