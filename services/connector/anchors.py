@@ -60,6 +60,7 @@ class AnchorStore:
         self._task: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self.flushes = 0
+        self.flushed = asyncio.Event()  # set after each write (tests await it)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(SCHEMA)
@@ -112,11 +113,12 @@ class AnchorStore:
                 return 0
             try:
                 await asyncio.to_thread(self._write, batch)
-            except Exception:
+            except BaseException:
                 for key, anchor in batch.items():  # keep them for the next attempt
                     self._pending.setdefault(key, anchor)
                 raise
             self.flushes += 1
+            self.flushed.set()
             return len(batch)
 
     def _write(self, batch: dict[Key, Anchor]) -> None:

@@ -1,7 +1,8 @@
 """The connector's commands and its session supervisor, independent of the bus.
 
 ``Connector`` owns the member identities it needs (created on first use, encrypted at rest), the
-durable joined-server list (``ServerStore``) and one ``Session`` per (member, server). Its command
+durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
+registry database) and one ``Session`` per (member, server). Its command
 methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
 failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
 binds them to ``oc.<member>.cmd.connector.<verb>``; tests may call them directly.

@@ -2,18 +2,27 @@
 
 A session runs forever until stopped (leave, shutdown). Each connection cycle:
 
-1. probe capabilities (re-published when the api/build version changed), fetch the channel tree
-   and the member list (re-published when they changed);
+1. load the gap-fill anchors the previous connector process left (``anchors.py``; first cycle
+   only), probe the capabilities and fetch the channel tree — both published on every cycle,
+   capabilities first (consumers read the features before acting on the channels: read-acks) —
+   and the member list (re-published when it changed);
 2. open the realtime socket with the identity as headers **and** query parameters (D7, D8),
    subscribe every text channel, and start reading frames into a queue at once (a backend drops
    events for a socket whose queue overflows, so the socket is always drained);
 3. **gap fill**: per text channel, fetch history until the newest message already published is
    included (``limit`` grows geometrically on Profile A; ``before``/``next_cursor`` pages when the
-   server advertises ``cursors``), and publish the missing messages in order — on the first cycle,
-   the newest ``history_window`` messages; author profiles are fetched in batches of ≤ 100 when the
-   server has profile sync;
+   server advertises ``cursors``), and publish the missing messages in order — on the first cycle
+   without a persisted anchor, the newest ``history_window`` messages; when the anchor is gone
+   (deleted), what is not older than its ``created_at``; author profiles are fetched in batches of
+   ≤ 100 when the server has profile sync. Every published message moves the channel's anchor
+   forward (written to the registry database in batches, ``AnchorStore``);
 4. publish ``server.connection`` *live*, then process frames in arrival order, de-duplicating
-   messages by id (``KnownIds``) until the socket closes.
+   messages by id (``KnownIds``) until the socket closes. Besides messages, typing, presence and
+   profiles: ``chat.read_ack.updated`` of the member's own uid → ``read_ack.updated``
+   (``contracts/notify.py``); ``chat.server.updated`` → the record's display name patched, stored
+   and published as ``server.updated``; management events (``chat.channel.created``,
+   ``chat.category.*``, ``chat.channel.layout.updated``) → the tree fetched again and published,
+   new text channels subscribed and filled.
 
 Any failure ends the cycle; the session publishes *reconnecting* (after being live) or *offline*
 (unreachable; D2: the server is kept and retried forever) with ``next_retry_at`` and sleeps on the

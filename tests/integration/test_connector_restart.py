@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import pytest
 
 from services.connector.testing import EventLog, connector_harness
 from services.core.contracts.chat import JoinArgs, JoinResult
@@ -33,10 +34,12 @@ def anchors(home: Path) -> dict[str, str]:
     return {channel: message for channel, message in rows}
 
 
+@pytest.mark.parametrize("profile", ["A", "B"])
 async def test_messages_posted_while_the_connector_was_down_are_published_once_in_order(
-    nats_url: str, tmp_path: Path
+    nats_url: str, tmp_path: Path, profile: str
 ) -> None:
-    async with arunning_devserver(seed="family", admin=True) as srv:
+    features = frozenset({"cursors"} if profile == "B" else set())
+    async with arunning_devserver(seed="family", admin=True, features=features) as srv:
         admin = httpx.AsyncClient(base_url=srv.base_url, timeout=30)
 
         async def history(channel_id: str) -> list[str]:
@@ -79,13 +82,18 @@ async def test_messages_posted_while_the_connector_was_down_are_published_once_i
                     published = after.message_ids("srv_family", channel_id)
                     assert before[channel_id] + published == ids, channel_id
                 assert len(after.message_ids("srv_family", "ch_general")) == DOWNTIME_MESSAGES
-                # Profile A gap fill: the limit grew geometrically until the anchor was included
-                limits = [
-                    r.url.params.get("limit")
+                # the gap fill fetched until the anchor was included: Profile A grows the limit
+                # geometrically, Profile B follows the cursors back
+                fills = [
+                    (r.url.params.get("limit"), r.url.params.get("before"))
                     for r in second.requests.requests
                     if r.url.path == "/v1/channels/ch_general/messages"
                 ]
-                assert limits == ["150", "600"]
+                if profile == "A":
+                    assert fills == [("150", None), ("600", None)]
+                else:
+                    assert [limit for limit, _ in fills] == ["150"] * 3
+                    assert fills[0][1] is None and all(before for _, before in fills[1:])
                 # and the live path still works after the restart
                 burst = await admin.post(
                     "/_admin/burst", json={"channel_id": "ch_general", "count": 1, "body_prefix": "again"}
