@@ -8,8 +8,6 @@ It needs no Redis: everything it keeps must survive a restart, so it lives in th
 
 from __future__ import annotations
 
-import asyncio
-
 from services.core.paths import HomeLayout
 from services.core.service import Service, ServiceContext
 from services.notification.service import NotificationService
@@ -21,17 +19,19 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.bus, HomeLayout(ctx.settings.home).registry_db, stream=ctx.settings.events_stream
     )
     await svc.start()
+    ctx.extras["notification"] = svc
 
-    async def stop_on_signal() -> None:
-        await ctx.stopping.wait()
+    async def consuming() -> bool:
+        return svc.consuming
+
+    ctx.health.add("consumer", consuming)
+
+
+async def teardown(ctx: ServiceContext) -> None:
+    """Stop consuming and unsubscribe before the bus drains (a pull subscription never drains)."""
+    svc = ctx.extras.get("notification")
+    if isinstance(svc, NotificationService):
         await svc.stop()
 
-    task = asyncio.create_task(stop_on_signal(), name="notification-stop")
-    ctx.health.add("consumer", lambda: _alive(task))
 
-
-async def _alive(task: asyncio.Task[None]) -> bool:
-    return not task.done()
-
-
-SERVICE = Service(name="notification", needs_redis=False, setup=setup)
+SERVICE = Service(name="notification", needs_redis=False, setup=setup, teardown=teardown)

@@ -142,6 +142,11 @@ class NotificationService:
         self._ack_task = asyncio.create_task(self._read_ack_worker(), name="notification-read-acks")
         log.info("notification service started", extra={"applied_seq": self.applied_seq})
 
+    @property
+    def consuming(self) -> bool:
+        """The stream consumer runs (for ``/healthz``)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     async def stop(self) -> None:
         for task in (self._loop_task, self._ack_task):
             if task is not None:

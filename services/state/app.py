@@ -15,7 +15,6 @@ Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -200,20 +199,16 @@ def build_service() -> Service:
         ):
             Gauge(name, doc, registry=ctx.health.registry).set_function(value)
 
-        async def stop_on_signal() -> None:
-            await ctx.stopping.wait()
-            await runtime.stop()
-
-        ctx_task = asyncio.create_task(stop_on_signal(), name="state-stop")
-        _background.add(ctx_task)
-        ctx_task.add_done_callback(_background.discard)
+    async def teardown(ctx: ServiceContext) -> None:
+        """Stop the materializer (and its stream subscription) before the bus drains."""
+        if ref.runtime is not None:
+            await ref.runtime.stop()
 
     def routes(ctx: ServiceContext) -> APIRouter:
         return build_router(ref)
 
-    return Service(name=SERVICE_NAME, needs_redis=True, setup=setup, routes=routes)
+    return Service(name=SERVICE_NAME, needs_redis=True, setup=setup, routes=routes, teardown=teardown)
 
 
-_background: set[asyncio.Task[None]] = set()
 
 SERVICE = build_service()
