@@ -272,6 +272,7 @@ class ServerState(BaseModel):
     user_uid: str | None = None
     profile_consent: bool | None = None
     display_name: str | None = None  # the member's own display name there (profile.updated)
+    joined_at: datetime | None = None  # messages created before the member joined are history, not unread
     features: dict[str, bool] = Field(default_factory=dict)
     muted: bool = False
     level: NotifyLevel = DEFAULT_LEVEL
@@ -428,6 +429,7 @@ class Engine:
     def on_server_joined(self, member: str, record: ServerRecord) -> Effects:
         sv = self.server(member, record.server_id)
         sv.user_uid, sv.profile_consent = record.user_uid, record.profile_consent
+        sv.joined_at = record.joined_at
         self.dirty_servers.add((member, record.server_id))
         fx = Effects()
         fx.changed.setdefault((member, record.server_id), set())
@@ -491,6 +493,12 @@ class Engine:
             return fx
         ch.newest_message_id = msg.id
         own = sv.user_uid is not None and msg.author_uid == sv.user_uid
+        if sv.joined_at is not None and _aware(msg.created_at) < _aware(sv.joined_at).replace(microsecond=0):
+            # History the member found on joining: read, silent (the reference client counts only
+            # messages that arrive after it connects).
+            ch.clear(msg.id)
+            self._bump(fx, member, msg.server_id, ch)
+            return fx
         mention = not own and is_mention(msg.body, msg.mentions, sv.mention_context())
         active = self.focused_active(member, msg.server_id, msg.channel_id)
         if own or active:

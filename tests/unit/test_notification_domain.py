@@ -683,3 +683,37 @@ def test_server_left_forgets_counts_and_prefs() -> None:
     assert ("m", "s1") in w.engine.deleted_servers
     w.engine.on_server_joined("m", record())
     assert w.engine.prefs("m").servers[0].muted is False
+
+
+def test_history_found_on_joining_is_not_unread() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, ChatMessage, ServerRecord
+    from services.notification.domain import Engine
+
+    joined = datetime(2026, 11, 28, 12, 0, 0, 500_000, tzinfo=UTC)
+    engine = Engine(clock=lambda: joined + timedelta(minutes=1))
+    record = ServerRecord(
+        server_id="srv_a", base_url="http://a", display_name="A", icon_text="A",
+        user_uid="uid_me", device_id="desktop_x", joined_at=joined,
+    )  # fmt: skip
+    engine.on_server_joined("alice", record)
+    group = ChannelGroupInfo(
+        id="g",
+        label="g",
+        kind="text",
+        channels=[ChannelInfo(id="ch", name="general", type="text", group_id="g")],
+    )
+    engine.on_channels("alice", "srv_a", [group])
+
+    def msg(mid: str, at: datetime) -> ChatMessage:
+        return ChatMessage(
+            id=mid, server_id="srv_a", channel_id="ch", author_uid="uid_bob", body="hi", created_at=at
+        )
+
+    old = engine.on_message("alice", msg("m_old", joined - timedelta(minutes=30)))
+    assert old.notifications == []
+    same_second = engine.on_message("alice", msg("m_same", joined.replace(microsecond=0)))
+    assert len(same_second.notifications) == 1
+    ch = engine.server("alice", "srv_a").channel("ch")
+    assert ch.unread == 1
