@@ -47,8 +47,13 @@ async def test_reconnect_after_kill_keeps_every_accepted_event(nats_ctl: Managed
     nats_ctl.start()
     await asyncio.wait_for(reconnected.wait(), 15)
     for n in range(200, 400):
-        while not await publish(n):
+        # JetStream may need a moment after the reconnect to recover the stream: retry, bounded.
+        for _attempt in range(100):
+            if await publish(n):
+                break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"event {n} was never accepted after the restart")
     # Replay of the kill window (the producer retries from its last acknowledged event):
     # de-duplicated by Nats-Msg-Id, so nothing is doubled.
     for n in range(190, 200):
