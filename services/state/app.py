@@ -210,5 +210,4 @@ def build_service() -> Service:
     return Service(name=SERVICE_NAME, needs_redis=True, setup=setup, routes=routes, teardown=teardown)
 
 
-
 SERVICE = build_service()

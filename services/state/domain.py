@@ -50,7 +50,8 @@ MAX_PROFILES_PER_SERVER = 100_000
 MAX_EVENT_BYTES = 1024 * 1024
 
 SEP = "\x1f"  # separates key parts inside one Redis field / zset member (refused in ids)
-SORT_KEY_PREFIX_LEN = 21  # 20 digits of microseconds + ":"
+SORT_KEY_PREFIX_LEN = 42  # 20 digits of microseconds + ":" + 20 digits of stream sequence + ":"
+SORT_KEY_TIME_LEN = 20
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 PAYLOADS: dict[str, type[BaseModel]] = {
@@ -80,6 +81,7 @@ class ParsedEvent:
     server_id: str
     kind: str
     envelope: EventEnvelope[Any]
+    seq: int = 0  # the stream sequence: arrival order, which breaks created_at ties
 
     @property
     def payload(self) -> Any:
@@ -181,11 +183,13 @@ def check_text_id(value: str, what: str, max_chars: int = MAX_ID_CHARS) -> str:
     return value
 
 
-def sort_key(created_at: datetime, message_id: str) -> str:
-    """Orders a window by ``created_at`` then id, as plain string comparison (Redis lex order)."""
+def sort_key(created_at: datetime, message_id: str, seq: int = 0) -> str:
+    """Orders a window by ``created_at``, then by arrival (stream sequence), then id, as plain
+    string comparison (Redis lex order). Backend timestamps have whole seconds, so many
+    messages share one: the sequence keeps the backend's own order among them."""
     ts = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
     micros = max(0, (ts - EPOCH) // timedelta(microseconds=1))
-    return f"{min(micros, 10**20 - 1):020d}:{message_id}"
+    return f"{min(micros, 10**20 - 1):020d}:{min(seq, 10**20 - 1):020d}:{message_id}"
 
 
 def message_id_of(key: str) -> str:
@@ -229,7 +233,7 @@ def parse_ingest_subject(subject: str) -> tuple[str, str, str]:
     return member, server_id, kind
 
 
-def decode_event(subject: str, data: bytes) -> ParsedEvent | None:
+def decode_event(subject: str, data: bytes, seq: int = 0) -> ParsedEvent | None:
     """Validate one stored event. ``None``: a kind the view does not use (ignored)."""
     member, server_id, kind = parse_ingest_subject(subject)
     model = PAYLOADS.get(kind)
@@ -244,7 +248,7 @@ def decode_event(subject: str, data: bytes) -> ParsedEvent | None:
         raise InvalidEvent(f"invalid {kind} event ({fields})") from None
     if envelope.server_id != server_id or envelope.type != kind:
         raise InvalidEvent("envelope server_id/type disagree with the subject")
-    event = ParsedEvent(member, server_id, kind, envelope)
+    event = ParsedEvent(member, server_id, kind, envelope, seq)
     _check_payload(event)
     return event
 
@@ -378,9 +382,11 @@ class Reducer:
         msg = p.message
         m, s, ch = event.member, event.server_id, msg.channel_id
         win = index.windows.setdefault(ch, ChannelWindow())
-        key = sort_key(msg.created_at, msg.id)
+        key = sort_key(msg.created_at, msg.id, event.seq)
         ops: list[Op] = []
         old = win.by_id.get(msg.id)
+        if old is not None and old[:SORT_KEY_TIME_LEN] == key[:SORT_KEY_TIME_LEN]:
+            key = old  # the same message again (replay, rehydrate): it keeps its place
         if old is not None and old != key:  # same id, other time: move it
             ops.extend(self._delete_message(index, m, s, ch, msg.id))
         if old is None or old != key:

@@ -220,7 +220,7 @@ class Materializer:
                         continue  # never apply twice
                     last = seq
                     try:
-                        event = decode_event(msg.subject, msg.data)
+                        event = decode_event(msg.subject, msg.data, seq)
                         if event is None:
                             continue
                         key = (event.member, event.server_id)

@@ -60,6 +60,7 @@ from services.state.domain import (
     WindowPut,
     WindowRemove,
     channel_of_typing_key,
+    message_id_of,
     typing_visible,
 )
 
@@ -270,7 +271,7 @@ class ViewStore:
     ) -> list[ChatMessage]:
         if not keys:
             return []
-        fields = [f"{channel_id}{SEP}{k[21:]}" for k in keys]
+        fields = [f"{channel_id}{SEP}{message_id_of(k)}" for k in keys]
         values = await self.redis.hmget(self.k_server(member, server_id, "msg"), fields)
         return [ChatMessage.model_validate_json(v) for v in values if v is not None]
 

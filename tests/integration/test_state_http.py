@@ -214,9 +214,9 @@ async def test_media_and_state_api_per_member(
     assert [s["server"]["server_id"] for s in servers["servers"]] == ["srv_a"]
     assert servers["seq"] == ack.seq
     msgs = (await client.get("/api/v1/servers/srv_a/channels/general/messages?limit=1", headers=alice)).json()
-    assert [m["id"] for m in msgs["messages"]] == [
-        "m1"
-    ]  # same time: ordered by id and msgs["has_more"] is True
+    # Same created_at: ordered by arrival, so the newest is the one posted last.
+    assert [m["id"] for m in msgs["messages"]] == ["m-evil"]
+    assert msgs["has_more"] is True
     assert (await client.get("/api/v1/servers/srv_b/channels", headers=alice)).status_code == 404
     assert (await client.get("/api/v1/servers/srv_a/channels", headers=alice)).json() == []
 

@@ -264,3 +264,19 @@ def test_sort_key_orders_by_time_then_id() -> None:
     ]
     assert sorted(keys) == [keys[3], keys[1], keys[0], keys[2]]
     assert domain.message_id_of(keys[0]) == "b"
+
+
+def test_same_timestamp_keeps_arrival_order_and_a_replay_keeps_its_place() -> None:
+    reducer = Reducer(window=10)
+    index, store = ServerIndex(), Window()
+    for seq, mid in enumerate(("msg_f0", "msg_0a", "msg_77"), start=1):  # ids in no particular order
+        ev = created(msg(mid, T0))
+        ops, index = reducer.apply(index, ParsedEvent(ev.member, ev.server_id, ev.kind, ev.envelope, seq), T0)
+        store.run(ops)
+    assert store.ids() == ["msg_f0", "msg_0a", "msg_77"]
+    again = created(msg("msg_f0", T0))  # republished later (rehydrate): a higher sequence
+    ops, index = reducer.apply(
+        index, ParsedEvent(again.member, again.server_id, again.kind, again.envelope, 99), T0
+    )
+    store.run(ops)
+    assert store.ids() == ["msg_f0", "msg_0a", "msg_77"]
