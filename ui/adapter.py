@@ -58,7 +58,14 @@ from services.core.contracts.chat import (
     TypingArgs,
     ViewHistoryArgs,
 )
-from services.core.contracts.notify import FocusArgs, MarkReadArgs, SetMuteArgs, UnreadArgs, UnreadResult
+from services.core.contracts.notify import (
+    FocusArgs,
+    MarkReadArgs,
+    NotifyPrefs,
+    SetMuteArgs,
+    UnreadArgs,
+    UnreadResult,
+)
 from services.core.members import ConnectionFile
 
 log = logging.getLogger("openchat.ui.adapter")
@@ -66,6 +73,7 @@ R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
 
 COMMAND_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
 SNAPSHOT_MESSAGES = 50
 SYNC_PAGE = 1000
 
@@ -192,6 +200,9 @@ class StackClient:
 
     async def focus(self, args: FocusArgs) -> UnreadResult:
         return await self.call("notification", "focus", args, UnreadResult)
+
+    async def prefs(self) -> NotifyPrefs:
+        return await self.call("notification", "prefs", Empty(), NotifyPrefs)
 
     async def set_mute(self, server_id: str, muted: bool) -> _Lenient:
         return await self.call(
@@ -351,7 +362,8 @@ class StackAdapter:
                 "connect_timeout": 2,
             },
         )
-        return await Bus.connect(opts, first_attempts=1)
+        # nats-py may keep retrying an initial connect on its own: bound it, report, retry.
+        return await asyncio.wait_for(Bus.connect(opts, first_attempts=1), CONNECT_TIMEOUT_S)
 
     async def _on_event(self, msg: Msg) -> None:
         try:

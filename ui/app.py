@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -201,7 +202,12 @@ class App:
             return
         if kind == "notification":
             self.model.last_seq = max(self.model.last_seq, seq)
-            return  # OS notifications: pending (no notifier on this platform build)
+            self._notify(env.get("payload") or {})
+            return
+        if kind == "notify.prefs":
+            self.model.last_seq = max(self.model.last_seq, seq)
+            self._apply_server_prefs(env.get("payload") or {})
+            return
         before = self.model.servers.get(str(env.get("server_id")))
         self.model.apply_event(seq, env)
         if kind == "server.updated" or (kind == "capabilities" and before is not None):
@@ -217,10 +223,21 @@ class App:
 
     def _on_stack_back(self) -> None:
         self.refresh_counts()
+        self.refresh_prefs()
         self.focus_report(True)
 
     def frame(self) -> None:
         self.process_ops()
+        if self.view is not None and (self._focus_composer or self._composer_pending is not None):
+            import dearpygui.dearpygui as dpg
+
+            if self._composer_pending is not None:
+                if not dpg.is_item_active("oc_composer"):
+                    dpg.set_value("oc_composer", self._composer_pending)
+                    self._composer_pending = None
+            elif self._focus_composer:
+                self._focus_composer = False
+                dpg.focus_item("oc_composer")
         if self.view is not None:
             self.view.render()
         now = time.monotonic()
@@ -253,6 +270,47 @@ class App:
         if self.adapter is None:
             return
         self.adapter.submit(lambda c: c.unread(), self._on_counts)
+
+    def _notify(self, payload: dict[str, Any]) -> None:
+        """A ``notification`` event (7.6, decided by the notification service): shown in-app as a
+        toast unless it is about the channel on screen; OS notifications are not wired yet."""
+        from services.core.contracts.notify import Notification
+
+        try:
+            n = Notification.model_validate(payload)
+        except ValidationError:
+            return
+        if (
+            n.server_id == self.model.active_server
+            and n.channel_id == self.model.channel_id
+            and not n.mention
+        ):
+            return
+        self.model.toast(f"{n.title}: {n.body}"[:160])
+
+    def _apply_server_prefs(self, payload: dict[str, Any]) -> None:
+        from services.core.contracts.notify import ServerPrefs
+
+        try:
+            prefs = ServerPrefs.model_validate(payload)
+        except ValidationError:
+            return
+        sm = self.model.servers.get(prefs.server_id)
+        if sm is not None:
+            sm.muted = prefs.muted
+            self.model.touch("rail")
+
+    def refresh_prefs(self) -> None:
+        from services.core.contracts.notify import NotifyPrefs
+
+        def done(value: NotifyPrefs | None, error: BaseException | None) -> None:
+            if value is None:
+                return
+            for sp in value.servers:
+                self._apply_server_prefs(sp.model_dump())
+
+        if self.adapter is not None:
+            self.adapter.submit(lambda c: c.prefs(), done)
 
     def _on_counts(self, value: UnreadResult | None, error: BaseException | None) -> None:
         if error is not None or value is None:
@@ -311,6 +369,8 @@ class App:
             psid, pch = self._last_typing
             self.adapter.submit(lambda c: c.typing(psid, pch, False))
         self.composer.reset()
+        if self.view is not None and self.view.timeline is not None:
+            self.view.timeline.key = None  # re-opened: back to the newest rows (5.10)
         sm = self.model.servers.get(sid)
         if (
             sm is not None
@@ -399,14 +459,26 @@ class App:
     ) -> bool:
         m = self.model
         if name == "escape":
+            if self.mention_items:
+                self.mention_items = []
+                if self.view is not None:
+                    self.view.render_mentions([], 0)
             if self.view is not None:
                 self.view.hide_overlays()
+                self.view.hide_emoji()
             return True
         if ctrl and not alt and name == "k":
             self.open_switcher()
             return True
+        if name == "tab" and self.mention_items:
+            return self.insert_mention()
         if name in ("up", "down"):
             step = -1 if name == "up" else 1
+            if self.mention_items and not (ctrl or alt):
+                self.mention_index = (self.mention_index + step) % len(self.mention_items)
+                if self.view is not None:
+                    self.view.render_mentions(self.mention_items, self.mention_index)
+                return True
             if self.view is not None and self.view.overlay_open() and self.view.switch_items:
                 self.move_switch(step)
                 return True
@@ -429,10 +501,7 @@ class App:
             ch = " " if name == "space" else (name.upper() if shift else name)
             self.on_draft(self.composer.draft + ch)
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.set_value("oc_composer", self.composer.draft)
-                dpg.focus_item("oc_composer")
+                self.set_composer(self.composer.draft)
             return True
         return False
 
@@ -474,19 +543,75 @@ class App:
 
     # -- composer ----------------------------------------------------------------------------------
     def on_draft(self, text: str) -> None:
+        self._update_mentions(text)
         due = self.composer.on_draft(text)
         sid, ch = self.model.active_server, self.model.channel_id
         if due is not None and sid and ch and self.adapter is not None and self.model.stack_online:
             self._last_typing = (sid, ch)
             self.adapter.submit(lambda c: c.typing(sid, ch, due))
 
+    def set_composer(self, text: str, focus: bool = True) -> None:
+        """Set the composer's text from code. Dear ImGui keeps its own buffer while an input is
+        active, so an active composer is first deactivated; the text lands on a later frame."""
+        self.composer.draft = text
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        if dpg.is_item_active("oc_composer"):
+            dpg.focus_item("oc_send")
+            self._composer_pending = text
+        else:
+            dpg.set_value("oc_composer", text)
+        self._focus_composer = focus
+
+    _composer_pending: str | None = None
+    _focus_composer = False
+
     def on_composer_blur(self) -> None:
         if self.composer.typing_stop_due() and self.adapter is not None and self._last_typing:
             sid, ch = self._last_typing
             self.adapter.submit(lambda c: c.typing(sid, ch, False))
 
+    # -- mention autocomplete (D14: locally known users) and emoji picker ------------------------------
+    mention_items: list[tuple[str, str]] = []
+    mention_index = 0
+
+    def _update_mentions(self, text: str) -> None:
+        items = self.model.mention_candidates(text)
+        if items != self.mention_items:
+            self.mention_items = items
+            self.mention_index = 0
+            if self.view is not None:
+                self.view.render_mentions(items, 0)
+
+    def insert_mention(self, index: int | None = None) -> bool:
+        if not self.mention_items:
+            return False
+        i = self.mention_index if index is None else index
+        token, _label = self.mention_items[i % len(self.mention_items)]
+        draft = self.composer.draft
+        at = draft.rfind("@")
+        self.set_composer(draft[:at] + token + " ")
+        self._update_mentions(self.composer.draft)
+        return True
+
+    def insert_emoji(self, emoji: str) -> None:
+        draft = self.composer.draft
+        sep = "" if not draft or draft.endswith(" ") else " "
+        self.set_composer(f"{draft}{sep}{emoji} ")
+        if self.view is not None:
+            self.view.hide_emoji()
+
     def on_composer_enter(self, force: bool = False, shift: bool | None = None) -> bool:
-        """Enter sends; Shift+Enter inserts a new line (5.4)."""
+        """Enter sends; Shift+Enter inserts a new line (5.4); with the mention list open, Enter
+        inserts the selected mention (7.3)."""
+        if self.mention_items and not force and not shift:
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                self.composer.draft = str(dpg.get_value("oc_composer") or self.composer.draft)
+            return not self.insert_mention()
         if self.view is not None:
             import dearpygui.dearpygui as dpg
 
@@ -498,8 +623,7 @@ class App:
             if self.view is not None:
                 import dearpygui.dearpygui as dpg
 
-                dpg.set_value("oc_composer", self.composer.draft)
-                dpg.focus_item("oc_composer")
+                self.set_composer(self.composer.draft)
             return False
         return self.send()
 
@@ -516,6 +640,8 @@ class App:
         if args is None:
             return False
         self.composer.sending = True
+        if self.composer.typing_stop_due() and self.adapter is not None:
+            self.adapter.submit(lambda c: c.typing(sid, ch, False))
         self._last_typing = None
         if self.adapter is None:
             self.composer.failed("The home stack is unreachable.")
@@ -527,10 +653,7 @@ class App:
                 return
             self.composer.sent()
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.set_value("oc_composer", "")
-                dpg.focus_item("oc_composer")
+                self.set_composer("")
             self.model.add_message(res.message)  # de-duplicated against the echo by id
             if self.view is not None and self.view.timeline is not None:
                 self.view.timeline.following = True
@@ -548,10 +671,7 @@ class App:
         if msg is None:
             return
         self.composer.set_reply(message_id, sm.name_of(msg.author_uid), msg.author_uid)
-        if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.focus_item("oc_composer")
+        self.set_composer(self.composer.draft)
 
     def cancel_reply(self) -> None:
         self.composer.clear_reply()
@@ -606,6 +726,7 @@ class App:
         def done(data: bytes | None, error: BaseException | None) -> None:
             if error is not None or not data:
                 self.images.failed.add(key)
+                self.images.errors[key] = f"{type(error).__name__}: {str(error)[:200]}" if error else "empty"
                 return
             self.images.put_bytes(key, data)
 
@@ -815,7 +936,7 @@ class App:
 
     # -- consent (D18) -----------------------------------------------------------------------------
     def _maybe_ask_consent(self) -> None:
-        if self.view is None or self.view.overlay_open():
+        if self.view is None or self.view.overlay_open() or self.model.read_only:
             return
         for sid in self.model.order:
             sm = self.model.servers[sid]
@@ -848,6 +969,7 @@ class App:
                 self.model.toast(f"Profile choice not saved: {error_text(error)}", error=True)
 
         self.adapter.submit(lambda c: c.consent(sid, share), done)
+        self._maybe_ask_consent()  # the next server waiting for an answer, if any
 
     # -- settings ------------------------------------------------------------------------------------
     def open_settings(self) -> None:
@@ -862,6 +984,7 @@ class App:
         dpg.delete_item("oc_set_consent", children_only=True)
         for sid in self.model.order:
             s = self.model.servers[sid]
+            dpg.add_text(f"{s.record.display_name}: @{s.record.user_uid}", parent="oc_set_consent")
             dpg.add_checkbox(
                 label=f"Share my display name and avatar with {s.record.display_name}",
                 parent="oc_set_consent",
@@ -946,15 +1069,17 @@ def run_app(
     app.start()
     assert app.view is not None
     app.view.layout(dpg.get_viewport_client_width() or w, dpg.get_viewport_client_height() or h)
-    dpg.set_viewport_resize_callback(
-        lambda: app.view.layout(dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
-    )
     dpg.show_viewport()
     start = time.monotonic()
     n = 0
+    size = (0, 0)
     try:
         while dpg.is_dearpygui_running():
             t0 = time.perf_counter()
+            now_size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
+            if now_size != size and now_size[0] > 0 and now_size[1] > 0:
+                size = now_size
+                app.view.layout(*size)
             app.frame()
             dpg.render_dearpygui_frame()
             n += 1
@@ -984,6 +1109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)
+    if argv is None:
+        argv = sys.argv[1:]
+        if argv[:1] == ["ui"]:  # registered as ``openchat ui``
+            argv = argv[1:]
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         raise SystemExit("openchat ui needs a display (DISPLAY is not set); under CI use Xvfb.")

@@ -34,6 +34,10 @@ CANDIDATES: dict[str, list[str]] = {
         "/usr/share/fonts/truetype/noto/NotoSansMono-Regular.ttf",
         "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
     ],
+    "cjk": [
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+        "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    ],
     "emoji": [
         "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",
         "/usr/share/fonts/truetype/noto/NotoSansSymbols2-Regular.ttf",
@@ -46,6 +50,7 @@ FC_PATTERNS = {
     "italic": "sans-serif:italic",
     "mono": "monospace",
     "emoji": "Symbola",
+    "cjk": "sans-serif:lang=zh-cn",
 }
 
 # Unicode ranges beyond Dear PyGui's default (Basic Latin + Latin-1).
@@ -76,13 +81,26 @@ def is_emoji(ch: str) -> bool:
     return cp >= 0x1F000 or 0x2600 <= cp <= 0x27BF or 0x2300 <= cp <= 0x23FF or 0x2B00 <= cp <= 0x2BFF
 
 
-def split_emoji(text: str) -> list[tuple[str, bool]]:
-    """Runs of ``(text, is_emoji)``; variation selectors and ZWJ are dropped (no colour fonts)."""
-    runs: list[tuple[str, bool]] = []
+def is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (
+        0x2E80 <= cp <= 0x9FFF or 0xAC00 <= cp <= 0xD7AF or 0xF900 <= cp <= 0xFAFF or 0xFF00 <= cp <= 0xFFEF
+    )
+
+
+def script_of(ch: str) -> str:
+    """Which font draws ``ch``: "emoji", "cjk" or "" (the text font)."""
+    return "emoji" if is_emoji(ch) else "cjk" if is_cjk(ch) else ""
+
+
+def split_emoji(text: str) -> list[tuple[str, str]]:
+    """Runs of ``(text, script)`` (see ``script_of``); variation selectors and ZWJ are dropped
+    (no colour fonts)."""
+    runs: list[tuple[str, str]] = []
     for ch in text:
         if ch in "\ufe0f\ufe0e\u200d":
             continue
-        e = is_emoji(ch)
+        e = script_of(ch)
         if runs and runs[-1][1] == e:
             runs[-1] = (runs[-1][0] + ch, e)
         else:
@@ -91,7 +109,8 @@ def split_emoji(text: str) -> list[tuple[str, bool]]:
 
 
 def has_emoji(text: str) -> bool:
-    return any(is_emoji(c) for c in text)
+    """True when some character needs a fallback font (emoji/symbols or CJK)."""
+    return any(script_of(c) for c in text)
 
 
 @cache
@@ -126,6 +145,7 @@ class FontSet:
     italic: int | str = 0
     mono: int | str = 0
     emoji: int | str = 0
+    cjk: int | str = 0
     small: int | str = 0
     heading: int | str = 0
     size: float = 16.0
@@ -150,6 +170,7 @@ def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
             ("italic", px),
             ("mono", px * 0.92),
             ("emoji", px),
+            ("cjk", px),
             ("small", px * 0.8),
             ("heading", px * 1.25),
         ):

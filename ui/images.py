@@ -36,6 +36,7 @@ class ImageCache:
         self.textures: OrderedDict[str, tuple[int | str, int, int]] = OrderedDict()
         self.requested: set[str] = set()
         self.failed: set[str] = set()
+        self.errors: dict[str, str] = {}
         self.on_ready: Callable[[str], None] | None = None
 
     @staticmethod

@@ -84,6 +84,28 @@ class Span:
     strike: bool = False
     code: bool = False
     url: str | None = None
+    mention: str | None = None  # "@uid_…", "@here", "@channel": drawn as a pill (D9/D14)
+
+
+_MENTION_RE = re.compile(r"(?<![A-Za-z0-9_.\-])@(uid_[A-Za-z0-9_]+|here|channel)\b")
+
+
+def split_mentions(spans: list[Span]) -> list[Span]:
+    """Mark explicit mention tokens (outside code and links) so the view can draw pills."""
+    out: list[Span] = []
+    for sp in spans:
+        if sp.code or sp.url or "@" not in sp.text:
+            out.append(sp)
+            continue
+        pos = 0
+        for m in _MENTION_RE.finditer(sp.text):
+            if m.start() > pos:
+                out.append(replace(sp, text=sp.text[pos : m.start()]))
+            out.append(replace(sp, text=m.group(0), mention=m.group(0)))
+            pos = m.end()
+        if pos < len(sp.text):
+            out.append(replace(sp, text=sp.text[pos:]))
+    return out
 
 
 @dataclass

@@ -978,6 +978,35 @@ class ViewModel:
         caps = self.server.capabilities if self.server else None
         return caps is None or caps.features.get("attachments", True)
 
+    def mention_candidates(self, draft: str, limit: int = 12) -> list[tuple[str, str]]:
+        """7.3/D14: ``@prefix`` at the end of the draft (not preceded by a name character) →
+        ``[(token, label)]`` from locally known users (profiles, presence, recent authors)."""
+        m = re.search(r"(?:^|(?<=[^A-Za-z0-9_.\-]))@([A-Za-z0-9_.\-]*)$", draft)
+        sm = self.server
+        ch = self.channel_id
+        if m is None or sm is None:
+            return []
+        prefix = m.group(1).lower()
+        uids: dict[str, None] = {}
+        if ch:
+            for e in sm.presence.get(ch, {}).values():
+                uids[e.user_uid] = None
+            for msg in reversed(sm.messages.get(ch, [])[-200:]):
+                uids[msg.author_uid] = None
+        for uid in sm.profiles:
+            uids[uid] = None
+        out: list[tuple[str, str]] = []
+        for uid in uids:
+            if uid == sm.record.user_uid:
+                continue
+            name = sm.name_of(uid)
+            if not prefix or uid.lower().startswith(prefix) or name.lower().startswith(prefix):
+                out.append((f"@{uid}", f"{name}  User mention"))
+        for token in ("here", "channel"):
+            if token.startswith(prefix):
+                out.append((f"@{token}", "Channel mention"))
+        return out[:limit]
+
     def to_snapshot(self, per_channel: int = 200) -> Snapshot:
         """The current view as a ``Snapshot`` (for the local read-only cache)."""
         views = []

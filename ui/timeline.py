@@ -19,7 +19,7 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
-from ui.markdown import Block, Span, parse, safe_url
+from ui.markdown import Block, Span, parse, safe_url, split_mentions
 from ui.model import TimelineRow, ViewModel, format_bytes
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 FOLLOW_PX = 120
 MAX_ROWS = 80
 TAIL_ROWS = 50
-SHIFT = 30
+SHIFT = 16
 AVATAR = 40
 
 
@@ -104,9 +104,21 @@ class Timeline:
             self._reconcile(msgs)
             if self.following:
                 self.bottom_frames = 3
+        self._anchor_bottom()
         if self.bottom_frames > 0:
             dpg.set_y_scroll(self.container, dpg.get_y_scroll_max(self.container))
             self.bottom_frames -= 1
+
+    def _anchor_bottom(self) -> None:
+        """Few messages sit at the bottom of the timeline, next to the composer (as in ux.md)."""
+        if not dpg.does_item_exist("oc_rows_top"):
+            return
+        rows_h = float(dpg.get_item_rect_size(self.rows_parent)[1])
+        box_h = float(dpg.get_item_height(self.container) or 0)
+        want = max(0.0, box_h - rows_h - self.view.s(40))
+        have = float(dpg.get_item_height("oc_rows_top") or 0)
+        if abs(want - have) > 2:
+            dpg.configure_item("oc_rows_top", height=int(want))
 
     def scroll_by(self, dy: float) -> None:
         """Programmatic scroll (the benchmark and tests; the mouse wheel does the same)."""
@@ -193,7 +205,11 @@ class Timeline:
                 nxt = want[idx]
         for idx, mid in enumerate(want):
             row = self.model.row(msgs, self.start + idx, sm)
-            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, row.message.body)
+            textures = self.view.app.images.textures
+            ready = sum(
+                1 for a in row.message.attachments if self.view.app.images.key(row.message, a) in textures
+            )
+            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, row.message.body, ready)
             old = self.widgets.get(mid)
             if old is not None and old.signature == sig:
                 continue
@@ -238,7 +254,7 @@ class Timeline:
                         with dpg.group(horizontal=True):
                             if row.highlight:
                                 mark = dpg.add_text("▎", color=fonts.AMBER)
-                                dpg.bind_item_font(mark, v.fonts.bold)
+                                dpg.bind_item_font(mark, v.fonts.emoji)
                             name = dpg.add_text(
                                 row.author, color=fonts.AMBER if row.highlight else fonts.TEXT
                             )
@@ -279,7 +295,7 @@ class Timeline:
             )
         else:
             dpg.add_button(
-                label=f"🖼 {label} · {format_bytes(att.bytes)}",
+                label=f"Image: {label} · {format_bytes(att.bytes)}",
                 callback=lambda: v.open_lightbox(m, att),
             )
         cap = dpg.add_text(label, color=fonts.MUTED)
@@ -322,16 +338,16 @@ class Timeline:
             prefix = [Span(f"{block.marker} ")]
         elif block.kind == "quote":
             indent = s(12)
-        spans = prefix + block.spans
+        spans = prefix + split_mentions(block.spans)
         color = fonts.MUTED if block.kind == "quote" else fonts.TEXT
-        plain = all(not (sp.bold or sp.italic or sp.strike or sp.code or sp.url) for sp in spans) and not any(
-            fonts.has_emoji(sp.text) for sp in spans
-        )
+        plain = all(
+            not (sp.bold or sp.italic or sp.strike or sp.code or sp.url or sp.mention) for sp in spans
+        ) and not any(fonts.has_emoji(sp.text) for sp in spans)
         with dpg.group(horizontal=True):
             if indent:
                 if block.kind == "quote":
                     bar = dpg.add_text("▎", color=fonts.MUTED)
-                    dpg.bind_item_font(bar, v.fonts.bold)
+                    dpg.bind_item_font(bar, v.fonts.emoji)
                 else:
                     dpg.add_spacer(width=indent)
             with dpg.group():
@@ -351,6 +367,14 @@ class Timeline:
             return f.italic
         return base
 
+    def _script_font(self, script: str, sp: Span, base: int | str) -> int | str:
+        f = self.view.fonts
+        if script == "emoji" and f.emoji:
+            return f.emoji
+        if script == "cjk" and f.cjk:
+            return f.cjk
+        return self._font_for(sp, base)
+
     def measure(self, text: str, font: int | str) -> float:
         key = (text, font)
         w = self._text_width.get(key)
@@ -367,25 +391,31 @@ class Timeline:
     ) -> None:
         """Lay styled runs out in lines of at most ``width`` pixels, one widget per run."""
         v = self.view
-        lines: list[list[tuple[str, Span, bool]]] = [[]]
+        lines: list[list[tuple[str, Span, str]]] = [[]]
         x = 0.0
-        items: list[tuple[str, Span, bool]] = []
+        items: list[tuple[str, Span, str]] = []
+        sm = self.model.server
         for sp in spans:
+            if sp.mention:
+                token = sp.mention[1:]
+                label = f"@{sm.name_of(token)}" if sm is not None and token.startswith("uid_") else sp.mention
+                items.append((label, sp, ""))
+                continue
             for chunk, emoji in fonts.split_emoji(sp.text):
                 parts = chunk.split("\n")
                 for pi, part in enumerate(parts):
                     if pi > 0:
-                        items.append(("\n", sp, False))
-                    for word in _words(part):
+                        items.append(("\n", sp, ""))
+                    for word in list(part) if emoji == "cjk" else _words(part):
                         items.append((word, sp, emoji))
         if suffix:
-            items.append(("  " + suffix, Span("", italic=False), False))
+            items.append(("  " + suffix, Span("", italic=False), ""))
         for word, sp, emoji in items:
             if word == "\n":
                 lines.append([])
                 x = 0.0
                 continue
-            font = v.fonts.emoji if emoji else self._font_for(sp, base)
+            font = self._script_font(emoji, sp, base)
             w = self.measure(word, font)
             if x + w > width and x > 0:
                 lines.append([])
@@ -405,7 +435,7 @@ class Timeline:
                 if not line:
                     dpg.add_text("")
                 for text, sp, emoji in line:
-                    font = v.fonts.emoji if emoji else self._font_for(sp, base)
+                    font = self._script_font(emoji, sp, base)
                     if sp.url and safe_url(sp.url):
                         url = sp.url
                         b = dpg.add_button(label=text, callback=lambda s_, a_, u: open_link(u), user_data=url)
@@ -413,6 +443,18 @@ class Timeline:
                         dpg.bind_item_font(b, font)
                         with dpg.tooltip(b):
                             dpg.add_text(url)
+                        continue
+                    if sp.mention:
+                        pill = dpg.add_button(label=text, small=True)
+                        mine = sm is not None and sp.mention in (
+                            f"@{sm.record.user_uid}",
+                            "@here",
+                            "@channel",
+                        )
+                        dpg.bind_item_theme(pill, v.themes["pill_me" if mine else "pill"])
+                        dpg.bind_item_font(pill, font)
+                        with dpg.tooltip(pill):
+                            dpg.add_text(sp.mention)
                         continue
                     col = color
                     if sp.code:

@@ -25,6 +25,28 @@ RAIL_W, CHANNELS_W, CHANNELS_W_NARROW, MEMBERS_W = 72, 305, 280, 248
 TASKBAR_H, TOOLBAR_H, DOCK_H = 40, 50, 64
 WIDE, NARROW = 1240, 900
 CHEVRON_RIGHT, CHEVRON_DOWN = "\u203a", "\u2304"
+EMOJI_PICKER = [
+    "😄",
+    "😂",
+    "😉",
+    "😍",
+    "😎",
+    "🤔",
+    "😢",
+    "😭",
+    "👍",
+    "👎",
+    "👏",
+    "🙏",
+    "👋",
+    "👀",
+    "🔥",
+    "🚀",
+    "🎉",
+    "💯",
+    "✅",
+    "❤",
+]
 
 KEYMAP = [
     ("Enter", "composer", "send"),
@@ -83,6 +105,8 @@ class View:
             "chip_Offline": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
             "danger": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
             "danger_text": fonts.color_theme(dpg, text=fonts.RED),
+            "pill": fonts.color_theme(dpg, button=(52, 60, 110), text=(201, 205, 251)),
+            "pill_me": fonts.color_theme(dpg, button=(110, 84, 30), text=(255, 222, 160)),
             "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
             "rail": fonts.color_theme(dpg, bg=fonts.RAIL),
             "panel": fonts.color_theme(dpg, bg=fonts.PANEL),
@@ -137,6 +161,7 @@ class View:
                     dpg.add_group(tag="oc_banners")
                     with dpg.child_window(tag="oc_timeline", border=False):
                         dpg.add_text("", tag="oc_timeline_state", color=fonts.MUTED)
+                        dpg.add_spacer(tag="oc_rows_top", height=0)
                         dpg.add_group(tag="oc_rows")
                         dpg.add_spacer(height=s(6))
                     dpg.add_text("", tag="oc_typing", color=fonts.MUTED)
@@ -148,6 +173,8 @@ class View:
                             label="@ ON", tag="oc_reply_ping", callback=lambda: self.app.toggle_reply_ping()
                         )
                         dpg.add_button(label="\u00d7", callback=lambda: self.app.cancel_reply())
+                    dpg.add_group(tag="oc_mentions")
+                    dpg.add_group(tag="oc_emoji_picker", horizontal=True, show=False)
                     dpg.add_group(tag="oc_attachments", horizontal=True)
                     dpg.add_text("", tag="oc_composer_error", color=fonts.RED, show=False)
                     with dpg.group(horizontal=True, tag="oc_composer_row"):
@@ -171,6 +198,10 @@ class View:
                             width=s(80),
                             callback=lambda: self.app.on_composer_enter(force=True),
                         )
+                        smile = dpg.add_button(
+                            label="☺", tag="oc_emoji_btn", width=s(32), callback=lambda: self.toggle_emoji()
+                        )
+                        self._emoji_btn = smile
                 with dpg.child_window(tag="oc_members", border=False):
                     pass
         with dpg.item_handler_registry(tag="oc_composer_handlers"):
@@ -192,6 +223,15 @@ class View:
             dpg.add_mouse_click_handler(
                 button=dpg.mvMouseButton_Right, callback=lambda: self._on_right_click()
             )
+        dpg.bind_item_font("oc_emoji_btn", self.fonts.emoji)
+        for e in EMOJI_PICKER:
+            b = dpg.add_button(
+                label=e,
+                parent="oc_emoji_picker",
+                callback=lambda s_, a, u: self.app.insert_emoji(u),
+                user_data=e,
+            )
+            dpg.bind_item_font(b, self.fonts.emoji)
         self.timeline = Timeline(self, "oc_timeline", "oc_rows")
         self.timeline.on_older = self.app.load_older
         dpg.set_primary_window("oc_root", True)
@@ -398,7 +438,7 @@ class View:
         dpg.configure_item(
             "oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0
         )
-        dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 40))
+        dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 32 + 48))
         self._timeline_height()
         if self.timeline is not None:
             self.timeline.width = chat_w - s(30)
@@ -414,6 +454,9 @@ class View:
             extra += s(90)
         if self.app.composer.error:
             extra += s(24)
+        extra += s(26) * len(self.app.mention_items)
+        if dpg.does_item_exist("oc_emoji_picker") and dpg.is_item_shown("oc_emoji_picker"):
+            extra += s(34)
         dpg.configure_item("oc_timeline", height=max(s(80), self.height - s(TASKBAR_H) - extra))
 
     # -- render ---------------------------------------------------------------------------------
@@ -804,6 +847,27 @@ class View:
             for t in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent")
         )
 
+    def toggle_emoji(self) -> None:
+        dpg.configure_item("oc_emoji_picker", show=not dpg.is_item_shown("oc_emoji_picker"))
+        self._timeline_height()
+
+    def hide_emoji(self) -> None:
+        if dpg.does_item_exist("oc_emoji_picker") and dpg.is_item_shown("oc_emoji_picker"):
+            dpg.configure_item("oc_emoji_picker", show=False)
+            self._timeline_height()
+
+    def render_mentions(self, items: list[tuple[str, str]], index: int) -> None:
+        self._clear("oc_mentions")
+        for i, (token, label) in enumerate(items):
+            dpg.add_selectable(
+                label=f"{token}    {label}",
+                parent="oc_mentions",
+                default_value=i == index,
+                callback=lambda s_, a, u: self.app.insert_mention(u),
+                user_data=i,
+            )
+        self._timeline_height()
+
     def render_switch_list(self, items: list[Any], index: int) -> None:
         self.switch_items = items
         self.switch_index = index
@@ -840,8 +904,34 @@ class View:
                 width=int(tw * sc),
                 height=int(th * sc),
                 parent="oc_lightbox_body",
+                indent=max(0, int((w - 16 - tw * sc) / 2)),
             )
         self.show("oc_lightbox")
+
+    _drag_last: tuple[float, float] | None = None
+
+    def _on_drag(self, data: Any) -> None:
+        """Drag to pan the zoomed lightbox image (``data``: button, dx, dy since the press)."""
+        if not self.lightbox or not dpg.is_item_shown("oc_lightbox"):
+            return
+        dx, dy = float(data[1]), float(data[2])
+        last = self._drag_last or (0.0, 0.0)
+        self._drag_last = (dx, dy)
+        self.lightbox_pan(dx - last[0], dy - last[1])
+
+    def _drag_end(self) -> None:
+        self._drag_last = None
+
+    def lightbox_pan(self, dx_px: float, dy_px: float) -> tuple[float, float]:
+        lb = self.lightbox
+        if not lb or not dpg.does_item_exist("oc_lightbox_image"):
+            return (0.5, 0.5)
+        w = max(1.0, float(dpg.get_item_width("oc_lightbox_image") or 1))
+        h = max(1.0, float(dpg.get_item_height("oc_lightbox_image") or 1))
+        lb["cx"] -= dx_px / w / lb["zoom"]
+        lb["cy"] -= dy_px / h / lb["zoom"]
+        self.lightbox_zoom(0)
+        return (float(lb["cx"]), float(lb["cy"]))
 
     def lightbox_zoom(self, notches: float) -> float:
         lb = self.lightbox
@@ -850,8 +940,8 @@ class View:
         lb["zoom"] = max(1.0, min(6.0, lb["zoom"] + 0.18 * notches))
         z = lb["zoom"]
         half = 0.5 / z
-        cx = min(max(lb["cx"], half), 1 - half)
-        cy = min(max(lb["cy"], half), 1 - half)
+        cx = lb["cx"] = min(max(lb["cx"], half), 1 - half)
+        cy = lb["cy"] = min(max(lb["cy"], half), 1 - half)
         dpg.configure_item("oc_lightbox_image", uv_min=(cx - half, cy - half), uv_max=(cx + half, cy + half))
         return float(z)
 

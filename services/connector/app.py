@@ -3,8 +3,8 @@
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
 this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
 send, typing, history, members, profiles, consent, read_ack_get, read_ack_put), subscribes ``oc.sys.connector.rehydrate``,
-publishes events through JetStream (``Bus.publish_event``, retried briefly; an event too large for
-the bus is logged and dropped), and starts a session for every joined server at start.
+publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
+``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
 
 Tunables come from ``OPENCHAT_CONNECTOR_*`` environment variables (``ConnectorSettings``).
 """
@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.msg import Msg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.connector.connector import Connector
-from services.connector.session import EventSink, Timing
-from services.core.bus import Bus, CommandError
+from services.connector.session import BatchSink, EventSink, Timing
+from services.core.bus import PUBLISH_WINDOW, Bus, CommandError
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
     REHYDRATE_SUBJECT,
@@ -92,6 +93,29 @@ def bus_sink(bus: Bus, attempts: int = 3) -> EventSink:
     return sink
 
 
+def bus_batch_sink(bus: Bus, attempts: int = 3, window: int = PUBLISH_WINDOW) -> BatchSink:
+    """Gap fill's sink: ``Bus.publish_events`` (pipelined, every event acked), the whole batch
+    retried briefly (a re-published event is de-duplicated by ``Nats-Msg-Id``). A batch holding
+    an event too large for the bus goes through ``bus_sink`` one by one, which drops that one."""
+    single = bus_sink(bus, attempts)
+
+    async def sink(member: str, envelopes: Sequence[EventEnvelope[Any]]) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                await bus.publish_events(member, envelopes, window=window)
+                return
+            except CommandError:  # nothing was published: find and drop the oversized event
+                for envelope in envelopes:
+                    await single(member, envelope)
+                return
+            except Exception:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+
+    return sink
+
+
 async def register(bus: Bus, connector: Connector) -> None:
     """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
     bus.command("connector", "discover", DiscoverArgs)(connector.discover)
@@ -123,6 +147,7 @@ def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Con
         key_file,
         timing=cfg.timing(),
         request_timeout_s=cfg.request_timeout_s,
+        batch_sink=bus_batch_sink(ctx.bus),
     )
 
 
@@ -143,4 +168,4 @@ async def teardown(ctx: ServiceContext) -> None:
 
 SERVICE = Service(name="connector", setup=setup, teardown=teardown)
 
-__all__ = ["SERVICE", "ConnectorSettings", "build", "bus_sink", "register"]
+__all__ = ["SERVICE", "ConnectorSettings", "build", "bus_batch_sink", "bus_sink", "register"]

@@ -19,9 +19,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from services.connector import domain
 from services.connector.anchors import AnchorStore
@@ -33,10 +34,10 @@ from services.connector.backend import (
     Unsupported,
     normalize_base_url,
 )
-from services.connector.session import EventSink, Session, Timing
+from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
 from services.core.bus import CommandError
 from services.core.contracts import subjects
-from services.core.contracts.bus import EventEnvelope, utcnow
+from services.core.contracts.bus import utcnow
 from services.core.contracts.chat import (
     Ack,
     ConsentArgs,
@@ -110,8 +111,10 @@ class Connector:
         timing: Timing | None = None,
         http: httpx.AsyncClient | None = None,
         request_timeout_s: float = 30.0,
+        batch_sink: BatchSink | None = None,
     ) -> None:
         self.sink = sink
+        self.batch_sink = batch_sink  # gap fill: many events per acked batch (None: one by one)
         self.timing = timing or Timing()
         registry = HomeLayout(home).registry_db
         registry.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,14 @@ class Connector:
                 self.servers.update(member, changed)
 
         session = Session(
-            member, record, client, self.sink, self.timing, anchors=self.anchors, on_record=persist
+            member,
+            record,
+            client,
+            self.sink,
+            self.timing,
+            anchors=self.anchors,
+            on_record=persist,
+            batch_sink=self.batch_sink,
         )
         self.sessions[(member, record.server_id)] = session
         session.start()
@@ -195,8 +205,8 @@ class Connector:
             raise CommandError("server_not_joined", f"You have not joined server {server_id}.")
         return session
 
-    async def _emit(self, member: str, server_id: str, kind: str, payload: Any, event_id: str) -> None:
-        envelope = cast(Any, EventEnvelope)[type(payload)](
+    async def _emit(self, member: str, server_id: str, kind: str, payload: BaseModel, event_id: str) -> None:
+        envelope = envelope_class(type(payload))(
             event_id=event_id, server_id=server_id, type=kind, payload=payload
         )
         await self.sink(member, envelope)
@@ -353,8 +363,7 @@ class Connector:
     async def send(self, member: str, args: SendArgs) -> SendResult:
         session = self._session(member, args.server_id)
         caps = session.caps or await session.refresh_capabilities()
-        channels = domain.text_channels(session.groups)
-        if session.groups and args.channel_id not in channels:
+        if session.groups and not session.is_text_channel(args.channel_id):
             raise CommandError(
                 "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
             )
@@ -371,7 +380,7 @@ class Connector:
     @backend_errors
     async def typing(self, member: str, args: TypingArgs) -> Ack:
         session = self._session(member, args.server_id)
-        if args.channel_id not in domain.text_channels(session.groups):
+        if not session.is_text_channel(args.channel_id):
             raise CommandError(
                 "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
             )
@@ -444,7 +453,7 @@ class Connector:
         unsupported = ReadAckResult(server_id=session.server_id, channel_id=channel_id, supported=False)
         if session.read_acks_unsupported:
             return unsupported
-        if session.groups and channel_id not in domain.text_channels(session.groups):
+        if session.groups and not session.is_text_channel(channel_id):
             raise CommandError(
                 "channel_not_found", f"{channel_id} is not a text channel of {session.server_id}."
             )

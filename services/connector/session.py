@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -75,6 +76,9 @@ from services.core.contracts.notify import KIND_READ_ACK_UPDATED, ReadAckUpdated
 log = logging.getLogger("openchat.connector.session")
 
 EventSink = Callable[[str, EventEnvelope[Any]], Awaitable[None]]
+# Publishes a batch of events in order and returns once every one is stored; raises otherwise.
+BatchSink = Callable[[str, Sequence[EventEnvelope[Any]]], Awaitable[None]]
+MessageEnvelope = EventEnvelope[MessageCreated]  # concrete: no generic lookup per message
 _CLOSED = object()
 MANAGEMENT_EVENTS = frozenset(
     {
@@ -108,6 +112,7 @@ class Timing:
     burst_window_s: float = 1.0
     quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
     anchor_flush_s: float = 1.0  # gap-fill anchors are written at most this often (and on close)
+    publish_window: int = 1024  # gap fill: messages per acked batch (anchors move after each)
 
 
 class CycleEnd(Exception):
@@ -123,6 +128,7 @@ class Session:
     timing: Timing = field(default_factory=Timing)
     anchors: AnchorStore | None = None  # durable gap-fill anchors (None: memory only)
     on_record: Callable[[ServerRecord], None] | None = None  # persist a changed record (server renamed)
+    batch_sink: BatchSink | None = None  # gap fill publishes through it (None: one by one via ``sink``)
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -148,12 +154,28 @@ class Session:
         self._burst_pending = False
         self._newest: dict[str, Anchor] = {}  # per channel: newest published message (by created_at)
         self._anchors_loaded = False
+        self._text_of: list[ChannelGroupInfo] | None = None  # the tree ``_text`` was computed from
+        self._text: list[str] = []
+        self._text_set: frozenset[str] = frozenset()
         self.read_acks_unsupported = False  # a read-ack call answered "not on this server"
         self.cycles = 0
 
     @property
     def server_id(self) -> str:
         return self.record.server_id
+
+    def text_channels(self) -> list[str]:
+        """The text channels of the tree, in order (computed once per tree, not per frame)."""
+        if self._text_of is not self.groups:
+            self._text = domain.text_channels(self.groups)
+            self._text_set = frozenset(self._text)
+            self._text_of = self.groups
+        return self._text
+
+    def is_text_channel(self, channel_id: str) -> bool:
+        if self._text_of is not self.groups:
+            self.text_channels()
+        return channel_id in self._text_set
 
     @property
     def cursors(self) -> bool:
@@ -261,7 +283,7 @@ class Session:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._read(ws, queue), name=f"reader-{self.member}-{self.server_id}")
         try:
-            for channel_id in domain.text_channels(self.groups):
+            for channel_id in self.text_channels():
                 await self._send_frame(
                     "chat.subscribe", {"channel_id": channel_id}, request_id=f"sub_{channel_id}"
                 )
@@ -339,13 +361,13 @@ class Session:
         socket is up (a management event), new text channels are subscribed and filled at once."""
         groups = domain.groups_of(await self.backend.channels(self.server_id))
         if groups != self.groups or publish or not self.hydrated.is_set():
-            before = set(domain.text_channels(self.groups))
+            before = set(self.text_channels())
             self.groups = groups
             await self.emit(
                 "channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}"
             )
             if self.ws is not None and self.live.is_set():
-                added = [c for c in domain.text_channels(groups) if c not in before]
+                added = [c for c in self.text_channels() if c not in before]
                 for channel_id in added:
                     await self._send_frame(
                         "chat.subscribe", {"channel_id": channel_id}, request_id=f"sub_{channel_id}"
@@ -369,7 +391,7 @@ class Session:
     async def gap_fill(self) -> int:
         """Fetch and publish what was missed on every text channel; return how many were published."""
         total = 0
-        for channel_id in domain.text_channels(self.groups):
+        for channel_id in list(self.text_channels()):
             total += await self._fill_channel(channel_id)
         return total
 
@@ -420,12 +442,22 @@ class Session:
                 "backend dropped realtime events; publishing them late",
                 extra={**self._log_ctx(), "channel_id": channel_id, "count": len(late)},
             )
-        published = 0
-        for msg in [*late, *fresh]:
-            if await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url)):
-                published += 1
+        published = await self._publish_page([*late, *fresh])
         if published and self.caps is not None and self.caps.profile_enabled:
             await self._fetch_profiles([m.author_uid for m in fresh])
+        return published
+
+    async def _publish_page(self, page: Sequence[wire.Message]) -> int:
+        """Publish gap-filled messages in order, one acked window at a time (``publish_window``):
+        ``known`` and the anchors move only after a window's events are all stored; a failure
+        ends the cycle, and the next gap fill re-publishes from the anchor (JetStream
+        de-duplicates by ``Nats-Msg-Id``)."""
+        window = max(1, self.timing.publish_window)
+        base_url = self.backend.base_url
+        published = 0
+        for start in range(0, len(page), window):
+            chunk = [domain.message_of(m, self.server_id, base_url) for m in page[start : start + window]]
+            published += await self.publish_messages(chunk)
         return published
 
     async def _fetch_profiles(self, uids: Sequence[str]) -> None:
@@ -468,7 +500,7 @@ class Session:
         kind, payload = env.type, env.payload
         if kind == "chat.message.created":
             msg = wire.MessageCreatedPayload.model_validate(payload).message
-            if msg.channel_id not in domain.text_channels(self.groups):
+            if not self.is_text_channel(msg.channel_id):
                 return  # not one of this server's channels (a shared hub): never bleed
             self._note_live_message()
             await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url))
@@ -476,7 +508,7 @@ class Session:
                 await self._fetch_profiles([msg.author_uid])
         elif kind == "chat.message.deleted":
             deleted = wire.MessageDeletedPayload.model_validate(payload)
-            if deleted.channel_id in domain.text_channels(self.groups):
+            if self.is_text_channel(deleted.channel_id):
                 await self.emit(
                     "message.deleted",
                     MessageDeleted(channel_id=deleted.channel_id, message_id=deleted.message_id),
@@ -485,7 +517,7 @@ class Session:
                 )
         elif kind == "chat.typing.updated":
             typing = wire.TypingUpdatedPayload.model_validate(payload)
-            if typing.channel_id in domain.text_channels(self.groups):
+            if self.is_text_channel(typing.channel_id):
                 expires = datetime.now(UTC) + timedelta(seconds=domain.TYPING_EXPIRY_S)
                 await self.emit(
                     "typing",
@@ -501,7 +533,7 @@ class Session:
                 )
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
-            if snap.channel_id in domain.text_channels(self.groups):
+            if self.is_text_channel(snap.channel_id):
                 entries = [
                     PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"}))
                     for m in snap.members
@@ -514,7 +546,7 @@ class Session:
                 )
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
-            if change.channel_id in domain.text_channels(self.groups):
+            if self.is_text_channel(change.channel_id):
                 entry = PresenceEntry(
                     **change.member.model_dump(include={"client_id", "user_uid", "device_id"})
                 )
@@ -529,7 +561,7 @@ class Session:
             await self.emit_profile(domain.profile_of(profile, self.backend.base_url))
         elif kind == "chat.read_ack.updated":
             ack = wire.ReadAckUpdatedPayload.model_validate(payload)
-            if ack.channel_id in domain.text_channels(self.groups) and ack.user_uid == self.record.user_uid:
+            if self.is_text_channel(ack.channel_id) and ack.user_uid == self.record.user_uid:
                 update = ReadAckUpdated(
                     channel_id=ack.channel_id,
                     user_uid=ack.user_uid,
@@ -563,10 +595,19 @@ class Session:
 
     # -- publishing ------------------------------------------------------------------------------
     async def emit(self, kind: str, payload: BaseModel, event_id: str, channel_id: str | None = None) -> None:
-        envelope = cast(Any, EventEnvelope)[type(payload)](
+        envelope = envelope_class(type(payload))(
             event_id=event_id, server_id=self.server_id, channel_id=channel_id, type=kind, payload=payload
         )
         await self.sink(self.member, envelope)
+
+    def _message_envelope(self, msg: ChatMessage) -> EventEnvelope[MessageCreated]:
+        return MessageEnvelope(
+            event_id=message_event_id(msg.id),
+            server_id=self.server_id,
+            channel_id=msg.channel_id,
+            type="message.created",
+            payload=MessageCreated(message=msg),
+        )
 
     async def emit_profile(self, profile: Any) -> None:
         await self.emit(
@@ -585,9 +626,7 @@ class Session:
             known = (msg.channel_id, msg.id) in self.known
             if known and not again:
                 return False
-            await self.emit(
-                "message.created", MessageCreated(message=msg), message_event_id(msg.id), msg.channel_id
-            )
+            await self.sink(self.member, self._message_envelope(msg))
             if not known:
                 self.known.add(msg.channel_id, msg.id)
                 self._note_newest(msg)
@@ -596,15 +635,50 @@ class Session:
             waiter.set()
         return True
 
-    def _note_newest(self, msg: ChatMessage) -> None:
+    async def publish_messages(self, msgs: Sequence[ChatMessage]) -> int:
+        """Publish ``message.created`` for the messages not yet published, in order, as one batch;
+        return how many. ``known`` and the anchors move only once the whole batch is stored."""
+        async with self._publish_lock:
+            fresh: list[ChatMessage] = []
+            batch: set[tuple[str, str]] = set()
+            for msg in msgs:
+                key = (msg.channel_id, msg.id)
+                if key not in self.known and key not in batch:
+                    batch.add(key)
+                    fresh.append(msg)
+            if not fresh:
+                return 0
+            envelopes = [self._message_envelope(m) for m in fresh]
+            if self.batch_sink is not None:
+                await self.batch_sink(self.member, envelopes)
+            else:
+                for envelope in envelopes:
+                    await self.sink(self.member, envelope)
+            moved: set[str] = set()
+            for msg in fresh:
+                self.known.add(msg.channel_id, msg.id)
+                if self._note_newest(msg, persist=False):
+                    moved.add(msg.channel_id)
+            if self.anchors is not None:
+                for channel_id in moved:
+                    self.anchors.note(self.member, self.server_id, channel_id, self._newest[channel_id])
+        if self._waiters:
+            for msg in fresh:
+                waiter = self._waiters.pop(msg.id, None)
+                if waiter is not None:
+                    waiter.set()
+        return len(fresh)
+
+    def _note_newest(self, msg: ChatMessage, *, persist: bool = True) -> bool:
         """Move the channel's anchor forward (never back: late messages are older)."""
         current = self._newest.get(msg.channel_id)
         if current is not None and msg.created_at < current.created_at:
-            return
+            return False
         anchor = Anchor(msg.id, msg.created_at)
         self._newest[msg.channel_id] = anchor
-        if self.anchors is not None:
+        if persist and self.anchors is not None:
             self.anchors.note(self.member, self.server_id, msg.channel_id, anchor)
+        return True
 
     async def ensure_published(self, msg: ChatMessage) -> None:
         """After a send: let the realtime echo publish it in order; publish it here otherwise."""
@@ -650,7 +724,7 @@ class Session:
         await self.emit("server.connection", self.conn, f"conn:{uuid.uuid4().hex}")
         if not self.live.is_set():
             return
-        for channel_id in domain.text_channels(self.groups):
+        for channel_id in list(self.text_channels()):
             listing = await self.backend.messages(channel_id, self.timing.history_window)
             for msg in listing.messages:
                 if msg.channel_id == channel_id:
@@ -660,3 +734,9 @@ class Session:
 
     def _log_ctx(self) -> dict[str, str]:
         return {"member": self.member, "server_id": self.server_id}
+
+
+@functools.cache
+def envelope_class(payload: type[BaseModel]) -> type[EventEnvelope[Any]]:
+    """``EventEnvelope[payload]``, looked up once per payload type (not per event)."""
+    return cast("type[EventEnvelope[Any]]", cast(Any, EventEnvelope)[payload])

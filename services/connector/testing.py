@@ -23,7 +23,7 @@ import httpx
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from services.connector.app import bus_sink, register
+from services.connector.app import bus_batch_sink, bus_sink, register
 from services.connector.connector import Connector
 from services.connector.session import Timing
 from services.core.bus import Bus, ConnectOptions
@@ -154,6 +154,7 @@ async def connector_harness(
         timing=timing,
         http=requests.client(),
         request_timeout_s=10,
+        batch_sink=bus_batch_sink(bus),
     )
     await register(bus, connector)
     await bus.serve_commands()

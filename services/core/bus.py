@@ -9,7 +9,7 @@
   ``{code, message, retryable}``;
 - ``ensure_events_stream`` sets up the JetStream stream of events with a duplicate window keyed
   on ``Nats-Msg-Id`` and republishing of each *stored* event to the member's subject;
-  ``publish_event`` ingests one event;
+  ``publish_event`` ingests one event, ``publish_events`` many, pipelined in acked windows;
 - ``close`` drains subscriptions and pending publishes.
 """
 
@@ -19,7 +19,8 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -30,8 +31,16 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, PubAck, RePublish, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    DiscardPolicy,
+    PubAck,
+    RePublish,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.api import Header as JsHeader
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from services.core.contracts import subjects
@@ -51,6 +60,7 @@ R = TypeVar("R", bound=BaseModel)
 
 BACKOFF_INITIAL_S = 0.25
 BACKOFF_MAX_S = 5.0
+PUBLISH_WINDOW = 256  # events in flight in ``publish_events``
 
 
 def backoff_delays(initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_S) -> Any:
@@ -114,6 +124,7 @@ class Bus:
         self.nc = nc
         self._flags = flags or _Flags()
         self._js: JetStreamContext | None = None
+        self._acks: _AckInbox | None = None
         self._subs: list[Subscription] = []
         self._pending_commands: list[
             tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]
@@ -367,6 +378,160 @@ class Bus:
         return await self.js.publish(
             subject, encode(envelope), timeout=timeout, headers={"Nats-Msg-Id": msg_id}
         )
+
+    async def publish_events(
+        self,
+        member: str,
+        envelopes: Sequence[EventEnvelope[Any]],
+        *,
+        window: int = PUBLISH_WINDOW,
+        timeout: float = 5.0,
+    ) -> list[PubAck]:
+        """Store many events, pipelined: up to ``window`` publishes in flight (acks are awaited in
+        slices of a quarter window, so the pipe never drains until the end), each one acked.
+
+        Same subjects and ``Nats-Msg-Id`` keys as ``publish_event``, so a re-published event is
+        de-duplicated. The events are written to one connection in the given order, so the stream
+        stores them in that order. Every envelope is encoded before the first publish: one that
+        does not fit on the bus raises ``CommandError`` and nothing is published. Returns the
+        PubAcks in order; raises on the first failure (an error ack as ``APIError``, no stream as
+        ``NoStreamResponseError``, a slice not acked within ``timeout`` as ``TimeoutError``).
+        Events before the failed one may be stored — and, since up to ``window`` are in flight,
+        some after it too — so a caller moves its anchors only after this returns and re-publishes
+        the batch on failure (de-duplicated by ``Nats-Msg-Id``; the order in the stream is
+        guaranteed for a batch that succeeds).
+
+        Core publishes with a reply inbox per event rather than ``js.publish_async``: nats-py
+        2.16's async-ack handler raises an error ack into the connection's error callback instead
+        of failing the future, so a refused event would surface only as a timeout."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        prepared: list[tuple[str, bytes, dict[str, str]]] = []
+        subject_of: dict[tuple[str, str], str] = {}  # a batch is mostly one server and kind
+        for envelope in envelopes:
+            server_id, kind = envelope.server_id, envelope.type
+            subject = subject_of.get((server_id, kind))
+            if subject is None:
+                subject = subject_of[server_id, kind] = subjects.ingest(member, server_id, kind)
+            prepared.append(
+                (
+                    subject,
+                    encode(envelope),
+                    {"Nats-Msg-Id": f"{member}/{server_id}/{kind}/{envelope.event_id}"},
+                )
+            )
+        inbox = self._acks or await self._ack_inbox()
+        publish = self.nc.publish
+        step = max(1, window // 4)  # acks are tracked per slice: a quarter of the window
+        results: list[PubAck] = []
+        in_flight: deque[tuple[int, _AckBatch]] = deque()
+        try:
+            for start in range(0, len(prepared), step):
+                chunk = prepared[start : start + step]
+                while in_flight and sum(b.size for _, b in in_flight) + len(chunk) > window:
+                    results.extend(await self._acked(inbox, *in_flight.popleft(), len(prepared), timeout))
+                batch = inbox.expect(len(chunk))
+                in_flight.append((start, batch))
+                for index, (subject, data, headers) in enumerate(chunk):
+                    await publish(subject, data, reply=f"{batch.prefix}{index}", headers=headers)
+            while in_flight:
+                results.extend(await self._acked(inbox, *in_flight.popleft(), len(prepared), timeout))
+        finally:
+            for _, batch in in_flight:
+                inbox.forget(batch)
+        return results
+
+    @staticmethod
+    async def _acked(
+        inbox: _AckInbox, start: int, batch: _AckBatch, total: int, timeout: float
+    ) -> list[PubAck]:
+        try:
+            await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+        except TimeoutError as exc:
+            raise NatsTimeoutError(
+                f"{batch.missing} of events {start}..{start + batch.size - 1} (of {total}) "
+                f"not acked within {timeout:g} s"
+            ) from exc
+        finally:
+            inbox.forget(batch)
+        return batch.acks()
+
+    async def _ack_inbox(self) -> _AckInbox:
+        inbox = _AckInbox(f"{self.nc.new_inbox()}.")
+        self._subs.append(await self.nc.subscribe(inbox.prefix + "*.*", cb=inbox.on_reply))
+        self._acks = inbox
+        return inbox
+
+
+class _AckBatch:
+    """The PubAcks of one slice: reply subject ``<inbox>.<batch>.<index>``, one future in all."""
+
+    def __init__(self, prefix: str, size: int) -> None:
+        self.prefix = prefix
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks: list[PubAck | None] = [None] * size
+        self.size = self.missing = size
+        if size == 0:
+            self.done.set_result(None)
+
+    def acks(self) -> list[PubAck]:
+        return [a for a in self._acks if a is not None]
+
+    def reply(self, index: int, data: bytes, status: str | None) -> None:
+        if self.done.done() or not 0 <= index < len(self._acks) or self._acks[index] is not None:
+            return
+        if status == "503":
+            self.done.set_exception(NoStreamResponseError())  # no stream takes this subject
+            return
+        try:
+            reply = json.loads(data)
+            if "error" in reply:
+                APIError.from_error(reply["error"])  # raises the matching APIError
+            ack = PubAck(
+                stream=reply["stream"],
+                seq=reply["seq"],
+                domain=reply.get("domain"),
+                duplicate=reply.get("duplicate"),
+            )
+        except Exception as exc:  # an error ack, or a reply that is no ack
+            self.done.set_exception(exc)
+            return
+        self._acks[index] = ack
+        self.missing -= 1
+        if self.missing == 0:
+            self.done.set_result(None)
+
+
+class _AckInbox:
+    """One wildcard reply subscription of a connection for pipelined JetStream PubAcks."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._next = 0
+        self._batches: dict[str, _AckBatch] = {}
+
+    def expect(self, size: int) -> _AckBatch:
+        self._next += 1
+        token = format(self._next, "x")
+        batch = _AckBatch(f"{self.prefix}{token}.", size)
+        self._batches[token] = batch
+        return batch
+
+    def forget(self, batch: _AckBatch) -> None:
+        """Drop a finished (or failed) window: late replies to it are ignored."""
+        self._batches.pop(batch.prefix[len(self.prefix) : -1], None)
+        if not batch.done.done():
+            batch.done.cancel()
+        elif not batch.done.cancelled():
+            batch.done.exception()  # retrieved: no "exception never retrieved" warning
+
+    async def on_reply(self, msg: Msg) -> None:
+        token, _, index = msg.subject[len(self.prefix) :].partition(".")
+        batch = self._batches.get(token)
+        if batch is None or not index.isdigit():
+            return
+        status = msg.headers.get(JsHeader.STATUS) if msg.headers else None
+        batch.reply(int(index), msg.data, status)
 
 
 def _short(exc: Exception) -> str:

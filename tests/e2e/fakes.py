@@ -127,11 +127,19 @@ def testlab_view(n_messages: int = 0) -> ServerView:
             "ch_general",
             "m6",
             "uid_tl_1",
-            "Привет, мир! Ελληνικά and a reply",
+            "Привет, мир! Ελληνικά 你好世界 こんにちは 한국어 and a reply",
             today + timedelta(minutes=4),
             reply_to=ReplyRef(
                 message_id="m3", author_uid=ME_TL, preview_text="Whats going on man check this new logo out"
             ),
+        ),
+        msg(
+            sid,
+            "ch_general",
+            "m7",
+            "uid_tl_2",
+            "@uid_2c203bed can you check, @uid_tl_1 too?",
+            today + timedelta(minutes=12),
         ),
     ]
     for i in range(n_messages):

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.core.bus import Bus, ConnectOptions
+from services.core.contracts import subjects
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
     Ack,
@@ -65,6 +66,7 @@ class FakeStack:
         self.bus: Bus | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.sync_calls = 0
+        self.older_calls: list[HistoryArgs] = []
         self.snapshot_calls = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -84,6 +86,11 @@ class FakeStack:
 
     async def _start(self) -> None:
         self.bus = bus = await Bus.connect(ConnectOptions(url=self.url, name="fake-stack"), first_attempts=5)
+        # Other suites' harnesses may leave a stream on the same ingest subjects: drop those.
+        for info in await bus.js.streams_info():
+            name = info.config.name
+            if name and name != "OC_EVENTS" and subjects.INGEST_WILDCARD in (info.config.subjects or []):
+                await bus.js.delete_stream(name)
         await bus.ensure_events_stream()
         # Commands of THIS member only (other tests share the server).
         handlers: list[tuple[str, str, type[Any], Any]] = [
@@ -155,7 +162,23 @@ class FakeStack:
         return HistoryResult(messages=msgs, has_more=False)
 
     async def _older(self, member: str, args: HistoryArgs) -> BaseModel:
-        return HistoryResult(messages=[], has_more=False)
+        """One page of 30 older messages before the oldest known, then nothing more."""
+        self.older_calls.append(args)
+        if len(self.older_calls) > 1:
+            return HistoryResult(messages=[], has_more=False)
+        base = datetime(2020, 1, 1, tzinfo=UTC)
+        msgs = [
+            fakes.msg(
+                args.server_id,
+                args.channel_id,
+                f"old{i:03d}",
+                "uid_tl_2",
+                f"older message {i}",
+                base.replace(minute=i),
+            )
+            for i in range(30)
+        ]
+        return HistoryResult(messages=msgs, has_more=False)
 
     async def _send(self, member: str, args: SendArgs) -> BaseModel:
         self.sent.append(args)

@@ -44,7 +44,11 @@ def pump(app: Any, cond: Callable[[], bool], timeout: float = 10.0, what: str = 
             render(app, 2)
             return
         time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what or cond}")
+    m = app.model
+    raise AssertionError(
+        f"timed out waiting for {what or cond} (stack online {m.stack_online} {m.stack_detail!r}, "
+        f"seq {m.last_seq}, servers {m.order}, adapter {app.adapter.online if app.adapter else None})"
+    )
 
 
 @pytest.fixture
@@ -148,12 +152,10 @@ def test_send_reply_typing(ui_factory: Any, proxy_stack: Any, shooter: Shooter) 
     app.on_draft("hel")
     pump(app, lambda: bool(stack.typing), what="typing true")
     assert stack.typing[0].is_typing is True
-    import dearpygui.dearpygui as dpg
-
-    dpg.set_value("oc_composer", "hello from the desktop")
+    app.set_composer("hello from the desktop")
     app.on_composer_enter(shift=True)  # Shift+Enter: new line, no send
     assert not stack.sent and app.composer.draft.endswith("\n")
-    dpg.set_value("oc_composer", "hello from the desktop")
+    app.set_composer("hello from the desktop")
     app.on_composer_enter(shift=False)
     pump(app, lambda: bool(stack.sent) and not app.composer.sending, what="send")
     assert stack.sent[0].body == "hello from the desktop"
@@ -169,7 +171,7 @@ def test_send_reply_typing(ui_factory: Any, proxy_stack: Any, shooter: Shooter) 
     render(app, 2)
     assert text_of("oc_reply_name") == "User tl_2"
     shooter.shot(app, "reply_banner")
-    dpg.set_value("oc_composer", "a reply")
+    app.set_composer("a reply")
     app.on_composer_enter(shift=False)
     pump(app, lambda: len(stack.sent) == 2 and not app.composer.sending, what="reply")
     assert stack.sent[1].reply_to == "ans1"
@@ -242,3 +244,25 @@ def test_add_server_and_leave(ui_factory: Any, proxy_stack: Any, shooter: Shoote
     pump(app, lambda: "srv_devlab" not in app.model.servers, what="leave")
     assert any(t.text == "Left server." for t in app.model.toasts)
     shooter.shot(app, "left")
+
+
+def test_older_history_on_scroll_to_top(ui_factory: Any, proxy_stack: Any, shooter: Shooter) -> None:
+    _proxy, stack, path = proxy_stack
+    app = ui_factory(connection=path)
+    app.start()
+    pump(app, lambda: app.model.stack_online and app.model.snapshot_loaded, what="connect")
+    tl = app.view.timeline
+    shooter.shot(app, "newest")
+    before = len(ids(app))
+
+    def scrolled() -> bool:
+        tl.scroll_by(-5000)
+        return len(ids(app)) >= before + 30
+
+    pump(app, scrolled, timeout=15, what="older page")
+    assert stack.older_calls[0].before == "m1" and ids(app)[0] == "old000"
+    for _ in range(20):
+        tl.scroll_by(-5000)
+        render(app, 2)
+    assert tl.start == 0 and "old000" in tl.order
+    shooter.shot(app, "older_loaded")

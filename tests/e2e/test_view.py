@@ -40,7 +40,8 @@ def test_workspace_renders(ui_factory: Any, shooter: Shooter) -> None:
     assert text_of("oc_channel_title") == "# test-general"
     assert text_of("oc_members_title") == "Online - 1"
     assert text_of("oc_dock_uid") == "@uid_2c203bed"
-    assert app.view.timeline.rendered_count == 6
+    assert app.view.timeline.rendered_count == 7
+    assert app.model.rows()[-1].highlight  # mentions me
 
 
 def test_switch_channels_and_servers(ui_factory: Any, shooter: Shooter) -> None:
@@ -142,9 +143,7 @@ def test_typing_chip_and_banners(ui_factory: Any, shooter: Shooter) -> None:
 def test_composer_limits_and_reply(ui_factory: Any, tmp_path: Path, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     render(app)
-    import dearpygui.dearpygui as dpg
-
-    dpg.set_value("oc_composer", "x" * 70_000)
+    app.set_composer("x" * 70_000)
     app.on_composer_enter(shift=False)
     render(app)
     assert text_of("oc_composer_error") == "Message is too large. Max 64 KB."
@@ -168,7 +167,13 @@ def test_image_card_and_lightbox(ui_factory: Any, shooter: Shooter) -> None:
 
     app = workspace(ui_factory)
     att = AttachmentRef(
-        attachment_id="a1", file_name="image.png", content_type="image/png", bytes=4096, width=64, height=48, url="https://x/a1"
+        attachment_id="a1",
+        file_name="image.png",
+        content_type="image/png",
+        bytes=4096,
+        width=64,
+        height=48,
+        url="https://x/a1",
     )
     m = fakes.msg("srv_testlab", "ch_general", "img1", "uid_tl_2", "logo", fakes.NOW, attachments=[att])
     key = app.images.key(m, att)
@@ -183,6 +188,8 @@ def test_image_card_and_lightbox(ui_factory: Any, shooter: Shooter) -> None:
     render(app)
     assert is_shown("oc_lightbox")
     assert app.view.lightbox_zoom(3) == pytest.approx(1.54)
+    cx, _cy = app.view.lightbox_pan(-40, 0)  # drag left: look further right
+    assert cx > 0.5
     shooter.shot(app, "lightbox")
     app.on_key("escape")
     render(app)
@@ -193,7 +200,7 @@ def test_links_open_only_http(monkeypatch: pytest.MonkeyPatch) -> None:
     from ui import timeline
 
     opened: list[str] = []
-    monkeypatch.setattr(timeline.webbrowser, "open", lambda url: opened.append(url))
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
     assert timeline.open_link("https://example.org/x")
     assert not timeline.open_link("javascript:alert(1)")
     assert not timeline.open_link("file:///etc/passwd")
@@ -266,7 +273,35 @@ def test_long_timeline_renders_only_a_window(ui_factory: Any, shooter: Shooter) 
     shooter.shot(app, "scrolled_up")
     # a message arriving while scrolled up does not move the view
     first = tl.order[0]
-    ev = MessageCreated(message=fakes.msg("srv_testlab", "ch_general", "new1", "uid_x", "new", fakes.NOW + timedelta(hours=1)))
+    ev = MessageCreated(
+        message=fakes.msg("srv_testlab", "ch_general", "new1", "uid_x", "new", fakes.NOW + timedelta(hours=1))
+    )
     app.model.apply_event(99, fakes.event("message.created", "srv_testlab", ev))
     render(app, 3)
     assert tl.order[0] == first and not tl.following
+
+
+def test_mention_autocomplete_and_emoji_picker(ui_factory: Any, shooter: Shooter) -> None:
+    app = workspace(ui_factory)
+    render(app)
+    app.on_draft("hi @us")
+    render(app)
+    tokens = [t for t, _ in app.mention_items]
+    assert sorted(tokens) == ["@uid_tl_1", "@uid_tl_2"]
+    shooter.shot(app, "mention_list")
+    assert app.on_key("down", text_active=True) and app.mention_index == 1
+    app.on_composer_enter(shift=False)  # Enter inserts the mention, does not send
+    render(app)
+    assert app.composer.draft == f"hi {tokens[1]} " and not app.mention_items
+    app.on_draft(f"hi {tokens[1]} and @he")
+    assert app.on_key("tab", text_active=True)
+    assert app.composer.draft.endswith("@here ")
+    app.view.toggle_emoji()
+    render(app)
+    assert is_shown("oc_emoji_picker")
+    shooter.shot(app, "emoji_picker")
+    app.insert_emoji("🔥")
+    render(app)
+    assert app.composer.draft.endswith("🔥 ") and not is_shown("oc_emoji_picker")
+    render(app, 4)
+    assert text_of("oc_composer") == f"hi {tokens[1]} and @here 🔥 "
