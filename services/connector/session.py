@@ -90,6 +90,9 @@ MANAGEMENT_EVENTS = frozenset(
 )
 
 
+RECONNECTING_ATTEMPTS = 5  # retries shown as "reconnecting" after a drop (1+2+5+10+15 s)
+
+
 @dataclass(frozen=True)
 class Timing:
     """Tunables of a session (tests shorten them)."""
@@ -143,6 +146,7 @@ class Session:
         self.backoff = domain.Backoff(self.timing.backoff_s, self.timing.jitter)
         self.live = asyncio.Event()
         self.hydrated = asyncio.Event()
+        self._dropped_at_attempt: int | None = None  # backoff attempt when a live connection dropped
         self._publish_lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -215,7 +219,7 @@ class Session:
         await self._emit_connection(ConnectionState(state="connecting"))
         while not self._stopping:
             reason = ""
-            was_live = self.live.is_set()
+            ended_live = False
             try:
                 await self._cycle()
                 reason = "realtime connection closed"
@@ -233,6 +237,7 @@ class Session:
                 log.exception("session cycle failed", extra=self._log_ctx())
                 reason = f"internal error: {type(exc).__name__}"
             finally:
+                ended_live = self.live.is_set()
                 self.live.clear()
                 if self.ws is not None:
                     with contextlib.suppress(Exception):
@@ -241,7 +246,15 @@ class Session:
             if self._stopping:
                 return
             delay = self.backoff.next_delay()
-            state: Literal["reconnecting", "offline"] = "reconnecting" if was_live else "offline"
+            if ended_live:
+                self._dropped_at_attempt = self.backoff.attempt
+            # A dropped live connection is "reconnecting" for its first retries; a server that
+            # never came up, or stays down past them, is "offline" (D2).
+            reconnecting = (
+                self._dropped_at_attempt is not None
+                and self.backoff.attempt - self._dropped_at_attempt < RECONNECTING_ATTEMPTS
+            )
+            state: Literal["reconnecting", "offline"] = "reconnecting" if reconnecting else "offline"
             log.info(
                 "session disconnected",
                 extra={**self._log_ctx(), "state": state, "reason": reason, "retry_in_s": round(delay, 2)},
@@ -290,6 +303,7 @@ class Session:
             await self.gap_fill()
             self.backoff.reset()
             self.live.set()
+            self._dropped_at_attempt = None
             self.hydrated.set()
             await self._emit_connection(ConnectionState(state="live"))
             await self._process(queue)

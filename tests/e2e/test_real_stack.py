@@ -215,12 +215,6 @@ def test_real_image(app: Any, tmp_path: Path, shooter: Shooter) -> None:
     key = app.images.key(msg, msg.attachments[0])
     pump(app, lambda: key in app.images.textures or key in app.images.failed, timeout=15, what="image bytes")
     err = app.images.errors.get(key) or ""
-    if "422" in err:
-        # Known bug of services/state/http.py (issue of the state service): its routes read the
-        # ``Member`` dependency as a required ``?member=`` query parameter (a local Annotated alias
-        # under ``from __future__ import annotations``), so every media request answers 422.
-        shooter.shot(app, "image_card_pending")
-        pytest.xfail("state HTTP API answers 422 (query 'member' required) for attachment bytes")
     assert key in app.images.textures, f"attachment not served: {err}"
     shooter.shot(app, "image_card")
     app.view.open_lightbox(msg, msg.attachments[0])
@@ -267,12 +261,7 @@ def test_real_chip_reconnecting_then_live(app: Any, demo: DemoStack, shooter: Sh
     render(app, 2)
     assert label_of("oc_chip") == "Live"
     shooter.shot(app, "live_again")
-    if not label.startswith("Reconnecting"):
-        # The connector reports the first drop of a live socket as "offline" (services/connector/
-        # session.py decides "reconnecting" only when ``was_live``); features 6.2 wants Reconnecting.
-        pytest.xfail(
-            f"connector published state {label!r} instead of 'reconnecting' after a live socket dropped"
-        )
+    assert label.startswith("Reconnecting"), label  # features 6.2: a dropped live socket reconnects
 
 
 @pytest.fixture

@@ -90,14 +90,19 @@ def test_readme_walkthrough_works_as_written(demo_stack: Stack) -> None:
             assert proc.wait(30) == 0
             outputs["tail"] = seen
             continue
-        done = subprocess.run(
-            [sys.executable, "-m", "services.cli", *argv[1:]],
-            env=_env(demo_stack.home),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+        for _attempt in range(20):
+            done = subprocess.run(
+                [sys.executable, "-m", "services.cli", *argv[1:]],
+                env=_env(demo_stack.home),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+            # The view is eventually consistent (the state applies the stream within milliseconds;
+            # a loaded CI machine may need longer): `history` right after `send` may run again.
+            if argv[1] != "history" or "hello from the CLI" in done.stdout:
+                break
         outputs[argv[1]] = done.stdout
     assert "srv_family" in outputs["servers"] and "srv_harbor" in outputs["servers"]
     assert outputs["servers"].count(" live ") == 2
