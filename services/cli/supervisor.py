@@ -190,9 +190,8 @@ class Supervisor:
         )
         if chosen is not None and chosen.exists():
             argv += ["--connection", str(chosen)]
-        self.ui_proc = await asyncio.create_subprocess_exec(
-            *argv, env={**os.environ}, preexec_fn=_die_with_parent
-        )
+        env = {**os.environ, "OPENCHAT_STATE_URL": self.endpoints().services.get("state", "")}
+        self.ui_proc = await asyncio.create_subprocess_exec(*argv, env=env, preexec_fn=_die_with_parent)
         self.out(f"[ui] desktop app opened (pid {self.ui_proc.pid}); closing it stops the stack")
 
         async def stop_when_closed(proc: asyncio.subprocess.Process) -> None:
