@@ -11,7 +11,9 @@ from pathlib import Path
 from services.core.procs import free_port
 
 
-def test_status_checks_components_named_by_the_environment(tmp_path: Path, nats_url: str, redis_url: str) -> None:
+def test_status_checks_components_named_by_the_environment(
+    tmp_path: Path, nats_url: str, redis_url: str
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_")}
     env.update(
@@ -22,7 +24,11 @@ def test_status_checks_components_named_by_the_environment(tmp_path: Path, nats_
         OPENCHAT_STATUS_SERVICE_URLS=json.dumps({"connector": dead}),
     )
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "services.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     rows = {r["component"]: r for r in json.loads(out.stdout)}
     assert rows["nats"]["healthy"] and rows["redis"]["healthy"]
