@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from services.core.db import open_db
 
 log = logging.getLogger("openchat.connector.anchors")
 
@@ -65,14 +66,8 @@ class AnchorStore:
         with self._db() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.db_path)
 
     # -- reads -----------------------------------------------------------------------------------
     def load(self, member: str, server_id: str) -> dict[str, Anchor]:

@@ -20,14 +20,14 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from services.core.db import open_db
 from services.core.paths import write_atomic
 
 ROOT_RE = re.compile(r"^identity_[a-z0-9]{8}$")
@@ -121,13 +121,8 @@ class IdentityStore:
         with self._db() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-        try:
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.db_path)
 
     def put(self, member: str, root: str, uid_mode: UidMode = "server_scoped") -> None:
         token = self._fernet.encrypt(check_root(root).encode())

@@ -7,8 +7,7 @@ into the member's connection file, which the desktop app and the CLI use to conn
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import nkeys
 from pydantic import BaseModel, ConfigDict
 
 from services.core.contracts import subjects
+from services.core.db import open_db
 from services.core.paths import write_atomic
 
 SCHEMA = """
@@ -82,15 +82,8 @@ class MemberRegistry:
         with self._db() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.path, durable=True)
 
     def add(self, name: str) -> tuple[Member, str]:
         """Create a member; return it and the nkey seed (shown once, never stored here)."""

@@ -8,11 +8,11 @@ backends may reuse ids, so nothing is keyed by server id alone.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from services.core.contracts.chat import ServerRecord
+from services.core.db import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS joined_servers (
@@ -39,14 +39,8 @@ class ServerStore:
         with self._db() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return open_db(self.db_path)
 
     def add(self, member: str, record: ServerRecord) -> None:
         with self._db() as db:
