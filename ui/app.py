@@ -35,6 +35,7 @@ from services.core.contracts.notify import FocusArgs, UnreadResult
 from services.core.members import ConnectionFile
 from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
 from ui.composer import Composer
+from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
 from ui.model import ViewModel
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
@@ -43,7 +44,8 @@ log = logging.getLogger("openchat.ui")
 
 FPS_CAP = 60.0
 CACHE_EVERY_S = 30.0
-FOCUS_EVERY_S = 30.0
+FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
+WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
 
 
@@ -57,6 +59,8 @@ class App:
         scale: float | None = None,
         font_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        os_notifications: bool = True,
+        watch_window: bool = True,
     ) -> None:
         self.storage = storage or Storage()
         self.prefs: Prefs = self.storage.load_prefs()
@@ -78,6 +82,13 @@ class App:
         self.images.on_ready = lambda key: self.model.touch("timeline")
         self._cache_at = 0.0
         self._focus_at = 0.0
+        self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
+        self.watch_window = watch_window
+        self.window: X11Window | None = None
+        self._window_at = 0.0
+        self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
+        self.visible = True
+        self.focus_sent: FocusArgs | None = None  # the last focus report the service answered
         self._leave_sid: str | None = None
         self._consent_sid: str | None = None
         self._asked_consent: set[str] = set()
@@ -170,6 +181,11 @@ class App:
             self.save_cache(blocking=True)
             self.adapter.stop()
         self.save_prefs()
+        if self.notifier is not None:
+            self.notifier.close()
+        if self.window is not None:
+            self.window.close()
+            self.window = None
 
     # -- per frame ------------------------------------------------------------------------------
     def process_ops(self) -> int:
@@ -244,9 +260,13 @@ class App:
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
             self.save_cache()
+        if self.window is not None and now - self._window_at >= WINDOW_POLL_S:
+            self._window_at = now
+            self.poll_window()
+        if self.notifier is not None:
+            self._drain_notifier()
         if now - self._focus_at > FOCUS_EVERY_S:
-            self._focus_at = now
-            self.focus_report(self.model.focused)
+            self.focus_report(self.model.focused)  # heartbeat (also sent on every change)
 
     def save_cache(self, blocking: bool = False) -> None:
         if self.cf is None or not self.model.snapshot_loaded:
@@ -272,8 +292,9 @@ class App:
         self.adapter.submit(lambda c: c.unread(), self._on_counts)
 
     def _notify(self, payload: dict[str, Any]) -> None:
-        """A ``notification`` event (7.6, decided by the notification service): shown in-app as a
-        toast unless it is about the channel on screen; OS notifications are not wired yet."""
+        """A ``notification`` event (7.6, decided by the notification service): an OS notification
+        (``ui/desktop.py``), or the in-app toast where no notification service exists; nothing
+        when it is a non-mention about the channel on screen in the focused window."""
         from services.core.contracts.notify import Notification
 
         try:
@@ -281,12 +302,39 @@ class App:
         except ValidationError:
             return
         if (
-            n.server_id == self.model.active_server
+            self.model.focused
+            and n.server_id == self.model.active_server
             and n.channel_id == self.model.channel_id
             and not n.mention
         ):
             return
+        if self.notifier is not None:
+            self.notifier.show(n)
+            return
         self.model.toast(f"{n.title}: {n.body}"[:160])
+
+    def _drain_notifier(self) -> None:
+        assert self.notifier is not None
+        while not self.notifier.fallbacks.empty():
+            n = self.notifier.fallbacks.get_nowait()
+            self.model.toast(f"{n.title}: {n.body}"[:160])
+        while not self.notifier.clicks.empty():
+            self.open_notification(self.notifier.clicks.get_nowait())
+
+    def open_notification(self, click: Click) -> None:
+        """A click on an OS notification: bring the window forward and open that channel."""
+        if click.server_id not in self.model.servers:
+            return
+        if self.view is not None:
+            self.view.hide_overlays()
+        if self.model.active_server != click.server_id:
+            self.model.select_server(click.server_id)
+        if self.model.channel_id != click.channel_id:
+            self.model.select_channel(click.channel_id)
+        if self.window is not None and self.window.activate():
+            self.poll_window()  # the focus change is read from X11 (D4 clears the channel)
+        else:
+            self.set_window_focus(True)
 
     def _apply_server_prefs(self, payload: dict[str, Any]) -> None:
         from services.core.contracts.notify import ServerPrefs
@@ -349,6 +397,9 @@ class App:
         sm.mentions[ch] = 0 if visible else mentions
 
     def focus_report(self, focused: bool) -> None:
+        """Tell the notification service what this desktop shows (on every change and at least
+        every 30 s: it forgets a report after 90 s)."""
+        self._focus_at = time.monotonic()
         if self.adapter is None or not self.model.stack_online:
             return
         args = FocusArgs(
@@ -356,12 +407,30 @@ class App:
             server_id=self.model.active_server,
             channel_id=self.model.channel_id,
             focused=focused,
+            visible=self.visible,
         )
-        self.adapter.submit(lambda c: c.focus(args), lambda v, e: None)
 
-    def set_window_focus(self, focused: bool) -> None:
-        self.model.set_focus(focused)
-        self.focus_report(focused)
+        def done(value: UnreadResult | None, error: BaseException | None) -> None:
+            if error is None:
+                self.focus_sent = args
+
+        self.adapter.submit(lambda c: c.focus(args), done)
+
+    def set_window_focus(self, focused: bool, visible: bool = True) -> None:
+        """The window gained or lost focus or visibility (X11, ``poll_window``): D4 clears the
+        active channel on refocus, and the notification service hears of it at once."""
+        self.visible = visible
+        self.model.set_focus(focused and visible)
+        self.focus_report(focused and visible)
+
+    def poll_window(self) -> None:
+        assert self.window is not None
+        state = self.window.state()
+        if state is None or state == self.window_state:
+            return
+        self.window_state = state
+        log.debug("window focus", extra={"focused": state[0], "visible": state[1]})
+        self.set_window_focus(*state)
 
     # -- navigation ------------------------------------------------------------------------------
     def _on_channel_opened(self, sid: str, ch: str) -> None:
@@ -1014,6 +1083,8 @@ class App:
         self.view = View(self, self.scale, self.font_size)
         self.view.build()
         self.images.dpg = dpg
+        if self.watch_window and self.window is None:
+            self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
 
 
 def _joined(rec: Any) -> Any:

@@ -155,6 +155,10 @@ def ui_factory(
     def make(
         *, connection: Path | None = None, scale: float = 1.0, storage: Storage | None = None, **kw: Any
     ) -> Any:
+        # the desktop hooks (OS notifications, X11 focus) only where a test asks for them: the
+        # session's shared Xvfb has no notification daemon and focus moves between tests
+        kw.setdefault("os_notifications", False)
+        kw.setdefault("watch_window", False)
         app = App(connection, storage=storage or Storage(tmp_path / "config"), scale=scale, **kw)
         app.build_view()
         apps.append(app)
@@ -164,7 +168,18 @@ def ui_factory(
     yield make
     for app in apps:
         if app.adapter is not None:
+            if app.model.stack_online:  # as App.stop does: a stale focus report would suppress
+                app.focus_sent = None  # the next test's notifications for up to 90 s
+                app.focus_report(False)
+                deadline = time.monotonic() + 3
+                while app.focus_sent is None and time.monotonic() < deadline:
+                    app.process_ops()
+                    time.sleep(0.02)
             app.adapter.stop()
+        if app.notifier is not None:
+            app.notifier.close()
+        if app.window is not None:
+            app.window.close()
         app.view.destroy()
 
 

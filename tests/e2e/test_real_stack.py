@@ -349,6 +349,181 @@ def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> N
     shooter.shot(app, "joined")
 
 
+def _desktop(app: Any, *, notify: bool = True, window: bool = True) -> None:
+    """Turn on the desktop hooks the ``ui_factory`` leaves off (as ``run_app`` has them)."""
+    import dearpygui.dearpygui as dpg
+
+    from ui.desktop import OsNotifier, X11Window
+
+    if notify:
+        app.notifier = OsNotifier()
+    if window:
+        app.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
+        assert app.window is not None and app.window.find() is not None, "viewport window not found"
+
+
+def _counts(app: Any, sid: str, ch: str) -> tuple[int, int] | None:
+    """The notification service's own counts for one channel (not the UI's copy)."""
+    box: dict[str, Any] = {}
+    app.adapter.submit(lambda c: c.unread(), lambda v, e: box.update(v=v, e=e))
+    pump(app, lambda: "v" in box, timeout=10, what="unread answer")
+    for sc in box["v"].servers if box["v"] is not None else []:
+        for cc in sc.channels:
+            if (sc.server_id, cc.channel_id) == (sid, ch):
+                return cc.unread, cc.mentions
+    return None
+
+
+def test_real_os_notification_dunst(
+    app: Any, demo: DemoStack, xvfb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shooter: Shooter
+) -> None:
+    """7.6 through the OS: a private D-Bus session bus and a REAL notification daemon (dunst,
+    not a fake) on the test's Xvfb. A message on another server shows an OS notification with
+    the service's title/body; a second one on the same channel replaces it (one displayed);
+    a left click on the popup (xdotool) invokes its default action and the app opens that
+    server/channel with the window focused."""
+    from tests.e2e.desktop import DUNST_OFFSET, DUNST_WIDTH, Dunst, screen_shot, session_bus, xdotool
+
+    with session_bus() as address:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+        dunst = Dunst(address, xvfb, tmp_path)
+        try:
+            _desktop(app)
+            app.select_server("srv_family")
+            app.select_channel("ch_general")
+            render(app, 3)
+            admin_post(demo, "harbor", "ch_general", "uid_seed_1", "first ping from harbor")
+            pump(app, lambda: len(dunst.shown()) >= 1, timeout=20, what="an OS notification")
+            first = dunst.shown()[0]
+            assert first["app_name"] == "OpenChat"
+            assert first["summary"].endswith(" in #general"), first
+            assert first["body"] == "first ping from harbor"
+            admin_post(demo, "harbor", "ch_general", "uid_seed_1", "second ping from harbor")
+            pump(app, lambda: len(dunst.shown()) >= 2, timeout=20, what="the second OS notification")
+            second = dunst.shown()[1]
+            assert second["body"] == "second ping from harbor" and second["summary"] == first["summary"]
+            pump(app, lambda: dunst.count("displayed") == 1, timeout=10, what="one notification per channel")
+            assert app.notifier.available is True and not app.model.toasts  # no fallback toast
+            shot = screen_shot(shooter_path(shooter, "screen_popup"))
+            assert shot.getpixel((shot.width - DUNST_OFFSET[0] - DUNST_WIDTH // 2, DUNST_OFFSET[1] + 8)) != (
+                16,
+                20,
+                28,
+            ), "no popup drawn at the top right"
+            shooter.shot(app, "before_click")
+            xdotool(
+                "mousemove",
+                "--sync",
+                str(shot.width - DUNST_OFFSET[0] - DUNST_WIDTH // 2),
+                str(DUNST_OFFSET[1] + 12),
+                "click",
+                "1",
+            )
+            pump(
+                app,
+                lambda: (app.model.active_server, app.model.channel_id) == ("srv_harbor", "ch_general"),
+                timeout=15,
+                what="the click opening harbor #general",
+            )
+            pump(app, lambda: app.window_state == (True, True), timeout=10, what="the window focused")
+            pump(app, lambda: dunst.count("displayed") == 0, timeout=10, what="popup closed")
+            shooter.shot(app, "opened_from_notification")
+        finally:
+            dunst.stop()
+
+
+def shooter_path(shooter: Shooter, name: str) -> Path:
+    from tests.e2e.conftest import SHOTS
+
+    return SHOTS / f"{shooter.test}__{name}.png"
+
+
+def test_real_notification_falls_back_to_toast(
+    app: Any,
+    demo: DemoStack,
+    monkeypatch: pytest.MonkeyPatch,
+    shooter: Shooter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No notification daemon on the session bus: the in-app toast shows it, logged once."""
+    from tests.e2e.desktop import session_bus
+
+    with session_bus() as address:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+        _desktop(app, window=False)
+        app.select_server("srv_family")
+        app.select_channel("ch_general")
+        render(app, 3)
+        admin_post(demo, "harbor", "ch_general", "uid_seed_1", "nobody listens on dbus")
+        pump(
+            app,
+            lambda: any("nobody listens on dbus" in t.text for t in app.model.toasts),
+            timeout=20,
+            what="the fallback toast",
+        )
+        assert app.notifier.available is False and app.notifier.reason
+        admin_post(demo, "harbor", "ch_general", "uid_seed_1", "still nobody")
+        pump(app, lambda: any("still nobody" in t.text for t in app.model.toasts), timeout=20, what="toast 2")
+        assert sum("no OS notification service" in r.getMessage() for r in caplog.records) == 1
+        shooter.shot(app, "toast")
+
+
+def test_real_window_focus_d4(app: Any, demo: DemoStack, xvfb: str, shooter: Shooter) -> None:
+    """D4 with a real focus signal: another X client (its own process) takes the input focus,
+    the app reports ``focused=False`` to the notification service, two messages in the open
+    channel count; focus comes back (xdotool) and the channel clears, in the service too."""
+    from tests.e2e.desktop import other_x_client, xdotool
+
+    _desktop(app, notify=False)
+    assert app.window is not None
+    wid = app.window.wid
+    assert wid is not None
+    app.select_server("srv_family")
+    app.select_channel("ch_general")
+    xdotool("windowfocus", "--sync", str(wid))
+    pump(app, lambda: app.window_state == (True, True), timeout=10, what="the window focused")
+    pump(
+        app,
+        lambda: (
+            app.focus_sent is not None
+            and app.focus_sent.focused
+            and app.focus_sent.channel_id == "ch_general"
+        ),
+        timeout=10,
+        what="focus reported",
+    )
+    assert _counts(app, "srv_family", "ch_general") == (0, 0)
+    with other_x_client(xvfb):
+        pump(app, lambda: app.window_state == (False, True), timeout=10, what="focus lost to another app")
+        pump(
+            app,
+            lambda: app.focus_sent is not None and not app.focus_sent.focused,
+            timeout=10,
+            what="blur reported",
+        )
+        assert not app.model.focused
+        admin_post(demo, "family", "ch_general", "uid_mum", "are you there?")
+        admin_post(demo, "family", "ch_general", "uid_mum", "hello??")
+        sm = app.model.servers["srv_family"]
+        pump(app, lambda: sm.unread.get("ch_general", 0) == 2, timeout=15, what="2 unread while blurred")
+        assert _counts(app, "srv_family", "ch_general") == (2, 0)
+        shooter.shot(app, "blurred_2_unread")
+        # the heartbeat: re-sent at least every 30 s while nothing changes
+        app.focus_sent = None
+        app._focus_at -= 31
+        pump(app, lambda: app.focus_sent is not None, timeout=10, what="heartbeat")
+        xdotool("windowfocus", "--sync", str(wid))  # the user comes back to the app
+        pump(app, lambda: app.window_state == (True, True), timeout=10, what="focus back")
+        pump(app, lambda: sm.unread.get("ch_general", 0) == 0, timeout=15, what="D4: cleared on refocus")
+        pump(
+            app,
+            lambda: _counts(app, "srv_family", "ch_general") == (0, 0),
+            timeout=15,
+            what="cleared in the notification service",
+        )
+        shooter.shot(app, "refocused_cleared")
+
+
 def test_real_offline_banner_when_stack_stops(app: Any, demo: DemoStack, shooter: Shooter) -> None:
     shooter.shot(app, "online")
     demo.stop()
