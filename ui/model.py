@@ -243,8 +243,11 @@ class ServerModel:
         return prof.display_name if prof and prof.display_name else short_uid(uid)
 
 
-def _msg_key(m: ChatMessage) -> tuple[datetime, str]:
-    return (m.created_at, m.id)
+def _msg_key(m: ChatMessage) -> datetime:
+    """Timeline order: by time; among messages of the same second (backend timestamps have whole
+    seconds) the order they arrived in — the state's window order, then the stream's — which is
+    the backend's. Sorting is stable and ``insort`` inserts after equal keys."""
+    return m.created_at
 
 
 class ViewModel:
