@@ -14,6 +14,7 @@ import click
 from services.cli.chat import register as register_chat
 from services.cli.home import Home
 from services.cli.notify import register as register_notify
+from services.cli.profile import register as register_profile
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
@@ -167,6 +168,7 @@ def identity_show(member: str, server_id: str | None) -> None:
 
 register_chat(main)
 register_notify(main)
+register_profile(main)
 
 if __name__ == "__main__":
     main()

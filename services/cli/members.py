@@ -58,5 +58,8 @@ def remove_member(home: Home, name: str, out: Callable[[str], None] = print) -> 
     home.registry.remove(name)
     home.identities.delete(name)
     ServerStore(home.layout.registry_db).forget_member(name)
+    from services.connector.profile import ProfileStore  # the connector's table, same database
+
+    ProfileStore(home.layout.registry_db).forget_member(name)
     home.layout.connection_file(name).unlink(missing_ok=True)
     out(f"member {name} removed ({home.apply_to_nats()})")

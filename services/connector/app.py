@@ -2,7 +2,8 @@
 
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
 this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
-send, typing, history, members, profiles, consent, read_ack_get, read_ack_put), subscribes ``oc.sys.connector.rehydrate``,
+send, typing, history, members, profiles, consent, profile_get, profile_set, read_ack_get,
+read_ack_put), subscribes ``oc.sys.connector.rehydrate``,
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
 
@@ -32,7 +33,9 @@ from services.core.contracts.chat import (
     LeaveArgs,
     MembersArgs,
     ProbeArgs,
+    ProfileGetArgs,
     ProfilesArgs,
+    ProfileSetArgs,
     RehydrateRequest,
     SendArgs,
     TypingArgs,
@@ -128,6 +131,8 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "members", MembersArgs)(connector.members)
     bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)
     bus.command("connector", "consent", ConsentArgs)(connector.consent)
+    bus.command("connector", "profile_get", ProfileGetArgs)(connector.profile_get)
+    bus.command("connector", "profile_set", ProfileSetArgs)(connector.profile_set)
     bus.command("connector", "read_ack_get", ReadAckGetArgs)(connector.read_ack_get)
     bus.command("connector", "read_ack_put", ReadAckPutArgs)(connector.read_ack_put)
 

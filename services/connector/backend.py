@@ -164,10 +164,11 @@ class BackendClient:
         data: dict[str, str] | None = None,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         optional: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; return ``(status, body)`` of a 2xx answer, else raise ``BackendError``."""
         url = self.base_url + path
-        kwargs: dict[str, Any] = {"headers": self.ident.headers()}
+        kwargs: dict[str, Any] = {"headers": {**(headers or {}), **self.ident.headers()}}
         if params:
             kwargs["params"] = params
         if json_body is not None:
@@ -281,6 +282,25 @@ class BackendClient:
         return await self.get_model(
             "/v1/profiles:batch", wire.ProfileBatch, params=[("user_uid", u) for u in uids]
         )
+
+    # -- the member's own profile (wire §9; optional: ``Unsupported`` on 404/405/501) -----------
+    async def own_profile(self) -> wire.Profile:
+        """``GET /v1/profile/me``."""
+        _, body = await self.request("GET", "/v1/profile/me", optional=True)
+        return parse(wire.Profile, body, "profile")
+
+    async def put_own_profile(self, doc: dict[str, Any], if_match: int | None) -> wire.Profile:
+        """``PUT /v1/profile/me`` (a full replace) with ``If-Match: <profile_version>``."""
+        headers = {"If-Match": str(if_match)} if if_match is not None else None
+        _, body = await self.request("PUT", "/v1/profile/me", json_body=doc, headers=headers, optional=True)
+        return parse(wire.Profile, body, "profile")
+
+    async def upload_avatar(self, file_name: str, data: bytes, content_type: str) -> wire.AvatarAsset:
+        """``POST /v1/profile/avatar``, the image in the multipart part ``file``."""
+        _, body = await self.request(
+            "POST", "/v1/profile/avatar", files=[("file", (file_name, data, content_type))], optional=True
+        )
+        return parse(wire.AvatarAsset, body, "avatar upload")
 
     async def read_ack(self, channel_id: str) -> wire.ReadAckResponse:
         """``GET /v1/channels/{cid}/read-ack`` (Profile B); ``Unsupported`` on 404/405/501."""

@@ -2,7 +2,9 @@
 
 ``Connector`` owns the member identities it needs (created on first use, encrypted at rest), the
 durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
-registry database) and one ``Session`` per (member, server). Its command
+registry database), the member's own profile (``ProfileStore``, same database; published by
+``ProfilePublisher`` only to servers the member consented for, D18) and one ``Session`` per
+(member, server). Its command
 methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
 failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
 binds them to ``oc.<member>.cmd.connector.<verb>``; tests may call them directly.
@@ -34,6 +36,7 @@ from services.connector.backend import (
     Unsupported,
     normalize_base_url,
 )
+from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
 from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
 from services.core.bus import CommandError
 from services.core.contracts import subjects
@@ -54,8 +57,12 @@ from services.core.contracts.chat import (
     MembersUpdated,
     ProbeArgs,
     ProbeResult,
+    ProfileGetArgs,
+    ProfileGetResult,
     ProfilesArgs,
+    ProfileSetArgs,
     ProfilesResult,
+    ProfileSyncState,
     RehydrateRequest,
     SendArgs,
     SendResult,
@@ -121,6 +128,8 @@ class Connector:
         self.servers = ServerStore(registry)
         self.identities = IdentityStore(registry, load_or_create_key(key_file))
         self.anchors = AnchorStore(registry, interval_s=self.timing.anchor_flush_s)
+        self.profile_store = ProfileStore(registry)
+        self.publisher = ProfilePublisher(self.profile_store)
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(request_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -131,6 +140,7 @@ class Connector:
         self.rate = domain.RateLimiter()
         self._roots: dict[str, tuple[str, UidMode]] = {}
         self._lock = asyncio.Lock()
+        self._profile_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +175,7 @@ class Connector:
             anchors=self.anchors,
             on_record=persist,
             batch_sink=self.batch_sink,
+            profile_sync=self.publisher.sync,
         )
         self.sessions[(member, record.server_id)] = session
         session.start()
@@ -328,6 +339,7 @@ class Connector:
         with contextlib.suppress(ServerNotJoined):
             self.servers.remove(member, record.server_id)
         self.anchors.forget(member, record.server_id)
+        self.profile_store.forget_server(member, record.server_id)
         self.rate.forget((member, record.server_id))
         now = utcnow()
         await self._emit(
@@ -356,7 +368,33 @@ class Connector:
             ServerUpdated(server=record),
             f"srvupd:{uuid.uuid4().hex}",
         )
+        if args.share_profile:
+            session.request_profile_sync()  # D18: publish now that the member agreed
         return JoinResult(server=record)
+
+    # -- the member's own profile (features 1.1, 11; D18) ----------------------------------------
+    async def profile_get(self, member: str, args: ProfileGetArgs) -> ProfileGetResult:
+        stored = await asyncio.to_thread(self.profile_store.get, member)
+        profile = None
+        if stored is not None:
+            profile = stored.with_image() if args.include_avatar else stored.profile
+        return ProfileGetResult(profile=profile, servers=self._sync_states(member))
+
+    async def profile_set(self, member: str, args: ProfileSetArgs) -> ProfileGetResult:
+        """Validate and store the profile, then publish it to the consented servers (background)."""
+        async with self._profile_lock:
+            current = await asyncio.to_thread(self.profile_store.get, member)
+            stored = await asyncio.to_thread(apply_change, current, args, utcnow())
+            if stored is not current:
+                await asyncio.to_thread(self.profile_store.put, member, stored)
+                log.info("profile changed", extra={"member": member, "revision": stored.profile.revision})
+        for (owner, _), session in list(self.sessions.items()):
+            if owner == member:
+                session.request_profile_sync()
+        return ProfileGetResult(profile=stored.profile, servers=self._sync_states(member))
+
+    def _sync_states(self, member: str) -> list[ProfileSyncState]:
+        return [current_state(s) for (m, _), s in self.sessions.items() if m == member]
 
     # -- chat ------------------------------------------------------------------------------------
     @backend_errors

@@ -22,7 +22,10 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    (``contracts/notify.py``); ``chat.server.updated`` → the record's display name patched, stored
    and published as ``server.updated``; management events (``chat.channel.created``,
    ``chat.category.*``, ``chat.channel.layout.updated``) → the tree fetched again and published,
-   new text channels subscribed and filled.
+   new text channels subscribed and filled. Once live, the member's own profile is published in
+   the background when the member consented for this server (``profile.py``, D18; a no-op
+   otherwise); ``profile_updated`` of the member's own uid keeps its cached ``GET
+   /v1/profile/me`` current.
 
 Any failure ends the cycle; the session publishes *reconnecting* (after being live) or *offline*
 (unreachable; D2: the server is kept and retried forever) with ``next_retry_at`` and sleeps on the
@@ -65,6 +68,7 @@ from services.core.contracts.chat import (
     PresenceChange,
     PresenceEntry,
     PresenceSnapshot,
+    ProfileSyncState,
     ProfileUpdated,
     ServerRecord,
     ServerUpdated,
@@ -132,6 +136,8 @@ class Session:
     anchors: AnchorStore | None = None  # durable gap-fill anchors (None: memory only)
     on_record: Callable[[ServerRecord], None] | None = None  # persist a changed record (server renamed)
     batch_sink: BatchSink | None = None  # gap fill publishes through it (None: one by one via ``sink``)
+    # Publishes the member's own profile when consented (``profile.ProfilePublisher.sync``, D18).
+    profile_sync: Callable[[Session], Awaitable[None]] | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -162,6 +168,11 @@ class Session:
         self._text: list[str] = []
         self._text_set: frozenset[str] = frozenset()
         self.read_acks_unsupported = False  # a read-ack call answered "not on this server"
+        self.own_profile: wire.Profile | None = None  # GET /v1/profile/me, kept current by events
+        self.profile_unsupported = False  # a profile route answered 404/405/501
+        self.profile_state: ProfileSyncState | None = None  # the last publish outcome
+        self._profile_task: asyncio.Task[None] | None = None
+        self._profile_again = False
         self.cycles = 0
 
     @property
@@ -192,15 +203,50 @@ class Session:
 
     async def stop(self) -> None:
         self._stopping = True
+        profile_task, self._profile_task = self._profile_task, None
+        if profile_task is not None:
+            await cancel_task(profile_task)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_task(task)
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await self.ws.close()
             self.ws = None
+
+    # -- the member's own profile (D18) ---------------------------------------------------------
+    def request_profile_sync(self) -> None:
+        """Publish the member's profile in the background (a no-op without consent); requests
+        made while one runs are coalesced into one more run."""
+        if self.profile_sync is None or self._stopping:
+            return
+        self._profile_again = True
+        if self._profile_task is None or self._profile_task.done():
+            self._profile_task = asyncio.create_task(
+                self._profile_loop(), name=f"profile-{self.member}-{self.server_id}"
+            )
+
+    async def _profile_loop(self) -> None:
+        while self._profile_again and not self._stopping and self.profile_sync is not None:
+            self._profile_again = False
+            try:
+                await self.profile_sync(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end anything: logged, retried on the next trigger
+                log.exception("profile sync failed", extra=self._log_ctx())
+
+    async def profile_settled(self) -> None:
+        """Wait until no profile publish is running or requested (tests, shutdown)."""
+        while self._profile_task is not None and not self._profile_task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._profile_task)
+
+    def note_own_profile(self, profile: wire.Profile) -> None:
+        """Keep the cached ``GET /v1/profile/me`` current (never moves back a version)."""
+        cached = self.own_profile
+        if cached is None or profile.profile_version >= cached.profile_version:
+            self.own_profile = profile
 
     async def load_anchors(self) -> None:
         """Seed de-duplication and gap fill with the anchors the previous process left (once)."""
@@ -273,6 +319,7 @@ class Session:
     # -- one connection cycle --------------------------------------------------------------------
     async def _cycle(self) -> None:
         self.cycles += 1
+        self.own_profile = None  # re-read once per hydrate (the server may have restarted)
         await self.load_anchors()
         # Every hydrate publishes the capabilities, then the channel tree: consumers (notification:
         # read-acks) read the features before they act on the channels.
@@ -306,6 +353,7 @@ class Session:
             self._dropped_at_attempt = None
             self.hydrated.set()
             await self._emit_connection(ConnectionState(state="live"))
+            self.request_profile_sync()  # every hydrate (D18: a no-op without consent)
             await self._process(queue)
         finally:
             reader.cancel()
@@ -366,6 +414,7 @@ class Session:
         self.wire_caps, self.caps = caps, snap
         if changed:
             self.read_acks_unsupported = False  # another build: probe optional endpoints again
+            self.profile_unsupported = False
         if changed or publish:
             await self.emit("capabilities", snap, f"caps:{uuid.uuid4().hex}")
         return snap
@@ -572,6 +621,8 @@ class Session:
                 )
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
+            if profile.user_uid == self.record.user_uid:
+                self.note_own_profile(wire.Profile.model_validate(profile.model_dump()))
             await self.emit_profile(domain.profile_of(profile, self.backend.base_url))
         elif kind == "chat.read_ack.updated":
             ack = wire.ReadAckUpdatedPayload.model_validate(payload)
@@ -748,6 +799,18 @@ class Session:
 
     def _log_ctx(self) -> dict[str, str]:
         return {"member": self.member, "server_id": self.server_id}
+
+
+async def cancel_task(task: asyncio.Task[Any], every_s: float = 0.5) -> None:
+    """Cancel ``task`` and wait until it ended. The cancellation is repeated while it runs on:
+    Python 3.11's ``asyncio.wait_for`` (nats-py requests use it) drops a cancellation that
+    arrives together with the awaited result, and the session would then wait for its next
+    realtime frame forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every_s)
+    if not task.cancelled():
+        task.exception()  # retrieved: never "exception was never retrieved"
 
 
 @functools.cache

@@ -158,6 +158,7 @@ async def connector_harness(
     )
     await register(bus, connector)
     await bus.serve_commands()
+    await bus.nc.flush()  # the command subscriptions are at the server before anyone calls
     harness = Harness(bus, member_bus, connector, requests)
     for member in events_of:
         harness.logs[member] = await harness.events(member)

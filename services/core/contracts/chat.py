@@ -429,3 +429,66 @@ class RehydrateRequest(Contract):
 
 def message_event_id(message_id: str) -> str:
     return f"msg:{message_id}"
+
+
+# -- the member's own profile (features 1.1, 11; D18) --------------------------------------------
+# Commands ``oc.<member>.cmd.connector.profile_get`` (``ProfileGetArgs`` -> ``ProfileGetResult``)
+# and ``profile_set`` (``ProfileSetArgs`` -> ``ProfileGetResult``). The profile is kept by the
+# connector (registry database) and published only to servers the member consented to share it
+# with (``ServerRecord.profile_consent``) that advertise ``profile.enabled``.
+AVATAR_PRESETS: tuple[str, ...] = ("horizon", "reef", "mint", "ember", "violet", "slate")
+MAX_AVATAR_BYTES = 2 * 1024 * 1024  # a locally kept uploaded avatar (PNG, JPEG or WEBP)
+DISPLAY_NAME_MIN = 2
+DISPLAY_NAME_MAX = 32
+
+
+class MemberProfile(Contract):
+    """The member's own profile. ``avatar_preset_id`` is always set: the avatar when the mode is
+    ``generated``, the fallback for servers that take no uploads when it is ``uploaded``."""
+
+    display_name: str
+    avatar_mode: Literal["generated", "uploaded"]
+    avatar_preset_id: str
+    avatar_content_type: str | None = None  # uploaded: image/png, image/jpeg or image/webp
+    avatar_bytes: int | None = None
+    avatar_sha256: str | None = None
+    avatar_b64: str | None = None  # the image itself, only when asked for (``include_avatar``)
+    revision: int = 1
+    updated_at: datetime
+
+
+class ProfileSyncState(Contract):
+    """Where the member's profile stands on one joined server."""
+
+    server_id: ServerId
+    consent: bool | None
+    state: Literal[
+        "private",  # no consent (or not asked yet): nothing is published
+        "pending",  # consented; not published yet (not connected, or in progress)
+        "published",  # the server shows the member's current profile
+        "disabled",  # the server does not advertise profile sync
+        "unsupported",  # the server answered 404/405/501 on a profile route
+        "rejected",  # the server's policy refuses the name or the avatar
+        "failed",  # the last attempt failed (``code``); retried on the next hydrate or change
+    ]
+    code: str = ""
+    profile_version: int | None = None
+
+
+class ProfileGetArgs(Contract):
+    include_avatar: bool = False
+
+
+class ProfileGetResult(Contract):
+    profile: MemberProfile | None  # None: never set up
+    servers: list[ProfileSyncState] = Field(default_factory=list)
+
+
+class ProfileSetArgs(Contract):
+    """Change the profile; a field left ``None`` keeps its current value. ``avatar`` switches to
+    ``uploaded`` and ``avatar_preset_id`` to ``generated`` (one of ``AVATAR_PRESETS``)."""
+
+    display_name: str | None = None
+    avatar_mode: Literal["generated", "uploaded"] | None = None
+    avatar_preset_id: str | None = None
+    avatar: UploadedImage | None = None
