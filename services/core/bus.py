@@ -259,7 +259,7 @@ class Bus:
             raise CommandError(
                 "timeout", f"no reply on {subject} within {timeout:g} s", retryable=True
             ) from exc
-        parsed = decode(ReplyEnvelope[result_model], reply.data)  # type: ignore[valid-type]
+        parsed = decode(cast(Any, ReplyEnvelope)[result_model], reply.data)
         if not parsed.ok or parsed.result is None:
             err = parsed.error or ErrorBody(
                 code="internal_error", message="empty error reply", retryable=True
@@ -319,7 +319,7 @@ class Bus:
     ) -> bytes:
         try:
             member = subjects.member_of_subject(msg.subject)
-            envelope = decode(CommandEnvelope[args_model], msg.data)  # type: ignore[valid-type]
+            envelope = decode(cast(Any, CommandEnvelope)[args_model], msg.data)
             result = await fn(member, envelope.args)
             reply = cast(Any, ReplyEnvelope)[type(result)](ok=True, result=result)
             return cast(bytes, reply.model_dump_json().encode())

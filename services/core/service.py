@@ -132,9 +132,10 @@ async def serve(service: Service, settings: Settings) -> None:
     start_task = asyncio.create_task(start(), name="start")
     stop_task = asyncio.create_task(ctx.stopping.wait(), name="stop")
     done, _ = await asyncio.wait({start_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
-    if start_task in done and start_task.exception() is not None:
+    failure = start_task.exception() if start_task in done else None
+    if failure is not None:
         ctx.stopping.set()
-        raise start_task.exception()  # type: ignore[misc]
+        raise failure
     if http_task in done:
         ctx.stopping.set()
     await ctx.stopping.wait()

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -459,6 +459,6 @@ def _payload(model: type[A], data: bytes) -> A:
     """The typed payload of an event (parametrized envelope classes are built once)."""
     envelope_type = _ENVELOPES.get(model)
     if envelope_type is None:
-        envelope_type = _ENVELOPES[model] = EventEnvelope[model]  # type: ignore[valid-type]
+        envelope_type = _ENVELOPES[model] = cast(Any, EventEnvelope)[model]
     payload: A = decode(envelope_type, data).payload
     return payload

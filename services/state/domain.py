@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -242,7 +242,7 @@ def decode_event(subject: str, data: bytes, seq: int = 0) -> ParsedEvent | None:
     if len(data) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
     try:
-        envelope: EventEnvelope[Any] = EventEnvelope[model].model_validate_json(data)  # type: ignore[valid-type]
+        envelope: EventEnvelope[Any] = cast(Any, EventEnvelope)[model].model_validate_json(data)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
         raise InvalidEvent(f"invalid {kind} event ({fields})") from None
