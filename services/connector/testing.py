@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from services.connector.app import bus_batch_sink, bus_sink, register
 from services.connector.connector import Connector
 from services.connector.session import Timing
-from services.core.bus import Bus, ConnectOptions
+from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
 
 T = TypeVar("T")
@@ -129,6 +129,22 @@ class Harness:
         return log
 
 
+async def _until_answering(harness: Harness) -> None:
+    """Readiness: a member's request gets an answer (bounded). Seen once on a loaded CI machine:
+    "no responders" right after the subscriptions were flushed; a real answer is the event."""
+    from services.core.contracts.chat import ProfileGetArgs, ProfileGetResult
+
+    for _ in range(50):
+        try:
+            await harness.call("readiness", "profile_get", ProfileGetArgs(), ProfileGetResult)
+            return
+        except CommandError as exc:
+            if exc.code != "service_unavailable":
+                return  # it answered (with an error): it is serving
+            await asyncio.sleep(0.1)
+    raise TimeoutError("the connector under test never answered")
+
+
 @contextlib.asynccontextmanager
 async def connector_harness(
     nats_url: str,
@@ -160,6 +176,7 @@ async def connector_harness(
     await bus.serve_commands()
     await bus.nc.flush()  # the command subscriptions are at the server before anyone calls
     harness = Harness(bus, member_bus, connector, requests)
+    await _until_answering(harness)
     for member in events_of:
         harness.logs[member] = await harness.events(member)
     await connector.start()
