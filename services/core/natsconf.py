@@ -8,11 +8,13 @@ connection and closes those whose user is gone (ADR 0002).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client as NatsClient
 
 from services.core.contracts import subjects
 from services.core.paths import write_atomic
@@ -79,6 +81,11 @@ class ReloadError(RuntimeError):
     pass
 
 
+async def _config_load_time(nc: NatsClient, server_id: str, timeout: float) -> str:
+    reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.VARZ", b"", timeout=timeout)
+    return str(json.loads(reply.data).get("data", {}).get("config_load_time", ""))
+
+
 async def request_reload(url: str, sys_user: str, sys_password: str, timeout: float = 5.0) -> list[str]:
     """Ask every server of the cluster reachable at ``url`` (comma-separated URLs allowed) to
     reload its configuration; return the ids of the servers that reloaded."""
@@ -104,12 +111,21 @@ async def request_reload(url: str, sys_user: str, sys_password: str, timeout: fl
         if not ids:
             raise ReloadError("no NATS server answered the system ping")
         for server_id in ids:
+            before = await _config_load_time(nc, server_id, timeout)
             reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.RELOAD", b"", timeout=timeout)
             doc = json.loads(reply.data)
             if doc.get("error"):
                 raise ReloadError(
                     f"nats-server refused the reload: {doc['error'].get('description', doc['error'])}"
                 )
+            # Return only once the server reports the new configuration as loaded, so a client
+            # that connects next never races the re-check of existing connections.
+            for _ in range(50):
+                if await _config_load_time(nc, server_id, timeout) != before:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise ReloadError(f"nats-server {server_id} did not report the reloaded configuration")
         return ids
     finally:
         await nc.close()
