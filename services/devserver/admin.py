@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from services.devserver.gojson import GoDecodeError, field, is_missing, str_field
-from services.devserver.http_api import Context, json_object, wire_error
+from services.devserver.http_api import Context, bind_handler, json_object, wire_error
 from services.devserver.realtime import envelope
 from services.devserver.store import WireError
 from services.devserver.wire_http import DEV_UID, dumps_text, error_response, json_response, ws_control
@@ -179,11 +179,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
     def bind(
         handler: Callable[[Context, Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await handler(ctx, request)
-
-        endpoint.__name__ = handler.__name__
-        return endpoint
+        return bind_handler(ctx, handler)
 
     return [
         Route("/_admin/messages", bind(post_message), methods=["POST"]),

@@ -56,6 +56,7 @@ from starlette.routing import BaseRoute, Route
 from services.devserver.gojson import GoDecodeError, field, is_missing, str_field
 from services.devserver.http_api import (
     Context,
+    bind_handler,
     directory_entry,
     first_query,
     get_capabilities,
@@ -334,11 +335,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
     """Routes of the switched-on Profile B features."""
 
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await handler(ctx, request)
-
-        endpoint.__name__ = handler.__name__
-        return endpoint
+        return bind_handler(ctx, handler)
 
     has = ctx.cfg.has
     out: list[BaseRoute] = []

@@ -10,6 +10,7 @@ Profile B-only routes live in ``features.py``.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,6 +93,24 @@ def first_query(request: Request, name: str) -> str:
     """``r.URL.Query().Get(name)`` — the *first* value (Starlette's ``get`` returns the last)."""
     values = request.query_params.getlist(name)
     return values[0] if values else ""
+
+
+ContextHandler = Callable[["Context", Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def bind_handler(ctx: Context, handler: ContextHandler) -> Endpoint:
+    """A Starlette endpoint for ``handler(ctx, request)`` (every devserver module routes with it).
+    A ``WireError`` a handler lets through gets the backend's error envelope, never a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(ctx, request)
+        except WireError as exc:
+            return wire_error(exc)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
 
 
 def wire_error(exc: WireError) -> Response:
@@ -506,13 +525,8 @@ async def batch_profiles(ctx: Context, request: Request) -> Response:
 def routes(ctx: Context) -> list[BaseRoute]:
     """Profile A HTTP routes (the WebSocket route is added by ``app.py``)."""
 
-    def bind(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            response: Response = await handler(ctx, request)
-            return response
-
-        endpoint.__name__ = handler.__name__
-        return endpoint
+    def bind(handler: ContextHandler) -> Endpoint:
+        return bind_handler(ctx, handler)
 
     return [
         Route("/healthz", bind(healthz), methods=["GET"]),
