@@ -233,12 +233,17 @@ def register(main: click.Group) -> None:
         url: str, server_id: str, yes: bool, member: str | None, connection: Path | None, as_json: bool
     ) -> None:
         """Join SERVER on the backend at URL, after showing trust and disclosure."""
-        probe_result: ProbeResult = run(member, connection, lambda c: c.probe(url, server_id))
-        if not as_json:
-            click.echo(_probe_text(probe_result))
-        if not yes and not click.confirm(f"Join {server_id}?", default=False):
-            raise click.ClickException("not joined")
-        result: JoinResult = run(member, connection, lambda c: c.join(url, server_id))
+
+        async def work(c: MemberClient) -> JoinResult:
+            # One bus connection: probe, show trust and disclosure, ask, then join.
+            probe_result = await c.probe(url, server_id)
+            if not as_json:
+                click.echo(_probe_text(probe_result))
+            if not yes and not await asyncio.to_thread(click.confirm, f"Join {server_id}?", default=False):
+                raise click.ClickException("not joined")
+            return await c.join(url, server_id)
+
+        result: JoinResult = run(member, connection, work)
         emit(
             as_json,
             result,
