@@ -204,7 +204,10 @@ def make_theme(dpg: Any, scale: float) -> int | str:
         c = dpg.add_theme_color
         s = dpg.add_theme_style
         c(dpg.mvThemeCol_WindowBg, BG)
-        c(dpg.mvThemeCol_ChildBg, BG)
+        # Child windows are transparent: the viewport is cleared to BG and only panes with their own
+        # colour paint a background. Every filled pixel costs under a software renderer (llvmpipe:
+        # one full-window quad ~5 ms at 1480x920), so nothing is painted twice.
+        c(dpg.mvThemeCol_ChildBg, (0, 0, 0, 0))
         c(dpg.mvThemeCol_PopupBg, PANEL_2)
         c(dpg.mvThemeCol_Border, (40, 46, 60))
         c(dpg.mvThemeCol_Text, TEXT)
@@ -218,7 +221,7 @@ def make_theme(dpg: Any, scale: float) -> int | str:
         c(dpg.mvThemeCol_Header, (44, 51, 66))
         c(dpg.mvThemeCol_HeaderHovered, (50, 58, 76))
         c(dpg.mvThemeCol_HeaderActive, (60, 70, 92))
-        c(dpg.mvThemeCol_ScrollbarBg, BG)
+        c(dpg.mvThemeCol_ScrollbarBg, (0, 0, 0, 0))
         c(dpg.mvThemeCol_ScrollbarGrab, (50, 57, 72))
         c(dpg.mvThemeCol_Separator, (40, 46, 60))
         c(dpg.mvThemeCol_ModalWindowDimBg, (0, 0, 0, 150))

@@ -93,6 +93,7 @@ class View:
         if self.fonts.regular:
             dpg.bind_font(self.fonts.regular)
         dpg.bind_theme(fonts.make_theme(dpg, self.scale))
+        dpg.set_viewport_clear_color((*fonts.BG, 255))
         self.themes = {
             "link": fonts.color_theme(dpg, text=fonts.LINK, flat=True, scale=self.scale),
             "flat": fonts.color_theme(dpg, flat=True, scale=self.scale),
@@ -116,7 +117,23 @@ class View:
             "badge_mention": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
         }
         s = self.s
-        with dpg.window(tag="oc_root", no_scrollbar=True, no_scroll_with_mouse=True):
+        # Not a DPG "primary window": that one paints its background whatever the flags say (a full
+        # window of fill per frame); this one is sized to the viewport by ``layout`` instead.
+        with dpg.window(
+            tag="oc_root",
+            pos=(0, 0),
+            width=self.width,
+            height=self.height,
+            no_title_bar=True,
+            no_move=True,
+            no_resize=True,
+            no_collapse=True,
+            no_saved_settings=True,
+            no_bring_to_front_on_focus=True,
+            no_scrollbar=True,
+            no_scroll_with_mouse=True,
+            no_background=True,
+        ):
             # first-run (connection file) screen
             with dpg.child_window(tag="oc_firstrun", show=False, border=False):
                 dpg.add_spacer(height=s(80))
@@ -234,7 +251,6 @@ class View:
             dpg.bind_item_font(b, self.fonts.emoji)
         self.timeline = Timeline(self, "oc_timeline", "oc_rows")
         self.timeline.on_older = self.app.load_older
-        dpg.set_primary_window("oc_root", True)
         self._built = True
 
     TOP_LEVEL = (
@@ -410,6 +426,7 @@ class View:
     def layout(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         s = self.s
+        dpg.configure_item("oc_root", pos=(0, 0), width=width, height=height)
         if self.app.screen == "firstrun":
             dpg.configure_item("oc_workspace", show=False)
             dpg.configure_item("oc_firstrun", show=True, width=width - s(16), height=height - s(16))
