@@ -441,13 +441,15 @@ class App:
         if self.view is not None and self.view.timeline is not None:
             self.view.timeline.key = None  # re-opened: back to the newest rows (5.10)
         sm = self.model.servers.get(sid)
+        if sm is not None:
+            sm.log(ch).attach()  # opened at the newest messages, whatever was read before
         if (
             sm is not None
-            and len(sm.messages.get(ch, [])) < 150
+            and len(sm.window(ch)) < 150
             and self.adapter is not None
             and self.model.stack_online
         ):
-            if not sm.messages.get(ch):
+            if not sm.window(ch):
                 sm.loading.add(ch)
             self.adapter.submit(lambda c: c.window(sid, ch, 150), lambda v, e: self._on_window(sid, ch, v, e))
         if self.adapter is not None and self.model.stack_online:
@@ -490,6 +492,11 @@ class App:
             sm = self.model.servers.get(sid)
             if sm is not None:
                 sm.loading.discard(ch)
+
+    def jump_to_present(self) -> None:
+        """The "Jump to present" button: back to the newest messages, following again."""
+        if self.view is not None and self.view.timeline is not None:
+            self.view.timeline.jump_to_present()
 
     def select_server(self, sid: str) -> None:
         if self.view is not None:

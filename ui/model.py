@@ -11,7 +11,6 @@ Tests drive it directly; the view reads it every frame and redraws only what ``d
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import time
@@ -44,6 +43,7 @@ from services.core.contracts.chat import (
     Typing,
     UserProfile,
 )
+from ui.store import MessageLog
 
 GROUP_WINDOW = timedelta(minutes=5)
 TYPING_TTL_S = 6.0
@@ -204,8 +204,7 @@ class ServerModel:
     connection: ConnectionState
     capabilities: CapabilitySnapshot | None = None
     groups: list[ChannelGroupInfo] = field(default_factory=list)
-    messages: dict[str, list[ChatMessage]] = field(default_factory=dict)
-    message_ids: dict[str, set[str]] = field(default_factory=dict)
+    logs: dict[str, MessageLog] = field(default_factory=dict)  # channel -> its bounded message log
     presence: dict[str, dict[str, PresenceEntry]] = field(default_factory=dict)
     typing: dict[str, dict[str, float]] = field(default_factory=dict)  # channel -> uid -> expiry
     profiles: dict[str, UserProfile] = field(default_factory=dict)
@@ -218,6 +217,17 @@ class ServerModel:
     @property
     def server_id(self) -> str:
         return self.record.server_id
+
+    def log(self, channel_id: str) -> MessageLog:
+        log = self.logs.get(channel_id)
+        if log is None:
+            log = self.logs[channel_id] = MessageLog()
+        return log
+
+    def window(self, channel_id: str) -> list[ChatMessage]:
+        """The channel's messages held as objects (the rows the timeline can show), oldest first."""
+        log = self.logs.get(channel_id)
+        return log.window if log is not None else []
 
     def channel(self, channel_id: str) -> ChannelInfo | None:
         for g in self.groups:
@@ -241,13 +251,6 @@ class ServerModel:
             return own.display_name if own and own.display_name else short_uid(uid)
         prof = self.profiles.get(uid)
         return prof.display_name if prof and prof.display_name else short_uid(uid)
-
-
-def _msg_key(m: ChatMessage) -> datetime:
-    """Timeline order: by time; among messages of the same second (backend timestamps have whole
-    seconds) the order they arrived in — the state's window order, then the stream's — which is
-    the backend's. Sorting is stable and ``insort`` inserts after equal keys."""
-    return m.created_at
 
 
 class ViewModel:
@@ -324,9 +327,7 @@ class ViewModel:
             profiles=dict(view.profiles),
         )
         for ch, msgs in view.messages.items():
-            ordered = sorted(msgs, key=_msg_key)
-            sm.messages[ch] = ordered
-            sm.message_ids[ch] = {m.id for m in ordered}
+            sm.logs[ch] = MessageLog(msgs)
             sm.has_more[ch] = True
         for ch, entries in view.presence.items():
             sm.presence[ch] = {e.client_id: e for e in entries}
@@ -438,15 +439,12 @@ class ViewModel:
         sm = self.servers.get(m.server_id)
         if sm is None:
             return False
-        ids = sm.message_ids.setdefault(m.channel_id, set())
-        if m.id in ids:
+        log = sm.log(m.channel_id)
+        if not log.add(m):
             return False
-        ids.add(m.id)
-        msgs = sm.messages.setdefault(m.channel_id, [])
-        if not msgs or _msg_key(msgs[-1]) <= _msg_key(m):
-            msgs.append(m)
-        else:
-            bisect.insort(msgs, m, key=_msg_key)
+        shown = self.active_server == m.server_id and self.active_channel.get(m.server_id) == m.channel_id
+        if not shown:  # the timeline bounds the shown channel's log around its rows
+            log.trim(len(log), len(log), following=True)
         typers = sm.typing.get(m.channel_id)
         if typers:
             typers.pop(m.author_uid, None)
@@ -470,10 +468,8 @@ class ViewModel:
         sm = self.servers.get(sid)
         if sm is None:
             return
-        ids = sm.message_ids.get(ev.channel_id)
-        if ids and ev.message_id in ids:
-            ids.discard(ev.message_id)
-            sm.messages[ev.channel_id] = [m for m in sm.messages[ev.channel_id] if m.id != ev.message_id]
+        log = sm.logs.get(ev.channel_id)
+        if log is not None and log.delete(ev.message_id):
             self.touch("timeline")
 
     def _on_typing(self, sid: str, ev: Typing, _env: dict[str, Any]) -> None:
@@ -541,14 +537,8 @@ class ViewModel:
         sm = self.servers.get(server_id)
         if sm is None:
             return 0
-        added = 0
-        for m in msgs:
-            if m.server_id == server_id and m.channel_id == channel_id:
-                ids = sm.message_ids.setdefault(channel_id, set())
-                if m.id not in ids:
-                    ids.add(m.id)
-                    bisect.insort(sm.messages.setdefault(channel_id, []), m, key=_msg_key)
-                    added += 1
+        log = sm.log(channel_id)
+        added = log.prepend(m for m in msgs if m.server_id == server_id and m.channel_id == channel_id)
         sm.has_more[channel_id] = has_more
         sm.loading.discard(channel_id)
         self.touch("timeline")
@@ -822,7 +812,7 @@ class ViewModel:
         if sm is None:
             return []
         ch = channel_id or self.active_channel.get(sm.server_id)
-        return sm.messages.get(ch, []) if ch else []
+        return sm.window(ch) if ch else []
 
     def row(self, msgs: list[ChatMessage], i: int, sm: ServerModel | None = None) -> TimelineRow:
         """The display row of ``msgs[i]`` (grouping needs only the previous message)."""
@@ -878,12 +868,8 @@ class ViewModel:
 
     @staticmethod
     def _find(sm: ServerModel, channel_id: str, message_id: str) -> ChatMessage | None:
-        if message_id not in sm.message_ids.get(channel_id, set()):
-            return None
-        for m in reversed(sm.messages.get(channel_id, [])):
-            if m.id == message_id:
-                return m
-        return None
+        log = sm.logs.get(channel_id)
+        return log.find(message_id) if log is not None else None
 
     def timeline_state(self) -> str:
         """ "Loading messages...", "No messages yet." or "" when there are rows."""
@@ -891,7 +877,7 @@ class ViewModel:
         ch = self.channel_id
         if sm is None or ch is None:
             return ""
-        if sm.messages.get(ch):
+        if sm.window(ch):
             return ""
         if ch in sm.loading:
             return "Loading messages..."
@@ -994,7 +980,7 @@ class ViewModel:
         if ch:
             for e in sm.presence.get(ch, {}).values():
                 uids[e.user_uid] = None
-            for msg in reversed(sm.messages.get(ch, [])[-200:]):
+            for msg in reversed(sm.window(ch)[-200:]):
                 uids[msg.author_uid] = None
         for uid in sm.profiles:
             uids[uid] = None
@@ -1021,7 +1007,7 @@ class ViewModel:
                     connection=sm.connection,
                     capabilities=sm.capabilities,
                     groups=sm.groups,
-                    messages={k: v[-per_channel:] for k, v in sm.messages.items()},
+                    messages={k: log.latest(per_channel) for k, log in sm.logs.items()},
                     profiles=sm.profiles,
                 )
             )

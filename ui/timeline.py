@@ -21,6 +21,7 @@ from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
 from ui.markdown import Block, Span, parse, safe_url, split_mentions
 from ui.model import TimelineRow, ViewModel, format_bytes
+from ui.store import MessageLog
 
 if TYPE_CHECKING:
     from ui.view import View
@@ -89,10 +90,11 @@ class Timeline:
                 pass
             elif y <= 1.0 and (self.start > 0 or self._can_load_older(msgs)):
                 changed = self._shift_up(msgs)
-            elif ymax - y <= 1.0 and self.end < n:
-                changed = self._shift_down(n)
+            elif ymax - y <= 1.0 and (self.end < n or self._detached()):
+                changed = self._shift_down(msgs)
+            n = len(msgs)  # a page may have come back from the compact store
             if ymax > 0:
-                self.following = ymax - y <= FOLLOW_PX and self.end >= n
+                self.following = ymax - y <= FOLLOW_PX and self.end >= n and not self._detached()
         if changed:
             if self.following or not self.order:
                 self.end = n
@@ -102,6 +104,7 @@ class Timeline:
                 if self.end < n and self.end - self.start < MAX_ROWS:
                     self.end = min(n, self.start + MAX_ROWS)
             self._reconcile(msgs)
+            self._trim()
             if self.following:
                 self.bottom_frames = 3
         self._anchor_bottom()
@@ -130,28 +133,69 @@ class Timeline:
             self.following = False
             self.bottom_frames = 0
 
+    def _log(self) -> MessageLog | None:
+        sm = self.model.server
+        ch = self.model.channel_id
+        return sm.logs.get(ch) if sm is not None and ch is not None else None
+
+    def away_from_present(self) -> bool:
+        """The reader is in older messages: far above the newest, or beyond the kept window."""
+        return self._detached() or (not self.following and len(self.model.messages()) - self.end > TAIL_ROWS)
+
+    def jump_to_present(self) -> None:
+        log = self._log()
+        if log is not None:
+            log.attach()
+        self.key = None  # rebuilt at the newest rows on the next update
+        self.view.model.touch("timeline")
+
+    def _detached(self) -> bool:
+        log = self._log()
+        return log is not None and log.detached
+
+    def _trim(self) -> None:
+        """Keep the channel's live objects bounded around the rows on screen (ui.store)."""
+        log = self._log()
+        if log is None:
+            return
+        front = log.trim(self.start, self.end, self.following)
+        self.start -= front
+        self.end -= front
+
     def _can_load_older(self, msgs: list[ChatMessage]) -> bool:
         sm = self.model.server
         ch = self.model.channel_id
         if sm is None or ch is None or not msgs:
             return False
-        return sm.has_more.get(ch, False) and ch not in sm.loading
+        log = sm.logs.get(ch)
+        return bool(log is not None and log.older) or (sm.has_more.get(ch, False) and ch not in sm.loading)
 
     def _shift_up(self, msgs: list[ChatMessage]) -> bool:
         if self.start == 0:
-            sm = self.model.server
-            ch = self.model.channel_id
-            if sm is not None and ch is not None and self.on_older is not None and msgs:
-                sm.loading.add(ch)
-                self.on_older(sm.server_id, ch, msgs[0].id)
-            return False
+            log = self._log()
+            back = log.unspill_older() if log is not None else 0
+            if back:  # older messages kept compactly: no round trip to the stack
+                self.start += back
+                self.end += back
+            else:
+                sm = self.model.server
+                ch = self.model.channel_id
+                if sm is not None and ch is not None and self.on_older is not None and msgs:
+                    sm.loading.add(ch)
+                    self.on_older(sm.server_id, ch, msgs[0].id)
+                return False
         if self.order:
             self.anchor = (self.order[0], self._screen_y(self.order[0]))
         self.start = max(0, self.start - SHIFT)
         self.end = min(len(msgs), self.start + MAX_ROWS)
         return True
 
-    def _shift_down(self, n: int) -> bool:
+    def _shift_down(self, msgs: list[ChatMessage]) -> bool:
+        if self.end >= len(msgs):
+            log = self._log()
+            if log is None or not log.unspill_newer():
+                return False
+        n = len(msgs)
         if self.order:
             self.anchor = (self.order[-1], self._screen_y(self.order[-1]))
         self.end = min(n, self.end + SHIFT)

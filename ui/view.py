@@ -181,7 +181,15 @@ class View:
                         dpg.add_spacer(tag="oc_rows_top", height=0)
                         dpg.add_group(tag="oc_rows")
                         dpg.add_spacer(height=s(6))
-                    dpg.add_text("", tag="oc_typing", color=fonts.MUTED)
+                    with dpg.group(horizontal=True):
+                        dpg.add_text("", tag="oc_typing", color=fonts.MUTED)
+                        dpg.add_button(
+                            label="Viewing older messages · Jump to present",
+                            tag="oc_jump",
+                            small=True,
+                            show=False,
+                            callback=lambda: self.app.jump_to_present(),
+                        )
                     dpg.add_text("", tag="oc_toast", color=fonts.MUTED)
                     with dpg.group(tag="oc_reply_banner", horizontal=True, show=False):
                         dpg.add_text("Replying to", color=fonts.MUTED)
@@ -515,6 +523,9 @@ class View:
             dpg.configure_item("oc_timeline_state", show=bool(state))
         if self.timeline is not None:
             self.timeline.update("timeline" in dirty)
+            jump = self.timeline.away_from_present()
+            if jump != dpg.is_item_shown("oc_jump"):
+                dpg.configure_item("oc_jump", show=jump)
 
     def _clear(self, tag: str) -> None:
         dpg.delete_item(tag, children_only=True)

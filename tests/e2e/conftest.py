@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,15 +102,20 @@ class Shooter:
         import numpy as np
 
         box: dict[str, Any] = {}
+        done = threading.Event()
 
         def got(_sender: Any, buf: Any) -> None:
-            box["w"], box["h"] = buf.get_width(), buf.get_height()
-            box["data"] = np.array(buf, dtype=np.float32)
+            # Dear PyGui runs this on its callback thread: the main thread waits for ``done``.
+            try:
+                box["w"], box["h"] = buf.get_width(), buf.get_height()
+                box["data"] = np.array(buf, dtype=np.float32)
+            finally:
+                done.set()
 
         dpg.output_frame_buffer(callback=got)
         for _ in range(6):
             dpg.render_dearpygui_frame()
-            if "data" in box:
+            if done.wait(0.5):
                 break
         assert "data" in box, "the frame buffer callback did not run"
         arr = box["data"].reshape(box["h"], box["w"], 4)

@@ -281,6 +281,61 @@ def test_long_timeline_renders_only_a_window(ui_factory: Any, shooter: Shooter) 
     assert tl.order[0] == first and not tl.following
 
 
+def test_scrolling_through_a_long_channel_keeps_objects_bounded(ui_factory: Any, shooter: Shooter) -> None:
+    """2,000 messages: the timeline reaches the oldest and back with at most a bounded window of
+    message objects; the rest waits in compact pages; arrivals while reading history wait in the
+    tail and show once the reader is back at the present."""
+    from ui.store import PAGE, WINDOW_IDLE, WINDOW_MAX
+
+    app = workspace(ui_factory, n_messages=2000)
+    tl = app.view.timeline
+    sm = app.model.server
+    log = sm.logs["ch_general"]
+    every = [m.id for m in log.window]  # the snapshot's, in timeline order (before any paging)
+    assert len(every) > 2000
+    render(app, 5)
+    assert len(log) <= WINDOW_IDLE + PAGE and log.spilled >= 2000 - WINDOW_IDLE - PAGE
+    assert not is_shown("oc_jump")
+    seen: set[str] = set(tl.order)
+    biggest = 0
+    for _ in range(400):
+        tl.scroll_by(-4000)
+        render(app, 2)
+        seen.update(tl.order)
+        biggest = max(biggest, len(log))
+        if tl.start == 0 and not log.older:
+            break
+    assert tl.order[0] == every[0] and biggest <= WINDOW_MAX + 2 * PAGE
+    assert seen == set(every)
+    assert log.detached and is_shown("oc_jump")
+    shooter.shot(app, "oldest")
+    # a message arriving now goes to the compact tail, not under the reader's eyes
+    ev = MessageCreated(
+        message=fakes.msg("srv_testlab", "ch_general", "late1", "uid_x", "late", fakes.NOW + timedelta(hours=1))
+    )
+    app.model.apply_event(99, fakes.event("message.created", "srv_testlab", ev))
+    render(app, 3)
+    assert "late1" not in tl.order and tl.order[0] == every[0]
+    # scrolling down reaches the present and the late message, following again
+    for _ in range(400):
+        tl.scroll_by(4000)
+        render(app, 2)
+        if tl.following:
+            break
+    render(app, 4)
+    assert tl.following and tl.order[-1] == "late1" and not log.detached
+    assert not is_shown("oc_jump")
+    shooter.shot(app, "present")
+    # "Jump to present" from deep history without paging through what lies between
+    for _ in range(30):
+        tl.scroll_by(-4000)
+        render(app, 2)
+    assert is_shown("oc_jump")
+    app.jump_to_present()
+    render(app, 5)
+    assert tl.following and tl.order[-1] == "late1" and not is_shown("oc_jump")
+
+
 def test_mention_autocomplete_and_emoji_picker(ui_factory: Any, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     render(app)
