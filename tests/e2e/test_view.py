@@ -311,7 +311,9 @@ def test_scrolling_through_a_long_channel_keeps_objects_bounded(ui_factory: Any,
     shooter.shot(app, "oldest")
     # a message arriving now goes to the compact tail, not under the reader's eyes
     ev = MessageCreated(
-        message=fakes.msg("srv_testlab", "ch_general", "late1", "uid_x", "late", fakes.NOW + timedelta(hours=1))
+        message=fakes.msg(
+            "srv_testlab", "ch_general", "late1", "uid_x", "late", fakes.NOW + timedelta(hours=1)
+        )
     )
     app.model.apply_event(99, fakes.event("message.created", "srv_testlab", ev))
     render(app, 3)

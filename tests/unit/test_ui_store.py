@@ -18,7 +18,9 @@ def m(i: int, body: str | None = None) -> ChatMessage:
         author_uid=f"uid_{i % 7}",
         body=body if body is not None else f"message {i} ✓ — ünïcode",
         created_at=T0 + timedelta(seconds=i),
-        reply_to=ReplyRef(message_id=f"m{i - 1:06d}", author_uid="uid_1", preview_text="p") if i % 5 else None,
+        reply_to=ReplyRef(message_id=f"m{i - 1:06d}", author_uid="uid_1", preview_text="p")
+        if i % 5
+        else None,
     )
 
 
