@@ -10,6 +10,7 @@ Fonts are rasterised at ``size * scale`` so text stays crisp at 200 %.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -108,9 +109,14 @@ def split_emoji(text: str) -> list[tuple[str, str]]:
     return runs
 
 
+_FALLBACK_RE = re.compile(
+    "[\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U0001f000-\U0010ffff]"
+)
+
+
 def has_emoji(text: str) -> bool:
-    """True when some character needs a fallback font (emoji/symbols or CJK)."""
-    return any(script_of(c) for c in text)
+    """True when some character needs a fallback font (emoji/symbols or CJK): ``script_of``."""
+    return _FALLBACK_RE.search(text) is not None
 
 
 @cache

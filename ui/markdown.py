@@ -121,7 +121,28 @@ def plain_text(blocks: list[Block]) -> str:
     return "\n".join("".join(s.text for s in b.spans) for b in blocks)
 
 
+_PLAIN_STOP = frozenset("\\`*_~[<>#\n\r")
+
+
+def _plain_line(text: str) -> list[Block] | None:
+    """The common case without markup (one line, no markup characters, no list marker, no
+    link): parsed without the general machinery. None when the general parser is needed."""
+    head = text.lstrip()[:1]
+    if not head or head in "-+0123456789" or "http" in text.lower() or not _PLAIN_STOP.isdisjoint(text):
+        return None
+    if ":" in text and _SHORTCODE_RE.search(text):
+        return None
+    return [Block("paragraph", [Span(text)])]
+
+
 def parse(text: str) -> list[Block]:
+    plain = _plain_line(text)
+    if plain is not None:
+        return plain
+    return _parse(text)
+
+
+def _parse(text: str) -> list[Block]:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     blocks: list[Block] = []
     i = 0

@@ -283,6 +283,8 @@ class ViewModel:
         self.on_channel_opened: Callable[[str, str], None] | None = None
         self.counts_from_service = False  # the notification service owns unread/mention counts
         self.count_revisions: dict[tuple[str, str], int] = {}
+        # bumped by every change that can alter already-drawn rows (names, quotes, neighbours)
+        self.rows_version = 0
 
     # -- dirty tracking ----------------------------------------------------------------------
     def touch(self, *areas: str) -> None:
@@ -295,6 +297,7 @@ class ViewModel:
     # -- snapshot and events -----------------------------------------------------------------
     def apply_snapshot(self, snap: Snapshot, *, from_cache: bool = False) -> None:
         """Replace the view with ``snap`` (keeps local UI state: active channel, collapse…)."""
+        self.rows_version += 1
         previous = self.servers
         self.servers = {}
         self.order = []
@@ -402,6 +405,7 @@ class ViewModel:
         self.touch()
 
     def _on_updated(self, sid: str, ev: ServerUpdated, _env: dict[str, Any]) -> None:
+        self.rows_version += 1
         if ev.server.server_id in self.servers:
             self.servers[ev.server.server_id].record = ev.server
             self.touch("rail", "channels", "header", "dock")
@@ -465,6 +469,7 @@ class ViewModel:
         return True
 
     def _on_deleted(self, sid: str, ev: MessageDeleted, _env: dict[str, Any]) -> None:
+        self.rows_version += 1
         sm = self.servers.get(sid)
         if sm is None:
             return
@@ -509,6 +514,7 @@ class ViewModel:
         self.touch("members", "typing")
 
     def _on_profile(self, sid: str, ev: ProfileUpdated, _env: dict[str, Any]) -> None:
+        self.rows_version += 1
         sm = self.servers.get(sid)
         if sm is not None:
             sm.profiles[ev.profile.user_uid] = ev.profile
@@ -534,6 +540,7 @@ class ViewModel:
         self, server_id: str, channel_id: str, msgs: Iterable[ChatMessage], has_more: bool
     ) -> int:
         """Older messages (a history page); returns how many were new."""
+        self.rows_version += 1
         sm = self.servers.get(server_id)
         if sm is None:
             return 0

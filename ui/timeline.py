@@ -1,7 +1,8 @@
 """The virtualised chat timeline: only a window of rows exists as widgets.
 
 The window ``[start, end)`` of the active channel's messages is rendered into one scrolling
-child window (at most ``MAX_ROWS`` row groups, reconciled by message id: rows that leave the
+child window (at most ``max_rows`` row groups — enough to fill the box with the smallest rows, and
+a margin — reconciled by message id: rows that leave the
 window are deleted, new ones inserted in place). Following (within 120 px of the bottom, 5.10)
 keeps the window on the newest rows and the scroll at the bottom; reaching the top shifts the
 window up (keeping the visible row in place) and, at the oldest local message, asks for an
@@ -13,6 +14,7 @@ from __future__ import annotations
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import dearpygui.dearpygui as dpg
@@ -27,9 +29,9 @@ if TYPE_CHECKING:
     from ui.view import View
 
 FOLLOW_PX = 120
-MAX_ROWS = 80
-TAIL_ROWS = 50
-SHIFT = 16
+MIN_ROW_PX = 22  # the smallest row (a compact one-line message) at 100 %
+SHIFT = 8  # rows added per frame at an edge of the window (a few ms of widget building)
+PREFETCH_PX = 600  # the window grows before the reader reaches its edge
 AVATAR = 40
 
 
@@ -37,6 +39,7 @@ AVATAR = 40
 class RowWidget:
     tag: int | str
     signature: tuple[Any, ...]
+    inputs: tuple[Any, ...] = ()  # what the row was computed from: unchanged → not recomputed
 
 
 class Timeline:
@@ -56,6 +59,17 @@ class Timeline:
         self.on_older: Callable[[str, str, str], None] | None = None
         self._text_width: dict[tuple[str, int | str], float] = {}
         self.rendered_count = 0
+
+    @property
+    def tail_rows(self) -> int:
+        """Rows kept while following: the box filled with the smallest rows, plus a few."""
+        box = float(dpg.get_item_height(self.container) or 700)
+        return max(20, int(box / self.view.s(MIN_ROW_PX)) + 8)
+
+    @property
+    def max_rows(self) -> int:
+        """Rows kept while reading history: the tail plus a shift above and below."""
+        return self.tail_rows + 3 * SHIFT
 
     @property
     def model(self) -> ViewModel:
@@ -88,9 +102,9 @@ class Timeline:
         if not changed and self.bottom_frames == 0:
             if self.following or not self.order:
                 pass
-            elif y <= 1.0 and (self.start > 0 or self._can_load_older(msgs)):
+            elif y <= self.view.s(PREFETCH_PX) and (self.start > 0 or self._can_load_older(msgs)):
                 changed = self._shift_up(msgs)
-            elif ymax - y <= 1.0 and (self.end < n or self._detached()):
+            elif ymax - y <= self.view.s(PREFETCH_PX) and (self.end < n or self._detached()):
                 changed = self._shift_down(msgs)
             n = len(msgs)  # a page may have come back from the compact store
             if ymax > 0:
@@ -98,11 +112,11 @@ class Timeline:
         if changed:
             if self.following or not self.order:
                 self.end = n
-                self.start = max(0, n - TAIL_ROWS)
+                self.start = max(0, n - self.tail_rows)
             else:
                 self.end = min(n, max(self.end, self.start + 1))
-                if self.end < n and self.end - self.start < MAX_ROWS:
-                    self.end = min(n, self.start + MAX_ROWS)
+                if self.end < n and self.end - self.start < self.max_rows:
+                    self.end = min(n, self.start + self.max_rows)
             self._reconcile(msgs)
             self._trim()
             if self.following:
@@ -140,7 +154,9 @@ class Timeline:
 
     def away_from_present(self) -> bool:
         """The reader is in older messages: far above the newest, or beyond the kept window."""
-        return self._detached() or (not self.following and len(self.model.messages()) - self.end > TAIL_ROWS)
+        return self._detached() or (
+            not self.following and len(self.model.messages()) - self.end > self.tail_rows
+        )
 
     def jump_to_present(self) -> None:
         log = self._log()
@@ -187,7 +203,7 @@ class Timeline:
         if self.order:
             self.anchor = (self.order[0], self._screen_y(self.order[0]))
         self.start = max(0, self.start - SHIFT)
-        self.end = min(len(msgs), self.start + MAX_ROWS)
+        self.end = min(len(msgs), self.start + self.max_rows)
         return True
 
     def _shift_down(self, msgs: list[ChatMessage]) -> bool:
@@ -199,7 +215,7 @@ class Timeline:
         if self.order:
             self.anchor = (self.order[-1], self._screen_y(self.order[-1]))
         self.end = min(n, self.end + SHIFT)
-        self.start = max(0, self.end - MAX_ROWS)
+        self.start = max(0, self.end - self.max_rows)
         return True
 
     def on_prepended(self, added: int) -> None:
@@ -247,15 +263,22 @@ class Timeline:
             next_existing[idx] = nxt
             if want[idx] in self.widgets:
                 nxt = want[idx]
+        version = (self.model.rows_version, self.model.display_name, date.today())
+        images = self.view.app.images
         for idx, mid in enumerate(want):
-            row = self.model.row(msgs, self.start + idx, sm)
-            textures = self.view.app.images.textures
-            ready = sum(
-                1 for a in row.message.attachments if self.view.app.images.key(row.message, a) in textures
+            i = self.start + idx
+            m = msgs[i]
+            ready = (
+                sum(1 for a in m.attachments if images.key(m, a) in images.textures) if m.attachments else 0
             )
-            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, row.message.body, ready)
+            inputs = (msgs[i - 1].id if i > 0 else None, ready, version)
             old = self.widgets.get(mid)
+            if old is not None and old.inputs == inputs:
+                continue
+            row = self.model.row(msgs, i, sm)
+            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, m.body, ready)
             if old is not None and old.signature == sig:
+                old.inputs = inputs
                 continue
             before_id = next_existing[idx]
             if old is not None:
@@ -264,7 +287,7 @@ class Timeline:
             else:
                 before = self.widgets[before_id].tag if before_id else 0
                 tag = self._build_row(row, before=before)
-            self.widgets[mid] = RowWidget(tag, sig)
+            self.widgets[mid] = RowWidget(tag, sig, inputs)
         del existing
         self.order = want
         self.rendered_count = len(self.order)

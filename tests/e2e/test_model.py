@@ -289,3 +289,25 @@ def test_composer_typing_heartbeat_and_limits(tmp_path: Path) -> None:
     args = c.build("s", "c", max_message=10_000, max_upload=10_000)
     assert args is not None and args.reply_to == "m1" and args.body.startswith("@uid_2c203bed ")
     assert len(args.images) == 4
+
+
+def test_plain_line_fast_path_equals_the_parser() -> None:
+    """``parse`` skips the general parser for one plain line: same blocks on every input the
+    shortcut takes (random lines over an alphabet rich in markup), and the shortcut is taken."""
+    import random
+
+    from ui import fonts
+    from ui.markdown import _parse, _plain_line, parse
+
+    rng = random.Random(7)
+    alphabet = [*"ab cd12.-+)*_~`[]()<>#:!\\/\n\t", "http://x.y", "HTTPS://", "ö", "😀", "中", " - "]
+    taken = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        fast = _plain_line(text)
+        if fast is not None:
+            taken += 1
+            assert fast == _parse(text), repr(text)
+        assert parse(text) == _parse(text), repr(text)
+        assert fonts.has_emoji(text) == any(fonts.script_of(c) for c in text), repr(text)
+    assert taken > 1_000
