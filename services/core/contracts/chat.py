@@ -492,3 +492,47 @@ class ProfileSetArgs(Contract):
     avatar_mode: Literal["generated", "uploaded"] | None = None
     avatar_preset_id: str | None = None
     avatar: UploadedImage | None = None
+
+
+# -- the member's identity over the bus (issue #5: first run and UID mode) ------------------------
+UidModeName = Literal["server_scoped", "global"]
+IDENTITY_ROOT_PATTERN = r"^identity_[a-z0-9]{8}$"
+
+
+class IdentityGetArgs(Contract):
+    """``connector.identity_get``: never creates an identity. ``reveal`` adds the root itself (the
+    member's own secret, to copy to another stack or device)."""
+
+    reveal: bool = False
+
+
+class IdentityInfo(Contract):
+    """The member's identity as the connector holds it. ``exists`` False: none yet (first run);
+    then ``uid_mode`` is the default and ``device_id``/``servers`` are empty."""
+
+    exists: bool
+    uid_mode: UidModeName = "server_scoped"
+    device_id: str = ""
+    root: str | None = None  # only when asked for (``reveal``)
+    servers: list[ServerRecord] = Field(default_factory=list)  # joined servers with their current uids
+
+
+class IdentityCreateArgs(Contract):
+    """``connector.identity_create``: a new random root when the member has none; an existing
+    one is kept (idempotent). Answers ``IdentityInfo``."""
+
+
+class IdentityImportArgs(Contract):
+    """``connector.identity_import``: replace the root (appear as the same user as on another
+    device). Every joined server is re-bound to the newly projected uid, as for a UID mode
+    switch. Answers ``IdentityInfo``."""
+
+    root: str = Field(pattern=IDENTITY_ROOT_PATTERN)
+
+
+class UidModeArgs(Contract):
+    """``connector.uid_mode`` (features 1.5): project every server's uid in ``mode``; each
+    session whose uid changes is stopped, its record updated (``server.updated``), its realtime
+    socket re-opened and the server hydrated again with the new uid. Answers ``IdentityInfo``."""
+
+    mode: UidModeName
