@@ -43,12 +43,19 @@ from services.core.contracts.chat import (
     DiscoverResult,
     HistoryArgs,
     HttpToken,
+    IdentityCreateArgs,
+    IdentityGetArgs,
+    IdentityImportArgs,
+    IdentityInfo,
     JoinArgs,
     JoinResult,
     LeaveArgs,
     LeaveResult,
     ProbeArgs,
     ProbeResult,
+    ProfileGetArgs,
+    ProfileGetResult,
+    ProfileSetArgs,
     SendArgs,
     SendResult,
     Snapshot,
@@ -56,6 +63,8 @@ from services.core.contracts.chat import (
     SyncArgs,
     SyncResult,
     TypingArgs,
+    UidModeArgs,
+    UidModeName,
     ViewHistoryArgs,
 )
 from services.core.contracts.notify import (
@@ -189,6 +198,26 @@ class StackClient:
         return await self.call(
             "connector", "consent", ConsentArgs(server_id=server_id, share_profile=share), _Ack
         )
+
+    # the member's identity and profile (kept by the connector)
+    async def identity_get(self, reveal: bool = False) -> IdentityInfo:
+        return await self.call("connector", "identity_get", IdentityGetArgs(reveal=reveal), IdentityInfo)
+
+    async def identity_create(self) -> IdentityInfo:
+        return await self.call("connector", "identity_create", IdentityCreateArgs(), IdentityInfo)
+
+    async def identity_import(self, root: str) -> IdentityInfo:
+        args = IdentityImportArgs(root=root)
+        return await self.call("connector", "identity_import", args, IdentityInfo, timeout=30)
+
+    async def uid_mode(self, mode: UidModeName) -> IdentityInfo:
+        return await self.call("connector", "uid_mode", UidModeArgs(mode=mode), IdentityInfo, timeout=30)
+
+    async def profile_get(self) -> ProfileGetResult:
+        return await self.call("connector", "profile_get", ProfileGetArgs(), ProfileGetResult)
+
+    async def profile_set(self, args: ProfileSetArgs) -> ProfileGetResult:
+        return await self.call("connector", "profile_set", args, ProfileGetResult, timeout=20)
 
     # notification
     async def unread(self) -> UnreadResult:

@@ -33,6 +33,7 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.notify import FocusArgs, UnreadResult
 from services.core.members import ConnectionFile
+from ui.account import Account, disclosure_sentence, other_mode
 from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
 from ui.composer import Composer
 from ui.desktop import Click, OsNotifier, X11Window
@@ -95,6 +96,7 @@ class App:
         self.add_state: dict[str, Any] = {}
         self.frame_times: list[float] = []
         self.model.on_channel_opened = self._on_channel_opened
+        self.account = Account(self)
         self._restore_prefs()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -234,13 +236,33 @@ class App:
             self._on_channel_opened(self.model.active_server, self.model.channel_id)
         self.refresh_counts()
         self._maybe_ask_consent()
-        if self.view is not None and not self.model.order:
+        if self.view is not None and not self.model.order and self.account.step is None:
             self.open_add_server()
+
+    def after_onboarding(self) -> None:
+        """The Welcome dialog closed: a member without servers goes on to Add Server; then the
+        per-server profile questions (D18) come, now that there is a profile to share."""
+        if self.view is not None and self.model.snapshot_loaded and not self.model.order:
+            self.open_add_server()
+        self._maybe_ask_consent()
+
+    def after_account(self) -> None:
+        """The identity and profile were read (or could not be): prompts held back may show."""
+        self._maybe_ask_consent()
+
+    def prefs_skipped(self) -> bool:
+        return self.member in self.prefs.onboarding_skipped
+
+    def skip_onboarding(self) -> None:
+        if self.member and self.member not in self.prefs.onboarding_skipped:
+            self.prefs.onboarding_skipped.append(self.member)
+            self.save_prefs()
 
     def _on_stack_back(self) -> None:
         self.refresh_counts()
         self.refresh_prefs()
         self.focus_report(True)
+        self.account.refresh()
 
     def frame(self) -> None:
         self.process_ops()
@@ -535,6 +557,9 @@ class App:
     ) -> bool:
         m = self.model
         if name == "escape":
+            if self.account.step is not None:
+                self.account.skip()
+                return True
             if self.mention_items:
                 self.mention_items = []
                 if self.view is not None:
@@ -1014,6 +1039,8 @@ class App:
     def _maybe_ask_consent(self) -> None:
         if self.view is None or self.view.overlay_open() or self.model.read_only:
             return
+        if not self.account.settled or self.account.step is not None:
+            return  # after the Welcome dialog: sharing a profile needs one first
         for sid in self.model.order:
             sm = self.model.servers[sid]
             caps = sm.capabilities
@@ -1051,12 +1078,39 @@ class App:
     def open_settings(self) -> None:
         if self.view is None:
             return
-        import dearpygui.dearpygui as dpg
 
         self.view.hide_overlays()
+        self.account.revealed = None
+        self.refresh_settings()
+        self.view.show("oc_settings")
+
+    def refresh_settings(self) -> None:
+        """Fill Settings → My Account from the model and the account (also while it is open)."""
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        acc = self.account
         sm = self.model.server
-        dpg.set_value("oc_set_disclosure", "This server sees only a server-scoped UID and proof.")
+        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
         dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
+        dpg.configure_item(
+            "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
+        )
+        dpg.set_value(
+            "oc_set_uidmode_tip",
+            f"Every server will see a {other_mode(acc.uid_mode).replace('_', '-')} uid instead; "
+            "the sessions reconnect with it.",
+        )
+        dpg.set_value("oc_set_root", acc.revealed or "")
+        dpg.configure_item("oc_set_root_row", show=acc.revealed is not None)
+        prof = acc.profile
+        dpg.set_value(
+            "oc_set_profile",
+            f"{prof.display_name} · avatar: {prof.avatar_mode}"
+            if prof
+            else "No profile yet: servers see only your uid.",
+        )
         dpg.delete_item("oc_set_consent", children_only=True)
         for sid in self.model.order:
             s = self.model.servers[sid]
@@ -1071,7 +1125,6 @@ class App:
         dpg.delete_item("oc_set_history", children_only=True)
         for line in self.model.status_history[-8:] or ["(nothing yet)"]:
             dpg.add_text(line, parent="oc_set_history", wrap=560)
-        self.view.show("oc_settings")
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
         if scale is not None:

@@ -43,6 +43,7 @@ class Prefs(BaseModel):
     filters: dict[str, str] = Field(default_factory=dict)
     collapsed: list[tuple[str, str]] = Field(default_factory=list)
     dismissed: list[str] = Field(default_factory=list)
+    onboarding_skipped: list[str] = Field(default_factory=list)  # members who skipped the Welcome dialog
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -339,8 +339,10 @@ class Timeline:
         s = self.view.s
         size = s(AVATAR)
         with dpg.drawlist(width=size, height=size):
-            color = fonts.uid_color(row.message.author_uid)
-            dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
+            top, rim = self.view.avatar_colors(row.message.author_uid)
+            dpg.draw_circle(
+                (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
+            )
             initial = (row.author[:1] or "?").upper()
             fsz = size * 0.5
             dpg.draw_text(

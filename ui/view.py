@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import dearpygui.dearpygui as dpg
 
-from services.core.contracts.chat import AttachmentRef, ChatMessage
+from services.core.contracts.chat import AVATAR_PRESETS, AttachmentRef, ChatMessage
 from ui import fonts
+from ui.account import PRESET_COLORS
 from ui.fonts import FontSet
 from ui.model import ViewModel, format_bytes
 from ui.timeline import Timeline
@@ -262,6 +263,8 @@ class View:
         self._built = True
 
     TOP_LEVEL = (
+        "oc_onboard",
+        *(f"oc_onb_h_{p}" for p in AVATAR_PRESETS),
         "oc_root",
         "oc_add",
         "oc_leave",
@@ -388,9 +391,36 @@ class View:
                 dpg.bind_item_font(h, self.fonts.bold)
                 dpg.add_text("", tag="oc_set_disclosure", wrap=s(600))
                 dpg.add_text("", tag="oc_set_uid")
-                dpg.add_button(label="Switch UID mode (global)", tag="oc_set_uidmode", enabled=False)
+                dpg.add_button(
+                    label="Switch UID mode (server_scoped)",
+                    tag="oc_set_uidmode",
+                    enabled=False,
+                    callback=lambda: self.app.account.switch_uid_mode(),
+                )
                 with dpg.tooltip("oc_set_uidmode"):
-                    dpg.add_text("Changing the UID mode happens on the home stack (CLI) for now.")
+                    dpg.add_text("", tag="oc_set_uidmode_tip")
+                dpg.add_button(
+                    label="Show my identity root",
+                    tag="oc_set_reveal",
+                    callback=lambda: self.app.account.reveal_root(),
+                )
+                with dpg.group(tag="oc_set_root_row", show=False):
+                    dpg.add_input_text(tag="oc_set_root", readonly=True, width=s(300))
+                    dpg.add_text(
+                        "Anyone with this root can appear as you. Import it only on your own devices.",
+                        color=fonts.AMBER,
+                        wrap=s(600),
+                    )
+                dpg.add_separator()
+                h3 = dpg.add_text("Profile")
+                dpg.bind_item_font(h3, self.fonts.bold)
+                with dpg.group(horizontal=True):
+                    dpg.add_text("", tag="oc_set_profile")
+                    dpg.add_button(
+                        label="Edit profile…",
+                        tag="oc_set_edit_profile",
+                        callback=lambda: self._edit_profile(),
+                    )
                 dpg.add_separator()
                 h2 = dpg.add_text("Profile sharing per server")
                 dpg.bind_item_font(h2, self.fonts.bold)
@@ -425,10 +455,29 @@ class View:
                         dpg.add_text(key)
                         dpg.add_text(where)
                         dpg.add_text(effect)
+        self.app.account.build(dpg, s, self.fonts.bold)
         # Lightbox
         with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
             dpg.add_text("", tag="oc_lightbox_caption")
             dpg.add_group(tag="oc_lightbox_body")
+
+    def avatar_colors(self, uid: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(fill, rim) of a generated avatar (ux.md 5.1): the member's own preset, a profile's
+        preset, else a colour hashed from the uid."""
+        sm = self.model.server
+        if sm is not None and uid == sm.record.user_uid:
+            own = self.app.account.avatar_colors()
+            if own is not None:
+                return own
+        prof = sm.profiles.get(uid) if sm is not None else None
+        if prof is not None and prof.avatar_mode == "generated" and prof.avatar_preset_id in PRESET_COLORS:
+            return PRESET_COLORS[prof.avatar_preset_id]
+        color = fonts.uid_color(uid)
+        return color, color
+
+    def _edit_profile(self) -> None:
+        self.hide_overlays()
+        self.app.account.open("profile", editing=True)
 
     # -- layout ---------------------------------------------------------------------------------
     def layout(self, width: int, height: int) -> None:
@@ -772,8 +821,10 @@ class View:
             uid = sm.record.user_uid if sm else ""
             name = sm.name_of(uid) if sm else (self.model.display_name or self.app.member)
             with dpg.drawlist(width=size, height=size):
-                color = fonts.uid_color(uid or "x")
-                dpg.draw_circle((size / 2, size / 2), size / 2, fill=(*color, 255), color=(*color, 255))
+                top, rim = self.avatar_colors(uid or "x")
+                dpg.draw_circle(
+                    (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
+                )
                 dpg.draw_circle(
                     (size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255)
                 )
@@ -872,7 +923,15 @@ class View:
     def overlay_open(self) -> bool:
         return self._pending_show is not None or any(
             dpg.does_item_exist(t) and dpg.is_item_shown(t)
-            for t in ("oc_add", "oc_leave", "oc_switcher", "oc_settings", "oc_lightbox", "oc_consent")
+            for t in (
+                "oc_add",
+                "oc_leave",
+                "oc_switcher",
+                "oc_settings",
+                "oc_lightbox",
+                "oc_consent",
+                "oc_onboard",
+            )
         )
 
     def toggle_emoji(self) -> None:
