@@ -39,6 +39,10 @@ CANDIDATES: dict[str, list[str]] = {
         "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
         "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
     ],
+    "hangul": [  # Droid Sans Fallback has Han and kana but only 3 of the 11,172 Hangul syllables
+        "/usr/share/fonts/truetype/nanum/NanumGothic.ttf",
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    ],
     "emoji": [
         "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",
         "/usr/share/fonts/truetype/noto/NotoSansSymbols2-Regular.ttf",
@@ -52,6 +56,7 @@ FC_PATTERNS = {
     "mono": "monospace",
     "emoji": "Symbola",
     "cjk": "sans-serif:lang=zh-cn",
+    "hangul": "sans-serif:lang=ko",
 }
 
 # Unicode ranges beyond Dear PyGui's default (Basic Latin + Latin-1).
@@ -82,6 +87,13 @@ def is_emoji(ch: str) -> bool:
     return cp >= 0x1F000 or 0x2600 <= cp <= 0x27BF or 0x2300 <= cp <= 0x23FF or 0x2B00 <= cp <= 0x2BFF
 
 
+def is_hangul(ch: str) -> bool:
+    cp = ord(ch)
+    return (
+        0xAC00 <= cp <= 0xD7AF or 0x1100 <= cp <= 0x11FF or 0x3130 <= cp <= 0x318F or 0xA960 <= cp <= 0xA97F
+    )
+
+
 def is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return (
@@ -90,8 +102,12 @@ def is_cjk(ch: str) -> bool:
 
 
 def script_of(ch: str) -> str:
-    """Which font draws ``ch``: "emoji", "cjk" or "" (the text font)."""
-    return "emoji" if is_emoji(ch) else "cjk" if is_cjk(ch) else ""
+    """Which font draws ``ch``: "emoji", "hangul", "cjk" or "" (the text font)."""
+    if is_emoji(ch):
+        return "emoji"
+    if is_hangul(ch):
+        return "hangul"
+    return "cjk" if is_cjk(ch) else ""
 
 
 def split_emoji(text: str) -> list[tuple[str, str]]:
@@ -110,7 +126,7 @@ def split_emoji(text: str) -> list[tuple[str, str]]:
 
 
 _FALLBACK_RE = re.compile(
-    "[\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U0001f000-\U0010ffff]"
+    "[\u1100-\u11ff\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U0001f000-\U0010ffff]"
 )
 
 
@@ -152,6 +168,7 @@ class FontSet:
     mono: int | str = 0
     emoji: int | str = 0
     cjk: int | str = 0
+    hangul: int | str = 0
     small: int | str = 0
     heading: int | str = 0
     size: float = 16.0
@@ -177,6 +194,7 @@ def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
             ("mono", px * 0.92),
             ("emoji", px),
             ("cjk", px),
+            ("hangul", px),
             ("small", px * 0.8),
             ("heading", px * 1.25),
         ):

@@ -442,6 +442,8 @@ class Timeline:
             return f.emoji
         if script == "cjk" and f.cjk:
             return f.cjk
+        if script == "hangul" and f.hangul:
+            return f.hangul
         return self._font_for(sp, base)
 
     def measure(self, text: str, font: int | str) -> float:
@@ -475,7 +477,7 @@ class Timeline:
                 for pi, part in enumerate(parts):
                     if pi > 0:
                         items.append(("\n", sp, ""))
-                    for word in list(part) if emoji == "cjk" else _words(part):
+                    for word in list(part) if emoji in ("cjk", "hangul") else _words(part):
                         items.append((word, sp, emoji))
         if suffix:
             items.append(("  " + suffix, Span("", italic=False), ""))
