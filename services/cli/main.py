@@ -13,6 +13,7 @@ import click
 
 from services.cli.chat import register as register_chat
 from services.cli.home import Home
+from services.cli.identity import register as register_identity
 from services.cli.notify import register as register_notify
 from services.cli.profile import register as register_profile
 from services.core.contracts.subjects import SubjectError
@@ -166,6 +167,7 @@ def identity_show(member: str, server_id: str | None) -> None:
         click.echo(f"uid on {server_id}: {project_uid(root, server_id, mode)}")
 
 
+register_identity(identity)
 register_chat(main)
 register_notify(main)
 register_profile(main)

@@ -3,7 +3,8 @@
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
 this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
 send, typing, history, members, profiles, consent, profile_get, profile_set, read_ack_get,
-read_ack_put), subscribes ``oc.sys.connector.rehydrate``,
+read_ack_put, identity_get, identity_create, identity_import, uid_mode), subscribes
+``oc.sys.connector.rehydrate``,
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
 
@@ -29,6 +30,9 @@ from services.core.contracts.chat import (
     ConsentArgs,
     DiscoverArgs,
     HistoryArgs,
+    IdentityCreateArgs,
+    IdentityGetArgs,
+    IdentityImportArgs,
     JoinArgs,
     LeaveArgs,
     MembersArgs,
@@ -39,6 +43,7 @@ from services.core.contracts.chat import (
     RehydrateRequest,
     SendArgs,
     TypingArgs,
+    UidModeArgs,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs
 from services.core.identity import default_key_file
@@ -135,6 +140,10 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "profile_set", ProfileSetArgs)(connector.profile_set)
     bus.command("connector", "read_ack_get", ReadAckGetArgs)(connector.read_ack_get)
     bus.command("connector", "read_ack_put", ReadAckPutArgs)(connector.read_ack_put)
+    bus.command("connector", "identity_get", IdentityGetArgs)(connector.identity_get)
+    bus.command("connector", "identity_create", IdentityCreateArgs)(connector.identity_create)
+    bus.command("connector", "identity_import", IdentityImportArgs)(connector.identity_import)
+    bus.command("connector", "uid_mode", UidModeArgs)(connector.uid_mode)
 
     async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006

@@ -1,6 +1,8 @@
 """The connector's commands and its session supervisor, independent of the bus.
 
-``Connector`` owns the member identities it needs (created on first use, encrypted at rest), the
+``Connector`` owns the member identities (created on first use or by ``identity_create``,
+imported by ``identity_import``, encrypted at rest; a UID mode switch or an import re-binds every
+joined server to the newly projected uid), the
 durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
 registry database), the member's own profile (``ProfileStore``, same database; published by
 ``ProfilePublisher`` only to servers the member consented for, D18) and one ``Session`` per
@@ -49,6 +51,10 @@ from services.core.contracts.chat import (
     DiscoverResult,
     HistoryArgs,
     HistoryResult,
+    IdentityCreateArgs,
+    IdentityGetArgs,
+    IdentityImportArgs,
+    IdentityInfo,
     JoinArgs,
     JoinResult,
     LeaveArgs,
@@ -71,11 +77,14 @@ from services.core.contracts.chat import (
     ServerRecord,
     ServerUpdated,
     TypingArgs,
+    UidModeArgs,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
+    IdentityError,
     IdentityStore,
     UidMode,
+    check_root,
     device_id,
     directory_server_id,
     load_or_create_key,
@@ -159,7 +168,8 @@ class Connector:
             log.warning("anchor write failed at close", extra={"error": type(exc).__name__})
         await self.http.aclose()
 
-    def _start_session(self, member: str, record: ServerRecord) -> Session:
+    def _start_session(self, member: str, record: ServerRecord, previous: Session | None = None) -> Session:
+        """Start the session of ``record`` (``previous``: the stopped session it continues, a re-bind)."""
         client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
 
         def persist(changed: ServerRecord) -> None:
@@ -177,27 +187,35 @@ class Connector:
             batch_sink=self.batch_sink,
             profile_sync=self.publisher.sync,
         )
+        if previous is not None:
+            session.continue_from(previous)
         self.sessions[(member, record.server_id)] = session
         session.start()
         return session
 
     # -- identity --------------------------------------------------------------------------------
-    def _identity(self, member: str) -> tuple[str, UidMode]:
-        cached = self._roots.get(member)
-        if cached is not None:
-            return cached
-        from services.core.identity import IdentityError
-
+    def _stored_identity(self, member: str) -> tuple[str, UidMode] | None:
+        """The member's root and uid mode as stored (``None``: none yet); never creates one."""
         try:
             root = self.identities.root(member)
         except IdentityError as exc:
             if "has no identity" not in str(exc):
                 raise CommandError("identity_unavailable", str(exc)) from exc
-            root = self.identities.create(member)
+            return None
+        return root, self.identities.uid_mode(member)
+
+    def _identity(self, member: str) -> tuple[str, UidMode]:
+        cached = self._roots.get(member)
+        if cached is not None:
+            return cached
+        found = self._stored_identity(member)
+        if found is None:
+            self.identities.create(member)
             log.info("identity created", extra={"member": member})
-        mode = self.identities.uid_mode(member)
-        self._roots[member] = (root, mode)
-        return root, mode
+            found = self._stored_identity(member)
+            assert found is not None
+        self._roots[member] = found
+        return found
 
     def server_identity(self, member: str, server_id: str) -> Identity:
         root, mode = self._identity(member)
@@ -395,6 +413,108 @@ class Connector:
 
     def _sync_states(self, member: str) -> list[ProfileSyncState]:
         return [current_state(s) for (m, _), s in self.sessions.items() if m == member]
+
+    # -- the member's identity (features 1.3-1.6; issue #5) --------------------------------------
+    def _identity_info(self, member: str, *, reveal: bool = False) -> IdentityInfo:
+        found = self._stored_identity(member)
+        if found is None:
+            return IdentityInfo(exists=False)
+        root, mode = found
+        return IdentityInfo(
+            exists=True,
+            uid_mode=mode,
+            device_id=device_id(root),
+            root=root if reveal else None,
+            servers=self.servers.of_member(member),
+        )
+
+    async def identity_get(self, member: str, args: IdentityGetArgs) -> IdentityInfo:
+        """The member's identity; never creates one (``exists`` False on a first run)."""
+        return self._identity_info(member, reveal=args.reveal)
+
+    async def identity_create(self, member: str, args: IdentityCreateArgs) -> IdentityInfo:
+        """A new random root when the member has none; an existing one is kept (idempotent)."""
+        async with self._lock:
+            if self._stored_identity(member) is None:
+                self.identities.create(member)
+                log.info("identity created", extra={"member": member})
+                # Joined servers without an identity (it was deleted by hand): bind them to it.
+                await self._rebind(member)
+        return self._identity_info(member)
+
+    async def identity_import(self, member: str, args: IdentityImportArgs) -> IdentityInfo:
+        """Replace the root (the uid mode is kept) and re-bind every joined server to it. The
+        same root changes nothing (sessions already bound to its uids are left alone)."""
+        try:
+            root = check_root(args.root)
+        except IdentityError as exc:
+            raise CommandError("invalid_identity_root", str(exc)) from exc
+        async with self._lock:
+            found = self._stored_identity(member)
+            if found is None or found[0] != root:
+                # ``put`` keeps the stored uid mode (server_scoped for a new identity)
+                self.identities.put(member, root)
+                log.info("identity imported", extra={"member": member})
+            await self._rebind(member)
+        return self._identity_info(member)
+
+    async def uid_mode(self, member: str, args: UidModeArgs) -> IdentityInfo:
+        """Project every server's uid in ``args.mode`` (features 1.5) and re-bind what changed."""
+        async with self._lock:
+            found = self._stored_identity(member)
+            if found is None:
+                raise CommandError(
+                    "identity_not_found", "There is no identity yet: create or import one first."
+                )
+            if found[1] != args.mode:
+                self.identities.set_uid_mode(member, args.mode)
+                log.info("uid mode changed", extra={"member": member, "uid_mode": args.mode})
+            await self._rebind(member)
+        return self._identity_info(member)
+
+    async def _rebind(self, member: str) -> list[ServerRecord]:
+        """Re-bind every joined server whose projected uid or device id changed (features 1.5):
+        stop its session (closing the realtime socket), store and publish the new record
+        (``server.updated``), and start a new session under the new identity — it hydrates again
+        and continues the old one's history (``Session.continue_from``: nothing re-published).
+        Call with ``self._lock`` held. Returns the records that changed."""
+        self._roots.pop(member, None)  # the cache may hold the old root or mode
+        root, mode = self._identity(member)
+        device = device_id(root)
+        changed: list[ServerRecord] = []
+        for stored in self.servers.of_member(member):
+            uid = project_uid(root, stored.server_id, mode)
+            if stored.user_uid == uid and stored.device_id == device:
+                continue
+            key = (member, stored.server_id)
+            old = self.sessions.pop(key, None)
+            if old is not None:
+                await old.stop()
+            # the running session's record may be newer than the stored one (renamed meanwhile)
+            current = old.record if old is not None else stored
+            record = current.model_copy(update={"user_uid": uid, "device_id": device})
+            try:
+                self.servers.update(member, record)
+            except ServerNotJoined:  # left meanwhile
+                continue
+            # an avatar uploaded under the old uid belongs to it: upload again under the new one
+            self.profile_store.forget_server(member, record.server_id)
+            try:
+                await self._emit(
+                    member,
+                    record.server_id,
+                    "server.updated",
+                    ServerUpdated(server=record),
+                    f"srvupd:{uuid.uuid4().hex}",
+                )
+            finally:  # the server stays connected even when the bus refused the event
+                self._start_session(member, record, previous=old)
+            changed.append(record)
+            log.info(
+                "server re-bound",
+                extra={"member": member, "server_id": record.server_id, "uid_mode": mode},
+            )
+        return changed
 
     # -- chat ------------------------------------------------------------------------------------
     @backend_errors

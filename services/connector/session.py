@@ -242,6 +242,19 @@ class Session:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._profile_task)
 
+    def continue_from(self, previous: Session) -> None:
+        """Carry on where ``previous`` (stopped) left off: the same server re-bound to another uid
+        (UID mode switch, identity import). The channel history is the same, so what it published
+        stays published — the de-duplication ids, the per-channel anchors (gap fill fetches from
+        them, nothing is re-published), the authors whose profiles were fetched, the realtime
+        resume point. Capabilities, the channel tree and members are fetched and published again
+        by the new hydrate. Call before ``start``."""
+        self.known = previous.known
+        self._newest = dict(previous._newest)
+        self._anchors_loaded = previous._anchors_loaded
+        self._profiles_seen = set(previous._profiles_seen)
+        self._last_event_id = previous._last_event_id
+
     def note_own_profile(self, profile: wire.Profile) -> None:
         """Keep the cached ``GET /v1/profile/me`` current (never moves back a version)."""
         cached = self.own_profile

@@ -35,6 +35,7 @@ from services.core.contracts.chat import (
     ProfileUpdated,
     ServerJoined,
     ServerLeft,
+    ServerUpdated,
     Typing,
 )
 
@@ -56,6 +57,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 PAYLOADS: dict[str, type[BaseModel]] = {
     "server.joined": ServerJoined,
+    "server.updated": ServerUpdated,
     "server.left": ServerLeft,
     "server.connection": ConnectionState,
     "capabilities": CapabilitySnapshot,
@@ -256,9 +258,9 @@ def decode_event(subject: str, data: bytes, seq: int = 0) -> ParsedEvent | None:
 def _check_payload(event: ParsedEvent) -> None:
     p = event.payload
     env_channel = event.envelope.channel_id
-    if isinstance(p, ServerJoined):
+    if isinstance(p, ServerJoined | ServerUpdated):
         if p.server.server_id != event.server_id:
-            raise InvalidEvent("joined server id disagrees with the subject")
+            raise InvalidEvent("server record id disagrees with the subject")
     elif isinstance(p, ServerLeft):
         if p.server_id != event.server_id:
             raise InvalidEvent("left server id disagrees with the subject")
@@ -337,7 +339,7 @@ class Reducer:
     def apply(self, index: ServerIndex, event: ParsedEvent, now: datetime) -> tuple[list[Op], ServerIndex]:
         """Ops for ``event`` and the index to keep for its (member, server) afterwards."""
         m, s, p = event.member, event.server_id, event.payload
-        if isinstance(p, ServerJoined):
+        if isinstance(p, ServerJoined | ServerUpdated):  # a record changed: uid (UID mode), consent, name
             return [PutServer(m, s, p.server.model_dump_json())], index
         if isinstance(p, ServerLeft):
             return [DropServer(m, s)], ServerIndex()

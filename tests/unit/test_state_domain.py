@@ -210,6 +210,32 @@ def test_server_left_drops_everything_of_that_server() -> None:
     assert index.windows == {}
 
 
+def test_server_updated_replaces_the_record() -> None:
+    """A UID mode switch (or a consent change) re-states the record: the view keeps the new one."""
+    from services.core.contracts.chat import ServerRecord, ServerUpdated
+    from services.state.domain import PutServer
+
+    rec = ServerRecord(
+        server_id="srv_a",
+        base_url="http://127.0.0.1:1",
+        display_name="A",
+        icon_text="A",
+        trust_state="verified",
+        user_uid="uid_0000beef",
+        device_id="dev_1",
+        profile_consent=None,
+        joined_at=T0,
+    )
+    reducer = Reducer(window=10)
+    ops, _ = reducer.apply(ServerIndex(), event("server.updated", ServerUpdated(server=rec)), T0)
+    assert ops == [PutServer("alice", "srv_a", rec.model_dump_json())]
+    wrong = raw(
+        "server.updated", {"server": rec.model_copy(update={"server_id": "srv_b"}).model_dump(mode="json")}
+    )
+    with pytest.raises(InvalidEvent):
+        decode_event("oc.sys.ev.alice.srv_a.server.updated", wrong)
+
+
 def raw(kind: str, payload: dict[str, Any], server: str = "srv_a", **env: Any) -> bytes:
     body = {"event_id": "e1", "server_id": server, "type": kind, "payload": payload, **env}
     return json.dumps(body).encode()
