@@ -137,9 +137,10 @@ class Account:
         self.info = info
         first = not self._asked
         self._asked = True
+        if first and (not info.exists or not info.servers) and not self.app.prefs_skipped():
+            # no identity yet, or a new one no server has seen: the moment to import another
+            self.open("identity")
         if not info.exists:
-            if first and not self.app.prefs_skipped():
-                self.open("identity")
             self._settle()
             return
         adapter = self.app.adapter
@@ -461,6 +462,10 @@ class Account:
         dpg.configure_item("oc_onb_identity", show=self.step == "identity")
         dpg.configure_item("oc_onb_profile", show=self.step == "profile")
         dpg.configure_item("oc_onb_skip", label="Cancel" if self.editing else "Skip for now")
+        exists = self.info is not None and self.info.exists
+        dpg.configure_item(
+            "oc_onb_create", label="Continue with my new identity" if exists else "Create a new identity"
+        )
         for preset in AVATAR_PRESETS:
             chosen = self.mode == "generated" and preset == self.preset
             dpg.configure_item(f"oc_onb_ring_{preset}", color=(255, 255, 255, 255 if chosen else 0))
