@@ -191,6 +191,7 @@ class Account:
             return
         import dearpygui.dearpygui as dpg
 
+        view.hide_overlays()  # one modal at a time: Dear ImGui would close both
         dpg.set_value("oc_onb_name", self.profile.display_name if self.profile else "")
         dpg.set_value("oc_onb_root", "")
         self.render()
@@ -198,12 +199,8 @@ class Account:
 
     def close(self) -> None:
         self.step = None
-        view = self.app.view
-        if view is not None:
-            import dearpygui.dearpygui as dpg
-
-            if dpg.does_item_exist(DIALOG):
-                dpg.configure_item(DIALOG, show=False)
+        if self.app.view is not None:
+            self.app.view.hide(DIALOG)
         self.app.after_onboarding()
 
     def create_identity(self) -> None:
@@ -243,6 +240,7 @@ class Account:
         if preset in PRESET_COLORS:
             self.preset = preset
             self.mode = "generated"
+            self.error = ""
             self.render()
 
     def choose_avatar_file(self, path: Path) -> bool:

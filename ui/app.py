@@ -236,8 +236,13 @@ class App:
             self._on_channel_opened(self.model.active_server, self.model.channel_id)
         self.refresh_counts()
         self._maybe_ask_consent()
-        if self.view is not None and not self.model.order and self.account.step is None:
-            self.open_add_server()
+        if (
+            self.view is not None
+            and not self.model.order
+            and self.account.settled
+            and self.account.step is None
+        ):
+            self.open_add_server()  # else once the Welcome dialog is done (after_onboarding)
 
     def after_onboarding(self) -> None:
         """The Welcome dialog closed: a member without servers goes on to Add Server; then the
@@ -248,7 +253,8 @@ class App:
 
     def after_account(self) -> None:
         """The identity and profile were read (or could not be): prompts held back may show."""
-        self._maybe_ask_consent()
+        if self.account.step is None:
+            self.after_onboarding()
 
     def prefs_skipped(self) -> bool:
         return self.member in self.prefs.onboarding_skipped

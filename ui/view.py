@@ -904,6 +904,12 @@ class View:
             tag, self._pending_show = self._pending_show, None
             dpg.configure_item(tag, show=True)
 
+    def hide(self, tag: str) -> None:
+        """Close one overlay (a modal opened next waits a frame, as after ``hide_overlays``)."""
+        if dpg.does_item_exist(tag) and dpg.is_item_shown(tag):
+            self._hidden_frame = dpg.get_frame_count()
+            dpg.configure_item(tag, show=False)
+
     def hide_overlays(self) -> None:
         if self.overlay_open():
             self._hidden_frame = dpg.get_frame_count()

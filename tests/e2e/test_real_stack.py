@@ -129,6 +129,12 @@ def app(demo: DemoStack, ui_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_p
     except AssertionError as exc:
         tail = "".join(line for line in demo.lines[-30:] if "httpx" not in line)
         raise AssertionError(f"{exc}\nopenchat up (last lines):\n{tail}") from None
+    # the Welcome dialog first (the demo member has joined servers but set no profile): skipped
+    # here, walked through in test_real_welcome_*; then the D18 consent prompts
+    pump(a, lambda: a.account.settled, timeout=20, what="the identity and profile read")
+    if a.account.step is not None:
+        a.account.skip()
+        render(a, 3)
     for _ in range(3):  # D18 consent prompts on the first hydrate of profile-capable servers
         if a.view.overlay_open():
             a.answer_consent(False)
@@ -522,6 +528,123 @@ def test_real_window_focus_d4(app: Any, demo: DemoStack, xvfb: str, shooter: Sho
             what="cleared in the notification service",
         )
         shooter.shot(app, "refocused_cleared")
+
+
+def _cli(demo: DemoStack, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=_env(demo.home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout
+
+
+def _ask(app: Any, work: Any, what: str) -> Any:
+    """One command through the app's own adapter (the same bus connection the UI uses)."""
+    box: dict[str, Any] = {}
+    app.adapter.submit(work, lambda v, e: box.update(value=v, error=e))
+    pump(app, lambda: "value" in box, timeout=20, what=what)
+    assert box["error"] is None, box["error"]
+    return box["value"]
+
+
+def test_real_welcome_new_member(demo: DemoStack, ui_factory: Any, shooter: Shooter) -> None:
+    """A member just added on the stack: the Welcome dialog offers the new identity or an import,
+    then asks for a profile; the profile lands on the stack and in the dock; Add Server follows."""
+    import dearpygui.dearpygui as dpg
+
+    _cli(demo, "member", "add", "newbie")
+    app = ui_factory(connection=demo.home / "members" / "newbie.json")
+    app.start()
+    pump(app, lambda: app.account.step == "identity", timeout=60, what="the Welcome dialog")
+    assert dpg.is_item_shown("oc_onboard") and dpg.is_item_shown("oc_onb_identity")
+    assert label_of("oc_onb_create") == "Continue with my new identity"
+    shooter.shot(app, "identity_step")
+    app.account.import_identity("identity_NOPE")
+    render(app, 2)
+    assert text_of("oc_onb_error").startswith("An identity root looks like")
+    app.account.import_identity("identity_abc12345")
+    pump(app, lambda: app.account.step == "profile", timeout=20, what="the profile step")
+    assert dpg.is_item_shown("oc_onb_profile") and not dpg.is_item_shown("oc_onb_identity")
+    app.account.save_profile("N")
+    render(app, 2)
+    assert "Display name must be" in text_of("oc_onb_error")
+    dpg.set_value("oc_onb_name", "Newbie Ng")
+    app.account.pick_preset("mint")
+    shooter.shot(app, "profile_step")
+    app.account.save_profile(str(dpg.get_value("oc_onb_name")))
+    pump(app, lambda: app.account.step is None, timeout=20, what="the profile saved")
+    pump(app, lambda: text_of("oc_dock_name") == "Newbie Ng", timeout=10, what="the dock name")
+    pump(app, lambda: dpg.is_item_shown("oc_add"), timeout=10, what="Add Server next (no servers yet)")
+    shooter.shot(app, "after_welcome")
+    # what the stack now holds for this member
+    info = _ask(app, lambda c: c.identity_get(reveal=True), "identity_get")
+    assert info.exists and info.root == "identity_abc12345" and info.uid_mode == "server_scoped"
+    prof = _ask(app, lambda c: c.profile_get(), "profile_get").profile
+    assert prof.display_name == "Newbie Ng" and prof.avatar_mode == "generated"
+    assert prof.avatar_preset_id == "mint"
+    app.close_overlays()
+    app.stop()
+
+
+def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> None:
+    """Settings, Switch UID mode: every server is re-bound to the global uid (one for all), the
+    dock shows it, a message sent now carries it; switching back restores the server-scoped uids."""
+    import dearpygui.dearpygui as dpg
+
+    from services.core.identity import project_uid
+
+    app.select_server("srv_family")
+    app.select_channel("ch_general")
+    app.open_settings()
+    render(app, 3)
+    pump(app, lambda: label_of("oc_set_uidmode") == "Switch UID mode (server_scoped)", what="the button")
+    assert text_of("oc_set_disclosure") == "This server sees only a server-scoped UID and proof."
+    before = {sid: app.model.servers[sid].record.user_uid for sid in ("srv_family", "srv_harbor")}
+    assert before["srv_family"] != before["srv_harbor"]
+    app.account.reveal_root()
+    pump(app, lambda: app.account.revealed is not None, what="the identity root")
+    root = app.account.revealed
+    assert text_of("oc_set_root") == root
+    app.account.switch_uid_mode()
+    glob = project_uid(root, "srv_family", "global")
+    pump(
+        app,
+        lambda: all(app.model.servers[s].record.user_uid == glob for s in before),
+        timeout=30,
+        what="both servers re-bound to the global uid",
+    )
+    pump(app, lambda: label_of("oc_set_uidmode") == "Switch UID mode (global)", what="the button")
+    assert text_of("oc_set_disclosure") == "This server sees only a global UID and proof."
+    assert text_of("oc_set_uid") == f"current UID: {glob}"
+    shooter.shot(app, "settings_global")
+    app.close_overlays()
+    pump(app, lambda: text_of("oc_dock_uid") == f"@{glob}", what="the dock uid")
+    pump(app, lambda: app.model.servers["srv_family"].connection.state == "live", timeout=30, what="live")
+    dpg.set_value("oc_composer", "sent as the global uid")
+    assert app.on_composer_enter(force=True)
+    pump(
+        app,
+        lambda: any(
+            m.body == "sent as the global uid" and m.author_uid == glob for m in app.model.messages()
+        ),
+        timeout=20,
+        what="the message under the global uid",
+    )
+    shooter.shot(app, "sent_global")
+    app.open_settings()
+    render(app, 2)
+    app.account.switch_uid_mode()
+    pump(
+        app,
+        lambda: {s: app.model.servers[s].record.user_uid for s in before} == before,
+        timeout=30,
+        what="the server-scoped uids back",
+    )
+    app.close_overlays()
 
 
 def test_real_offline_banner_when_stack_stops(app: Any, demo: DemoStack, shooter: Shooter) -> None:
