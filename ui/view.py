@@ -763,7 +763,10 @@ class View:
         if not dpg.does_item_exist("oc_chip"):
             return
         chip = self.model.chip()
-        dpg.configure_item("oc_chip", label=chip.label)
+        # no server yet (first run): no realtime to speak of, unless the stack itself is away
+        dpg.configure_item(
+            "oc_chip", label=chip.label, show=self.model.server is not None or not self.model.stack_online
+        )
         kind = "Live" if chip.label == "Live" else "Offline" if chip.label == "Offline" else "Reconnecting"
         dpg.bind_item_theme("oc_chip", self.themes[f"chip_{kind}"])
         dpg.set_value("oc_chip_tooltip", chip.tooltip)
