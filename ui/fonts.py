@@ -193,8 +193,6 @@ def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
             ("italic", px),
             ("mono", px * 0.92),
             ("emoji", px),
-            ("cjk", px),
-            ("hangul", px),
             ("small", px * 0.8),
             ("heading", px * 1.25),
         ):
@@ -205,6 +203,25 @@ def load_fonts(dpg: Any, size: int, scale: float) -> FontSet:
             font = dpg.add_font(file, px_role)
             setattr(fs, role, font)
     return fs
+
+
+LAZY_ROLES = ("cjk", "hangul")  # large files (4 to 5 MB each in memory): loaded when first needed
+_MISSING: set[str] = set()
+
+
+def script_font(dpg: Any, fs: FontSet, role: str) -> int | str:
+    """The font of a fallback script, registered on first use (0: none installed)."""
+    font: int | str = getattr(fs, role, 0)
+    if font or role in _MISSING or role not in LAZY_ROLES:
+        return font
+    file = font_file(role)
+    if file is None:
+        _MISSING.add(role)
+        return 0
+    with dpg.font_registry():
+        font = dpg.add_font(file, fs.size)
+    setattr(fs, role, font)
+    return font
 
 
 # -- theme ---------------------------------------------------------------------------------------

@@ -440,10 +440,10 @@ class Timeline:
         f = self.view.fonts
         if script == "emoji" and f.emoji:
             return f.emoji
-        if script == "cjk" and f.cjk:
-            return f.cjk
-        if script == "hangul" and f.hangul:
-            return f.hangul
+        if script in fonts.LAZY_ROLES:
+            font = fonts.script_font(dpg, f, script)
+            if font:
+                return font
         return self._font_for(sp, base)
 
     def measure(self, text: str, font: int | str) -> float:
