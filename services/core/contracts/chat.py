@@ -87,6 +87,18 @@ class MentionRef(Contract):
     display_text: str = ""
 
 
+class LinkPreview(Contract):
+    """A finished link preview card (features 5.9, 14.5, P6): fetched by the home stack, never
+    by a desktop; texts already decoded, collapsed and cut (title ≤ 220, description ≤ 420, site
+    name ≤ 120 characters); ``image_url`` is http(s) or None."""
+
+    url: str = Field(max_length=2048)
+    site_name: str = Field(default="", max_length=121)
+    title: str = Field(default="", max_length=221)
+    description: str = Field(default="", max_length=421)
+    image_url: str | None = Field(default=None, max_length=2048)
+
+
 class ChatMessage(Contract):
     id: str
     server_id: ServerId
@@ -97,6 +109,16 @@ class ChatMessage(Contract):
     reply_to: ReplyRef | None = None
     attachments: list[AttachmentRef] = Field(default_factory=list)
     mentions: list[MentionRef] | None = None  # None: the server sends no mention metadata
+    link_previews: list[LinkPreview] = Field(default_factory=list, max_length=3)
+
+
+class MessagePreviews(Contract):
+    """Event ``message.previews``: the previews of a message already published (the stack
+    fetched them after the message). Consumers replace the message's ``link_previews``."""
+
+    channel_id: ChannelId
+    message_id: str
+    previews: list[LinkPreview] = Field(default_factory=list, max_length=3)
 
 
 class PresenceEntry(Contract):
