@@ -577,6 +577,9 @@ class App:
         if ctrl and not alt and name == "k":
             self.open_switcher()
             return True
+        if ctrl and not alt and name == "v" and self.screen == "workspace":
+            self.paste_image()  # an image; text still pastes into the focused field as usual
+            return False
         if name == "tab" and self.mention_items:
             return self.insert_mention()
         if name in ("up", "down"):
@@ -813,9 +816,52 @@ class App:
         with dpg.file_dialog(callback=chosen, width=700, height=420, file_count=4, modal=True):
             dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
 
+    def paste_image(self) -> str:
+        """Ctrl+V with an image on the system clipboard attaches it (ux.md 5.6); returns the
+        composer's error text (or "")."""
+        from ui import clipboard
+        from ui.composer import Attachment
+        from ui.model import format_bytes
+
+        if self.model.read_only:
+            return ""
+        _, max_up = self.model.limits()
+        try:
+            got = clipboard.read_image(max_up)
+        except clipboard.ClipboardError as exc:
+            text = str(exc)
+            self.composer.error = (
+                f"Image is too large. Max {format_bytes(max_up)}." if text == "too_large" else text
+            )
+            return self.composer.error
+        if got is None:
+            return ""
+        ctype, data = got
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(ctype, "png")
+        name = f"image-{len(self.composer.attachments) + 1}.{ext}"
+        return self.composer.add_images([Attachment(name, ctype, data)], max_up)
+
     def attach_files(self, paths: list[Path]) -> str:
         _, max_up = self.model.limits()
         return self.composer.add_files(paths, max_up)
+
+    def replace_attachment(self, index: int) -> None:
+        """✎ on a preview card: choose another image for that place."""
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
+            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
+            if paths:
+                self.replace_attachment_with(index, paths[0])
+
+        with dpg.file_dialog(callback=chosen, width=700, height=420, modal=True):
+            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+
+    def replace_attachment_with(self, index: int, path: Path) -> str:
+        _, max_up = self.model.limits()
+        return self.composer.replace_file(index, path, max_up)
 
     def remove_attachment(self, index: int) -> None:
         self.composer.remove_attachment(index)

@@ -99,6 +99,22 @@ class Composer:
             items.append(Attachment(p.name, ctype, p.read_bytes()))
         return self.add_images(items, max_upload)
 
+    def replace_file(self, index: int, path: Path, max_upload: int) -> str:
+        """Put another image file in place ``index`` (the preview card's ✎)."""
+        if not 0 <= index < len(self.attachments):
+            return ""
+        ctype = mimetypes.guess_type(path.name)[0] or ""
+        if ctype not in IMAGE_TYPES:
+            self.error = "Paste or choose an image file."
+            return self.error
+        data = path.read_bytes()
+        if len(data) > max_upload:
+            self.error = f"Image is too large. Max {format_bytes(max_upload)}."
+            return self.error
+        self.error = ""
+        self.attachments[index] = Attachment(path.name, ctype, data)
+        return ""
+
     def add_images(self, items: list[Attachment], max_upload: int) -> str:
         self.error = ""
         room = MAX_ATTACHMENTS - len(self.attachments)

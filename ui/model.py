@@ -30,6 +30,7 @@ from services.core.contracts.chat import (
     ConnectionState,
     MessageCreated,
     MessageDeleted,
+    MessagePreviews,
     PresenceChange,
     PresenceEntry,
     PresenceSnapshot,
@@ -477,6 +478,16 @@ class ViewModel:
         if log is not None and log.delete(ev.message_id):
             self.touch("timeline")
 
+    def _on_previews(self, sid: str, ev: MessagePreviews, _env: dict[str, Any]) -> None:
+        sm = self.servers.get(sid)
+        log = sm.logs.get(ev.channel_id) if sm is not None else None
+        m = log.find(ev.message_id) if log is not None else None
+        if log is None or m is None:
+            return  # not held as an object (paged out or never loaded): the stack's copy has them
+        log.replace(m.model_copy(update={"link_previews": ev.previews}))
+        self.rows_version += 1
+        self.touch("timeline")
+
     def _on_typing(self, sid: str, ev: Typing, _env: dict[str, Any]) -> None:
         sm = self.servers.get(sid)
         if sm is None or ev.user_uid == sm.record.user_uid:
@@ -529,6 +540,7 @@ class ViewModel:
         "channels.updated": (ChannelsUpdated, _on_channels),
         "message.created": (MessageCreated, _on_message),
         "message.deleted": (MessageDeleted, _on_deleted),
+        "message.previews": (MessagePreviews, _on_previews),
         "typing": (Typing, _on_typing),
         "presence.snapshot": (PresenceSnapshot, _on_presence_snapshot),
         "presence.joined": (PresenceChange, _on_presence_joined),

@@ -124,6 +124,16 @@ class MessageLog:
                 added += 1
         return added
 
+    def replace(self, message: ChatMessage) -> bool:
+        """Swap a message held in the window for a newer copy of itself (previews arrived)."""
+        if message.id not in self.ids:
+            return False
+        for i in range(len(self.window) - 1, -1, -1):
+            if self.window[i].id == message.id:
+                self.window[i] = message
+                return True
+        return False
+
     def delete(self, message_id: str) -> bool:
         if message_id in self.ids:
             self.ids.discard(message_id)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import dearpygui.dearpygui as dpg
 
-from services.core.contracts.chat import AttachmentRef, ChatMessage
+from services.core.contracts.chat import AttachmentRef, ChatMessage, LinkPreview
 from ui import fonts
 from ui.markdown import Block, Span, parse, safe_url, split_mentions
 from ui.model import TimelineRow, ViewModel, format_bytes
@@ -276,7 +276,8 @@ class Timeline:
             if old is not None and old.inputs == inputs:
                 continue
             row = self.model.row(msgs, i, sm)
-            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, m.body, ready)
+            cards = tuple((p.url, p.title) for p in m.link_previews)
+            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, m.body, ready, cards)
             if old is not None and old.signature == sig:
                 old.inputs = inputs
                 continue
@@ -333,6 +334,8 @@ class Timeline:
                     self.render_body(m.body, body_w, inline_time=row.time_text if row.compact else None)
                     for att in m.attachments:
                         self._attachment(m, att)
+                    for card in m.link_previews:
+                        self._preview(card, body_w)
         return g  # type: ignore[no-any-return]
 
     def _avatar(self, row: TimelineRow) -> None:
@@ -369,6 +372,36 @@ class Timeline:
             )
         cap = dpg.add_text(label, color=fonts.MUTED)
         dpg.bind_item_font(cap, v.fonts.small)
+
+    def _preview(self, card: LinkPreview, width: float) -> None:
+        """A link preview card (ux.md 2.5 item 5): site, title (opens the link), description.
+        The stack fetched it (P6); the card's image is not shown (it would be a desktop fetch)."""
+        v = self.view
+        s = v.s
+        with dpg.group(horizontal=True):
+            bar = dpg.add_text("▎", color=fonts.LINK)
+            dpg.bind_item_font(bar, v.fonts.emoji)
+            with dpg.group():
+                if card.site_name:
+                    site = dpg.add_text(card.site_name, color=fonts.MUTED)
+                    dpg.bind_item_font(site, v.fonts.small)
+                title = card.title or card.url
+                if safe_url(card.url):
+                    b = dpg.add_button(
+                        label=_clip(title, 90), callback=lambda s_, a_, u: open_link(u), user_data=card.url
+                    )
+                    dpg.bind_item_theme(b, v.themes["link"])
+                    dpg.bind_item_font(b, v.fonts.bold)
+                    with dpg.tooltip(b):
+                        dpg.add_text(card.url)
+                else:
+                    t = dpg.add_text(_clip(title, 90))
+                    dpg.bind_item_font(t, v.fonts.bold)
+                if card.description:
+                    d = dpg.add_text(
+                        _clip(card.description, 300), wrap=int(min(width, s(520))), color=fonts.MUTED
+                    )
+                    dpg.bind_item_font(d, v.fonts.small)
 
     # -- markdown-lite as widgets -------------------------------------------------------------------
     def render_body(self, text: str, width: float, inline_time: str | None = None) -> None:
@@ -537,6 +570,10 @@ class Timeline:
                     if sp.strike:
                         with dpg.tooltip(t):
                             dpg.add_text("strikethrough")
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
 def _words(text: str) -> list[str]:

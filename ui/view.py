@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ui.app import App
 
 VERSION = "0.1.0"
+THUMB_SIDE = 144  # attachment preview thumbnails are decoded this small
 RAIL_W, CHANNELS_W, CHANNELS_W_NARROW, MEMBERS_W = 72, 305, 280, 248
 TASKBAR_H, TOOLBAR_H, DOCK_H = 40, 50, 64
 WIDE, NARROW = 1240, 900
@@ -525,7 +526,7 @@ class View:
         if dpg.is_item_shown("oc_reply_banner"):
             extra += s(30)
         if self.app.composer.attachments:
-            extra += s(90)
+            extra += s(150)
         if self.app.composer.error:
             extra += s(24)
         extra += s(26) * len(self.app.mention_items)
@@ -875,17 +876,64 @@ class View:
             self._timeline_height()
 
     def _render_attachments(self) -> None:
+        """Preview cards (ux.md 3.8): thumbnail, 👁 view, ✎ replace, 🗑 remove, name and size."""
         self._clear("oc_attachments")
+        s = self.s
         for i, a in enumerate(self.app.composer.attachments):
+            thumb = self._draft_texture(a.data, THUMB_SIDE)
             with dpg.group(parent="oc_attachments"):
-                dpg.add_text(f"🖼 {a.name}", color=fonts.TEXT)
-                dpg.add_text(format_bytes(a.size), color=fonts.MUTED)
-                dpg.add_button(
-                    label="Remove",
-                    small=True,
-                    callback=lambda s_, a_, u: self.app.remove_attachment(u),
-                    user_data=i,
-                )
+                if thumb is not None:
+                    tag, w, h = thumb
+                    sc = min(1.0, s(72) / max(w, h))
+                    dpg.add_image_button(
+                        tag,
+                        width=max(1, int(w * sc)),
+                        height=max(1, int(h * sc)),
+                        callback=lambda s_, a_, u: self.view_draft(u),
+                        user_data=i,
+                    )
+                name = dpg.add_text(a.name if len(a.name) <= 24 else a.name[:23] + "…", color=fonts.TEXT)
+                dpg.bind_item_font(name, self.fonts.small)
+                size = dpg.add_text(format_bytes(a.size), color=fonts.MUTED)
+                dpg.bind_item_font(size, self.fonts.small)
+                with dpg.group(horizontal=True):
+                    for label, tip, fn in (
+                        ("👁", "View", self.view_draft),
+                        ("✎", "Replace", self.app.replace_attachment),
+                        ("🗑", "Remove", self.app.remove_attachment),
+                    ):
+                        b = dpg.add_button(
+                            label=label, small=True, callback=lambda s_, a_, u: u[0](u[1]), user_data=(fn, i)
+                        )
+                        dpg.bind_item_font(b, self.fonts.emoji)
+                        with dpg.tooltip(b):
+                            dpg.add_text(tip)
+
+    def _draft_texture(self, data: bytes, side: int) -> tuple[int | str, int, int] | None:
+        """A texture of an image about to be sent (cached by content)."""
+        import hashlib
+
+        from ui.images import decode_rgba
+
+        key = f"draft:{side}:{hashlib.sha1(data, usedforsecurity=False).hexdigest()}"
+        images = self.app.images
+        tex = images.textures.get(key)
+        if tex is None and key not in images.failed:
+            try:
+                w, h, arr = decode_rgba(data, side)
+            except Exception:
+                images.failed.add(key)
+                return None
+            images.put_rgba(key, w, h, arr)
+            tex = images.textures.get(key)
+        return tex
+
+    def view_draft(self, index: int) -> None:
+        atts = self.app.composer.attachments
+        if not 0 <= index < len(atts):
+            return
+        a = atts[index]
+        self._open_lightbox(self._draft_texture(a.data, 1280), f"{a.name} · {format_bytes(a.size)}")
 
     # -- overlays -------------------------------------------------------------------------------
     def center(self, tag: str) -> None:
@@ -979,12 +1027,14 @@ class View:
 
     def open_lightbox(self, m: ChatMessage, att: AttachmentRef) -> None:
         tex = self.app.images.texture_for(m, att)
-        self._clear("oc_lightbox_body")
-        dpg.set_value(
-            "oc_lightbox_caption",
-            f"{att.file_name} · {format_bytes(att.bytes)}"
-            + (f" · {att.width}x{att.height}" if att.width and att.height else ""),
+        caption = f"{att.file_name} · {format_bytes(att.bytes)}" + (
+            f" · {att.width}x{att.height}" if att.width and att.height else ""
         )
+        self._open_lightbox(tex, caption)
+
+    def _open_lightbox(self, tex: tuple[int | str, int, int] | None, caption: str) -> None:
+        self._clear("oc_lightbox_body")
+        dpg.set_value("oc_lightbox_caption", caption)
         w = int(self.width * 0.8)
         h = int(self.height * 0.8)
         dpg.configure_item("oc_lightbox", width=w, height=h)

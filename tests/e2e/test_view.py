@@ -362,3 +362,141 @@ def test_mention_autocomplete_and_emoji_picker(ui_factory: Any, shooter: Shooter
     assert app.composer.draft.endswith("🔥 ") and not is_shown("oc_emoji_picker")
     render(app, 4)
     assert text_of("oc_composer") == f"hi {tokens[1]} and @here 🔥 "
+
+
+def _texts_under(tag: Any) -> list[str]:
+    """Every text value and button label inside a widget (a row), depth first."""
+    import dearpygui.dearpygui as dpg
+
+    out: list[str] = []
+    for slot in (0, 1, 2, 3):
+        for child in dpg.get_item_children(tag, slot) or []:
+            kind = dpg.get_item_type(child)
+            if kind.endswith("mvText"):
+                out.append(str(dpg.get_value(child)))
+            elif kind.endswith("mvButton"):
+                out.append(str(dpg.get_item_label(child)))
+            out.extend(_texts_under(child))
+    return out
+
+
+def test_link_preview_card_arrives_after_the_message(ui_factory: Any, shooter: Shooter) -> None:
+    """The stack's ``message.previews`` event turns into a card under the message (ux.md 2.5)."""
+    from services.core.contracts.chat import LinkPreview, MessagePreviews
+
+    app = workspace(ui_factory)
+    render(app, 3)
+    tl = app.view.timeline
+    mid = tl.order[-2]
+    before = _texts_under(tl.widgets[mid].tag)
+    shooter.shot(app, "before")
+    card = LinkPreview(
+        url="https://example.org/x",
+        site_name="example.org",
+        title="Example Domain",
+        description="This domain is for use in documentation examples without needing permission.",
+    )
+    ev = MessagePreviews(channel_id="ch_general", message_id=mid, previews=[card])
+    app.model.apply_event(98, fakes.event("message.previews", "srv_testlab", ev, channel_id="ch_general"))
+    render(app, 4)
+    after = _texts_under(tl.widgets[mid].tag)
+    assert "Example Domain" in after and "example.org" in after and "Example Domain" not in before
+    assert any(t.startswith("This domain is for use") for t in after)
+    assert app.model.messages()[-2].link_previews == [card]
+    shooter.shot(app, "card")
+    # a preview for a message the desktop does not hold is ignored, not an error
+    other = MessagePreviews(channel_id="ch_general", message_id="nope", previews=[card])
+    app.model.apply_event(99, fakes.event("message.previews", "srv_testlab", other, channel_id="ch_general"))
+    render(app, 2)
+
+
+def _own_clipboard(xvfb: str, path: Path, ctype: str) -> Any:
+    """Put an image on the X clipboard of the test display, as a screenshot tool would: a
+    separate X client (xclip) owns the selection and serves it."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("xclip") is None:
+        pytest.skip("xclip (Debian package) is not installed")
+    env = {**os.environ, "DISPLAY": xvfb}
+    owner = subprocess.Popen(
+        ["xclip", "-quiet", "-selection", "clipboard", "-t", ctype, "-i", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # the selection is ours once xclip answers a TARGETS request for it
+    for _ in range(200):
+        out = subprocess.run(
+            ["xclip", "-selection", "clipboard", "-t", "TARGETS", "-o"],
+            env=env,
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+        if ctype.encode() in out.stdout:
+            return owner
+        owner.poll()
+        assert owner.returncode is None, "xclip exited"
+        import time
+
+        time.sleep(0.02)  # no event to await from another X client taking the selection
+    raise AssertionError("xclip never owned the clipboard")
+
+
+def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Path, shooter: Shooter) -> None:
+    """Ctrl+V with an image on the system clipboard attaches it (PNG as is, BMP converted to
+    PNG, ux.md 3.8); text on the clipboard attaches nothing."""
+    from PIL import Image
+
+    app = workspace(ui_factory)
+    render(app, 2)
+    png = tmp_path / "shot.png"
+    Image.new("RGB", (120, 80), (40, 160, 220)).save(png)
+    owner = _own_clipboard(xvfb, png, "image/png")
+    try:
+        assert app.on_key("v", ctrl=True, text_active=True) is False
+        assert [a.name for a in app.composer.attachments] == ["image-1.png"]
+        assert app.composer.attachments[0].data == png.read_bytes()
+    finally:
+        owner.kill()
+    bmp = tmp_path / "shot.bmp"
+    Image.new("RGB", (64, 48), (220, 60, 90)).save(bmp)
+    owner = _own_clipboard(xvfb, bmp, "image/bmp")
+    try:
+        app.on_key("v", ctrl=True, text_active=True)
+        second = app.composer.attachments[1]
+        assert second.name == "image-2.png" and second.content_type == "image/png"
+        import io
+
+        with Image.open(io.BytesIO(second.data)) as img:
+            assert img.format == "PNG" and img.size == (64, 48)
+    finally:
+        owner.kill()
+    shooter.shot(app, "pasted")
+    import dearpygui.dearpygui as dpg
+
+    kinds = [
+        dpg.get_item_type(c)
+        for g in dpg.get_item_children("oc_attachments", 1)
+        for c in dpg.get_item_children(g, 1)
+    ]
+    assert sum(k.endswith("mvImageButton") for k in kinds) == 2  # a thumbnail on each card
+    app.view.view_draft(1)
+    render(app, 3)
+    assert is_shown("oc_lightbox") and text_of("oc_lightbox_caption").startswith("image-2.png")
+    shooter.shot(app, "viewed")
+    app.close_overlays()
+    jpg = tmp_path / "other.jpg"
+    Image.new("RGB", (30, 30), (0, 200, 0)).save(jpg)
+    assert app.replace_attachment_with(0, jpg) == ""
+    assert [a.name for a in app.composer.attachments] == ["other.jpg", "image-2.png"]
+    text = tmp_path / "note.txt"
+    text.write_text("just words")
+    owner = _own_clipboard(xvfb, text, "UTF8_STRING")
+    try:
+        app.on_key("v", ctrl=True, text_active=True)
+        assert len(app.composer.attachments) == 2 and app.composer.error == ""
+    finally:
+        owner.kill()
