@@ -563,13 +563,15 @@ class Timeline:
                     col = color
                     if sp.code:
                         col = (235, 190, 130)
-                    elif sp.strike or (not sp.text and suffix):
+                    elif not sp.text and suffix:
                         col = fonts.MUTED
+                    if sp.strike and not emoji:  # U+0336 COMBINING LONG STROKE OVERLAY: a real line
+                        core = text.strip()
+                        lead = text[: len(text) - len(text.lstrip())]
+                        trail = text[len(text.rstrip()) :]
+                        text = lead + "".join(ch + "\u0336" for ch in core) + trail
                     t = dpg.add_text(text, color=col)
                     dpg.bind_item_font(t, font)
-                    if sp.strike:
-                        with dpg.tooltip(t):
-                            dpg.add_text("strikethrough")
 
 
 def _clip(text: str, n: int) -> str:

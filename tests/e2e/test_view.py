@@ -41,6 +41,8 @@ def test_workspace_renders(ui_factory: Any, shooter: Shooter) -> None:
     assert text_of("oc_members_title") == "Online - 1"
     assert text_of("oc_dock_uid") == "@uid_2c203bed"
     assert app.view.timeline.rendered_count == 7
+    struck = [t for mid in app.view.timeline.order for t in _texts_under(app.view.timeline.widgets[mid].tag)]
+    assert "g\u0336o\u0336n\u0336e\u0336" in [t.strip() for t in struck]  # ~~gone~~, drawn struck through
     assert app.model.rows()[-1].highlight  # mentions me
 
 
