@@ -799,6 +799,26 @@ class App:
             dpg.set_clipboard_text(msg.body)
             self.model.toast("Message text copied.")
 
+    def message_link(self, message_id: str) -> str | None:
+        """features 5.8: the server's permalink, else ``{backend}/channels/{cid}?message_id={mid}``."""
+        sm = self.model.server
+        ch = self.model.channel_id
+        msg = self.model._find(sm, ch, message_id) if sm and ch else None
+        if sm is None or msg is None:
+            return None
+        from urllib.parse import quote
+
+        base = sm.record.base_url.rstrip("/")
+        return f"{base}/channels/{quote(msg.channel_id, safe='')}?message_id={quote(msg.id, safe='')}"
+
+    def copy_link(self, message_id: str) -> None:
+        link = self.message_link(message_id)
+        if link is not None and self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.set_clipboard_text(link)
+            self.model.toast("Message link copied.")
+
     def mark_unread(self, channel_id: str) -> None:
         if self.model.active_server:
             self.model.mark_unread(self.model.active_server, channel_id)

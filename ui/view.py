@@ -1178,6 +1178,7 @@ class View:
                 enabled=bool(msg.body),
                 callback=lambda: self._menu(self.app.copy_text, mid),
             )
+            dpg.add_menu_item(label="Copy Message Link", callback=lambda: self._menu(self.app.copy_link, mid))
             dpg.add_menu_item(
                 label="Mark Unread", callback=lambda: self._menu(self.app.mark_unread, msg.channel_id)
             )

@@ -243,6 +243,23 @@ def test_menus_settings_and_first_run(ui_factory: Any, shooter: Shooter) -> None
     render(app)
     assert app.model.rail_badge("srv_harbor") == ("", False)
     app.on_key("escape")
+    # the message menu (features 5.8): Copy Message Link puts the backend URL form on the clipboard
+    import dearpygui.dearpygui as dpg
+
+    app.select_server("srv_testlab")
+    render(app)
+    mid = app.view.timeline.order[-1]
+    app.view.open_message_menu(mid)
+    render(app)
+    labels = [
+        dpg.get_item_label(i) for i in dpg.get_item_children(dpg.get_item_children("oc_ctx_items", 1)[0], 1)
+    ]
+    assert labels == ["Reply", "Copy Text", "Copy Message Link", "Mark Unread"]
+    shooter.shot(app, "message_menu")
+    app.view._menu(app.copy_link, mid)
+    render(app)
+    assert dpg.get_clipboard_text() == f"https://chat.example.test/channels/ch_general?message_id={mid}"
+    assert app.model.toasts[-1].text == "Message link copied."
     app.open_settings()
     render(app)
     assert text_of("oc_set_uid") == "current UID: uid_2c203bed"
