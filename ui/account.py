@@ -113,6 +113,8 @@ class Account:
         self.mode: Literal["generated", "uploaded"] = "generated"
         self.upload: UploadedImage | None = None
         self.revealed: str | None = None
+        self.avatar_image: bytes | None = None  # the member's own uploaded avatar (local)
+        self.avatar_key = ""
         self._asked = False  # identity and profile read from the stack this session
         self.settled = False  # the first reads answered (or failed): other prompts may follow
 
@@ -168,8 +170,28 @@ class Account:
             self.app.model.display_name = profile.display_name
             self.preset = profile.avatar_preset_id
             self.mode = profile.avatar_mode
+            if profile.avatar_mode != "uploaded":
+                self.avatar_image = None
+            elif profile.avatar_sha256 != self.avatar_key:
+                self._load_own_avatar()
         self.app.model.rows_version += 1  # the member's own avatar in the timeline
         self.app.model.touch("dock", "timeline", "members")
+
+    def _load_own_avatar(self) -> None:
+        adapter = self.app.adapter
+        if adapter is None:
+            return
+
+        def done(result: ProfileGetResult | None, error: BaseException | None) -> None:
+            prof = result.profile if result is not None else None
+            if error is not None or prof is None or not prof.avatar_b64:
+                return
+            self.avatar_image = base64.b64decode(prof.avatar_b64)
+            self.avatar_key = prof.avatar_sha256 or str(prof.revision)
+            self.app.model.rows_version += 1
+            self.app.model.touch("dock", "timeline")
+
+        adapter.submit(lambda c: c.profile_get(include_avatar=True), done)
 
     def avatar_colors(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
         """The member's own generated avatar (None: no profile, or an uploaded image)."""

@@ -213,8 +213,9 @@ class StackClient:
     async def uid_mode(self, mode: UidModeName) -> IdentityInfo:
         return await self.call("connector", "uid_mode", UidModeArgs(mode=mode), IdentityInfo, timeout=30)
 
-    async def profile_get(self) -> ProfileGetResult:
-        return await self.call("connector", "profile_get", ProfileGetArgs(), ProfileGetResult)
+    async def profile_get(self, include_avatar: bool = False) -> ProfileGetResult:
+        args = ProfileGetArgs(include_avatar=include_avatar)
+        return await self.call("connector", "profile_get", args, ProfileGetResult)
 
     async def profile_set(self, args: ProfileSetArgs) -> ProfileGetResult:
         return await self.call("connector", "profile_set", args, ProfileGetResult, timeout=20)
@@ -242,6 +243,9 @@ class StackClient:
     async def attachment_bytes(self, base_url: str, msg: ChatMessage, att: AttachmentRef) -> bytes:
         path = f"/media/v1/attachments/{msg.server_id}/{msg.channel_id}/{msg.id}/{att.attachment_id}"
         return await self._http_get(base_url, path)
+
+    async def avatar_bytes(self, base_url: str, server_id: str, user_uid: str) -> bytes:
+        return await self._http_get(base_url, f"/media/v1/avatars/{server_id}/{user_uid}")
 
     async def _http_get(self, base_url: str, path: str) -> bytes:
         if self._token is None:

@@ -45,6 +45,7 @@ log = logging.getLogger("openchat.ui")
 
 FPS_CAP = 60.0
 CACHE_EVERY_S = 30.0
+AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
 WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
@@ -80,7 +81,7 @@ class App:
         self.font_size = font_size or self.prefs.font_size
         self.view: Any = None
         self.images = ImageCache(None, self._fetch_image)
-        self.images.on_ready = lambda key: self.model.touch("timeline")
+        self.images.on_ready = self._image_ready
         self._cache_at = 0.0
         self._focus_at = 0.0
         self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
@@ -887,6 +888,46 @@ class App:
         self.composer.remove_attachment(index)
 
     # -- images ----------------------------------------------------------------------------------
+    def _image_ready(self, key: str) -> None:
+        if key.startswith("avatar:"):  # drawn rows keep their avatars until their inputs change
+            self.model.rows_version += 1
+            self.model.touch("timeline", "dock")
+        else:
+            self.model.touch("timeline")
+
+    def avatar_texture(self, sid: str, uid: str) -> tuple[int | str, int, int] | None:
+        """An uploaded avatar (ux.md 5.1): the member's own from the local profile, others'
+        through the state's media API (the stack fetched it; never the backend directly)."""
+        sm = self.model.servers.get(sid)
+        if sm is None:
+            return None
+        images = self.images
+        if uid == sm.record.user_uid and self.account.avatar_image is not None:
+            key = f"avatar:own:{self.account.avatar_key}"
+            if key not in images.textures and key not in images.failed:
+                images.put_bytes(key, self.account.avatar_image, max_side=AVATAR_SIDE)
+            return images.textures.get(key)
+        prof = sm.profiles.get(uid)
+        if prof is None or prof.avatar_mode != "uploaded" or not prof.avatar_url:
+            return None
+        key = f"avatar:{sid}:{uid}:{prof.profile_version}"
+        tex = images.textures.get(key)
+        if tex is not None or key in images.requested or key in images.failed:
+            return tex
+        base = self.adapter.state_http_url if self.adapter is not None else None
+        if not base or self.adapter is None:
+            return None
+        images.requested.add(key)
+
+        def done(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None or not data:
+                images.failed.add(key)
+                return
+            images.put_bytes(key, data, max_side=AVATAR_SIDE)
+
+        self.adapter.submit(lambda c: c.avatar_bytes(base, sid, uid), done)
+        return None
+
     def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
         if self.adapter is None:
             return

@@ -54,9 +54,9 @@ class ImageCache:
             self.fetch(m, att)
         return None
 
-    def put_bytes(self, key: str, data: bytes) -> bool:
+    def put_bytes(self, key: str, data: bytes, max_side: int = MAX_SIDE) -> bool:
         try:
-            w, h, arr = decode_rgba(data)
+            w, h, arr = decode_rgba(data, max_side)
         except Exception:
             self.failed.add(key)
             return False

@@ -277,7 +277,19 @@ class Timeline:
                 continue
             row = self.model.row(msgs, i, sm)
             cards = tuple((p.url, p.title) for p in m.link_previews)
-            sig = (row.compact, row.author, row.time_text, row.quote, row.highlight, m.body, ready, cards)
+            avatar = None if row.compact else self.view.app.avatar_texture(sm.server_id, m.author_uid)
+            pic = avatar[0] if avatar is not None else self.view.avatar_colors(m.author_uid)
+            sig = (
+                row.compact,
+                row.author,
+                row.time_text,
+                row.quote,
+                row.highlight,
+                m.body,
+                ready,
+                cards,
+                pic,
+            )
             if old is not None and old.signature == sig:
                 old.inputs = inputs
                 continue
@@ -342,6 +354,11 @@ class Timeline:
         s = self.view.s
         size = s(AVATAR)
         with dpg.drawlist(width=size, height=size):
+            sid = self.model.active_server or ""
+            tex = self.view.app.avatar_texture(sid, row.message.author_uid)
+            if tex is not None:
+                round_image(tex[0], size, fonts.BG)
+                return
             top, rim = self.view.avatar_colors(row.message.author_uid)
             dpg.draw_circle(
                 (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
@@ -572,6 +589,14 @@ class Timeline:
                         text = lead + "".join(ch + "\u0336" for ch in core) + trail
                     t = dpg.add_text(text, color=col)
                     dpg.bind_item_font(t, font)
+
+
+def round_image(texture: int | str, size: float, bg: tuple[int, int, int]) -> None:
+    """An image drawn as a round avatar: the square's corners covered by a ring in the colour
+    behind it (Dear PyGui draws images unclipped)."""
+    dpg.draw_image(texture, (0, 0), (size, size))
+    ring = size * 0.22
+    dpg.draw_circle((size / 2, size / 2), size / 2 + ring / 2, color=(*bg, 255), thickness=ring)
 
 
 def _clip(text: str, n: int) -> str:

@@ -16,7 +16,7 @@ from ui import fonts
 from ui.account import PRESET_COLORS
 from ui.fonts import FontSet
 from ui.model import ViewModel, format_bytes
-from ui.timeline import Timeline
+from ui.timeline import Timeline, round_image
 
 if TYPE_CHECKING:
     from ui.app import App
@@ -825,10 +825,14 @@ class View:
             uid = sm.record.user_uid if sm else ""
             name = sm.name_of(uid) if sm else (self.model.display_name or self.app.member)
             with dpg.drawlist(width=size, height=size):
-                top, rim = self.avatar_colors(uid or "x")
-                dpg.draw_circle(
-                    (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
-                )
+                tex = self.app.avatar_texture(sm.server_id, uid) if sm is not None else None
+                if tex is not None:
+                    round_image(tex[0], size, fonts.PANEL_2)
+                else:
+                    top, rim = self.avatar_colors(uid or "x")
+                    dpg.draw_circle(
+                        (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
+                    )
                 dpg.draw_circle(
                     (size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255)
                 )

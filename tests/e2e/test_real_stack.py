@@ -530,6 +530,62 @@ def test_real_window_focus_d4(app: Any, demo: DemoStack, xvfb: str, shooter: Sho
         shooter.shot(app, "refocused_cleared")
 
 
+def _items_under(tag: Any) -> list[str]:
+    import dearpygui.dearpygui as dpg
+
+    out: list[str] = []
+    for slot in (0, 1, 2, 3):
+        for child in dpg.get_item_children(tag, slot) or []:
+            out.append(dpg.get_item_type(child))
+            out.extend(_items_under(child))
+    return out
+
+
+def test_real_uploaded_avatar_of_another_user(app: Any, demo: DemoStack, shooter: Shooter) -> None:
+    """Another user uploads an avatar on the backend; the desktop draws it next to their
+    message, fetched through the state's media API (ux.md 5.1), not from the backend."""
+    import io
+
+    from PIL import Image
+
+    url = demo.endpoints["devservers"]["family"]
+    who = {"X-OpenChat-User-UID": "uid_avatar01", "X-OpenChat-Device-ID": "dev_avatar01"}
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (250, 200, 20)).save(buf, "PNG")
+    up = httpx.post(
+        f"{url}/v1/profile/avatar", headers=who, files={"file": ("a.png", buf.getvalue(), "image/png")}
+    )
+    assert up.status_code == 201, up.text
+    put = httpx.put(
+        f"{url}/v1/profile/me",
+        headers=who,
+        json={
+            "display_name": "Ava Tar",
+            "avatar_mode": "uploaded",
+            "avatar_asset_id": up.json()["avatar_asset_id"],
+        },
+    )
+    assert put.status_code == 200, put.text
+    app.select_server("srv_family")
+    app.select_channel("ch_general")
+    mid = admin_post(demo, "family", "ch_general", "uid_avatar01", "look at my new avatar")
+    pump(app, lambda: mid in app.view.timeline.widgets, timeout=20, what="the message")
+    pump(
+        app,
+        lambda: any(k.startswith("avatar:srv_family:uid_avatar01:") for k in app.images.textures),
+        timeout=20,
+        what="the avatar through the state media API",
+    )
+    pump(
+        app,
+        lambda: any(t.endswith("mvDrawImage") for t in _items_under(app.view.timeline.widgets[mid].tag)),
+        what="the avatar drawn on the row",
+    )
+    row = app.model.rows()[-1]
+    assert row.message.id == mid and row.author == "Ava Tar"
+    shooter.shot(app, "avatar")
+
+
 def _cli(demo: DemoStack, *args: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
