@@ -68,6 +68,8 @@ def other_mode(mode: UidModeName) -> UidModeName:
 def check_display_name(name: str) -> str | None:
     """The error text for a display name, or None when it is acceptable."""
     n = len(name.strip())
+    if n == 0:
+        return "Username is required."
     if n < DISPLAY_NAME_MIN or n > DISPLAY_NAME_MAX:
         return f"Display name must be {DISPLAY_NAME_MIN} to {DISPLAY_NAME_MAX} characters."
     return None
@@ -81,7 +83,7 @@ def read_avatar(path: Path) -> UploadedImage:
     except OSError as exc:
         raise ValueError(f"Cannot read {path.name}.") from exc
     if size > MAX_AVATAR_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_AVATAR_BYTES // (1024 * 1024)} MB.")
+        raise ValueError("Avatar must be 2 MB or smaller.")
     data = path.read_bytes()
     from PIL import Image, UnidentifiedImageError
 
@@ -91,10 +93,10 @@ def read_avatar(path: Path) -> UploadedImage:
         with Image.open(io.BytesIO(data)) as img:
             kind = img.format or ""
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path.name} is not an image.") from exc
+        raise ValueError("Use PNG, JPG, or WEBP for your avatar.") from exc
     content_type = UPLOAD_TYPES.get(kind)
     if content_type is None:
-        raise ValueError("Avatars must be PNG, JPEG or WEBP images.")
+        raise ValueError("Use PNG, JPG, or WEBP for your avatar.")
     return UploadedImage(
         file_name=path.name, content_type=content_type, data_b64=base64.b64encode(data).decode()
     )
@@ -300,7 +302,7 @@ class Account:
             and self.upload is None
             and not (self.profile is not None and self.profile.avatar_mode == "uploaded")
         ):
-            self.fail("Choose an image, or pick a generated avatar.")
+            self.fail("Upload an avatar image or switch to generated.")
             return
         if self.mode == "uploaded" and self.upload is not None:
             args = ProfileSetArgs(display_name=name.strip(), avatar=self.upload)
@@ -379,7 +381,7 @@ class Account:
     def build(self, dpg: Any, s: Any, bold: Any) -> None:
         with dpg.window(
             tag=DIALOG,
-            label="Welcome to OpenChat",
+            label="OpenChat setup",
             modal=True,
             show=False,
             width=s(600),
@@ -413,11 +415,11 @@ class Account:
                         callback=lambda: self.import_identity(str(dpg.get_value("oc_onb_root"))),
                     )
             with dpg.group(tag="oc_onb_profile", show=False):
-                h = dpg.add_text("Your profile")
+                h = dpg.add_text("Set up your profile")
                 dpg.bind_item_font(h, bold)
                 dpg.add_text(
-                    "Kept on your home stack. A server gets your name and avatar only after you agree to "
-                    "share them with it; until then it sees only your user id.",
+                    "Local profile data is stored on your home stack. A server gets your name and avatar "
+                    "only after you agree to share them with it; until then it sees only your user id.",
                     wrap=s(560),
                     color=fonts.MUTED,
                 )
@@ -478,7 +480,7 @@ class Account:
 
         if not dpg.does_item_exist(DIALOG):
             return
-        dpg.configure_item(DIALOG, label="Edit profile" if self.editing else "Welcome to OpenChat")
+        dpg.configure_item(DIALOG, label="Edit profile" if self.editing else "OpenChat setup")
         dpg.configure_item("oc_onb_identity", show=self.step == "identity")
         dpg.configure_item("oc_onb_profile", show=self.step == "profile")
         dpg.configure_item("oc_onb_skip", label="Cancel" if self.editing else "Skip for now")

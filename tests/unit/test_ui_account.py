@@ -29,10 +29,10 @@ def test_avatar_formats_taken(tmp_path: Path, fmt: str, ctype: str) -> None:
 
 
 def test_avatar_refusals(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="PNG, JPEG or WEBP"):
+    with pytest.raises(ValueError, match=r"Use PNG, JPG, or WEBP for your avatar\."):
         read_avatar(_image(tmp_path / "a.gif", "GIF"))
     (tmp_path / "notes.png").write_text("not an image")
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match=r"Use PNG, JPG, or WEBP for your avatar\."):
         read_avatar(tmp_path / "notes.png")
     with pytest.raises(ValueError, match="Cannot read"):
         read_avatar(tmp_path / "missing.png")
@@ -40,14 +40,14 @@ def test_avatar_refusals(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.frombytes("RGB", (1024, 1024), bytes(range(256)) * (1024 * 1024 * 3 // 256)).save(buf, "PNG")
     big.write_bytes(buf.getvalue() + b"\0" * MAX_AVATAR_BYTES)
-    with pytest.raises(ValueError, match="larger than 2 MB"):
+    with pytest.raises(ValueError, match=r"Avatar must be 2 MB or smaller\."):
         read_avatar(big)
 
 
 def test_display_name_bounds_and_disclosure() -> None:
     assert check_display_name("Al") is None and check_display_name("  Alice  ") is None
     assert check_display_name("A") is not None and check_display_name("x" * 33) is not None
-    assert check_display_name("   ") is not None
+    assert check_display_name("   ") == "Username is required."
     assert disclosure_sentence("server_scoped") == "This server sees only a server-scoped UID and proof."
     assert disclosure_sentence("global") == "This server sees only a global UID and proof."
     assert other_mode("global") == "server_scoped" and other_mode("server_scoped") == "global"
