@@ -888,6 +888,54 @@ class App:
         self.composer.remove_attachment(index)
 
     # -- images ----------------------------------------------------------------------------------
+    def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
+        """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
+        through the state's media API (textures keep no original bytes)."""
+        if self.view is None:
+            return
+        import dearpygui.dearpygui as dpg
+
+        def chosen(_sender: Any, app_data: dict[str, Any]) -> None:
+            target = app_data.get("file_path_name")
+            if target:
+                self.save_image(m, att, Path(str(target)))
+
+        with dpg.file_dialog(
+            callback=chosen,
+            width=700,
+            height=420,
+            modal=True,
+            default_filename=Path(att.file_name or "image").stem,
+        ):
+            suffix = Path(att.file_name or "image.png").suffix or ".png"
+            dpg.add_file_extension(suffix)
+
+    def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
+        base = self.adapter.state_http_url if self.adapter is not None else None
+        if self.adapter is None or not base:
+            self.model.toast("Image not saved: the home stack is unreachable.", error=True)
+            return
+
+        def done(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None or not data:
+                self.model.toast(f"Image not saved: {error_text(error) if error else 'empty'}", error=True)
+                return
+            try:
+                target.write_bytes(data)
+            except OSError as exc:
+                self.model.toast(f"Image not saved: {exc.strerror or type(exc).__name__}", error=True)
+                return
+            self.model.toast(f"Image saved to {target.name}.")
+
+        self.adapter.submit(lambda c: c.attachment_bytes(base, m, att), done)
+
+    def copy_image_link(self, att: AttachmentRef) -> None:
+        if self.view is not None:
+            import dearpygui.dearpygui as dpg
+
+            dpg.set_clipboard_text(att.url)
+            self.model.toast("Image link copied.")
+
     def _image_ready(self, key: str) -> None:
         if key.startswith("avatar:"):  # drawn rows keep their avatars until their inputs change
             self.model.rows_version += 1

@@ -459,7 +459,9 @@ class View:
         self.app.account.build(dpg, s, self.fonts.bold)
         # Lightbox
         with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
-            dpg.add_text("", tag="oc_lightbox_caption")
+            with dpg.group(horizontal=True):
+                dpg.add_text("", tag="oc_lightbox_caption")
+                dpg.add_group(tag="oc_lightbox_actions", horizontal=True)
             dpg.add_group(tag="oc_lightbox_body")
 
     def avatar_colors(self, uid: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -1034,11 +1036,30 @@ class View:
         caption = f"{att.file_name} · {format_bytes(att.bytes)}" + (
             f" · {att.width}x{att.height}" if att.width and att.height else ""
         )
-        self._open_lightbox(tex, caption)
+        self._open_lightbox(tex, caption, (m, att))
 
-    def _open_lightbox(self, tex: tuple[int | str, int, int] | None, caption: str) -> None:
+    def _open_lightbox(
+        self,
+        tex: tuple[int | str, int, int] | None,
+        caption: str,
+        source: tuple[ChatMessage, AttachmentRef] | None = None,
+    ) -> None:
         self._clear("oc_lightbox_body")
+        self._clear("oc_lightbox_actions")
         dpg.set_value("oc_lightbox_caption", caption)
+        if source is not None:  # a received image: Save… and Copy Link (features 5.6)
+            m, att = source
+            dpg.add_button(
+                label="Save…",
+                tag="oc_lightbox_save",
+                parent="oc_lightbox_actions",
+                callback=lambda: self.app.save_image_dialog(m, att),
+            )
+            dpg.add_button(
+                label="Copy Link",
+                parent="oc_lightbox_actions",
+                callback=lambda: self.app.copy_image_link(att),
+            )
         w = int(self.width * 0.8)
         h = int(self.height * 0.8)
         dpg.configure_item("oc_lightbox", width=w, height=h)

@@ -226,6 +226,12 @@ def test_real_image(app: Any, tmp_path: Path, shooter: Shooter) -> None:
     app.view.open_lightbox(msg, msg.attachments[0])
     render(app, 3)
     shooter.shot(app, "lightbox")
+    # Save… writes the very bytes that were sent (fetched again through the state media API)
+    saved = tmp_path / "saved.png"
+    app.save_image(msg, msg.attachments[0], saved)
+    pump(app, lambda: saved.exists() and saved.stat().st_size > 0, timeout=15, what="the saved image")
+    assert saved.read_bytes() == png.read_bytes()
+    assert app.model.toasts[-1].text == "Image saved to saved.png."
     app.on_key("escape")
 
 
