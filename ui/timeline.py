@@ -321,6 +321,9 @@ class Timeline:
                     dpg.add_spacer(width=s(AVATAR))
                     corner = dpg.add_text("╭", color=fonts.MUTED)
                     dpg.bind_item_font(corner, v.fonts.emoji)
+                    ref = m.reply_to
+                    if ref is not None and ref.author_uid and not ref.is_unavailable:
+                        self._small_avatar(ref.author_uid)
                     q = dpg.add_text(row.quote, color=fonts.MUTED)
                     dpg.bind_item_font(q, v.fonts.small)
             body_w = max(100.0, self.width - s(AVATAR + 40))
@@ -368,6 +371,15 @@ class Timeline:
             dpg.draw_text(
                 (size / 2 - fsz * 0.3, size / 2 - fsz * 0.6), initial, size=fsz, color=(255, 255, 255)
             )
+
+    def _small_avatar(self, uid: str) -> None:
+        """The quoted author's avatar on a reply's quote line (ux.md 2.5)."""
+        size = self.view.s(14)
+        line = self.view.s(20)  # centred on the small text's line
+        with dpg.drawlist(width=size, height=line):
+            dy = (line - size) / 2 + self.view.s(2)
+            top, _ = self.view.avatar_colors(uid)
+            dpg.draw_circle((size / 2, dy + size / 2), size / 2, fill=(*top, 255), color=(*top, 255))
 
     def _attachment(self, m: ChatMessage, att: AttachmentRef) -> None:
         v = self.view
