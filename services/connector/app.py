@@ -3,7 +3,7 @@
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
 this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
 send, typing, history, members, profiles, consent, profile_get, profile_set, read_ack_get,
-read_ack_put, identity_get, identity_create, identity_import, uid_mode), subscribes
+read_ack_put, identity_get, identity_create, identity_import, uid_mode, previews), subscribes
 ``oc.sys.connector.rehydrate``,
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
@@ -36,6 +36,7 @@ from services.core.contracts.chat import (
     JoinArgs,
     LeaveArgs,
     MembersArgs,
+    PreviewsArgs,
     ProbeArgs,
     ProfileGetArgs,
     ProfilesArgs,
@@ -144,6 +145,7 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "identity_create", IdentityCreateArgs)(connector.identity_create)
     bus.command("connector", "identity_import", IdentityImportArgs)(connector.identity_import)
     bus.command("connector", "uid_mode", UidModeArgs)(connector.uid_mode)
+    bus.command("connector", "previews", PreviewsArgs)(connector.previews_switch)
 
     async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006
@@ -162,6 +164,7 @@ def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Con
         timing=cfg.timing(),
         request_timeout_s=cfg.request_timeout_s,
         batch_sink=bus_batch_sink(ctx.bus),
+        preview_allow_private=ctx.settings.preview_allow_private,
     )
 
 

@@ -12,6 +12,13 @@ failure (backend errors are mapped with their code and whether a retry can help)
 binds them to ``oc.<member>.cmd.connector.<verb>``; tests may call them directly.
 
 Events go to an ``EventSink`` (``bus.publish_event`` in the service).
+
+Link previews (features 5.9, 14.5, P6; ``previews.py``): for each message a session publishes for
+the first time (live, or gap-filled and at most 10 minutes old) on a server whose record is
+``verified``, while the member's switch is on (``connector.previews``, default on, kept in
+``PreviewPrefs``), and when the backend sent no ``link_previews`` of its own, up to 3 URLs of the
+body are fetched in the background and ``message.previews`` (event id ``previews:<message id>``)
+is published when at least one card was found. ``message.created`` never waits for it.
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ from services.connector.backend import (
     Unsupported,
     normalize_base_url,
 )
+from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
 from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
 from services.core.bus import CommandError
 from services.core.contracts import subjects
 from services.core.contracts.bus import utcnow
 from services.core.contracts.chat import (
+    KIND_MESSAGE_PREVIEWS,
     Ack,
+    ChatMessage,
     ConsentArgs,
     DirectoryEntry,
     DiscoverArgs,
@@ -61,6 +71,9 @@ from services.core.contracts.chat import (
     LeaveResult,
     MembersArgs,
     MembersUpdated,
+    MessagePreviews,
+    PreviewsArgs,
+    PreviewsResult,
     ProbeArgs,
     ProbeResult,
     ProfileGetArgs,
@@ -78,6 +91,7 @@ from services.core.contracts.chat import (
     ServerUpdated,
     TypingArgs,
     UidModeArgs,
+    previews_event_id,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
@@ -128,6 +142,8 @@ class Connector:
         http: httpx.AsyncClient | None = None,
         request_timeout_s: float = 30.0,
         batch_sink: BatchSink | None = None,
+        previews: PreviewFetcher | None = None,
+        preview_allow_private: bool = False,
     ) -> None:
         self.sink = sink
         self.batch_sink = batch_sink  # gap fill: many events per acked batch (None: one by one)
@@ -139,6 +155,10 @@ class Connector:
         self.anchors = AnchorStore(registry, interval_s=self.timing.anchor_flush_s)
         self.profile_store = ProfileStore(registry)
         self.publisher = ProfilePublisher(self.profile_store)
+        self.preview_prefs = PreviewPrefs(registry)
+        # ``preview_allow_private``: OPENCHAT_PREVIEW_ALLOW_PRIVATE (tests, local demos)
+        self.previews = previews or PreviewFetcher(allow_private=preview_allow_private)
+        self._preview_tasks: set[asyncio.Task[None]] = set()
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(request_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -162,6 +182,11 @@ class Connector:
     async def close(self) -> None:
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+        tasks, self._preview_tasks = list(self._preview_tasks), set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.previews.close()
         try:
             await self.anchors.close()
         except Exception as exc:
@@ -186,12 +211,64 @@ class Connector:
             on_record=persist,
             batch_sink=self.batch_sink,
             profile_sync=self.publisher.sync,
+            on_new_message=self._on_new_message,
         )
         if previous is not None:
             session.continue_from(previous)
         self.sessions[(member, record.server_id)] = session
         session.start()
         return session
+
+    # -- link previews (features 5.9, 14.5, D17, P6) --------------------------------------------
+    def wants_previews(self, session: Session, msg: ChatMessage) -> list[str]:
+        """The URLs to fetch for ``msg`` (empty: none). The backend's own cards win; otherwise
+        only on a verified server and while the member's switch is on."""
+        if msg.link_previews or session.record.trust_state != "verified":
+            return []
+        urls = extract_urls(msg.body)
+        if not urls or not self.preview_prefs.enabled(session.member):
+            return []
+        return urls
+
+    def _on_new_message(self, session: Session, msg: ChatMessage) -> None:
+        urls = self.wants_previews(session, msg)
+        if not urls:
+            return
+        task = asyncio.create_task(self._publish_previews(session, msg, urls), name="link-previews")
+        self._preview_tasks.add(task)
+        task.add_done_callback(self._preview_tasks.discard)
+
+    async def _publish_previews(self, session: Session, msg: ChatMessage, urls: list[str]) -> None:
+        try:
+            cards = await self.previews.previews(urls)
+            current = self.sessions.get((session.member, session.server_id))
+            if not cards or current is None or not self.preview_prefs.enabled(session.member):
+                return  # nothing found, the server was left, or the switch went off meanwhile
+            await current.emit(
+                KIND_MESSAGE_PREVIEWS,
+                MessagePreviews(channel_id=msg.channel_id, message_id=msg.id, previews=cards),
+                previews_event_id(msg.id),
+                msg.channel_id,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never the URL or the body
+            log.warning(
+                "link previews failed",
+                extra={"member": session.member, "server_id": session.server_id, "error": type(exc).__name__},
+            )
+
+    async def previews_settled(self) -> None:
+        """Wait until no preview fetch is running (tests, benchmarks)."""
+        while self._preview_tasks:
+            await asyncio.gather(*list(self._preview_tasks), return_exceptions=True)
+
+    async def previews_switch(self, member: str, args: PreviewsArgs) -> PreviewsResult:
+        """``connector.previews``: read (``enabled`` None) or set the member's switch."""
+        if args.enabled is not None:
+            await asyncio.to_thread(self.preview_prefs.set, member, args.enabled)
+            log.info("link previews switched", extra={"member": member, "enabled": args.enabled})
+        return PreviewsResult(enabled=await asyncio.to_thread(self.preview_prefs.enabled, member))
 
     # -- identity --------------------------------------------------------------------------------
     def _stored_identity(self, member: str) -> tuple[str, UidMode] | None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from services.connector.backend import is_local, rewrite_origin
+from services.connector.previews import previews_from_wire
 from services.core.bus import CommandError
 from services.core.contracts import wire
 from services.core.contracts.chat import (
@@ -209,6 +210,8 @@ def message_of(msg: wire.Message, server_id: str, base_url: str) -> ChatMessage:
         reply_to=reply,
         attachments=attachments,
         mentions=mentions,
+        # Profile B "rich message fields": the server's own cards (then nothing is scraped)
+        link_previews=previews_from_wire((msg.model_extra or {}).get("link_previews")),
     )
 
 

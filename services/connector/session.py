@@ -27,6 +27,10 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    otherwise); ``profile_updated`` of the member's own uid keeps its cached ``GET
    /v1/profile/me`` current.
 
+Link previews: each message published for the first time — live, or gap-filled and at most
+``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
+(``connector.py`` decides and fetches in the background; publishing never waits for it).
+
 Any failure ends the cycle; the session publishes *reconnecting* (after being live) or *offline*
 (unreachable; D2: the server is kept and retried forever) with ``next_retry_at`` and sleeps on the
 reference ladder (1, 2, 5, 10, 15 s, then 15 s, with jitter). Malformed, binary or oversized frames
@@ -94,6 +98,7 @@ MANAGEMENT_EVENTS = frozenset(
 )
 
 
+PREVIEW_MAX_AGE = timedelta(minutes=10)  # gap-filled messages older than this get no previews
 RECONNECTING_ATTEMPTS = 5  # retries shown as "reconnecting" after a drop (1+2+5+10+15 s)
 
 
@@ -138,6 +143,10 @@ class Session:
     batch_sink: BatchSink | None = None  # gap fill publishes through it (None: one by one via ``sink``)
     # Publishes the member's own profile when consented (``profile.ProfilePublisher.sync``, D18).
     profile_sync: Callable[[Session], Awaitable[None]] | None = None
+    # Called (synchronously; it only schedules work) for each message published for the first
+    # time that may get link previews: live ones, and gap-filled ones at most
+    # ``PREVIEW_MAX_AGE`` old (never a whole history). ``connector.py`` decides and fetches.
+    on_new_message: Callable[[Session, ChatMessage], None] | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -579,7 +588,9 @@ class Session:
             if not self.is_text_channel(msg.channel_id):
                 return  # not one of this server's channels (a shared hub): never bleed
             self._note_live_message()
-            await self.publish_message(domain.message_of(msg, self.server_id, self.backend.base_url))
+            chat = domain.message_of(msg, self.server_id, self.backend.base_url)
+            if await self.publish_message(chat):
+                self._new_message(chat)
             if self.caps is not None and self.caps.profile_enabled:
                 await self._fetch_profiles([msg.author_uid])
         elif kind == "chat.message.deleted":
@@ -745,7 +756,20 @@ class Session:
                 waiter = self._waiters.pop(msg.id, None)
                 if waiter is not None:
                     waiter.set()
+        if self.on_new_message is not None:
+            oldest = datetime.now(UTC) - PREVIEW_MAX_AGE
+            for msg in fresh:
+                if msg.created_at >= oldest:
+                    self._new_message(msg)
         return len(fresh)
+
+    def _new_message(self, msg: ChatMessage) -> None:
+        if self.on_new_message is None or self._stopping:
+            return
+        try:
+            self.on_new_message(self, msg)
+        except Exception:  # a bug in previews must never hold up messages
+            log.exception("new-message hook failed", extra=self._log_ctx())
 
     def _note_newest(self, msg: ChatMessage, *, persist: bool = True) -> bool:
         """Move the channel's anchor forward (never back: late messages are older)."""
@@ -767,7 +791,8 @@ class Session:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), self.timing.echo_wait_s)
             self._waiters.pop(msg.id, None)
-        await self.publish_message(msg)
+        if await self.publish_message(msg):
+            self._new_message(msg)
 
     async def send_typing(self, channel_id: str, is_typing: bool) -> bool:
         if not self.typing.should_send(channel_id, is_typing):

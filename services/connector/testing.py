@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from services.connector.app import bus_batch_sink, bus_sink, register
 from services.connector.connector import Connector
+from services.connector.previews import PreviewFetcher
 from services.connector.session import Timing
 from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
@@ -153,6 +154,7 @@ async def connector_harness(
     timing: Timing = FAST,
     stream: str = "OC_TEST_EVENTS",
     events_of: tuple[str, ...] = (),
+    previews: PreviewFetcher | None = None,
 ) -> AsyncIterator[Harness]:
     """``events_of``: members whose events are recorded from before the connector starts (its
     sessions for servers joined earlier, with the same ``tmp`` home, publish at once)."""
@@ -171,6 +173,7 @@ async def connector_harness(
         http=requests.client(),
         request_timeout_s=10,
         batch_sink=bus_batch_sink(bus),
+        previews=previews,
     )
     await register(bus, connector)
     await bus.serve_commands()

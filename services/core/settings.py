@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     status_service_urls: dict[str, str] = Field(default_factory=dict)
     nats_monitor_url: str | None = None
     message_window: int = Field(default=500, ge=10, le=100_000)
+    # Link previews (features 5.9, 14.5): allow fetching pages whose host resolves to loopback,
+    # private, link-local or reserved addresses (tests, demo devservers on 127.0.0.1). Off: a
+    # message can never make the home server request something on the household network.
+    preview_allow_private: bool = False
 
     @field_validator("service_password", "sys_password")
     @classmethod

@@ -29,6 +29,7 @@ from services.core.contracts.chat import (
     MembersUpdated,
     MessageCreated,
     MessageDeleted,
+    MessagePreviews,
     PresenceChange,
     PresenceEntry,
     PresenceSnapshot,
@@ -44,6 +45,7 @@ MAX_ID_CHARS = 256  # message ids, client ids, user uids, device ids
 MAX_CHANNEL_ID_CHARS = 128
 MAX_BODY_CHARS = 100_000
 MAX_MESSAGE_ATTACHMENTS = 16
+MAX_MESSAGE_PREVIEWS = 3  # link preview cards per message (each card's fields bounded by its contract)
 MAX_CHANNELS = 2_000
 MAX_PRESENCE_PER_CHANNEL = 5_000
 MAX_MEMBER_ROWS = 20_000
@@ -65,6 +67,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "members.updated": MembersUpdated,
     "message.created": MessageCreated,
     "message.deleted": MessageDeleted,
+    "message.previews": MessagePreviews,
     "typing": Typing,
     "presence.snapshot": PresenceSnapshot,
     "presence.joined": PresenceChange,
@@ -129,6 +132,19 @@ class WindowRemove:
     channel_id: str
     message_id: str
     sort_key: str
+    keep_previews: bool = False  # the message only moves (same id, other time): keep its cards
+
+
+@dataclass(frozen=True)
+class PutPreviews:
+    """The link preview cards of a message in the window (``message.previews``); they replace
+    the message's own ``link_previews`` when it is read, and go with it when it leaves."""
+
+    member: str
+    server_id: str
+    channel_id: str
+    message_id: str
+    value: str  # JSON list of LinkPreview
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,7 @@ Op = (
     | PutMeta
     | WindowPut
     | WindowRemove
+    | PutPreviews
     | PutPresence
     | PutTyping
     | DelTyping
@@ -277,6 +294,13 @@ def _check_payload(event: ParsedEvent) -> None:
     elif isinstance(p, MessageDeleted):
         check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
         check_text_id(p.message_id, "message id")
+    elif isinstance(p, MessagePreviews):
+        check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
+        check_text_id(p.message_id, "message id")
+        if env_channel is not None and env_channel != p.channel_id:
+            raise InvalidEvent("envelope channel disagrees with the previews")
+        if len(p.previews) > MAX_MESSAGE_PREVIEWS:
+            raise InvalidEvent("too many link previews")
     elif isinstance(p, Typing):
         check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
         check_text_id(p.user_uid, "user uid")
@@ -355,6 +379,12 @@ class Reducer:
             return self._put_message(index, event, p), index
         if isinstance(p, MessageDeleted):
             return self._delete_message(index, m, s, p.channel_id, p.message_id), index
+        if isinstance(p, MessagePreviews):
+            win = index.windows.get(p.channel_id)
+            if win is None or p.message_id not in win.by_id:
+                return [], index  # not in the window (evicted, deleted, never seen): nothing to do
+            body = "[" + ",".join(card.model_dump_json() for card in p.previews) + "]"
+            return [PutPreviews(m, s, p.channel_id, p.message_id, body)], index
         if isinstance(p, Typing):
             return self._typing(index, event, p, now), index
         if isinstance(p, PresenceSnapshot):
@@ -390,7 +420,7 @@ class Reducer:
         if old is not None and old[:SORT_KEY_TIME_LEN] == key[:SORT_KEY_TIME_LEN]:
             key = old  # the same message again (replay, rehydrate): it keeps its place
         if old is not None and old != key:  # same id, other time: move it
-            ops.extend(self._delete_message(index, m, s, ch, msg.id))
+            ops.extend(self._delete_message(index, m, s, ch, msg.id, keep_previews=True))
         if old is None or old != key:
             if len(win.keys) >= self.window and key < win.keys[0]:
                 return ops  # older than the whole (full) window: not kept
@@ -405,7 +435,9 @@ class Reducer:
         return ops
 
     @staticmethod
-    def _delete_message(index: ServerIndex, m: str, s: str, ch: str, message_id: str) -> list[Op]:
+    def _delete_message(
+        index: ServerIndex, m: str, s: str, ch: str, message_id: str, *, keep_previews: bool = False
+    ) -> list[Op]:
         win = index.windows.get(ch)
         if win is None or message_id not in win.by_id:
             return []
@@ -413,7 +445,7 @@ class Reducer:
         pos = bisect.bisect_left(win.keys, key)
         if pos < len(win.keys) and win.keys[pos] == key:
             win.keys.pop(pos)
-        return [WindowRemove(m, s, ch, message_id, key)]
+        return [WindowRemove(m, s, ch, message_id, key, keep_previews)]
 
     @staticmethod
     def _presence_op(index: ServerIndex, m: str, s: str, ch: str) -> PutPresence:

@@ -10,6 +10,9 @@ server — never by channel id alone::
     ocs:<stream>:m:<member>:s:<server>:meta  hash conn|caps|groups|members -> JSON
     ocs:<stream>:m:<member>:s:<server>:win   zset (score 0, lex order) "<channel>\\x1f<sort key>"
     ocs:<stream>:m:<member>:s:<server>:msg   hash "<channel>\\x1f<message id>" -> ChatMessage JSON
+    ocs:<stream>:m:<member>:s:<server>:prev  hash "<channel>\\x1f<message id>" -> JSON list of
+                                             LinkPreview (``message.previews``: replaces the
+                                             message's ``link_previews`` when read)
     ocs:<stream>:m:<member>:s:<server>:pres  hash channel -> JSON list of PresenceEntry
     ocs:<stream>:m:<member>:s:<server>:typ   hash "<channel>\\x1f<uid>\\x1f<device>" -> Typing JSON
     ocs:<stream>:m:<member>:s:<server>:prof  hash user_uid -> UserProfile JSON
@@ -38,6 +41,7 @@ from services.core.contracts.chat import (
     ChannelsUpdated,
     ChatMessage,
     ConnectionState,
+    LinkPreview,
     MembersUpdated,
     PresenceEntry,
     ServerRecord,
@@ -53,6 +57,7 @@ from services.state.domain import (
     Op,
     PutMeta,
     PutPresence,
+    PutPreviews,
     PutProfile,
     PutServer,
     PutTyping,
@@ -65,7 +70,7 @@ from services.state.domain import (
 )
 
 T = TypeVar("T")
-SERVER_PARTS = ("meta", "win", "msg", "pres", "typ", "prof")
+SERVER_PARTS = ("meta", "win", "msg", "prev", "pres", "typ", "prof")
 DEFAULT_CONNECTION = ConnectionState(state="connecting", reason="no connection state yet")
 
 
@@ -90,6 +95,15 @@ class Marker:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _with_previews(raw: bytes | str, cards: bytes | str | None) -> ChatMessage:
+    """A stored message with the link previews fetched after it (``message.previews``)."""
+    msg = ChatMessage.model_validate_json(raw)
+    if cards is None:
+        return msg
+    previews = [LinkPreview.model_validate(c) for c in json.loads(cards)]
+    return msg.model_copy(update={"link_previews": previews})
 
 
 class ViewStore:
@@ -176,6 +190,16 @@ class ViewStore:
         elif isinstance(op, WindowRemove):
             pipe.zrem(self.k_server(op.member, op.server_id, "win"), f"{op.channel_id}{SEP}{op.sort_key}")
             pipe.hdel(self.k_server(op.member, op.server_id, "msg"), f"{op.channel_id}{SEP}{op.message_id}")
+            if not op.keep_previews:
+                pipe.hdel(
+                    self.k_server(op.member, op.server_id, "prev"), f"{op.channel_id}{SEP}{op.message_id}"
+                )
+        elif isinstance(op, PutPreviews):
+            pipe.hset(
+                self.k_server(op.member, op.server_id, "prev"),
+                f"{op.channel_id}{SEP}{op.message_id}",
+                op.value,
+            )
         elif isinstance(op, PutPresence):
             pipe.hset(self.k_server(op.member, op.server_id, "pres"), op.channel_id, op.value)
         elif isinstance(op, PutTyping):
@@ -272,14 +296,21 @@ class ViewStore:
         if not keys:
             return []
         fields = [f"{channel_id}{SEP}{message_id_of(k)}" for k in keys]
-        values = await self.redis.hmget(self.k_server(member, server_id, "msg"), fields)
-        return [ChatMessage.model_validate_json(v) for v in values if v is not None]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.k_server(member, server_id, "msg"), fields)
+            pipe.hmget(self.k_server(member, server_id, "prev"), fields)
+            values, cards = await pipe.execute()
+        return [_with_previews(v, c) for v, c in zip(values, cards, strict=True) if v is not None]
 
     async def message(
         self, member: str, server_id: str, channel_id: str, message_id: str
     ) -> ChatMessage | None:
-        raw = await self.redis.hget(self.k_server(member, server_id, "msg"), f"{channel_id}{SEP}{message_id}")
-        return ChatMessage.model_validate_json(raw) if raw is not None else None
+        field = f"{channel_id}{SEP}{message_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.k_server(member, server_id, "msg"), field)
+            pipe.hget(self.k_server(member, server_id, "prev"), field)
+            raw, cards = await pipe.execute()
+        return _with_previews(raw, cards) if raw is not None else None
 
     async def profile(self, member: str, server_id: str, user_uid: str) -> UserProfile | None:
         raw = await self.redis.hget(self.k_server(member, server_id, "prof"), user_uid)

@@ -23,6 +23,7 @@ kind                   payload                     ``event_id`` (de-duplication 
 ``presence.left``      ``PresenceChange``          ``presence:<uuid>``
 ``profile.updated``    ``ProfileUpdated``          ``profile:<uid>:<profile_version>``
 ``server.updated``     ``ServerUpdated``           ``srvupd:<uuid>``
+``message.previews``   ``MessagePreviews``         ``previews:<message id>``
 =====================  ==========================  =============================================
 
 Internal: ``oc.sys.connector.rehydrate`` (``REHYDRATE_SUBJECT``) carries ``RehydrateRequest``; the
@@ -87,16 +88,23 @@ class MentionRef(Contract):
     display_text: str = ""
 
 
+LINK_PREVIEW_URL_MAX = 2048
+LINK_PREVIEW_TITLE_MAX = 220  # numbers.md: a longer text is cut to N-1 characters + "…"
+LINK_PREVIEW_DESCRIPTION_MAX = 420
+LINK_PREVIEW_SITE_NAME_MAX = 120
+
+
 class LinkPreview(Contract):
     """A finished link preview card (features 5.9, 14.5, P6): fetched by the home stack, never
     by a desktop; texts already decoded, collapsed and cut (title ≤ 220, description ≤ 420, site
-    name ≤ 120 characters); ``image_url`` is http(s) or None."""
+    name ≤ 120 characters, the "…" included: a longer text keeps N-1 characters + "…",
+    numbers.md §OpenGraph text caps); ``image_url`` is http(s) or None."""
 
-    url: str = Field(max_length=2048)
-    site_name: str = Field(default="", max_length=121)
-    title: str = Field(default="", max_length=221)
-    description: str = Field(default="", max_length=421)
-    image_url: str | None = Field(default=None, max_length=2048)
+    url: str = Field(max_length=LINK_PREVIEW_URL_MAX)
+    site_name: str = Field(default="", max_length=LINK_PREVIEW_SITE_NAME_MAX)
+    title: str = Field(default="", max_length=LINK_PREVIEW_TITLE_MAX)
+    description: str = Field(default="", max_length=LINK_PREVIEW_DESCRIPTION_MAX)
+    image_url: str | None = Field(default=None, max_length=LINK_PREVIEW_URL_MAX)
 
 
 class ChatMessage(Contract):
@@ -558,3 +566,24 @@ class UidModeArgs(Contract):
     socket re-opened and the server hydrated again with the new uid. Answers ``IdentityInfo``."""
 
     mode: UidModeName
+
+
+# -- link previews (features 5.9, 14.5, D17, P6) ----------------------------------------------------
+# ``oc.<member>.cmd.connector.previews`` (``PreviewsArgs`` -> ``PreviewsResult``): read or set the
+# member's switch (on by default). Previews are fetched by the connector only for servers whose
+# record is ``verified`` and only while the switch is on; they arrive as ``message.previews``.
+KIND_MESSAGE_PREVIEWS = "message.previews"
+
+
+def previews_event_id(message_id: str) -> str:
+    return f"previews:{message_id}"
+
+
+class PreviewsArgs(Contract):
+    """``enabled`` None: only read the switch."""
+
+    enabled: bool | None = None
+
+
+class PreviewsResult(Contract):
+    enabled: bool
