@@ -28,6 +28,7 @@ from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
     REHYDRATE_SUBJECT,
     ConsentArgs,
+    DeleteMessageArgs,
     DiscoverArgs,
     HistoryArgs,
     IdentityCreateArgs,
@@ -133,6 +134,7 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "leave", LeaveArgs)(connector.leave)
     bus.command("connector", "send", SendArgs)(connector.send)
     bus.command("connector", "typing", TypingArgs)(connector.typing)
+    bus.command("connector", "delete", DeleteMessageArgs)(connector.delete)
     bus.command("connector", "history", HistoryArgs)(connector.history)
     bus.command("connector", "members", MembersArgs)(connector.members)
     bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)

@@ -56,6 +56,7 @@ from services.core.contracts.chat import (
     Ack,
     ChatMessage,
     ConsentArgs,
+    DeleteMessageArgs,
     DirectoryEntry,
     DiscoverArgs,
     DiscoverResult,
@@ -71,6 +72,7 @@ from services.core.contracts.chat import (
     LeaveResult,
     MembersArgs,
     MembersUpdated,
+    MessageDeleted,
     MessagePreviews,
     PreviewsArgs,
     PreviewsResult,
@@ -611,6 +613,26 @@ class Connector:
         chat = domain.message_of(msg, args.server_id, session.backend.base_url)
         await session.ensure_published(chat)
         return SendResult(message=chat)
+
+    @backend_errors
+    async def delete(self, member: str, args: DeleteMessageArgs) -> Ack:
+        """Delete a message (features 5.8) where the server advertises ``message_delete``."""
+        session = self._session(member, args.server_id)
+        caps = session.caps or await session.refresh_capabilities()
+        if not caps.features.get("message_delete"):
+            raise CommandError("unsupported", "This server does not support deleting messages.")
+        if session.groups and not session.is_text_channel(args.channel_id):
+            raise CommandError(
+                "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
+            )
+        await session.backend.delete_message(args.channel_id, args.message_id)
+        await session.emit(
+            "message.deleted",
+            MessageDeleted(channel_id=args.channel_id, message_id=args.message_id),
+            f"del:{args.message_id}",
+            args.channel_id,
+        )
+        return Ack(ok=True, detail="deleted")
 
     @backend_errors
     async def typing(self, member: str, args: TypingArgs) -> Ack:

@@ -587,3 +587,14 @@ class PreviewsArgs(Contract):
 
 class PreviewsResult(Contract):
     enabled: bool
+
+
+class DeleteMessageArgs(Contract):
+    """``connector.delete`` (features 5.8): delete a message on a server that advertises
+    ``message_delete`` (the backend allows the author only). On success the connector publishes
+    ``message.deleted`` at once (event id ``del:<message_id>``, the same the realtime event gets, so
+    the stream keeps one). Answers ``Ack``."""
+
+    server_id: ServerId
+    channel_id: ChannelId
+    message_id: str = Field(min_length=1, max_length=256)
