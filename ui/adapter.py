@@ -39,6 +39,7 @@ from services.core.contracts.chat import (
     AttachmentRef,
     ChatMessage,
     ConsentArgs,
+    DeleteMessageArgs,
     DiscoverArgs,
     DiscoverResult,
     HistoryArgs,
@@ -176,6 +177,10 @@ class StackClient:
 
     async def send(self, args: SendArgs) -> SendResult:
         return await self.call("connector", "send", args, SendResult, timeout=30)
+
+    async def delete(self, server_id: str, channel_id: str, message_id: str) -> _Ack:
+        args = DeleteMessageArgs(server_id=server_id, channel_id=channel_id, message_id=message_id)
+        return await self.call("connector", "delete", args, _Ack, timeout=20)
 
     async def typing(self, server_id: str, channel_id: str, is_typing: bool) -> _Ack:
         args = TypingArgs(server_id=server_id, channel_id=channel_id, is_typing=is_typing)

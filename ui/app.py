@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -98,6 +99,8 @@ class App:
         self.frame_times: list[float] = []
         self.model.on_channel_opened = self._on_channel_opened
         self.account = Account(self)
+        self._local: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._pasting = False
         self._restore_prefs()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -272,6 +275,8 @@ class App:
         self.account.refresh()
 
     def frame(self) -> None:
+        while not self._local.empty():  # results of local worker threads (clipboard)
+            self._local.get_nowait()()
         self.process_ops()
         if self.view is not None and (self._focus_composer or self._composer_pending is not None):
             import dearpygui.dearpygui as dpg
@@ -800,6 +805,22 @@ class App:
             dpg.set_clipboard_text(msg.body)
             self.model.toast("Message text copied.")
 
+    def delete_message(self, message_id: str) -> None:
+        """Delete Message (features 5.8): no confirmation; the row goes once the server confirms
+        (``message.deleted``); a failure shows above the composer."""
+        sm = self.model.server
+        ch = self.model.channel_id
+        msg = self.model._find(sm, ch, message_id) if sm and ch else None
+        if msg is None or self.adapter is None or not self.model.can_delete(msg):
+            return
+        self.model.toast("Delete requested.")
+
+        def done(_v: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.composer.error = f"Delete failed: {error_text(error)}"
+
+        self.adapter.submit(lambda c: c.delete(msg.server_id, msg.channel_id, msg.id), done)
+
     def message_link(self, message_id: str) -> str | None:
         """features 5.8: the server's permalink, else ``{backend}/channels/{cid}?message_id={mid}``."""
         sm = self.model.server
@@ -837,30 +858,43 @@ class App:
         with dpg.file_dialog(callback=chosen, width=700, height=420, file_count=4, modal=True):
             dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
 
-    def paste_image(self) -> str:
-        """Ctrl+V with an image on the system clipboard attaches it (ux.md 5.6); returns the
-        composer's error text (or "")."""
+    def paste_image(self) -> None:
+        """Ctrl+V with an image on the system clipboard attaches it (ux.md 3.8). The clipboard is
+        read on a worker thread while frames go on: when this very window owns the clipboard
+        (text copied in the app), its answer to the clipboard tool comes from the render loop."""
         from ui import clipboard
+
+        if self.model.read_only or self._pasting:
+            return
+        _, max_up = self.model.limits()
+        self._pasting = True
+
+        def work() -> None:
+            got: tuple[str, bytes] | str | None
+            try:
+                got = clipboard.read_image(max_up)
+            except clipboard.ClipboardError as exc:
+                got = str(exc)
+            self._local.put(lambda: self._pasted(got, max_up))
+
+        threading.Thread(target=work, name="openchat-paste", daemon=True).start()
+
+    def _pasted(self, got: tuple[str, bytes] | str | None, max_up: int) -> None:
         from ui.composer import Attachment
         from ui.model import format_bytes
 
-        if self.model.read_only:
-            return ""
-        _, max_up = self.model.limits()
-        try:
-            got = clipboard.read_image(max_up)
-        except clipboard.ClipboardError as exc:
-            text = str(exc)
-            self.composer.error = (
-                f"Image is too large. Max {format_bytes(max_up)}." if text == "too_large" else text
-            )
-            return self.composer.error
+        self._pasting = False
         if got is None:
-            return ""
+            return
+        if isinstance(got, str):
+            self.composer.error = (
+                f"Image is too large. Max {format_bytes(max_up)}." if got == "too_large" else got
+            )
+            return
         ctype, data = got
         ext = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(ctype, "png")
         name = f"image-{len(self.composer.attachments) + 1}.{ext}"
-        return self.composer.add_images([Attachment(name, ctype, data)], max_up)
+        self.composer.add_images([Attachment(name, ctype, data)], max_up)
 
     def attach_files(self, paths: list[Path]) -> str:
         _, max_up = self.model.limits()

@@ -821,6 +821,12 @@ class ViewModel:
             self.select_channel(item.channel_id, item.server_id)
 
     # -- derived view data ----------------------------------------------------------------------
+    def display_of(self, sm: ServerModel, uid: str) -> str:
+        """features 5.1: the synced profile's name, but your own local profile for your messages."""
+        if uid == sm.record.user_uid and self.display_name:
+            return self.display_name
+        return sm.name_of(uid)
+
     def _my_name(self, sm: ServerModel) -> str | None:
         prof = sm.profiles.get(sm.record.user_uid)
         return prof.display_name if prof and prof.display_name else self.display_name
@@ -867,7 +873,7 @@ class ViewModel:
         return TimelineRow(
             message=m,
             compact=compact,
-            author=sm.name_of(m.author_uid),
+            author=self.display_of(sm, m.author_uid),
             time_text=clock_time(m.created_at.astimezone())
             if compact
             else header_time(m.created_at, self.now()),
@@ -947,7 +953,7 @@ class ViewModel:
         entries = sm.presence.get(ch, {})
         seen: dict[str, str] = {}
         for e in entries.values():
-            seen.setdefault(e.client_id or f"{e.user_uid}:{e.device_id}", sm.name_of(e.user_uid))
+            seen.setdefault(e.client_id or f"{e.user_uid}:{e.device_id}", self.display_of(sm, e.user_uid))
         channel = sm.channel(ch)
         sub = f"#{channel.name.upper()}" if channel else ""
         names = sorted(set(seen.values()), key=str.lower)
@@ -981,6 +987,15 @@ class ViewModel:
         mmb = (caps.max_message_bytes if caps else None) or MAX_MESSAGE_BYTES_DEFAULT
         mub = (caps.max_upload_bytes if caps else None) or MAX_UPLOAD_BYTES_DEFAULT
         return mmb, mub
+
+    def can_delete(self, m: ChatMessage) -> bool:
+        """features 5.8: your own message on a server that advertises deletion (no per-message
+        permissions in this stack's contract); hidden against the public backend."""
+        sm = self.servers.get(m.server_id)
+        caps = sm.capabilities if sm is not None else None
+        return bool(sm is not None and caps is not None and caps.features.get("message_delete")) and (
+            sm is not None and m.author_uid == sm.record.user_uid
+        )
 
     def attachments_enabled(self) -> bool:
         caps = self.server.capabilities if self.server else None

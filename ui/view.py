@@ -1207,6 +1207,13 @@ class View:
             dpg.add_menu_item(
                 label="Mark Unread", callback=lambda: self._menu(self.app.mark_unread, msg.channel_id)
             )
+            if self.model.can_delete(msg):
+                d = dpg.add_menu_item(
+                    label="Delete Message",
+                    tag="oc_ctx_delete",
+                    callback=lambda: self._menu(self.app.delete_message, mid),
+                )
+                dpg.bind_item_theme(d, self.themes["danger_text"])
         self._show_menu()
 
     def _menu(self, fn: Any, *args: Any) -> None:

@@ -279,6 +279,18 @@ def test_real_chip_reconnecting_then_live(app: Any, demo: DemoStack, shooter: Sh
 @pytest.fixture
 def public_devserver() -> Iterator[str]:
     """A devserver with the public backend's two-server directory (Harbor + TestLab)."""
+    yield from _devserver("public")
+
+
+@pytest.fixture
+def deleting_devserver() -> Iterator[str]:
+    """A devserver (TestLab) that advertises and serves message deletion (Profile B)."""
+    yield from _devserver(
+        "testlab", "--server-id", "srv_dellab", "--name", "Delete Lab", "--feature", "message_delete"
+    )
+
+
+def _devserver(seed: str, *extra: str) -> Iterator[str]:
     from services.core.procs import free_port
 
     port = free_port()
@@ -293,11 +305,12 @@ def public_devserver() -> Iterator[str]:
             "--port",
             str(port),
             "--seed",
-            "public",
+            seed,
             "--public-base-url",
             url,
             "--log-level",
             "warning",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -359,6 +372,54 @@ def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> N
         "qa-playground",
     }
     shooter.shot(app, "joined")
+
+
+def _join(app: Any, url: str, server_id: str) -> None:
+    """Add Server through the dialog's own steps (discover, pick, probe, confirm)."""
+    app.open_add_server()
+    app.set_add_url(url)
+    app.discover()
+    pump(app, lambda: app.add_state.get("probe") is not None or "error" in app.add_state, 20, "discover")
+    app.pick_discovered(
+        next(
+            f"{e.display_name} ({e.server_id})" for e in app.add_state["servers"] if e.server_id == server_id
+        )
+    )
+    pump(app, lambda: app.add_state.get("probe") is not None, timeout=20, what="probe")
+    app.add_server()
+    pump(app, lambda: app.model.active_server == server_id, timeout=30, what="join")
+    pump(app, lambda: app.model.channel_id is not None, timeout=20, what="channels")
+    for _ in range(3):
+        if app.view.overlay_open():
+            app.answer_consent(False)
+        render(app, 3)
+
+
+def test_real_delete_own_message(app: Any, deleting_devserver: str, shooter: Shooter) -> None:
+    """features 5.8 on a server that advertises deletion: Delete Message on your own row; it
+    goes once the server confirms; others' rows have no Delete."""
+    import dearpygui.dearpygui as dpg
+
+    _join(app, deleting_devserver, "srv_dellab")
+    pump(app, lambda: app.model.servers["srv_dellab"].connection.state == "live", timeout=30, what="live")
+    dpg.set_value("oc_composer", "a typo I regret")
+    assert app.on_composer_enter(force=True)
+    pump(app, lambda: any(m.body == "a typo I regret" for m in app.model.messages()), timeout=20, what="sent")
+    mine = next(m for m in app.model.messages() if m.body == "a typo I regret")
+    theirs = next(m for m in app.model.messages() if m.author_uid != mine.author_uid)
+    app.view.open_message_menu(theirs.id)
+    render(app, 2)
+    assert not dpg.does_item_exist("oc_ctx_delete")
+    app.on_key("escape")
+    app.view.open_message_menu(mine.id)
+    render(app, 2)
+    assert dpg.does_item_exist("oc_ctx_delete") and dpg.get_item_label("oc_ctx_delete") == "Delete Message"
+    shooter.shot(app, "menu")
+    app.view._menu(app.delete_message, mine.id)
+    assert app.model.toasts[-1].text == "Delete requested."
+    pump(app, lambda: all(m.id != mine.id for m in app.model.messages()), timeout=20, what="the row gone")
+    assert mine.id not in app.view.timeline.widgets and not app.composer.error
+    shooter.shot(app, "deleted")
 
 
 def _desktop(app: Any, *, notify: bool = True, window: bool = True) -> None:

@@ -429,9 +429,11 @@ def test_link_preview_card_arrives_after_the_message(ui_factory: Any, shooter: S
     render(app, 2)
 
 
-def _own_clipboard(xvfb: str, path: Path, ctype: str) -> Any:
+def _own_clipboard(app: Any, xvfb: str, path: Path, ctype: str) -> Any:
     """Put an image on the X clipboard of the test display, as a screenshot tool would: a
-    separate X client (xclip) owns the selection and serves it."""
+    separate X client (xclip) owns the selection and serves it. Frames keep rendering while
+    asking: until xclip owns it, the app's own window may (text copied earlier), and it answers
+    only from its render loop."""
     import os
     import shutil
     import subprocess
@@ -445,23 +447,27 @@ def _own_clipboard(xvfb: str, path: Path, ctype: str) -> Any:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    # the selection is ours once xclip answers a TARGETS request for it
-    for _ in range(200):
-        out = subprocess.run(
+    for _ in range(200):  # the selection is xclip's once it answers a TARGETS request with the type
+        ask = subprocess.Popen(
             ["xclip", "-selection", "clipboard", "-t", "TARGETS", "-o"],
             env=env,
-            capture_output=True,
-            timeout=5,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
-        if ctype.encode() in out.stdout:
+        while ask.poll() is None:
+            render(app, 1)
+        out = ask.stdout.read() if ask.stdout is not None else b""
+        if ctype.encode() in out:
             return owner
-        owner.poll()
-        assert owner.returncode is None, "xclip exited"
-        import time
-
-        time.sleep(0.02)  # no event to await from another X client taking the selection
+        assert owner.poll() is None, "xclip exited"
     raise AssertionError("xclip never owned the clipboard")
+
+
+def _paste(app: Any) -> None:
+    from tests.e2e.test_app_bus import pump
+
+    assert app.on_key("v", ctrl=True, text_active=True) is False
+    pump(app, lambda: not app._pasting, timeout=10, what="the clipboard read")
 
 
 def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Path, shooter: Shooter) -> None:
@@ -471,20 +477,27 @@ def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Pa
 
     app = workspace(ui_factory)
     render(app, 2)
+    import dearpygui.dearpygui as dpg
+
+    # this window owns the clipboard (text copied in the app): the read must not wait on itself
+    dpg.set_clipboard_text("copied in the app")
+    render(app, 2)
+    _paste(app)
+    assert app.composer.attachments == [] and app.composer.error == ""
     png = tmp_path / "shot.png"
     Image.new("RGB", (120, 80), (40, 160, 220)).save(png)
-    owner = _own_clipboard(xvfb, png, "image/png")
+    owner = _own_clipboard(app, xvfb, png, "image/png")
     try:
-        assert app.on_key("v", ctrl=True, text_active=True) is False
+        _paste(app)
         assert [a.name for a in app.composer.attachments] == ["image-1.png"]
         assert app.composer.attachments[0].data == png.read_bytes()
     finally:
         owner.kill()
     bmp = tmp_path / "shot.bmp"
     Image.new("RGB", (64, 48), (220, 60, 90)).save(bmp)
-    owner = _own_clipboard(xvfb, bmp, "image/bmp")
+    owner = _own_clipboard(app, xvfb, bmp, "image/bmp")
     try:
-        app.on_key("v", ctrl=True, text_active=True)
+        _paste(app)
         second = app.composer.attachments[1]
         assert second.name == "image-2.png" and second.content_type == "image/png"
         import io
@@ -494,8 +507,6 @@ def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Pa
     finally:
         owner.kill()
     shooter.shot(app, "pasted")
-    import dearpygui.dearpygui as dpg
-
     kinds = [
         dpg.get_item_type(c)
         for g in dpg.get_item_children("oc_attachments", 1)
@@ -513,9 +524,9 @@ def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Pa
     assert [a.name for a in app.composer.attachments] == ["other.jpg", "image-2.png"]
     text = tmp_path / "note.txt"
     text.write_text("just words")
-    owner = _own_clipboard(xvfb, text, "UTF8_STRING")
+    owner = _own_clipboard(app, xvfb, text, "UTF8_STRING")
     try:
-        app.on_key("v", ctrl=True, text_active=True)
+        _paste(app)
         assert len(app.composer.attachments) == 2 and app.composer.error == ""
     finally:
         owner.kill()
