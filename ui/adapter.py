@@ -52,6 +52,8 @@ from services.core.contracts.chat import (
     JoinResult,
     LeaveArgs,
     LeaveResult,
+    PreviewsArgs,
+    PreviewsResult,
     ProbeArgs,
     ProbeResult,
     ProfileGetArgs,
@@ -177,6 +179,9 @@ class StackClient:
 
     async def send(self, args: SendArgs) -> SendResult:
         return await self.call("connector", "send", args, SendResult, timeout=30)
+
+    async def previews(self, enabled: bool | None = None) -> PreviewsResult:
+        return await self.call("connector", "previews", PreviewsArgs(enabled=enabled), PreviewsResult)
 
     async def delete(self, server_id: str, channel_id: str, message_id: str) -> _Ack:
         args = DeleteMessageArgs(server_id=server_id, channel_id=channel_id, message_id=message_id)

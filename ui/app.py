@@ -29,6 +29,7 @@ from services.core.contracts.chat import (
     DiscoverResult,
     JoinResult,
     LeaveResult,
+    PreviewsResult,
     ProbeResult,
     SendResult,
 )
@@ -101,6 +102,7 @@ class App:
         self.account = Account(self)
         self._local: queue.Queue[Callable[[], None]] = queue.Queue()
         self._pasting = False
+        self.previews_enabled: bool | None = None
         self._restore_prefs()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -1276,8 +1278,32 @@ class App:
 
         self.view.hide_overlays()
         self.account.revealed = None
+        self.set_previews(None)
         self.refresh_settings()
         self.view.show("oc_settings")
+
+    def set_previews(self, enabled: bool | None) -> None:
+        """Settings: the member's link-preview switch (kept by the connector); None reads it."""
+        if self.adapter is None:
+            return
+
+        def done(result: PreviewsResult | None, error: BaseException | None) -> None:
+            if error is not None or result is None:
+                if enabled is not None:
+                    self.model.toast(
+                        f"Link previews not changed: {error_text(error) if error else ''}", error=True
+                    )
+                return
+            self.previews_enabled = result.enabled
+            if self.view is not None:
+                import dearpygui.dearpygui as dpg
+
+                dpg.configure_item("oc_set_previews", enabled=True)
+                dpg.set_value("oc_set_previews", result.enabled)
+            if enabled is not None:
+                self.model.toast(f"Link previews {'on' if result.enabled else 'off'}.")
+
+        self.adapter.submit(lambda c: c.previews(enabled), done)
 
     def refresh_settings(self) -> None:
         """Fill Settings → My Account from the model and the account (also while it is open)."""

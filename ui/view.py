@@ -423,6 +423,22 @@ class View:
                         callback=lambda: self._edit_profile(),
                     )
                 dpg.add_separator()
+                hp = dpg.add_text("Link previews")
+                dpg.bind_item_font(hp, self.fonts.bold)
+                dpg.add_checkbox(
+                    label="Show link previews",
+                    tag="oc_set_previews",
+                    default_value=True,
+                    enabled=False,
+                    callback=lambda s_, a: self.app.set_previews(bool(a)),
+                )
+                dpg.add_text(
+                    "Your home stack fetches the linked pages (never this computer), for verified servers "
+                    "only; the sites see your home's address.",
+                    color=fonts.MUTED,
+                    wrap=s(600),
+                )
+                dpg.add_separator()
                 h2 = dpg.add_text("Profile sharing per server")
                 dpg.bind_item_font(h2, self.fonts.bold)
                 dpg.add_group(tag="oc_set_consent")

@@ -28,6 +28,7 @@ import pytest
 from services.cli.home import SECRET_VARS
 from tests.e2e.conftest import Shooter, label_of, render, text_of
 from tests.e2e.test_app_bus import pump
+from tests.e2e.test_view import _texts_under
 
 READY = "stack is up"
 
@@ -39,6 +40,7 @@ def _env(home: Path) -> dict[str, str]:
     env["OPENCHAT_HOME"] = str(home)
     env["OPENCHAT_SECRET_KEY_FILE"] = str(home.parent / "keys" / "secret.key")
     env["PYTHONUNBUFFERED"] = "1"
+    env["OPENCHAT_PREVIEW_ALLOW_PRIVATE"] = "true"  # the test's page server is on loopback
     return env
 
 
@@ -651,6 +653,66 @@ def test_real_uploaded_avatar_of_another_user(app: Any, demo: DemoStack, shooter
     row = app.model.rows()[-1]
     assert row.message.id == mid and row.author == "Ava Tar"
     shooter.shot(app, "avatar")
+
+
+@pytest.fixture
+def page_server() -> Iterator[str]:
+    """A real HTTP server with one HTML page carrying OpenGraph tags."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    page = (
+        b"<html><head><title>fallback</title>"
+        b'<meta property="og:title" content="Family picnic &amp; games">'
+        b'<meta property="og:description" content="Sunday at the lake, bring a blanket.">'
+        b'<meta property="og:site_name" content="Picnic Planner">'
+        b"</head><body>hi</body></html>"
+    )
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/picnic"
+    finally:
+        server.shutdown()
+
+
+def test_real_link_preview_card(app: Any, demo: DemoStack, page_server: str, shooter: Shooter) -> None:
+    """A link posted on a verified server: the home stack fetches the page (never the desktop)
+    and the card appears under the message; Settings shows the member's switch."""
+    import dearpygui.dearpygui as dpg
+
+    app.select_server("srv_family")
+    app.select_channel("ch_general")
+    mid = admin_post(demo, "family", "ch_general", "uid_mum", f"plans here: {page_server}")
+    pump(app, lambda: mid in app.view.timeline.widgets, timeout=20, what="the message")
+    pump(
+        app,
+        lambda: "Family picnic & games" in _texts_under(app.view.timeline.widgets[mid].tag),
+        timeout=30,
+        what="the preview card",
+    )
+    texts = _texts_under(app.view.timeline.widgets[mid].tag)
+    assert "Picnic Planner" in texts and "Sunday at the lake, bring a blanket." in texts
+    shooter.shot(app, "card")
+    app.open_settings()
+    pump(app, lambda: bool(dpg.get_item_configuration("oc_set_previews")["enabled"]), what="the switch read")
+    assert dpg.get_value("oc_set_previews") is True
+    app.set_previews(False)
+    pump(app, lambda: app.previews_enabled is False, what="the switch off")
+    app.set_previews(True)
+    pump(app, lambda: app.previews_enabled is True, what="the switch on again")
+    app.close_overlays()
 
 
 def _cli(demo: DemoStack, *args: str) -> str:
