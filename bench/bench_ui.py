@@ -17,6 +17,7 @@ no frame-cap sleep). Needs a display: starts its own Xvfb when ``DISPLAY`` is no
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -116,10 +117,19 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--write", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument(
+        "--no-stack", action="store_true", help="skip the real-stack start (openchat up --demo, ~30 s)"
+    )
+    parser.add_argument("--stack-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     xvfb = start_xvfb()
     try:
+        if args.stack_only:  # the child process of the real-stack measurement: figures as JSON
+            print("STACK " + json.dumps(run_stack()))
+            return
         results = run(args.messages, args.seconds)
+        if not args.no_stack:
+            results.update(stack_figures())
     finally:
         if xvfb is not None:
             xvfb.terminate()
@@ -285,9 +295,82 @@ def run(n: int, seconds: float) -> dict[str, float]:
     return r
 
 
+def stack_figures() -> dict[str, float]:
+    """The real app against a real warm stack, in a fresh process (its RSS is the app's own)."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__)), "--stack-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith("STACK "))
+    figures: dict[str, float] = json.loads(line[6:])
+    return figures
+
+
+def run_stack() -> dict[str, float]:
+    """``openchat up --demo`` in a temp home (NATS, Redis, connector, state, notification, two
+    devservers, the demo member joined), warmed by one snapshot; then the app as ``openchat ui``
+    runs it: connection file → bus → snapshot → first populated frame; then 300 idle frames."""
+    import dearpygui.dearpygui as dpg
+
+    from tests.e2e.test_real_stack import READY, DemoStack
+    from ui.app import App
+    from ui.storage import Storage
+
+    home = Path(tempfile.mkdtemp()) / "home"
+    os.environ["OPENCHAT_SECRET_KEY_FILE"] = str(home.parent / "keys" / "secret.key")
+    stack = DemoStack(home)
+    r: dict[str, float] = {}
+    try:
+        stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
+        os.environ["OPENCHAT_STATE_URL"] = stack.endpoints["services"]["state"]
+        dpg.create_context()
+        dpg.create_viewport(title="bench", width=1480, height=920)
+        dpg.set_viewport_vsync(False)
+        dpg.setup_dearpygui()
+        dpg.show_viewport()
+        for _ in range(5):
+            dpg.render_dearpygui_frame()
+        r["stack_rss_dpg"] = rss_mb()
+
+        def populated(app: Any) -> bool:
+            tl = app.view.timeline
+            return bool(app.model.stack_online and app.model.snapshot_loaded and tl and tl.rendered_count)
+
+        for attempt in ("warm", "measured"):  # the first start warms the stack's caches
+            app = App(
+                storage=Storage(home.parent / f"ui-{attempt}"),
+                connection=home / "members" / "demo.json",
+                os_notifications=False,
+                watch_window=False,
+            )
+            app.build_view()
+            t0 = time.perf_counter()
+            app.start()
+            deadline = t0 + 60
+            while not populated(app):
+                app.frame()
+                dpg.render_dearpygui_frame()
+                assert time.perf_counter() < deadline, "the app never populated"
+            r[f"stack_start_{attempt}_ms"] = (time.perf_counter() - t0) * 1000
+            if attempt == "warm":
+                app.stop()
+                app.view.destroy()
+        times = [frame(app, dpg) for _ in range(300)]
+        r["stack_idle_p99"] = p99(times)
+        r["stack_rss"] = rss_mb()
+        r["stack_rss_anon"], r["stack_rss_file"] = rss_detail()
+        app.stop()
+    finally:
+        stack.stop()
+    return r
+
+
 def report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return [
+    lines = [
         f"## UI (Dear PyGui) — {when}",
         "",
         f"`python bench/bench_ui.py --messages {args.messages} --seconds {args.seconds:g}` on "
@@ -304,6 +387,12 @@ def report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         f"| channel switch 100k <-> 50k, to the first drawn frame (median / max) | {r['switch_p50']:.1f} / {r['switch_max']:.1f} ms; app share median {r['switch_app_p50']:.1f} ms | ≤ 50 ms | idle frame p99 {r['idle_p99']:.1f} ms |",
         f"| RSS at the end | {r['rss_end']:.0f} MB (anonymous {r['rss_anon']:.0f} MB, file-backed {r['rss_file']:.0f} MB: shared libraries incl. Mesa/LLVM) | ≤ 150 MB | {r['rss_dpg']:.0f} MB: Python + imports + Dear PyGui viewport; {r['rss_app_idle']:.0f} MB: app started with 50 messages per channel; {r['rss_filled']:.0f} MB: after the {args.messages * 1.5:,.0f} messages arrived |",
     ]
+    if "stack_rss" in r:
+        lines += [
+            f"| against the real stack (`openchat up --demo`, a fresh process): start to populated (connection file → bus → snapshot → first filled frame) | {r['stack_start_measured_ms']:.0f} ms (the first start, caches cold: {r['stack_start_warm_ms']:.0f} ms) | ≤ 1000 ms | — |",
+            f"| … the same app's RSS (two servers, their channels, 300 idle frames; idle p99 {r['stack_idle_p99']:.1f} ms) | {r['stack_rss']:.0f} MB (anonymous {r['stack_rss_anon']:.0f}, file-backed {r['stack_rss_file']:.0f}) | ≤ 150 MB | {r['stack_rss_dpg']:.0f} MB: the same process before the app (Python, imports, DPG viewport) |",
+        ]
+    return lines
 
 
 if __name__ == "__main__":
