@@ -28,7 +28,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict
 
@@ -260,6 +259,8 @@ class StackClient:
     async def _http_get(self, base_url: str, path: str) -> bytes:
         if self._token is None:
             self._token = await self.http_token()
+        import httpx  # only once images or avatars are shown (~4 MB resident)
+
         async with httpx.AsyncClient(timeout=15) as client:
             resp = await client.get(
                 base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {self._token.token}"}
