@@ -99,6 +99,17 @@ def rss_detail() -> tuple[float, float]:
     return st.get("RssAnon", 0.0), st.get("RssFile", 0.0)
 
 
+def open_viewport(dpg: Any) -> None:
+    """The Dear PyGui context and a shown 1480x920 viewport, vsync off, a few frames drawn."""
+    dpg.create_context()
+    dpg.create_viewport(title="bench", width=1480, height=920)
+    dpg.set_viewport_vsync(False)
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    for _ in range(5):
+        dpg.render_dearpygui_frame()
+
+
 UI_MS: list[float] = []
 
 
@@ -150,13 +161,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     from ui.storage import Storage
 
     r: dict[str, float] = {}
-    dpg.create_context()
-    dpg.create_viewport(title="bench", width=1480, height=920)
-    dpg.set_viewport_vsync(False)
-    dpg.setup_dearpygui()
-    dpg.show_viewport()
-    for _ in range(5):
-        dpg.render_dearpygui_frame()
+    open_viewport(dpg)
     r["rss_dpg"] = rss_mb()
     tmp = Path(tempfile.mkdtemp())
 
@@ -326,13 +331,7 @@ def run_stack() -> dict[str, float]:
     try:
         stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
         os.environ["OPENCHAT_STATE_URL"] = stack.endpoints["services"]["state"]
-        dpg.create_context()
-        dpg.create_viewport(title="bench", width=1480, height=920)
-        dpg.set_viewport_vsync(False)
-        dpg.setup_dearpygui()
-        dpg.show_viewport()
-        for _ in range(5):
-            dpg.render_dearpygui_frame()
+        open_viewport(dpg)
         r["stack_rss_dpg"] = rss_mb()
 
         def populated(app: Any) -> bool:

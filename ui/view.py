@@ -935,20 +935,11 @@ class View:
         """A texture of an image about to be sent (cached by content)."""
         import hashlib
 
-        from ui.images import decode_rgba
-
         key = f"draft:{side}:{hashlib.sha1(data, usedforsecurity=False).hexdigest()}"
         images = self.app.images
-        tex = images.textures.get(key)
-        if tex is None and key not in images.failed:
-            try:
-                w, h, arr = decode_rgba(data, side)
-            except Exception:
-                images.failed.add(key)
-                return None
-            images.put_rgba(key, w, h, arr)
-            tex = images.textures.get(key)
-        return tex
+        if key not in images.textures and key not in images.failed:
+            images.put_bytes(key, data, max_side=side)
+        return images.textures.get(key)
 
     def view_draft(self, index: int) -> None:
         atts = self.app.composer.attachments
