@@ -84,6 +84,7 @@ class App:
         self.view: Any = None
         self.images = ImageCache(None, self._fetch_image)
         self.images.on_ready = self._image_ready
+        self.images.pinned = self._shown_images
         self._cache_at = 0.0
         self._focus_at = 0.0
         self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
@@ -972,6 +973,20 @@ class App:
             dpg.set_clipboard_text(att.url)
             self.model.toast("Image link copied.")
 
+    def _shown_images(self) -> set[str]:
+        """Texture keys the rows on screen draw (attachments, avatars, drafts): never released."""
+        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:"))}
+        tl = self.view.timeline if self.view is not None else None
+        sm = self.model.server
+        if tl is None or sm is None:
+            return keys
+        log = sm.logs.get(self.model.channel_id or "")
+        for mid in tl.order:
+            m = log.find(mid) if log is not None else None
+            if m is not None:
+                keys.update(ImageCache.key(m, a) for a in m.attachments)
+        return keys
+
     def _image_ready(self, key: str) -> None:
         if key.startswith("avatar:"):  # drawn rows keep their avatars until their inputs change
             self.model.rows_version += 1
@@ -1026,7 +1041,7 @@ class App:
                 self.images.failed.add(key)
                 self.images.errors[key] = f"{type(error).__name__}: {str(error)[:200]}" if error else "empty"
                 return
-            self.images.put_bytes(key, data)
+            self.images.put_bytes(key, data, keep=True)
 
         self.adapter.submit(lambda c: c.attachment_bytes(base, m, att), done)
 

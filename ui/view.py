@@ -1039,7 +1039,10 @@ class View:
             )
 
     def open_lightbox(self, m: ChatMessage, att: AttachmentRef) -> None:
-        tex = self.app.images.texture_for(m, att)
+        images = self.app.images
+        tex = images.texture_for(m, att)
+        if tex is not None:
+            tex = images.full_texture(images.key(m, att)) or tex
         caption = f"{att.file_name} · {format_bytes(att.bytes)}" + (
             f" · {att.width}x{att.height}" if att.width and att.height else ""
         )

@@ -530,3 +530,34 @@ def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Pa
         assert len(app.composer.attachments) == 2 and app.composer.error == ""
     finally:
         owner.kill()
+
+
+def test_image_textures_are_bounded_but_never_under_a_row(ui_factory: Any) -> None:
+    """Cards are decoded at 720 px a side; the lightbox gets one full-size texture from the kept
+    bytes; releasing the least recently used textures spares the ones rows still draw."""
+    import io
+
+    import dearpygui.dearpygui as dpg
+    from PIL import Image
+
+    from ui.images import CARD_SIDE, MAX_TEXTURES, ImageCache
+
+    ui_factory()  # the session's Dear PyGui context
+    cache = ImageCache(dpg, lambda m, a: None)
+    buf = io.BytesIO()
+    Image.new("RGB", (1600, 1200), (10, 120, 200)).save(buf, "PNG")
+    big = buf.getvalue()
+    assert cache.put_bytes("big", big, keep=True)
+    assert max(cache.textures["big"][1:]) == CARD_SIDE
+    full = cache.full_texture("big")
+    assert full is not None and full[1:] == (1280, 960)
+    assert cache.full_texture("big") == full  # one at a time, reused
+    cache.pinned = lambda: {"big"}
+    small = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(small, "PNG")
+    for i in range(MAX_TEXTURES + 10):
+        cache.put_bytes(f"k{i}", small.getvalue())
+    assert len(cache.textures) == MAX_TEXTURES
+    assert "big" in cache.textures and "k0" not in cache.textures  # the pinned one stayed
+    cache.release_full()
+    assert cache.full is None and not dpg.does_item_exist(full[0])
