@@ -832,6 +832,39 @@ def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> No
     app.close_overlays()
 
 
+def test_real_edit_profile_uploaded_avatar(app: Any, tmp_path: Path, shooter: Shooter) -> None:
+    """Settings → Edit profile…: an uploaded avatar is kept on the stack (not published without
+    consent) and drawn in the dock and on the member's own rows."""
+    import dearpygui.dearpygui as dpg
+    from PIL import Image
+
+    app.select_server("srv_family")
+    app.select_channel("ch_general")
+    app.open_settings()
+    render(app, 2)
+    app.view._edit_profile()
+    render(app, 3)
+    assert app.account.step == "profile" and dpg.get_item_label("oc_onboard") == "Edit profile"
+    bad = tmp_path / "anim.gif"
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(bad, "GIF")
+    assert not app.account.choose_avatar_file(bad)
+    assert text_of("oc_onb_error") == "Use PNG, JPG, or WEBP for your avatar."
+    pic = tmp_path / "me.png"
+    Image.new("RGB", (96, 96), (30, 200, 120)).save(pic)
+    assert app.account.choose_avatar_file(pic)
+    dpg.set_value("oc_onb_name", "Demo Person")
+    shooter.shot(app, "edit_profile")
+    app.account.save_profile(str(dpg.get_value("oc_onb_name")))
+    pump(app, lambda: app.account.step is None, timeout=20, what="the profile saved")
+    pump(app, lambda: app.account.avatar_image == pic.read_bytes(), timeout=20, what="the own avatar bytes")
+    pump(app, lambda: "mvDrawImage" in " ".join(_items_under("oc_dock")), timeout=10, what="the dock avatar")
+    assert text_of("oc_dock_name") == "Demo Person"
+    prof = _ask(app, lambda c: c.profile_get(), "profile_get")
+    assert prof.profile.avatar_mode == "uploaded" and prof.profile.display_name == "Demo Person"
+    assert all(s.state in ("private", "disabled") for s in prof.servers)  # no consent: nothing published
+    shooter.shot(app, "own_avatar")
+
+
 def test_real_offline_banner_when_stack_stops(app: Any, demo: DemoStack, shooter: Shooter) -> None:
     shooter.shot(app, "online")
     demo.stop()
