@@ -46,6 +46,8 @@ from ui.storage import Prefs, Storage, candidate_connections, default_connection
 log = logging.getLogger("openchat.ui")
 
 FPS_CAP = 60.0
+IDLE_FPS = 20.0  # after IDLE_AFTER_S without input, events or changes: less CPU, input still prompt
+IDLE_AFTER_S = 1.0
 CACHE_EVERY_S = 30.0
 AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
@@ -102,6 +104,7 @@ class App:
         self.model.on_channel_opened = self._on_channel_opened
         self.account = Account(self)
         self._local: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.active_at = clock()  # the last input, event or change (see ``frame_interval``)
         self._pasting = False
         self.previews_enabled: bool | None = None
         self._restore_prefs()
@@ -277,10 +280,21 @@ class App:
         self.focus_report(True)
         self.account.refresh()
 
+    def poke(self) -> None:
+        """Something happened (input, an event, a change on screen): render at the full rate."""
+        self.active_at = self.model.clock()
+
+    def frame_interval(self) -> float:
+        """Seconds per frame: ``FPS_CAP`` while anything happens, ``IDLE_FPS`` once idle."""
+        idle = self.model.clock() - self.active_at > IDLE_AFTER_S
+        return 1 / (IDLE_FPS if idle else FPS_CAP)
+
     def frame(self) -> None:
         while not self._local.empty():  # results of local worker threads (clipboard)
             self._local.get_nowait()()
-        self.process_ops()
+            self.poke()
+        if self.process_ops():
+            self.poke()
         if self.view is not None and (self._focus_composer or self._composer_pending is not None):
             import dearpygui.dearpygui as dpg
 
@@ -1455,8 +1469,9 @@ def run_app(
             if max_seconds is not None and time.monotonic() - start > max_seconds:
                 break
             spent = time.perf_counter() - t0
-            if spent < 1 / FPS_CAP:
-                time.sleep(1 / FPS_CAP - spent)
+            interval = app.frame_interval()
+            if spent < interval:
+                time.sleep(interval - spent)
         if screenshot is not None:
             dpg.output_frame_buffer(str(screenshot))
             for _ in range(3):

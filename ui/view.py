@@ -247,6 +247,10 @@ class View:
         with dpg.handler_registry(tag="oc_keys"):
             dpg.add_key_press_handler(key=-1, callback=lambda s_, key: self._on_key(key))
             dpg.add_mouse_wheel_handler(callback=lambda s_, d: self._on_wheel(d))
+            # any input keeps the full frame rate (App.frame_interval)
+            dpg.add_mouse_move_handler(callback=lambda: self.app.poke())
+            dpg.add_mouse_down_handler(button=-1, callback=lambda: self.app.poke())
+            dpg.add_mouse_wheel_handler(callback=lambda: self.app.poke())
             dpg.add_mouse_click_handler(
                 button=dpg.mvMouseButton_Right, callback=lambda: self._on_right_click()
             )
@@ -558,6 +562,8 @@ class View:
         m.tick()
         self._apply_pending_show()
         dirty = m.take_dirty()
+        if dirty:
+            self.app.poke()
         if self.app.screen == "firstrun":
             return
         if dirty & {"rail"}:
@@ -1128,6 +1134,7 @@ class View:
 
     # -- input ----------------------------------------------------------------------------------
     def _on_key(self, key: int) -> None:
+        self.app.poke()
         ctrl = (
             dpg.is_key_down(dpg.mvKey_ModCtrl)
             or dpg.is_key_down(dpg.mvKey_LControl)

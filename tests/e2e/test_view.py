@@ -561,3 +561,24 @@ def test_image_textures_are_bounded_but_never_under_a_row(ui_factory: Any) -> No
     assert "big" in cache.textures and "k0" not in cache.textures  # the pinned one stayed
     cache.release_full()
     assert cache.full is None and not dpg.does_item_exist(full[0])
+
+
+def test_idle_app_renders_at_the_idle_rate(ui_factory: Any) -> None:
+    """Full frame rate while anything happens; after a second of nothing, the idle rate (less
+    CPU: under a software renderer every frame fills the window); an event wakes it."""
+    from ui.app import FPS_CAP, IDLE_AFTER_S, IDLE_FPS
+
+    now = [1000.0]
+    app = ui_factory(clock=lambda: now[0])
+    app.screen = "workspace"
+    app.model.apply_snapshot(fakes.snapshot())
+    app.model.set_stack_online(True)
+    render(app, 3)  # the first frames draw everything: active
+    assert app.frame_interval() == 1 / FPS_CAP
+    now[0] += IDLE_AFTER_S + 0.1
+    render(app, 2)  # nothing changed
+    assert app.frame_interval() == 1 / IDLE_FPS
+    ev = MessageCreated(message=fakes.msg("srv_testlab", "ch_general", "wake", "uid_x", "hi", fakes.NOW))
+    app.model.apply_event(50, fakes.event("message.created", "srv_testlab", ev))
+    render(app, 1)
+    assert app.frame_interval() == 1 / FPS_CAP
