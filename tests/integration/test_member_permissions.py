@@ -96,9 +96,16 @@ async def test_member_publishes_own_commands_and_receives_own_events(
     commands = await _received(service, "oc.alice.cmd.>")
     events = await _received(alice, "oc.alice.evt.>")
     await alice.publish("oc.alice.cmd.x", b"hello")
+    await alice.flush()  # the server has it (a refusal would be in ``errors`` by now)
     await service.publish("oc.alice.evt.srv_a.message.created", b"event")
-    assert (await asyncio.wait_for(commands.get(), 5)).subject == "oc.alice.cmd.x"
-    assert (await asyncio.wait_for(events.get(), 5)).data == b"event"
+    await service.flush()
+    try:
+        assert (await asyncio.wait_for(commands.get(), 5)).subject == "oc.alice.cmd.x"
+        assert (await asyncio.wait_for(events.get(), 5)).data == b"event"
+    except TimeoutError:
+        raise AssertionError(
+            f"not delivered (commands {commands.qsize()}, events {events.qsize()}, errors {errors})"
+        ) from None
     assert errors == []
 
 
