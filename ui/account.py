@@ -471,7 +471,6 @@ class Account:
                     dpg.add_button(label="Skip for now", tag="oc_onb_skip", callback=lambda: self.skip())
             dpg.add_text("", tag="oc_onb_error", color=fonts.RED, wrap=s(560))
             dpg.add_text("", tag="oc_onb_busy", color=fonts.MUTED)
-        self._theme_selected = fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255))
 
     def render(self) -> None:
         if self.app.view is None:
