@@ -3,15 +3,17 @@ member registry, system account for reloads), in a private ``OPENCHAT_HOME``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from services.cli.home import SECRET_VARS, Home
+from services.connector.testing import Harness, connector_harness
 from services.core import natsconf
 from services.core.procs import ManagedProcess, free_port, nats_process
+from services.devserver.runner import DevserverHandle, arunning_devserver
 
 
 @dataclass
@@ -53,3 +55,22 @@ def stack_nats(stack_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
         yield StackNats(home, proc, url)
     finally:
         proc.stop()
+
+
+# -- the connector against devservers (shared by the connector test modules) ---------------------
+@pytest.fixture
+async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with connector_harness(nats_url, tmp_path) as h:
+        yield h
+
+
+@pytest.fixture
+async def family() -> AsyncIterator[DevserverHandle]:
+    async with arunning_devserver(seed="family", admin=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def harbor() -> AsyncIterator[DevserverHandle]:
+    async with arunning_devserver(seed="harbor", admin=True) as srv:
+        yield srv

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from services.connector.testing import Harness, connector_harness
+from services.connector.testing import Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import (
     Ack,
@@ -36,24 +34,6 @@ from services.devserver.runner import DevserverHandle, arunning_devserver
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-
-
-@pytest.fixture
-async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with connector_harness(nats_url, tmp_path) as h:
-        yield h
-
-
-@pytest.fixture
-async def family() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="family", admin=True) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def harbor() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="harbor", admin=True) as srv:
-        yield srv
 
 
 async def admin_post(srv: DevserverHandle, channel_id: str, uid: str, body: str) -> str:

@@ -4,12 +4,9 @@ backend; a server without the feature gets a clear ``unsupported``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from services.connector.testing import Harness, connector_harness
+from services.connector.testing import Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import (
     Ack,
@@ -24,12 +21,6 @@ from services.devserver.runner import DevserverHandle, arunning_devserver
 from tests.integration.test_connector_chat import admin_post
 
 CHANNEL = "ch_general"
-
-
-@pytest.fixture
-async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with connector_harness(nats_url, tmp_path) as h:
-        yield h
 
 
 async def _joined(h: Harness, srv: DevserverHandle) -> None:

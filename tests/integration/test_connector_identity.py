@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import pytest
 from services.cli.chat import MemberClient
 from services.cli.members import add_member
 from services.connector.session import Session
-from services.connector.testing import EventLog, Harness, connector_harness
+from services.connector.testing import EventLog, Harness
 from services.core.bus import CommandError
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
@@ -48,24 +47,6 @@ from tests.integration.conftest import StackNats
 
 FAMILY, HARBOR = "srv_family", "srv_harbor"
 OTHER_ROOT = "identity_zz9plz42"
-
-
-@pytest.fixture
-async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with connector_harness(nats_url, tmp_path) as h:
-        yield h
-
-
-@pytest.fixture
-async def family() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="family", admin=True) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def harbor() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="harbor", admin=True) as srv:
-        yield srv
 
 
 async def get(h: Harness, member: str, *, reveal: bool = False) -> IdentityInfo:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,9 @@ from services.core.contracts.chat import (
     ProfileSetArgs,
     UploadedImage,
 )
-from services.devserver.runner import DevserverHandle, arunning_devserver
+from services.devserver.runner import DevserverHandle
 
 SERVER = "srv_family"
-
-
-@pytest.fixture
-async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with connector_harness(nats_url, tmp_path) as h:
-        yield h
-
-
-@pytest.fixture
-async def family() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="family", admin=True) as srv:
-        yield srv
 
 
 async def join(h: Harness, member: str, srv: DevserverHandle) -> JoinResult:

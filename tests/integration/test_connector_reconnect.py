@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.connector.testing import EventLog, Harness, connector_harness
+from services.connector.testing import EventLog, Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import JoinArgs, JoinResult, ProbeArgs, ProbeResult
 from services.core.identity import device_id, project_uid
 from services.core.procs import free_port
 from services.devserver.runner import arunning_devserver, start_devserver_process, wait_healthy
-
-
-@pytest.fixture
-async def harness(nats_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with connector_harness(nats_url, tmp_path) as h:
-        yield h
 
 
 class ProcServer:

@@ -160,12 +160,6 @@ async def harness(nats_url: str, tmp_path: Path, allow_private: bool, stream: st
         yield h
 
 
-@pytest.fixture
-async def harbor() -> AsyncIterator[DevserverHandle]:
-    async with arunning_devserver(seed="harbor", admin=True) as srv:
-        yield srv
-
-
 async def admin_post(srv: DevserverHandle, channel_id: str, body: str, uid: str = "uid_lyra") -> str:
     async with httpx.AsyncClient(base_url=srv.base_url) as client:
         response = await client.post(
