@@ -3,7 +3,9 @@ member registry, system account for reloads), in a private ``OPENCHAT_HOME``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from services.cli.home import SECRET_VARS, Home
 from services.connector.testing import Harness, connector_harness
 from services.core import natsconf
 from services.core.procs import ManagedProcess, free_port, nats_process
+from services.core.service import Service, ServiceContext, serve
+from services.core.settings import Settings
 from services.devserver.runner import DevserverHandle, arunning_devserver
 
 
@@ -74,3 +78,51 @@ async def family() -> AsyncIterator[DevserverHandle]:
 async def harbor() -> AsyncIterator[DevserverHandle]:
     async with arunning_devserver(seed="harbor", admin=True) as srv:
         yield srv
+
+
+async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll state that has no event (a backend's record, a devserver's client count, a command's
+    answer)."""
+
+    async def loop() -> None:
+        while not await pred():  # noqa: ASYNC110 - HTTP/command state: nothing to await
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def connector_running(stack: StackNats) -> AsyncIterator[None]:
+    """The connector service as ``openchat up`` runs it; yields once its commands are served."""
+    from services.connector.app import SERVICE as CONNECTOR
+
+    assert CONNECTOR.setup is not None
+    setup = CONNECTOR.setup
+    ready = asyncio.Event()
+    contexts: list[ServiceContext] = []
+
+    async def setup_then_ready(ctx: ServiceContext) -> None:
+        contexts.append(ctx)
+        await setup(ctx)
+        assert ctx.bus is not None
+        await ctx.bus.serve_commands()  # what ``serve`` does next (idempotent)
+        await ctx.bus.nc.flush()
+        ready.set()
+
+    settings = Settings(service_password=stack.service_password, nats_url=stack.url, http_port=0)
+    service = Service(CONNECTOR.name, False, setup_then_ready, teardown=CONNECTOR.teardown)
+    task = asyncio.create_task(serve(service, settings))
+    try:
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if task in done:
+                task.result()  # the service failed to start: raise its error
+            raise TimeoutError("the connector service did not start")
+        yield
+    finally:
+        for ctx in contexts:
+            ctx.stopping.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ from services.core.contracts.chat import (
 )
 from services.core.identity import IdentityError, device_id, project_uid
 from services.devserver.runner import DevserverHandle, arunning_devserver
-from tests.integration.conftest import StackNats
+from tests.integration.conftest import StackNats, connector_running, until
 
 FAMILY, HARBOR = "srv_family", "srv_harbor"
 OTHER_ROOT = "identity_zz9plz42"
@@ -92,16 +92,6 @@ async def rebound(events: EventLog, mark: int, server_id: str, uid: str) -> dict
 
 def updates_since(events: EventLog, mark: int) -> list[dict[str, Any]]:
     return [e for e in events.events[mark:] if e["type"] == "server.updated"]
-
-
-async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll devserver state that has no event (its count of realtime clients)."""
-
-    async def loop() -> None:
-        while not await pred():  # noqa: ASYNC110 - HTTP state: nothing to await
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 async def realtime_clients(srv: DevserverHandle) -> int:
@@ -337,7 +327,6 @@ async def test_cli_identity_mode(stack_nats: StackNats) -> None:
 
     from services.cli.main import main
     from services.core.members import ConnectionFile
-    from tests.integration.test_notification_readacks import connector_running
 
     for name in ("ivan", "jane"):
         await asyncio.to_thread(add_member, stack_nats.home, name, out=lambda _: None)

@@ -7,8 +7,7 @@ realtime ``chat.read_ack.updated`` as the event kind ``read_ack.updated`` (contr
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -25,52 +24,13 @@ from services.core.contracts.notify import (
     UnreadResult,
 )
 from services.core.members import ConnectionFile
-from services.core.service import Service, ServiceContext, serve
-from services.core.settings import Settings
 from services.devserver.config import DevserverConfig
 from services.devserver.runner import arunning_devserver
 from services.notification.service import NotificationService
-from tests.integration.conftest import StackNats
+from tests.integration.conftest import StackNats, connector_running, until
 
 CHANNEL = "ch_general"
 BOB = "uid_bob"
-
-
-@contextlib.asynccontextmanager
-async def connector_running(stack: StackNats) -> AsyncIterator[None]:
-    """The connector service as ``openchat up`` runs it; yields once its commands are served."""
-    from services.connector.app import SERVICE as CONNECTOR
-
-    assert CONNECTOR.setup is not None
-    setup = CONNECTOR.setup
-    ready = asyncio.Event()
-    contexts: list[ServiceContext] = []
-
-    async def setup_then_ready(ctx: ServiceContext) -> None:
-        contexts.append(ctx)
-        await setup(ctx)
-        assert ctx.bus is not None
-        await ctx.bus.serve_commands()  # what ``serve`` does next (idempotent)
-        await ctx.bus.nc.flush()
-        ready.set()
-
-    settings = Settings(service_password=stack.service_password, nats_url=stack.url, http_port=0)
-    service = Service(CONNECTOR.name, False, setup_then_ready, teardown=CONNECTOR.teardown)
-    task = asyncio.create_task(serve(service, settings))
-    try:
-        waiter = asyncio.create_task(ready.wait())
-        done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:
-            waiter.cancel()
-            if task in done:
-                task.result()  # the service failed to start: raise its error
-            raise TimeoutError("the connector service did not start")
-        yield
-    finally:
-        for ctx in contexts:
-            ctx.stopping.set()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, 15)
 
 
 async def counts(client: MemberClient, server_id: str) -> tuple[int, int] | None:
@@ -81,16 +41,6 @@ async def counts(client: MemberClient, server_id: str) -> tuple[int, int] | None
             if ch.channel_id == CHANNEL:
                 return ch.unread, ch.mentions
     return None
-
-
-async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll state that has no event (the backend's read-ack record, a command's answer)."""
-
-    async def loop() -> None:
-        while not await pred():  # noqa: ASYNC110 - HTTP/command state: nothing to await
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 @pytest.mark.parametrize("read_acks", [True, False], ids=["read_acks_on", "read_acks_off"])
