@@ -21,8 +21,24 @@ def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
         nkey_seed=seed,
         inbox_prefix=subjects.inbox_prefix(member.name),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        ca_pem=home.member_ca_pem(),
     ).write(path)
     return path
+
+
+def print_handover(home: Home, name: str, path: Path, out: Callable[[str], None]) -> None:
+    """What the member copies to their computer, and the one command they run there."""
+    url = home.member_nats_url()
+    out(f"connection file: {path}")
+    out(f"  copy it to {name}'s computer (keep it private: it is {name}'s password), then run there:")
+    out(f"    openchat ui --connection {path.name}")
+    out(f"  (on this machine: openchat ui --member {name})")
+    out(
+        f"  it connects to {url}"
+        + (" with TLS, trusting only this home's CA (in the file)" if url.startswith("tls://") else "")
+    )
+    if not url.startswith("tls://") and home.settings.public_nats_url is None:
+        out("  note: OPENCHAT_PUBLIC_NATS_URL is not set, so this file works on this machine only")
 
 
 def add_member(
@@ -42,7 +58,7 @@ def add_member(
         home.write_accounts()
         outcome = "takes effect when the stack starts"
     out(f"member {name} added ({outcome})")
-    out(f"connection file: {path}")
+    print_handover(home, name, path, out)
     return path
 
 
@@ -50,7 +66,7 @@ def rotate_member(home: Home, name: str, out: Callable[[str], None] = print) -> 
     member, seed = home.registry.rotate(name)
     path = _write_connection_file(home, member, seed)
     out(f"member {name}: new credentials ({home.apply_to_nats()}); the old connection file no longer works")
-    out(f"connection file: {path}")
+    print_handover(home, name, path, out)
     return path
 
 
