@@ -1,0 +1,115 @@
+"""The desktop's byte-fetching path: attachments, avatars and link-preview images over the
+member's own bus connection (``state.media``, ADR 0010) — no second URL, no second secret.
+
+``MediaFetcher.fetch`` streams one file in chunks of at most ``MEDIA_CHUNK_MAX_BYTES``: the first
+chunk says the total, then up to ``MEDIA_CHUNKS_IN_FLIGHT`` requests are outstanding at once.
+Every chunk is checked (offset, total unchanged, length), and a file larger than ``max_bytes``
+is refused before it is fetched further. Runs on the adapter's bus thread; the main thread
+only sees the finished bytes (through the adapter's callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from services.core.contracts.chat import AttachmentRef, ChatMessage
+from services.core.contracts.media import (
+    MEDIA_CHUNK_MAX_BYTES,
+    MEDIA_CHUNKS_IN_FLIGHT,
+    SERVICE,
+    VERB_MEDIA,
+    AttachmentMedia,
+    AvatarMedia,
+    MediaArgs,
+    MediaChunk,
+    MediaRef,
+    PreviewImageMedia,
+)
+
+MAX_MEDIA_BYTES = 64 * 1024 * 1024  # the largest file a desktop accepts (attachments ≤ 50 MiB)
+CHUNK_TIMEOUT_S = 20.0
+
+Call = Callable[[str, str, BaseModel, type[MediaChunk], float], Awaitable[MediaChunk]]
+
+
+class MediaFetchError(Exception):
+    """The stack answered, but not with a consistent file (a bug or a hostile peer)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    content_type: str
+
+
+class MediaFetcher:
+    def __init__(
+        self,
+        call: Call,
+        *,
+        chunk: int = MEDIA_CHUNK_MAX_BYTES,
+        in_flight: int = MEDIA_CHUNKS_IN_FLIGHT,
+        max_bytes: int = MAX_MEDIA_BYTES,
+    ) -> None:
+        self._call = call
+        self.chunk = min(chunk, MEDIA_CHUNK_MAX_BYTES)
+        self.in_flight = max(1, in_flight)
+        self.max_bytes = max_bytes
+
+    async def _one(self, ref: MediaRef, offset: int) -> tuple[MediaChunk, bytes]:
+        args = MediaArgs(ref=ref, offset=offset, length=self.chunk)
+        reply = await self._call(SERVICE, VERB_MEDIA, args, MediaChunk, CHUNK_TIMEOUT_S)
+        try:
+            data = base64.b64decode(reply.data_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MediaFetchError("a media chunk is not valid base64") from exc
+        if reply.offset != offset or len(data) > self.chunk:
+            raise MediaFetchError("a media chunk does not match its request")
+        return reply, data
+
+    async def fetch(self, ref: MediaRef) -> Fetched:
+        first, data = await self._one(ref, 0)
+        total, ctype = first.total, first.content_type
+        if total > self.max_bytes:
+            raise MediaFetchError(f"the file is too large ({total} bytes)")
+        parts = [data]
+        offsets = list(range(len(data), total, self.chunk)) if data else []
+        if not first.eof and not offsets:
+            raise MediaFetchError("a media chunk made no progress")
+        for start in range(0, len(offsets), self.in_flight):
+            window = offsets[start : start + self.in_flight]
+            replies = await asyncio.gather(*(self._one(ref, o) for o in window))
+            for (reply, chunk), offset in zip(replies, window, strict=True):
+                expected = min(self.chunk, total - offset)
+                if reply.total != total or len(chunk) != expected:
+                    raise MediaFetchError("the file changed while it was fetched")
+                parts.append(chunk)
+        blob = b"".join(parts)
+        if len(blob) != total:
+            raise MediaFetchError("the file is shorter than announced")
+        return Fetched(blob, ctype)
+
+    # -- what the desktop shows ---------------------------------------------------------------
+    async def attachment(self, msg: ChatMessage, att: AttachmentRef) -> bytes:
+        ref = AttachmentMedia(
+            server_id=msg.server_id,
+            channel_id=msg.channel_id,
+            message_id=msg.id,
+            attachment_id=att.attachment_id,
+        )
+        return (await self.fetch(ref)).data
+
+    async def avatar(self, server_id: str, user_uid: str) -> bytes:
+        return (await self.fetch(AvatarMedia(server_id=server_id, user_uid=user_uid))).data
+
+    async def preview_image(self, msg: ChatMessage, index: int) -> bytes:
+        ref = PreviewImageMedia(
+            server_id=msg.server_id, channel_id=msg.channel_id, message_id=msg.id, index=index
+        )
+        return (await self.fetch(ref)).data
