@@ -11,6 +11,7 @@ from services.core.contracts import subjects
 from services.core.identity import check_root
 from services.core.members import ConnectionFile, Member
 from services.core.servers import ServerStore
+from services.core.tls import is_loopback_host, url_host
 
 
 def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
@@ -24,6 +25,22 @@ def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
         ca_pem=home.member_ca_pem(),
     ).write(path)
     return path
+
+
+def refresh_local_connection_files(home: Home, url: str, out: Callable[[str], None] = print) -> None:
+    """Without a public URL, connection files name this machine's stack (a loopback URL whose
+    port ``openchat up`` may pick anew each start): point them at the running one."""
+    if home.settings.public_nats_url:
+        return
+    for path in sorted(home.layout.members_dir.glob("*.json")):
+        try:
+            cf = ConnectionFile.read(path)
+        except (OSError, ValueError):
+            continue
+        host = url_host(cf.nats_url)
+        if cf.nats_url != url and host is not None and is_loopback_host(host):
+            cf.model_copy(update={"nats_url": url, "ca_pem": home.local_ca_pem(url)}).write(path)
+            out(f"connection file of {cf.member} now points at {url}")
 
 
 def print_handover(home: Home, name: str, path: Path, out: Callable[[str], None]) -> None:

@@ -25,6 +25,7 @@ import httpx
 
 from services.cli import listen
 from services.cli.home import Endpoints, Home
+from services.cli.members import refresh_local_connection_files
 from services.core import natsconf
 from services.core.contracts.subjects import SERVICES
 from services.core.procs import ManagedProcess, nats_process, pick_port, redis_process
@@ -314,6 +315,7 @@ class Supervisor:
         try:
             # On this thread: PR_SET_PDEATHSIG fires when the *thread* that forked a child exits.
             self.start_infrastructure()
+            refresh_local_connection_files(self.home, self.nats_url, self.out)
             self.plan_children()
             watchers += [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
             healthy = await self.wait_healthy(ready_timeout)
