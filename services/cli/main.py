@@ -48,9 +48,20 @@ def init() -> None:
 @click.option(
     "--ui", "with_ui", is_flag=True, help="Open the desktop app (with --demo: as the demo member) once up."
 )
-def up(demo: bool, with_ui: bool) -> None:
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    help="Where NATS listens for desktops: an address of this machine, or 0.0.0.0 for all interfaces "
+    "(default: the host of OPENCHAT_PUBLIC_NATS_URL, else 127.0.0.1). Beyond loopback, TLS is required.",
+)
+def up(demo: bool, with_ui: bool, listen: str | None) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops everything."""
+    import os
+
     from services.cli.listen import ListenError
+
+    if listen:
+        os.environ["OPENCHAT_NATS_LISTEN"] = listen
     from services.cli.supervisor import run_up
 
     try:
