@@ -78,7 +78,7 @@ from services.core.contracts.notify import (
     UnreadResult,
 )
 from services.core.members import ConnectionFile
-from ui.media import MediaFetcher
+from ui.media import MediaFetcher, stage_images
 
 log = logging.getLogger("openchat.ui.adapter")
 R = TypeVar("R", bound=BaseModel)
@@ -175,6 +175,7 @@ class StackClient:
         return await self.call("connector", "history", args, HistoryPage, timeout=20)
 
     async def send(self, args: SendArgs) -> SendResult:
+        args = await stage_images(self.call, args)  # large images go ahead in chunks (ADR 0010)
         return await self.call("connector", "send", args, SendResult, timeout=30)
 
     async def previews(self, enabled: bool | None = None) -> PreviewsResult:

@@ -6,6 +6,10 @@ chunk says the total, then up to ``MEDIA_CHUNKS_IN_FLIGHT`` requests are outstan
 Every chunk is checked (offset, total unchanged, length), and a file larger than ``max_bytes``
 is refused before it is fetched further. Runs on the adapter's bus thread; the main thread
 only sees the finished bytes (through the adapter's callbacks).
+
+``stage_images`` is the upload direction: an image larger than ``INLINE_IMAGE_MAX_BYTES`` is
+staged with ``connector.upload`` in consecutive chunks before the send, which then names it by
+``upload_id`` — so a send never exceeds one bus message, whatever the server's upload limit.
 """
 
 from __future__ import annotations
@@ -18,24 +22,30 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from services.core.contracts.chat import AttachmentRef, ChatMessage
+from services.core.contracts.chat import AttachmentRef, ChatMessage, SendArgs
 from services.core.contracts.media import (
+    INLINE_IMAGE_MAX_BYTES,
     MEDIA_CHUNK_MAX_BYTES,
     MEDIA_CHUNKS_IN_FLIGHT,
     SERVICE,
+    UPLOAD_SERVICE,
     VERB_MEDIA,
+    VERB_UPLOAD,
     AttachmentMedia,
     AvatarMedia,
     MediaArgs,
     MediaChunk,
     MediaRef,
     PreviewImageMedia,
+    UploadChunkArgs,
+    UploadChunkResult,
 )
 
 MAX_MEDIA_BYTES = 64 * 1024 * 1024  # the largest file a desktop accepts (attachments ≤ 50 MiB)
 CHUNK_TIMEOUT_S = 20.0
 
 Call = Callable[[str, str, BaseModel, type[MediaChunk], float], Awaitable[MediaChunk]]
+UploadCall = Callable[[str, str, BaseModel, type[UploadChunkResult], float], Awaitable[UploadChunkResult]]
 
 
 class MediaFetchError(Exception):
@@ -113,3 +123,34 @@ class MediaFetcher:
             server_id=msg.server_id, channel_id=msg.channel_id, message_id=msg.id, index=index
         )
         return (await self.fetch(ref)).data
+
+
+async def stage_images(
+    call: UploadCall,
+    args: SendArgs,
+    *,
+    inline_max: int = INLINE_IMAGE_MAX_BYTES,
+    chunk: int = MEDIA_CHUNK_MAX_BYTES,
+) -> SendArgs:
+    """``args`` with every image over ``inline_max`` bytes staged on the stack (by reference)."""
+    import uuid
+
+    if not any(not i.upload_id and len(i.data_b64) * 3 // 4 > inline_max for i in args.images):
+        return args
+    images = []
+    for image in args.images:
+        if image.upload_id or len(image.data_b64) * 3 // 4 <= inline_max:
+            images.append(image)
+            continue
+        data = base64.b64decode(image.data_b64)
+        upload_id = f"up_{uuid.uuid4().hex}"
+        for offset in range(0, len(data), chunk):
+            part = data[offset : offset + chunk]
+            chunk_args = UploadChunkArgs(
+                upload_id=upload_id, offset=offset, total=len(data), data_b64=base64.b64encode(part).decode()
+            )
+            result = await call(UPLOAD_SERVICE, VERB_UPLOAD, chunk_args, UploadChunkResult, CHUNK_TIMEOUT_S)
+            if result.received != offset + len(part):
+                raise MediaFetchError("the stack did not store the upload in order")
+        images.append(image.model_copy(update={"data_b64": "", "upload_id": upload_id}))
+    return args.model_copy(update={"images": images})

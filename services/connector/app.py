@@ -47,6 +47,7 @@ from services.core.contracts.chat import (
     TypingArgs,
     UidModeArgs,
 )
+from services.core.contracts.media import UploadChunkArgs
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs
 from services.core.identity import default_key_file
 from services.core.service import Service, ServiceContext
@@ -133,6 +134,7 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "join", JoinArgs)(connector.join)
     bus.command("connector", "leave", LeaveArgs)(connector.leave)
     bus.command("connector", "send", SendArgs)(connector.send)
+    bus.command("connector", "upload", UploadChunkArgs)(connector.upload)
     bus.command("connector", "typing", TypingArgs)(connector.typing)
     bus.command("connector", "delete", DeleteMessageArgs)(connector.delete)
     bus.command("connector", "history", HistoryArgs)(connector.history)

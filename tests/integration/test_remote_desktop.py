@@ -359,23 +359,26 @@ def test_images_avatars_upload_and_preview_over_the_members_connection(
         )
         assert desk.ask(lambda c: c.preview_image_bytes(pmsg, 0), "the preview image") == og_image
 
-        # a big file streams in several chunks (the bound is per chunk, not per file)
-        big = _png((1, 2, 3), (1200, 900))
-        noisy = big + os.urandom(1_400_000)  # a PNG with trailing bytes: still served as image/png
+        # a big image: larger than one bus message can carry (4 MiB), so it is staged on the
+        # stack in chunks (connector.upload) and sent by reference, then streams back in chunks
+        big = _png((1, 2, 3), (1200, 900)) + os.urandom(5 * 1024 * 1024)  # trailing bytes: still a PNG
         args = SendArgs(
             server_id="srv_family",
             channel_id="ch_general",
             images=[
                 UploadedImage(
-                    file_name="big.png", content_type="image/png", data_b64=base64.b64encode(noisy).decode()
+                    file_name="big.png", content_type="image/png", data_b64=base64.b64encode(big).decode()
                 )
             ],
         )
-        big_msg: ChatMessage = desk.ask(lambda c: c.send(args), "the big upload").message
+        big_msg: ChatMessage = desk.ask(lambda c: c.send(args), "the big upload", timeout=60).message
+        assert big_msg.attachments[0].bytes == len(big)
         got = desk.ask_until(
             lambda c: c.attachment_bytes(big_msg, big_msg.attachments[0]), "the big attachment"
         )
-        assert got == noisy and len(got) > 2 * 512 * 1024
+        assert got == big
+        staged = remote.home / "cache" / "uploads" / "demo"
+        assert staged.is_dir() and list(staged.glob("*.part")) == []  # removed after the send
 
 
 def test_nats_port_is_tls_only(remote: RemoteStack, tmp_path: Path) -> None:

@@ -77,3 +77,31 @@ class MediaChunk(Contract):
     offset: int = Field(ge=0)
     data_b64: str = Field(max_length=(MEDIA_CHUNK_MAX_BYTES * 4) // 3 + 8)
     eof: bool
+
+
+# -- uploads larger than one bus message -----------------------------------------------------------
+# ``oc.<member>.cmd.connector.upload`` (``UploadChunkArgs`` -> ``UploadChunkResult``): the desktop
+# stages an image in consecutive chunks (appended in order; a chunk at another offset is refused
+# with the offset expected), then sends the message with ``UploadedImage(upload_id=...)`` instead
+# of inline ``data_b64``. Staged files belong to the member (the subject) and are deleted after
+# the send, or after ``UPLOAD_TTL_S``.
+UPLOAD_SERVICE = "connector"
+VERB_UPLOAD = "upload"
+UPLOAD_MAX_BYTES = 64 * 1024 * 1024  # one staged file
+UPLOAD_MEMBER_MAX_BYTES = 256 * 1024 * 1024  # everything a member has staged at once
+UPLOAD_TTL_S = 3600.0
+UPLOAD_ID_PATTERN = r"^up_[0-9a-f]{32}$"
+INLINE_IMAGE_MAX_BYTES = 1024 * 1024  # larger images are staged (keeps a send well under the bus limit)
+
+
+class UploadChunkArgs(Contract):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+    offset: int = Field(ge=0)
+    total: int = Field(ge=1, le=UPLOAD_MAX_BYTES)
+    data_b64: str = Field(max_length=(MEDIA_CHUNK_MAX_BYTES * 4) // 3 + 8)
+
+
+class UploadChunkResult(Contract):
+    upload_id: str
+    received: int = Field(ge=0)
+    complete: bool
