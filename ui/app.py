@@ -50,6 +50,7 @@ IDLE_FPS = 20.0  # after IDLE_AFTER_S without input, events or changes: less CPU
 IDLE_AFTER_S = 1.0
 CACHE_EVERY_S = 30.0
 AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
+PREVIEW_SIDE = 160  # link-preview images are decoded this small (drawn at most 80 px high)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
 WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
@@ -986,7 +987,7 @@ class App:
 
     def _shown_images(self) -> set[str]:
         """Texture keys the rows on screen draw (attachments, avatars, drafts): never released."""
-        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:"))}
+        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:", "preview:"))}
         tl = self.view.timeline if self.view is not None else None
         sm = self.model.server
         if tl is None or sm is None:
@@ -999,7 +1000,7 @@ class App:
         return keys
 
     def _image_ready(self, key: str) -> None:
-        if key.startswith("avatar:"):  # drawn rows keep their avatars until their inputs change
+        if key.startswith(("avatar:", "preview:")):  # drawn rows keep these until their inputs change
             self.model.rows_version += 1
             self.model.touch("timeline", "dock")
         else:
@@ -1035,6 +1036,27 @@ class App:
             images.put_bytes(key, data, max_side=AVATAR_SIDE)
 
         self.adapter.submit(lambda c: c.avatar_bytes(sid, uid), done)
+        return None
+
+    def preview_texture(self, m: ChatMessage, index: int) -> tuple[int | str, int, int] | None:
+        """The image of link preview ``index`` of ``m``: fetched by the stack, brought over the
+        member's bus connection (ADR 0010), never fetched by the desktop from the page's host."""
+        if index >= len(m.link_previews) or not m.link_previews[index].image_url or self.adapter is None:
+            return None
+        images = self.images
+        key = f"preview:{m.server_id}:{m.channel_id}:{m.id}:{index}"
+        tex = images.textures.get(key)
+        if tex is not None or key in images.requested or key in images.failed:
+            return tex
+        images.requested.add(key)
+
+        def done(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None or not data:
+                images.failed.add(key)
+                return
+            images.put_bytes(key, data, max_side=PREVIEW_SIDE)
+
+        self.adapter.submit(lambda c: c.preview_image_bytes(m, index), done)
         return None
 
     def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
