@@ -461,3 +461,34 @@ def test_revoked_member_sees_why(remote: RemoteStack) -> None:
             30,
             "the revoked banner",
         )
+
+
+def test_banner_reasons_and_ui_member(remote: RemoteStack, tmp_path: Path) -> None:
+    """The desktop's banner says why: another CA (certificate does not match), nothing there."""
+    cf = _demo_file(remote)
+    other, _ = ensure_certificates(tmp_path / "other-ca", [PUBLIC_HOST])
+    with Desktop(cf.model_copy(update={"ca_pem": other.ca_pem()})) as desk:
+        desk.pump(
+            lambda: any("certificate does not match" in op.detail for op in desk.stack_ops),
+            20,
+            "certificate banner",
+        )
+        assert not desk.adapter.online
+    dead = cf.model_copy(update={"nats_url": f"tls://{PUBLIC_HOST}:{_free_port(PUBLIC_HOST)}"})
+    with Desktop(dead) as desk:
+        desk.pump(
+            lambda: any("cannot be reached" in op.detail for op in desk.stack_ops), 20, "unreachable banner"
+        )
+
+    # `openchat ui --member NAME` opens that member's file of this home
+    env_no_display = {k: v for k, v in remote.env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    ghost = subprocess.run(
+        [sys.executable, "-m", "services.cli", "ui", "--member", "ghost"],
+        env=env_no_display, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ghost.returncode != 0 and "no connection file for ghost" in ghost.stderr
+    demo = subprocess.run(
+        [sys.executable, "-m", "services.cli", "ui", "--member", "demo"],
+        env=env_no_display, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert demo.returncode != 0 and "needs a display" in demo.stderr  # got past the member lookup
