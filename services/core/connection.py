@@ -36,10 +36,8 @@ def classify(exc: BaseException | None) -> Reason:
         if isinstance(exc, ssl.SSLCertVerificationError):
             return "certificate"
         text = str(exc).lower()
-        if (
-            "authorization violation" in text
-            or "authentication" in text
-            or type(exc).__name__ in ("AuthorizationError",)
+        if type(exc).__name__ == "AuthorizationError" or any(
+            m in text for m in ("authorization violation", "authentication revoked", "authentication expired")
         ):
             return "revoked"
         if "certificate verify failed" in text or "hostname mismatch" in text:
