@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from services.core.bus import CommandError
 from services.core.contracts.chat import AttachmentRef, ChatMessage, SendArgs
 from services.core.contracts.media import (
     INLINE_IMAGE_MAX_BYTES,
@@ -43,6 +44,7 @@ from services.core.contracts.media import (
 
 MAX_MEDIA_BYTES = 64 * 1024 * 1024  # the largest file a desktop accepts (attachments ≤ 50 MiB)
 CHUNK_TIMEOUT_S = 20.0
+NOT_FOUND_RETRY_S = (0.25, 0.5, 1.0, 2.0)
 
 Call = Callable[[str, str, BaseModel, type[MediaChunk], float], Awaitable[MediaChunk]]
 UploadCall = Callable[[str, str, BaseModel, type[UploadChunkResult], float], Awaitable[UploadChunkResult]]
@@ -66,8 +68,10 @@ class MediaFetcher:
         chunk: int = MEDIA_CHUNK_MAX_BYTES,
         in_flight: int = MEDIA_CHUNKS_IN_FLIGHT,
         max_bytes: int = MAX_MEDIA_BYTES,
+        not_found_retry: tuple[float, ...] = NOT_FOUND_RETRY_S,
     ) -> None:
         self._call = call
+        self.not_found_retry = not_found_retry
         self.chunk = min(chunk, MEDIA_CHUNK_MAX_BYTES)
         self.in_flight = max(1, in_flight)
         self.max_bytes = max_bytes
@@ -83,8 +87,21 @@ class MediaFetcher:
             raise MediaFetchError("a media chunk does not match its request")
         return reply, data
 
+    async def _first(self, ref: MediaRef) -> tuple[MediaChunk, bytes]:
+        """The first chunk. ``not_found`` is retried a few times: the desktop sees a live event
+        (a new message, its previews) at the moment the state service applies it, so a request
+        made at once may reach the view a moment early."""
+        for delay in (*self.not_found_retry, None):
+            try:
+                return await self._one(ref, 0)
+            except CommandError as exc:
+                if exc.code != "not_found" or delay is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def fetch(self, ref: MediaRef) -> Fetched:
-        first, data = await self._one(ref, 0)
+        first, data = await self._first(ref)
         total, ctype = first.total, first.content_type
         if total > self.max_bytes:
             raise MediaFetchError(f"the file is too large ({total} bytes)")

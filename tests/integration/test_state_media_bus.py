@@ -42,12 +42,15 @@ MakeState = Callable[..., Awaitable[StateRuntime]]
 
 
 def fetcher(bus: Bus, member: str, **kw: int) -> MediaFetcher:
+    """The desktop's fetcher over ``member``'s subject (no retry of ``not_found``: the views here
+    are applied before any request)."""
+
     async def call(
         service: str, verb: str, args: BaseModel, result: type[MediaChunk], timeout: float
     ) -> MediaChunk:
         return await bus.request(subjects.command(member, service, verb), args, result, timeout)
 
-    return MediaFetcher(call, **kw)
+    return MediaFetcher(call, not_found_retry=(), **kw)
 
 
 async def test_media_chunks_per_member(bus: Bus, backend: Backend, make_state: MakeState) -> None:
