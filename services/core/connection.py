@@ -14,14 +14,14 @@ from typing import Literal
 Reason = Literal["unreachable", "certificate", "revoked", "tls", "other"]
 
 TEXT: dict[Reason, str] = {
-    "unreachable": "the home server cannot be reached (is it on, and on this network?)",
+    "unreachable": "the home server cannot be reached; is it on, and on this network?",
     "certificate": (
-        "the home server's certificate does not match your connection file "
-        "(another machine answers, or the home server's CA changed): ask for a new connection file"
+        "the home server's certificate does not match your connection file; "
+        "another machine may be answering: ask for a new connection file"
     ),
     "revoked": (
-        "the home server refused your credentials: they were revoked or replaced "
-        "(ask for a new connection file)"
+        "the home server refused your credentials: they were revoked or replaced; "
+        "ask for a new connection file"
     ),
     "tls": "the secure (TLS) connection to the home server failed",
     "other": "the connection to the home server failed",

@@ -83,14 +83,16 @@ def _env(home: Path, public_url: str) -> dict[str, str]:
 
 
 class RemoteStack:
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, *up_args: str, public_host: str = PUBLIC_HOST, listen: str = PUBLIC_HOST
+    ) -> None:
         self.home = home
-        self.port = _free_port(PUBLIC_HOST)
-        self.public_url = f"tls://{PUBLIC_HOST}:{self.port}"
+        self.port = _free_port(listen)
+        self.public_url = f"tls://{public_host}:{self.port}"
         self.env = _env(home, self.public_url)
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--demo"],
+            [sys.executable, "-m", "services.cli", "up", *(up_args or ("--demo",))],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -492,3 +494,31 @@ def test_banner_reasons_and_ui_member(remote: RemoteStack, tmp_path: Path) -> No
         env=env_no_display, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert demo.returncode != 0 and "needs a display" in demo.stderr  # got past the member lookup
+
+
+def test_local_cli_works_whatever_the_public_url(tmp_path: Path) -> None:
+    """The public URL names a host this machine cannot even resolve; ``openchat up --listen``
+    binds an address of its own, and the stack's processes and the local CLI dial that."""
+    stack = RemoteStack(
+        tmp_path / "home", "--listen", "127.0.0.3", public_host="homeserver.invalid", listen="127.0.0.3"
+    )
+    try:
+        stack.wait_for(READY, timeout=120)
+        assert stack.endpoints["nats_url"] == f"tls://127.0.0.3:{stack.port}"
+        t0 = time.monotonic()
+        added = stack.cli("member", "add", "dora")
+        assert added.returncode == 0 and "config reloaded" in added.stdout, added.stdout + added.stderr
+        doc = json.loads((stack.home / "members" / "dora.json").read_text())
+        assert doc["nats_url"] == f"tls://homeserver.invalid:{stack.port}" and doc["ca_pem"]
+        listed = stack.cli("servers", "--member", "dora")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert time.monotonic() - t0 < 30  # nothing hung on the public name
+        # the certificate covers the public name (for desktops) and the listen address (for us)
+        from cryptography import x509
+
+        from services.core.tls import cert_hosts
+
+        cert = x509.load_pem_x509_certificate((stack.home / "tls" / "server.pem").read_bytes())
+        assert {"homeserver.invalid", "127.0.0.3", "127.0.0.1"} <= cert_hosts(cert)
+    finally:
+        stack.stop()
