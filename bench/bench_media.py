@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from services.core.bus import Bus, ConnectOptions
 from services.core.contracts import subjects
+from services.core.contracts.blobs import MediaChunk
 from services.core.contracts.bus import Empty, EventEnvelope
 from services.core.contracts.chat import (
     AttachmentRef,
@@ -41,7 +42,6 @@ from services.core.contracts.chat import (
     ServerJoined,
     ServerRecord,
 )
-from services.core.contracts.media import MediaChunk
 from services.core.health import HealthState, health_app
 from services.core.procs import ManagedProcess, free_port, nats_server_binary, redis_process
 from services.core.tls import ensure_certificates, render_nats_tls_block

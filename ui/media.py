@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from services.core.bus import CommandError
-from services.core.contracts.chat import AttachmentRef, ChatMessage, SendArgs
-from services.core.contracts.media import (
+from services.core.contracts.blobs import (
     INLINE_IMAGE_MAX_BYTES,
     MEDIA_CHUNK_MAX_BYTES,
     MEDIA_CHUNKS_IN_FLIGHT,
@@ -41,6 +40,7 @@ from services.core.contracts.media import (
     UploadChunkArgs,
     UploadChunkResult,
 )
+from services.core.contracts.chat import AttachmentRef, ChatMessage, SendArgs
 
 MAX_MEDIA_BYTES = 64 * 1024 * 1024  # the largest file a desktop accepts (attachments ≤ 50 MiB)
 CHUNK_TIMEOUT_S = 20.0

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.connector.connector import Connector
 from services.connector.session import BatchSink, EventSink, Timing
 from services.core.bus import PUBLISH_WINDOW, Bus, CommandError
+from services.core.contracts.blobs import UploadChunkArgs
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
     REHYDRATE_SUBJECT,
@@ -47,7 +48,6 @@ from services.core.contracts.chat import (
     TypingArgs,
     UidModeArgs,
 )
-from services.core.contracts.media import UploadChunkArgs
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs
 from services.core.identity import default_key_file
 from services.core.service import Service, ServiceContext

@@ -52,6 +52,7 @@ from services.connector.session import BatchSink, EventSink, Session, Timing, en
 from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
 from services.core.contracts import subjects
+from services.core.contracts.blobs import UploadChunkArgs, UploadChunkResult
 from services.core.contracts.bus import utcnow
 from services.core.contracts.chat import (
     KIND_MESSAGE_PREVIEWS,
@@ -97,7 +98,6 @@ from services.core.contracts.chat import (
     UidModeArgs,
     previews_event_id,
 )
-from services.core.contracts.media import UploadChunkArgs, UploadChunkResult
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
     IdentityError,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from services.core.bus import CommandError
-from services.core.contracts.media import (
+from services.core.contracts.blobs import (
     UPLOAD_MAX_BYTES,
     UPLOAD_MEMBER_MAX_BYTES,
     UPLOAD_TTL_S,

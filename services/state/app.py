@@ -10,7 +10,7 @@ Wiring only; the pieces are:
 
 Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the subject):
 ``snapshot``, ``sync``, ``history``, ``servers``, ``http_token`` (contracts in
-``services.core.contracts.chat``) and ``media`` (chunked bytes, ``services.core.contracts.media``).
+``services.core.contracts.chat``) and ``media`` (chunked bytes, ``services.core.contracts.blobs``).
 """
 
 from __future__ import annotations

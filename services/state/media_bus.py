@@ -1,5 +1,5 @@
 """``state.media``: attachment, avatar and link-preview image bytes over the member's bus
-connection, in bounded chunks (contracts: ``services.core.contracts.media``; ADR 0010).
+connection, in bounded chunks (contracts: ``services.core.contracts.blobs``; ADR 0010).
 
 Authorization is the view: the member comes from the subject, and only a server, message,
 attachment, profile or preview in *that member's* view is served; anything else answers
@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from services.core.bus import CommandError
-from services.core.contracts.chat import ServerRecord
-from services.core.contracts.media import (
+from services.core.contracts.blobs import (
     SERVICE,
     VERB_MEDIA,
     AttachmentMedia,
@@ -27,6 +26,7 @@ from services.core.contracts.media import (
     MediaChunk,
     PreviewImageMedia,
 )
+from services.core.contracts.chat import ServerRecord
 from services.state.media import MediaError
 
 if TYPE_CHECKING:

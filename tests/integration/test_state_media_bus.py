@@ -15,13 +15,13 @@ from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError
 from services.core.contracts import subjects
-from services.core.contracts.chat import LinkPreview, MessageCreated
-from services.core.contracts.media import (
+from services.core.contracts.blobs import (
     MEDIA_CHUNK_MAX_BYTES,
     AttachmentMedia,
     MediaArgs,
     MediaChunk,
 )
+from services.core.contracts.chat import LinkPreview, MessageCreated
 from services.state.app import StateRuntime
 from tests.integration.test_state_http import Backend, attachment, backend, png  # noqa: F401
 from tests.integration.test_state_support import (  # noqa: F401  (fixtures)

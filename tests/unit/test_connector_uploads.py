@@ -11,7 +11,7 @@ import pytest
 
 from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
-from services.core.contracts.media import UploadChunkArgs
+from services.core.contracts.blobs import UploadChunkArgs
 
 UID = "up_" + "a" * 32
 

@@ -305,7 +305,7 @@ class UploadedImage(Contract):
     file_name: str = Field(max_length=255)
     content_type: str
     data_b64: str = ""  # inline, bounded by the bus payload limit; or:
-    # an image staged in chunks with ``connector.upload`` (services.core.contracts.media, ADR 0010)
+    # an image staged in chunks with ``connector.upload`` (services.core.contracts.blobs, ADR 0010)
     upload_id: str | None = Field(default=None, pattern=r"^up_[0-9a-f]{32}$")
 
 
