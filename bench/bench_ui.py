@@ -377,7 +377,6 @@ def run_stack() -> dict[str, float]:
     r: dict[str, float] = {}
     try:
         stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
-        os.environ["OPENCHAT_STATE_URL"] = stack.endpoints["services"]["state"]
         open_viewport(dpg)
         r["stack_rss_dpg"] = rss_mb()
 

@@ -15,8 +15,12 @@
 #    container's file layout with a sample accounts.conf (and the real one from `openchat init`
 #    when that command exists);
 # 7. NATS: boot smoke test on loopback: the single-node config (healthcheck URL, JetStream, the
-#    svc/sys passwords accepted, a wrong one refused) and the 3-node cluster (JetStream meta group
-#    formed on every node).
+#    svc/sys passwords accepted over TLS with the home CA, a wrong one refused, a plain client
+#    refused) and the 3-node cluster (JetStream meta group formed on every node).
+#
+# Step 3 also checks that the compose files publish exactly what a remote desktop needs: the
+# NATS client port (TLS) — and, for voice, a UDP range of the media service — nothing else
+# (demo devservers aside). ADR 0010.
 #
 # Why Debian's docker-compose v1: the `docker compose` v2 plugin is not packaged for Debian 12 and
 # is not on PyPI, and the engine is not needed for `config`. v1 reads the Compose Specification
@@ -267,6 +271,46 @@ for key, value in active.items():
         errors.append(f".env.example: {key} must hold an obvious change-me-... placeholder")
 passed.append(f".env.example documents all {len(used)} interpolated variables; secrets are placeholders")
 
+# Published ports: exactly what a remote desktop needs (ADR 0010). The NATS client port (TLS,
+# container port 4222) of the NATS service(s), and a UDP range of the media service for voice;
+# the demo devservers (profile demo) are not part of the stack.
+def published(svc):
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            yield int(p.get("target", 0)), str(p.get("protocol") or "tcp"), str(p.get("published", ""))
+        else:
+            text = str(p)
+            proto = "tcp"
+            if "/" in text:
+                text, proto = text.rsplit("/", 1)
+            target = text.rsplit(":", 1)[-1]
+            yield int(target.split("-", 1)[0]), proto, text
+
+
+for label, doc in (("docker-compose.yml", main), ("multinode", load(multi_resolved))):
+    exposed = []
+    for name, svc in doc["services"].items():
+        if "demo" in (svc.get("profiles") or []):
+            continue
+        for target, proto, text in published(svc):
+            nats_port = name.startswith("nats") and target == 4222 and proto == "tcp"
+            media_udp = name == "media" and proto == "udp"
+            if not (nats_port or media_udp):
+                errors.append(f"{label}: {name} publishes {text}/{proto}: a remote desktop needs only NATS (TLS)")
+            exposed.append(f"{name}:{target}/{proto}")
+    if not any(e.startswith("nats") and e.endswith(":4222/tcp") for e in exposed):
+        errors.append(f"{label}: the NATS client port is not published")
+    passed.append(f"{label}: publishes only what a remote desktop needs: {', '.join(sorted(exposed))}")
+for label, doc in (("docker-compose.yml", main), ("multinode", load(multi_resolved))):
+    for name, svc in doc["services"].items():
+        env = svc.get("environment") or {}
+        url = str(env.get("OPENCHAT_NATS_URL", ""))
+        if url and not all(u.startswith("tls://") for u in url.split(",")):
+            errors.append(f"{label}: {name} dials NATS without TLS ({url})")
+        if url and not env.get("OPENCHAT_NATS_CA_FILE"):
+            errors.append(f"{label}: {name} has no OPENCHAT_NATS_CA_FILE for its tls:// URL")
+passed.append("docker-compose.yml, multinode: every process dials NATS with TLS and the home CA")
+
 if errors:
     for e in errors:
         print(f"    FAIL {e}", file=sys.stderr)
@@ -331,10 +375,16 @@ accounts {
 system_account: SYS
 EOF
 
+# The TLS files `openchat init` creates in OPENCHAT_HOME/tls (a sample CA and server certificate
+# for localhost/127.0.0.1 here); the configs name them as /openchat/tls/..., rewritten to the layout.
+(cd "$ROOT" && "$PY" -c 'import sys; from pathlib import Path; from services.core.tls import ensure_certificates; ensure_certificates(Path(sys.argv[1]), ["nats"])' "$LAYOUT/openchat/tls") \
+  || die "could not create the sample TLS files (services.core.tls needs the cryptography package)"
+tls_paths() { sed -e "s#\"/openchat/tls/#\"$LAYOUT/openchat/tls/#"; }
+
 nats_test() { # label conf [extra env...]
   local label="$1" conf="$2"
   shift 2
-  cp "$conf" "$LAYOUT/etc/nats/openchat.conf"
+  tls_paths < "$conf" > "$LAYOUT/etc/nats/openchat.conf"
   if ! env "$@" nats-server -t -c "$LAYOUT/etc/nats/openchat.conf" > "$TMP/nats-t.out" 2>&1; then
     cat "$TMP/nats-t.out" >&2
     die "$label"
@@ -347,7 +397,7 @@ nats_test "$NATS_CONF + sample accounts.conf" "$NATS_CONF" "${PASSWORDS[@]}"
 nats_test "$NATS_CLUSTER_CONF + sample accounts.conf" "$NATS_CLUSTER_CONF" "${PASSWORDS[@]}" NATS_SERVER_NAME=nats-1
 
 # The include is really read: without the password variables it must not resolve.
-cp "$NATS_CONF" "$LAYOUT/etc/nats/openchat.conf"
+tls_paths < "$NATS_CONF" > "$LAYOUT/etc/nats/openchat.conf"
 if env -u OPENCHAT_SERVICE_PASSWORD -u OPENCHAT_SYS_PASSWORD \
     nats-server -t -c "$LAYOUT/etc/nats/openchat.conf" > "$TMP/nats-t.out" 2>&1; then
   die "$NATS_CONF: accounts.conf was not included (passed without the password variables)"
@@ -362,13 +412,26 @@ if command -v openchat >/dev/null 2>&1 && openchat init --help >/dev/null 2>&1; 
   mkdir -p "$GEN_HOME"
   openssl rand -hex 32 > "$TMP/secret.key" 2>/dev/null || "$PY" -c 'import secrets; print(secrets.token_hex(32))' > "$TMP/secret.key"
   if ! env OPENCHAT_HOME="$GEN_HOME" "${PASSWORDS[@]}" OPENCHAT_SECRET_KEY_FILE="$TMP/secret.key" \
-      OPENCHAT_PUBLIC_NATS_URL=nats://homeserver.lan:4222 openchat init > "$TMP/init.out" 2>&1; then
+      OPENCHAT_PUBLIC_NATS_URL=tls://homeserver.lan:4222 OPENCHAT_NATS_URL=tls://nats:4222 \
+      openchat init > "$TMP/init.out" 2>&1; then
     cat "$TMP/init.out" >&2
     die "openchat init failed offline"
   fi
   [[ -f "$GEN_HOME/nats/accounts.conf" ]] || die "openchat init wrote no \$OPENCHAT_HOME/nats/accounts.conf"
   cp "$GEN_HOME/nats/accounts.conf" "$LAYOUT/openchat/nats/accounts.conf"
-  nats_test "$NATS_CONF + accounts.conf generated by openchat init" "$NATS_CONF" "${PASSWORDS[@]}"
+  for f in ca.pem server.pem server-key.pem; do
+    [[ -f "$GEN_HOME/tls/$f" ]] || die "openchat init wrote no \$OPENCHAT_HOME/tls/$f"
+  done
+  "$PY" - "$GEN_HOME/tls/server.pem" <<'PYEOF' || die "the server certificate of openchat init lacks a host name"
+import subprocess, sys
+text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", sys.argv[1]],
+                      capture_output=True, text=True).stdout
+missing = [n for n in ("homeserver.lan", "nats", "localhost") if f"DNS:{n}" not in text]
+if text and missing:
+    sys.exit(f"missing {missing} in {text}")
+PYEOF
+  cp "$GEN_HOME/tls/ca.pem" "$GEN_HOME/tls/server.pem" "$GEN_HOME/tls/server-key.pem" "$LAYOUT/openchat/tls/"
+  nats_test "$NATS_CONF + accounts.conf and TLS files generated by openchat init" "$NATS_CONF" "${PASSWORDS[@]}"
   # Step 7 boots NATS on this generated file.
 else
   printf '    --  openchat init not available yet: generated accounts.conf not tested (sample only)\n'
@@ -411,12 +474,23 @@ sys.exit(1)
 PYEOF
 }
 
-# NATS protocol handshake: CONNECT with user/password, PING; prints PONG or the -ERR line.
-nats_login() { # port user password
-  "$PY" - "$@" <<'PYEOF'
-import json, socket, sys
+# NATS protocol handshake over TLS (handshake first, the home CA): CONNECT with user/password,
+# PING; prints PONG or the -ERR line. With "plain" as 4th argument: no TLS (must be refused).
+nats_login() { # port user password [plain]
+  "$PY" - "$@" "$LAYOUT/openchat/tls/ca.pem" <<'PYEOF'
+import json, socket, ssl, sys
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+plain, ca = sys.argv[4] == "plain", sys.argv[-1]
+with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+    if plain:
+        raw.settimeout(3)
+        try:
+            raw.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+            print((raw.recv(200).decode(errors="replace").strip() or "closed").splitlines()[0])
+        except OSError as exc:
+            print(f"refused ({type(exc).__name__})")
+        sys.exit(0)
+    s = ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname="localhost")
     f = s.makefile("rb")
     if not f.readline().startswith(b"INFO "):
         sys.exit("no INFO")
@@ -449,6 +523,7 @@ read -r CLIENT_PORT HTTP_PORT < <(free_ports 2)
 sed -e "s/^port: 4222$/port: $CLIENT_PORT/" \
     -e "s/^http_port: 8222$/http_port: $HTTP_PORT/" \
     -e "s#store_dir: /data/jetstream#store_dir: \"$TMP/js-single\"#" \
+    -e "s#\"/openchat/tls/#\"$LAYOUT/openchat/tls/#" \
     "$NATS_CONF" > "$LAYOUT/etc/nats/openchat.conf"
 grep -q "^port: $CLIENT_PORT$" "$LAYOUT/etc/nats/openchat.conf" || die "could not rewrite the port of $NATS_CONF"
 grep -q "^http_port: $HTTP_PORT$" "$LAYOUT/etc/nats/openchat.conf" || die "could not rewrite http_port of $NATS_CONF"
@@ -464,6 +539,9 @@ ok "single node: users svc and sys log in with the passwords from the environmen
 REPLY="$(nats_login "$CLIENT_PORT" svc wrong-password-0123456789)"
 [[ "$REPLY" == -ERR* ]] || die "a wrong password was accepted: $REPLY"
 ok "single node: a wrong password is refused ($REPLY)"
+REPLY="$(nats_login "$CLIENT_PORT" svc "$SAMPLE_SVC_PASSWORD" plain)"
+[[ "$REPLY" != *PONG* && "$REPLY" != INFO* ]] || die "a plain (non-TLS) client was served: $REPLY"
+ok "single node: a plain (non-TLS) client is refused ($REPLY)"
 stop_started_nats
 
 # Cluster: three nodes of the committed cluster.conf on loopback, routes rewritten to them.
@@ -477,6 +555,7 @@ for i in 0 1 2; do
   sed -e "s/^port: 4222$/port: ${CLIENTS[$i]}/" \
       -e "s/^http_port: 8222$/http_port: ${HTTPS[$i]}/" \
       -e "s#store_dir: /data/jetstream#store_dir: \"$TMP/js-$n\"#" \
+      -e "s#\"/openchat/tls/#\"$LAYOUT/openchat/tls/#" \
       -e "s#listen: 0.0.0.0:6222#listen: 127.0.0.1:${ROUTES[$i]}#" \
       -e "s#nats://nats-1:6222#nats://127.0.0.1:$R1#" \
       -e "s#nats://nats-2:6222#nats://127.0.0.1:$R2#" \

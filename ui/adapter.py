@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict
 
-from services.core.bus import Bus, CommandError, ConnectOptions
+from services.core.bus import Bus, CommandError
+from services.core.connection import classify, describe_connect_error
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
@@ -42,7 +43,6 @@ from services.core.contracts.chat import (
     DiscoverArgs,
     DiscoverResult,
     HistoryArgs,
-    HttpToken,
     IdentityCreateArgs,
     IdentityGetArgs,
     IdentityImportArgs,
@@ -78,6 +78,7 @@ from services.core.contracts.notify import (
     UnreadResult,
 )
 from services.core.members import ConnectionFile
+from ui.media import MediaFetcher, stage_images
 
 log = logging.getLogger("openchat.ui.adapter")
 R = TypeVar("R", bound=BaseModel)
@@ -148,7 +149,7 @@ class StackClient:
     def __init__(self, bus: Bus, member: str) -> None:
         self.bus = bus
         self.member = member
-        self._token: HttpToken | None = None
+        self._media: MediaFetcher | None = None
 
     async def call(
         self, service: str, verb: str, args: BaseModel, result: type[R], timeout: float = COMMAND_TIMEOUT_S
@@ -168,15 +169,13 @@ class StackClient:
         args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
         return await self.call("state", "history", args, HistoryPage)
 
-    async def http_token(self) -> HttpToken:
-        return await self.call("state", "http_token", Empty(), HttpToken)
-
     # connector
     async def older(self, server_id: str, channel_id: str, before: str, limit: int = 50) -> HistoryPage:
         args = HistoryArgs(server_id=server_id, channel_id=channel_id, before=before, limit=limit)
         return await self.call("connector", "history", args, HistoryPage, timeout=20)
 
     async def send(self, args: SendArgs) -> SendResult:
+        args = await stage_images(self.call, args)  # large images go ahead in chunks (ADR 0010)
         return await self.call("connector", "send", args, SendResult, timeout=30)
 
     async def previews(self, enabled: bool | None = None) -> PreviewsResult:
@@ -248,40 +247,30 @@ class StackClient:
             "notification", "set_mute", SetMuteArgs(server_id=server_id, muted=muted), _Lenient
         )
 
-    # media bytes over the state HTTP API
-    async def attachment_bytes(self, base_url: str, msg: ChatMessage, att: AttachmentRef) -> bytes:
-        path = f"/media/v1/attachments/{msg.server_id}/{msg.channel_id}/{msg.id}/{att.attachment_id}"
-        return await self._http_get(base_url, path)
+    # media bytes over the member's bus connection (state.media, chunked; ADR 0010)
+    @property
+    def media(self) -> MediaFetcher:
+        if self._media is None:
+            self._media = MediaFetcher(self.call)
+        return self._media
 
-    async def avatar_bytes(self, base_url: str, server_id: str, user_uid: str) -> bytes:
-        return await self._http_get(base_url, f"/media/v1/avatars/{server_id}/{user_uid}")
+    async def attachment_bytes(self, msg: ChatMessage, att: AttachmentRef) -> bytes:
+        return await self.media.attachment(msg, att)
 
-    async def _http_get(self, base_url: str, path: str) -> bytes:
-        if self._token is None:
-            self._token = await self.http_token()
-        import httpx  # only once images or avatars are shown (~4 MB resident)
+    async def avatar_bytes(self, server_id: str, user_uid: str) -> bytes:
+        return await self.media.avatar(server_id, user_uid)
 
-        async with httpx.AsyncClient(timeout=15) as client:
-            resp = await client.get(
-                base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {self._token.token}"}
-            )
-            if resp.status_code == 401:
-                self._token = await self.http_token()
-                resp = await client.get(
-                    base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {self._token.token}"}
-                )
-            resp.raise_for_status()
-            return resp.content
+    async def preview_image_bytes(self, msg: ChatMessage, index: int) -> bytes:
+        return await self.media.preview_image(msg, index)
 
 
 class StackAdapter:
     """Owns the bus thread. ``ops`` is drained by the render loop."""
 
-    def __init__(self, cf: ConnectionFile, *, last_seq: int = 0, state_http_url: str | None = None) -> None:
+    def __init__(self, cf: ConnectionFile, *, last_seq: int = 0) -> None:
         self.cf = cf
         self.ops: queue.Queue[Op] = queue.Queue()
         self.last_seq = last_seq
-        self.state_http_url = state_http_url
         self.loop = asyncio.new_event_loop()
         self.client: StackClient | None = None
         self.online = False
@@ -290,6 +279,8 @@ class StackAdapter:
         self._buffer: list[tuple[int, dict[str, Any]]] | None = []
         self._catching_up = False
         self._ready = threading.Event()
+        self._closed = asyncio.Event()
+        self._last_error: BaseException | None = None
         self.retry_s = 1.0
 
     # -- main-thread API ---------------------------------------------------------------------------
@@ -356,33 +347,46 @@ class StackAdapter:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
-        bus: Bus | None = None
         while not self._stop.is_set():
             try:
                 bus = await self._connect()
             except Exception as exc:
-                self._set_online(False, "cannot reach the home stack")
-                log.info("stack connect failed", extra={"error": type(exc).__name__})
+                # The banner says why (unreachable, certificate mismatch, credentials revoked).
+                self._set_online(False, describe_connect_error(self._last_error or exc))
+                log.info("stack connect failed", extra={"error": type(self._last_error or exc).__name__})
                 await self._sleep(self.retry_s)
                 continue
-            break
-        if bus is None:
-            return
-        self.client = StackClient(bus, self.cf.member)
-        await bus.nc.subscribe(subjects.events_of_member(self.cf.member), cb=self._on_event)
-        await self._catch_up()
-        await self._stop.wait()
-        self.online = False
-        try:
-            await asyncio.wait_for(bus.nc.close(), 3)
-        except Exception as exc:
-            log.info("bus close failed", extra={"error": type(exc).__name__})
+            self._last_error = None
+            self.client = StackClient(bus, self.cf.member)
+            await bus.nc.subscribe(subjects.events_of_member(self.cf.member), cb=self._on_event)
+            await self._catch_up()
+            # Until asked to stop, or until nats-py gives the connection up for good (the
+            # server closed it: e.g. the credentials were revoked); then connect afresh.
+            stop = asyncio.ensure_future(self._stop.wait())
+            closed = asyncio.ensure_future(self._closed.wait())
+            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            closed.cancel()
+            self.online = False
+            if self._stop.is_set():
+                try:
+                    await asyncio.wait_for(bus.nc.close(), 3)
+                except Exception as exc:
+                    log.info("bus close failed", extra={"error": type(exc).__name__})
+                return
+            self.client = None
+            self._buffer = self._buffer if self._buffer is not None else []
+            self._set_online(False, describe_connect_error(bus.nc.last_error or self._last_error))
+            await self._sleep(self.retry_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _connect(self) -> Bus:
+        self._closed = asyncio.Event()
+        self._last_error = None
+
         async def disconnected() -> None:
             self._buffer = self._buffer if self._buffer is not None else []
             self._set_online(False, "connection to the home stack lost")
@@ -391,18 +395,22 @@ class StackAdapter:
             asyncio.get_running_loop().create_task(self._catch_up())
 
         async def error(exc: Exception) -> None:
+            self._last_error = exc
             log.info("bus error", extra={"error": type(exc).__name__})
+            if not self.online and classify(exc) in ("certificate", "revoked"):
+                self._set_online(False, describe_connect_error(exc))
 
-        opts = ConnectOptions(
-            url=self.cf.nats_url,
-            nkey_seed=self.cf.nkey_seed,
-            inbox_prefix=self.cf.inbox_prefix,
-            name=f"ui-{self.cf.member}",
+        async def closed() -> None:
+            self._closed.set()
+
+        opts = self.cf.bus_options(
+            f"ui-{self.cf.member}",
             reconnect_wait_s=1.0,
             extra={
                 "disconnected_cb": disconnected,
                 "reconnected_cb": reconnected,
                 "error_cb": error,
+                "closed_cb": closed,
                 "connect_timeout": 2,
             },
         )

@@ -50,6 +50,7 @@ IDLE_FPS = 20.0  # after IDLE_AFTER_S without input, events or changes: less CPU
 IDLE_AFTER_S = 1.0
 CACHE_EVERY_S = 30.0
 AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
+PREVIEW_SIDE = 160  # link-preview images are decoded this small (drawn at most 80 px high)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
 WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
@@ -71,9 +72,7 @@ class App:
         self.storage = storage or Storage()
         self.prefs: Prefs = self.storage.load_prefs()
         self.connection = connection
-        self.adapter_factory = adapter_factory or (
-            lambda cf, seq: StackAdapter(cf, last_seq=seq, state_http_url=_state_url(cf))
-        )
+        self.adapter_factory = adapter_factory or (lambda cf, seq: StackAdapter(cf, last_seq=seq))
         self.model = ViewModel(clock=clock)
         self.composer = Composer(clock=clock)
         self.adapter: StackAdapter | None = None
@@ -941,7 +940,7 @@ class App:
     # -- images ----------------------------------------------------------------------------------
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
-        through the state's media API (textures keep no original bytes)."""
+        over the member's bus connection (textures keep no original bytes)."""
         if self.view is None:
             return
         import dearpygui.dearpygui as dpg
@@ -962,8 +961,7 @@ class App:
             dpg.add_file_extension(suffix)
 
     def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
-        base = self.adapter.state_http_url if self.adapter is not None else None
-        if self.adapter is None or not base:
+        if self.adapter is None:
             self.model.toast("Image not saved: the home stack is unreachable.", error=True)
             return
 
@@ -978,7 +976,7 @@ class App:
                 return
             self.model.toast(f"Image saved to {target.name}.")
 
-        self.adapter.submit(lambda c: c.attachment_bytes(base, m, att), done)
+        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
 
     def copy_image_link(self, att: AttachmentRef) -> None:
         if self.view is not None:
@@ -989,7 +987,7 @@ class App:
 
     def _shown_images(self) -> set[str]:
         """Texture keys the rows on screen draw (attachments, avatars, drafts): never released."""
-        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:"))}
+        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:", "preview:"))}
         tl = self.view.timeline if self.view is not None else None
         sm = self.model.server
         if tl is None or sm is None:
@@ -1002,7 +1000,7 @@ class App:
         return keys
 
     def _image_ready(self, key: str) -> None:
-        if key.startswith("avatar:"):  # drawn rows keep their avatars until their inputs change
+        if key.startswith(("avatar:", "preview:")):  # drawn rows keep these until their inputs change
             self.model.rows_version += 1
             self.model.touch("timeline", "dock")
         else:
@@ -1010,7 +1008,7 @@ class App:
 
     def avatar_texture(self, sid: str, uid: str) -> tuple[int | str, int, int] | None:
         """An uploaded avatar (ux.md 5.1): the member's own from the local profile, others'
-        through the state's media API (the stack fetched it; never the backend directly)."""
+        over the member's bus connection (the stack fetched it; never the backend directly)."""
         sm = self.model.servers.get(sid)
         if sm is None:
             return None
@@ -1027,8 +1025,7 @@ class App:
         tex = images.textures.get(key)
         if tex is not None or key in images.requested or key in images.failed:
             return tex
-        base = self.adapter.state_http_url if self.adapter is not None else None
-        if not base or self.adapter is None:
+        if self.adapter is None:
             return None
         images.requested.add(key)
 
@@ -1038,17 +1035,34 @@ class App:
                 return
             images.put_bytes(key, data, max_side=AVATAR_SIDE)
 
-        self.adapter.submit(lambda c: c.avatar_bytes(base, sid, uid), done)
+        self.adapter.submit(lambda c: c.avatar_bytes(sid, uid), done)
+        return None
+
+    def preview_texture(self, m: ChatMessage, index: int) -> tuple[int | str, int, int] | None:
+        """The image of link preview ``index`` of ``m``: fetched by the stack, brought over the
+        member's bus connection (ADR 0010), never fetched by the desktop from the page's host."""
+        if index >= len(m.link_previews) or not m.link_previews[index].image_url or self.adapter is None:
+            return None
+        images = self.images
+        key = f"preview:{m.server_id}:{m.channel_id}:{m.id}:{index}"
+        tex = images.textures.get(key)
+        if tex is not None or key in images.requested or key in images.failed:
+            return tex
+        images.requested.add(key)
+
+        def done(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None or not data:
+                images.failed.add(key)
+                return
+            images.put_bytes(key, data, max_side=PREVIEW_SIDE)
+
+        self.adapter.submit(lambda c: c.preview_image_bytes(m, index), done)
         return None
 
     def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
         if self.adapter is None:
             return
-        base = self.adapter.state_http_url
         key = ImageCache.key(m, att)
-        if not base:
-            self.images.failed.add(key)
-            return
 
         def done(data: bytes | None, error: BaseException | None) -> None:
             if error is not None or not data:
@@ -1057,7 +1071,7 @@ class App:
                 return
             self.images.put_bytes(key, data, keep=True)
 
-        self.adapter.submit(lambda c: c.attachment_bytes(base, m, att), done)
+        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
 
     # -- rail menu ---------------------------------------------------------------------------------
     def mark_server_read(self, sid: str) -> None:
@@ -1423,15 +1437,6 @@ def _send_error(error: BaseException | None) -> str:
             return "Message payload is too large for this server. Reduce text or attachments and try again."
         return f"Failed to send message ({error.code}): {error.body.message}"
     return "Failed to send message: the home stack did not answer."
-
-
-def _state_url(cf: ConnectionFile) -> str | None:
-    """Where the state service's HTTP API is: ``OPENCHAT_STATE_URL``, else a ``state_url`` field
-    of the connection file (pending: the connection file does not carry it yet)."""
-    env = os.environ.get("OPENCHAT_STATE_URL")
-    if env:
-        return env
-    return getattr(cf, "state_url", None)
 
 
 def run_app(

@@ -276,7 +276,10 @@ class Timeline:
             if old is not None and old.inputs == inputs:
                 continue
             row = self.model.row(msgs, i, sm)
-            cards = tuple((p.url, p.title) for p in m.link_previews)
+            cards = tuple(
+                (p.url, p.title, self.view.app.preview_texture(m, i) is not None)
+                for i, p in enumerate(m.link_previews)
+            )
             avatar = None if row.compact else self.view.app.avatar_texture(sm.server_id, m.author_uid)
             pic = avatar[0] if avatar is not None else self.view.avatar_colors(m.author_uid)
             sig = (
@@ -349,8 +352,8 @@ class Timeline:
                     self.render_body(m.body, body_w, inline_time=row.time_text if row.compact else None)
                     for att in m.attachments:
                         self._attachment(m, att)
-                    for card in m.link_previews:
-                        self._preview(card, body_w)
+                    for index, card in enumerate(m.link_previews):
+                        self._preview(m, index, card, body_w)
         return g  # type: ignore[no-any-return]
 
     def _avatar(self, row: TimelineRow) -> None:
@@ -402,14 +405,19 @@ class Timeline:
         cap = dpg.add_text(label, color=fonts.MUTED)
         dpg.bind_item_font(cap, v.fonts.small)
 
-    def _preview(self, card: LinkPreview, width: float) -> None:
-        """A link preview card (ux.md 2.5 item 5): site, title (opens the link), description.
-        The stack fetched it (P6); the card's image is not shown (it would be a desktop fetch)."""
+    def _preview(self, m: ChatMessage, index: int, card: LinkPreview, width: float) -> None:
+        """A link preview card (ux.md 2.5 item 5): site, title (opens the link), description and
+        the image. The stack fetched all of it (P6); the image comes over the member's bus
+        connection (``App.preview_texture``, ADR 0010), never from the page's host."""
         v = self.view
         s = v.s
         with dpg.group(horizontal=True):
             bar = dpg.add_text("▎", color=fonts.LINK)
             dpg.bind_item_font(bar, v.fonts.emoji)
+            tex = v.app.preview_texture(m, index) if card.image_url else None
+            if tex is not None:
+                scale = min(s(80) / max(tex[2], 1), s(120) / max(tex[1], 1), 1.0 * s(1))
+                dpg.add_image(tex[0], width=max(1, int(tex[1] * scale)), height=max(1, int(tex[2] * scale)))
             with dpg.group():
                 if card.site_name:
                     site = dpg.add_text(card.site_name, color=fonts.MUTED)

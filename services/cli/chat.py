@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from services.cli.home import Home
-from services.core.bus import Bus, CommandError, ConnectOptions
+from services.core.bus import Bus, CommandError
 from services.core.contracts import subjects
 from services.core.contracts.chat import (
     ChatMessage,
@@ -46,6 +46,31 @@ from services.core.members import ConnectionFile
 
 R = TypeVar("R", bound=BaseModel)
 COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+class StackUnreachable(click.ClickException):
+    """The member's stack did not accept a connection within ``CONNECT_TIMEOUT_S``."""
+
+
+async def connect_member(cf: ConnectionFile, name: str, timeout: float = CONNECT_TIMEOUT_S) -> Bus:
+    """The member's bus connection, or ``StackUnreachable`` within ``timeout`` seconds (nats-py
+    alone would retry a first connect forever)."""
+    from services.core.connection import describe_connect_error
+
+    last: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        last.append(exc)
+
+    opts = cf.bus_options(name, extra={"connect_timeout": 2, "error_cb": on_error})
+    try:
+        return await asyncio.wait_for(Bus.connect(opts, first_attempts=1), timeout)
+    except Exception as exc:
+        reason = describe_connect_error(last[-1] if last else exc)
+        raise StackUnreachable(
+            f"cannot reach the home stack at {cf.nats_url} within {timeout:g} s: {reason}"
+        ) from None
 
 
 def resolve_connection(home: Home, member: str | None, connection: Path | None) -> ConnectionFile:
@@ -57,13 +82,22 @@ def resolve_connection(home: Home, member: str | None, connection: Path | None) 
         files = sorted(home.layout.members_dir.glob("*.json"))
         if len(files) != 1:
             raise click.ClickException("say which member with --member NAME (or OPENCHAT_MEMBER)")
-        return ConnectionFile.read(files[0])
+        return localize(home, ConnectionFile.read(files[0]))
     path = home.layout.connection_file(subjects.check_member(member))
     if not path.exists():
         raise click.ClickException(
             f"no connection file for {member} at {path} (openchat member add {member})"
         )
-    return ConnectionFile.read(path)
+    return localize(home, ConnectionFile.read(path))
+
+
+def localize(home: Home, cf: ConnectionFile) -> ConnectionFile:
+    """On the home server itself, dial the stack's local URL, not the public one written for
+    desktops (which may not resolve here, or name another interface)."""
+    url = home.nats_url()
+    if not url:
+        return cf
+    return cf.model_copy(update={"nats_url": url, "ca_pem": home.local_ca_pem(url) or cf.ca_pem})
 
 
 class MemberClient:
@@ -76,10 +110,7 @@ class MemberClient:
     @classmethod
     @asynccontextmanager
     async def connect(cls, cf: ConnectionFile) -> AsyncIterator[MemberClient]:
-        opts = ConnectOptions(
-            url=cf.nats_url, nkey_seed=cf.nkey_seed, inbox_prefix=cf.inbox_prefix, name=f"cli-{cf.member}"
-        )
-        bus = await Bus.connect(opts, first_attempts=3)
+        bus = await connect_member(cf, f"cli-{cf.member}")
         try:
             yield cls(bus, cf.member)
         finally:

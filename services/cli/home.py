@@ -17,6 +17,7 @@ from services.core.identity import IdentityStore, default_key_file, load_or_crea
 from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout, read_json, write_atomic, write_json_atomic
 from services.core.settings import Settings
+from services.core.tls import TlsFiles, ensure_certificates, is_loopback_host, url_host, url_hosts
 
 SECRET_VARS = (natsconf.SERVICE_PASSWORD_VAR, natsconf.SYS_PASSWORD_VAR)
 
@@ -104,8 +105,55 @@ class Home:
         return ep.nats_url if ep else None
 
     def member_nats_url(self) -> str:
-        """The URL written into connection files: the public one, else the stack's."""
-        return self.settings.public_nats_url or self.nats_url() or "nats://127.0.0.1:4222"
+        """The URL written into connection files: the public one (as ``tls://`` when TLS is on),
+        else the stack's."""
+        url = self.settings.public_nats_url or self.nats_url() or "nats://127.0.0.1:4222"
+        if self.tls_enabled() and url.startswith("nats://"):
+            url = "tls://" + url.removeprefix("nats://")
+        return url
+
+    # -- TLS on NATS (ADR 0010) ---------------------------------------------------------------
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.layout.root / "tls")
+
+    def tls_enabled(self) -> bool:
+        """TLS is on when desktops connect from beyond loopback: a public URL that is tls:// or
+        names a host other than this machine's loopback, or a non-loopback listen address."""
+        public = self.settings.public_nats_url
+        if public:
+            host = url_host(public)
+            if public.strip().startswith("tls://") or (host is not None and not is_loopback_host(host)):
+                return True
+        listen = self.settings.nats_listen
+        return bool(listen) and not is_loopback_host(listen or "")
+
+    def ensure_tls(self, extra_hosts: list[str] | None = None) -> tuple[TlsFiles, bool]:
+        """The home CA and a server certificate for every name a client dials: the public
+        URL's host, the stack's NATS host (e.g. the compose service ``nats``), OPENCHAT_TLS_HOSTS,
+        ``extra_hosts`` and the loopback names."""
+        hosts = [
+            *url_hosts(self.settings.public_nats_url),
+            *url_hosts(self.settings.nats_url),
+            *(h.strip() for h in self.settings.tls_hosts.split(",") if h.strip()),
+            *(extra_hosts or []),
+        ]
+        hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]
+        return ensure_certificates(self.tls_files.root, hosts or ["localhost"])
+
+    def member_ca_pem(self) -> str | None:
+        """The CA that goes into connection files (None while TLS is off)."""
+        if not self.tls_enabled():
+            return None
+        files, _ = self.ensure_tls()
+        return files.ca_pem()
+
+    def local_ca_pem(self, url: str | None) -> str | None:
+        """The CA to dial the stack's local URL with (None: a plain URL)."""
+        if not url or not url.strip().startswith("tls://"):
+            return None
+        path = self.settings.nats_ca_file or self.tls_files.ca_cert
+        return path.read_text()
 
     def write_accounts(self) -> None:
         natsconf.write_accounts_conf(self.layout.accounts_conf, self.registry.nats_users())
@@ -118,7 +166,8 @@ class Home:
             return "no stack is running: the change takes effect when it starts"
         sys_password = self.secret_env[natsconf.SYS_PASSWORD_VAR]
         try:
-            asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password))
+            ca = self.local_ca_pem(url)
+            asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password, ca_pem=ca))
         except Exception as exc:
             return f"NATS at {url} could not be reloaded ({exc}); the change takes effect at its next start"
         return "applied to the running NATS server (config reloaded)"

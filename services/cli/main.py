@@ -27,10 +27,20 @@ def main() -> None:
 
 @main.command()
 def init() -> None:
-    """Create OPENCHAT_HOME, its secrets and the NATS accounts file (idempotent)."""
+    """Create OPENCHAT_HOME, its secrets, the NATS accounts file, and the home CA and NATS server
+    certificate for the public host name(s) (idempotent; ADR 0010)."""
     home = Home.load()
     home.write_accounts()
+    files, issued = home.ensure_tls()
+    from cryptography import x509
+
+    from services.core.tls import cert_hosts
+
+    names = sorted(cert_hosts(x509.load_pem_x509_certificate(files.server_cert.read_bytes())))
     click.echo(f"initialised {home.layout.root}")
+    click.echo(
+        f"NATS TLS: CA {files.ca_cert}; server certificate {'issued' if issued else 'kept'} for {', '.join(names)}"
+    )
 
 
 @main.command()
@@ -38,20 +48,46 @@ def init() -> None:
 @click.option(
     "--ui", "with_ui", is_flag=True, help="Open the desktop app (with --demo: as the demo member) once up."
 )
-def up(demo: bool, with_ui: bool) -> None:
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    help="Where NATS listens for desktops: an address of this machine, or 0.0.0.0 for all interfaces "
+    "(default: the host of OPENCHAT_PUBLIC_NATS_URL, else 127.0.0.1). Beyond loopback, TLS is required.",
+)
+def up(demo: bool, with_ui: bool, listen: str | None) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops everything."""
+    import os
+
+    from services.cli.listen import ListenError
+
+    if listen:
+        os.environ["OPENCHAT_NATS_LISTEN"] = listen
     from services.cli.supervisor import run_up
 
-    sys.exit(run_up(demo, with_ui))
+    try:
+        sys.exit(run_up(demo, with_ui))
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--member", "-m", help="The member whose connection file of this home to use.")
 @click.pass_context
-def ui(ctx: click.Context) -> None:
-    """Open the desktop app (options: --connection FILE, --scale, --font-size)."""
+def ui(ctx: click.Context, member: str | None) -> None:
+    """Open the desktop app (options: --connection FILE or --member NAME, --scale, --font-size)."""
     from ui.app import main as ui_main
 
-    ui_main(list(ctx.args))
+    args = list(ctx.args)
+    if member is not None:
+        if "--connection" in args:
+            raise click.UsageError("give --connection FILE or --member NAME, not both")
+        path = Home.load().layout.connection_file(member)
+        if not path.exists():
+            raise click.ClickException(
+                f"no connection file for {member} at {path} (openchat member add {member})"
+            )
+        args = ["--connection", str(path), *args]
+    ui_main(args)
 
 
 @main.command()

@@ -11,6 +11,7 @@ from services.core.contracts import subjects
 from services.core.identity import check_root
 from services.core.members import ConnectionFile, Member
 from services.core.servers import ServerStore
+from services.core.tls import is_loopback_host, url_host
 
 
 def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
@@ -21,8 +22,40 @@ def _write_connection_file(home: Home, member: Member, seed: str) -> Path:
         nkey_seed=seed,
         inbox_prefix=subjects.inbox_prefix(member.name),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        ca_pem=home.member_ca_pem(),
     ).write(path)
     return path
+
+
+def refresh_local_connection_files(home: Home, url: str, out: Callable[[str], None] = print) -> None:
+    """Without a public URL, connection files name this machine's stack (a loopback URL whose
+    port ``openchat up`` may pick anew each start): point them at the running one."""
+    if home.settings.public_nats_url:
+        return
+    for path in sorted(home.layout.members_dir.glob("*.json")):
+        try:
+            cf = ConnectionFile.read(path)
+        except (OSError, ValueError):
+            continue
+        host = url_host(cf.nats_url)
+        if cf.nats_url != url and host is not None and is_loopback_host(host):
+            cf.model_copy(update={"nats_url": url, "ca_pem": home.local_ca_pem(url)}).write(path)
+            out(f"connection file of {cf.member} now points at {url}")
+
+
+def print_handover(home: Home, name: str, path: Path, out: Callable[[str], None]) -> None:
+    """What the member copies to their computer, and the one command they run there."""
+    url = home.member_nats_url()
+    out(f"connection file: {path}")
+    out(f"  copy it to {name}'s computer (keep it private: it is {name}'s password), then run there:")
+    out(f"    openchat ui --connection {path.name}")
+    out(f"  (on this machine: openchat ui --member {name})")
+    out(
+        f"  it connects to {url}"
+        + (" with TLS, trusting only this home's CA (in the file)" if url.startswith("tls://") else "")
+    )
+    if not url.startswith("tls://") and home.settings.public_nats_url is None:
+        out("  note: OPENCHAT_PUBLIC_NATS_URL is not set, so this file works on this machine only")
 
 
 def add_member(
@@ -42,7 +75,7 @@ def add_member(
         home.write_accounts()
         outcome = "takes effect when the stack starts"
     out(f"member {name} added ({outcome})")
-    out(f"connection file: {path}")
+    print_handover(home, name, path, out)
     return path
 
 
@@ -50,7 +83,7 @@ def rotate_member(home: Home, name: str, out: Callable[[str], None] = print) -> 
     member, seed = home.registry.rotate(name)
     path = _write_connection_file(home, member, seed)
     out(f"member {name}: new credentials ({home.apply_to_nats()}); the old connection file no longer works")
-    out(f"connection file: {path}")
+    print_handover(home, name, path, out)
     return path
 
 

@@ -23,10 +23,13 @@ from datetime import UTC, datetime
 
 import httpx
 
+from services.cli import listen
 from services.cli.home import Endpoints, Home
+from services.cli.members import refresh_local_connection_files
 from services.core import natsconf
 from services.core.contracts.subjects import SERVICES
 from services.core.procs import ManagedProcess, nats_process, pick_port, redis_process
+from services.core.tls import render_nats_tls_block
 
 DEFAULT_NATS_PORT = 4222
 DEFAULT_NATS_MONITOR_PORT = 8222
@@ -77,6 +80,7 @@ class Supervisor:
         self.servers: list[ManagedProcess] = []
         self.stopping = asyncio.Event()
         self.nats_url = ""
+        self.nats_ca_file: str | None = None  # set when NATS requires TLS (ADR 0010)
         self.nats_monitor_url: str | None = None
         self.redis_url = ""
 
@@ -89,15 +93,22 @@ class Supervisor:
             self.nats_url = settings.nats_url
             self.out(f"using NATS at {self.nats_url}")
         else:
-            port = pick_port(DEFAULT_NATS_PORT)
+            # Where desktops are told to connect (ADR 0010); our own processes dial a local URL.
+            where = listen.plan(settings)
+            port = where.port or pick_port(DEFAULT_NATS_PORT, where.local_host)
             monitor = pick_port(DEFAULT_NATS_MONITOR_PORT)
+            tls_block = None
+            if where.tls:
+                files, _ = self.home.ensure_tls([where.host])
+                tls_block = render_nats_tls_block(files)
+                self.nats_ca_file = str(files.ca_cert)
             conf = natsconf.render_local_conf(
-                "127.0.0.1", port, monitor, layout.jetstream_dir, layout.accounts_conf
+                where.host, port, monitor, layout.jetstream_dir, layout.accounts_conf, tls_block
             )
             layout.nats_conf.write_text(conf)
             nats = nats_process(
                 layout.nats_conf,
-                "127.0.0.1",
+                where.local_host,
                 port,
                 {**os.environ, **self.home.secret_env},
                 layout.logs_dir / "nats.log",
@@ -105,9 +116,14 @@ class Supervisor:
             nats.preexec = _die_with_parent
             nats.start()
             self.servers.append(nats)
-            self.nats_url = f"nats://127.0.0.1:{port}"
+            self.nats_url = where.local_url(port)
             self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
             self.out(f"started nats-server (JetStream) on {self.nats_url}")
+            if where.host != "127.0.0.1":
+                self.out(
+                    f"desktops connect to {self.home.member_nats_url()} "
+                    f"(listening on {where.host}:{port}{', TLS required' if where.tls else ''})"
+                )
         if settings.redis_url:
             self.redis_url = settings.redis_url
             self.out(f"using Redis at {self.redis_url}")
@@ -130,6 +146,7 @@ class Supervisor:
             "OPENCHAT_REDIS_URL": self.redis_url,
             "OPENCHAT_HTTP_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
+            **({"OPENCHAT_NATS_CA_FILE": self.nats_ca_file} if self.nats_ca_file else {}),
         }
         for name in SERVICES:
             port = pick_port(DEFAULT_SERVICE_PORTS[name])
@@ -162,7 +179,9 @@ class Supervisor:
         from services.core.members import ConnectionFile
 
         cf = ConnectionFile.read(self.home.layout.connection_file(DEMO_MEMBER))
-        cf = cf.model_copy(update={"nats_url": self.nats_url})
+        cf = cf.model_copy(
+            update={"nats_url": self.nats_url, "ca_pem": self.home.local_ca_pem(self.nats_url)}
+        )
         targets = {"family": "srv_family", "harbor": "srv_harbor"}
         devservers = self.endpoints().devservers
         async with MemberClient.connect(cf) as client:
@@ -190,8 +209,8 @@ class Supervisor:
         )
         if chosen is not None and chosen.exists():
             argv += ["--connection", str(chosen)]
-        env = {**os.environ, "OPENCHAT_STATE_URL": self.endpoints().services.get("state", "")}
-        self.ui_proc = await asyncio.create_subprocess_exec(*argv, env=env, preexec_fn=_die_with_parent)
+        # The desktop needs only its connection file (every byte comes over the bus, ADR 0010).
+        self.ui_proc = await asyncio.create_subprocess_exec(*argv, preexec_fn=_die_with_parent)
         self.out(f"[ui] desktop app opened (pid {self.ui_proc.pid}); closing it stops the stack")
 
         async def stop_when_closed(proc: asyncio.subprocess.Process) -> None:
@@ -296,6 +315,7 @@ class Supervisor:
         try:
             # On this thread: PR_SET_PDEATHSIG fires when the *thread* that forked a child exits.
             self.start_infrastructure()
+            refresh_local_connection_files(self.home, self.nats_url, self.out)
             self.plan_children()
             watchers += [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
             healthy = await self.wait_healthy(ready_timeout)

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.connector.connector import Connector
 from services.connector.session import BatchSink, EventSink, Timing
 from services.core.bus import PUBLISH_WINDOW, Bus, CommandError
+from services.core.contracts.blobs import UploadChunkArgs
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
     REHYDRATE_SUBJECT,
@@ -133,6 +134,7 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "join", JoinArgs)(connector.join)
     bus.command("connector", "leave", LeaveArgs)(connector.leave)
     bus.command("connector", "send", SendArgs)(connector.send)
+    bus.command("connector", "upload", UploadChunkArgs)(connector.upload)
     bus.command("connector", "typing", TypingArgs)(connector.typing)
     bus.command("connector", "delete", DeleteMessageArgs)(connector.delete)
     bus.command("connector", "history", HistoryArgs)(connector.history)

@@ -24,6 +24,7 @@ is published when at least one card was found. ``message.created`` never waits f
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import uuid
@@ -48,8 +49,10 @@ from services.connector.backend import (
 from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
 from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
+from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
 from services.core.contracts import subjects
+from services.core.contracts.blobs import UploadChunkArgs, UploadChunkResult
 from services.core.contracts.bus import utcnow
 from services.core.contracts.chat import (
     KIND_MESSAGE_PREVIEWS,
@@ -158,6 +161,7 @@ class Connector:
         self.profile_store = ProfileStore(registry)
         self.publisher = ProfilePublisher(self.profile_store)
         self.preview_prefs = PreviewPrefs(registry)
+        self.uploads = UploadStager(HomeLayout(home).root / "cache" / "uploads")
         # ``preview_allow_private``: OPENCHAT_PREVIEW_ALLOW_PRIVATE (tests, local demos)
         self.previews = previews or PreviewFetcher(allow_private=preview_allow_private)
         self._preview_tasks: set[asyncio.Task[None]] = set()
@@ -604,15 +608,29 @@ class Connector:
             raise CommandError(
                 "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
             )
+        staged = [i.upload_id for i in args.images if i.upload_id]
+        if staged:  # images staged with connector.upload (ADR 0010): inline them for the check
+            inline = []
+            for image in args.images:
+                if image.upload_id:
+                    data = await self.uploads.take(member, image.upload_id)
+                    image = image.model_copy(update={"data_b64": base64.b64encode(data).decode()})
+                inline.append(image)
+            args = args.model_copy(update={"images": inline})
         text, images = domain.check_send(args.body, args.images, caps)
         per_minute = caps.rate_limit_per_minute
         wait = self.rate.check((member, args.server_id), per_minute)
         if wait > 0 and per_minute:
             raise domain.rate_limited_error(wait, per_minute)
         msg = await session.backend.post_message(args.channel_id, text, args.reply_to, images)
+        self.uploads.discard(member, [u for u in staged if u])
         chat = domain.message_of(msg, args.server_id, session.backend.base_url)
         await session.ensure_published(chat)
         return SendResult(message=chat)
+
+    async def upload(self, member: str, args: UploadChunkArgs) -> UploadChunkResult:
+        """One chunk of an image staged for a later send (``connector.upload``)."""
+        return await self.uploads.append(member, args)
 
     @backend_errors
     async def delete(self, member: str, args: DeleteMessageArgs) -> Ack:

@@ -114,6 +114,8 @@ class ConnectOptions:
     inbox_prefix: str | None = None
     name: str = "openchat"
     reconnect_wait_s: float = 1.0
+    # The home's CA (PEM): TLS with this CA only, handshake first (ADR 0010). None: plain.
+    ca_pem: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +188,11 @@ class Bus:
             options["nkeys_seed_str"] = opts.nkey_seed
         if opts.inbox_prefix is not None:
             options["inbox_prefix"] = opts.inbox_prefix.encode()
+        if opts.ca_pem:
+            from services.core.tls import client_context
+
+            options["tls"] = client_context(opts.ca_pem)
+            options["tls_handshake_first"] = True
         return options
 
     @property

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nkeys
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from services.core.contracts import subjects
 from services.core.db import open_db
 from services.core.paths import write_atomic
+
+if TYPE_CHECKING:
+    from services.core.bus import ConnectOptions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS members (
@@ -55,6 +59,23 @@ class ConnectionFile(BaseModel):
     nkey_seed: str
     inbox_prefix: str
     created_at: str
+    # The home server's CA (PEM), pinned: with a tls:// nats_url the desktop trusts only this CA
+    # (ADR 0010). None: a plain loopback stack.
+    ca_pem: str | None = None
+
+    def bus_options(self, name: str, *, url: str | None = None, **extra: Any) -> ConnectOptions:
+        """Options of the member's bus connection (``url`` overrides ``nats_url``, e.g. the
+        local URL of the stack for the CLI on the home server itself)."""
+        from services.core.bus import ConnectOptions
+
+        return ConnectOptions(
+            url=url or self.nats_url,
+            nkey_seed=self.nkey_seed,
+            inbox_prefix=self.inbox_prefix,
+            name=name,
+            ca_pem=self.ca_pem,
+            **extra,
+        )
 
     def write(self, path: Path) -> None:
         write_atomic(path, self.model_dump_json(indent=2) + "\n", 0o600)

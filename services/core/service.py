@@ -59,6 +59,7 @@ def bus_options(settings: Settings, name: str) -> ConnectOptions:
         user=settings.service_user if password else None,
         password=password,
         name=f"openchat-{name}",
+        ca_pem=settings.nats_ca_pem(),
     )
 
 

@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     sys_user: str = "sys"
     sys_password: SecretStr | None = None
     public_nats_url: str | None = None
+    # TLS on NATS (ADR 0010). The CA (PEM file) the stack's processes trust when they dial a
+    # tls:// URL; openchat up and the compose file set it.
+    nats_ca_file: Path | None = None
+    # Where `openchat up` listens for desktops: an address, or 0.0.0.0 for all interfaces.
+    # Unset: the public URL's host (resolved), else 127.0.0.1 (this machine only).
+    nats_listen: str | None = None
+    # More names/addresses (comma-separated) the NATS server certificate must cover.
+    tls_hosts: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 0
     log_json: bool = False
@@ -63,6 +71,14 @@ class Settings(BaseSettings):
     # private, link-local or reserved addresses (tests, demo devservers on 127.0.0.1). Off: a
     # message can never make the home server request something on the household network.
     preview_allow_private: bool = False
+
+    def nats_ca_pem(self) -> str | None:
+        """The CA to pin when the NATS URL is tls:// (None: plain)."""
+        if self.nats_url and self.nats_url.strip().startswith("tls://"):
+            if self.nats_ca_file is None:
+                raise SystemExit("OPENCHAT_NATS_URL is tls:// but OPENCHAT_NATS_CA_FILE is not set")
+            return self.nats_ca_file.read_text()
+        return None
 
     @field_validator("service_password", "sys_password")
     @classmethod

@@ -10,7 +10,7 @@ Wiring only; the pieces are:
 
 Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the subject):
 ``snapshot``, ``sync``, ``history``, ``servers``, ``http_token`` (contracts in
-``services.core.contracts.chat``).
+``services.core.contracts.chat``) and ``media`` (chunked bytes, ``services.core.contracts.blobs``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text
 from services.state.http import build_router
 from services.state.materializer import Materializer
 from services.state.media import MediaCache, MediaFetcher
+from services.state.media_bus import register_media
 from services.state.settings import StateSettings
 from services.state.store import ViewBusy, ViewStore
 from services.state.sync import sync_events
@@ -112,6 +113,8 @@ class StateRuntime:
         async def servers(member: str, args: Empty) -> BaseModel:
             seq, statuses = await self._consistent(lambda: self.store.statuses(member))
             return ServerList(seq=seq, servers=statuses)
+
+        register_media(self)  # state.media: bytes over the bus (ADR 0010)
 
         @bus.command(SERVICE_NAME, "http_token", Empty)
         async def http_token(member: str, args: Empty) -> BaseModel:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -68,6 +70,21 @@ class MediaCache:
             return None
         return Media(data, content_type)
 
+    def read_range(self, key: str, offset: int, length: int) -> tuple[bytes, str, int] | None:
+        """Bytes ``offset .. offset+length`` of a cached file, its content type and total size
+        (a hit is a use); None when it is not cached."""
+        data_path, type_path = self.root / f"{key}.bin", self.root / f"{key}.type"
+        try:
+            content_type = type_path.read_text()
+            with data_path.open("rb") as fh:
+                total = os.fstat(fh.fileno()).st_size
+                fh.seek(min(offset, total))
+                data = fh.read(length)
+            os.utime(data_path)
+        except OSError:
+            return None
+        return data, content_type, total
+
     def put(self, key: str, media: Media) -> None:
         if len(media.data) > self.max_bytes:
             return  # would evict everything and still not fit
@@ -97,6 +114,34 @@ class MediaCache:
                 with contextlib.suppress(FileNotFoundError):
                     victim.unlink()
             total -= size
+
+
+def address_allowed(address: str, *, allow_private: bool = False) -> bool:
+    """Only globally routable unicast addresses, unless ``allow_private``."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if allow_private:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+async def public_host(url: str, *, allow_private: bool) -> bool:
+    """Whether ``url`` is http(s) and every address its host resolves to is allowed (a message
+    can never make the home server fetch something on the household network)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]) for info in infos}
+    return bool(addresses) and all(address_allowed(a, allow_private=allow_private) for a in addresses)
 
 
 def same_origin(url: str, base_url: str) -> bool:
@@ -135,8 +180,48 @@ class MediaFetcher:
         await asyncio.to_thread(self.cache.put, key, media)
         return media
 
-    async def _fetch(self, record: ServerRecord, url: str, declared_type: str) -> Media:
-        headers = {"X-OpenChat-User-UID": record.user_uid, "X-OpenChat-Device-ID": record.device_id}
+    async def read_range(
+        self,
+        member: str,
+        record: ServerRecord,
+        url: str,
+        declared_type: str,
+        declared_bytes: int | None,
+        offset: int,
+        length: int,
+    ) -> tuple[bytes, str, int]:
+        """One chunk of a backend file (fetched into the cache on the first chunk)."""
+        key = self.cache.key(member, record.server_id, url)
+        hit = await asyncio.to_thread(self.cache.read_range, key, offset, length)
+        if hit is not None:
+            return hit
+        media = await self.get(member, record, url, declared_type, declared_bytes)
+        return media.data[offset : offset + length], media.content_type, len(media.data)
+
+    async def preview_range(
+        self, member: str, server_id: str, url: str, offset: int, length: int, *, allow_private: bool
+    ) -> tuple[bytes, str, int]:
+        """One chunk of a link-preview image: any public http(s) origin (the host is resolved and
+        private, loopback, link-local and reserved addresses refused unless ``allow_private``),
+        no member headers sent, and only image types kept."""
+        key = self.cache.key(member, server_id, "preview\0" + url)
+        hit = await asyncio.to_thread(self.cache.read_range, key, offset, length)
+        if hit is not None:
+            return hit
+        if not await public_host(url, allow_private=allow_private):
+            raise MediaError(404, "the preview image's host is not a public address")
+        media = await self._fetch(None, url, "application/octet-stream")
+        if media.content_type not in SAFE_IMAGE_TYPES:
+            raise MediaError(415, "the preview image is not a PNG, JPEG, GIF or WEBP image")
+        await asyncio.to_thread(self.cache.put, key, media)
+        return media.data[offset : offset + length], media.content_type, len(media.data)
+
+    async def _fetch(self, record: ServerRecord | None, url: str, declared_type: str) -> Media:
+        headers = (
+            {"X-OpenChat-User-UID": record.user_uid, "X-OpenChat-Device-ID": record.device_id}
+            if record is not None
+            else {}
+        )
         try:
             async with self.client.stream(
                 "GET", url, headers=headers, timeout=self.timeout, follow_redirects=False

@@ -118,7 +118,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
 
 @pytest.fixture
 def app(demo: DemoStack, ui_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("OPENCHAT_STATE_URL", demo.endpoints["services"]["state"])
     a = ui_factory(connection=demo.home / "members" / "demo.json")
     a.start()
     try:

@@ -304,7 +304,9 @@ class LeaveResult(Contract):
 class UploadedImage(Contract):
     file_name: str = Field(max_length=255)
     content_type: str
-    data_b64: str  # bounded by the bus payload limit; larger images go through the state API
+    data_b64: str = ""  # inline, bounded by the bus payload limit; or:
+    # an image staged in chunks with ``connector.upload`` (services.core.contracts.blobs, ADR 0010)
+    upload_id: str | None = Field(default=None, pattern=r"^up_[0-9a-f]{32}$")
 
 
 class SendArgs(Contract):
