@@ -53,9 +53,9 @@ from services.core.contracts.notify import (
     KIND_MEMBER_PREFS,
     KIND_NOTIFICATION,
     KIND_PREFS,
-    MEMBER_SCOPE,
     KIND_READ_ACK_UPDATED,
     KIND_UNREAD_UPDATED,
+    MEMBER_SCOPE,
     SERVICE,
     FocusArgs,
     MarkReadArgs,
@@ -320,7 +320,11 @@ class NotificationService:
         for member in fx.member_prefs_changed:
             publishes.append(
                 self._publish(
-                    member, MEMBER_SCOPE, KIND_MEMBER_PREFS, "nmember", self.engine.member(member).prefs.public()
+                    member,
+                    MEMBER_SCOPE,
+                    KIND_MEMBER_PREFS,
+                    "nmember",
+                    self.engine.member(member).prefs.public(),
                 )
             )
         if publishes:
