@@ -19,6 +19,7 @@ from services.cli.identity import register_backup as register_identity_backup
 from services.cli.notify import register as register_notify
 from services.cli.notify import register_settings as register_notify_settings
 from services.cli.profile import register as register_profile
+from services.cli.version import register as register_version
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
@@ -185,6 +186,7 @@ register_chat(main)
 register_notify(main)
 register_notify_settings(main)
 register_profile(main)
+register_version(main)
 
 if __name__ == "__main__":
     main()
