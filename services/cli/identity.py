@@ -143,4 +143,4 @@ def register_backup(identity: click.Group) -> None:
             raise click.ClickException(f"cannot write {target}: {exc.strerror}") from exc
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        click.echo(f"identity of {info.device_id} written to {target} (encrypted; uid mode {info.uid_mode})")
+        click.echo(f"identity written to {target} (encrypted with your passphrase; uid mode {info.uid_mode})")
