@@ -91,13 +91,15 @@ class Tail:
                 self.events.append(json.loads(line)["event"])
                 self._cond.notify_all()
 
-    def wait(self, what: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> int:
-        """Index of the first event matching ``pred`` (waits for it)."""
+    def wait(
+        self, what: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 30, after: int = -1
+    ) -> int:
+        """Index of the first event after index ``after`` matching ``pred`` (waits for it)."""
         with self._cond:
             found: list[int] = []
 
             def match() -> bool:
-                found[:] = [i for i, e in enumerate(self.events) if pred(e)][:1]
+                found[:] = [i for i, e in enumerate(self.events) if i > after and pred(e)][:1]
                 return bool(found)
 
             assert self._cond.wait_for(match, timeout), f"no {what} on the tail within {timeout} s"
@@ -149,6 +151,15 @@ def live(home: Path) -> None:
     poll(f"{SERVER} live", harbor_live, timeout=90)
 
 
+def settings(prefs: dict[str, Any]) -> dict[str, Any]:
+    """``notify show --json`` without ordering (servers and channels come in storage order)."""
+    servers = {
+        s["server_id"]: {**s, "channels": sorted(s["channels"], key=lambda c: c["channel_id"])}
+        for s in prefs["servers"]
+    }
+    return {**prefs, "servers": servers}
+
+
 def quiet_window_away_from_now() -> str:
     """A quiet-hours window (Europe/Berlin) that starts 6 h from now: the test's notifications
     must not fall into it, whenever the test runs."""
@@ -189,6 +200,7 @@ def cleanup() -> Iterator[list[Stack | Tail]]:
                 leftover.kill()
 
 
+@pytest.mark.timeout(300)  # two stack starts, ~25 CLI processes: about a minute on a loaded 2-core box
 def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cleanup: list[Any]) -> None:
     home = tmp_path / "home"
     stack = start(home, "--demo")
@@ -253,6 +265,13 @@ def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cl
     prefs = js(home, "notify", "mute", SERVER, "ch_outage", "--for", "3s")
     outage = [c for s in prefs["servers"] for c in s["channels"] if c["channel_id"] == "ch_outage"]
     assert outage and outage[0]["muted_until"] is not None
+
+    def outage_muted(e: dict[str, Any]) -> bool:
+        return e["type"] == "notify.prefs" and "ch_outage" in [
+            c["channel_id"] for c in e["payload"]["channels"]
+        ]
+
+    muted_at = tail.wait("notify.prefs with ch_outage", outage_muted)
     tail.wait(
         "notify.prefs without ch_outage",
         lambda e: (
@@ -261,6 +280,7 @@ def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cl
             and "ch_outage" not in [c["channel_id"] for c in e["payload"]["channels"]]
         ),
         timeout=30,
+        after=muted_at,
     )
     assert all(
         c["channel_id"] != "ch_outage" for s in js(home, "notify", "show")["servers"] for c in s["channels"]
@@ -273,7 +293,7 @@ def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cl
     cleanup.append(stack)
     live(home)
     harbor = str(stack.endpoints()["devservers"]["harbor"])  # type: ignore[index]
-    assert js(home, "notify", "show") == before
+    assert settings(js(home, "notify", "show")) == settings(before)
     ok(home, "read", SERVER, "--member", MEMBER)
     for ch in ("ch_general", "ch_design", "ch_release"):
         counted(home, ch, (0, 0))
@@ -292,6 +312,7 @@ def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cl
     counted(home, "ch_release", (2, 1))
 
 
+@pytest.mark.timeout(240)
 def test_identity_export_import_on_a_fresh_stack_same_uids(tmp_path: Path, cleanup: list[Any]) -> None:
     old_home = tmp_path / "old" / "home"
     old = start(old_home, "--demo")
