@@ -150,6 +150,8 @@ def identity_import(root: str, member: str, passphrase_file: Path | None, as_jso
 
         import_backup(Path(root), member, None, passphrase_file, as_json)
         return
+    if not root.startswith("identity_"):
+        raise click.ClickException(f"{root}: no such backup file (nor an identity root)")
     home = Home.load()
     try:
         home.registry.get(member)
