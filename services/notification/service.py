@@ -11,7 +11,11 @@
   ``notify.prefs`` events through ``Bus.publish_event``; read-ack GET/PUT requests to the
   connector (coalesced per channel, in a background worker, failures ignored — wire §0.2 rule 3).
 * Commands ``oc.*.cmd.notification.<verb>`` (contracts/notify.py) are served in the queue group
-  ``notification``.
+  ``notification``. Member-wide settings (status, DND, quiet hours, "Hide Muted Channels") are
+  published as ``notify.member`` on the reserved server id ``_member``.
+* A timer ends timed mutes when the earliest is due (re-checked at least every 30 s, and after
+  every ``set_mute``), including mutes that ended while the service was down, and publishes the
+  server's ``notify.prefs``.
 
 One instance consumes the stream at a time (the durable consumer is shared, the counts are in
 this process's memory): scale-out would shard members over instances, not share them.
@@ -410,13 +414,19 @@ class NotificationService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._mute_wakeup.wait(), min(wait, MUTE_CHECK_MAX_S))
                 continue
-            fx = self.engine.expire_mutes()
-            if fx:
-                log.info("timed mutes ended", extra={"servers": len(fx.prefs_changed)})
-                self.store.flush(self.engine)
-                await self._carry_out(fx)
-            else:
-                await asyncio.sleep(0.05)  # clock skew against ``due``: do not spin
+            try:
+                fx = self.engine.expire_mutes()
+                if fx:
+                    log.info("timed mutes ended", extra={"servers": len(fx.prefs_changed)})
+                    self.store.flush(self.engine)
+                    await self._carry_out(fx)
+                else:
+                    await asyncio.sleep(0.05)  # clock skew against ``due``: do not spin
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the database is busy: try again, never stop ending mutes
+                log.exception("ending timed mutes failed")
+                await asyncio.sleep(1.0)
 
     # -- commands ----------------------------------------------------------------------------
     async def _serve_commands(self) -> None:
