@@ -1,9 +1,10 @@
-"""Issue 18 acceptance, from the CLI, on real processes: ``openchat up --demo`` (NATS, Redis, the
-four services, two devservers), ``openchat notify …`` / ``presence`` / ``version`` / ``identity
-export|import`` as subprocesses, and ``openchat tail --json`` as the member's event witness.
+"""Issue 18 acceptance, from the CLI, on real processes: ``openchat up`` (NATS, Redis, the four
+services; ``--demo`` adds two devservers), a Harbor devserver process that outlives a stack
+restart, ``openchat notify …`` / ``presence`` / ``version`` / ``identity export|import`` as
+subprocesses, and ``openchat tail --json`` as the member's event witness.
 
-Messages "from someone else" are posted to the demo devserver over its HTTP API with another
-uid's headers, as any other client of that server would.
+Messages "from someone else" are posted to the devserver over its HTTP API with another uid's
+headers, as any other client of that server would.
 
 Proving that an event did *not* happen: the notification service applies the events stream in
 order and publishes a batch's events before it fetches the next, and the tail receives the stream
@@ -170,10 +171,64 @@ def quiet_window_away_from_now() -> str:
     return f"{local + timedelta(hours=6):%H:%M}-{local + timedelta(hours=9):%H:%M}"
 
 
+class Devserver:
+    """The Harbor devserver as its own process: a chat server is not part of the home stack, so
+    it keeps running (same URL, same data) while the stack restarts."""
+
+    def __init__(self, logs: Path) -> None:
+        from services.core.procs import free_port
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = logs.open("wb")
+        argv = [sys.executable, "-m", "services.devserver", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--seed", "harbor", "--public-base-url", self.url, "--admin"]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def healthy() -> bool | None:
+            try:
+                return True if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200 else None
+            except httpx.HTTPError:
+                return None
+
+        poll("devserver /healthz", healthy)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
 def start(home: Path, *args: str) -> Stack:
     stack = Stack(home, *args)
     stack.wait_for_line(READY_LINE)
     return stack
+
+
+def follow_nats(stack: Stack, member: str = MEMBER) -> None:
+    """Point the member's connection file at the NATS this run of ``openchat up`` started.
+
+    ``openchat up`` starts NATS on its preferred port 4222 when free, else on any free port, and
+    writes a member's connection file once (``member add``). On this machine other worktrees' tests
+    hold 4222 now and then, so a restart may get another port than the first start did; the
+    connection file would then name the old one (a supervisor limitation, reported, not what this
+    test is about). Same credentials, current URL."""
+    from services.core.members import ConnectionFile
+
+    path = stack.home / "members" / f"{member}.json"
+    current = ConnectionFile.read(path)
+    nats_url = str(stack.endpoints()["nats_url"])
+    if current.nats_url != nats_url:
+        current.model_copy(update={"nats_url": nats_url}).write(path)
 
 
 def stop(stack: Stack) -> None:
@@ -182,11 +237,11 @@ def stop(stack: Stack) -> None:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[Stack | Tail]]:
-    started: list[Stack | Tail] = []
+def cleanup() -> Iterator[list[Stack | Tail | Devserver]]:
+    started: list[Stack | Tail | Devserver] = []
     yield started
     for thing in reversed(started):
-        if isinstance(thing, Tail):
+        if isinstance(thing, Tail | Devserver):
             thing.stop()
         elif thing.proc.poll() is None:
             thing.proc.send_signal(signal.SIGINT)
@@ -203,10 +258,14 @@ def cleanup() -> Iterator[list[Stack | Tail]]:
 @pytest.mark.timeout(300)  # two stack starts, ~25 CLI processes: about a minute on a loaded 2-core box
 def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cleanup: list[Any]) -> None:
     home = tmp_path / "home"
-    stack = start(home, "--demo")
+    devserver = Devserver(tmp_path / "devserver.log")
+    cleanup.append(devserver)
+    harbor = devserver.url
+    stack = start(home)
     cleanup.append(stack)
+    ok(home, "member", "add", MEMBER)
+    js(home, "join", harbor, "--server", SERVER, "--yes")
     live(home)
-    harbor = str(stack.endpoints()["devservers"]["harbor"])  # type: ignore[index]
     me = {s["server_id"]: s["user_uid"] for s in js(home, "identity", "mode")["servers"]}[SERVER]
     ok(home, "read", SERVER, "--member", MEMBER)  # the seeds' history: start from zero
     for ch in ("ch_general", "ch_design", "ch_release"):
@@ -289,10 +348,10 @@ def test_notification_settings_from_the_cli_survive_a_restart(tmp_path: Path, cl
 
     # Restart the whole stack: the settings are the same and still apply.
     stop(stack)
-    stack = start(home, "--demo")
+    stack = start(home)
     cleanup.append(stack)
+    follow_nats(stack)
     live(home)
-    harbor = str(stack.endpoints()["devservers"]["harbor"])  # type: ignore[index]
     assert settings(js(home, "notify", "show")) == settings(before)
     ok(home, "read", SERVER, "--member", MEMBER)
     for ch in ("ch_general", "ch_design", "ch_release"):
