@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from services.cli.chat import register as register_chat
 from services.cli.home import Home
 from services.cli.identity import register as register_identity
+from services.cli.identity import register_backup as register_identity_backup
 from services.cli.notify import register as register_notify
+from services.cli.notify import register_settings as register_notify_settings
 from services.cli.profile import register as register_profile
+from services.cli.version import register as register_version
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
@@ -169,10 +173,21 @@ def identity() -> None:
 @identity.command("import")
 @click.argument("root")
 @click.option("--member", "-m", required=True)
-def identity_import(root: str, member: str) -> None:
-    """Replace MEMBER's identity root with ROOT (appear as the same user as before)."""
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def identity_import(root: str, member: str, passphrase_file: Path | None, as_json: bool) -> None:
+    """Bring back MEMBER's identity from a backup FILE (``identity export``; through the running
+    stack, asks for its passphrase), or set the identity ROOT itself (edits the home directly:
+    stop the stack first). Either way the servers see the same uids as before."""
     from services.core.identity import IdentityError, check_root
 
+    if Path(root).is_file():
+        from services.cli.identity import import_backup
+
+        import_backup(Path(root), member, None, passphrase_file, as_json)
+        return
+    if not root.startswith("identity_"):
+        raise click.ClickException(f"{root}: no such backup file (nor an identity root)")
     home = Home.load()
     try:
         home.registry.get(member)
@@ -204,9 +219,12 @@ def identity_show(member: str, server_id: str | None) -> None:
 
 
 register_identity(identity)
+register_identity_backup(identity)
 register_chat(main)
 register_notify(main)
+register_notify_settings(main)
 register_profile(main)
+register_version(main)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, ProcessCollector, generate_latest
 
+from services.core.version import package_version
+
 Check = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT_S = 1.0
 
@@ -62,6 +64,7 @@ def health_app(state: HealthState) -> FastAPI:
             "status": "ok" if ok else "unavailable",
             "checks": checks,
             "uptime_s": round(time.monotonic() - state.started, 1),
+            "version": package_version(),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -26,6 +26,7 @@ from services.core.bus import Bus, ConnectOptions, backoff_delays
 from services.core.health import HealthState, HttpServer, health_app
 from services.core.log import configure_logging
 from services.core.settings import Settings
+from services.core.version import serve_versions
 
 log = logging.getLogger("openchat.service")
 
@@ -127,6 +128,7 @@ async def serve(service: Service, settings: Settings) -> None:
             ctx.redis = await _connect_redis(settings.redis_url)
         if service.setup is not None:
             await service.setup(ctx)
+        serve_versions(ctx.bus, service.name)  # ``<service>.version`` and ``stack.version`` (issue 18)
         await ctx.bus.serve_commands()
         log.info("service ready", extra={"service": service.name})
 

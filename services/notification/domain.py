@@ -27,7 +27,13 @@ Rules (features.md §7 and decisions D4, D5, D6, D9, D14):
 * Notification policy (7.6, 7.7, D9): none for own messages, a muted server or channel, level
   ``nothing`` (or ``mentions`` for a non-mention), a non-mention in a focused active channel,
   Do Not Disturb, quiet hours in the member's time zone, or a message older than
-  ``NOTIFY_MAX_AGE`` (a backlog replayed after downtime). Badges keep counting in every case.
+  ``NOTIFY_MAX_AGE`` (a backlog replayed after downtime). Badges keep counting in every case
+  but one: a muted **channel** neither notifies nor counts (issue 18) — messages that arrive while
+  it is muted are not unread, and muting it clears its badge (locally: no read-ack is sent).
+* Mutes may be timed (``muted_until``); an expired mute is no mute, and ``expire_mutes`` turns it
+  off for good (the service calls it when the earliest one is due).
+* The member's status (Online / Idle / Do Not Disturb / Invisible) is stored with the prefs;
+  ``dnd`` is true exactly when the status is ``dnd``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from services.core.contracts.chat import (
     AttachmentRef,
@@ -60,6 +66,8 @@ from services.core.contracts.notify import (
     ChannelCounts,
     ChannelPrefs,
     FocusArgs,
+    MemberNotifyPrefs,
+    MemberStatus,
     Notification,
     NotifyLevel,
     NotifyPrefs,
@@ -80,6 +88,11 @@ NOTIFY_MAX_AGE = timedelta(minutes=10)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def mute_active(muted: bool, until: datetime | None, now: datetime) -> bool:
+    """A mute counts while it is set and, when timed, not yet over."""
+    return muted and (until is None or _aware(now) < _aware(until))
 
 
 # -- mentions (D14) ------------------------------------------------------------------------------
@@ -216,6 +229,7 @@ class ChannelState(BaseModel):
     last_read_message_id: str | None = None
     cursor_index: int | None = None  # the server's read-ack position, when it has read-acks
     muted: bool = False
+    muted_until: datetime | None = None
     level: NotifyLevel | None = None
     revision: int = 0
 
@@ -275,6 +289,7 @@ class ServerState(BaseModel):
     joined_at: datetime | None = None  # messages created before the member joined are history, not unread
     features: dict[str, bool] = Field(default_factory=dict)
     muted: bool = False
+    muted_until: datetime | None = None
     level: NotifyLevel = DEFAULT_LEVEL
     names: dict[str, str] = Field(default_factory=dict)  # uid -> display name (bounded)
     channels: dict[str, ChannelState] = Field(default_factory=dict)
@@ -303,9 +318,15 @@ class ServerState(BaseModel):
         return ServerPrefs(
             server_id=self.server_id,
             muted=self.muted,
+            muted_until=self.muted_until if self.muted else None,
             level=self.level,
             channels=[
-                ChannelPrefs(channel_id=c.channel_id, muted=c.muted, level=c.level)
+                ChannelPrefs(
+                    channel_id=c.channel_id,
+                    muted=c.muted,
+                    muted_until=c.muted_until if c.muted else None,
+                    level=c.level,
+                )
                 for c in self.channels.values()
                 if c.muted or c.level is not None
             ],
@@ -326,6 +347,23 @@ class MemberPrefs(BaseModel):
     dnd: bool = False
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     timezone: str = "UTC"
+    status: MemberStatus = "online"
+    hide_muted_channels: bool = False
+
+    @model_validator(mode="after")
+    def _status_of_old_rows(self) -> MemberPrefs:
+        if self.dnd and self.status != "dnd":  # stored before the status existed
+            self.status = "dnd"
+        return self
+
+    def public(self) -> MemberNotifyPrefs:
+        return MemberNotifyPrefs(
+            status=self.status,
+            dnd=self.dnd,
+            quiet_hours=self.quiet_hours,
+            timezone=self.timezone,
+            hide_muted_channels=self.hide_muted_channels,
+        )
 
 
 @dataclass
@@ -353,6 +391,7 @@ class Effects:
     ack_puts: list[tuple[str, str, str, str]] = field(default_factory=list)  # member, server, channel, msg
     ack_gets: list[tuple[str, str, str]] = field(default_factory=list)
     prefs_changed: set[tuple[str, str]] = field(default_factory=set)
+    member_prefs_changed: set[str] = field(default_factory=set)  # publish ``notify.member``
 
     def touch(self, member: str, server_id: str, channel_id: str) -> None:
         self.changed.setdefault((member, server_id), set()).add(channel_id)
@@ -364,11 +403,17 @@ class Effects:
         self.ack_puts += other.ack_puts
         self.ack_gets += other.ack_gets
         self.prefs_changed |= other.prefs_changed
+        self.member_prefs_changed |= other.member_prefs_changed
         return self
 
     def __bool__(self) -> bool:
         return bool(
-            self.changed or self.notifications or self.ack_puts or self.ack_gets or self.prefs_changed
+            self.changed
+            or self.notifications
+            or self.ack_puts
+            or self.ack_gets
+            or self.prefs_changed
+            or self.member_prefs_changed
         )
 
 
@@ -463,6 +508,7 @@ class Engine:
                 if (
                     info.unread_count is not None
                     and info.type == "text"
+                    and not mute_active(ch.muted, ch.muted_until, self.clock())
                     and (sv.read_acks or first_sight)
                     and info.unread_count != ch.unread
                 ):
@@ -499,23 +545,28 @@ class Engine:
             ch.clear(msg.id)
             self._bump(fx, member, msg.server_id, ch)
             return fx
+        now = self.clock()
         mention = not own and is_mention(msg.body, msg.mentions, sv.mention_context())
         active = self.focused_active(member, msg.server_id, msg.channel_id)
+        channel_muted = mute_active(ch.muted, ch.muted_until, now)
         if own or active:
             ch.clear(msg.id)
             if sv.read_acks:
                 fx.ack_puts.append((member, msg.server_id, msg.channel_id, msg.id))
+            self._bump(fx, member, msg.server_id, ch)
+        elif channel_muted:
+            # a muted channel does not count (issue 18): only its newest message id moves
+            self.dirty_channels.add((member, msg.server_id, msg.channel_id))
         else:
             ch.add(msg.id, mention)
-        self._bump(fx, member, msg.server_id, ch)
-        now = self.clock()
+            self._bump(fx, member, msg.server_id, ch)
         prefs = self.member(member).prefs
         ok, _reason = decide(
             PolicyInput(
                 own=own,
                 mention=mention,
-                server_muted=sv.muted,
-                channel_muted=ch.muted,
+                server_muted=mute_active(sv.muted, sv.muted_until, now),
+                channel_muted=channel_muted,
                 server_level=sv.level,
                 channel_level=ch.level,
                 focused_active=active,
@@ -632,15 +683,60 @@ class Engine:
     def forget_client(self, member: str, client_id: str) -> None:
         self.member(member).focus.pop(client_id, None)
 
-    def set_mute(self, member: str, server_id: str, channel_id: str | None, muted: bool) -> Effects:
+    def set_mute(
+        self,
+        member: str,
+        server_id: str,
+        channel_id: str | None,
+        muted: bool,
+        duration: timedelta | None = None,
+    ) -> Effects:
+        """Mute (for ``duration``, or until unmuted) or unmute a server or one channel. Muting a
+        channel clears its badge: a muted channel does not count as unread."""
         sv = self.server(member, server_id)
+        until = self.clock() + duration if muted and duration is not None else None
+        fx = Effects(prefs_changed={(member, server_id)})
         if channel_id is None:
-            sv.muted = muted
+            sv.muted, sv.muted_until = muted, until
             self.dirty_servers.add((member, server_id))
         else:
-            sv.channel(channel_id).muted = muted
+            ch = sv.channel(channel_id)
+            ch.muted, ch.muted_until = muted, until
             self.dirty_channels.add((member, server_id, channel_id))
-        return Effects(prefs_changed={(member, server_id)})
+            if muted and (ch.unread or ch.mentions):
+                ch.entries.clear()
+                ch.base_unread = ch.base_mentions = 0
+                self._bump(fx, member, server_id, ch)
+        return fx
+
+    def next_mute_expiry(self) -> datetime | None:
+        """The earliest end of a timed mute (any member), or None."""
+        ends = [
+            until
+            for ms in self.members.values()
+            for sv in ms.servers.values()
+            for until in [sv.muted_until if sv.muted else None]
+            + [c.muted_until if c.muted else None for c in sv.channels.values()]
+            if until is not None
+        ]
+        return min((_aware(u) for u in ends), default=None)
+
+    def expire_mutes(self) -> Effects:
+        """Turn off every timed mute that is over (its server's prefs change)."""
+        now = _aware(self.clock())
+        fx = Effects()
+        for member, ms in self.members.items():
+            for sv in ms.servers.values():
+                if sv.muted and sv.muted_until is not None and _aware(sv.muted_until) <= now:
+                    sv.muted, sv.muted_until = False, None
+                    self.dirty_servers.add((member, sv.server_id))
+                    fx.prefs_changed.add((member, sv.server_id))
+                for ch in sv.channels.values():
+                    if ch.muted and ch.muted_until is not None and _aware(ch.muted_until) <= now:
+                        ch.muted, ch.muted_until = False, None
+                        self.dirty_channels.add((member, sv.server_id, ch.channel_id))
+                        fx.prefs_changed.add((member, sv.server_id))
+        return fx
 
     def set_level(
         self, member: str, server_id: str, channel_id: str | None, level: NotifyLevel | None
@@ -654,16 +750,32 @@ class Engine:
             self.dirty_channels.add((member, server_id, channel_id))
         return Effects(prefs_changed={(member, server_id)})
 
-    def set_dnd(self, member: str, dnd: bool) -> None:
-        self.member(member).prefs.dnd = dnd
-        self.dirty_members.add(member)
+    def set_dnd(self, member: str, dnd: bool) -> Effects:
+        """DND on sets the status ``dnd``; off goes back to ``online`` (from ``dnd`` only)."""
+        prefs = self.member(member).prefs
+        if dnd:
+            return self.set_status(member, "dnd")
+        return self.set_status(member, "online" if prefs.status == "dnd" else prefs.status)
 
-    def set_quiet_hours(self, member: str, quiet: QuietHours, timezone: str | None) -> None:
+    def set_status(self, member: str, status: MemberStatus) -> Effects:
+        prefs = self.member(member).prefs
+        prefs.status = status
+        prefs.dnd = status == "dnd"
+        self.dirty_members.add(member)
+        return Effects(member_prefs_changed={member})
+
+    def set_hide_muted(self, member: str, hide: bool) -> Effects:
+        self.member(member).prefs.hide_muted_channels = hide
+        self.dirty_members.add(member)
+        return Effects(member_prefs_changed={member})
+
+    def set_quiet_hours(self, member: str, quiet: QuietHours, timezone: str | None) -> Effects:
         prefs = self.member(member).prefs
         prefs.quiet_hours = quiet
         if timezone is not None:
             prefs.timezone = timezone
         self.dirty_members.add(member)
+        return Effects(member_prefs_changed={member})
 
     # -- queries -----------------------------------------------------------------------------
     def unread(self, member: str, server_id: str | None = None) -> UnreadResult:
@@ -687,6 +799,8 @@ class Engine:
             quiet_hours=ms.prefs.quiet_hours,
             timezone=ms.prefs.timezone,
             servers=[sv.prefs() for sv in ms.servers.values()],
+            status=ms.prefs.status,
+            hide_muted_channels=ms.prefs.hide_muted_channels,
         )
 
 

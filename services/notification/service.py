@@ -11,7 +11,11 @@
   ``notify.prefs`` events through ``Bus.publish_event``; read-ack GET/PUT requests to the
   connector (coalesced per channel, in a background worker, failures ignored — wire §0.2 rule 3).
 * Commands ``oc.*.cmd.notification.<verb>`` (contracts/notify.py) are served in the queue group
-  ``notification``.
+  ``notification``. Member-wide settings (status, DND, quiet hours, "Hide Muted Channels") are
+  published as ``notify.member`` on the reserved server id ``_member``.
+* A timer ends timed mutes when the earliest is due (re-checked at least every 30 s, and after
+  every ``set_mute``), including mutes that ended while the service was down, and publishes the
+  server's ``notify.prefs``.
 
 One instance consumes the stream at a time (the durable consumer is shared, the counts are in
 this process's memory): scale-out would shard members over instances, not share them.
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -50,10 +54,12 @@ from services.core.contracts.chat import (
     ServerRecord,
 )
 from services.core.contracts.notify import (
+    KIND_MEMBER_PREFS,
     KIND_NOTIFICATION,
     KIND_PREFS,
     KIND_READ_ACK_UPDATED,
     KIND_UNREAD_UPDATED,
+    MEMBER_SCOPE,
     SERVICE,
     FocusArgs,
     MarkReadArgs,
@@ -64,9 +70,11 @@ from services.core.contracts.notify import (
     ReadAckResult,
     ReadAckUpdated,
     SetDndArgs,
+    SetHideMutedArgs,
     SetLevelArgs,
     SetMuteArgs,
     SetQuietHoursArgs,
+    SetStatusArgs,
     UnreadArgs,
     UnreadResult,
 )
@@ -90,6 +98,7 @@ CONSUMED_KINDS = (
 )
 DEFAULT_CONSUMER = "notification"
 READ_ACK_TIMEOUT_S = 10.0
+MUTE_CHECK_MAX_S = 30.0  # the expiry timer re-reads the earliest mute end at least this often
 
 
 def consumer_filters() -> list[str]:
@@ -128,6 +137,8 @@ class NotificationService:
         self._pending_puts: dict[tuple[str, str, str], str] = {}
         self._pending_gets: set[tuple[str, str, str]] = set()
         self._ack_wakeup = asyncio.Event()
+        self._mute_task: asyncio.Task[None] | None = None
+        self._mute_wakeup = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,6 +151,7 @@ class NotificationService:
         self._pull = await self._bind_consumer()
         self._loop_task = asyncio.create_task(self._consume(), name="notification-consume")
         self._ack_task = asyncio.create_task(self._read_ack_worker(), name="notification-read-acks")
+        self._mute_task = asyncio.create_task(self._mute_expiry(), name="notification-mute-expiry")
         log.info("notification service started", extra={"applied_seq": self.applied_seq})
 
     @property
@@ -148,7 +160,7 @@ class NotificationService:
         return self._loop_task is not None and not self._loop_task.done()
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._ack_task):
+        for task in (self._loop_task, self._ack_task, self._mute_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -309,6 +321,16 @@ class NotificationService:
             sv = self.engine.member(member).servers.get(server_id)
             if sv is not None:
                 publishes.append(self._publish(member, server_id, KIND_PREFS, "nprefs", sv.prefs()))
+        for member in fx.member_prefs_changed:
+            publishes.append(
+                self._publish(
+                    member,
+                    MEMBER_SCOPE,
+                    KIND_MEMBER_PREFS,
+                    "nmember",
+                    self.engine.member(member).prefs.public(),
+                )
+            )
         if publishes:
             await asyncio.gather(*publishes)
         if self.read_acks_enabled and (fx.ack_puts or fx.ack_gets):
@@ -381,6 +403,31 @@ class NotificationService:
                 self.store.flush(self.engine)
                 await self._carry_out(fx)
 
+    async def _mute_expiry(self) -> None:
+        """End timed mutes when they are due (also those that ended while the service was down)."""
+        while True:
+            due = self.engine.next_mute_expiry()
+            now = self.engine.clock()
+            wait = MUTE_CHECK_MAX_S if due is None else (due - now).total_seconds()
+            if wait > 0:
+                self._mute_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._mute_wakeup.wait(), min(wait, MUTE_CHECK_MAX_S))
+                continue
+            try:
+                fx = self.engine.expire_mutes()
+                if fx:
+                    log.info("timed mutes ended", extra={"servers": len(fx.prefs_changed)})
+                    self.store.flush(self.engine)
+                    await self._carry_out(fx)
+                else:
+                    await asyncio.sleep(0.05)  # clock skew against ``due``: do not spin
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the database is busy: try again, never stop ending mutes
+                log.exception("ending timed mutes failed")
+                await asyncio.sleep(1.0)
+
     # -- commands ----------------------------------------------------------------------------
     async def _serve_commands(self) -> None:
         handlers: list[tuple[str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]] = [
@@ -392,6 +439,8 @@ class NotificationService:
             ("set_level", SetLevelArgs, self.cmd_set_level),
             ("set_dnd", SetDndArgs, self.cmd_set_dnd),
             ("set_quiet_hours", SetQuietHoursArgs, self.cmd_set_quiet_hours),
+            ("set_status", SetStatusArgs, self.cmd_set_status),
+            ("set_hide_muted", SetHideMutedArgs, self.cmd_set_hide_muted),
         ]
         for verb, model, fn in handlers:
             self._subs.append(
@@ -429,7 +478,10 @@ class NotificationService:
 
     async def cmd_set_mute(self, member: str, args: SetMuteArgs) -> NotifyPrefs:
         self._require_server(member, args.server_id)
-        await self._after_command(self.engine.set_mute(member, args.server_id, args.channel_id, args.muted))
+        duration = timedelta(seconds=args.duration_s) if args.duration_s is not None else None
+        fx = self.engine.set_mute(member, args.server_id, args.channel_id, args.muted, duration)
+        await self._after_command(fx)
+        self._mute_wakeup.set()  # the earliest expiry may have changed
         return self.engine.prefs(member)
 
     async def cmd_set_level(self, member: str, args: SetLevelArgs) -> NotifyPrefs:
@@ -440,14 +492,20 @@ class NotificationService:
         return self.engine.prefs(member)
 
     async def cmd_set_dnd(self, member: str, args: SetDndArgs) -> NotifyPrefs:
-        self.engine.set_dnd(member, args.dnd)
-        await self._after_command(Effects())
+        await self._after_command(self.engine.set_dnd(member, args.dnd))
+        return self.engine.prefs(member)
+
+    async def cmd_set_status(self, member: str, args: SetStatusArgs) -> NotifyPrefs:
+        await self._after_command(self.engine.set_status(member, args.status))
+        return self.engine.prefs(member)
+
+    async def cmd_set_hide_muted(self, member: str, args: SetHideMutedArgs) -> NotifyPrefs:
+        await self._after_command(self.engine.set_hide_muted(member, args.hide))
         return self.engine.prefs(member)
 
     async def cmd_set_quiet_hours(self, member: str, args: SetQuietHoursArgs) -> NotifyPrefs:
         quiet = QuietHours(enabled=args.enabled, start=args.start, end=args.end)
-        self.engine.set_quiet_hours(member, quiet, args.timezone)
-        await self._after_command(Effects())
+        await self._after_command(self.engine.set_quiet_hours(member, quiet, args.timezone))
         return self.engine.prefs(member)
 
 

@@ -331,7 +331,7 @@ async def test_restart_keeps_counts_cursors_and_prefs(bus: Bus, tmp_path: Path) 
     await ui.call("set_level", SetLevelArgs(server_id="srv_a", level="mentions"), NotifyPrefs)
     await ui.call("set_dnd", SetDndArgs(dnd=True), NotifyPrefs)
     before = await ui.unread()
-    assert channel_counts(before) == {"ch_a": (1, 0), "ch_b": (1, 1)}
+    assert channel_counts(before) == {"ch_a": (1, 0), "ch_b": (0, 0)}  # muting ch_b cleared it (issue 18)
     await svc.stop()
 
     # While the service is down, more events arrive.
@@ -342,7 +342,7 @@ async def test_restart_keeps_counts_cursors_and_prefs(bus: Bus, tmp_path: Path) 
     try:
         await svc2.wait_applied(conn.last_seq)
         after = await ui.unread()
-        assert channel_counts(after) == {"ch_a": (2, 0), "ch_b": (2, 1)}
+        assert channel_counts(after) == {"ch_a": (2, 0), "ch_b": (0, 0)}  # muted: "also" does not count
         ch_a = next(c for c in after.servers[0].channels if c.channel_id == "ch_a")
         assert ch_a.last_read_message_id == cursor
         prefs: NotifyPrefs = await ui.call("prefs", Empty(), NotifyPrefs)
@@ -354,7 +354,7 @@ async def test_restart_keeps_counts_cursors_and_prefs(bus: Bus, tmp_path: Path) 
         await svc2.stop()
         svc3 = await start(bus, db)
         try:
-            assert channel_counts(await ui.unread()) == {"ch_a": (2, 0), "ch_b": (2, 1)}
+            assert channel_counts(await ui.unread()) == {"ch_a": (2, 0), "ch_b": (0, 0)}
         finally:
             await svc3.stop()
     finally:

@@ -295,12 +295,18 @@ def step(w: World, action: str, *a: object) -> None:
         fx = e.on_channels("m", "s1", groups(*a))  # type: ignore[arg-type]
     elif action == "delete":
         fx = e.on_message_deleted("m", "s1", str(a[0]), str(a[1]))
-    elif action == "mute":  # channel|None, muted
-        fx = e.set_mute("m", "s1", a[0], bool(a[1]))  # type: ignore[arg-type]
+    elif action == "mute":  # channel|None, muted[, minutes]
+        duration = timedelta(minutes=float(a[2])) if len(a) > 2 else None  # type: ignore[arg-type]
+        fx = e.set_mute("m", "s1", a[0], bool(a[1]), duration)  # type: ignore[arg-type]
+    elif action == "expire":
+        fx = e.expire_mutes()
     elif action == "level":
         fx = e.set_level("m", "s1", a[0], a[1])  # type: ignore[arg-type]
     elif action == "dnd":
         e.set_dnd("m", bool(a[0]))
+        return
+    elif action == "status":
+        e.set_status("m", a[0])  # type: ignore[arg-type]
         return
     elif action == "quiet":  # start, end, tz
         e.set_quiet_hours("m", QuietHours(enabled=True, start=str(a[0]), end=str(a[1])), str(a[2]))
@@ -471,11 +477,64 @@ SCENARIOS: list[tuple[str, dict[str, object], Steps, dict[str, tuple[int, int]],
         [],
     ),
     (
-        "muted channel: counts, no notification",
+        "muted channel: neither counts nor notifies (issue 18), not even a mention",
         {},
-        [("mute", "c1", True), ("msg", "c1", OTHER, "a")],
-        {"c1": (1, 0)},
+        [("mute", "c1", True), ("msg", "c1", OTHER, "a"), ("msg", "c1", OTHER, f"@{ME}")],
+        {},
         [],
+    ),
+    (
+        "muting a channel clears its badge; others keep counting",
+        {},
+        [("msg", "c1", OTHER, "a"), ("msg", "c2", OTHER, "b"), ("mute", "c1", True)],
+        {"c2": (1, 0)},
+        [f"c1:{OTHER} in #c1-name:a:False", f"c2:{OTHER} in #c2-name:b:False"],
+    ),
+    (
+        "a muted channel ignores the server's unread seed",
+        {},
+        [("mute", "c9", True), ("channels", ("c9", "text", 3))],
+        {},
+        [],
+    ),
+    (
+        "a timed mute holds until it is over, then the channel counts and notifies again",
+        {},
+        [
+            ("mute", "c1", True, 15),
+            ("wait", 14 * 60),
+            ("msg", "c1", OTHER, "a"),
+            ("wait", 61),
+            ("msg", "c1", OTHER, "b"),
+        ],
+        {"c1": (1, 0)},
+        [f"c1:{OTHER} in #c1-name:b:False"],
+    ),
+    (
+        "a timed server mute ends by itself",
+        {},
+        [("mute", None, True, 60), ("msg", "c1", OTHER, "a"), ("wait", 3601), ("msg", "c1", OTHER, "b")],
+        {"c1": (2, 0)},
+        [f"c1:{OTHER} in #c1-name:b:False"],
+    ),
+    (
+        "status dnd silences, badges count; online notifies again",
+        {},
+        [
+            ("status", "dnd"),
+            ("msg", "c1", OTHER, f"@{ME}"),
+            ("status", "online"),
+            ("msg", "c1", OTHER, "b"),
+        ],
+        {"c1": (2, 1)},
+        [f"c1:{OTHER} in #c1-name:b:False"],
+    ),
+    (
+        "idle and invisible still notify",
+        {},
+        [("status", "idle"), ("msg", "c1", OTHER, "a"), ("status", "invisible"), ("msg", "c2", OTHER, "b")],
+        {"c1": (1, 0), "c2": (1, 0)},
+        [f"c1:{OTHER} in #c1-name:a:False", f"c2:{OTHER} in #c2-name:b:False"],
     ),
     (
         "unmuted channel notifies again",
@@ -717,3 +776,48 @@ def test_history_found_on_joining_is_not_unread() -> None:
     assert len(same_second.notifications) == 1
     ch = engine.server("alice", "srv_a").channel("ch")
     assert ch.unread == 1
+
+
+# -- issue 18: timed mutes, status, hide muted channels ---------------------------------------------
+def test_timed_mute_expiry_turns_the_mute_off_and_reports_the_server() -> None:
+    w = new_world()
+    step(w, "mute", "c1", True, 60)
+    step(w, "mute", None, True)  # an untimed server mute never expires
+    prefs = w.engine.prefs("m").servers[0]
+    assert prefs.channels[0].muted_until == T0 + timedelta(minutes=60)
+    assert w.engine.next_mute_expiry() == T0 + timedelta(minutes=60)
+    assert not w.engine.expire_mutes()  # not due yet
+    w.clock.now += timedelta(minutes=60)
+    fx = w.engine.expire_mutes()
+    assert fx.prefs_changed == {("m", "s1")}
+    prefs = w.engine.prefs("m").servers[0]
+    assert prefs.channels == [] and prefs.muted is True and prefs.muted_until is None
+    assert w.engine.next_mute_expiry() is None
+
+
+def test_unmute_drops_the_end_and_dnd_follows_the_status() -> None:
+    w = new_world()
+    step(w, "mute", "c1", True, 15)
+    step(w, "mute", "c1", False)
+    assert w.engine.prefs("m").servers[0].channels == []
+    e = w.engine
+    fx = e.set_dnd("m", True)
+    assert fx.member_prefs_changed == {"m"}
+    assert (e.prefs("m").status, e.prefs("m").dnd) == ("dnd", True)
+    e.set_status("m", "idle")
+    assert (e.prefs("m").status, e.prefs("m").dnd) == ("idle", False)
+    e.set_dnd("m", False)  # off keeps a status other than dnd
+    assert e.prefs("m").status == "idle"
+    e.set_dnd("m", True)
+    e.set_dnd("m", False)
+    assert e.prefs("m").status == "online"
+    e.set_hide_muted("m", True)
+    assert e.prefs("m").hide_muted_channels is True
+    assert e.member("m").prefs.public().hide_muted_channels is True
+
+
+def test_member_prefs_stored_before_the_status_read_dnd_as_status() -> None:
+    from services.notification.domain import MemberPrefs
+
+    assert MemberPrefs.model_validate_json('{"dnd": true}').status == "dnd"
+    assert MemberPrefs.model_validate_json('{"dnd": false}').status == "online"

@@ -13,7 +13,15 @@ verb                args                   result              what it does
 ``set_level``       ``SetLevelArgs``       ``NotifyPrefs``     all / mentions / nothing (server, channel)
 ``set_dnd``         ``SetDndArgs``         ``NotifyPrefs``     Do Not Disturb (the member's status)
 ``set_quiet_hours`` ``SetQuietHoursArgs``  ``NotifyPrefs``     daily quiet hours in the member's time zone
+``set_status``      ``SetStatusArgs``      ``NotifyPrefs``     Online / Idle / Do Not Disturb / Invisible
+``set_hide_muted``  ``SetHideMutedArgs``   ``NotifyPrefs``     the "Hide Muted Channels" preference
 ==================  =====================  ==================  ==========================================
+
+``set_mute`` takes an optional ``duration_s`` (the menus offer ``MUTE_DURATIONS_S``: 15 min, 1 h,
+8 h, 24 h; without it: until turned back on); the mute then carries ``muted_until`` and ends by
+itself (the service publishes ``notify.prefs`` when it does). A muted **channel** neither notifies
+nor counts as unread (messages arriving while it is muted are not counted; muting it clears its
+badge); a muted **server** only stops notifications, its badges keep counting (7.7).
 
 Events it publishes (``oc.<member>.evt.<server_id>.<kind>``):
 
@@ -23,7 +31,11 @@ kind                  payload               ``event_id``
 ``unread.updated``    ``UnreadUpdated``     ``unread:<uuid>``
 ``notification``      ``Notification``      ``notify:<message id>``
 ``notify.prefs``      ``ServerPrefs``       ``nprefs:<uuid>``
+``notify.member``     ``MemberNotifyPrefs`` ``nmember:<uuid>`` (server id ``MEMBER_SCOPE``: ``_member``)
 ====================  ====================  ===================================================
+
+``notify.member`` carries the member-wide settings (status, DND, quiet hours, time zone, "Hide
+Muted Channels") after every change, so every desktop of the member shows them at once.
 
 Counts are absolute, and every channel carries a ``revision`` that grows with each change: a UI
 keeps, per ``(server_id, channel_id)``, the counts with the highest revision it has seen, so the
@@ -63,6 +75,13 @@ KIND_UNREAD_UPDATED = "unread.updated"
 KIND_NOTIFICATION = "notification"
 KIND_PREFS = "notify.prefs"
 KIND_READ_ACK_UPDATED = "read_ack.updated"  # published by the connector
+KIND_MEMBER_PREFS = "notify.member"
+MEMBER_SCOPE = "_member"  # the server id of member-wide events (no server id starts with "_" here)
+
+MemberStatus = Literal["online", "idle", "dnd", "invisible"]
+MEMBER_STATUSES: tuple[MemberStatus, ...] = ("online", "idle", "dnd", "invisible")
+MUTE_DURATIONS_S = (15 * 60, 60 * 60, 8 * 3600, 24 * 3600)  # the menus' choices (+ "until turned back on")
+MUTE_MAX_S = 366 * 86400
 
 # Capability feature names the service reads from ``CapabilitySnapshot.features``.
 FEATURE_READ_ACKS = "read_acks"
@@ -149,12 +168,14 @@ class Notification(Contract):
 class ChannelPrefs(Contract):
     channel_id: ChannelId
     muted: bool = False
+    muted_until: datetime | None = None  # a timed mute ends by itself at this instant (UTC)
     level: NotifyLevel | None = None  # None: the server's level
 
 
 class ServerPrefs(Contract):
     server_id: ServerId
     muted: bool = False
+    muted_until: datetime | None = None
     level: NotifyLevel = DEFAULT_LEVEL
     channels: list[ChannelPrefs] = Field(default_factory=list)  # only channels with an override
 
@@ -166,16 +187,41 @@ class QuietHours(Contract):
 
 
 class NotifyPrefs(Contract):
-    dnd: bool = False
+    dnd: bool = False  # True exactly when ``status`` is ``dnd``
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     timezone: str = "UTC"
     servers: list[ServerPrefs] = Field(default_factory=list)
+    status: MemberStatus = "online"
+    hide_muted_channels: bool = False
+
+
+class MemberNotifyPrefs(Contract):
+    """The member-wide part of ``NotifyPrefs`` (payload of ``notify.member``)."""
+
+    status: MemberStatus = "online"
+    dnd: bool = False
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    timezone: str = "UTC"
+    hide_muted_channels: bool = False
 
 
 class SetMuteArgs(Contract):
     server_id: ServerId
     channel_id: ChannelId | None = None  # None: the whole server
     muted: bool
+    duration_s: int | None = Field(default=None, ge=1, le=MUTE_MAX_S)  # None: until turned back on
+
+
+class SetStatusArgs(Contract):
+    """Online / Idle / Do Not Disturb / Invisible. The status lives on the member's stack (every
+    desktop shows it); ``dnd`` silences notifications while badges keep counting. No server of
+    the wire protocol receives a status: it is only visible to the member (D9)."""
+
+    status: MemberStatus
+
+
+class SetHideMutedArgs(Contract):
+    hide: bool
 
 
 class SetLevelArgs(Contract):
