@@ -172,7 +172,7 @@ def apply_prefs(current: VoicePrefs, change: VoicePrefsArgs) -> VoicePrefs:
 
 
 def input_gain(prefs: VoicePrefs) -> float:
-    """D11: the input volume (0–200 %) is a gain on the transmitted audio; muted → 0."""
+    """D11: the input volume (0 to 200 %) is a gain on the transmitted audio; muted → 0."""
     return 0.0 if prefs.mic_muted else prefs.input_volume / 100.0
 
 

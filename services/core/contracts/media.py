@@ -128,6 +128,7 @@ class BridgeAlive(Contract):
     """``current`` is False when this client's bridge is not (or no longer) the member's bridge."""
 
     current: bool
+    taken_over: bool = False  # another client of the member holds the bridge now
     status: VoiceStatus
 
 
