@@ -16,19 +16,30 @@ import sys
 import time
 import uuid
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
+from nats.aio.msg import Msg
 from websockets.asyncio.client import ClientConnection, connect
 
+from services.cli.chat import MemberClient
+from services.cli.members import add_member
 from services.core.audio import MonoConverter
+from services.core.contracts.bus import Empty
+from services.core.contracts.media import SERVICE, VoiceStatus
+from services.core.members import ConnectionFile
 from services.core.procs import ManagedProcess, free_port
+from services.core.servers import ServerStore
+from services.devserver.runner import arunning_devserver, start_devserver_process, wait_healthy
+from tests.integration.conftest import StackNats, connector_running
 
 SAMPLE_RATE = 48_000
 FRAME = 960
@@ -79,7 +90,7 @@ class ToneTrack(MediaStreamTrack):
         super().__init__()
         self.hz = hz
         self.amplitude = amplitude
-        self.on = True
+        self.sounding = True
         self._sent = 0
         self._t0: float | None = None
 
@@ -92,7 +103,7 @@ class ToneTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)  # real-time pacing of a media source
         t = (np.arange(FRAME) + self._sent) / SAMPLE_RATE
-        amp = self.amplitude if self.on else 0.0
+        amp = self.amplitude if self.sounding else 0.0
         samples = (np.sin(2 * np.pi * self.hz * t) * amp * 32767).astype(np.int16)
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
@@ -157,6 +168,7 @@ class MeshPeer:
         self.uids: dict[str, str] = {}
         self.heard: dict[str, Heard] = {}
         self.media_states: list[dict[str, Any]] = []
+        self.left: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -178,7 +190,10 @@ class MeshPeer:
             )
 
     def pid_of(self, uid: str) -> str | None:
-        return next((pid for pid, u in self.uids.items() if u == uid), None)
+        """The participant id ``uid`` has now (its latest: a re-join gets a new one)."""
+        return next(
+            (pid for pid, u in reversed(self.uids.items()) if u == uid and pid not in self.left), None
+        )
 
     def _pc(self, remote: str) -> RTCPeerConnection:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -209,6 +224,8 @@ class MeshPeer:
             kind, payload = doc["type"], doc.get("payload", {})
             if kind == "rtc.participant.joined":
                 self.uids[payload["participant"]["participant_id"]] = payload["participant"]["user_uid"]
+            elif kind == "rtc.participant.left":
+                self.left.append(payload["participant"]["participant_id"])
             elif (
                 kind == "rtc.offer.publish"
                 and payload.get("target_participant_id") == self.sig.participant_id
@@ -228,9 +245,11 @@ class MeshPeer:
                 kind == "rtc.answer.publish"
                 and payload.get("target_participant_id") == self.sig.participant_id
             ):
-                pc = self.pcs.get(payload["from_participant_id"])
-                if pc is not None:
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=payload["sdp"], type="answer"))
+                offered = self.pcs.get(payload["from_participant_id"])
+                if offered is not None:
+                    await offered.setRemoteDescription(
+                        RTCSessionDescription(sdp=payload["sdp"], type="answer")
+                    )
             elif kind == "rtc.media.state" and payload.get("stream_kind") != "audio_pcm_s16le_48k_mono":
                 self.media_states.append(payload)
 
@@ -368,3 +387,116 @@ async def cli_voice(
                 await asyncio.wait_for(proc.wait(), 10)
             if proc.returncode is None:
                 proc.kill()
+
+
+# -- the stack around the media service ----------------------------------------------------------
+@dataclass
+class VoiceStack:
+    nats: StackNats
+    base: str  # the devserver as the stack reaches it
+    media: ManagedProcess
+    alice_uid: str
+    tmp: Path
+
+    @property
+    def home(self) -> Path:
+        return self.nats.home.layout.root
+
+    def connection(self, member: str = "alice") -> ConnectionFile:
+        return ConnectionFile.read(self.nats.home.layout.connection_file(member))
+
+    async def status(self, member: str = "alice") -> VoiceStatus:
+        async with MemberClient.connect(self.connection(member)) as client:
+            result: VoiceStatus = await client.call(SERVICE, "status", Empty(), VoiceStatus, timeout=5)
+            return result
+
+    async def admin(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            resp = await http.post(f"{self.base}/_admin/{path}", json=body)
+            resp.raise_for_status()
+            doc: dict[str, object] = resp.json()
+            return doc
+
+    @contextlib.asynccontextmanager
+    async def voice_events(self, member: str = "alice") -> AsyncIterator[list[tuple[float, dict[str, Any]]]]:
+        """Every voice event of ``member`` (with its arrival time), as its client sees them."""
+        seen: list[tuple[float, dict[str, Any]]] = []
+        async with MemberClient.connect(self.connection(member)) as client:
+
+            async def on_msg(msg: Msg) -> None:
+                seen.append((time.monotonic(), json.loads(msg.data)))
+
+            sub = await client.bus.nc.subscribe(f"oc.{member}.evt.*.voice.>", cb=on_msg)
+            await client.bus.nc.flush()
+            yield seen
+            await sub.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def _devserver(mode: str, overrides: dict[str, Any], tmp: Path) -> AsyncIterator[str]:
+    if mode == "public-defaults":
+        # A separate process with the public backend's defaults (OPENCHAT_PUBLIC_BASE_URL unset:
+        # the ticket's signaling_url says ws://localhost:8080, which the stack must rewrite).
+        port = free_port()
+        env = {k: "" for k in ("OPENCHAT_PUBLIC_BASE_URL", "OPENCHAT_HTTP_ADDR", "OPENCHAT_ENV")}
+        proc = start_devserver_process(
+            ["--port", str(port), "--admin"], env=env, log_path=tmp / "devserver.log"
+        )
+        try:
+            await asyncio.to_thread(wait_healthy, f"http://127.0.0.1:{port}", 20.0, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+    else:
+        async with arunning_devserver(seed="public", admin=True, **overrides) as devserver:
+            yield devserver.base_url
+
+
+@pytest.fixture
+async def voice_stack(
+    request: pytest.FixtureRequest, stack_nats: StackNats, tmp_path: Path
+) -> AsyncIterator[VoiceStack]:
+    """``request.param`` (indirect): ``{"mode": "inprocess" | "public-defaults", **devserver cfg}``."""
+    params = dict(getattr(request, "param", None) or {})
+    mode = params.pop("mode", "inprocess")
+    await asyncio.to_thread(add_member, stack_nats.home, "alice", out=lambda _: None)
+    await asyncio.to_thread(add_member, stack_nats.home, "bob", out=lambda _: None)
+    async with _devserver(mode, params, tmp_path) as base, connector_running(stack_nats):
+        cf = ConnectionFile.read(stack_nats.home.layout.connection_file("alice"))
+        async with MemberClient.connect(cf) as client:
+            await client.join(base, "srv_harbor")
+        record = ServerStore(stack_nats.home.layout.registry_db).get("alice", "srv_harbor")
+        media = media_process(
+            stack_nats.home.layout.root,
+            stack_nats.url,
+            stack_nats.service_password,
+            tmp_path / "media.log",
+            OPENCHAT_MEDIA_CLIENT_GRACE_S="4",
+        )
+        await asyncio.to_thread(media.start)
+        try:
+            yield VoiceStack(stack_nats, base, media, record.user_uid, tmp_path)
+        finally:
+            await asyncio.to_thread(media.stop)
+
+
+async def heard_tone(peer: MeshPeer, uid: str, hz: float, share: float = 0.5, timeout: float = 30) -> str:
+    """Wait until ``peer`` hears ``hz`` from ``uid`` (its current participant id); return that id."""
+    found: list[str] = []
+
+    def ok() -> bool:
+        pid = peer.pid_of(uid)
+        if pid is not None and pid in peer.heard and band_share(peer.heard[pid].last(1.0), hz) > share:
+            found.append(pid)
+            return True
+        return False
+
+    await wait_until(ok, timeout, f"{peer.uid} hearing {hz} Hz from {uid}")
+    return found[-1]
+
+
+async def run_cli(home: Path, member: str, *args: str) -> tuple[int, str]:
+    async with cli_voice(home, member, *args) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode() + err.decode()
