@@ -457,6 +457,25 @@ def register(main: click.Group) -> None:
                 f"{server_id}: mic {'muted' if prefs.mic_muted else 'on'}, {'deafened' if prefs.deafened else 'hearing'}"
             )
 
+    @voice.command("volume")
+    @click.argument("percent", type=click.IntRange(0, 200))
+    @click.option("--server", "server_id", help="The server (default: the current call's).")
+    @member_option
+    @connection_option
+    def voice_volume(
+        percent: int, server_id: str | None, member: str | None, connection: Path | None
+    ) -> None:
+        """Input volume 0-200 %: a gain on the transmitted microphone (D11)."""
+        if server_id is None:
+            current = _simple(member, connection, "status", Empty())
+            if current.server_id is None:
+                raise click.ClickException("not in a call: say which server with --server")
+            server_id = current.server_id
+        status = _simple(
+            member, connection, "prefs", VoicePrefsArgs(server_id=server_id, input_volume=percent)
+        )
+        click.echo(f"{server_id}: input volume {status.prefs.input_volume} %")
+
     _prefs_command(
         "mute", "Mute the microphone (a per-server preference; works before joining).", {"mic_muted": True}
     )

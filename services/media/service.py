@@ -40,6 +40,7 @@ from services.core.contracts.media import (
 from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain
 from services.media.call import Call
 from services.media.domain import apply_prefs, input_gain
+from services.media.ice import IceProbe
 
 log = logging.getLogger("openchat.media")
 
@@ -83,6 +84,7 @@ class MediaService:
         self.servers = servers
         self.settings = settings or MediaSettings()
         self.http = httpx.AsyncClient(follow_redirects=False)
+        self.ice = IceProbe()
         self.calls: dict[str, Call] = {}
         self.bridges: dict[str, Bridge] = {}
         self.prefs: dict[tuple[str, str], VoicePrefs] = {}
@@ -160,6 +162,7 @@ class MediaService:
             prefs=lambda: self.prefs.get((member, server_id), VoicePrefs()),
             on_change=self._changed,
             on_speaking=self._speaking,
+            ice_filter=self.ice.usable,
         )
         call.bridge_connected = bool(self.bridges.get(member) and self.bridges[member].connected)
         self.calls[member] = call

@@ -20,8 +20,10 @@ from services.core.contracts.media import KICKED_MESSAGE, BridgeKeepaliveArgs
 from tests.integration.voice_peers import (
     MeshPeer,
     VoiceStack,
+    band_share,
     cli_voice,
     heard_tone,
+    mean_abs,
     run_cli,
     tone,
     voice_stack,  # noqa: F401 - the fixture
@@ -31,6 +33,84 @@ from tests.integration.voice_peers import (
 
 pytestmark = pytest.mark.timeout(180)
 CHANNEL = "vc_general"
+
+
+async def test_input_volume_is_a_gain_on_the_transmitted_audio(voice_stack: VoiceStack) -> None:  # noqa: F811
+    stack = voice_stack
+    a = MeshPeer("uid_peer_a", 440)
+    await a.join(stack.base, CHANNEL)
+    play = write_wav(stack.tmp / "tone660.wav", tone(660, 2.0, amplitude=0.2))
+    try:
+        async with cli_voice(stack.home, "alice", "join", "srv_harbor", CHANNEL, "--play", str(play)) as proc:
+            pid = await heard_tone(a, stack.alice_uid, 660)
+            await asyncio.sleep(1.0)  # one second of the full level (media time)
+            full = mean_abs(a.heard[pid].last(1.0))
+            code, out = await run_cli(stack.home, "alice", "volume", "50")
+            assert code == 0 and "input volume 50 %" in out
+            changed = time.monotonic()
+            await wait_until(lambda: time.monotonic() - changed > 1.5, 5, "1.5 s at the new level")
+            half = mean_abs(a.heard[pid].last(1.0))
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.communicate(), 30)
+        assert 0.4 < half / full < 0.6, (full, half)  # about -6 dB
+    finally:
+        await a.close()
+
+
+async def test_bad_and_foreign_signaling_frames_are_skipped(voice_stack: VoiceStack) -> None:  # noqa: F811
+    stack = voice_stack
+    a = MeshPeer("uid_peer_a", 440)
+    await a.join(stack.base, CHANNEL)
+    play = write_wav(stack.tmp / "tone660.wav", tone(660, 2.0))
+    try:
+        async with (
+            stack.voice_events() as events,
+            cli_voice(stack.home, "alice", "join", "srv_harbor", CHANNEL, "--play", str(play)) as proc,
+        ):
+            pid = await heard_tone(a, stack.alice_uid, 660)
+            bad = [
+                # an untargeted SFU-style offer (the Electron client's): ignored
+                {
+                    "type": "rtc.offer.publish",
+                    "payload": {"type": "offer", "sdp": "v=0", "from_participant_id": "x"},
+                },
+                # an offer for somebody else
+                {"type": "rtc.offer.subscribe", "payload": {"sdp": "v=0", "target_participant_id": "nobody"}},
+                # PCM frames that break every rule: wrong rate, oversized chunk, not base64
+                {
+                    "type": "rtc.media.state",
+                    "payload": {
+                        "participant_id": a.sig.participant_id if a.sig else "",
+                        "stream_kind": "audio_pcm_s16le_48k_mono",
+                        "stream_id": "s",
+                        "seq": 0,
+                        "chunk_b64": "%%%",
+                        "sample_rate_hz": 8000,
+                    },
+                },
+                {
+                    "type": "rtc.ice.candidate",
+                    "payload": {"candidate": "garbage", "from_participant_id": "x"},
+                },
+                {"type": "rtc.participant.joined", "payload": {"participant": "not an object"}},
+                {"type": "rtc.error", "payload": {"code": "rtc_unknown_event", "message": "x" * 5000}},
+            ]
+            for frame in bad:
+                await stack.admin("rtc/inject", {**frame, "user_uid": stack.alice_uid})
+            await stack.admin(
+                "rtc/inject", {"type": "rtc.pong", "payload": [1, 2], "user_uid": stack.alice_uid}
+            )
+            heard_from = len(a.heard[pid].chunks)
+            await wait_until(lambda: len(a.heard[pid].chunks) > heard_from + 50, 10, "audio still flowing")
+            assert band_share(a.heard[pid].last(1.0), 660) > 0.5
+            status = await stack.status()
+            assert status.state == "active" and [p.user_uid for p in status.participants] == ["uid_peer_a"]
+            assert "error" not in states(events)
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+    finally:
+        await a.close()
 
 
 def states(events: list[tuple[float, dict[str, object]]]) -> list[str]:
