@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
@@ -43,25 +45,47 @@ __all__ = [
     "SourceBuffer",
     "abs_sum",
     "apply_gain",
+    "low_latency_receivers",
 ]
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 
+def low_latency_receivers(pc: RTCPeerConnection, prefetch_frames: int) -> None:
+    """Shrink aiortc's audio jitter-buffer prefetch (4 frames = 80 ms, fixed in aiortc) on the
+    media service's receivers: the bridge is a LAN/loopback hop and the mesh peers are on the same
+    kind of path, and every hop's prefetch adds to mouth-to-ear latency (ADR 0011, bench_voice).
+    Must run before RTP flows (right after the transceivers exist)."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            receiver = transceiver.receiver
+            if hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+                receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=prefetch_frames)
+
+
 class SourceBuffer:
     """One remote participant's frames waiting for the mixer; at most ``max_frames`` (oldest
-    dropped, so latency stays bounded when the mixer and the source clocks drift)."""
+    dropped, so latency stays bounded when the mixer and the source clocks drift).  A standing
+    queue deeper than ``depth`` frames (a burst at start, clock drift) is trimmed when the mixer
+    takes a frame: it would otherwise add its length to the latency for the rest of the call."""
 
-    def __init__(self, max_frames: int = 6) -> None:
+    def __init__(self, max_frames: int = 10, depth: int = 2, wake: asyncio.Event | None = None) -> None:
         self.frames: deque[Samples] = deque(maxlen=max_frames)
+        self.depth = depth
         self.dropped = 0
+        self.wake = wake  # the mixer waiting for any source
 
     def push(self, samples: Samples) -> None:
         if len(self.frames) == self.frames.maxlen:
             self.dropped += 1
         self.frames.append(samples)
+        if self.wake is not None:
+            self.wake.set()
 
     def pop(self) -> Samples | None:
+        while len(self.frames) > self.depth + 1:
+            self.frames.popleft()
+            self.dropped += 1
         return self.frames.popleft() if self.frames else None
 
 
@@ -96,16 +120,25 @@ class PeerOutTrack(MediaStreamTrack):
 
 
 class MixerTrack(MediaStreamTrack):
-    """Remote participants mixed into one track for the member's client (ADR 0011)."""
+    """Remote participants mixed into one track for the member's client (ADR 0011).
+
+    Arrival-driven: a frame is mixed as soon as any source has one (whatever the other sources
+    hold at that moment goes in too), so a frame waits for no clock tick; when no source has
+    anything for 20 ms (+5 ms slack), a silence frame keeps the track alive."""
 
     kind = "audio"
 
-    def __init__(self, sources: Callable[[], list[SourceBuffer]], deafened: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        sources: Callable[[], list[SourceBuffer]],
+        deafened: Callable[[], bool],
+        wake: Callable[[], asyncio.Event | None] = lambda: None,
+    ) -> None:
         super().__init__()
         self._sources = sources
         self._deafened = deafened
-        self._t0: float | None = None
-        self._n = 0
+        self._wake = wake
+        self._due: float | None = None
         self._pts = 0
 
     def mix(self) -> Samples:
@@ -123,14 +156,22 @@ class MixerTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._t0 is None or now - (self._t0 + self._n * FRAME_S) > 0.2:
-            self._t0, self._n = now, 0  # first frame, or the consumer stalled: restart the clock
-        else:
-            delay = self._t0 + self._n * FRAME_S - now
-            if delay > 0:
-                await asyncio.sleep(delay)  # the mixer's 20 ms clock
+        if self._due is None:
+            self._due = time.monotonic()
+        while not any(source.frames for source in self._sources()):
+            delay = self._due - time.monotonic()
+            if delay <= 0:
+                break
+            wake = self._wake()
+            if wake is None:
+                await asyncio.sleep(min(delay, FRAME_S))  # no call yet: silence at the frame rate
+                continue
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), delay)
+            except TimeoutError:
+                break
         frame = to_frame(self.mix(), self._pts)
-        self._n += 1
         self._pts += FRAME_SAMPLES
+        self._due = time.monotonic() + FRAME_S + 0.005
         return frame

@@ -57,7 +57,15 @@ from services.core.rtc import (
     pcm_payload,
     usable_ice_servers,
 )
-from services.media.audio import FRAME_SAMPLES, MonoConverter, PeerOutTrack, Samples, SourceBuffer, abs_sum
+from services.media.audio import (
+    FRAME_SAMPLES,
+    MonoConverter,
+    PeerOutTrack,
+    Samples,
+    SourceBuffer,
+    abs_sum,
+    low_latency_receivers,
+)
 from services.media.domain import (
     CallMachine,
     CallPolicy,
@@ -159,7 +167,10 @@ class Call:
         on_change: Callable[[Call], None],
         on_speaking: Callable[[Call, str, str, bool], None],
         ice_filter: Callable[[list[IceServer]], list[IceServer]] | None = None,
+        jitter_prefetch: int = 0,
     ) -> None:
+        self.jitter_prefetch = jitter_prefetch
+        self.audio_wake = asyncio.Event()  # set whenever any participant's audio arrives
         self.member = member
         self.server_id = server_id
         self.channel_id = channel_id
@@ -499,6 +510,7 @@ class Call:
             return None
         self._order += 1
         person = Person(pid, uid[:256] if isinstance(uid, str) else "", self._order)
+        person.source.wake = self.audio_wake
         self.people[pid] = person
         return person
 
@@ -519,6 +531,7 @@ class Call:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=_rtc_ice(self._ice)))
         out = PeerOutTrack()
         pc.addTrack(out)
+        low_latency_receivers(pc, self.jitter_prefetch)
         person.pc, person.out = pc, out
 
         @pc.on("track")
@@ -584,6 +597,7 @@ class Call:
         await self._close_pc(person)  # a renegotiation or a restarted peer: start clean
         pc = self._new_pc(person)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        low_latency_receivers(pc, self.jitter_prefetch)
         await pc.setLocalDescription(await pc.createAnswer())
         await self._send(
             "rtc.answer.publish",
@@ -664,6 +678,7 @@ class Call:
             return
         if not person.pcm_seen or person.transport != "pcm":
             person.pcm_seen = True
+            person.source.depth = 5  # frames over TCP through the backend arrive in bursts
             if person.transport in ("pending", "none"):
                 person.transport = "pcm"
                 self._changed()

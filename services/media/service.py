@@ -37,7 +37,7 @@ from services.core.contracts.media import (
     VoiceSpeaking,
     VoiceStatus,
 )
-from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain
+from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain, low_latency_receivers
 from services.media.call import Call
 from services.media.domain import apply_prefs, input_gain
 from services.media.ice import IceProbe
@@ -52,6 +52,9 @@ class MediaSettings(BaseSettings):
 
     client_grace_s: float = Field(default=15.0, gt=0, le=3600)
     join_wait_s: float = Field(default=30.0, gt=0, le=300)
+    # aiortc's audio receivers prefetch 4 frames (80 ms); the media service's receivers wait for
+    # this many 20 ms frames instead (ADR 0011). 0 = none (LAN, loopback); raise it on lossy networks.
+    jitter_prefetch_frames: int = Field(default=0, ge=0, le=8)
 
 
 @dataclass
@@ -163,6 +166,7 @@ class MediaService:
             on_change=self._changed,
             on_speaking=self._speaking,
             ice_filter=self.ice.usable,
+            jitter_prefetch=self.settings.jitter_prefetch_frames,
         )
         call.bridge_connected = bool(self.bridges.get(member) and self.bridges[member].connected)
         self.calls[member] = call
@@ -214,7 +218,11 @@ class MediaService:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # LAN host candidates (ADR 0012)
         bridge = Bridge(member, args.client_id, pc, target=args.resume)
         self.bridges[member] = bridge
-        mixer = MixerTrack(sources=lambda: self._sources(member), deafened=lambda: self._deafened(member))
+        mixer = MixerTrack(
+            sources=lambda: self._sources(member),
+            deafened=lambda: self._deafened(member),
+            wake=lambda: self._wake(member),
+        )
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -233,6 +241,7 @@ class MediaService:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=args.sdp, type="offer"))
+            low_latency_receivers(pc, self.settings.jitter_prefetch_frames)
             pc.addTrack(mixer)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
@@ -268,6 +277,10 @@ class MediaService:
     def _sources(self, member: str) -> list[SourceBuffer]:
         call = self.calls.get(member)
         return call.sources() if call is not None else []
+
+    def _wake(self, member: str) -> asyncio.Event | None:
+        call = self.calls.get(member)
+        return call.audio_wake if call is not None else None
 
     def _deafened(self, member: str) -> bool:
         call = self.calls.get(member)
