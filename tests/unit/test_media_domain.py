@@ -20,6 +20,10 @@ from services.media.domain import (
 )
 
 
+def state_of(m: CallMachine) -> str:
+    return m.state  # (a function: no literal narrowing between transitions)
+
+
 def test_default_backoff_is_1_2_4_8_then_8() -> None:
     policy = CallPolicy()
     assert [policy.delay_s(n) for n in range(1, 8)] == [1, 2, 4, 8, 8, 8, 8]
@@ -50,9 +54,9 @@ def test_room_full_counts_the_joiner() -> None:
 def test_first_join_failure_is_an_error_without_retry() -> None:
     m = CallMachine()
     m.handle("join_requested")
-    assert m.state == "joining"
+    assert state_of(m) == "joining"
     effects = m.handle("join_failed", "ticket refused")
-    assert m.state == "error" and m.reason == "ticket refused"
+    assert state_of(m) == "error" and m.reason == "ticket refused"
     assert not any(isinstance(e, Reconnect) for e in effects)
 
 
@@ -60,15 +64,15 @@ def test_signal_loss_reconnects_with_the_ladder_and_recovers() -> None:
     m = CallMachine()
     m.handle("join_requested")
     m.handle("join_succeeded")
-    assert m.state == "active"
+    assert state_of(m) == "active"
     effects = m.handle("signal_disconnected", "socket closed")
-    assert m.state == "reconnecting" and Reconnect(1, 1.0) in effects and Teardown() in effects
+    assert state_of(m) == "reconnecting" and Reconnect(1, 1.0) in effects and Teardown() in effects
     m.handle("join_requested")  # the retry (keeps the attempt count)
     effects = m.handle("join_failed", "ticket refused")  # a failed *re*-join keeps retrying
-    assert m.state == "reconnecting" and Reconnect(2, 2.0) in effects
+    assert state_of(m) == "reconnecting" and Reconnect(2, 2.0) in effects
     m.handle("join_requested")
     m.handle("join_succeeded")
-    assert m.state == "active" and m.attempt == 0
+    assert state_of(m) == "active" and m.attempt == 0
 
 
 def test_kick_is_an_error_and_no_rejoin() -> None:
@@ -76,8 +80,8 @@ def test_kick_is_an_error_and_no_rejoin() -> None:
     m.handle("join_requested")
     m.handle("join_succeeded")
     effects = m.handle("kicked", "Removed from voice channel by moderation action.")
-    assert m.state == "error" and effects == [Teardown()]
-    assert m.handle("signal_disconnected") == [] and m.state == "error"
+    assert state_of(m) == "error" and effects == [Teardown()]
+    assert m.handle("signal_disconnected") == [] and state_of(m) == "error"
 
 
 def test_left_goes_idle_and_idle_ignores_disconnects() -> None:
@@ -85,15 +89,15 @@ def test_left_goes_idle_and_idle_ignores_disconnects() -> None:
     m.handle("join_requested")
     m.handle("join_succeeded")
     m.handle("left")
-    assert m.state == "idle" and not m.wants_call
-    assert m.handle("signal_disconnected") == [] and m.state == "idle"
+    assert state_of(m) == "idle" and not m.wants_call
+    assert m.handle("signal_disconnected") == [] and state_of(m) == "idle"
 
 
 def test_disconnect_during_first_join_is_an_error() -> None:
     m = CallMachine()
     m.handle("join_requested")
     m.handle("signal_disconnected", "socket closed before rtc.joined")
-    assert m.state == "error"
+    assert state_of(m) == "error"
 
 
 def test_new_join_after_error_starts_fresh() -> None:
@@ -101,7 +105,7 @@ def test_new_join_after_error_starts_fresh() -> None:
     m.handle("join_requested")
     m.handle("join_failed", "x")
     m.handle("join_requested")
-    assert m.state == "joining" and m.attempt == 0 and not m.was_active
+    assert state_of(m) == "joining" and m.attempt == 0 and not m.was_active
 
 
 def test_deafen_forces_mute_and_unmute_undeafens() -> None:

@@ -37,9 +37,10 @@ from typing import Literal
 from pydantic import Field
 
 from services.core.contracts.bus import Contract
-from services.core.contracts.chat import ChannelId, ServerId
 
 SERVICE = "media"
+ServerId = str  # as in contracts.chat (not imported: chat imports VoiceStatus for ServerView)
+ChannelId = str
 CallStateName = Literal["idle", "joining", "active", "reconnecting", "error"]
 SELF = "self"  # the participant id under which the member's own speaking is reported
 
