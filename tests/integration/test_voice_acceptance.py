@@ -71,12 +71,16 @@ async def test_member_and_peers_hear_each_other(voice_stack: VoiceStack) -> None
                 "uid_pcm": "pcm",
                 "uid_peer_b": "webrtc",
             }
+            # display names from the server's profiles (the devserver creates "User " + uid[4:14])
+            assert [p.display_name for p in status.participants] == ["User peer_a", "User pcm", "User peer_b"]
             await asyncio.sleep(2.5)  # record 2.5 s of the full mix (media time, not an event)
             proc.send_signal(signal.SIGINT)
             out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
         text = out.decode()
-        assert "voice: active" in text and "participant joined: " in text and "voice: left" in text
+        assert "voice: active" in text and "participant joined: " in text and "User peer_b" in text
+        assert "voice: left" in text
+        assert "speaking: you on" in text  # the member's own speaking (the 660 Hz tone)
         heard = read_wav(rec)[-2 * 48_000 :]
         shares = {hz: band_share(heard, hz) for hz in (440, 550, 660, 880)}
         assert shares[440] > 0.05 and shares[550] > 0.05 and shares[880] > 0.05, shares

@@ -16,7 +16,14 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from services.core.contracts.media import KICKED_MESSAGE, BridgeKeepaliveArgs
+from services.cli.chat import MemberClient
+from services.core.contracts.media import (
+    KICKED_MESSAGE,
+    SERVICE,
+    BridgeKeepaliveArgs,
+    VoiceJoinArgs,
+    VoiceStatus,
+)
 from tests.integration.voice_peers import (
     MeshPeer,
     VoiceStack,
@@ -111,6 +118,30 @@ async def test_bad_and_foreign_signaling_frames_are_skipped(voice_stack: VoiceSt
         assert proc.returncode == 0
     finally:
         await a.close()
+
+
+async def test_joining_another_channel_leaves_the_first(voice_stack: VoiceStack) -> None:  # noqa: F811
+    stack = voice_stack
+    a, b = MeshPeer("uid_peer_a", 440), MeshPeer("uid_peer_b", 550)
+    await a.join(stack.base, CHANNEL)
+    await b.join(stack.base, "vc_party")
+    play = write_wav(stack.tmp / "tone660.wav", tone(660, 2.0))
+    try:
+        async with cli_voice(stack.home, "alice", "join", "srv_harbor", CHANNEL, "--play", str(play)) as proc:
+            first = await heard_tone(a, stack.alice_uid, 660)
+            async with MemberClient.connect(stack.connection()) as client:
+                status = await client.call(
+                    SERVICE, "join", VoiceJoinArgs(server_id="srv_harbor", channel_id="vc_party"), VoiceStatus
+                )
+            assert status.state == "active" and status.channel_id == "vc_party"
+            await wait_until(lambda: first in a.left, 10, "the first channel left")
+            assert b.pid_of(stack.alice_uid) is not None  # in the other room now
+            assert a.pid_of(stack.alice_uid) is None
+            _, err = await asyncio.wait_for(proc.communicate(), 30)  # this client's call was replaced
+            assert proc.returncode == 1 and "the call was left" in err.decode()
+    finally:
+        await a.close()
+        await b.close()
 
 
 def states(events: list[tuple[float, dict[str, object]]]) -> list[str]:
