@@ -122,6 +122,7 @@ class Person:
     out: PeerOutTrack | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     restarted: bool = False
+    trickled: int = 0  # remote ICE candidates applied (browser/Electron peers trickle)
 
     def public(self) -> VoiceParticipant:
         transport = self.transport if self.transport in ("webrtc", "pcm", "pending", "none") else "none"
@@ -545,6 +546,8 @@ class Call:
                 return
             if pc.connectionState == "connected" and person.transport != "webrtc":
                 person.transport = "webrtc"
+                if person.trickled:
+                    log.info("peer connected with trickled ICE", extra={"candidates": person.trickled})
                 self._changed()
             elif pc.connectionState == "failed":
                 await self._peer_failed(person)
@@ -638,6 +641,7 @@ class Call:
         candidate.sdpMid = mid if isinstance(mid, str) else None
         candidate.sdpMLineIndex = int(index) if isinstance(index, int | float) else None
         await person.pc.addIceCandidate(candidate)
+        person.trickled += 1
 
     def _on_media_state(self, payload: dict[str, Any]) -> None:
         pid = payload.get("participant_id")

@@ -26,6 +26,7 @@ from services.core.contracts.media import (
 )
 from tests.integration.voice_peers import (
     MeshPeer,
+    TricklePeer,
     VoiceStack,
     band_share,
     cli_voice,
@@ -142,6 +143,27 @@ async def test_joining_another_channel_leaves_the_first(voice_stack: VoiceStack)
     finally:
         await a.close()
         await b.close()
+
+
+async def test_trickled_ice_candidates_are_applied(voice_stack: VoiceStack) -> None:  # noqa: F811
+    stack = voice_stack
+    play = write_wav(stack.tmp / "tone660.wav", tone(660, 2.0))
+    t = TricklePeer("uid_browser", 440)
+    try:
+        async with (
+            stack.voice_events() as events,
+            cli_voice(stack.home, "alice", "join", "srv_harbor", CHANNEL, "--play", str(play)) as proc,
+        ):
+            await wait_until(lambda: "active" in states(events), 30, "the member in the call")
+            await t.join(stack.base, CHANNEL)  # newcomer: offers without candidates, then trickles them
+            await heard_tone(t, stack.alice_uid, 660)
+            log = stack.tmp / "media.log"
+            await wait_until(lambda: "peer connected with trickled ICE" in log.read_text(), 10, "the log line")
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+    finally:
+        await t.close()
 
 
 def states(events: list[tuple[float, dict[str, object]]]) -> list[str]:

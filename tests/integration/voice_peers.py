@@ -263,6 +263,40 @@ class MeshPeer:
             await self.sig.ws.close()
 
 
+class TricklePeer(MeshPeer):
+    """Offers like a browser peer: the SDP without candidates, then every candidate trickled as
+    ``rtc.ice.candidate {candidate, sdp_mid, sdp_mline_index, target_participant_id}``."""
+
+    async def join(self, base_url: str, channel: str) -> None:
+        self.sig = await Signaling.join(base_url, self.uid, channel)
+        for other in self.sig.others:
+            self.uids[other["participant_id"]] = other["user_uid"]
+        self._task = asyncio.create_task(self._read())
+        for other in self.sig.others:
+            target = other["participant_id"]
+            pc = self._pc(target)
+            await pc.setLocalDescription(await pc.createOffer())
+            lines = pc.localDescription.sdp.splitlines()
+            candidates = [ln[2:] for ln in lines if ln.startswith("a=candidate:")]
+            bare = [ln for ln in lines if not ln.startswith(("a=candidate:", "a=end-of-candidates"))]
+            assert candidates, "aiortc gathered no candidates"
+            await self.sig.send(
+                "rtc.offer.publish",
+                {"type": "offer", "sdp": "\r\n".join(bare) + "\r\n", "target_participant_id": target},
+            )
+            for candidate in candidates:
+                await self.sig.send(
+                    "rtc.ice.candidate",
+                    {
+                        "candidate": candidate,
+                        "sdp_mid": "0",
+                        "sdp_mline_index": 0,
+                        "target_participant_id": target,
+                    },
+                )
+            self.trickled = len(candidates)
+
+
 class PcmPeer:
     """Speaks like ``openchat-rtc-joiner`` in pcm-frames mode: 20 ms s16le frames inside
     ``rtc.media.state``, in ~1 s streams; reassembles what others send, a stream once complete."""
