@@ -48,8 +48,20 @@ class MonoConverter:
 
     def push(self, frame: AudioFrame) -> list[Samples]:
         parts = [self._pending]
-        for out in self._resampler.resample(frame):
-            parts.append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
+        fast = (
+            frame.sample_rate == SAMPLE_RATE
+            and frame.format.name == "s16"
+            and frame.layout.name in ("mono", "stereo")
+        )
+        if fast:
+            # what aiortc's Opus decoder delivers (48 kHz packed s16): no resampler needed
+            data = frame.to_ndarray().reshape(-1)
+            if frame.layout.name == "stereo":
+                data = ((data[0::2].astype(np.int32) + data[1::2]) // 2).astype(np.int16)
+            parts.append(data.astype(np.int16, copy=False))
+        else:
+            for out in self._resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
         data = np.concatenate(parts)
         whole = len(data) // FRAME_SAMPLES
         frames = [data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(whole)]

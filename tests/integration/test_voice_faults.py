@@ -158,7 +158,9 @@ async def test_trickled_ice_candidates_are_applied(voice_stack: VoiceStack) -> N
             await t.join(stack.base, CHANNEL)  # newcomer: offers without candidates, then trickles them
             await heard_tone(t, stack.alice_uid, 660)
             log = stack.tmp / "media.log"
-            await wait_until(lambda: "peer connected with trickled ICE" in log.read_text(), 10, "the log line")
+            await wait_until(
+                lambda: "peer connected with trickled ICE" in log.read_text(), 10, "the log line"
+            )
             proc.send_signal(signal.SIGINT)
             await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0

@@ -213,3 +213,26 @@ def test_pcm_frame_validation() -> None:
         PcmFrame.model_validate({**good, "sample_rate_hz": 44100})
     with pytest.raises(ValueError):
         PcmFrame.model_validate({**good, "chunk_b64": "A" * 4000}).samples()
+
+
+def test_mono_converter_rechunks_and_downmixes() -> None:
+    import numpy as np
+    from av import AudioFrame
+
+    from services.core.audio import MonoConverter
+
+    conv = MonoConverter()
+    left = np.arange(1500, dtype=np.int16)
+    stereo = np.stack([left, left + 2], axis=1).reshape(1, -1)  # packed s16 stereo
+    frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+    frame.sample_rate = 48_000
+    out = conv.push(frame)
+    assert len(out) == 1 and len(out[0]) == 960
+    assert list(out[0][:3]) == [1, 2, 3]  # (l + r) / 2
+    out = conv.push(frame)  # 540 pending + 1500 new = 2040 → two frames, 120 pending
+    assert [len(o) for o in out] == [960, 960] and int(out[0][0]) == 961
+    slow = MonoConverter()  # another rate goes through the resampler
+    mono = AudioFrame.from_ndarray(np.zeros((1, 441), dtype=np.int16), format="s16", layout="mono")
+    mono.sample_rate = 44_100
+    total = sum(len(o) for _ in range(10) for o in slow.push(mono))
+    assert 3 * 960 <= total <= 5 * 960
