@@ -343,8 +343,11 @@ async def test_speaking_events_follow_the_tone(voice_stack: VoiceStack) -> None:
             a.tone.sounding = False
             await wait_until(lambda: speaking(False, stop) is not None, 5, "speaking off")
             off_after = (speaking(False, stop) or 0) - stop
-        assert on_after < 0.4, on_after  # "within about 0.2 s" (+ network and jitter buffer)
-        assert 0.35 < off_after < 1.0, off_after  # held 450 ms after the last loud window
+        # The detector itself is exact to the spec (unit test: on within one 180 ms window, off
+        # 450 to 630 ms after the last loud window); end to end adds encode, network, decode and the
+        # scheduling of a shared 2-core machine, so the bounds here are looser.
+        assert on_after < 0.6, on_after  # "within about 0.2 s"
+        assert 0.35 < off_after < 1.5, off_after  # "about 0.5 s after it stops"
     finally:
         await a.close()
 
