@@ -20,6 +20,7 @@ from services.cli.notify import register as register_notify
 from services.cli.notify import register_settings as register_notify_settings
 from services.cli.profile import register as register_profile
 from services.cli.version import register as register_version
+from services.cli.voice import register as register_voice
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
@@ -225,6 +226,7 @@ register_notify(main)
 register_notify_settings(main)
 register_profile(main)
 register_version(main)
+register_voice(main)
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.core.bus import CommandError
 from services.core.contracts import wire
+from services.core.rtc import identity_headers
 
 log = logging.getLogger("openchat.connector.backend")
 
@@ -71,7 +72,7 @@ class Identity:
     device_id: str
 
     def headers(self) -> dict[str, str]:
-        return {"X-OpenChat-User-UID": self.user_uid, "X-OpenChat-Device-ID": self.device_id}
+        return identity_headers(self.user_uid, self.device_id)
 
 
 def normalize_base_url(url: str) -> str:

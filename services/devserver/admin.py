@@ -21,6 +21,11 @@ All routes live under ``/_admin``, take and return JSON, and need no identity.
 ``POST /_admin/reset``
     Back to the seed: state, leaves, profiles, event counter; realtime sockets are dropped →
     ``{"reset": true}``.
+``POST /_admin/rtc/drop`` ``{user_uid?}``
+    Abort the signaling sockets (all, or one uid's) without a close frame → ``{"dropped": n}``.
+``POST /_admin/rtc/inject`` ``{type, payload?, user_uid?}``
+    Send a signaling frame of any ``type`` (e.g. ``rtc.kicked``, which the public backend never
+    sends) to the joined participants (all, or one uid's) → ``{"participants": n}``.
 ``GET /_admin/state``
     Introspection for tests: ``{"realtime_clients", "rooms": {channel_id: sockets}, "messages":
     {channel_id: count}, "dropped_frames"}``.
@@ -175,6 +180,32 @@ async def state(ctx: Context, request: Request) -> Response:
     )
 
 
+async def rtc_drop(ctx: Context, request: Request) -> Response:
+    from services.devserver.rtc import get_rtc_hub
+
+    try:
+        uid = str_field(await _payload(request), "user_uid").strip() or None
+    except GoDecodeError as exc:
+        return bad_request(str(exc))
+    return json_response({"dropped": await get_rtc_hub(request.app).drop(uid)})
+
+
+async def rtc_inject(ctx: Context, request: Request) -> Response:
+    from services.devserver.rtc import get_rtc_hub
+
+    try:
+        payload = await _payload(request)
+        kind = str_field(payload, "type").strip()
+        uid = str_field(payload, "user_uid").strip() or None
+        body = field(payload, "payload")
+    except GoDecodeError as exc:
+        return bad_request(str(exc))
+    if not kind.startswith("rtc."):
+        return bad_request("type must start with rtc.")
+    data = dict(body) if isinstance(body, dict) else {}
+    return json_response({"participants": get_rtc_hub(request.app).inject(uid, kind, data)})
+
+
 def routes(ctx: Context) -> list[BaseRoute]:
     def bind(
         handler: Callable[[Context, Request], Awaitable[Response]],
@@ -190,4 +221,6 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/_admin/delay", bind(get_delay), methods=["GET"]),
         Route("/_admin/reset", bind(reset), methods=["POST"]),
         Route("/_admin/state", bind(state), methods=["GET"]),
+        Route("/_admin/rtc/drop", bind(rtc_drop), methods=["POST"]),
+        Route("/_admin/rtc/inject", bind(rtc_inject), methods=["POST"]),
     ]

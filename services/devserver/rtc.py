@@ -234,6 +234,7 @@ class RtcHub:
         self.tickets = TicketAuthority(cfg.ticket_secret, cfg.ticket_ttl_s)
         self.rooms: dict[str, dict[str, Participant]] = {}
         self.denials: deque[str] = deque(maxlen=256)  # reasons of refused joins (never delivered)
+        self.sockets: dict[str, WebSocket] = {}  # participant id -> socket (admin drop/inject)
 
     @property
     def sfu_events(self) -> bool:
@@ -379,11 +380,13 @@ class RtcHub:
             queue=asyncio.Queue(maxsize=max(1, self.tuning.queue_size)),
         )
         self._join(me, join.request_id)
+        self.sockets[me.participant_id] = websocket
         writer = asyncio.create_task(_writer(websocket, me.queue), name="rtc-writer")
         ending = _CLIENT_CLOSED
         try:
             ending = await self._read_loop(websocket, me)
         finally:
+            self.sockets.pop(me.participant_id, None)
             self._leave(me)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -412,6 +415,33 @@ class RtcHub:
                 continue
             if not keep_going:
                 return _DROP
+
+    # ------------------------------------------------------------------ admin (tests)
+
+    def select(self, user_uid: str | None) -> list[Participant]:
+        """Joined participants, all or those of one uid."""
+        return [
+            p
+            for room in self.rooms.values()
+            for p in room.values()
+            if user_uid is None or p.user_uid == user_uid
+        ]
+
+    async def drop(self, user_uid: str | None) -> int:
+        """Abort the selected signaling sockets (TCP drop, no close frame): a server-side drop."""
+        targets = self.select(user_uid)
+        for participant in targets:
+            websocket = self.sockets.get(participant.participant_id)
+            if websocket is not None:
+                await abort_websocket(websocket)
+        return len(targets)
+
+    def inject(self, user_uid: str | None, kind: str, payload: dict[str, Any]) -> int:
+        """Send a server frame the public backend never sends (``rtc.kicked`` …) to the selected."""
+        targets = self.select(user_uid)
+        for participant in targets:
+            participant.send(envelope(kind, "", participant.channel_id, sort_tree(payload)))
+        return len(targets)
 
     # ------------------------------------------------------------------ room state
 

@@ -39,6 +39,7 @@ from services.core.contracts.chat import (
     ServerUpdated,
     Typing,
 )
+from services.core.contracts.media import VoiceStatus
 
 # -- bounds on what the bus may put into the view -------------------------------------------------
 MAX_ID_CHARS = 256  # message ids, client ids, user uids, device ids
@@ -73,6 +74,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "presence.joined": PresenceChange,
     "presence.left": PresenceChange,
     "profile.updated": ProfileUpdated,
+    "voice.state": VoiceStatus,  # the media service's call state (participants for late clients)
 }
 
 
@@ -111,7 +113,7 @@ class DropServer:
 class PutMeta:
     member: str
     server_id: str
-    name: str  # "conn" | "caps" | "groups" | "members"
+    name: str  # "conn" | "caps" | "groups" | "members" | "voice"
     value: str
 
 
@@ -191,7 +193,7 @@ Op = (
     | PutProfile
 )
 
-META_FIELDS = ("conn", "caps", "groups", "members")
+META_FIELDS = ("conn", "caps", "groups", "members", "voice")
 
 
 # -- keys and ordering ---------------------------------------------------------------------------
@@ -375,6 +377,10 @@ class Reducer:
             return [PutMeta(m, s, "groups", p.model_dump_json())], index
         if isinstance(p, MembersUpdated):
             return [PutMeta(m, s, "members", p.model_dump_json())], index
+        if isinstance(p, VoiceStatus):
+            if p.server_id is not None and p.server_id != s:
+                raise InvalidEvent("voice state server id disagrees with the subject")
+            return [PutMeta(m, s, "voice", p.model_dump_json())], index
         if isinstance(p, MessageCreated):
             return self._put_message(index, event, p), index
         if isinstance(p, MessageDeleted):

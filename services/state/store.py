@@ -50,6 +50,7 @@ from services.core.contracts.chat import (
     Typing,
     UserProfile,
 )
+from services.core.contracts.media import VoiceStatus
 from services.state.domain import (
     SEP,
     DelTyping,
@@ -358,4 +359,5 @@ class ViewStore:
             typing=typing,
             profiles={_s(uid): UserProfile.model_validate_json(v) for uid, v in sorted(prof.items())},
             members=MembersUpdated.model_validate_json(meta["members"]).members if "members" in meta else [],
+            voice=VoiceStatus.model_validate_json(meta["voice"]) if "voice" in meta else None,
         )

@@ -448,3 +448,33 @@ async def test_two_replicas_on_one_redis_keep_one_exact_view(bus: Bus, make_stat
     result = await history(bus, "alice", "srv_a", "general")
     assert [m.id for m in result.messages] == [f"m{i:03d}" for i in range(300)]
     assert result.seq == last.seq
+
+
+async def test_snapshot_keeps_the_members_call_for_a_late_client(bus: Bus, make_state: MakeState) -> None:
+    """Voice (issue 12): the last ``voice.state`` of a server is in the snapshot, per member."""
+    from services.core.contracts.media import VoiceParticipant, VoiceStatus
+
+    rt = await make_state()
+    await join(bus, "alice", "srv_a")
+    await join(bus, "bob", "srv_a")
+    joining = VoiceStatus(state="joining", server_id="srv_a", channel_id="vc_general")
+    active = VoiceStatus(
+        state="active",
+        server_id="srv_a",
+        channel_id="vc_general",
+        participant_id="p_alice",
+        participants=[
+            VoiceParticipant(participant_id="p1", user_uid="uid_x", display_name="X", transport="webrtc")
+        ],
+    )
+    await emit(bus, "alice", "srv_a", "voice.state", joining, channel_id="vc_general")
+    ack = await emit(bus, "alice", "srv_a", "voice.state", active, channel_id="vc_general")
+    await applied(rt, ack.seq)
+    snap = await snapshot(bus, "alice")
+    assert snap.servers[0].voice == active
+    bob = await snapshot(bus, "bob")
+    assert bob.servers[0].voice is None and "uid_x" not in bob.model_dump_json()
+    # a voice state naming another server than its subject is refused
+    ack = await emit(bus, "alice", "srv_a", "voice.state", active.model_copy(update={"server_id": "srv_b"}))
+    await applied(rt, ack.seq)
+    assert (await snapshot(bus, "alice")).servers[0].voice == active

@@ -39,6 +39,7 @@ from typing import Literal
 from pydantic import Field
 
 from services.core.contracts.bus import Contract
+from services.core.contracts.media import VoiceStatus
 
 ServerId = str
 ChannelId = str
@@ -366,6 +367,7 @@ class ServerView(Contract):
     typing: dict[ChannelId, list[Typing]] = Field(default_factory=dict)
     profiles: dict[str, UserProfile] = Field(default_factory=dict)
     members: list[dict[str, str]] = Field(default_factory=list)  # last ``members.updated``
+    voice: VoiceStatus | None = None  # the member's call on this server: last ``voice.state`` (issue 12)
 
 
 class Snapshot(Contract):
