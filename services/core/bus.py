@@ -129,6 +129,7 @@ class Bus:
         self._pending_commands: list[
             tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]
         ] = []
+        self.refused_replies = 0  # commands refused for their reply subject (``serve``)
 
     # -- connection -------------------------------------------------------------------------
     @classmethod
@@ -184,8 +185,9 @@ class Bus:
             options["password"] = opts.password
         if opts.nkey_seed is not None:
             options["nkeys_seed_str"] = opts.nkey_seed
-        if opts.inbox_prefix is not None:
-            options["inbox_prefix"] = opts.inbox_prefix.encode()
+        # A member's connection uses its own prefix (the connection file's); every other bus
+        # (services, tools) the services' prefix, below which services accept replies.
+        options["inbox_prefix"] = (opts.inbox_prefix or subjects.SERVICE_INBOX_PREFIX).encode()
         return options
 
     @property
@@ -306,6 +308,16 @@ class Bus:
         fn: Callable[[str, A], Awaitable[BaseModel]],
     ) -> Subscription:
         async def on_msg(msg: Msg) -> None:
+            if msg.reply and not _reply_allowed(msg.subject, msg.reply):
+                # Never published, and the command does not run: a reply subject outside the
+                # caller's own inbox would write into another member's events, the ingest
+                # stream or the JetStream API with the service's credentials.
+                self.refused_replies += 1
+                log.warning(
+                    "refused a command with a foreign reply subject",
+                    extra={"subject": msg.subject[:200], "reply": msg.reply[:200]},
+                )
+                return
             reply = await self._run_handler(msg, args_model, fn)
             if msg.reply:
                 await self.nc.publish(msg.reply, reply)
@@ -322,7 +334,21 @@ class Bus:
             envelope = decode(cast(Any, CommandEnvelope)[args_model], msg.data)
             result = await fn(member, envelope.args)
             reply = cast(Any, ReplyEnvelope)[type(result)](ok=True, result=result)
-            return cast(bytes, reply.model_dump_json().encode())
+            data = cast(bytes, reply.model_dump_json().encode())
+            if len(data) <= MAX_BUS_PAYLOAD_BYTES:
+                return data
+            # Every client refuses a payload over the bus limit: an answer it cannot read would be
+            # asked for again and again. Say so, permanently (the caller must ask for less).
+            log.warning(
+                "reply over the bus limit refused",
+                extra={"subject": msg.subject, "bytes": len(data), "limit": MAX_BUS_PAYLOAD_BYTES},
+            )
+            error = ErrorBody(
+                code="reply_too_large",
+                message=f"the answer is {len(data)} bytes, over the bus limit of "
+                f"{MAX_BUS_PAYLOAD_BYTES}; ask for less (a smaller limit or one server)",
+                retryable=False,
+            )
         except CommandError as exc:
             error = exc.body
         except (ValidationError, ValueError, subjects.SubjectError) as exc:
@@ -532,6 +558,14 @@ class _AckInbox:
             return
         status = msg.headers.get(JsHeader.STATUS) if msg.headers else None
         batch.reply(int(index), msg.data, status)
+
+
+def _reply_allowed(subject: str, reply: str) -> bool:
+    try:
+        member = subjects.member_of_subject(subject)
+    except subjects.SubjectError:
+        return False
+    return subjects.reply_allowed(member, reply)
 
 
 def _short(exc: Exception) -> str:

@@ -22,7 +22,9 @@ import redis.asyncio as aioredis
 import uvicorn
 from fastapi import APIRouter
 
+from services.core import natsconf
 from services.core.bus import Bus, ConnectOptions, backoff_delays
+from services.core.contracts import subjects
 from services.core.health import HealthState, HttpServer, health_app
 from services.core.log import configure_logging
 from services.core.settings import Settings
@@ -56,9 +58,11 @@ def bus_options(settings: Settings, name: str) -> ConnectOptions:
     password = settings.service_password.get_secret_value() if settings.service_password else None
     return ConnectOptions(
         url=settings.nats_url,
-        user=settings.service_user if password else None,
+        user=(settings.service_user or natsconf.user_of_service(name)) if password else None,
         password=password,
         name=f"openchat-{name}",
+        # Replies to the services' own requests come back below this prefix (bus reply rule).
+        inbox_prefix=subjects.SERVICE_INBOX_PREFIX,
     )
 
 

@@ -29,7 +29,7 @@ from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError
-from services.core.contracts.bus import Empty, utcnow
+from services.core.contracts.bus import MAX_REPLY_RESULT_BYTES, Empty, utcnow
 from services.core.contracts.chat import (
     HttpToken,
     ServerList,
@@ -156,7 +156,7 @@ class StateRuntime:
         seq, snap = await self._consistent(read)
         result = snap.model_copy(update={"seq": seq})
         size = len(result.model_dump_json())
-        if size > int(self.bus.nc.max_payload) - 4096:
+        if size > MAX_REPLY_RESULT_BYTES:
             raise CommandError(
                 "snapshot_too_large",
                 f"the snapshot is {size} bytes; ask per server_id or for fewer messages_per_channel",
@@ -171,6 +171,16 @@ class StateRuntime:
         seq, (messages, has_more) = await self._consistent(
             lambda: self.store.window(member, server_id, channel_id, limit)
         )
+        # Bounded by bytes as well as count (bus contract): keep the newest that fit.
+        size = 256
+        keep = 0
+        for message in reversed(messages):
+            size += len(message.model_dump_json().encode()) + 1
+            if size > MAX_REPLY_RESULT_BYTES:
+                break
+            keep += 1
+        if keep < len(messages):
+            messages, has_more = messages[len(messages) - keep :], True
         return ViewHistoryResult(seq=seq, messages=messages, has_more=has_more)
 
 
