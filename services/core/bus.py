@@ -103,6 +103,7 @@ def decode(model: type[M], data: bytes) -> M:
 @dataclass
 class _Flags:
     closing: bool = False
+    reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +167,10 @@ class Bus:
 
         async def on_reconnect() -> None:
             log.info("bus reconnected")
+            for hook in list(flags.reconnect_hooks):
+                task = asyncio.get_running_loop().create_task(hook())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
 
         options: dict[str, Any] = {
             "servers": [u.strip() for u in opts.url.split(",") if u.strip()],  # a cluster: comma-separated
@@ -189,6 +194,11 @@ class Bus:
         # (services, tools) the services' prefix, below which services accept replies.
         options["inbox_prefix"] = (opts.inbox_prefix or subjects.SERVICE_INBOX_PREFIX).encode()
         return options
+
+    def add_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook()`` (as a task) after every reconnect: what was published meanwhile on core
+        NATS subjects is gone, so a subscriber resyncs from the stream (``state.sync``)."""
+        self._flags.reconnect_hooks.append(hook)
 
     @property
     def connected(self) -> bool:
@@ -261,6 +271,14 @@ class Bus:
             raise CommandError(
                 "timeout", f"no reply on {subject} within {timeout:g} s", retryable=True
             ) from exc
+        if len(reply.data) > MAX_BUS_PAYLOAD_BYTES:
+            # A service that does not bound its replies (an older one): asking again would get
+            # the same answer, so this is permanent; the caller asks for less.
+            raise CommandError(
+                "reply_too_large",
+                f"the answer on {subject} is {len(reply.data)} bytes, over the bus limit",
+                retryable=False,
+            )
         parsed = decode(cast(Any, ReplyEnvelope)[result_model], reply.data)
         if not parsed.ok or parsed.result is None:
             err = parsed.error or ErrorBody(
@@ -558,6 +576,9 @@ class _AckInbox:
             return
         status = msg.headers.get(JsHeader.STATUS) if msg.headers else None
         batch.reply(int(index), msg.data, status)
+
+
+_background: set[asyncio.Task[None]] = set()  # reconnect hooks in flight (kept referenced)
 
 
 def _reply_allowed(subject: str, reply: str) -> bool:
