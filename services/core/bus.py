@@ -168,7 +168,7 @@ class Bus:
         async def on_reconnect() -> None:
             log.info("bus reconnected")
             for hook in list(flags.reconnect_hooks):
-                task = asyncio.get_running_loop().create_task(hook())
+                task: asyncio.Future[None] = asyncio.ensure_future(hook())
                 _background.add(task)
                 task.add_done_callback(_background.discard)
 
@@ -578,7 +578,7 @@ class _AckInbox:
         batch.reply(int(index), msg.data, status)
 
 
-_background: set[asyncio.Task[None]] = set()  # reconnect hooks in flight (kept referenced)
+_background: set[asyncio.Future[None]] = set()  # reconnect hooks in flight (kept referenced)
 
 
 def _reply_allowed(subject: str, reply: str) -> bool:
