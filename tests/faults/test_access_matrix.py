@@ -486,3 +486,20 @@ async def test_state_http_api_with_other_members_and_forged_tokens(family: Famil
                 leaks.append(f"no token {path}: {r.status_code}")
     assert leaks == []
     print(f"\nstate HTTP API: {len(demo_paths)} victim paths x (2 members + {len(forged) + 1} forged): 0 served")
+
+
+# -- the services' own users ----------------------------------------------------------------------
+async def test_services_connect_as_their_own_restricted_users(family: Family) -> None:
+    nc = await nats.connect(
+        family.nats_url, user="sys", password=family.secrets[natsconf.SYS_PASSWORD_VAR]
+    )
+    try:
+        query = {"auth": True, "account": "APP", "limit": 1000}
+        reply = await nc.request("$SYS.REQ.SERVER.PING.CONNZ", json.dumps(query).encode(), timeout=5)
+    finally:
+        await nc.close()
+    users = {
+        c.get("name"): c.get("authorized_user") for c in json.loads(reply.data)["data"]["connections"]
+    }
+    for service in subjects.SERVICES:
+        assert users.get(f"openchat-{service}") == f"svc-{service}", users
