@@ -202,9 +202,7 @@ class Seen:
 
 async def command_subjects(family: Family) -> dict[str, list[str]]:
     """Every command the running services serve, from the server's own subscription list."""
-    nc = await nats.connect(
-        family.nats_url, user="sys", password=family.secrets[natsconf.SYS_PASSWORD_VAR]
-    )
+    nc = await nats.connect(family.nats_url, user="sys", password=family.secrets[natsconf.SYS_PASSWORD_VAR])
     try:
         query = {"subscriptions": True, "account": "APP", "limit": 100_000}
         reply = await nc.request("$SYS.REQ.SERVER.PING.SUBSZ", json.dumps(query).encode(), timeout=5)
@@ -297,7 +295,7 @@ async def test_reply_subjects_outside_the_callers_inbox_reach_nothing(
     assert not injected.state.subjects, f"stored: {injected.state.subjects}"
     # Each refusal is logged by the service (never the body), once per forged command.
     deadline = asyncio.get_running_loop().time() + 30
-    while family.log_count(REFUSAL_LOG) - refusals_before < forged:  # noqa: ASYNC110 - a log file
+    while family.log_count(REFUSAL_LOG) - refusals_before < forged:
         assert asyncio.get_running_loop().time() < deadline, (
             f"{family.log_count(REFUSAL_LOG) - refusals_before} refusals logged of {forged}"
         )
@@ -485,21 +483,19 @@ async def test_state_http_api_with_other_members_and_forged_tokens(family: Famil
             if r.status_code != 401:
                 leaks.append(f"no token {path}: {r.status_code}")
     assert leaks == []
-    print(f"\nstate HTTP API: {len(demo_paths)} victim paths x (2 members + {len(forged) + 1} forged): 0 served")
+    print(
+        f"\nstate HTTP API: {len(demo_paths)} victim paths x (2 members + {len(forged) + 1} forged): 0 served"
+    )
 
 
 # -- the services' own users ----------------------------------------------------------------------
 async def test_services_connect_as_their_own_restricted_users(family: Family) -> None:
-    nc = await nats.connect(
-        family.nats_url, user="sys", password=family.secrets[natsconf.SYS_PASSWORD_VAR]
-    )
+    nc = await nats.connect(family.nats_url, user="sys", password=family.secrets[natsconf.SYS_PASSWORD_VAR])
     try:
         query = {"auth": True, "account": "APP", "limit": 1000}
         reply = await nc.request("$SYS.REQ.SERVER.PING.CONNZ", json.dumps(query).encode(), timeout=5)
     finally:
         await nc.close()
-    users = {
-        c.get("name"): c.get("authorized_user") for c in json.loads(reply.data)["data"]["connections"]
-    }
+    users = {c.get("name"): c.get("authorized_user") for c in json.loads(reply.data)["data"]["connections"]}
     for service in subjects.SERVICES:
         assert users.get(f"openchat-{service}") == f"svc-{service}", users

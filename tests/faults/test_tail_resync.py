@@ -8,8 +8,6 @@ for every core-NATS subscriber (a plain "witness" subscription shows it). The ta
 every stored event of the member exactly once, in stream order.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from test_state_support are parameters here)
-
 from __future__ import annotations
 
 import asyncio

@@ -93,7 +93,7 @@ async def test_sync_pages_fit_the_bus_and_deliver_everything_once(
     bus: Bus, make_state: Any, member_bus: Bus, nats_url: str, tmp_path: Path
 ) -> None:
     rt = await make_state()
-    member, cf = member_connection(tmp_path, nats_url)
+    member, _ = member_connection(tmp_path, nats_url)
     await join(bus, member, "srv_a")
     last = await post_many(bus, member, TOTAL)
     await applied(rt, last)
@@ -259,7 +259,9 @@ async def test_a_reply_over_the_bus_limit_is_a_permanent_error(bus: Bus, member_
     await bus.nc.flush()
     try:
         with pytest.raises(CommandError) as err:
-            await member_bus.request(subjects.command(member, "state", "sync"), SyncArgs(since_seq=0), SyncResult)
+            await member_bus.request(
+                subjects.command(member, "state", "sync"), SyncArgs(since_seq=0), SyncResult
+            )
         assert err.value.code == "reply_too_large" and not err.value.retryable
     finally:
         await sub.unsubscribe()
