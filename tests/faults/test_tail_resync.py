@@ -60,18 +60,26 @@ async def test_tail_prints_every_event_once_across_a_nats_kill(
 ) -> None:
     url = f"nats://127.0.0.1:{nats_ctl.port}"
     member = f"m{uuid.uuid4().hex[:8]}"
-    fast = {"reconnect_wait_s": 0.1}
-    publisher = await Bus.connect(ConnectOptions(url=url, name="publisher", **fast), first_attempts=3)
-    state_bus = await Bus.connect(ConnectOptions(url=url, name="state", **fast), first_attempts=3)
+    fast = 0.1
+    publisher = await Bus.connect(
+        ConnectOptions(url=url, name="publisher", reconnect_wait_s=fast), first_attempts=3
+    )
+    state_bus = await Bus.connect(
+        ConnectOptions(url=url, name="state", reconnect_wait_s=fast), first_attempts=3
+    )
     stream = await fresh_stream(publisher)
     state = StateRuntime(state_bus, redis, state_settings(tmp_path, stream))
     await state.start()
-    slow = {"reconnect_wait_s": TAIL_RECONNECT_WAIT_S}
+    slow = TAIL_RECONNECT_WAIT_S
     tail_bus = await Bus.connect(
-        ConnectOptions(url=url, name="tail", inbox_prefix=subjects.inbox_prefix(member), **slow),
+        ConnectOptions(
+            url=url, name="tail", inbox_prefix=subjects.inbox_prefix(member), reconnect_wait_s=slow
+        ),
         first_attempts=3,
     )
-    witness = await Bus.connect(ConnectOptions(url=url, name="witness", **slow), first_attempts=3)
+    witness = await Bus.connect(
+        ConnectOptions(url=url, name="witness", reconnect_wait_s=slow), first_attempts=3
+    )
     printed: list[int] = []
     notices: list[str] = []
     witnessed: list[int] = []
