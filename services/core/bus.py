@@ -46,6 +46,7 @@ from pydantic import BaseModel, ValidationError
 from services.core.contracts import subjects
 from services.core.contracts.bus import (
     MAX_BUS_PAYLOAD_BYTES,
+    MAX_REPLY_RESULT_BYTES,
     CommandEnvelope,
     ErrorBody,
     EventEnvelope,
@@ -576,6 +577,19 @@ class _AckInbox:
             return
         status = msg.headers.get(JsHeader.STATUS) if msg.headers else None
         batch.reply(int(index), msg.data, status)
+
+
+def newest_that_fit(items: Sequence[BaseModel], budget: int = MAX_REPLY_RESULT_BYTES) -> int:
+    """How many of ``items`` (oldest first), counted from the newest, fit a reply of ``budget``
+    bytes: a page of messages is bounded by bytes as well as by its count (bus contract)."""
+    size = 256  # the result's own fields
+    keep = 0
+    for item in reversed(items):
+        size += len(item.model_dump_json().encode()) + 1
+        if size > budget:
+            break
+        keep += 1
+    return keep
 
 
 _background: set[asyncio.Future[None]] = set()  # reconnect hooks in flight (kept referenced)

@@ -28,7 +28,7 @@ from fastapi import APIRouter
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
-from services.core.bus import Bus, CommandError
+from services.core.bus import Bus, CommandError, newest_that_fit
 from services.core.contracts.bus import MAX_REPLY_RESULT_BYTES, Empty, utcnow
 from services.core.contracts.chat import (
     HttpToken,
@@ -171,14 +171,7 @@ class StateRuntime:
         seq, (messages, has_more) = await self._consistent(
             lambda: self.store.window(member, server_id, channel_id, limit)
         )
-        # Bounded by bytes as well as count (bus contract): keep the newest that fit.
-        size = 256
-        keep = 0
-        for message in reversed(messages):
-            size += len(message.model_dump_json().encode()) + 1
-            if size > MAX_REPLY_RESULT_BYTES:
-                break
-            keep += 1
+        keep = newest_that_fit(messages)  # bounded by bytes as well as count (bus contract)
         if keep < len(messages):
             messages, has_more = messages[len(messages) - keep :], True
         return ViewHistoryResult(seq=seq, messages=messages, has_more=has_more)
