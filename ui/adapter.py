@@ -12,6 +12,11 @@ the buffered events with ``Nats-Sequence`` > N. After a disconnect it buffers ag
 snapshot), delivers those, then the buffered live events still newer. Every event reaches the
 view exactly once and in stream order; the view model also ignores anything not newer.
 
+Never the same failing request in a loop: an answer too large for the bus is asked again for a
+quarter of the page (a snapshot with fewer messages per channel); a permanent error of ``sync``
+falls back to a snapshot; a permanent error of the snapshot leaves the app offline (read-only)
+with the reason until the next reconnect. Retryable errors back off up to ``RETRY_MAX_S``.
+
 Commands not served yet by a service are isolated in one method each (see ``PENDING``).
 """
 

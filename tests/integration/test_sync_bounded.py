@@ -265,3 +265,34 @@ async def test_a_reply_over_the_bus_limit_is_a_permanent_error(bus: Bus, member_
         assert err.value.code == "reply_too_large" and not err.value.retryable
     finally:
         await sub.unsubscribe()
+
+
+async def test_an_oversized_answer_makes_the_adapter_ask_for_less(
+    bus: Bus, nats_url: str, tmp_path: Path, adapters: list[StackAdapter]
+) -> None:
+    """An older state service that answers a big page with more than the bus carries (stand-in
+    on the real bus: the current service cannot be made to do it). The adapter asks for a
+    quarter of the page, never the same request twice, and comes online."""
+    member, cf = member_connection(tmp_path, nats_url)
+    limits: list[int] = []
+
+    async def old_sync(msg: Any) -> None:
+        args = json.loads(msg.data)["args"]
+        limits.append(args["limit"])
+        if args["limit"] > 250:
+            await msg.respond(b'{"ok": true, "result": {"events": [], "pad": "' + b"p" * (5 << 20) + b'"}}')
+            return
+        result = SyncResult(events=[], last_seq=args["since_seq"], complete=True)
+        await msg.respond(json.dumps({"ok": True, "result": result.model_dump(mode="json")}).encode())
+
+    sub = await bus.nc.subscribe(subjects.command(member, "state", "sync"), cb=old_sync)
+    await bus.nc.flush()
+    try:
+        adapter = StackAdapter(cf, last_seq=7)
+        adapters.append(adapter)
+        adapter.start()
+        got = Collected(adapter)
+        await got.until(lambda: adapter.online, "online after a smaller page")
+        assert limits == [1000, 250]
+    finally:
+        await sub.unsubscribe()
