@@ -6,7 +6,9 @@
   that fails validation is logged (subject and error, never the body) and dropped;
 - ``command`` registers a handler for ``oc.*.cmd.<service>.<verb>`` in a queue group: the member
   comes from the subject, arguments are validated, and any exception becomes an error reply
-  ``{code, message, retryable}``;
+  ``{code, message, retryable}``; a command whose reply subject is not below the caller's own
+  inbox (or the services') is refused unrun and logged (ADR 0007), and a reply that would not fit
+  ``MAX_BUS_PAYLOAD_BYTES`` becomes the permanent error ``reply_too_large``;
 - ``ensure_events_stream`` sets up the JetStream stream of events with a duplicate window keyed
   on ``Nats-Msg-Id`` and republishing of each *stored* event to the member's subject;
   ``publish_event`` ingests one event, ``publish_events`` many, pipelined in acked windows;

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import APIRouter
+from prometheus_client import Gauge
 
 from services.core import natsconf
 from services.core.bus import Bus, ConnectOptions, backoff_delays
@@ -97,6 +98,11 @@ async def serve(service: Service, settings: Settings) -> None:
 
         health.add("redis", redis_ok)
 
+    Gauge(
+        "openchat_bus_refused_replies",
+        "commands refused for a reply subject outside the caller's inbox (ADR 0007)",
+        registry=health.registry,
+    ).set_function(lambda: ctx.bus.refused_replies if ctx.bus is not None else 0)
     app = health_app(health)
     if service.routes is not None:
         app.include_router(service.routes(ctx))

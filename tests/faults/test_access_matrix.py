@@ -65,6 +65,7 @@ class Family:
     state_url: str
     secrets: dict[str, str]
     lines: list[str] = field(default_factory=list)  # the stack's output, read continuously
+    service_urls: dict[str, str] = field(default_factory=dict)  # health/metrics app per service
 
     def connection(self, member: str) -> ConnectionFile:
         """The member's real connection file. The demo member's is written before the stack
@@ -99,6 +100,7 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Family]:
         assert isinstance(services, dict)
         fam.nats_url = str(endpoints["nats_url"])
         fam.state_url = str(services["state"])
+        fam.service_urls = {str(k): str(v) for k, v in services.items()}
         fam.secrets = read_secrets_env(home / "secrets.env")
         yield fam
     finally:
@@ -300,6 +302,11 @@ async def test_reply_subjects_outside_the_callers_inbox_reach_nothing(
             f"{family.log_count(REFUSAL_LOG) - refusals_before} refusals logged of {forged}"
         )
         await asyncio.sleep(0.1)
+    # …and counted in the service's metrics.
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(f"{family.service_urls[service]}/metrics")).text
+    refused = re.search(r"^openchat_bus_refused_replies (\S+)$", metrics, re.MULTILINE)
+    assert refused is not None and float(refused.group(1)) >= forged, metrics[-500:]
     print(f"\n{service}: {len(verbs)} commands, {forged} forged reply subjects, 0 delivered, 0 stored")
 
 
