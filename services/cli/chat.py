@@ -161,7 +161,7 @@ class MemberClient:
         tailer = _Tailer(self, on_event, say)
         sub = await self.bus.nc.subscribe(subjects.events_of_member(self.member), cb=tailer.on_msg)
         await self.bus.nc.flush()  # subscribed at the server: nothing after this line is missed
-        self.bus.add_reconnect_hook(tailer.resync)
+        self.bus.add_reconnect_hooks(tailer.disconnected, tailer.resync)
         try:
             start = await self.call("state", "servers", Empty(), ServerList, timeout=10)
             tailer.start_at(start.seq)
@@ -223,6 +223,13 @@ class _Tailer:
         self.buffer = None
         for seq, subject, doc in pending:
             self._print(seq, subject, doc)
+
+    def disconnected(self) -> None:
+        """Buffer from now on: live events of the new connection wait for the gap to be read."""
+        if self.buffer is None:
+            self.buffer = []
+        if self._resyncing:  # dropped again during a resync: that resync reads the new gap too
+            self._again = True
 
     async def resync(self) -> None:
         """After a reconnect: read the gap from the stream, then go live again."""

@@ -107,6 +107,7 @@ def decode(model: type[M], data: bytes) -> M:
 class _Flags:
     closing: bool = False
     reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    disconnect_hooks: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -167,6 +168,8 @@ class Bus:
         async def on_disconnect() -> None:
             if not flags.closing:
                 log.warning("bus disconnected")
+            for sync_hook in list(flags.disconnect_hooks):
+                sync_hook()
 
         async def on_reconnect() -> None:
             log.info("bus reconnected")
@@ -198,10 +201,15 @@ class Bus:
         options["inbox_prefix"] = (opts.inbox_prefix or subjects.SERVICE_INBOX_PREFIX).encode()
         return options
 
-    def add_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook()`` (as a task) after every reconnect: what was published meanwhile on core
-        NATS subjects is gone, so a subscriber resyncs from the stream (``state.sync``)."""
-        self._flags.reconnect_hooks.append(hook)
+    def add_reconnect_hooks(
+        self, on_disconnect: Callable[[], None], on_reconnect: Callable[[], Awaitable[None]]
+    ) -> None:
+        """What was published on core NATS subjects while the connection was down is gone, so a
+        subscriber resyncs from the stream (``state.sync``). ``on_disconnect()`` runs at once when
+        the connection drops — before any message of the new connection is dispatched, so it can
+        start buffering — and ``on_reconnect()`` as a task after every reconnect."""
+        self._flags.disconnect_hooks.append(on_disconnect)
+        self._flags.reconnect_hooks.append(on_reconnect)
 
     @property
     def connected(self) -> bool:
