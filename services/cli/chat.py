@@ -162,13 +162,13 @@ class MemberClient:
         sub = await self.bus.nc.subscribe(subjects.events_of_member(self.member), cb=tailer.on_msg)
         await self.bus.nc.flush()  # subscribed at the server: nothing after this line is missed
         self.bus.add_reconnect_hooks(tailer.disconnected, tailer.resync)
-        try:
+        say(f"tailing the events of {self.member} (Ctrl-C stops)")
+        try:  # where to resync from after a reconnect, should nothing be printed before it
             start = await self.call("state", "servers", Empty(), ServerList, timeout=10)
             tailer.start_at(start.seq)
         except CommandError as exc:  # no state service: live only until a resync can start
             say(f"no start position from the state service ({exc.code}); tailing live events")
             tailer.start_at(None)
-        say(f"tailing the events of {self.member} (Ctrl-C stops)")
         await stop.wait()
         tailer.stopped = True
         await sub.unsubscribe()
@@ -186,16 +186,17 @@ class _Tailer:
         self.client = client
         self.on_event = on_event
         self.say = say
-        self.last = 0  # the newest stream sequence printed (or the start position)
+        self.last = 0  # the newest stream sequence printed
         self.buffer: list[tuple[int, str, dict[str, Any]]] | None = []  # None: printing live
         self.stopped = False
-        self.positioned = False  # a start position from the state service (else the first event)
+        self.origin: int | None = None  # the view's sequence when the tail started
         self._resyncing = False
         self._again = False
 
     def start_at(self, seq: int | None) -> None:
-        self.last = max(self.last, seq or 0)
-        self.positioned = seq is not None
+        """Where a resync starts if nothing was printed before the first reconnect. Not a filter
+        of live events: one the view already holds may still be on its way to this connection."""
+        self.origin = seq
         self._flush()
 
     async def on_msg(self, msg: Msg) -> None:
@@ -250,7 +251,8 @@ class _Tailer:
             self._flush()
 
     async def _fill_gap(self) -> None:
-        if not self.positioned and self.last == 0:
+        since = self.last or self.origin
+        if since is None:
             self.say("nothing printed yet and no start position: events while disconnected are not shown")
             return
         delays = backoff_delays(0.25, 5.0)
@@ -258,10 +260,10 @@ class _Tailer:
             try:
                 while True:
                     res = await self.client.call(
-                        "state", "sync", SyncArgs(since_seq=self.last, limit=TAIL_SYNC_PAGE), SyncResult
+                        "state", "sync", SyncArgs(since_seq=since, limit=TAIL_SYNC_PAGE), SyncResult
                     )
                     if res.truncated:
-                        self.say(f"events after #{self.last} are no longer all kept; some were missed")
+                        self.say(f"events after #{since} are no longer all kept; some were missed")
                         return
                     for ev in res.events:
                         try:
@@ -271,10 +273,10 @@ class _Tailer:
                         self._print(ev.seq, ev.subject, doc)
                     if res.oversized:
                         self.say(f"{len(res.oversized)} event(s) too large to show: {res.oversized[:5]}")
-                    if res.last_seq <= self.last and not res.complete:
-                        self.say(f"the state service made no progress after #{self.last}")
+                    if res.last_seq <= since and not res.complete:
+                        self.say(f"the state service made no progress after #{since}")
                         return
-                    self.last = max(self.last, res.last_seq)
+                    since = max(since, res.last_seq)
                     if res.complete:
                         return
             except CommandError as exc:
