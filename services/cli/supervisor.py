@@ -161,7 +161,12 @@ class Supervisor:
         from services.core.bus import CommandError
         from services.core.members import ConnectionFile
 
-        cf = ConnectionFile.read(self.home.layout.connection_file(DEMO_MEMBER))
+        path = self.home.layout.connection_file(DEMO_MEMBER)
+        cf = ConnectionFile.read(path)
+        if not self.home.settings.public_nats_url and cf.nats_url != self.nats_url:
+            # Written before NATS picked its port (4222 may be taken): point it at this stack.
+            cf = cf.model_copy(update={"nats_url": self.nats_url})
+            cf.write(path)
         cf = cf.model_copy(update={"nats_url": self.nats_url})
         targets = {"family": "srv_family", "harbor": "srv_harbor"}
         devservers = self.endpoints().devservers

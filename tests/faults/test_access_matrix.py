@@ -68,10 +68,10 @@ class Family:
     service_urls: dict[str, str] = field(default_factory=dict)  # health/metrics app per service
 
     def connection(self, member: str) -> ConnectionFile:
-        """The member's real connection file. The demo member's is written before the stack
-        picks its port (the supervisor's demo join overrides the URL the same way)."""
+        """The member's real connection file, as written by ``openchat``."""
         cf = ConnectionFile.read(self.home / "members" / f"{member}.json")
-        return cf.model_copy(update={"nats_url": self.nats_url})
+        assert cf.nats_url == self.nats_url, (cf.nats_url, self.nats_url)
+        return cf
 
     def log_count(self, needle: str) -> int:
         return sum(needle in line for line in list(self.lines))
