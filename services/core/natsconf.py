@@ -17,7 +17,6 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from services.core.contracts import subjects
-from services.core.contracts.chat import REHYDRATE_SUBJECT
 from services.core.paths import write_atomic
 
 SERVICE_PASSWORD_VAR = "OPENCHAT_SERVICE_PASSWORD"  # noqa: S105 - a variable name
@@ -44,18 +43,20 @@ def member_permissions(member: str) -> dict[str, dict[str, list[str]]]:
 # its streams and consumers. ``svc`` stays for tools and tests (``openchat`` admin commands).
 _STREAMS = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"]
 _CONSUMERS = ["$JS.API.CONSUMER.>", "$JS.ACK.>", "$JS.FC.>"]
-_INGEST = [subjects.INGEST_WILDCARD]
+# Internal traffic: event ingest (``oc.sys.ev.>``: the connector's events, the notification
+# service's counts, the state service's re-announced joins) and service-to-service subjects.
+_INTERNAL = [f"{subjects.SYS_PREFIX}.>"]
 SERVICE_PUBLISH: dict[str, list[str]] = {
-    "connector": [*_STREAMS, *_INGEST],
-    "state": [*_STREAMS, *_CONSUMERS, REHYDRATE_SUBJECT],
+    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
+    "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
     "notification": [
         *_STREAMS,
         *_CONSUMERS,
-        *_INGEST,
+        *_INTERNAL,
         subjects.command_wildcard("connector", "read_ack_get"),
         subjects.command_wildcard("connector", "read_ack_put"),
     ],
-    "media": [*_STREAMS],
+    "media": [*_STREAMS],  # nothing else yet (voice adds its events here)
 }
 RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
 

@@ -59,3 +59,6 @@ def test_each_service_has_its_own_user_without_members_subjects() -> None:
         assert not any(s.startswith(("oc.*.evt", "_INBOX", ">", "$JS.API.>", "$KV", "$SYS")) for s in allowed)
         assert not any(".evt." in s for s in allowed)
     assert natsconf.user_of_service("tool") == "svc"
+    # The event producers may ingest (the state service re-announces joins after a rebuild).
+    for service in ("connector", "state", "notification"):
+        assert "oc.sys.>" in natsconf.SERVICE_PUBLISH[service]
