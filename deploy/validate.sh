@@ -536,6 +536,12 @@ ok "single node: healthcheck URL /healthz?js-enabled-only=true answers 200 (JetS
 [[ "$(nats_login "$CLIENT_PORT" svc "$SAMPLE_SVC_PASSWORD")" == "PONG" ]] || die "svc user refused"
 [[ "$(nats_login "$CLIENT_PORT" sys "$SAMPLE_SYS_PASSWORD")" == "PONG" ]] || die "sys user refused"
 ok "single node: users svc and sys log in with the passwords from the environment"
+if grep -q '"svc-connector"' "$LAYOUT/openchat/nats/accounts.conf"; then  # the generated file (ADR 0007)
+  for s in connector state notification media; do
+    [[ "$(nats_login "$CLIENT_PORT" "svc-$s" "$SAMPLE_SVC_PASSWORD")" == "PONG" ]] || die "svc-$s user refused"
+  done
+  ok "single node: the per-service users svc-connector/state/notification/media log in"
+fi
 REPLY="$(nats_login "$CLIENT_PORT" svc wrong-password-0123456789)"
 [[ "$REPLY" == -ERR* ]] || die "a wrong password was accepted: $REPLY"
 ok "single node: a wrong password is refused ($REPLY)"

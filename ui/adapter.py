@@ -12,6 +12,11 @@ the buffered events with ``Nats-Sequence`` > N. After a disconnect it buffers ag
 snapshot), delivers those, then the buffered live events still newer. Every event reaches the
 view exactly once and in stream order; the view model also ignores anything not newer.
 
+Never the same failing request in a loop: an answer too large for the bus is asked again for a
+quarter of the page (a snapshot with fewer messages per channel); a permanent error of ``sync``
+falls back to a snapshot; a permanent error of the snapshot leaves the app offline (read-only)
+with the reason until the next reconnect. Retryable errors back off up to ``RETRY_MAX_S``.
+
 Commands not served yet by a service are isolated in one method each (see ``PENDING``).
 """
 
@@ -88,6 +93,9 @@ COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 SNAPSHOT_MESSAGES = 50
 SYNC_PAGE = 1000
+RETRY_MAX_S = 30.0  # backoff cap of a retryable catch-up failure
+# Answers too large for the bus: ask again for less (never the same request twice).
+TOO_LARGE = frozenset({"reply_too_large", "snapshot_too_large"})
 
 # Commands whose service may not exist yet; each is used by exactly one adapter method.
 PENDING = {
@@ -157,13 +165,12 @@ class StackClient:
         return await self.bus.request(subjects.command(self.member, service, verb), args, result, timeout)
 
     # state
-    async def snapshot(self) -> Snapshot:
-        return await self.call(
-            "state", "snapshot", SnapshotArgs(messages_per_channel=SNAPSHOT_MESSAGES), Snapshot
-        )
+    async def snapshot(self, messages_per_channel: int = SNAPSHOT_MESSAGES) -> Snapshot:
+        args = SnapshotArgs(messages_per_channel=messages_per_channel)
+        return await self.call("state", "snapshot", args, Snapshot)
 
-    async def sync(self, since_seq: int) -> SyncResult:
-        return await self.call("state", "sync", SyncArgs(since_seq=since_seq, limit=SYNC_PAGE), SyncResult)
+    async def sync(self, since_seq: int, limit: int = SYNC_PAGE) -> SyncResult:
+        return await self.call("state", "sync", SyncArgs(since_seq=since_seq, limit=limit), SyncResult)
 
     async def window(self, server_id: str, channel_id: str, limit: int = 150) -> HistoryPage:
         args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
@@ -282,6 +289,7 @@ class StackAdapter:
         self._closed = asyncio.Event()
         self._last_error: BaseException | None = None
         self.retry_s = 1.0
+        self.sync_page = SYNC_PAGE
 
     # -- main-thread API ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -444,17 +452,25 @@ class StackAdapter:
         if self._buffer is None:
             self._buffer = []
         try:
+            delay = self.retry_s
             while not self._stop.is_set():
                 try:
                     await self._fill()
                     break
                 except CommandError as exc:
                     self._set_online(False, _detail(exc))
-                    await self._sleep(self.retry_s)
+                    if not exc.retryable:
+                        # Permanent: the same request would fail the same way. Stay offline
+                        # (read-only view) and try again only after the next reconnect.
+                        log.warning("catch-up refused", extra={"code": exc.code})
+                        return
+                    await self._sleep(delay)
+                    delay = min(RETRY_MAX_S, delay * 2)
                 except Exception as exc:
                     log.warning("catch-up failed", extra={"error": type(exc).__name__})
                     self._set_online(False, "the home stack failed to answer")
-                    await self._sleep(self.retry_s)
+                    await self._sleep(delay)
+                    delay = min(RETRY_MAX_S, delay * 2)
             pending = sorted(self._buffer or [], key=lambda t: t[0])
             self._buffer = None
             for seq, doc in pending:
@@ -470,8 +486,19 @@ class StackAdapter:
             await self._take_snapshot()
             return
         since = self.last_seq
+        page = self.sync_page
         while True:
-            res = await self.client.sync(since)
+            try:
+                res = await self.client.sync(since, page)
+            except CommandError as exc:
+                if exc.code in TOO_LARGE and page > 1:
+                    page = max(1, page // 4)  # a smaller page: progress, not the same request
+                    continue
+                if exc.retryable:
+                    raise
+                log.warning("sync refused, taking a snapshot", extra={"code": exc.code})
+                await self._take_snapshot()  # the snapshot holds what sync could not give
+                return
             if res.truncated:
                 await self._take_snapshot()
                 return
@@ -481,13 +508,29 @@ class StackAdapter:
                 except ValueError:
                     continue
                 self._deliver(ev.seq, doc)
+            if res.last_seq <= since and not res.complete:
+                # No progress (a service that answers an empty incomplete page): never loop.
+                log.warning("sync made no progress, taking a snapshot", extra={"since": since})
+                await self._take_snapshot()
+                return
             since = max(since, res.last_seq)
+            if res.oversized:  # events too large for any reply: their effect is in a snapshot
+                await self._take_snapshot()
+                return
             if res.complete:
                 return
 
     async def _take_snapshot(self) -> None:
         assert self.client is not None
-        snap = await self.client.snapshot()
+        per_channel = SNAPSHOT_MESSAGES
+        while True:
+            try:
+                snap = await self.client.snapshot(per_channel)
+                break
+            except CommandError as exc:
+                if exc.code not in TOO_LARGE or per_channel == 0:
+                    raise
+                per_channel = per_channel // 5  # 50, 10, 2, 0: the view fetches windows later
         self.last_seq = snap.seq
         self.ops.put(SnapshotOp(snap))
 

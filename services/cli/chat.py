@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from services.cli.home import Home
-from services.core.bus import Bus, CommandError
+from services.core.bus import Bus, CommandError, backoff_delays
 from services.core.contracts import subjects
+from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
     ChatMessage,
     DiscoverArgs,
@@ -36,8 +37,11 @@ from services.core.contracts.chat import (
     ProbeResult,
     SendArgs,
     SendResult,
+    ServerList,
     Snapshot,
     SnapshotArgs,
+    SyncArgs,
+    SyncResult,
     UploadedImage,
     ViewHistoryArgs,
     ViewHistoryResult,
@@ -71,6 +75,10 @@ async def connect_member(cf: ConnectionFile, name: str, timeout: float = CONNECT
         raise StackUnreachable(
             f"cannot reach the home stack at {cf.nats_url} within {timeout:g} s: {reason}"
         ) from None
+
+
+TAIL_SYNC_PAGE = 1000
+TAIL_BUFFER_MAX = 100_000  # live events held while a resync runs (the resync returns the rest)
 
 
 def resolve_connection(home: Home, member: str | None, connection: Path | None) -> ConnectionFile:
@@ -168,20 +176,147 @@ class MemberClient:
             for s in result.servers
         }
 
-    async def tail(self, on_event: Callable[[int, str, dict[str, Any]], None], stop: asyncio.Event) -> None:
-        async def cb(msg: Msg) -> None:
-            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
-            try:
-                doc = json.loads(msg.data)
-            except ValueError:
-                return
-            on_event(seq, msg.subject, doc)
+    async def tail(
+        self,
+        on_event: Callable[[int, str, dict[str, Any]], None],
+        stop: asyncio.Event,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        """Every event of the member, each once and in stream order, until ``stop`` is set.
 
-        sub = await self.bus.nc.subscribe(subjects.events_of_member(self.member), cb=cb)
+        Live events come from the member's ``evt`` subjects. What is published while the
+        connection is down is not redelivered by core NATS, so after every reconnect the tail
+        buffers live events, reads the gap from the stream with ``state.sync`` (from the last
+        sequence it printed, or from the view's sequence when it started if it printed nothing
+        yet) and then prints the buffered events that are still newer. A retryable failure of
+        the resync is retried with backoff; a permanent one is reported once, never looped."""
+        say = notice or (lambda text: click.echo(text, err=True))
+        tailer = _Tailer(self, on_event, say)
+        sub = await self.bus.nc.subscribe(subjects.events_of_member(self.member), cb=tailer.on_msg)
         await self.bus.nc.flush()  # subscribed at the server: nothing after this line is missed
-        click.echo(f"tailing the events of {self.member} (Ctrl-C stops)", err=True)
+        self.bus.add_reconnect_hooks(tailer.disconnected, tailer.resync)
+        say(f"tailing the events of {self.member} (Ctrl-C stops)")
+        try:  # where to resync from after a reconnect, should nothing be printed before it
+            start = await self.call("state", "servers", Empty(), ServerList, timeout=10)
+            tailer.start_at(start.seq)
+        except CommandError as exc:  # no state service: live only until a resync can start
+            say(f"no start position from the state service ({exc.code}); tailing live events")
+            tailer.start_at(None)
         await stop.wait()
+        tailer.stopped = True
         await sub.unsubscribe()
+
+
+class _Tailer:
+    """The ordering state of ``MemberClient.tail``: last printed sequence, buffer during a resync."""
+
+    def __init__(
+        self,
+        client: MemberClient,
+        on_event: Callable[[int, str, dict[str, Any]], None],
+        say: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.on_event = on_event
+        self.say = say
+        self.last = 0  # the newest stream sequence printed
+        self.buffer: list[tuple[int, str, dict[str, Any]]] | None = []  # None: printing live
+        self.stopped = False
+        self.origin: int | None = None  # the view's sequence when the tail started
+        self._resyncing = False
+        self._again = False
+
+    def start_at(self, seq: int | None) -> None:
+        """Where a resync starts if nothing was printed before the first reconnect. Not a filter
+        of live events: one the view already holds may still be on its way to this connection."""
+        self.origin = seq
+        self._flush()
+
+    async def on_msg(self, msg: Msg) -> None:
+        try:
+            seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            doc = json.loads(msg.data)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        if self.buffer is not None:
+            if len(self.buffer) < TAIL_BUFFER_MAX:
+                self.buffer.append((seq, msg.subject, doc))
+            return
+        self._print(seq, msg.subject, doc)
+
+    def _print(self, seq: int, subject: str, doc: dict[str, Any]) -> None:
+        if seq <= self.last:
+            return  # already printed (a live event that the resync also returned)
+        self.last = seq
+        self.on_event(seq, subject, doc)
+
+    def _flush(self) -> None:
+        pending = sorted(self.buffer or [], key=lambda t: t[0])
+        self.buffer = None
+        for seq, subject, doc in pending:
+            self._print(seq, subject, doc)
+
+    def disconnected(self) -> None:
+        """Buffer from now on: live events of the new connection wait for the gap to be read."""
+        if self.buffer is None:
+            self.buffer = []
+        if self._resyncing:  # dropped again during a resync: that resync reads the new gap too
+            self._again = True
+
+    async def resync(self) -> None:
+        """After a reconnect: read the gap from the stream, then go live again."""
+        if self._resyncing:  # a reconnect during a resync: run it once more afterwards
+            self._again = True
+            return
+        self._resyncing = True
+        if self.buffer is None:
+            self.buffer = []
+        try:
+            while True:
+                self._again = False
+                await self._fill_gap()
+                if not self._again:
+                    break
+        finally:
+            self._resyncing = False
+            self._flush()
+
+    async def _fill_gap(self) -> None:
+        since = self.last or self.origin
+        if since is None:
+            self.say("nothing printed yet and no start position: events while disconnected are not shown")
+            return
+        delays = backoff_delays(0.25, 5.0)
+        while not self.stopped:
+            try:
+                while True:
+                    res = await self.client.call(
+                        "state", "sync", SyncArgs(since_seq=since, limit=TAIL_SYNC_PAGE), SyncResult
+                    )
+                    if res.truncated:
+                        self.say(f"events after #{since} are no longer all kept; some were missed")
+                        return
+                    for ev in res.events:
+                        try:
+                            doc = json.loads(ev.data)
+                        except ValueError:
+                            continue
+                        self._print(ev.seq, ev.subject, doc)
+                    if res.oversized:
+                        self.say(f"{len(res.oversized)} event(s) too large to show: {res.oversized[:5]}")
+                    if res.last_seq <= since and not res.complete:
+                        self.say(f"the state service made no progress after #{since}")
+                        return
+                    since = max(since, res.last_seq)
+                    if res.complete:
+                        return
+            except CommandError as exc:
+                if not exc.retryable:
+                    self.say(f"cannot resync after the reconnect: {exc.code}: {exc.body.message}")
+                    return
+                await asyncio.sleep(next(delays))  # state not back yet: retry with backoff
 
 
 # -- click plumbing ------------------------------------------------------------------------------

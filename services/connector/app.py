@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.connector.connector import Connector
 from services.connector.session import BatchSink, EventSink, Timing
-from services.core.bus import PUBLISH_WINDOW, Bus, CommandError
+from services.core.bus import PUBLISH_WINDOW, Bus, CommandError, newest_that_fit
 from services.core.contracts.blobs import UploadChunkArgs
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
@@ -32,6 +32,7 @@ from services.core.contracts.chat import (
     DeleteMessageArgs,
     DiscoverArgs,
     HistoryArgs,
+    HistoryResult,
     IdentityCreateArgs,
     IdentityGetArgs,
     IdentityImportArgs,
@@ -127,6 +128,22 @@ def bus_batch_sink(bus: Bus, attempts: int = 3, window: int = PUBLISH_WINDOW) ->
     return sink
 
 
+def _bounded_history(
+    fn: Callable[[str, HistoryArgs], Awaitable[HistoryResult]],
+) -> Callable[[str, HistoryArgs], Awaitable[HistoryResult]]:
+    """A history page is bounded by bytes as well as count (bus contract): keep the newest that
+    fit, oldest first, and say ``has_more`` so the caller pages on from the oldest kept."""
+
+    async def history(member: str, args: HistoryArgs) -> HistoryResult:
+        result = await fn(member, args)
+        keep = newest_that_fit(result.messages)
+        if keep == len(result.messages):
+            return result
+        return HistoryResult(messages=result.messages[len(result.messages) - keep :], has_more=True)
+
+    return history
+
+
 async def register(bus: Bus, connector: Connector) -> None:
     """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
     bus.command("connector", "discover", DiscoverArgs)(connector.discover)
@@ -137,7 +154,7 @@ async def register(bus: Bus, connector: Connector) -> None:
     bus.command("connector", "upload", UploadChunkArgs)(connector.upload)
     bus.command("connector", "typing", TypingArgs)(connector.typing)
     bus.command("connector", "delete", DeleteMessageArgs)(connector.delete)
-    bus.command("connector", "history", HistoryArgs)(connector.history)
+    bus.command("connector", "history", HistoryArgs)(_bounded_history(connector.history))
     bus.command("connector", "members", MembersArgs)(connector.members)
     bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)
     bus.command("connector", "consent", ConsentArgs)(connector.consent)

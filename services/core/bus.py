@@ -6,7 +6,9 @@
   that fails validation is logged (subject and error, never the body) and dropped;
 - ``command`` registers a handler for ``oc.*.cmd.<service>.<verb>`` in a queue group: the member
   comes from the subject, arguments are validated, and any exception becomes an error reply
-  ``{code, message, retryable}``;
+  ``{code, message, retryable}``; a command whose reply subject is not below the caller's own
+  inbox (or the services') is refused unrun and logged (ADR 0007), and a reply that would not fit
+  ``MAX_BUS_PAYLOAD_BYTES`` becomes the permanent error ``reply_too_large``;
 - ``ensure_events_stream`` sets up the JetStream stream of events with a duplicate window keyed
   on ``Nats-Msg-Id`` and republishing of each *stored* event to the member's subject;
   ``publish_event`` ingests one event, ``publish_events`` many, pipelined in acked windows;
@@ -46,6 +48,7 @@ from pydantic import BaseModel, ValidationError
 from services.core.contracts import subjects
 from services.core.contracts.bus import (
     MAX_BUS_PAYLOAD_BYTES,
+    MAX_REPLY_RESULT_BYTES,
     CommandEnvelope,
     ErrorBody,
     EventEnvelope,
@@ -103,6 +106,8 @@ def decode(model: type[M], data: bytes) -> M:
 @dataclass
 class _Flags:
     closing: bool = False
+    reconnect_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    disconnect_hooks: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +136,7 @@ class Bus:
         self._pending_commands: list[
             tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]
         ] = []
+        self.refused_replies = 0  # commands refused for their reply subject (``serve``)
 
     # -- connection -------------------------------------------------------------------------
     @classmethod
@@ -164,9 +170,15 @@ class Bus:
         async def on_disconnect() -> None:
             if not flags.closing:
                 log.warning("bus disconnected")
+            for sync_hook in list(flags.disconnect_hooks):
+                sync_hook()
 
         async def on_reconnect() -> None:
             log.info("bus reconnected")
+            for hook in list(flags.reconnect_hooks):
+                task: asyncio.Future[None] = asyncio.ensure_future(hook())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
 
         options: dict[str, Any] = {
             "servers": [u.strip() for u in opts.url.split(",") if u.strip()],  # a cluster: comma-separated
@@ -186,14 +198,25 @@ class Bus:
             options["password"] = opts.password
         if opts.nkey_seed is not None:
             options["nkeys_seed_str"] = opts.nkey_seed
-        if opts.inbox_prefix is not None:
-            options["inbox_prefix"] = opts.inbox_prefix.encode()
         if opts.ca_pem:
             from services.core.tls import client_context
 
             options["tls"] = client_context(opts.ca_pem)
             options["tls_handshake_first"] = True
+        # A member's connection uses its own prefix (the connection file's); every other bus
+        # (services, tools) the services' prefix, below which services accept replies.
+        options["inbox_prefix"] = (opts.inbox_prefix or subjects.SERVICE_INBOX_PREFIX).encode()
         return options
+
+    def add_reconnect_hooks(
+        self, on_disconnect: Callable[[], None], on_reconnect: Callable[[], Awaitable[None]]
+    ) -> None:
+        """What was published on core NATS subjects while the connection was down is gone, so a
+        subscriber resyncs from the stream (``state.sync``). ``on_disconnect()`` runs at once when
+        the connection drops — before any message of the new connection is dispatched, so it can
+        start buffering — and ``on_reconnect()`` as a task after every reconnect."""
+        self._flags.disconnect_hooks.append(on_disconnect)
+        self._flags.reconnect_hooks.append(on_reconnect)
 
     @property
     def connected(self) -> bool:
@@ -266,6 +289,14 @@ class Bus:
             raise CommandError(
                 "timeout", f"no reply on {subject} within {timeout:g} s", retryable=True
             ) from exc
+        if len(reply.data) > MAX_BUS_PAYLOAD_BYTES:
+            # A service that does not bound its replies (an older one): asking again would get
+            # the same answer, so this is permanent; the caller asks for less.
+            raise CommandError(
+                "reply_too_large",
+                f"the answer on {subject} is {len(reply.data)} bytes, over the bus limit",
+                retryable=False,
+            )
         parsed = decode(cast(Any, ReplyEnvelope)[result_model], reply.data)
         if not parsed.ok or parsed.result is None:
             err = parsed.error or ErrorBody(
@@ -313,6 +344,16 @@ class Bus:
         fn: Callable[[str, A], Awaitable[BaseModel]],
     ) -> Subscription:
         async def on_msg(msg: Msg) -> None:
+            if msg.reply and not _reply_allowed(msg.subject, msg.reply):
+                # Never published, and the command does not run: a reply subject outside the
+                # caller's own inbox would write into another member's events, the ingest
+                # stream or the JetStream API with the service's credentials.
+                self.refused_replies += 1
+                log.warning(
+                    "refused a command with a foreign reply subject",
+                    extra={"subject": msg.subject[:200], "reply": msg.reply[:200]},
+                )
+                return
             reply = await self._run_handler(msg, args_model, fn)
             if msg.reply:
                 await self.nc.publish(msg.reply, reply)
@@ -329,7 +370,21 @@ class Bus:
             envelope = decode(cast(Any, CommandEnvelope)[args_model], msg.data)
             result = await fn(member, envelope.args)
             reply = cast(Any, ReplyEnvelope)[type(result)](ok=True, result=result)
-            return cast(bytes, reply.model_dump_json().encode())
+            data = cast(bytes, reply.model_dump_json().encode())
+            if len(data) <= MAX_BUS_PAYLOAD_BYTES:
+                return data
+            # Every client refuses a payload over the bus limit: an answer it cannot read would be
+            # asked for again and again. Say so, permanently (the caller must ask for less).
+            log.warning(
+                "reply over the bus limit refused",
+                extra={"subject": msg.subject, "bytes": len(data), "limit": MAX_BUS_PAYLOAD_BYTES},
+            )
+            error = ErrorBody(
+                code="reply_too_large",
+                message=f"the answer is {len(data)} bytes, over the bus limit of "
+                f"{MAX_BUS_PAYLOAD_BYTES}; ask for less (a smaller limit or one server)",
+                retryable=False,
+            )
         except CommandError as exc:
             error = exc.body
         except (ValidationError, ValueError, subjects.SubjectError) as exc:
@@ -539,6 +594,30 @@ class _AckInbox:
             return
         status = msg.headers.get(JsHeader.STATUS) if msg.headers else None
         batch.reply(int(index), msg.data, status)
+
+
+def newest_that_fit(items: Sequence[BaseModel], budget: int = MAX_REPLY_RESULT_BYTES) -> int:
+    """How many of ``items`` (oldest first), counted from the newest, fit a reply of ``budget``
+    bytes: a page of messages is bounded by bytes as well as by its count (bus contract)."""
+    size = 256  # the result's own fields
+    keep = 0
+    for item in reversed(items):
+        size += len(item.model_dump_json().encode()) + 1
+        if size > budget:
+            break
+        keep += 1
+    return keep
+
+
+_background: set[asyncio.Future[None]] = set()  # reconnect hooks in flight (kept referenced)
+
+
+def _reply_allowed(subject: str, reply: str) -> bool:
+    try:
+        member = subjects.member_of_subject(subject)
+    except subjects.SubjectError:
+        return False
+    return subjects.reply_allowed(member, reply)
 
 
 def _short(exc: Exception) -> str:

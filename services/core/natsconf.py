@@ -32,6 +32,49 @@ def member_permissions(member: str) -> dict[str, dict[str, list[str]]]:
     }
 
 
+# -- the services' users -------------------------------------------------------------------------
+# Each service connects as its own user (same password variable) that may publish only what it
+# needs; its answers to commands go out through ``allow_responses`` (one reply per request
+# received, for a short while). NATS lets a responder answer *any* reply subject a requester
+# chose, so these lists do not stop reply-subject injection on their own: the bus refuses a
+# command whose reply subject is outside the caller's inbox before running it
+# (``subjects.reply_allowed``). What the lists add: a service's own code can no longer publish
+# into members' ``evt`` subjects, another service's internals or the JetStream API beyond
+# its streams and consumers. ``svc`` stays for tools and tests (``openchat`` admin commands).
+_STREAMS = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"]
+_CONSUMERS = ["$JS.API.CONSUMER.>", "$JS.ACK.>", "$JS.FC.>"]
+# Internal traffic: event ingest (``oc.sys.ev.>``: the connector's events, the notification
+# service's counts, the state service's re-announced joins) and service-to-service subjects.
+_INTERNAL = [f"{subjects.SYS_PREFIX}.>"]
+SERVICE_PUBLISH: dict[str, list[str]] = {
+    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
+    "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
+    "notification": [
+        *_STREAMS,
+        *_CONSUMERS,
+        *_INTERNAL,
+        subjects.command_wildcard("connector", "read_ack_get"),
+        subjects.command_wildcard("connector", "read_ack_put"),
+    ],
+    # voice: call state and participants through the stream (ingest), speaking levels straight
+    # to the member's voice subjects on core NATS (ephemeral, no sequence: ADR 0011)
+    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, "oc.*.evt.*.voice.>"],
+}
+RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
+
+
+def user_of_service(service: str) -> str:
+    """The NATS user of a service (``svc-connector``…); ``svc`` for anything else."""
+    return f"svc-{service}" if service in SERVICE_PUBLISH else "svc"
+
+
+def service_permissions(service: str) -> dict[str, object]:
+    return {
+        "publish": {"allow": SERVICE_PUBLISH[service]},
+        "allow_responses": {"max": 1, "expires": RESPONSE_WINDOW},
+    }
+
+
 def render_accounts_conf(
     members: Iterable[tuple[str, str]], service_user: str = "svc", sys_user: str = "sys"
 ) -> str:
@@ -48,6 +91,12 @@ def render_accounts_conf(
         "    users: [",
         f"      {{ user: {json.dumps(service_user)}, password: ${SERVICE_PASSWORD_VAR} }}",
     ]
+    for service in SERVICE_PUBLISH:
+        perms = json.dumps(service_permissions(service))
+        lines.append(
+            f"      {{ user: {json.dumps(user_of_service(service))}, "
+            f"password: ${SERVICE_PASSWORD_VAR}, permissions: {perms} }}"
+        )
     for name, public_key in sorted(members):
         if not (public_key.startswith("U") and public_key.isalnum() and len(public_key) == 56):
             raise ValueError(f"not a public user nkey for member {name!r}")

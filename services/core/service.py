@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import APIRouter
+from prometheus_client import Gauge
 
+from services.core import natsconf
 from services.core.bus import Bus, ConnectOptions, backoff_delays
+from services.core.contracts import subjects
 from services.core.health import HealthState, HttpServer, health_app
 from services.core.log import configure_logging
 from services.core.settings import Settings
@@ -57,10 +60,12 @@ def bus_options(settings: Settings, name: str) -> ConnectOptions:
     password = settings.service_password.get_secret_value() if settings.service_password else None
     return ConnectOptions(
         url=settings.nats_url,
-        user=settings.service_user if password else None,
+        user=(settings.service_user or natsconf.user_of_service(name)) if password else None,
         password=password,
         name=f"openchat-{name}",
         ca_pem=settings.nats_ca_pem(),
+        # Replies to the services' own requests come back below this prefix (bus reply rule).
+        inbox_prefix=subjects.SERVICE_INBOX_PREFIX,
     )
 
 
@@ -95,6 +100,11 @@ async def serve(service: Service, settings: Settings) -> None:
 
         health.add("redis", redis_ok)
 
+    Gauge(
+        "openchat_bus_refused_replies",
+        "commands refused for a reply subject outside the caller's inbox (ADR 0007)",
+        registry=health.registry,
+    ).set_function(lambda: ctx.bus.refused_replies if ctx.bus is not None else 0)
     app = health_app(health)
     if service.routes is not None:
         app.include_router(service.routes(ctx))

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     nats_url: str | None = None
     redis_url: str | None = None
-    service_user: str = "svc"
+    service_user: str | None = None  # None: each service its own NATS user (natsconf.user_of_service)
     service_password: SecretStr | None = None
     sys_user: str = "sys"
     sys_password: SecretStr | None = None

@@ -28,8 +28,8 @@ from fastapi import APIRouter
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
-from services.core.bus import Bus, CommandError
-from services.core.contracts.bus import Empty, utcnow
+from services.core.bus import Bus, CommandError, newest_that_fit
+from services.core.contracts.bus import MAX_REPLY_RESULT_BYTES, Empty, utcnow
 from services.core.contracts.chat import (
     HttpToken,
     ServerList,
@@ -159,7 +159,7 @@ class StateRuntime:
         seq, snap = await self._consistent(read)
         result = snap.model_copy(update={"seq": seq})
         size = len(result.model_dump_json())
-        if size > int(self.bus.nc.max_payload) - 4096:
+        if size > MAX_REPLY_RESULT_BYTES:
             raise CommandError(
                 "snapshot_too_large",
                 f"the snapshot is {size} bytes; ask per server_id or for fewer messages_per_channel",
@@ -174,6 +174,9 @@ class StateRuntime:
         seq, (messages, has_more) = await self._consistent(
             lambda: self.store.window(member, server_id, channel_id, limit)
         )
+        keep = newest_that_fit(messages)  # bounded by bytes as well as count (bus contract)
+        if keep < len(messages):
+            messages, has_more = messages[len(messages) - keep :], True
         return ViewHistoryResult(seq=seq, messages=messages, has_more=has_more)
 
 

@@ -2,8 +2,10 @@
 
 Members never get the JetStream API; state reads on their behalf with a short-lived ephemeral
 pull consumer filtered to ``oc.sys.ev.<member>.>`` and starting at ``since_seq + 1``. The reply is
-bounded by ``limit`` and by the connection's maximum payload (``complete=False``: ask again from
-``last_seq``). ``truncated=True`` when the stream no longer holds every event after
+bounded by ``limit`` and by the bus contract's ``MAX_REPLY_RESULT_BYTES`` — never by nats-server's
+larger ``max_payload``, which clients would refuse (``complete=False``: ask again from
+``last_seq``). An event that alone is over the budget is passed over and named in ``oversized``
+(the client takes a snapshot), so a page always makes progress. ``truncated=True`` when the stream no longer holds every event after
 ``since_seq`` (it starts later, or ``since_seq`` belongs to another incarnation of the stream):
 the client must take a snapshot.
 """
@@ -16,12 +18,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.core.bus import Bus
 from services.core.contracts import subjects
+from services.core.contracts.bus import MAX_REPLY_RESULT_BYTES
 from services.core.contracts.chat import SyncedEvent, SyncResult
 from services.state.domain import InvalidEvent, parse_ingest_subject
 
 FETCH_BATCH = 256
 FETCH_TIMEOUT_S = 2.0
-REPLY_OVERHEAD = 4096
+RESULT_OVERHEAD = 1024  # SyncResult's own fields around the events
 
 
 async def sync_events(bus: Bus, stream: str, member: str, since_seq: int, limit: int) -> SyncResult:
@@ -32,7 +35,7 @@ async def sync_events(bus: Bus, stream: str, member: str, since_seq: int, limit:
     truncated = since_seq + 1 < first
     if since_seq >= last:
         return SyncResult(events=[], last_seq=since_seq, complete=True, truncated=truncated)
-    budget = max(64 * 1024, int(bus.nc.max_payload) - REPLY_OVERHEAD)
+    budget = MAX_REPLY_RESULT_BYTES - RESULT_OVERHEAD
     filter_subject = f"{subjects.INGEST_PREFIX}.{subjects.check_member(member)}.>"
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -44,7 +47,9 @@ async def sync_events(bus: Bus, stream: str, member: str, since_seq: int, limit:
     )
     sub = await bus.js.pull_subscribe(filter_subject, stream=stream, config=config)
     events: list[SyncedEvent] = []
+    oversized: list[int] = []
     size = 0
+    last_seen = since_seq
     try:
         pending = (await sub.consumer_info()).num_pending or 0
         want = min(pending, limit)
@@ -66,18 +71,26 @@ async def sync_events(bus: Bus, stream: str, member: str, since_seq: int, limit:
                     server_id=server_id,
                     data=msg.data.decode("utf-8", errors="replace"),
                 )
-                cost = len(event.model_dump_json()) + 1
+                cost = len(event.model_dump_json().encode()) + 1
+                if cost > budget:  # alone over the limit: pass over it, say so
+                    oversized.append(seq)
+                    size += len(str(seq)) + 1
+                    last_seen = seq
+                    want -= 1
+                    continue
                 if size + cost > budget:
                     complete = False
                     want = len(events)
                     break
                 size += cost
                 events.append(event)
+                last_seen = seq
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
         with contextlib.suppress(Exception):
             if config.name:
                 await bus.js.delete_consumer(stream, config.name)
-    last_seq = events[-1].seq if events else since_seq
-    return SyncResult(events=events, last_seq=last_seq, complete=complete, truncated=truncated)
+    return SyncResult(
+        events=events, last_seq=last_seen, complete=complete, truncated=truncated, oversized=oversized
+    )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from services.core.contracts import subjects
 
 MAX_TOKEN_CHARS = 256
+_CANONICAL_EXPIRY = re.compile(r"[1-9][0-9]{0,11}")  # unix seconds as ``str(int)`` writes them
 VERSION = "v1"
 
 
@@ -41,11 +43,18 @@ def verify(secret: bytes, token: str, now: float) -> str:
     if len(parts) != 4 or parts[0] != VERSION:
         raise InvalidToken("malformed token")
     _, member, expires_s, signature = parts
+    # Exactly the spelling ``issue`` writes: ASCII digits, no sign, no leading zero, no ``_``,
+    # no whitespace. ``int()`` alone would read ``0…``, ``+…``, ``1_7…`` and `` 17…`` as the same
+    # expiry, so one signature would verify in many spellings of its token.
+    if not _CANONICAL_EXPIRY.fullmatch(expires_s):
+        raise InvalidToken("malformed token")
     try:
         subjects.check_member(member)
-        expires = int(expires_s)
     except ValueError as exc:
         raise InvalidToken("malformed token") from exc
+    expires = int(expires_s)
+    if str(expires) != expires_s:  # belt and braces: the canonical decimal form only
+        raise InvalidToken("malformed token")
     if not hmac.compare_digest(signature, _sign(secret, member, expires)):
         raise InvalidToken("bad signature")
     if expires <= now:

@@ -14,6 +14,13 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_BUS_PAYLOAD_BYTES = 4 * 1024 * 1024
+# The one limit of every reply: a ``ReplyEnvelope`` is at most ``MAX_BUS_PAYLOAD_BYTES`` (what every
+# client accepts; nats-server's max_payload is larger). A paged or list result fills at most
+# ``MAX_REPLY_RESULT_BYTES`` (room left for the envelope) *and* at most the count it was asked
+# for, whichever comes first; a reply that would still be larger is refused by the bus with the
+# permanent error ``reply_too_large`` (never sent, never retried as is).
+REPLY_ENVELOPE_RESERVE_BYTES = 16 * 1024
+MAX_REPLY_RESULT_BYTES = MAX_BUS_PAYLOAD_BYTES - REPLY_ENVELOPE_RESERVE_BYTES
 
 
 def utcnow() -> datetime:

@@ -392,10 +392,15 @@ class SyncedEvent(Contract):
 
 
 class SyncResult(Contract):
+    """At most ``limit`` events and at most ``MAX_REPLY_RESULT_BYTES`` of them (bus contract)."""
+
     events: list[SyncedEvent]
     last_seq: int
-    complete: bool  # False: call again from last_seq (limit reached)
+    complete: bool  # False: call again from last_seq (limit or byte budget reached)
     truncated: bool = False  # True: since_seq is older than the stream keeps; take a snapshot
+    # Stream sequences passed over because one such event alone is over the reply limit: their
+    # effect is in a snapshot (the client takes one), never re-asked for page after page.
+    oversized: list[int] = Field(default_factory=list, max_length=10000)
 
 
 class ViewHistoryArgs(Contract):

@@ -85,5 +85,26 @@ def inbox_prefix(member: str) -> str:
     return f"_INBOX_{check_member(member)}"
 
 
+SERVICE_INBOX_PREFIX = "_INBOX_svc"  # the services' own requests ("svc" is no member name)
+MAX_REPLY_SUBJECT_CHARS = 256
+_REPLY_TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def reply_allowed(member: str, reply: str) -> bool:
+    """May a service answer a command of ``member`` on ``reply``?
+
+    Only below the member's own inbox prefix (what the member's credentials may subscribe to and
+    what the desktop app and the CLI request from), or below the services' inbox prefix (the
+    notification service calls the connector for a member; no member can subscribe there). Every
+    token after the prefix is a plain token (no wildcard, no dot tricks), so a reply can never
+    land on another member's events, ``oc.sys.>`` ingest subjects, ``$JS.API.>`` or ``$KV.>``."""
+    if not reply or len(reply) > MAX_REPLY_SUBJECT_CHARS:
+        return False
+    prefix, _, rest = reply.partition(".")
+    if prefix not in (inbox_prefix(member), SERVICE_INBOX_PREFIX) or not rest:
+        return False
+    return all(_REPLY_TOKEN_RE.match(token) for token in rest.split("."))
+
+
 def service_health(service: str) -> str:
     return f"{SYS_PREFIX}.health.{check_token(service, 'service')}"
