@@ -120,6 +120,8 @@ class HistoryParser:
 
     # -- feeding ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return  # an empty send would mean "end of input" to ijson
         try:
             self._coro.send(chunk)
         except ijson.JSONError as exc:
@@ -129,6 +131,8 @@ class HistoryParser:
     def finish(self) -> HistoryPage:
         try:
             self._coro.close()
+        except StopIteration:
+            pass
         except ijson.JSONError as exc:
             raise HistoryFormatError(f"not valid JSON: {_first_line(exc)}") from None
         self._drain()
