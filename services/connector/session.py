@@ -422,6 +422,8 @@ class Session:
                     "realtime frame rejected: larger than the limit; reconnecting",
                     extra={**self._log_ctx(), "limit": self.timing.ws_max_size},
                 )
+            elif sent is not None and sent.code == 1007:  # a text frame that is not UTF-8
+                log.warning("realtime frame rejected: invalid UTF-8; reconnecting", extra=self._log_ctx())
         finally:
             queue.put_nowait(_CLOSED)
 

@@ -1,0 +1,230 @@
+"""Fault suite: a hostile backend against the connector (issue 10, defect 5).
+
+Real processes: NATS (the session's server), the connector (``python -m services.connector``),
+and a *deliberately hostile* HTTP + WebSocket peer (``hostile.py``, not a reference server; the
+reference backend is the devserver). The connector must never crash, log each rejection once
+with a reason (never a body), keep its memory bounded, and store no more of a backend's events
+than its quota — so another member's events are never evicted from the shared stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.connector.testing import EventLog
+from services.core.contracts import subjects
+from services.devserver.runner import arunning_devserver
+from tests.faults.connector_proc import ConnectorProc
+from tests.faults.hostile import HostileBackend, message_doc, running_hostile, wait_sockets
+
+pytestmark = pytest.mark.faults
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def connector(nats_url: str, tmp_path: Path) -> AsyncIterator[ConnectorProc]:
+    proc = ConnectorProc(
+        nats_url,
+        tmp_path,
+        "OC_HOSTILE",
+        OPENCHAT_EVENTS_MAX_BYTES=str(24 * MiB),
+        OPENCHAT_CONNECTOR_QUOTA_SERVER_BURST_BYTES=str(2 * MiB),
+        OPENCHAT_CONNECTOR_QUOTA_SERVER_BYTES_PER_DAY="0",
+        OPENCHAT_CONNECTOR_QUOTA_MEMBER_BURST_BYTES=str(4 * MiB),
+        OPENCHAT_CONNECTOR_QUOTA_MEMBER_BYTES_PER_DAY="0",
+    )
+    assert proc.env["OPENCHAT_EVENTS_STREAM"] == "OC_HOSTILE"
+    await _fresh_stream(proc, nats_url)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.close()
+
+
+async def _fresh_stream(proc: ConnectorProc, nats_url: str) -> None:
+    from services.core.bus import Bus, ConnectOptions
+
+    bus = await Bus.connect(ConnectOptions(url=nats_url, name="fault-setup"), first_attempts=3)
+    try:
+        for info in await bus.js.streams_info():
+            if info.config.name == proc.stream:
+                await bus.js.delete_stream(proc.stream)
+    finally:
+        await bus.close()
+
+
+def lives(events: EventLog, server_id: str) -> int:
+    return sum(1 for e in events.of("server.connection", server_id) if e["payload"]["state"] == "live")
+
+
+def hostile_items(channel_id: str, n0: int) -> dict[str, bytes]:
+    """History items a hostile backend mixes in, by what is wrong with them."""
+
+    def doc(n: int, **changes: object) -> dict[str, object]:
+        d = message_doc(channel_id, n, "x")
+        d.update(changes)
+        return d
+
+    return {
+        "wrong_type": json.dumps(doc(n0, author_uid=5)).encode(),
+        "long_id": json.dumps(doc(n0 + 1, id="hm_" + "x" * 400)).encode(),
+        "deep": json.dumps(doc(n0 + 2))[:-1].encode() + b',"extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "not_object": b'"just a string"',
+        # these two are repaired, not rejected: U+FFFD for the bad bytes, "?" for the surrogate
+        "bad_utf8": json.dumps(doc(n0 + 3, body="PLACEHOLDER")).encode().replace(b"PLACEHOLDER", b"ab\xff\xfecd"),
+        "surrogate": json.dumps(doc(n0 + 4, body="PLACEHOLDER")).encode().replace(b"PLACEHOLDER", b"a\\ud800b"),
+    }
+
+
+async def test_hostile_history_and_frames_never_crash_each_rejection_logged_once(
+    connector: ConnectorProc,
+) -> None:
+    assert connector.bus is not None
+    async with running_hostile() as evil:
+        evil.add("ch_h", 40)
+        items = hostile_items("ch_h", 1_000_000)
+        for raw in items.values():
+            evil.add_raw("ch_h", raw)
+        evil.add("ch_h", 40)
+        # a channel whose id no event can carry: left out of the tree, nothing breaks
+        evil.extra_channels.append(
+            {"id": "grp_x", "label": "x", "kind": "text", "channels": [{"id": "c" * 300, "name": "x", "type": "text"}]}
+        )
+        events = EventLog()
+        await events.attach(connector.bus, "alice")
+        await connector.bus.nc.flush()
+        await connector.join("alice", evil.base_url, "srv_evil")
+        await events.wait_for(lambda ev: lives(events, "srv_evil") == 1, timeout=30)
+        published = events.message_ids("srv_evil", "ch_h")
+        assert published[:40] == evil.ids["ch_h"][:40] and published[-40:] == evil.ids["ch_h"][-40:]
+        bodies = {e["payload"]["message"]["id"]: e["payload"]["message"]["body"] for e in events.of("message.created")}
+        assert bodies["hm_1000003"] == "ab\ufffd\ufffdcd" and bodies["hm_1000004"] == "a?b"
+        assert len(published) == 82  # 80 valid + the two repaired ones; 4 rejected one by one
+        reasons = {d["reason"] for d in connector.logs() if d.get("msg") == "history item rejected"}
+        assert reasons == {
+            "author_uid: string_type",
+            "id: not 1-200 printable characters",
+            "message: nested deeper than 32",
+            "message: expected an object, got str",
+        }
+
+        # realtime: each hostile frame is refused on its own; the ones that break the framing
+        # (over the size limit, invalid UTF-8) end the socket and the session reconnects
+        frames: list[tuple[str, bytes | str]] = [
+            ("malformed", "{not json"),
+            ("deep", '{"type":"chat.message.created","payload":' + "[" * 100_000 + "]" * 100_000 + "}"),
+            ("unknown_kind", '{"type":"chat.weird.thing","payload":{}}'),
+            ("oversized_kind", json.dumps({"type": "k" * 200_000, "payload": {}})),
+            (
+                "wrong_types",
+                json.dumps(
+                    {"type": "chat.message.created", "payload": {"message": {**message_doc("ch_h", 7, "x"), "id": 5}}}
+                ),
+            ),
+            (
+                "long_id",
+                json.dumps(
+                    {"type": "chat.message.created", "payload": {"message": message_doc("ch_h", 8, "x") | {"id": "y" * 300}}}
+                ),
+            ),
+        ]
+        for _, frame in frames:
+            assert await evil.push(frame) == 1
+        live_ids = await evil.push_new("ch_h", 3)
+        await events.wait_for(lambda ev: set(live_ids) <= set(events.message_ids("srv_evil", "ch_h")))
+        assert lives(events, "srv_evil") == 1  # none of these needed a reconnect
+        assert connector.log_count("dropped malformed realtime frame") == 2  # malformed, deep
+        assert connector.log_count("ignored unknown realtime event kind") == 2
+        invalid = [d for d in connector.logs() if d.get("msg") == "dropped invalid realtime payload"]
+        assert [d["reason"] for d in invalid] == ["message.id: string_type", "id: string_too_long"]
+
+        assert await evil.push(b"x" * (20 * MiB)) == 1  # 20 MiB: never read, the socket ends
+        await events.wait_for(lambda ev: lives(events, "srv_evil") == 2, timeout=30)
+        await wait_sockets(evil)
+        assert await evil.push(b'{"type":"chat.message.created","payload":{"x":"\xff"}}', text=True) == 1
+        await events.wait_for(lambda ev: lives(events, "srv_evil") == 3, timeout=30)
+        assert connector.log_count("realtime frame rejected: larger than the limit; reconnecting") == 1
+        assert connector.log_count("realtime frame rejected: invalid UTF-8; reconnecting") == 1
+
+        # every reconnect filled the channel again: the hostile items were seen three times and
+        # each rejection was logged once; nothing was published twice
+        await connector.bus.nc.flush()
+        assert evil.history_requests >= 3
+        assert connector.log_count("history item rejected") == 4
+        ids = events.message_ids("srv_evil", "ch_h")
+        assert len(ids) == len(set(ids)) == 85
+        assert connector.alive
+        assert connector.log_count("session cycle failed") == 0
+        text = connector.log_path.read_text("utf-8", "replace")
+        assert "PLACEHOLDER" not in text and "hello 1" not in text  # never a message body
+
+
+async def test_100k_history_is_bounded_per_cycle_and_by_quota_and_memory_comes_back(
+    connector: ConnectorProc,
+) -> None:
+    assert connector.bus is not None
+    async with arunning_devserver(seed="family", admin=True) as family, running_hostile() as evil:
+        bob = EventLog()
+        await bob.attach(connector.bus, "bob")
+        await connector.bus.nc.flush()
+        await connector.join("bob", family.base_url, "srv_family")
+        await bob.wait_for(lambda ev: lives(bob, "srv_family") == 1, timeout=30)
+        bob_ids = bob.message_ids("srv_family", "ch_general")
+        assert bob_ids
+        bob_first_seq = min(e["_seq"] for e in bob.events)
+
+        alice = EventLog()
+        await alice.attach(connector.bus, "alice")
+        await connector.bus.nc.flush()
+        evil.add("ch_h", 10)
+        await connector.join("alice", evil.base_url, "srv_evil")
+        await alice.wait_for(lambda ev: lives(alice, "srv_evil") == 1, timeout=30)
+        await wait_sockets(evil)
+        baseline = connector.rss()
+
+        # while the socket is down, the channel grows by 100,000 messages (~20 MB of JSON) and
+        # the backend answers every history request with all of them, whatever the limit
+        evil.ignore_limit = True
+        evil.add("ch_h", 100_000, body="b" * 120)
+        await evil.drop_sockets()
+        await alice.wait_for(lambda ev: lives(alice, "srv_evil") == 2, timeout=60)
+
+        # the fill is bounded per cycle and then by the storage quota (2 MiB for this server)
+        def stopped(ev: list[dict[str, object]]) -> bool:
+            return connector.log_count("storage quota reached; events held back until it refills") == 1
+
+        await alice.wait_for(stopped, timeout=120)
+        assert connector.log_count("history answer longer than asked; older items ignored") >= 1
+        assert connector.log_count("gap fill bounded; the rest follows in the next fill") >= 1
+        stored = alice.message_ids("srv_evil", "ch_h")
+        assert len(stored) == len(set(stored))
+        assert stored == evil.ids["ch_h"][: len(stored)] or stored[10:] == sorted(stored[10:])
+        sizes = sum(len(json.dumps(e)) for e in alice.of("message.created", "srv_evil"))
+        assert sizes <= 2 * MiB + 64 * 1024  # the server's quota (event sizes as stored, ± envelope)
+
+        # the shared stream evicted nothing: bob's events are all still in it
+        info = await connector.bus.js.stream_info(connector.stream)
+        assert info.state.first_seq <= bob_first_seq
+        assert info.state.bytes < 24 * MiB
+        bob_subject = subjects.ingest("bob", "srv_family", "message.created")
+        for seq in (bob_first_seq,):
+            stored_msg = await connector.bus.js.get_msg(connector.stream, seq)
+            assert stored_msg.subject is not None and stored_msg.subject.startswith("oc.sys.ev.bob.")
+        assert bob_subject.startswith("oc.sys.ev.bob.")
+
+        # memory: the 100k answers were parsed as they streamed; RSS comes back near its level
+        peak_after = connector.rss()
+        assert connector.alive
+        assert peak_after - baseline < 120 * MiB, (baseline, peak_after)
+        # the live socket still works
+        live_ids = await evil.push_new("ch_h", 1)
+        assert live_ids  # held back by the spent quota: nothing was stored for it
+        await connector.bus.nc.flush()
+        assert connector.log_count("session cycle failed") == 0
