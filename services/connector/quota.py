@@ -100,6 +100,11 @@ class StorageQuota:
             bucket.level -= size
         return True
 
+    def fits(self, size: int) -> bool:
+        """Whether an event of ``size`` bytes can ever be admitted (no bucket is smaller)."""
+        lim = self.limits
+        return all(cap <= 0 or size <= cap for cap in (lim.server_burst_bytes, lim.member_burst_bytes))
+
     def retry_after(self, member: str, server_id: str, size: int = 1) -> float:
         """Seconds until an event of ``size`` bytes would be admitted (0: now; inf: never)."""
         return max((b.wait_for(size) for b in self._pair(member, server_id)), default=0.0)

@@ -204,6 +204,7 @@ class Session:
         self._quota_refused = False  # in a refusal episode: logged once, until an event is admitted
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
+        self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
 
     @property
     def server_id(self) -> str:
@@ -577,7 +578,7 @@ class Session:
                     break
                 before = listing.next_cursor
         else:
-            limit = window
+            limit = max(window, self._fill_limit.get(channel_id, window))
             while True:
                 listing = await self.backend.messages(channel_id, limit)
                 self._log_rejections(channel_id, listing)
@@ -591,6 +592,15 @@ class Session:
                     break
                 limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
         late, fresh, found = domain.missing_after(page, channel_id, anchor, self.known)
+        if anchor is not None and not found and not passed(page) and len(page) >= self.timing.max_gap_fetch:
+            log.warning(
+                "gap larger than one fill can fetch; older missed messages are not fetched",
+                extra={
+                    **self._log_ctx(),
+                    "channel_id": channel_id,
+                    "max_gap_fetch": self.timing.max_gap_fetch,
+                },
+            )
         if anchor is not None and not found and since is not None:
             # the anchor is no longer in the channel (deleted): publish only what is not older
             fresh = [m for m in fresh if domain.parse_time(m.created_at) >= since]
@@ -601,6 +611,10 @@ class Session:
             )
         items = [*late, *fresh]
         budget = max(1, self.timing.gap_fill_per_cycle)
+        if len(items) > budget and anchor is not None and not self.cursors:
+            self._fill_limit[channel_id] = limit  # the resumed fill starts at this page size
+        else:
+            self._fill_limit.pop(channel_id, None)
         if len(items) > budget:
             log.info(
                 "gap fill bounded; the rest follows in the next fill",
@@ -824,10 +838,10 @@ class Session:
         if quota.admit(self.member, self.server_id, size):
             self._quota_refused = False
             return "ok"
-        wait = quota.retry_after(self.member, self.server_id, size)
-        if wait == float("inf"):
+        if not quota.fits(size):
             self._refuse(envelope, f"{size} bytes exceed the storage quota's burst")
             return "reject"
+        wait = quota.retry_after(self.member, self.server_id, size)
         if not self._quota_refused:
             server_left, member_left = quota.level(self.member, self.server_id)
             log.warning(
@@ -841,7 +855,7 @@ class Session:
                 },
             )
         self._quota_refused = True
-        if self.live.is_set():
+        if self.live.is_set() and wait != float("inf"):
             self._gap_later(wait)
         return "later"
 

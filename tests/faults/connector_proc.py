@@ -49,14 +49,22 @@ class ConnectorProc:
         self.bus: Bus | None = None
         self.starts = 0
 
-    async def start(self) -> None:
-        self.starts += 1
+    def _spawn(self) -> None:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.connector"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "services.connector"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
+
+    async def start(self) -> None:
+        self.starts += 1
+        self._spawn()
         if self.bus is None:
-            self.bus = await Bus.connect(ConnectOptions(url=self.nats_url, name="fault-member"), first_attempts=3)
+            self.bus = await Bus.connect(
+                ConnectOptions(url=self.nats_url, name="fault-member"), first_attempts=3
+            )
         await self._until_answering()
 
     async def _until_answering(self) -> None:
@@ -74,12 +82,16 @@ class ConnectorProc:
                 await asyncio.sleep(0.1)
         raise TimeoutError("the connector process never answered")
 
-    async def call(self, member: str, verb: str, args: BaseModel, result: type[R], timeout: float = 30.0) -> R:
+    async def call(
+        self, member: str, verb: str, args: BaseModel, result: type[R], timeout: float = 30.0
+    ) -> R:
         assert self.bus is not None
         return await self.bus.request(subjects.command(member, "connector", verb), args, result, timeout)
 
     async def join(self, member: str, url: str, server_id: str) -> JoinResult:
-        return await self.call(member, "join", JoinArgs(url=url, server_id=server_id, confirmed=True), JoinResult)
+        return await self.call(
+            member, "join", JoinArgs(url=url, server_id=server_id, confirmed=True), JoinResult
+        )
 
     @property
     def alive(self) -> bool:
@@ -104,6 +116,15 @@ class ConnectorProc:
         return sum(
             1 for d in self.logs() if d.get("msg") == msg and all(d.get(k) == v for k, v in fields.items())
         )
+
+    async def wait_log(self, msg: str, count: int = 1, timeout: float = 30.0, **fields: Any) -> None:
+        """Poll the log file (a log line is no event) until ``msg`` appears ``count`` times."""
+
+        async def loop() -> None:
+            while self.log_count(msg, **fields) < count:  # noqa: ASYNC110 - a file: nothing to await
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(loop(), timeout)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

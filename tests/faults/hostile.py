@@ -36,7 +36,13 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 def message_doc(channel_id: str, n: int, body: str, author: str = "uid_hostile") -> dict[str, Any]:
     at = (EPOCH + timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z")
-    return {"id": f"hm_{n:07d}", "channel_id": channel_id, "author_uid": author, "body": body, "created_at": at}
+    return {
+        "id": f"hm_{n:07d}",
+        "channel_id": channel_id,
+        "author_uid": author,
+        "body": body,
+        "created_at": at,
+    }
 
 
 class HostileBackend:
@@ -115,7 +121,11 @@ class HostileBackend:
 
     def _raw(self, body: bytes, status: HTTPStatus = HTTPStatus.OK) -> Response:
         headers = Headers(
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ]
         )
         return Response(status.value, status.phrase, headers, body)
 
@@ -123,7 +133,9 @@ class HostileBackend:
         items = self.items.get(channel_id, [])
         if not self.ignore_limit:
             items = items[-limit:] if limit > 0 else items[-100:]
-        return b'{"channel_id":' + json.dumps(channel_id).encode() + b',"messages":[' + b",".join(items) + b"]}"
+        return (
+            b'{"channel_id":' + json.dumps(channel_id).encode() + b',"messages":[' + b",".join(items) + b"]}"
+        )
 
     def _answer(self, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -182,7 +194,9 @@ class HostileBackend:
                 kind = frame.get("type")
                 if kind == "chat.subscribe":
                     channel_id = (frame.get("payload") or {}).get("channel_id", "")
-                    await ws.send(json.dumps({"type": "chat.subscribed", "payload": {"channel_id": channel_id}}))
+                    await ws.send(
+                        json.dumps({"type": "chat.subscribed", "payload": {"channel_id": channel_id}})
+                    )
                 elif kind == "chat.ping":
                     await ws.send(json.dumps({"type": "chat.pong", "payload": {}}))
         except ConnectionClosed:
