@@ -120,6 +120,12 @@ class StorageQuota:
             mem.level if mem is not None else float("inf"),
         )
 
+    def recovered(self, member: str, server_id: str, share: float = 0.125) -> bool:
+        """Both buckets hold at least ``share`` of their burst again (a refusal episode ends)."""
+        server_left, member_left = self.level(member, server_id)
+        lim = self.limits
+        return server_left >= share * lim.server_burst_bytes and member_left >= share * lim.member_burst_bytes
+
     def forget(self, member: str, server_id: str | None = None) -> None:
         """Drop a left server's bucket (or every bucket of a member)."""
         for key in list(self._buckets):

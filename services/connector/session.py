@@ -201,7 +201,8 @@ class Session:
         self.cycles = 0
         self._rejects = domain.SeenOnce()  # rejected items and unknown kinds: each logged once
         self._gap_due: float | None = None  # loop time of the next gap fill (a bounded fill resumes)
-        self._quota_refused = False  # in a refusal episode: logged once, until an event is admitted
+        self._quota_refused = False  # in a refusal episode: logged once, until the quota recovered
+        self._quota_stopped = False  # the last ``publish_messages`` stopped at the quota
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
         self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
@@ -646,8 +647,9 @@ class Session:
                     reason = reason_of(exc) if isinstance(exc, ValidationError) else "invalid value"
                     self._reject(m.channel_id, m.id, reason)
                     self.known.add(m.channel_id, m.id)  # processed: not fetched and refused again
+            self._quota_stopped = False
             published += await self.publish_messages(chunk)
-            if self._quota_refused:
+            if self._quota_stopped:
                 break
         return published
 
@@ -836,7 +838,8 @@ class Session:
         if quota is None or envelope.type == "server.connection":
             return "ok"
         if quota.admit(self.member, self.server_id, size):
-            self._quota_refused = False
+            if self._quota_refused and quota.recovered(self.member, self.server_id):
+                self._quota_refused = False  # the episode is over: a new refusal is logged again
             return "ok"
         if not quota.fits(size):
             self._refuse(envelope, f"{size} bytes exceed the storage quota's burst")
@@ -855,6 +858,7 @@ class Session:
                 },
             )
         self._quota_refused = True
+        self._quota_stopped = True
         if self.live.is_set() and wait != float("inf"):
             self._gap_later(wait)
         return "later"

@@ -214,6 +214,10 @@ async def test_100k_history_is_bounded_per_cycle_and_by_quota_and_memory_comes_b
 
         # the fill is bounded per cycle and then by the storage quota (2 MiB for this server)
         await connector.wait_log("storage quota reached; events held back until it refills", timeout=120)
+        # a barrier: ``server.connection`` is never held back by the quota, and the stream
+        # delivers in order, so once the next "live" is here every earlier event is too
+        await evil.drop_sockets()
+        await alice.wait_for(lambda ev: lives(alice, "srv_evil") == 3, timeout=60)
         assert connector.log_count("history answer longer than asked; older items ignored") >= 1
         assert connector.log_count("gap fill bounded; the rest follows in the next fill") >= 1
         stored = alice.message_ids("srv_evil", "ch_h")
@@ -242,6 +246,8 @@ async def test_100k_history_is_bounded_per_cycle_and_by_quota_and_memory_comes_b
         await evil.push_new("ch_h", 1, body="L" * 2000)  # more than the few bytes left
         await evil.push('{"type":"chat.marker","payload":{}}')
         await connector.wait_log("ignored unknown realtime event kind")
+        await evil.drop_sockets()
+        await alice.wait_for(lambda ev: lives(alice, "srv_evil") == 4, timeout=60)
         assert connector.log_count("storage quota reached; events held back until it refills") == 1
         assert alice.message_ids("srv_evil", "ch_h") == stored
 
