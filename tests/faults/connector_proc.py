@@ -5,6 +5,7 @@ psutil, commands sent as a member over the bus."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -141,3 +142,86 @@ class ConnectorProc:
         if self.bus is not None:
             await self.bus.close()
             self.bus = None
+
+
+class DevserverProc:
+    """A devserver subprocess (the reference backend) that can be stopped and started again on the
+    same port and state file."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        from services.core.procs import free_port
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--public-base-url",
+            self.base_url,
+            *extra,
+        ]
+        self.log = tmp / f"devserver-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    async def start(self) -> None:
+        from services.devserver.runner import start_devserver_process, wait_healthy
+
+        self.proc = start_devserver_process(self.args, log_path=self.log)
+        await asyncio.to_thread(wait_healthy, self.base_url, 30.0, self.proc)
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 15)
+            self.proc = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+        self.restarts += 1
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    async def admin(self, path: str, doc: dict[str, object]) -> dict[str, Any]:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+            response = await client.post(path, json=doc)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    async def history_ids(self, channel_id: str) -> list[str]:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as client:
+            response = await client.get(f"/v1/channels/{channel_id}/messages", params={"limit": 1_000_000})
+            response.raise_for_status()
+            return [m["id"] for m in response.json()["messages"]]
+
+
+def stream_report(expected: list[str], got: list[str]) -> dict[str, int]:
+    """lost / duplicated / out of order of what a member received against the backend's order."""
+    position = {mid: i for i, mid in enumerate(expected)}
+    seen: set[str] = set()
+    duplicated = 0
+    for mid in got:
+        if mid in seen:
+            duplicated += 1
+        seen.add(mid)
+    firsts = [position[m] for m in dict.fromkeys(got) if m in position]
+    out_of_order = sum(1 for a, b in itertools.pairwise(firsts) if b < a)
+    return {
+        "expected": len(expected),
+        "received": len(got),
+        "lost": sum(1 for m in expected if m not in seen),
+        "duplicated": duplicated,
+        "out_of_order": out_of_order,
+        "foreign": sum(1 for m in seen if m not in position),
+    }
