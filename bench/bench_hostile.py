@@ -87,6 +87,7 @@ async def scenario_drops(
     connector = ConnectorProc(nats_url, tmp, "OC_BENCH_DROPS")
     srv = DevserverProc(tmp, "--seed", "family", "--admin", "--state-file", str(tmp / "state.json"))
     await srv.start()
+    await connector.drop_streams()
     await connector.start()
     try:
         assert connector.bus is not None
@@ -185,6 +186,7 @@ async def scenario_hostile(
     nats_url: str, tmp: Path, honest: int, history: int, rounds: int
 ) -> dict[str, Any]:
     connector = ConnectorProc(nats_url, tmp, "OC_BENCH_HOSTILE")
+    await connector.drop_streams()
     await connector.start()
     try:
         assert connector.bus is not None

@@ -203,6 +203,8 @@ class Session:
         self._gap_due: float | None = None  # loop time of the next gap fill (a bounded fill resumes)
         self._quota_refused = False  # in a refusal episode: logged once, until the quota recovered
         self._quota_stopped = False  # the last ``publish_messages`` stopped at the quota
+        # channels whose live messages wait for gap fill (the quota held one back: order is kept)
+        self._held: set[str] = set()
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
         self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
@@ -586,7 +588,7 @@ class Session:
                 page = listing.messages
                 if (
                     any(m.id == anchor for m in page)
-                    or len(page) < limit
+                    or listing.total < limit  # what the server sent, rejected items included
                     or limit >= self.timing.max_gap_fetch
                     or passed(page)
                 ):
@@ -623,7 +625,13 @@ class Session:
             )
             items = items[:budget]
             self._gap_later(self.timing.gap_resume_s)
+        self._quota_stopped = False
         published = await self._publish_page(items)
+        if channel_id in self._held and not self._quota_stopped:
+            if items:
+                self._gap_later(self.timing.gap_resume_s)  # until a fill finds nothing missing
+            else:
+                self._held.discard(channel_id)  # caught up: live messages are published again
         if published and self.caps is not None and self.caps.profile_enabled:
             await self._fetch_profiles([m.author_uid for m in items])
         return published
@@ -713,6 +721,10 @@ class Session:
             msg = wire.MessageCreatedPayload.model_validate(payload).message
             if not self.is_text_channel(msg.channel_id):
                 return  # not one of this server's channels (a shared hub): never bleed
+            if msg.channel_id in self._held:
+                # the quota held an earlier one back: the fills publish this channel, in order
+                self._gap_later(self.timing.gap_resume_s)
+                return
             self._note_live_message()
             chat = domain.message_of(msg, self.server_id, self.backend.base_url)
             if await self.publish_message(chat):
@@ -821,11 +833,15 @@ class Session:
         if self._admit(envelope) == "ok":
             await self.sink(self.member, envelope)
 
-    def _admit(self, envelope: EventEnvelope[Any]) -> Literal["ok", "reject", "later"]:
+    def _admit(
+        self, envelope: EventEnvelope[Any], *, charge: bool = True
+    ) -> Literal["ok", "reject", "later"]:
         """May this event be stored? ``reject``: never (it cannot be encoded, does not fit on the
         bus or can never fit the quota; logged once with the reason); ``later``: the storage
         quota is spent for now (logged once per episode; a gap fill is scheduled for when it has
-        refilled). ``server.connection`` is never held back by the quota."""
+        refilled). ``server.connection`` is never held back by the quota, nor (``charge=False``)
+        the re-publish of a message already stored (a rehydrate: bounded by the history window,
+        de-duplicated by the stream)."""
         try:
             size = len(envelope.model_dump_json().encode())
         except (PydanticSerializationError, ValueError):
@@ -835,7 +851,7 @@ class Session:
             self._refuse(envelope, f"{size} bytes exceed the bus limit of {MAX_BUS_PAYLOAD_BYTES}")
             return "reject"
         quota = self.quota
-        if quota is None or envelope.type == "server.connection":
+        if quota is None or not charge or envelope.type == "server.connection":
             return "ok"
         if quota.admit(self.member, self.server_id, size):
             if self._quota_refused and quota.recovered(self.member, self.server_id):
@@ -904,11 +920,13 @@ class Session:
             if known and not again:
                 return False
             envelope = self._message_envelope(msg)
-            verdict = self._admit(envelope)
+            verdict = self._admit(envelope, charge=not known)
             if verdict != "ok":
                 if verdict == "reject":
                     self.known.add(msg.channel_id, msg.id)  # processed: never retried
-                return False  # "later": the next gap fill publishes it
+                else:  # "later": gap fill publishes it, and what follows it, in order
+                    self._held.add(msg.channel_id)
+                return False
             await self.sink(self.member, envelope)
             if not known:
                 self.known.add(msg.channel_id, msg.id)
@@ -937,6 +955,7 @@ class Session:
                 envelope = self._message_envelope(msg)
                 verdict = self._admit(envelope)
                 if verdict == "later":
+                    self._held.add(msg.channel_id)
                     break  # the storage quota: the rest (in order) once it refilled
                 if verdict == "reject":
                     self.known.add(msg.channel_id, msg.id)

@@ -50,6 +50,17 @@ class ConnectorProc:
         self.bus: Bus | None = None
         self.starts = 0
 
+    async def drop_streams(self) -> None:
+        """Delete every stream of this NATS server (a stream owns ``oc.sys.ev.>``; tests and
+        benches each start from an empty one, as the other connector tests do)."""
+        bus = await Bus.connect(ConnectOptions(url=self.nats_url, name="fault-setup"), first_attempts=3)
+        try:
+            for info in await bus.js.streams_info():
+                if info.config.name is not None:
+                    await bus.js.delete_stream(info.config.name)
+        finally:
+            await bus.close()
+
     def _spawn(self) -> None:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -21,6 +21,7 @@ CHANNELS = ("ch_general", "ch_plans")
 @pytest.fixture
 async def connector(nats_url: str, tmp_path: Path) -> AsyncIterator[ConnectorProc]:
     proc = ConnectorProc(nats_url, tmp_path, "OC_DROPS")
+    await proc.drop_streams()
     await proc.start()
     try:
         yield proc

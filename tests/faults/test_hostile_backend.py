@@ -38,24 +38,12 @@ async def connector(nats_url: str, tmp_path: Path) -> AsyncIterator[ConnectorPro
         OPENCHAT_CONNECTOR_QUOTA_MEMBER_BYTES_PER_DAY="0",
     )
     assert proc.env["OPENCHAT_EVENTS_STREAM"] == "OC_HOSTILE"
-    await _fresh_stream(proc, nats_url)
+    await proc.drop_streams()
     await proc.start()
     try:
         yield proc
     finally:
         await proc.close()
-
-
-async def _fresh_stream(proc: ConnectorProc, nats_url: str) -> None:
-    from services.core.bus import Bus, ConnectOptions
-
-    bus = await Bus.connect(ConnectOptions(url=nats_url, name="fault-setup"), first_attempts=3)
-    try:
-        for info in await bus.js.streams_info():
-            if info.config.name == proc.stream:
-                await bus.js.delete_stream(proc.stream)
-    finally:
-        await bus.close()
 
 
 def lives(events: EventLog, server_id: str) -> int:
@@ -257,3 +245,42 @@ async def test_100k_history_is_bounded_per_cycle_and_by_quota_and_memory_comes_b
         assert after - baseline < 48 * MiB, (baseline, after)
         assert connector.alive
         assert connector.log_count("session cycle failed") == 0
+
+
+@pytest.fixture
+async def metered(nats_url: str, tmp_path: Path) -> AsyncIterator[ConnectorProc]:
+    """A connector with a small, fast-refilling server quota (16 KiB at once, 16 KiB a second)."""
+    proc = ConnectorProc(
+        nats_url,
+        tmp_path,
+        "OC_METERED",
+        OPENCHAT_CONNECTOR_QUOTA_SERVER_BURST_BYTES=str(16 * 1024),
+        OPENCHAT_CONNECTOR_QUOTA_SERVER_BYTES_PER_DAY=str(16 * 1024 * 86400),
+    )
+    await proc.drop_streams()
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.close()
+
+
+async def test_the_quota_holds_messages_back_and_loses_none_nor_their_order(metered: ConnectorProc) -> None:
+    assert metered.bus is not None
+    async with running_hostile() as server:  # an honest answer here: it respects ``limit``
+        events = EventLog()
+        await events.attach(metered.bus, "alice")
+        await metered.bus.nc.flush()
+        server.add("ch_h", 10)
+        await metered.join("alice", server.base_url, "srv_evil")
+        await events.wait_for(lambda ev: lives(events, "srv_evil") == 1, timeout=30)
+        await wait_sockets(server)
+        # ~150 KB of live messages at once: about ten times the burst
+        await server.push_new("ch_h", 300, body="q" * 200)
+        await events.wait_for(lambda ev: len(events.message_ids("srv_evil", "ch_h")) >= 310, timeout=60)
+        await metered.wait_log("storage quota reached; events held back until it refills")
+        # a barrier, then the exact comparison
+        await server.drop_sockets()
+        await events.wait_for(lambda ev: lives(events, "srv_evil") == 2, timeout=30)
+        assert events.message_ids("srv_evil", "ch_h") == server.ids["ch_h"]  # none lost, none twice, in order
+        assert metered.log_count("session cycle failed") == 0 and metered.alive
