@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from services.connector.history import HistoryFormatError, HistoryPage, HistoryParser
+from services.connector.history import LARGE_ANSWER_ITEMS, HistoryFormatError, HistoryPage, HistoryParser
 from services.core.bus import CommandError
 from services.core.contracts import wire
 
@@ -151,6 +151,7 @@ class BackendClient:
         self.base_url = normalize_base_url(base_url)
         self.ident = ident
         self.total_timeout_s = total_timeout_s
+        self.large_answers = 0  # history answers of ``LARGE_ANSWER_ITEMS`` or more (memory release)
 
     def with_identity(self, ident: Identity) -> BackendClient:
         return BackendClient(self.http, self.base_url, ident, total_timeout_s=self.total_timeout_s)
@@ -280,6 +281,8 @@ class BackendClient:
             raise BackendError(
                 "bad_backend_response", "the server sent an invalid history payload", retryable=True
             ) from exc
+        if page.total >= LARGE_ANSWER_ITEMS:
+            self.large_answers += 1
         if page.truncated:
             log.warning(
                 "history answer longer than asked; older items ignored",

@@ -21,6 +21,9 @@ Pure (no I/O): ``BackendClient.messages`` feeds it from the HTTP stream.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +51,7 @@ class Rejected:
     index: int  # position in the response's ``messages`` list
     message_id: str | None  # the id when it is a short printable string, else None
     reason: str
+    id_digest: str | None = None  # a digest of any string id (log once per item, whatever its id)
 
 
 @dataclass
@@ -59,6 +63,12 @@ class HistoryPage:
     truncated: int = 0  # older items dropped beyond ``keep``
     rejected: list[Rejected] = field(default_factory=list)
     rejected_count: int = 0
+
+
+def id_digest(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def short_id(value: Any) -> str | None:
@@ -154,12 +164,14 @@ class HistoryParser:
                     try:
                         msg = wire.Message.model_validate(value)
                     except ValidationError as exc:
-                        rejected = Rejected(index, short_id(value.get("id")), reason_of(exc))
+                        raw_id = value.get("id")
+                        rejected = Rejected(index, short_id(raw_id), reason_of(exc), id_digest(raw_id))
                     else:
                         if valid_id(msg.id):
                             page.messages.append(msg)
                             continue
-                        rejected = Rejected(index, None, f"id: not 1-{MESSAGE_ID_MAX} printable characters")
+                        reason = f"id: not 1-{MESSAGE_ID_MAX} printable characters"
+                        rejected = Rejected(index, None, reason, id_digest(msg.id))
             page.rejected_count += 1
             if len(page.rejected) < MAX_REASONS:
                 page.rejected.append(rejected)
@@ -275,9 +287,9 @@ class HistoryParser:
 
     def _reject(self, reason: str) -> None:
         root = self._stack[0] if self._stack else None
-        message_id = short_id(root.get("id")) if isinstance(root, dict) else None
+        raw_id = root.get("id") if isinstance(root, dict) else None
         self._item_reason = reason
-        self._early_rejects[self._index] = Rejected(self._index, message_id, reason)
+        self._early_rejects[self._index] = Rejected(self._index, short_id(raw_id), reason, id_digest(raw_id))
         self._stack = []
         self._keys = []
 
@@ -303,6 +315,26 @@ class HistoryParser:
 def _first_line(exc: Exception) -> str:
     text = str(exc).removeprefix("b'").split("\\n", 1)[0].split("\n", 1)[0]
     return "".join(ch for ch in text if ch.isascii() and ch.isprintable())[:120]
+
+
+LARGE_ANSWER_ITEMS = 20_000  # after a fill that parsed an answer this long, ``release_memory``
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere): a hostile
+    answer's transient items would otherwise stay in the process's RSS as free heap."""
+    global _trim
+    if _trim is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _trim = libc.malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim: Any = None
 
 
 def parse_history(body: bytes, keep: int, chunk: int = 64 * 1024) -> HistoryPage:

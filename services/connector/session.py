@@ -59,7 +59,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
-from services.connector.history import HistoryPage, reason_of
+from services.connector.history import HistoryPage, reason_of, release_memory
 from services.connector.quota import StorageQuota
 from services.core.contracts import wire
 from services.core.contracts.bus import MAX_BUS_PAYLOAD_BYTES, EventEnvelope
@@ -520,16 +520,21 @@ class Session:
         while live, goes on from there); a channel whose history cannot be read is skipped until
         the next fill (logged), the others are filled."""
         total = 0
-        for channel_id in list(self.text_channels()):
-            try:
-                total += await self._fill_channel(channel_id)
-            except Unreachable:
-                raise
-            except BackendError as exc:
-                log.warning(
-                    "gap fill of a channel skipped",
-                    extra={**self._log_ctx(), "channel_id": channel_id, "code": exc.code},
-                )
+        large = self.backend.large_answers
+        try:
+            for channel_id in list(self.text_channels()):
+                try:
+                    total += await self._fill_channel(channel_id)
+                except Unreachable:
+                    raise
+                except BackendError as exc:
+                    log.warning(
+                        "gap fill of a channel skipped",
+                        extra={**self._log_ctx(), "channel_id": channel_id, "code": exc.code},
+                    )
+        finally:
+            if self.backend.large_answers != large:
+                release_memory()  # the answers' items are gone: give their pages back
         return total
 
     def _gap_later(self, delay_s: float) -> None:
@@ -539,7 +544,7 @@ class Session:
 
     def _log_rejections(self, channel_id: str, page: HistoryPage) -> None:
         for item in page.rejected:
-            key = ("h", channel_id, item.message_id or f"#{item.index}", item.reason)
+            key = ("h", channel_id, item.id_digest or f"#{item.index}", item.reason)
             if self._rejects.first(key):
                 self.rejected += 1
                 log.warning(
