@@ -185,7 +185,8 @@ async def gap_after_drop(evil: HostileBackend, events: EventLog, lives_before: i
 async def scenario_hostile(
     nats_url: str, tmp: Path, honest: int, history: int, rounds: int, repeat: int
 ) -> dict[str, Any]:
-    connector = ConnectorProc(nats_url, tmp, "OC_BENCH_HOSTILE")
+    # 60 s per request: parsing a 100k-item answer takes ~2 s on a quiet machine, more under load
+    connector = ConnectorProc(nats_url, tmp, "OC_BENCH_HOSTILE", OPENCHAT_CONNECTOR_REQUEST_TIMEOUT_S="60")
     await connector.drop_streams()
     await connector.start()
     try:
