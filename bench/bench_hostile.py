@@ -219,13 +219,14 @@ async def scenario_hostile(
             with RssSampler(connector) as hostile_rss:
                 t0 = time.perf_counter()
                 await gap_after_drop(evil, events, 2)
+                frames_sent = 0
                 for _ in range(rounds):
                     for frame in HOSTILE_FRAMES:
-                        await evil.push(frame)
-                await evil.push(b"x" * (20 * MiB))
+                        frames_sent += await evil.push(frame)
+                frames_sent += await evil.push(b"x" * (20 * MiB))
                 await events.wait_for(lambda ev: lives(events, "srv_evil") == 4, timeout=300)
                 await wait_sockets(evil)
-                await evil.push(b'{"type":"x","payload":{"a":"\xff"}}', text=True)
+                frames_sent += await evil.push(b'{"type":"x","payload":{"a":"\xff"}}', text=True)
                 await events.wait_for(lambda ev: lives(events, "srv_evil") == 5, timeout=300)
                 await wait_sockets(evil)
                 # the bounded fills go on (1,000 per fill) until the Profile A window is done or the
@@ -272,6 +273,7 @@ async def scenario_hostile(
                 "stored_messages": len(ids),
                 "duplicated": len(ids) - len(set(ids)),
                 "stored_mb": round(stored_bytes / MiB, 2),
+                "hostile_frames_delivered": frames_sent,
                 "rejections_logged": count("history item rejected")
                 + count("dropped invalid realtime payload")
                 + count("dropped malformed realtime frame")
