@@ -41,7 +41,7 @@ class ConnectorProc:
             "OPENCHAT_CONNECTOR_BACKOFF_S": json.dumps(list(FAST.backoff_s)),
             "OPENCHAT_CONNECTOR_JITTER": "0.1",
             "OPENCHAT_CONNECTOR_RECONCILE_INTERVAL_S": "0",
-            "OPENCHAT_CONNECTOR_REQUEST_TIMEOUT_S": "20",
+            "OPENCHAT_CONNECTOR_REQUEST_TIMEOUT_S": "60",  # a hostile 100k answer is parsed in this time
         }
         for key in ("OPENCHAT_SERVICE_PASSWORD", "OPENCHAT_REDIS_URL"):
             self.env.pop(key, None)
