@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.connector.connector import Connector
+from services.connector.quota import QuotaLimits, StorageQuota, check_fit
 from services.connector.session import BatchSink, EventSink, Timing
 from services.core.bus import PUBLISH_WINDOW, Bus, CommandError, newest_that_fit
 from services.core.contracts.blobs import UploadChunkArgs
@@ -68,6 +69,21 @@ class ConnectorSettings(BaseSettings):
     request_timeout_s: float = 30.0
     reconcile_interval_s: float = 60.0
     ws_ping_interval_s: float = 20.0
+    # bounds against a hostile or broken backend (ADR 0009; docs/operations.md "Limits")
+    max_gap_fetch: int = 5_000
+    gap_fill_per_cycle: int = 1_000
+    quota_server_burst_bytes: int = 32 * 1024 * 1024
+    quota_server_bytes_per_day: int = 4 * 1024 * 1024
+    quota_member_burst_bytes: int = 64 * 1024 * 1024
+    quota_member_bytes_per_day: int = 8 * 1024 * 1024
+
+    def quota_limits(self) -> QuotaLimits:
+        return QuotaLimits(
+            server_burst_bytes=self.quota_server_burst_bytes,
+            server_bytes_per_day=self.quota_server_bytes_per_day,
+            member_burst_bytes=self.quota_member_burst_bytes,
+            member_bytes_per_day=self.quota_member_bytes_per_day,
+        )
 
     def timing(self) -> Timing:
         return Timing(
@@ -77,6 +93,8 @@ class ConnectorSettings(BaseSettings):
             max_frame_bytes=self.max_frame_bytes,
             reconcile_interval_s=self.reconcile_interval_s,
             ws_ping_interval_s=self.ws_ping_interval_s,
+            max_gap_fetch=self.max_gap_fetch,
+            gap_fill_per_cycle=self.gap_fill_per_cycle,
         )
 
 
@@ -186,6 +204,7 @@ def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Con
         request_timeout_s=cfg.request_timeout_s,
         batch_sink=bus_batch_sink(ctx.bus),
         preview_allow_private=ctx.settings.preview_allow_private,
+        quota=StorageQuota(cfg.quota_limits()),
     )
 
 
@@ -194,6 +213,16 @@ async def setup(ctx: ServiceContext) -> None:
     connector = build(ctx)
     await register(ctx.bus, connector)
     await connector.start()
+    if connector.quota is not None:
+        members = len({member for member, _ in connector.servers.everything()})
+        warning = check_fit(
+            connector.quota.limits,
+            max(1, members),
+            ctx.settings.events_max_bytes,
+            ctx.settings.events_max_age_days,
+        )
+        if warning is not None:
+            log.warning("storage quotas do not fit the events stream", extra={"detail": warning})
     ctx.extras["connector"] = connector
 
 

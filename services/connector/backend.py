@@ -17,8 +17,10 @@ Nothing here logs a message body or a response body.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -26,6 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from services.connector.history import LARGE_ANSWER_ITEMS, HistoryFormatError, HistoryPage, HistoryParser
 from services.core.bus import CommandError
 from services.core.contracts import wire
 from services.core.rtc import identity_headers
@@ -149,6 +152,7 @@ class BackendClient:
         self.base_url = normalize_base_url(base_url)
         self.ident = ident
         self.total_timeout_s = total_timeout_s
+        self.large_answers = 0  # history answers of ``LARGE_ANSWER_ITEMS`` or more (memory release)
 
     def with_identity(self, ident: Identity) -> BackendClient:
         return BackendClient(self.http, self.base_url, ident, total_timeout_s=self.total_timeout_s)
@@ -166,8 +170,11 @@ class BackendClient:
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         optional: bool = False,
         headers: dict[str, str] | None = None,
+        sink: Callable[[bytes], None] | None = None,
     ) -> tuple[int, bytes]:
-        """Send one request; return ``(status, body)`` of a 2xx answer, else raise ``BackendError``."""
+        """Send one request; return ``(status, body)`` of a 2xx answer, else raise ``BackendError``.
+        With ``sink``, a 2xx body is handed to it chunk by chunk as it arrives (still bounded to
+        ``max_bytes``) and the returned body is empty."""
         url = self.base_url + path
         kwargs: dict[str, Any] = {"headers": {**(headers or {}), **self.ident.headers()}}
         if params:
@@ -180,8 +187,13 @@ class BackendClient:
         try:
             async with asyncio.timeout(self.total_timeout_s):
                 async with self.http.stream(method, url, **kwargs) as response:
-                    body = await _read_bounded(response, max_bytes)
                     status = response.status_code
+                    ok = 200 <= status < 300
+                    body = await _read_bounded(
+                        response,
+                        max_bytes if ok or sink is None else DEFAULT_MAX_RESPONSE_BYTES,
+                        sink if ok else None,
+                    )
         except TimeoutError as exc:
             raise Unreachable(
                 "backend_timeout",
@@ -245,16 +257,39 @@ class BackendClient:
     async def members(self, server_id: str) -> wire.MemberList:
         return await self.get_model(f"/v1/servers/{_seg(server_id)}/members", wire.MemberList)
 
-    async def messages(self, channel_id: str, limit: int, before: str | None = None) -> wire.MessageList:
+    async def messages(self, channel_id: str, limit: int, before: str | None = None) -> HistoryPage:
+        """A history page, parsed while it streams in (``history.py``): at most the newest
+        ``limit`` items are kept whatever the server sends, each validated on its own (invalid
+        ones are listed in ``rejected``, logged once per page with reasons, never bodies); the
+        answer is bounded to ``HISTORY_MAX_RESPONSE_BYTES``."""
         params = [("limit", str(limit))]
         if before is not None:
             params.append(("before", before))
-        return await self.get_model(
-            f"/v1/channels/{_seg(channel_id)}/messages",
-            wire.MessageList,
-            params=params,
-            max_bytes=HISTORY_MAX_RESPONSE_BYTES,
-        )
+        parser = HistoryParser(limit)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def feed(chunk: bytes) -> None:
+            # invalid UTF-8 becomes U+FFFD (one item's text, not the whole page, is affected)
+            parser.feed(decoder.decode(chunk).encode())
+
+        path = f"/v1/channels/{_seg(channel_id)}/messages"
+        try:
+            await self.request("GET", path, params=params, max_bytes=HISTORY_MAX_RESPONSE_BYTES, sink=feed)
+            parser.feed(decoder.decode(b"", final=True).encode())
+            page = parser.finish()
+        except HistoryFormatError as exc:
+            log.warning("invalid backend payload", extra={"what": "history", "reason": str(exc)})
+            raise BackendError(
+                "bad_backend_response", "the server sent an invalid history payload", retryable=True
+            ) from exc
+        if page.total >= LARGE_ANSWER_ITEMS:
+            self.large_answers += 1
+        if page.truncated:
+            log.warning(
+                "history answer longer than asked; older items ignored",
+                extra={"channel_id": channel_id[:128], "asked": limit, "sent": page.total},
+            )
+        return page
 
     async def post_message(
         self,
@@ -347,7 +382,9 @@ def _seg(value: str) -> str:
     return quote(value, safe="_-.~:")
 
 
-async def _read_bounded(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_bounded(
+    response: httpx.Response, max_bytes: int, sink: Callable[[bytes], None] | None = None
+) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise BackendError(
@@ -361,5 +398,8 @@ async def _read_bounded(response: httpx.Response, max_bytes: int) -> bytes:
             raise BackendError(
                 "response_too_large", f"the server's answer exceeds {max_bytes} bytes", retryable=False
             )
-        chunks.append(chunk)
+        if sink is not None:
+            sink(chunk)
+        else:
+            chunks.append(chunk)
     return b"".join(chunks)

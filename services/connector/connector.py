@@ -48,6 +48,7 @@ from services.connector.backend import (
 )
 from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
+from services.connector.quota import StorageQuota
 from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
 from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
@@ -149,6 +150,7 @@ class Connector:
         batch_sink: BatchSink | None = None,
         previews: PreviewFetcher | None = None,
         preview_allow_private: bool = False,
+        quota: StorageQuota | None = None,
     ) -> None:
         self.sink = sink
         self.batch_sink = batch_sink  # gap fill: many events per acked batch (None: one by one)
@@ -173,6 +175,7 @@ class Connector:
         self.request_timeout_s = request_timeout_s
         self.sessions: dict[tuple[str, str], Session] = {}
         self.rate = domain.RateLimiter()
+        self.quota = quota  # storage quotas of the shared stream (ADR 0009); None: none
         self._roots: dict[str, tuple[str, UidMode]] = {}
         self._lock = asyncio.Lock()
         self._profile_lock = asyncio.Lock()
@@ -218,6 +221,7 @@ class Connector:
             batch_sink=self.batch_sink,
             profile_sync=self.publisher.sync,
             on_new_message=self._on_new_message,
+            quota=self.quota,
         )
         if previous is not None:
             session.continue_from(previous)
@@ -442,6 +446,8 @@ class Connector:
         self.anchors.forget(member, record.server_id)
         self.profile_store.forget_server(member, record.server_id)
         self.rate.forget((member, record.server_id))
+        if self.quota is not None:
+            self.quota.forget(member, record.server_id)
         now = utcnow()
         await self._emit(
             member,
@@ -670,11 +676,15 @@ class Connector:
         client = session.backend
 
         def convert(items: list[Any]) -> list[Any]:
-            return [
-                domain.message_of(m, args.server_id, client.base_url)
-                for m in items
-                if m.channel_id == args.channel_id
-            ]
+            converted = []
+            for m in items:
+                if m.channel_id != args.channel_id:
+                    continue
+                try:
+                    converted.append(domain.message_of(m, args.server_id, client.base_url))
+                except ValueError:  # the contracts refuse it (ValidationError): left out
+                    log.info("history item left out", extra={"server_id": args.server_id})
+            return converted
 
         if session.cursors:
             listing = await client.messages(args.channel_id, args.limit, args.before)

@@ -132,9 +132,20 @@ def version_key(caps: CapabilitySnapshot) -> tuple[str, str, str]:
     return (caps.api_version, caps.build_version, caps.build_commit)
 
 
+CHANNEL_ID_MAX = 128  # ``EventEnvelope.channel_id``
+
+
+def _usable_id(value: str) -> bool:
+    return 0 < len(value) <= CHANNEL_ID_MAX and value.isprintable()
+
+
 def groups_of(channels: wire.ChannelList) -> list[ChannelGroupInfo]:
+    """The channel tree; groups and channels whose ids the stack cannot carry (empty, longer than
+    128 characters, control characters) are left out."""
     groups: list[ChannelGroupInfo] = []
     for group in channels.groups:
+        if not _usable_id(group.id):
+            continue
         kind: Literal["text", "voice"] = "voice" if group.kind == "voice" else "text"
         infos = [
             ChannelInfo(
@@ -145,7 +156,7 @@ def groups_of(channels: wire.ChannelList) -> list[ChannelGroupInfo]:
                 unread_count=ch.unread_count,
             )
             for ch in group.channels
-            if ch.type in ("text", "voice")
+            if ch.type in ("text", "voice") and _usable_id(ch.id)
         ]
         groups.append(ChannelGroupInfo(id=group.id, label=group.label, kind=kind, channels=infos))
     return groups
@@ -410,6 +421,23 @@ class KnownIds:
 
     def channels(self) -> list[str]:
         return list(self._ids)
+
+
+@dataclass
+class SeenOnce:
+    """A bounded set of keys: ``first(key)`` is True the first time a key is seen (log once)."""
+
+    size: int = 4096
+    _keys: OrderedDict[tuple[str, ...], None] = field(default_factory=OrderedDict)
+
+    def first(self, key: tuple[str, ...]) -> bool:
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return False
+        self._keys[key] = None
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+        return True
 
 
 def missing_after(

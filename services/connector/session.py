@@ -52,14 +52,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
+from services.connector.history import HistoryPage, reason_of, release_memory
+from services.connector.quota import StorageQuota
 from services.core.contracts import wire
-from services.core.contracts.bus import EventEnvelope
+from services.core.contracts.bus import MAX_BUS_PAYLOAD_BYTES, EventEnvelope
 from services.core.contracts.chat import (
     CapabilitySnapshot,
     ChannelGroupInfo,
@@ -98,6 +101,14 @@ MANAGEMENT_EVENTS = frozenset(
 )
 
 
+QUIET_EVENTS = frozenset({"chat.subscribed", "chat.unsubscribed", "chat.pong", "chat.replay.truncated"})
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """A backend-chosen name safe to log: printable ASCII, at most ``limit`` characters."""
+    return "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:limit])
+
+
 PREVIEW_MAX_AGE = timedelta(minutes=10)  # gap-filled messages older than this get no previews
 RECONNECTING_ATTEMPTS = 5  # retries shown as "reconnecting" after a drop (1+2+5+10+15 s)
 
@@ -110,9 +121,12 @@ class Timing:
     jitter: float = 0.2
     history_window: int = 150
     gap_growth: int = 4
-    max_gap_fetch: int = 200_000
+    max_gap_fetch: int = 5_000  # messages asked for / held per channel per fill (one page or pages)
+    gap_fill_per_cycle: int = 1_000  # messages published per channel per fill; the rest next fill
+    gap_resume_s: float = 0.5  # the next fill when a fill stopped at its bound
     max_frame_bytes: int = 1024 * 1024
-    ws_max_size: int = 16 * 1024 * 1024
+    ws_max_size: int = 4 * 1024 * 1024  # a bigger frame closes the socket (1009); it is never read
+    max_pending_bytes: int = 64 * 1024 * 1024  # realtime frames queued and not yet handled
     ws_ping_interval_s: float | None = 20.0
     ws_ping_timeout_s: float | None = 20.0
     open_timeout_s: float = 10.0
@@ -147,6 +161,8 @@ class Session:
     # time that may get link previews: live ones, and gap-filled ones at most
     # ``PREVIEW_MAX_AGE`` old (never a whole history). ``connector.py`` decides and fetches.
     on_new_message: Callable[[Session, ChatMessage], None] | None = None
+    # Storage quotas of the shared stream (``quota.py``, ADR 0009); None: no quota.
+    quota: StorageQuota | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -183,6 +199,15 @@ class Session:
         self._profile_task: asyncio.Task[None] | None = None
         self._profile_again = False
         self.cycles = 0
+        self._rejects = domain.SeenOnce()  # rejected items and unknown kinds: each logged once
+        self._gap_due: float | None = None  # loop time of the next gap fill (a bounded fill resumes)
+        self._quota_refused = False  # in a refusal episode: logged once, until the quota recovered
+        self._quota_stopped = False  # the last ``publish_messages`` stopped at the quota
+        # channels whose live messages wait for gap fill (the quota held one back: order is kept)
+        self._held: set[str] = set()
+        self.rejected = 0  # items refused (invalid, too large, over quota for good)
+        self._pending_bytes = 0
+        self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
 
     @property
     def server_id(self) -> str:
@@ -383,14 +408,26 @@ class Session:
                 await reader
 
     async def _read(self, ws: ClientConnection, queue: asyncio.Queue[Any]) -> None:
+        self._pending_bytes = 0
         try:
             async for raw in ws:
-                if queue.qsize() >= self.timing.max_pending_frames:
+                if (
+                    queue.qsize() >= self.timing.max_pending_frames
+                    or self._pending_bytes > self.timing.max_pending_bytes
+                ):
                     log.warning("realtime backlog overflow; reconnecting", extra=self._log_ctx())
                     break
+                self._pending_bytes += len(raw)
                 queue.put_nowait(raw)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            sent = exc.sent
+            if sent is not None and sent.code == 1009:  # PayloadTooBig: never read into memory
+                log.warning(
+                    "realtime frame rejected: larger than the limit; reconnecting",
+                    extra={**self._log_ctx(), "limit": self.timing.ws_max_size},
+                )
+            elif sent is not None and sent.code == 1007:  # a text frame that is not UTF-8
+                log.warning("realtime frame rejected: invalid UTF-8; reconnecting", extra=self._log_ctx())
         finally:
             queue.put_nowait(_CLOSED)
 
@@ -402,7 +439,7 @@ class Session:
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + interval if interval > 0 else None
         while True:
-            deadlines = [d for d in (next_reconcile,) if d is not None]
+            deadlines = [d for d in (next_reconcile, self._gap_due) if d is not None]
             if self._burst_pending:
                 deadlines.append(loop.time() + self.timing.quiet_s)
             timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
@@ -411,12 +448,16 @@ class Session:
             except TimeoutError:
                 self._burst_pending = False
                 self._burst_count = 0
+                self._gap_due = None
                 await self.gap_fill()
                 if interval > 0:
                     next_reconcile = loop.time() + interval
                 continue
             if raw is _CLOSED:
                 raise CycleEnd("realtime connection closed")
+            if not isinstance(raw, bytes | str):
+                continue
+            self._pending_bytes -= len(raw)
             await self.handle_frame(raw)
 
     def _note_live_message(self) -> None:
@@ -474,11 +515,47 @@ class Session:
             await self.emit("members.updated", MembersUpdated(members=members), f"members:{uuid.uuid4().hex}")
 
     async def gap_fill(self) -> int:
-        """Fetch and publish what was missed on every text channel; return how many were published."""
+        """Fetch and publish what was missed on every text channel; return how many were published.
+        Bounded: at most ``gap_fill_per_cycle`` messages per channel (the next fill, soon after
+        while live, goes on from there); a channel whose history cannot be read is skipped until
+        the next fill (logged), the others are filled."""
         total = 0
-        for channel_id in list(self.text_channels()):
-            total += await self._fill_channel(channel_id)
+        large = self.backend.large_answers
+        try:
+            for channel_id in list(self.text_channels()):
+                try:
+                    total += await self._fill_channel(channel_id)
+                except Unreachable:
+                    raise
+                except BackendError as exc:
+                    log.warning(
+                        "gap fill of a channel skipped",
+                        extra={**self._log_ctx(), "channel_id": channel_id, "code": exc.code},
+                    )
+        finally:
+            if self.backend.large_answers != large:
+                release_memory()  # the answers' items are gone: give their pages back
         return total
+
+    def _gap_later(self, delay_s: float) -> None:
+        """Fill again in ``delay_s`` (while live; a new cycle fills anyway)."""
+        due = asyncio.get_running_loop().time() + max(0.0, delay_s)
+        self._gap_due = due if self._gap_due is None else min(self._gap_due, due)
+
+    def _log_rejections(self, channel_id: str, page: HistoryPage) -> None:
+        for item in page.rejected:
+            key = ("h", channel_id, item.id_digest or f"#{item.index}", item.reason)
+            if self._rejects.first(key):
+                self.rejected += 1
+                log.warning(
+                    "history item rejected",
+                    extra={
+                        **self._log_ctx(),
+                        "channel_id": channel_id,
+                        "message_id": item.message_id,
+                        "reason": item.reason,
+                    },
+                )
 
     async def _fill_channel(self, channel_id: str) -> int:
         anchor = self.known.newest(channel_id)
@@ -492,11 +569,14 @@ class Session:
         window = self.timing.history_window
         page: list[wire.Message] = []
         if anchor is None:
-            page = (await self.backend.messages(channel_id, window)).messages
+            first = await self.backend.messages(channel_id, window)
+            self._log_rejections(channel_id, first)
+            page = first.messages
         elif self.cursors:
             before: str | None = None
             while True:
                 listing = await self.backend.messages(channel_id, window, before)
+                self._log_rejections(channel_id, listing)
                 page = listing.messages + page
                 if any(m.id == anchor for m in listing.messages) or not listing.next_cursor:
                     break
@@ -506,19 +586,29 @@ class Session:
                     break
                 before = listing.next_cursor
         else:
-            limit = window
+            limit = max(window, self._fill_limit.get(channel_id, window))
             while True:
                 listing = await self.backend.messages(channel_id, limit)
+                self._log_rejections(channel_id, listing)
                 page = listing.messages
                 if (
                     any(m.id == anchor for m in page)
-                    or len(page) < limit
+                    or listing.total < limit  # what the server sent, rejected items included
                     or limit >= self.timing.max_gap_fetch
                     or passed(page)
                 ):
                     break
                 limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
         late, fresh, found = domain.missing_after(page, channel_id, anchor, self.known)
+        if anchor is not None and not found and not passed(page) and len(page) >= self.timing.max_gap_fetch:
+            log.warning(
+                "gap larger than one fill can fetch; older missed messages are not fetched",
+                extra={
+                    **self._log_ctx(),
+                    "channel_id": channel_id,
+                    "max_gap_fetch": self.timing.max_gap_fetch,
+                },
+            )
         if anchor is not None and not found and since is not None:
             # the anchor is no longer in the channel (deleted): publish only what is not older
             fresh = [m for m in fresh if domain.parse_time(m.created_at) >= since]
@@ -527,23 +617,67 @@ class Session:
                 "backend dropped realtime events; publishing them late",
                 extra={**self._log_ctx(), "channel_id": channel_id, "count": len(late)},
             )
-        published = await self._publish_page([*late, *fresh])
+        items = [*late, *fresh]
+        budget = max(1, self.timing.gap_fill_per_cycle)
+        if len(items) > budget and anchor is not None and not self.cursors:
+            self._fill_limit[channel_id] = limit  # the resumed fill starts at this page size
+        else:
+            self._fill_limit.pop(channel_id, None)
+        if len(items) > budget:
+            log.info(
+                "gap fill bounded; the rest follows in the next fill",
+                extra={**self._log_ctx(), "channel_id": channel_id, "missing": len(items), "now": budget},
+            )
+            items = items[:budget]
+            self._gap_later(self.timing.gap_resume_s)
+        self._quota_stopped = False
+        published = await self._publish_page(items)
+        if channel_id in self._held and not self._quota_stopped:
+            if items:
+                self._gap_later(self.timing.gap_resume_s)  # until a fill finds nothing missing
+            else:
+                self._held.discard(channel_id)  # caught up: live messages are published again
         if published and self.caps is not None and self.caps.profile_enabled:
-            await self._fetch_profiles([m.author_uid for m in fresh])
+            await self._fetch_profiles([m.author_uid for m in items])
         return published
 
     async def _publish_page(self, page: Sequence[wire.Message]) -> int:
         """Publish gap-filled messages in order, one acked window at a time (``publish_window``):
         ``known`` and the anchors move only after a window's events are all stored; a failure
         ends the cycle, and the next gap fill re-publishes from the anchor (JetStream
-        de-duplicates by ``Nats-Msg-Id``)."""
+        de-duplicates by ``Nats-Msg-Id``). A message the contracts refuse is rejected on its own
+        (logged once with the reason, never the body); the storage quota stops the page, the
+        rest follows once it refilled."""
         window = max(1, self.timing.publish_window)
         base_url = self.backend.base_url
         published = 0
         for start in range(0, len(page), window):
-            chunk = [domain.message_of(m, self.server_id, base_url) for m in page[start : start + window]]
+            chunk: list[ChatMessage] = []
+            for m in page[start : start + window]:
+                try:
+                    chunk.append(domain.message_of(m, self.server_id, base_url))
+                except (ValidationError, ValueError) as exc:
+                    reason = reason_of(exc) if isinstance(exc, ValidationError) else "invalid value"
+                    self._reject(m.channel_id, m.id, reason)
+                    self.known.add(m.channel_id, m.id)  # processed: not fetched and refused again
+            self._quota_stopped = False
             published += await self.publish_messages(chunk)
+            if self._quota_stopped:
+                break
         return published
+
+    def _reject(self, channel_id: str, message_id: str, reason: str) -> None:
+        if self._rejects.first(("m", channel_id, message_id, reason)):
+            self.rejected += 1
+            log.warning(
+                "message rejected",
+                extra={
+                    **self._log_ctx(),
+                    "channel_id": channel_id[:128],
+                    "message_id": message_id[:128],
+                    "reason": reason,
+                },
+            )
 
     async def _fetch_profiles(self, uids: Sequence[str]) -> None:
         wanted = [u for u in dict.fromkeys(uids) if u and u not in self._profiles_seen]
@@ -576,7 +710,12 @@ class Session:
             errors = exc.error_count() if isinstance(exc, ValidationError) else 1
             log.warning(
                 "dropped invalid realtime payload",
-                extra={**self._log_ctx(), "type": env.type[:64], "errors": errors},
+                extra={
+                    **self._log_ctx(),
+                    "type": _printable(env.type),
+                    "errors": errors,
+                    "reason": reason_of(exc) if isinstance(exc, ValidationError) else "invalid value",
+                },
             )
         if env.event_id is not None:
             self._last_event_id = str(env.event_id)
@@ -587,6 +726,10 @@ class Session:
             msg = wire.MessageCreatedPayload.model_validate(payload).message
             if not self.is_text_channel(msg.channel_id):
                 return  # not one of this server's channels (a shared hub): never bleed
+            if msg.channel_id in self._held:
+                # the quota held an earlier one back: the fills publish this channel, in order
+                self._gap_later(self.timing.gap_resume_s)
+                return
             self._note_live_message()
             chat = domain.message_of(msg, self.server_id, self.backend.base_url)
             if await self.publish_message(chat):
@@ -665,9 +808,14 @@ class Session:
             await self.refresh_channels()
         elif kind == "chat.error":
             err = wire.ChatErrorPayload.model_validate(payload)
-            log.info("realtime error", extra={**self._log_ctx(), "code": err.code[:64]})
-        # chat.subscribed, chat.pong, chat.replay.truncated (gap fill covers it) and unknown types:
-        # nothing to publish here.
+            log.info("realtime error", extra={**self._log_ctx(), "code": _printable(err.code)})
+        elif kind not in QUIET_EVENTS and self._rejects.first(("k", kind[:256])):
+            # an event kind this client does not know (logged once per kind per session)
+            log.info(
+                "ignored unknown realtime event kind",
+                extra={**self._log_ctx(), "type": _printable(kind), "type_length": len(kind)},
+            )
+        # chat.subscribed, chat.pong, chat.replay.truncated (gap fill covers it): nothing to publish.
 
     async def apply_server_update(self, event: wire.ServerUpdatedEvent) -> None:
         """``chat.server.updated``: patch the record's display name, persist it, publish it."""
@@ -687,7 +835,68 @@ class Session:
         envelope = envelope_class(type(payload))(
             event_id=event_id, server_id=self.server_id, channel_id=channel_id, type=kind, payload=payload
         )
-        await self.sink(self.member, envelope)
+        if self._admit(envelope) == "ok":
+            await self.sink(self.member, envelope)
+
+    def _admit(
+        self, envelope: EventEnvelope[Any], *, charge: bool = True
+    ) -> Literal["ok", "reject", "later"]:
+        """May this event be stored? ``reject``: never (it cannot be encoded, does not fit on the
+        bus or can never fit the quota; logged once with the reason); ``later``: the storage
+        quota is spent for now (logged once per episode; a gap fill is scheduled for when it has
+        refilled). ``server.connection`` is never held back by the quota, nor (``charge=False``)
+        the re-publish of a message already stored (a rehydrate: bounded by the history window,
+        de-duplicated by the stream)."""
+        try:
+            size = len(envelope.model_dump_json().encode())
+        except (PydanticSerializationError, ValueError):
+            self._refuse(envelope, "not encodable (invalid text)")
+            return "reject"
+        if size > MAX_BUS_PAYLOAD_BYTES:
+            self._refuse(envelope, f"{size} bytes exceed the bus limit of {MAX_BUS_PAYLOAD_BYTES}")
+            return "reject"
+        quota = self.quota
+        if quota is None or not charge or envelope.type == "server.connection":
+            return "ok"
+        if quota.admit(self.member, self.server_id, size):
+            if self._quota_refused and quota.recovered(self.member, self.server_id):
+                self._quota_refused = False  # the episode is over: a new refusal is logged again
+            return "ok"
+        if not quota.fits(size):
+            self._refuse(envelope, f"{size} bytes exceed the storage quota's burst")
+            return "reject"
+        wait = quota.retry_after(self.member, self.server_id, size)
+        if not self._quota_refused:
+            server_left, member_left = quota.level(self.member, self.server_id)
+            log.warning(
+                "storage quota reached; events held back until it refills",
+                extra={
+                    **self._log_ctx(),
+                    "type": envelope.type,
+                    "retry_in_s": round(wait, 1),
+                    "server_bytes_left": int(min(server_left, 2**62)),
+                    "member_bytes_left": int(min(member_left, 2**62)),
+                },
+            )
+        self._quota_refused = True
+        self._quota_stopped = True
+        if self.live.is_set() and wait != float("inf"):
+            self._gap_later(wait)
+        return "later"
+
+    def _refuse(self, envelope: EventEnvelope[Any], reason: str) -> None:
+        if self._rejects.first(("e", envelope.type, envelope.event_id, reason)):
+            self.rejected += 1
+            log.warning(
+                "event rejected",
+                extra={
+                    **self._log_ctx(),
+                    "type": envelope.type,
+                    "channel_id": (envelope.channel_id or "")[:128],
+                    "event_id": envelope.event_id[:128],
+                    "reason": reason,
+                },
+            )
 
     def _message_envelope(self, msg: ChatMessage) -> EventEnvelope[MessageCreated]:
         return MessageEnvelope(
@@ -715,7 +924,15 @@ class Session:
             known = (msg.channel_id, msg.id) in self.known
             if known and not again:
                 return False
-            await self.sink(self.member, self._message_envelope(msg))
+            envelope = self._message_envelope(msg)
+            verdict = self._admit(envelope, charge=not known)
+            if verdict != "ok":
+                if verdict == "reject":
+                    self.known.add(msg.channel_id, msg.id)  # processed: never retried
+                else:  # "later": gap fill publishes it, and what follows it, in order
+                    self._held.add(msg.channel_id)
+                return False
+            await self.sink(self.member, envelope)
             if not known:
                 self.known.add(msg.channel_id, msg.id)
                 self._note_newest(msg)
@@ -737,7 +954,22 @@ class Session:
                     fresh.append(msg)
             if not fresh:
                 return 0
-            envelopes = [self._message_envelope(m) for m in fresh]
+            admitted: list[ChatMessage] = []
+            envelopes: list[EventEnvelope[Any]] = []
+            for msg in fresh:
+                envelope = self._message_envelope(msg)
+                verdict = self._admit(envelope)
+                if verdict == "later":
+                    self._held.add(msg.channel_id)
+                    break  # the storage quota: the rest (in order) once it refilled
+                if verdict == "reject":
+                    self.known.add(msg.channel_id, msg.id)
+                    continue
+                admitted.append(msg)
+                envelopes.append(envelope)
+            fresh = admitted
+            if not fresh:
+                return 0
             if self.batch_sink is not None:
                 await self.batch_sink(self.member, envelopes)
             else:

@@ -406,8 +406,13 @@ class Bus:
         max_age_s: float = 30 * 86400.0,
         max_bytes: int = 2 * 1024**3,
         replicas: int = 1,
+        max_msgs_per_subject: int = -1,
     ) -> None:
-        """Create or update the events stream (idempotent; safe from every service at start)."""
+        """Create or update the events stream (idempotent; safe from every service at start).
+
+        Updating an existing stream is its migration: limits added by a newer release (e.g.
+        ``max_msgs_per_subject``, ADR 0009 — per ``<member>.<server_id>.<kind>``, discarding
+        that subject's own oldest) apply to it with its stored events kept."""
         config = StreamConfig(
             name=name,
             description="OpenChat member events, de-duplicated by Nats-Msg-Id",
@@ -419,6 +424,7 @@ class Bus:
             max_age=max_age_s,
             max_bytes=max_bytes,
             max_msg_size=MAX_BUS_PAYLOAD_BYTES,
+            max_msgs_per_subject=max_msgs_per_subject,
             num_replicas=replicas,
             republish=RePublish(src=subjects.REPUBLISH_SRC, dest=subjects.REPUBLISH_DEST),
         )

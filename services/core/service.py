@@ -131,6 +131,7 @@ async def serve(service: Service, settings: Settings) -> None:
             max_age_s=settings.events_max_age_days * 86400,
             max_bytes=settings.events_max_bytes,
             replicas=settings.events_replicas,
+            max_msgs_per_subject=settings.events_max_msgs_per_subject,
         )
         if service.needs_redis:
             if not settings.redis_url:

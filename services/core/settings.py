@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     events_max_age_days: float = 30.0
     events_max_bytes: int = 2 * 1024**3
     events_duplicate_window_s: float = 600.0
+    # per <member>.<server_id>.<kind> subject; a subject over it drops its own oldest (ADR 0009)
+    events_max_msgs_per_subject: int = 250_000
     events_replicas: int = Field(default=1, ge=1, le=5)
     secret_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/openchat/secret.key (ADR 0004)
     # Where `openchat status` looks when no `openchat up` runs here (docker compose): service -> base URL.

@@ -108,8 +108,11 @@ class LinkPreview(Contract):
     image_url: str | None = Field(default=None, max_length=LINK_PREVIEW_URL_MAX)
 
 
+MESSAGE_ID_MAX = 200  # a backend's message id (event ids ``msg:<id>``/``previews:<id>`` stay ≤ 256)
+
+
 class ChatMessage(Contract):
-    id: str
+    id: str = Field(min_length=1, max_length=MESSAGE_ID_MAX)
     server_id: ServerId
     channel_id: ChannelId
     author_uid: str
