@@ -12,7 +12,8 @@ the buffered events with ``Nats-Sequence`` > N. After a disconnect it buffers ag
 snapshot), delivers those, then the buffered live events still newer. Every event reaches the
 view exactly once and in stream order; the view model also ignores anything not newer.
 
-Commands not served yet by a service are isolated in one method each (see ``PENDING``).
+Commands are the rows of the commands table (``services.core.contracts.commands``), called through
+the one typed client (``services.core.rpc.StackCommands``) that the CLI uses too.
 """
 
 from __future__ import annotations
@@ -29,55 +30,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
-from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
     AttachmentRef,
     ChatMessage,
-    ConsentArgs,
-    DeleteMessageArgs,
-    DiscoverArgs,
-    DiscoverResult,
-    HistoryArgs,
+    HistoryResult,
     HttpToken,
-    IdentityCreateArgs,
-    IdentityGetArgs,
-    IdentityImportArgs,
-    IdentityInfo,
-    JoinArgs,
-    JoinResult,
-    LeaveArgs,
-    LeaveResult,
-    PreviewsArgs,
-    PreviewsResult,
-    ProbeArgs,
-    ProbeResult,
-    ProfileGetArgs,
-    ProfileGetResult,
-    ProfileSetArgs,
-    SendArgs,
-    SendResult,
     Snapshot,
-    SnapshotArgs,
-    SyncArgs,
     SyncResult,
-    TypingArgs,
-    UidModeArgs,
-    UidModeName,
-    ViewHistoryArgs,
+    ViewHistoryResult,
 )
-from services.core.contracts.notify import (
-    FocusArgs,
-    MarkReadArgs,
-    NotifyPrefs,
-    SetMuteArgs,
-    UnreadArgs,
-    UnreadResult,
-)
+from services.core.contracts.events import TypedEvent, decode_event
 from services.core.members import ConnectionFile
+from services.core.rpc import StackCommands
 
 log = logging.getLogger("openchat.ui.adapter")
 R = TypeVar("R", bound=BaseModel)
@@ -88,29 +56,7 @@ CONNECT_TIMEOUT_S = 5.0
 SNAPSHOT_MESSAGES = 50
 SYNC_PAGE = 1000
 
-# Commands whose service may not exist yet; each is used by exactly one adapter method.
-PENDING = {
-    "connector.consent": "profile consent (D18)",
-    "notification.unread": "unread counts",
-    "notification.mark_read": "mark read",
-    "notification.focus": "focus reports (D4)",
-    "notification.set_mute": "mute server",
-}
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class HistoryPage(_Lenient):
-    """Either ``ViewHistoryResult`` (state) or ``HistoryResult`` (connector)."""
-
-    messages: list[ChatMessage]
-    has_more: bool = False
-
-
-class _Ack(_Lenient):
-    ok: bool = True
+HistoryPage = ViewHistoryResult | HistoryResult  # a channel window (state) or an older page (connector)
 
 
 # -- operations for the main thread -------------------------------------------------------------
@@ -122,8 +68,14 @@ class SnapshotOp:
 
 @dataclass(frozen=True)
 class EventOp:
-    seq: int
-    envelope: dict[str, Any]
+    """One event, decoded on the bus thread against the events table (the main thread gets
+    models, never dicts)."""
+
+    event: TypedEvent
+
+    @property
+    def seq(self) -> int:
+        return self.event.seq
 
 
 @dataclass(frozen=True)
@@ -142,111 +94,22 @@ class ResultOp:
 Op = SnapshotOp | EventOp | StackOp | ResultOp
 
 
-class StackClient:
-    """Typed commands of the member's stack (runs on the bus thread)."""
+class StackClient(StackCommands):
+    """The member's typed commands (``services.core.rpc.StackCommands``, the commands table) plus
+    what only the desktop needs: media bytes over the state service's HTTP API (runs on the bus
+    thread)."""
 
     def __init__(self, bus: Bus, member: str) -> None:
-        self.bus = bus
-        self.member = member
+        super().__init__(bus, member)
         self._token: HttpToken | None = None
 
-    async def call(
-        self, service: str, verb: str, args: BaseModel, result: type[R], timeout: float = COMMAND_TIMEOUT_S
-    ) -> R:
-        return await self.bus.request(subjects.command(self.member, service, verb), args, result, timeout)
+    async def snapshot(
+        self, server_id: str | None = None, messages_per_channel: int = SNAPSHOT_MESSAGES
+    ) -> Snapshot:
+        return await super().snapshot(server_id, messages_per_channel)
 
-    # state
-    async def snapshot(self) -> Snapshot:
-        return await self.call(
-            "state", "snapshot", SnapshotArgs(messages_per_channel=SNAPSHOT_MESSAGES), Snapshot
-        )
-
-    async def sync(self, since_seq: int) -> SyncResult:
-        return await self.call("state", "sync", SyncArgs(since_seq=since_seq, limit=SYNC_PAGE), SyncResult)
-
-    async def window(self, server_id: str, channel_id: str, limit: int = 150) -> HistoryPage:
-        args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
-        return await self.call("state", "history", args, HistoryPage)
-
-    async def http_token(self) -> HttpToken:
-        return await self.call("state", "http_token", Empty(), HttpToken)
-
-    # connector
-    async def older(self, server_id: str, channel_id: str, before: str, limit: int = 50) -> HistoryPage:
-        args = HistoryArgs(server_id=server_id, channel_id=channel_id, before=before, limit=limit)
-        return await self.call("connector", "history", args, HistoryPage, timeout=20)
-
-    async def send(self, args: SendArgs) -> SendResult:
-        return await self.call("connector", "send", args, SendResult, timeout=30)
-
-    async def previews(self, enabled: bool | None = None) -> PreviewsResult:
-        return await self.call("connector", "previews", PreviewsArgs(enabled=enabled), PreviewsResult)
-
-    async def delete(self, server_id: str, channel_id: str, message_id: str) -> _Ack:
-        args = DeleteMessageArgs(server_id=server_id, channel_id=channel_id, message_id=message_id)
-        return await self.call("connector", "delete", args, _Ack, timeout=20)
-
-    async def typing(self, server_id: str, channel_id: str, is_typing: bool) -> _Ack:
-        args = TypingArgs(server_id=server_id, channel_id=channel_id, is_typing=is_typing)
-        return await self.call("connector", "typing", args, _Ack)
-
-    async def discover(self, url: str) -> DiscoverResult:
-        return await self.call("connector", "discover", DiscoverArgs(url=url), DiscoverResult, timeout=20)
-
-    async def probe(self, url: str, server_id: str | None) -> ProbeResult:
-        return await self.call("connector", "probe", ProbeArgs(url=url, server_id=server_id), ProbeResult, 20)
-
-    async def join(self, url: str, server_id: str) -> JoinResult:
-        args = JoinArgs(url=url, server_id=server_id, confirmed=True)
-        return await self.call("connector", "join", args, JoinResult, timeout=30)
-
-    async def leave(self, server_id: str) -> LeaveResult:
-        return await self.call("connector", "leave", LeaveArgs(server_id=server_id), LeaveResult, timeout=30)
-
-    async def consent(self, server_id: str, share: bool) -> _Ack:
-        return await self.call(
-            "connector", "consent", ConsentArgs(server_id=server_id, share_profile=share), _Ack
-        )
-
-    # the member's identity and profile (kept by the connector)
-    async def identity_get(self, reveal: bool = False) -> IdentityInfo:
-        return await self.call("connector", "identity_get", IdentityGetArgs(reveal=reveal), IdentityInfo)
-
-    async def identity_create(self) -> IdentityInfo:
-        return await self.call("connector", "identity_create", IdentityCreateArgs(), IdentityInfo)
-
-    async def identity_import(self, root: str) -> IdentityInfo:
-        args = IdentityImportArgs(root=root)
-        return await self.call("connector", "identity_import", args, IdentityInfo, timeout=30)
-
-    async def uid_mode(self, mode: UidModeName) -> IdentityInfo:
-        return await self.call("connector", "uid_mode", UidModeArgs(mode=mode), IdentityInfo, timeout=30)
-
-    async def profile_get(self, include_avatar: bool = False) -> ProfileGetResult:
-        args = ProfileGetArgs(include_avatar=include_avatar)
-        return await self.call("connector", "profile_get", args, ProfileGetResult)
-
-    async def profile_set(self, args: ProfileSetArgs) -> ProfileGetResult:
-        return await self.call("connector", "profile_set", args, ProfileGetResult, timeout=20)
-
-    # notification
-    async def unread(self) -> UnreadResult:
-        return await self.call("notification", "unread", UnreadArgs(), UnreadResult)
-
-    async def mark_read(self, server_id: str, channel_id: str | None) -> UnreadResult:
-        args = MarkReadArgs(server_id=server_id, channel_id=channel_id)
-        return await self.call("notification", "mark_read", args, UnreadResult)
-
-    async def focus(self, args: FocusArgs) -> UnreadResult:
-        return await self.call("notification", "focus", args, UnreadResult)
-
-    async def prefs(self) -> NotifyPrefs:
-        return await self.call("notification", "prefs", Empty(), NotifyPrefs)
-
-    async def set_mute(self, server_id: str, muted: bool) -> _Lenient:
-        return await self.call(
-            "notification", "set_mute", SetMuteArgs(server_id=server_id, muted=muted), _Lenient
-        )
+    async def sync(self, since_seq: int, limit: int = SYNC_PAGE) -> SyncResult:
+        return await super().sync(since_seq, limit)
 
     # media bytes over the state HTTP API
     async def attachment_bytes(self, base_url: str, msg: ChatMessage, att: AttachmentRef) -> bytes:
@@ -426,7 +289,9 @@ class StackAdapter:
         if seq <= self.last_seq:
             return
         self.last_seq = seq
-        self.ops.put(EventOp(seq, doc))
+        # decoded here, off the render thread; an invalid payload arrives with payload None
+        # (counted as seen, skipped), as the view model always did with it
+        self.ops.put(EventOp(decode_event(seq, doc, strict=False)))
 
     async def _catch_up(self) -> None:
         """Snapshot (first time) or sync (after that), then the buffered live events."""

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from services.core.contracts import events as ev
 from services.core.contracts.chat import (
     AttachmentRef,
     ChatMessage,
@@ -33,7 +34,8 @@ from services.core.contracts.chat import (
     ProbeResult,
     SendResult,
 )
-from services.core.contracts.notify import FocusArgs, UnreadResult
+from services.core.contracts.events import TypedEvent
+from services.core.contracts.notify import FocusArgs, Notification, UnreadResult
 from services.core.members import ConnectionFile
 from ui.account import Account, disclosure_sentence, other_mode
 from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
@@ -206,7 +208,7 @@ class App:
         ops = self.adapter.drain()
         for op in ops:
             if isinstance(op, EventOp):
-                self._apply_event(op.seq, op.envelope)
+                self._apply_event(op.event)
             elif isinstance(op, SnapshotOp):
                 self.model.apply_snapshot(op.snapshot, from_cache=op.from_cache)
                 self._after_snapshot()
@@ -222,23 +224,14 @@ class App:
                     log.exception("ui callback failed")
         return len(ops)
 
-    def _apply_event(self, seq: int, env: dict[str, Any]) -> None:
-        kind = env.get("type")
-        if kind == "unread.updated":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._apply_counts_event(env)
-            return
-        if kind == "notification":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._notify(env.get("payload") or {})
-            return
-        if kind == "notify.prefs":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._apply_server_prefs(env.get("payload") or {})
-            return
-        before = self.model.servers.get(str(env.get("server_id")))
-        self.model.apply_event(seq, env)
-        if kind == "server.updated" or (kind == "capabilities" and before is not None):
+    def _apply_event(self, event: TypedEvent) -> None:
+        before = self.model.servers.get(event.server_id)
+        self.model.apply(event)
+        for note in self.model.take_notifications():
+            self._notify(note)
+        if event.kind == ev.SERVER_UPDATED.kind or (
+            event.kind == ev.CAPABILITIES.kind and before is not None
+        ):
             self._maybe_ask_consent()
 
     def _after_snapshot(self) -> None:
@@ -342,23 +335,10 @@ class App:
             return
         self.adapter.submit(lambda c: c.unread(), self._on_counts)
 
-    def _notify(self, payload: dict[str, Any]) -> None:
-        """A ``notification`` event (7.6, decided by the notification service): an OS notification
-        (``ui/desktop.py``), or the in-app toast where no notification service exists; nothing
-        when it is a non-mention about the channel on screen in the focused window."""
-        from services.core.contracts.notify import Notification
-
-        try:
-            n = Notification.model_validate(payload)
-        except ValidationError:
-            return
-        if (
-            self.model.focused
-            and n.server_id == self.model.active_server
-            and n.channel_id == self.model.channel_id
-            and not n.mention
-        ):
-            return
+    def _notify(self, n: Notification) -> None:
+        """A ``notification`` event the view model kept (7.6, decided by the notification service;
+        the model drops a non-mention about the channel on screen in the focused window): an OS
+        notification (``ui/desktop.py``), or the in-app toast where no notification service exists."""
         if self.notifier is not None:
             self.notifier.show(n)
             return
@@ -387,18 +367,6 @@ class App:
         else:
             self.set_window_focus(True)
 
-    def _apply_server_prefs(self, payload: dict[str, Any]) -> None:
-        from services.core.contracts.notify import ServerPrefs
-
-        try:
-            prefs = ServerPrefs.model_validate(payload)
-        except ValidationError:
-            return
-        sm = self.model.servers.get(prefs.server_id)
-        if sm is not None:
-            sm.muted = prefs.muted
-            self.model.touch("rail")
-
     def refresh_prefs(self) -> None:
         from services.core.contracts.notify import NotifyPrefs
 
@@ -406,7 +374,7 @@ class App:
             if value is None:
                 return
             for sp in value.servers:
-                self._apply_server_prefs(sp.model_dump())
+                self.model.apply_server_prefs(sp)
 
         if self.adapter is not None:
             self.adapter.submit(lambda c: c.prefs(), done)
@@ -414,38 +382,7 @@ class App:
     def _on_counts(self, value: UnreadResult | None, error: BaseException | None) -> None:
         if error is not None or value is None:
             return  # notification service missing: local counting stays (model.add_message)
-        self.model.counts_from_service = True
-        for sc in value.servers:
-            sm = self.model.servers.get(sc.server_id)
-            if sm is None:
-                continue
-            for cc in sc.channels:
-                self._set_count(sm.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
-        self.model.touch("rail", "channels")
-
-    def _apply_counts_event(self, env: dict[str, Any]) -> None:
-        from services.core.contracts.notify import UnreadUpdated
-
-        try:
-            ev = UnreadUpdated.model_validate(env.get("payload") or {})
-        except ValidationError:
-            return
-        self.model.counts_from_service = True
-        for cc in ev.channels:
-            self._set_count(ev.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
-        self.model.touch("rail", "channels")
-
-    def _set_count(self, sid: str, ch: str, unread: int, mentions: int, revision: int) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        key = (sid, ch)
-        if self.model.count_revisions.get(key, -1) > revision:
-            return
-        self.model.count_revisions[key] = revision
-        visible = self.model.focused and self.model.active_server == sid and self.model.channel_id == ch
-        sm.unread[ch] = 0 if visible else unread
-        sm.mentions[ch] = 0 if visible else mentions
+        self.model.apply_counts(value)
 
     def focus_report(self, focused: bool) -> None:
         """Tell the notification service what this desktop shows (on every change and at least
@@ -1217,7 +1154,7 @@ class App:
             self.close_overlays()
             rec = res.server
             if rec.server_id not in self.model.servers:
-                self.model._on_joined(rec.server_id, _joined(rec), {})
+                self.model.server_joined(rec)
             self.model.select_server(rec.server_id)
             self.model.toast(f"Joined {rec.display_name}.", history=True)
             if probe is not None:
@@ -1395,12 +1332,6 @@ class App:
         self.images.dpg = dpg
         if self.watch_window and self.window is None:
             self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
-
-
-def _joined(rec: Any) -> Any:
-    from services.core.contracts.chat import ServerJoined
-
-    return ServerJoined(server=rec)
 
 
 def _entry_label(s: Any) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
+from services.core.contracts import commands as cmd
 from services.core.contracts.chat import IdentityGetArgs, IdentityInfo, UidModeArgs
 
 MODES = ("server_scoped", "global")
@@ -43,9 +44,9 @@ def register(identity: click.Group) -> None:
 
         async def work(c: MemberClient) -> IdentityInfo:
             if mode is None:
-                return await c.call("connector", "identity_get", IdentityGetArgs(), IdentityInfo)
+                return await c.call(cmd.IDENTITY_GET, IdentityGetArgs())
             args = UidModeArgs.model_validate({"mode": mode})
-            return await c.call("connector", "uid_mode", args, IdentityInfo)
+            return await c.call(cmd.UID_MODE, args)
 
         result: IdentityInfo = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(identity_text(result)))

@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
-from services.core.contracts.notify import BADGE_CAP, SERVICE, MarkReadArgs, UnreadArgs, UnreadResult
+from services.core.contracts import commands as cmd
+from services.core.contracts.notify import BADGE_CAP, MarkReadArgs, UnreadArgs, UnreadResult
 
 
 def badge(n: int) -> str:
@@ -61,7 +62,7 @@ def register(main: click.Group) -> None:
         """Unread and mention counts per server and channel."""
 
         async def work(c: MemberClient) -> UnreadResult:
-            return await c.call(SERVICE, "unread", UnreadArgs(server_id=server_id), UnreadResult)
+            return await c.call(cmd.UNREAD, UnreadArgs(server_id=server_id))
 
         result: UnreadResult = run(member, connection, work)
         emit(as_json, unread_rows(result), lambda: click.echo(unread_text(result)))
@@ -79,7 +80,7 @@ def register(main: click.Group) -> None:
 
         async def work(c: MemberClient) -> UnreadResult:
             args = MarkReadArgs(server_id=server_id, channel_id=channel_id)
-            return await c.call(SERVICE, "mark_read", args, UnreadResult)
+            return await c.call(cmd.MARK_READ, args)
 
         result: UnreadResult = run(member, connection, work)
         what = f"{server_id} #{channel_id}" if channel_id else server_id

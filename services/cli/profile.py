@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
+from services.core.contracts import commands as cmd
 from services.core.contracts.chat import (
     AVATAR_PRESETS,
     ConsentArgs,
@@ -61,7 +62,7 @@ def register(main: click.Group) -> None:
         """The profile and where it is published."""
 
         async def work(c: MemberClient) -> ProfileGetResult:
-            return await c.call("connector", "profile_get", ProfileGetArgs(), ProfileGetResult)
+            return await c.call(cmd.PROFILE_GET, ProfileGetArgs())
 
         result: ProfileGetResult = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(profile_text(result)))
@@ -101,7 +102,7 @@ def register(main: click.Group) -> None:
         args = ProfileSetArgs(display_name=name, avatar_preset_id=preset, avatar=image)
 
         async def work(c: MemberClient) -> ProfileGetResult:
-            return await c.call("connector", "profile_set", args, ProfileGetResult)
+            return await c.call(cmd.PROFILE_SET, args)
 
         result: ProfileGetResult = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(profile_text(result)))
@@ -119,7 +120,7 @@ def register(main: click.Group) -> None:
         args = ConsentArgs(server_id=server_id, share_profile=not keep_private)
 
         async def work(c: MemberClient) -> JoinResult:
-            return await c.call("connector", "consent", args, JoinResult)
+            return await c.call(cmd.CONSENT, args)
 
         result: JoinResult = run(member, connection, work)
         word = "private on" if keep_private else "shared with"

@@ -26,14 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from services.connector import domain
 from services.connector.anchors import AnchorStore
@@ -47,12 +45,12 @@ from services.connector.backend import (
 )
 from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
-from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
+from services.connector.session import BatchSink, EventSink, Session, Timing
 from services.core.bus import CommandError
+from services.core.contracts import events as ev
 from services.core.contracts import subjects
-from services.core.contracts.bus import utcnow
+from services.core.contracts.bus import EventEnvelope, utcnow
 from services.core.contracts.chat import (
-    KIND_MESSAGE_PREVIEWS,
     Ack,
     ChatMessage,
     ConsentArgs,
@@ -93,7 +91,6 @@ from services.core.contracts.chat import (
     ServerUpdated,
     TypingArgs,
     UidModeArgs,
-    previews_event_id,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
@@ -246,11 +243,9 @@ class Connector:
             current = self.sessions.get((session.member, session.server_id))
             if not cards or current is None or not self.preview_prefs.enabled(session.member):
                 return  # nothing found, the server was left, or the switch went off meanwhile
-            await current.emit(
-                KIND_MESSAGE_PREVIEWS,
+            await current.publish(
+                ev.MESSAGE_PREVIEWS,
                 MessagePreviews(channel_id=msg.channel_id, message_id=msg.id, previews=cards),
-                previews_event_id(msg.id),
-                msg.channel_id,
             )
         except asyncio.CancelledError:
             raise
@@ -313,10 +308,8 @@ class Connector:
             raise CommandError("server_not_joined", f"You have not joined server {server_id}.")
         return session
 
-    async def _emit(self, member: str, server_id: str, kind: str, payload: BaseModel, event_id: str) -> None:
-        envelope = envelope_class(type(payload))(
-            event_id=event_id, server_id=server_id, type=kind, payload=payload
-        )
+    async def _emit(self, member: str, envelope: EventEnvelope[Any]) -> None:
+        """Publish an envelope built by the events table (``EventSpec.envelope``)."""
         await self.sink(member, envelope)
 
     # -- servers ---------------------------------------------------------------------------------
@@ -401,13 +394,7 @@ class Connector:
                 self.servers.add(member, record)
             except ServerExists as exc:
                 raise CommandError("server_exists", str(exc)) from exc
-            await self._emit(
-                member,
-                record.server_id,
-                "server.joined",
-                ServerJoined(server=record),
-                f"joined:{record.joined_at.isoformat()}",
-            )
+            await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))
             self._start_session(member, record)
         log.info("server joined", extra={"member": member, "server_id": record.server_id})
         return JoinResult(server=record)
@@ -438,14 +425,8 @@ class Connector:
         self.anchors.forget(member, record.server_id)
         self.profile_store.forget_server(member, record.server_id)
         self.rate.forget((member, record.server_id))
-        now = utcnow()
-        await self._emit(
-            member,
-            record.server_id,
-            "server.left",
-            ServerLeft(server_id=record.server_id),
-            f"left:{now.isoformat()}",
-        )
+        left = ServerLeft(server_id=record.server_id)
+        await self._emit(member, ev.SERVER_LEFT.envelope(record.server_id, left))
         log.info(
             "server left",
             extra={"member": member, "server_id": record.server_id, "backend_left": backend_left},
@@ -458,13 +439,7 @@ class Connector:
         record = session.record.model_copy(update={"profile_consent": args.share_profile})
         self.servers.update(member, record)
         session.record = record
-        await self._emit(
-            member,
-            record.server_id,
-            "server.updated",
-            ServerUpdated(server=record),
-            f"srvupd:{uuid.uuid4().hex}",
-        )
+        await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, ServerUpdated(server=record)))
         if args.share_profile:
             session.request_profile_sync()  # D18: publish now that the member agreed
         return JoinResult(server=record)
@@ -579,13 +554,8 @@ class Connector:
             # an avatar uploaded under the old uid belongs to it: upload again under the new one
             self.profile_store.forget_server(member, record.server_id)
             try:
-                await self._emit(
-                    member,
-                    record.server_id,
-                    "server.updated",
-                    ServerUpdated(server=record),
-                    f"srvupd:{uuid.uuid4().hex}",
-                )
+                updated = ServerUpdated(server=record)
+                await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, updated))
             finally:  # the server stays connected even when the bus refused the event
                 self._start_session(member, record, previous=old)
             changed.append(record)
@@ -626,11 +596,8 @@ class Connector:
                 "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
             )
         await session.backend.delete_message(args.channel_id, args.message_id)
-        await session.emit(
-            "message.deleted",
-            MessageDeleted(channel_id=args.channel_id, message_id=args.message_id),
-            f"del:{args.message_id}",
-            args.channel_id,
+        await session.publish(
+            ev.MESSAGE_DELETED, MessageDeleted(channel_id=args.channel_id, message_id=args.message_id)
         )
         return Ack(ok=True, detail="deleted")
 

@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import httpx
 import redis.asyncio as aioredis
-from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError
+from services.core.contracts import commands as cmd
 from services.core.contracts.bus import Empty, utcnow
 from services.core.contracts.chat import (
     HttpToken,
@@ -27,10 +27,12 @@ from services.core.contracts.chat import (
     Snapshot,
     SnapshotArgs,
     SyncArgs,
+    SyncResult,
     ViewHistoryArgs,
     ViewHistoryResult,
 )
 from services.core.paths import HomeLayout
+from services.core.rpc import serve
 from services.state import tokens
 from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text_id
 from services.state.materializer import Materializer
@@ -83,29 +85,30 @@ class StateRuntime:
     def register_commands(self) -> None:
         bus = self.bus
 
-        @bus.command(SERVICE_NAME, "snapshot", SnapshotArgs)
-        async def snapshot(member: str, args: SnapshotArgs) -> BaseModel:
+        async def snapshot(member: str, args: SnapshotArgs) -> Snapshot:
             return await self.snapshot(member, args)
 
-        @bus.command(SERVICE_NAME, "sync", SyncArgs)
-        async def sync(member: str, args: SyncArgs) -> BaseModel:
+        async def sync(member: str, args: SyncArgs) -> SyncResult:
             return await sync_events(self.bus, self.stream, member, args.since_seq, args.limit)
 
-        @bus.command(SERVICE_NAME, "history", ViewHistoryArgs)
-        async def history(member: str, args: ViewHistoryArgs) -> BaseModel:
+        async def history(member: str, args: ViewHistoryArgs) -> ViewHistoryResult:
             if await self.store.server(member, args.server_id) is None:
                 raise CommandError("not_found", "no such server in your view")
             return await self.history(member, args.server_id, args.channel_id, args.limit)
 
-        @bus.command(SERVICE_NAME, "servers", Empty)
-        async def servers(member: str, args: Empty) -> BaseModel:
+        async def servers(member: str, args: Empty) -> ServerList:
             seq, statuses = await self._consistent(lambda: self.store.statuses(member))
             return ServerList(seq=seq, servers=statuses)
 
-        @bus.command(SERVICE_NAME, "http_token", Empty)
-        async def http_token(member: str, args: Empty) -> BaseModel:
+        async def http_token(member: str, args: Empty) -> HttpToken:
             token, expires = tokens.issue(self.secret, member, time.time(), self.settings.state_token_ttl_s)
             return HttpToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC), member=member)
+
+        serve(bus, cmd.SNAPSHOT, snapshot)
+        serve(bus, cmd.SYNC, sync)
+        serve(bus, cmd.VIEW_HISTORY, history)
+        serve(bus, cmd.SERVERS, servers)
+        serve(bus, cmd.HTTP_TOKEN, http_token)
 
     async def start(self, *, serve_commands: bool = True) -> None:
         self.register_commands()
