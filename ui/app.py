@@ -39,10 +39,10 @@ from services.core.contracts.notify import FocusArgs, Notification, UnreadResult
 from services.core.members import ConnectionFile
 from ui.account import Account, disclosure_sentence, other_mode
 from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
-from ui.composer import Composer
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
-from ui.model import ViewModel
+from ui.state.composer import Composer
+from ui.state.model import ViewModel
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
 
 log = logging.getLogger("openchat.ui")
@@ -834,8 +834,8 @@ class App:
         threading.Thread(target=work, name="openchat-paste", daemon=True).start()
 
     def _pasted(self, got: tuple[str, bytes] | str | None, max_up: int) -> None:
-        from ui.composer import Attachment
-        from ui.model import format_bytes
+        from ui.state.composer import Attachment
+        from ui.state.model import format_bytes
 
         self._pasting = False
         if got is None:

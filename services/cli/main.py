@@ -49,9 +49,10 @@ def up(demo: bool, with_ui: bool) -> None:
 @click.pass_context
 def ui(ctx: click.Context) -> None:
     """Open the desktop app (options: --connection FILE, --scale, --font-size)."""
-    from ui.app import main as ui_main
+    import os
 
-    ui_main(list(ctx.args))
+    # the desktop app is its own program (``python -m ui``); the CLI imports nothing of it
+    os.execv(sys.executable, [sys.executable, "-m", "ui", *ctx.args])  # noqa: S606 (the member's own args)
 
 
 @main.command()

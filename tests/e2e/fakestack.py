@@ -50,7 +50,7 @@ from services.core.contracts.chat import (
     TypingArgs,
     ViewHistoryArgs,
 )
-from tests.e2e import fakes
+from testkit import fakes
 
 
 class FakeStack:

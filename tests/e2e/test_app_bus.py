@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from services.core.members import ConnectionFile, new_user_nkey
-from tests.e2e import fakes
+from testkit import fakes
 from tests.e2e.conftest import Shooter, label_of, render, text_of
 from tests.e2e.fakestack import FakeStack
 from tests.e2e.tcpproxy import TcpProxy

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dearpygui.dearpygui as dpg
 
@@ -15,11 +15,9 @@ from services.core.contracts.chat import AVATAR_PRESETS, AttachmentRef, ChatMess
 from ui import fonts
 from ui.account import PRESET_COLORS
 from ui.fonts import FontSet
-from ui.model import ViewModel, format_bytes
-from ui.timeline import Timeline, round_image
-
-if TYPE_CHECKING:
-    from ui.app import App
+from ui.ports import AppPort
+from ui.state.model import ViewModel, format_bytes
+from ui.view.timeline import Timeline, round_image
 
 VERSION = "0.1.0"
 THUMB_SIDE = 144  # attachment preview thumbnails are decoded this small
@@ -65,7 +63,7 @@ KEYMAP = [
 
 
 class View:
-    def __init__(self, app: App, scale: float = 1.0, font_size: int = 16) -> None:
+    def __init__(self, app: AppPort, scale: float = 1.0, font_size: int = 16) -> None:
         self.app = app
         self.scale = scale
         self.font_size = font_size

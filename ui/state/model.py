@@ -45,7 +45,7 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.events import TypedEvent, decode_event
 from services.core.contracts.notify import Notification, ServerPrefs, UnreadResult, UnreadUpdated
-from ui.store import MessageLog
+from ui.state.store import MessageLog
 
 GROUP_WINDOW = timedelta(minutes=5)
 TYPING_TTL_S = 6.0
