@@ -263,21 +263,19 @@ def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> N
     app.discover()
     pump(
         app,
-        lambda: app.add_state.get("probe") is not None or "error" in app.add_state,
+        lambda: app.add_flow.probe is not None or bool(app.add_flow.error),
         timeout=20,
         what="discover",
     )
-    assert "error" not in app.add_state, app.add_state.get("error")
-    names = [s.server_id for s in app.add_state["servers"]]
+    assert not app.add_flow.error, app.add_flow.error
+    names = [s.server_id for s in app.add_flow.servers]
     assert names == ["srv_harbor", "srv_testlab"]
     app.pick_discovered(
         next(
-            f"{s.display_name} ({s.server_id})"
-            for s in app.add_state["servers"]
-            if s.server_id == "srv_testlab"
+            f"{s.display_name} ({s.server_id})" for s in app.add_flow.servers if s.server_id == "srv_testlab"
         )
     )
-    pump(app, lambda: app.add_state.get("probe") is not None, timeout=20, what="probe")
+    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
     assert text_of("oc_add_warning") == ""  # localhost: no HTTPS warning
     assert "UID" in text_of("oc_add_disclosure")
     shooter.shot(app, "dialog")
@@ -302,13 +300,11 @@ def _join(app: Any, url: str, server_id: str) -> None:
     app.open_add_server()
     app.set_add_url(url)
     app.discover()
-    pump(app, lambda: app.add_state.get("probe") is not None or "error" in app.add_state, 20, "discover")
+    pump(app, lambda: app.add_flow.probe is not None or bool(app.add_flow.error), 20, "discover")
     app.pick_discovered(
-        next(
-            f"{e.display_name} ({e.server_id})" for e in app.add_state["servers"] if e.server_id == server_id
-        )
+        next(f"{e.display_name} ({e.server_id})" for e in app.add_flow.servers if e.server_id == server_id)
     )
-    pump(app, lambda: app.add_state.get("probe") is not None, timeout=20, what="probe")
+    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
     app.add_server()
     pump(app, lambda: app.model.active_server == server_id, timeout=30, what="join")
     pump(app, lambda: app.model.channel_id is not None, timeout=20, what="channels")
