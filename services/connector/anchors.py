@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 log = logging.getLogger("openchat.connector.anchors")
 
@@ -50,11 +48,12 @@ class Anchor:
     created_at: datetime
 
 
-class AnchorStore:
+class AnchorStore(SqliteStore):
     """Durable anchors with a debounced writer. One per connector process."""
 
+    SCHEMA = SCHEMA
+
     def __init__(self, db_path: Path, *, interval_s: float = 1.0) -> None:
-        self.db_path = db_path
         self.interval_s = interval_s
         self._pending: dict[Key, Anchor] = {}
         self._wakeup = asyncio.Event()
@@ -62,12 +61,7 @@ class AnchorStore:
         self._write_lock = asyncio.Lock()
         self.flushes = 0
         self.flushed = asyncio.Event()  # set after each write (tests await it)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+        super().__init__(db_path)
 
     # -- reads -----------------------------------------------------------------------------------
     def load(self, member: str, server_id: str) -> dict[str, Anchor]:

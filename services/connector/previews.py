@@ -37,14 +37,11 @@ import ipaddress
 import logging
 import re
 import socket
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -57,7 +54,7 @@ from services.core.contracts.chat import (
     LINK_PREVIEW_URL_MAX,
     LinkPreview,
 )
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 log = logging.getLogger("openchat.connector.previews")
 
@@ -520,17 +517,10 @@ CREATE TABLE IF NOT EXISTS connector_preview_prefs (
 """
 
 
-class PreviewPrefs:
+class PreviewPrefs(SqliteStore):
     """Per member: link previews on (the default) or off everywhere."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+    SCHEMA = SCHEMA
 
     def enabled(self, member: str) -> bool:
         """Read each time (connector replicas share the database); asked only for messages

@@ -30,12 +30,9 @@ import binascii
 import hashlib
 import io
 import logging
-import sqlite3
 import unicodedata
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,7 +50,7 @@ from services.core.contracts.chat import (
     ProfileSetArgs,
     ProfileSyncState,
 )
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 if TYPE_CHECKING:
     from services.connector.session import Session
@@ -220,15 +217,8 @@ class StoredProfile:
         return self.profile.model_copy(update={"avatar_b64": base64.b64encode(self.image).decode()})
 
 
-class ProfileStore:
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+class ProfileStore(SqliteStore):
+    SCHEMA = SCHEMA
 
     def get(self, member: str) -> StoredProfile | None:
         with self._db() as db:

@@ -7,7 +7,6 @@ into the member's connection file, which the desktop app and the CLI use to conn
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ import nkeys
 from pydantic import BaseModel, ConfigDict
 
 from services.core.contracts import subjects
-from services.core.db import open_db
+from services.core.db import SqliteStore
 from services.core.paths import write_atomic
 
 SCHEMA = """
@@ -73,17 +72,15 @@ def new_user_nkey() -> tuple[str, str]:
     return seed.decode(), keypair.public_key.decode()
 
 
-class MemberRegistry:
+class MemberRegistry(SqliteStore):
     """Members of this instance. One short transaction per call; safe across processes."""
+
+    SCHEMA = SCHEMA
+    DURABLE = True  # the member registry must survive a power loss
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.path, durable=True)
+        super().__init__(path)
 
     def add(self, name: str) -> tuple[Member, str]:
         """Create a member; return it and the nkey seed (shown once, never stored here)."""

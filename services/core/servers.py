@@ -8,11 +8,9 @@ backends may reuse ids, so nothing is keyed by server id alone.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractContextManager
-from pathlib import Path
 
 from services.core.contracts.chat import ServerRecord
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS joined_servers (
@@ -32,15 +30,8 @@ class ServerNotJoined(KeyError):
     pass
 
 
-class ServerStore:
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+class ServerStore(SqliteStore):
+    SCHEMA = SCHEMA
 
     def add(self, member: str, record: ServerRecord) -> None:
         with self._db() as db:
