@@ -52,6 +52,7 @@ class AnchorStore(SqliteStore):
     """Durable anchors with a debounced writer. One per connector process."""
 
     SCHEMA = SCHEMA
+    MEMBER_TABLES = ("connector_anchors",)
 
     def __init__(self, db_path: Path, *, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
@@ -84,6 +85,12 @@ class AnchorStore(SqliteStore):
         self._pending[(member, server_id, channel_id)] = anchor
         if self._task is not None and not self._wakeup.is_set():
             self._wakeup.set()
+
+    def forget_member(self, member: str) -> int:
+        """Every anchor of ``member``: the pending ones and the written ones."""
+        for key in [k for k in self._pending if k[0] == member]:
+            del self._pending[key]
+        return super().forget_member(member)
 
     def forget(self, member: str, server_id: str) -> None:
         """Drop a session's anchors (the member left the server)."""

@@ -29,7 +29,7 @@ from services.core.contracts import commands as cmd
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import REHYDRATE_SUBJECT, RehydrateRequest
 from services.core.identity import default_key_file
-from services.core.rpc import serve
+from services.core.rpc import serve, serve_member_removal
 from services.core.service import Service, ServiceContext
 
 log = logging.getLogger("openchat.connector.app")
@@ -129,6 +129,8 @@ async def register(bus: Bus, connector: Connector) -> None:
     serve(bus, cmd.IDENTITY_IMPORT, connector.identity_import)
     serve(bus, cmd.UID_MODE, connector.uid_mode)
     serve(bus, cmd.PREVIEWS, connector.previews_switch)
+
+    await serve_member_removal(bus, "connector", connector.forget_member)
 
     async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006

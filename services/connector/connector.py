@@ -103,6 +103,7 @@ from services.core.identity import (
     load_or_create_key,
     project_uid,
 )
+from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout
 from services.core.servers import ServerExists, ServerNotJoined, ServerStore
 
@@ -147,7 +148,7 @@ class Connector:
         self.sink = sink
         self.batch_sink = batch_sink  # gap fill: many events per acked batch (None: one by one)
         self.timing = timing or Timing()
-        registry = HomeLayout(home).registry_db
+        registry = self.registry_db = HomeLayout(home).registry_db
         registry.parent.mkdir(parents=True, exist_ok=True)
         self.servers = ServerStore(registry)
         self.identities = IdentityStore(registry, load_or_create_key(key_file))
@@ -172,11 +173,34 @@ class Connector:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start a session for every (member, server) in the durable store."""
+        """Forget members removed while the connector was down; start a session for every
+        (member, server) in the durable store."""
+        for member in MemberRegistry(self.registry_db).removed():
+            self._forget_stores(member)
         self.anchors.start()
         for member, record in self.servers.everything():
             self._start_session(member, record)
         log.info("connector sessions started", extra={"sessions": len(self.sessions)})
+
+    async def forget_member(self, member: str) -> dict[str, int]:
+        """A member was removed (``oc.sys.member.remove.connector``): stop its sessions and delete
+        everything the connector keeps of it."""
+        keys = [key for key in self.sessions if key[0] == member]
+        for key in keys:
+            await self.sessions.pop(key).stop()
+            self.rate.forget(key)
+        removed = self._forget_stores(member)
+        removed["sessions"] = len(keys)
+        log.info("member forgotten", extra={"member": member, **removed})
+        return removed
+
+    def _forget_stores(self, member: str) -> dict[str, int]:
+        return {
+            "joined_servers": self.servers.forget_member(member),
+            "profiles": self.profile_store.forget_member(member),
+            "anchors": self.anchors.forget_member(member),
+            "preview_prefs": self.preview_prefs.forget_member(member),
+        }
 
     async def close(self) -> None:
         sessions, self.sessions = list(self.sessions.values()), {}

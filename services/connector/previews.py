@@ -521,6 +521,7 @@ class PreviewPrefs(SqliteStore):
     """Per member: link previews on (the default) or off everywhere."""
 
     SCHEMA = SCHEMA
+    MEMBER_TABLES = ("connector_preview_prefs",)
 
     def enabled(self, member: str) -> bool:
         """Read each time (connector replicas share the database); asked only for messages

@@ -219,6 +219,7 @@ class StoredProfile:
 
 class ProfileStore(SqliteStore):
     SCHEMA = SCHEMA
+    MEMBER_TABLES = ("member_profiles", "member_profile_assets")
 
     def get(self, member: str) -> StoredProfile | None:
         with self._db() as db:
@@ -261,11 +262,6 @@ class ProfileStore(SqliteStore):
             db.execute(
                 "DELETE FROM member_profile_assets WHERE member = ? AND server_id = ?", (member, server_id)
             )
-
-    def forget_member(self, member: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM member_profiles WHERE member = ?", (member,))
-            db.execute("DELETE FROM member_profile_assets WHERE member = ?", (member,))
 
 
 def apply_change(current: StoredProfile | None, args: ProfileSetArgs, now: datetime) -> StoredProfile:

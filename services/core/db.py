@@ -40,6 +40,7 @@ class SqliteStore:
 
     SCHEMA: ClassVar[str] = ""
     DURABLE: ClassVar[bool] = False
+    MEMBER_TABLES: ClassVar[tuple[str, ...]] = ()  # this store's tables keyed by a ``member`` column
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
@@ -49,3 +50,27 @@ class SqliteStore:
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return open_db(self.db_path, durable=self.DURABLE)
+
+    def members(self) -> set[str]:
+        """Every member this store keeps rows of."""
+        with self._db() as db:
+            return {
+                row[0]
+                for table in self.MEMBER_TABLES
+                for row in db.execute(f"SELECT DISTINCT member FROM {table}")  # noqa: S608 (a class constant)
+            }
+
+    def forget_member(self, member: str) -> int:
+        """Delete every row of ``member`` (one transaction); returns how many went."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = sum(
+                    db.execute(f"DELETE FROM {table} WHERE member = ?", (member,)).rowcount  # noqa: S608
+                    for table in self.MEMBER_TABLES
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return n

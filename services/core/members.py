@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS members (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- members removed: every service forgets their data (at once over the bus, else at its next start)
+CREATE TABLE IF NOT EXISTS removed_members (name TEXT PRIMARY KEY, removed_at TEXT NOT NULL);
 """
 
 
@@ -95,6 +97,7 @@ class MemberRegistry(SqliteStore):
                 )
             except sqlite3.IntegrityError as exc:
                 raise MemberExists(f"member {name!r} already exists") from exc
+            db.execute("DELETE FROM removed_members WHERE name = ?", (member.name,))  # a new member
         return member, seed
 
     def rotate(self, name: str) -> tuple[Member, str]:
@@ -121,10 +124,24 @@ class MemberRegistry(SqliteStore):
         return [Member(*row) for row in rows]
 
     def remove(self, name: str) -> None:
+        """Remove the member and remember the removal (``removed``) for the services."""
         with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
             cur = db.execute("DELETE FROM members WHERE name = ?", (name,))
-        if cur.rowcount == 0:
-            raise MemberNotFound(name)
+            if cur.rowcount == 0:
+                db.execute("ROLLBACK")
+                raise MemberNotFound(name)
+            db.execute(
+                "INSERT INTO removed_members (name, removed_at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET removed_at = excluded.removed_at",
+                (name, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+            db.execute("COMMIT")
+
+    def removed(self) -> list[str]:
+        """Members removed (and not added again): a starting service forgets what it keeps of them."""
+        with self._db() as db:
+            return [row[0] for row in db.execute("SELECT name FROM removed_members ORDER BY name")]
 
     def nats_users(self) -> list[tuple[str, str]]:
         return [(m.name, m.nkey_public) for m in self.all()]

@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from services.core.bus import Bus
+from services.core.bus import Bus, CommandError, decode
 from services.core.contracts import commands as cmd
-from services.core.contracts.bus import Empty
+from services.core.contracts.bus import CommandEnvelope, Empty, ErrorBody, ReplyEnvelope
 from services.core.contracts.chat import Ack as AckResult
 from services.core.contracts.chat import (
     ConsentArgs,
@@ -54,6 +56,13 @@ from services.core.contracts.chat import (
     ViewHistoryResult,
 )
 from services.core.contracts.commands import CommandSpec
+from services.core.contracts.members import (
+    MEMBER_DATA_SERVICES,
+    MEMBER_REMOVE_TIMEOUT_S,
+    MemberRemoveArgs,
+    MemberRemoved,
+    member_remove_subject,
+)
 from services.core.contracts.notify import (
     FocusArgs,
     MarkReadArgs,
@@ -63,6 +72,7 @@ from services.core.contracts.notify import (
     UnreadResult,
 )
 
+log = logging.getLogger("openchat.rpc")
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
@@ -183,3 +193,52 @@ class StackCommands:
 
     async def set_mute(self, server_id: str, muted: bool) -> NotifyPrefs:
         return await self.call(cmd.SET_MUTE, SetMuteArgs(server_id=server_id, muted=muted))
+
+
+async def serve_member_removal(
+    bus: Bus, service: str, forget: Callable[[str], Awaitable[dict[str, int]]]
+) -> Subscription:
+    """Answer ``oc.sys.member.remove.<service>``: ``forget(member)`` deletes everything this
+    service keeps of the member and says what went (``services.core.contracts.members``)."""
+    envelope_model = cast(Any, CommandEnvelope)[MemberRemoveArgs]
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            args: MemberRemoveArgs = decode(envelope_model, msg.data).args
+            removed = await forget(args.member)
+            reply: ReplyEnvelope[Any] = ReplyEnvelope[MemberRemoved](
+                ok=True, result=MemberRemoved(service=service, member=args.member, removed=removed)
+            )
+        except (ValidationError, ValueError) as exc:
+            reply = ReplyEnvelope[Any](
+                ok=False, error=ErrorBody(code="invalid_payload", message=str(exc)[:300], retryable=False)
+            )
+        except Exception:
+            log.exception("member removal failed", extra={"service": service})
+            reply = ReplyEnvelope[Any](
+                ok=False,
+                error=ErrorBody(
+                    code="internal_error", message="the service failed to forget the member", retryable=True
+                ),
+            )
+        if msg.reply:
+            await bus.nc.publish(msg.reply, reply.model_dump_json().encode())
+
+    return await bus.nc.subscribe(member_remove_subject(service), queue=service, cb=on_msg)
+
+
+async def remove_member_everywhere(bus: Bus, member: str) -> dict[str, MemberRemoved | str]:
+    """Ask every service that keeps member data to forget ``member``; per service the answer,
+    or why there is none (not running, failed)."""
+    out: dict[str, MemberRemoved | str] = {}
+    for service in MEMBER_DATA_SERVICES:
+        try:
+            out[service] = await bus.request(
+                member_remove_subject(service),
+                MemberRemoveArgs(member=member),
+                MemberRemoved,
+                MEMBER_REMOVE_TIMEOUT_S,
+            )
+        except CommandError as exc:
+            out[service] = exc.code
+    return out

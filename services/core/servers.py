@@ -32,6 +32,7 @@ class ServerNotJoined(KeyError):
 
 class ServerStore(SqliteStore):
     SCHEMA = SCHEMA
+    MEMBER_TABLES = ("joined_servers",)
 
     def add(self, member: str, record: ServerRecord) -> None:
         with self._db() as db:
@@ -80,7 +81,3 @@ class ServerStore(SqliteStore):
         with self._db() as db:
             rows = db.execute("SELECT member, record FROM joined_servers ORDER BY member, rowid").fetchall()
         return [(m, ServerRecord.model_validate_json(r)) for m, r in rows]
-
-    def forget_member(self, member: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM joined_servers WHERE member = ?", (member,))

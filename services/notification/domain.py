@@ -390,6 +390,14 @@ class Engine:
         self.deleted_servers: set[tuple[str, str]] = set()
 
     # -- access ------------------------------------------------------------------------------
+    def forget_member(self, member: str) -> None:
+        """A removed member: nothing of it is kept (nor written back by a pending flush)."""
+        self.members.pop(member, None)
+        self.dirty_members.discard(member)
+        self.dirty_servers = {k for k in self.dirty_servers if k[0] != member}
+        self.dirty_channels = {k for k in self.dirty_channels if k[0] != member}
+        self.deleted_servers = {k for k in self.deleted_servers if k[0] != member}
+
     def member(self, member: str) -> MemberState:
         st = self.members.get(member)
         if st is None:

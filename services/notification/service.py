@@ -67,7 +67,8 @@ from services.core.contracts.notify import (
     UnreadArgs,
     UnreadResult,
 )
-from services.core.rpc import serve_now
+from services.core.members import MemberRegistry
+from services.core.rpc import serve_member_removal, serve_now
 from services.core.servers import ServerNotJoined, ServerStore
 from services.notification.domain import Effects, Engine, utcnow
 from services.notification.store import NotifyStore
@@ -115,6 +116,7 @@ class NotificationService:
         self.consumer = consumer
         self.batch = batch
         self.read_acks_enabled = read_acks
+        self.db_path = db_path
         self.servers = ServerStore(db_path)
         self.store = NotifyStore(db_path)
         self.engine = Engine(clock=clock, server_loader=self._load_server)
@@ -131,12 +133,17 @@ class NotificationService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        removed = set(MemberRegistry(self.db_path).removed())
+        for member in removed:  # removed while the service was down
+            self.store.forget_member(member)
         self.store.load(self.engine)
         self.applied_seq = self.store.last_seq(self.consumer)
         for member, record in self._joined_servers():
-            self.engine.on_server_joined(member, record)  # every joined server has counts (zero)
+            if member not in removed:
+                self.engine.on_server_joined(member, record)  # every joined server has counts (zero)
         self.store.flush(self.engine)
         await self._serve_commands()
+        self._subs.append(await serve_member_removal(self.bus, "notification", self.forget_member))
         self._pull = await self._bind_consumer()
         self._loop_task = asyncio.create_task(self._consume(), name="notification-consume")
         self._ack_task = asyncio.create_task(self._read_ack_worker(), name="notification-read-acks")
@@ -279,6 +286,17 @@ class NotificationService:
         except ValueError:
             log.warning("invalid event dropped", extra={"subject": subject})
         return Effects()
+
+    async def forget_member(self, member: str) -> dict[str, int]:
+        """A member was removed (``oc.sys.member.remove.notification``): counts, cursors,
+        preferences and focus reports go."""
+        self.engine.forget_member(member)
+        for key in [k for k in self._pending_puts if k[0] == member]:
+            del self._pending_puts[key]
+        self._pending_gets = {k for k in self._pending_gets if k[0] != member}
+        rows = self.store.forget_member(member)
+        log.info("member forgotten", extra={"member": member, "rows": rows})
+        return {"notification_rows": rows}
 
     def _refresh_consent(self, member: str, server_id: str) -> None:
         record = self._load_server(member, server_id)

@@ -75,6 +75,14 @@ class NotifyStore:
             raise
         self._conn.execute("COMMIT")
 
+    def forget_member(self, member: str) -> int:
+        """Every row of ``member`` (a removed member); returns how many went."""
+        with self._tx() as db:
+            return sum(
+                db.execute(f"DELETE FROM {table} WHERE member = ?", (member,)).rowcount  # noqa: S608
+                for table in ("notify_members", "notify_servers", "notify_channels")
+            )
+
     def last_seq(self, consumer: str) -> int:
         row = self._conn.execute(
             "SELECT last_seq FROM notify_progress WHERE consumer = ?", (consumer,)

@@ -8,6 +8,7 @@ from a provider), so no module of the service imports one that imports it back.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,11 @@ from typing import TypeVar
 
 import httpx
 import redis.asyncio as aioredis
+from nats.aio.subscription import Subscription
 
 from services.core.bus import Bus, CommandError
 from services.core.contracts import commands as cmd
+from services.core.contracts import subjects
 from services.core.contracts.bus import Empty, utcnow
 from services.core.contracts.chat import (
     HttpToken,
@@ -31,8 +34,9 @@ from services.core.contracts.chat import (
     ViewHistoryArgs,
     ViewHistoryResult,
 )
+from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout
-from services.core.rpc import serve
+from services.core.rpc import serve, serve_member_removal
 from services.state import tokens
 from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text_id
 from services.state.materializer import Materializer
@@ -70,6 +74,8 @@ class StateRuntime:
             clock,
             registry_db=HomeLayout(settings.home).registry_db,
         )
+        self.registry_db = HomeLayout(settings.home).registry_db
+        self._removal: Subscription | None = None
         configured = settings.state_http_secret
         self.secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
         self._own_client = http_client is None
@@ -114,12 +120,33 @@ class StateRuntime:
         self.register_commands()
         if serve_commands:
             await self.bus.serve_commands()
+        for member in MemberRegistry(self.registry_db).removed():  # removed while the service was down
+            await self.forget_member(member)
+        self._removal = await serve_member_removal(self.bus, SERVICE_NAME, self.forget_member)
         self.materializer.start()
 
     async def stop(self) -> None:
+        if self._removal is not None:
+            with contextlib.suppress(Exception):
+                await self._removal.unsubscribe()
         await self.materializer.stop()
         if self._own_client:
             await self.http_client.aclose()
+
+    async def forget_member(self, member: str) -> dict[str, int]:
+        """A member was removed (``oc.sys.member.remove.state``): its materialized view and its
+        events in the stream go (a rebuild from the stream cannot bring them back)."""
+        purged = await self.bus.js.purge_stream(self.stream, subject=f"{subjects.INGEST_PREFIX}.{member}.>")
+        async with self.materializer.lock:
+            keys = [
+                k
+                async for k in self.store.redis.scan_iter(
+                    match=f"{self.store.prefix}:m:{member}:*", count=1000
+                )
+            ]
+            if keys:
+                await self.store.redis.delete(*keys)
+        return {"view_keys": len(keys), "stream_purged": int(bool(purged))}
 
     # -- queries --------------------------------------------------------------------------------
     async def _consistent(self, read: Callable[[], Awaitable[T]]) -> tuple[int, T]:

@@ -18,11 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Known and reported, not hidden: ``openchat member remove`` still deletes the connector's profile
-# rows itself (member removal as a bus command each service handles is not built yet).
-KNOWN_CROSS_SERVICE = {("services.cli.members", "services.connector.profile")}
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -129,7 +124,7 @@ def test_no_service_imports_another_service_or_the_desktop() -> None:
     for mod, deps in import_graph().items():
         for dep in deps:
             a, b = service_of(mod), service_of(dep)
-            if a and b and a != b and (mod, dep) not in KNOWN_CROSS_SERVICE:
+            if a and b and a != b:
                 bad.append((mod, dep))
             if mod.startswith("services.") and dep.split(".")[0] == "ui":
                 bad.append((mod, dep))
