@@ -1,4 +1,4 @@
-"""The member's identity and profile on the desktop (features 1.3-1.6 and D18, ux.md 3.12).
+"""The member's identity and profile on the desktop (features 1.3-1.6 and rule D18, ux.md 3.12).
 
 - **First run** (after the connection file): when the connector holds no identity for the member,
   the *Welcome* dialog asks to create one or to import the root used on another device; when the

@@ -270,7 +270,7 @@ class App:
 
     def after_onboarding(self) -> None:
         """The Welcome dialog closed: a member without servers goes on to Add Server; then the
-        per-server profile questions (D18) come, now that there is a profile to share."""
+        per-server profile questions (rule D18) come, now that there is a profile to share."""
         if self.view is not None and self.model.snapshot_loaded and not self.model.order:
             self.open_add_server()
         self._maybe_ask_consent()
@@ -378,7 +378,7 @@ class App:
         if self.model.channel_id != click.channel_id:
             self.model.select_channel(click.channel_id)
         if self.window is not None and self.window.activate():
-            self.poll_window()  # the focus change is read from X11 (D4 clears the channel)
+            self.poll_window()  # the focus change is read from X11 (rule D4 clears the channel)
         else:
             self.set_window_focus(True)
 
@@ -564,7 +564,7 @@ class App:
     def on_composer_blur(self) -> None:
         self.controller.composer_blur()
 
-    # -- mention autocomplete (D14: locally known users) and emoji picker ------------------------------
+    # -- mention autocomplete (rule D14: locally known users) and emoji picker ------------------------------
     mention_items: list[tuple[str, str]] = []
     mention_index = 0
 
@@ -957,7 +957,7 @@ class App:
         dpg.set_value("oc_add_error", flow.error)
         dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
 
-    # -- consent (D18) -----------------------------------------------------------------------------
+    # -- consent (rule D18) -----------------------------------------------------------------------------
     def _maybe_ask_consent(self) -> None:
         if self.view is None or self.view.overlay_open() or self.model.read_only:
             return

@@ -183,7 +183,7 @@ class Controller:
         self._submit(lambda c: c.focus(args), done)
 
     def set_window_focus(self, focused: bool, visible: bool = True) -> None:
-        """The window gained or lost focus or visibility: D4 clears the active channel on
+        """The window gained or lost focus or visibility: rule D4 clears the active channel on
         refocus, and the notification service hears of it at once."""
         self.visible = visible
         self.model.set_focus(focused and visible)

@@ -2,7 +2,7 @@
 
 Thin bus clients of the connector (``oc.<member>.cmd.connector.profile_get`` / ``profile_set`` /
 ``consent``). The profile is kept on this host; a server sees it only after the member agreed to
-share it with that server (``openchat profile share SERVER``, D18), UID-only otherwise.
+share it with that server (``openchat profile share SERVER``, rule D18), UID-only otherwise.
 """
 
 from __future__ import annotations

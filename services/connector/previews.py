@@ -1,4 +1,4 @@
-"""Link previews fetched by the home stack (features 5.9, 14.5, D17, P6).
+"""Link previews fetched by the home stack (features 5.9, 14.5, rule D17, P6).
 
 Pure parts (unit-tested without I/O):
 
@@ -19,7 +19,7 @@ Pure parts (unit-tested without I/O):
 I/O: ``PreviewFetcher`` fetches with its own ``httpx`` client (``Accept: text/html``, redirects
 followed by hand — at most 5 — with the host of every hop resolved and checked, non-HTML refused,
 the body streamed and reading stopped after 512,000 characters, 8 s in total per URL), behind a
-bounded cache (LRU, 500 entries, successes kept 24 h, failures 10 min; D17 / numbers.md §10), a
+bounded cache (LRU, 500 entries, successes kept 24 h, failures 10 min; rule D17 / numbers.md §10), a
 de-duplication of in-flight fetches (the same URL twice → one request) and a concurrency limit
 (4 fetches at a time). ``PreviewPrefs`` keeps each member's switch (default on) in the registry
 database.
@@ -310,7 +310,7 @@ async def check_host(url: str, *, allow_private: bool) -> None:
         raise PreviewRefused("host resolves to a private or reserved address")
 
 
-# -- the bounded cache (D17) ---------------------------------------------------------------------
+# -- the bounded cache (rule D17) ---------------------------------------------------------------------
 @dataclass
 class _Entry:
     preview: LinkPreview | None

@@ -1,4 +1,4 @@
-"""The member's own profile: kept by the connector, published only with consent (features 1.1, 11; D18).
+"""The member's own profile: kept by the connector, published only with consent (features 1.1, 11; rule D18).
 
 - ``ProfileStore``: one profile per member in the registry database (table ``member_profiles``,
   owned by the connector): display name, avatar mode, preset, and an uploaded image kept locally
@@ -12,7 +12,7 @@
   dropped), WEBP (or any type the server does not take) as PNG, scaled to the server's
   ``avatar_upload`` maximum width/height and, when still too big, re-encoded smaller until it fits
   its ``max_bytes``.
-- ``ProfilePublisher.sync(session)``: D18. Only when the member consented for that server
+- ``ProfilePublisher.sync(session)``: rule D18. Only when the member consented for that server
   (``profile_consent is True``) and the server advertises ``profile.enabled``: ``GET
   /v1/profile/me`` (cached on the session), and when the name, mode or preset/asset differ, the
   avatar upload when needed, then ``PUT /v1/profile/me`` with ``If-Match: <profile_version>``; a
@@ -316,7 +316,7 @@ def apply_change(current: StoredProfile | None, args: ProfileSetArgs, now: datet
     return StoredProfile(MemberProfile(**fields, revision=revision, updated_at=now), image)
 
 
-# -- publishing (D18) ----------------------------------------------------------------------------
+# -- publishing (rule D18) ----------------------------------------------------------------------------
 def sync_state(session: Session, state: str, code: str = "", version: int | None = None) -> ProfileSyncState:
     return ProfileSyncState.model_validate(
         {
@@ -348,7 +348,7 @@ class ProfilePublisher:
 
     async def _sync(self, session: Session) -> ProfileSyncState:
         if session.record.profile_consent is not True:
-            return sync_state(session, "private")  # D18: nothing is read or written for ourselves
+            return sync_state(session, "private")  # rule D18: nothing is read or written for ourselves
         caps = session.wire_caps
         if caps is None:
             return sync_state(session, "pending")  # the hydrate asks again once connected

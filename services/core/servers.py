@@ -1,7 +1,7 @@
 """The durable list of servers each member joined (registry database, ADR 0001).
 
 Owned by the connector (it writes on join/leave/consent); read by anyone who needs the list at
-start. Keyed by ``(member, server_id)`` — a server id is the member's choice (D1), and two
+start. Keyed by ``(member, server_id)`` — a server id is the member's choice (rule D1), and two
 backends may reuse ids, so nothing is keyed by server id alone.
 """
 

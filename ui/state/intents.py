@@ -159,7 +159,7 @@ class ShowAddServer:
 
 @dataclass(frozen=True)
 class AskConsent:
-    """Servers may be waiting for the profile question (D18)."""
+    """Servers may be waiting for the profile question (rule D18)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 It applies a ``Snapshot`` and then bus events (each with its ``Nats-Sequence``), and knows
 everything the view draws: servers and their connection chips, the active server and channel
 (remembered per server), channel tree with collapse state and filter, unread/mention counts,
-grouped timeline rows (features 5.1, D13), typing labels (6.4), presence, toasts and banners,
+grouped timeline rows (features 5.1, rule D13), typing labels (6.4), presence, toasts and banners,
 keyboard navigation (Alt/Ctrl+Alt/Alt+Shift + arrows) and the Ctrl+K quick switcher.
 
 Tests drive it directly; the view reads it every frame and redraws only what ``dirty`` names.
@@ -92,7 +92,7 @@ def clock_time(dt: datetime) -> str:
 
 
 def header_time(created: datetime, now: datetime) -> str:
-    """D13: "Today at 3:04 PM", "Yesterday at 3:04 PM", otherwise the date plus the time."""
+    """rule D13: "Today at 3:04 PM", "Yesterday at 3:04 PM", otherwise the date plus the time."""
     local = created.astimezone()
     today = now.astimezone().date()
     if local.date() == today:
@@ -141,7 +141,7 @@ def fuzzy_score(query: str, text: str) -> int | None:
 
 
 def mentions_me(message: ChatMessage, my_uid: str, my_name: str | None) -> bool:
-    """D14: ``mentions[]`` when present; otherwise only explicit tokens, never a substring."""
+    """rule D14: ``mentions[]`` when present; otherwise only explicit tokens, never a substring."""
     if message.mentions is not None:
         for m in message.mentions:
             if m.token in ("@here", "@channel"):
@@ -345,7 +345,7 @@ class ViewModel:
         for g in sm.groups:
             for c in g.channels:
                 if c.unread_count:
-                    sm.unread[c.id] = c.unread_count  # D6: seed from the server's count
+                    sm.unread[c.id] = c.unread_count  # rule D6: seed from the server's count
         return sm
 
     def _typing_expiry(self, t: Typing, now: float) -> float:
@@ -783,7 +783,7 @@ class ViewModel:
             self.touch("rail", "channels")
 
     def set_focus(self, focused: bool) -> None:
-        """D4: regaining focus clears the active channel's counts."""
+        """rule D4: regaining focus clears the active channel's counts."""
         if focused == self.focused:
             return
         self.focused = focused

@@ -349,7 +349,7 @@ class View:
                 )
                 dpg.bind_item_theme(b, self.themes["danger"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
-        # Consent (D18)
+        # Consent (rule D18)
         with dpg.window(
             tag="oc_consent",
             label="Profile",
