@@ -29,13 +29,13 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.notify import FocusArgs, Notification
 from services.core.members import ConnectionFile
-from ui.account import Account, disclosure_sentence, other_mode
+from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
 from ui.state import intents as it
-from ui.state.add_server import AddServerFlow, entry_label
+from ui.state.add_server import AddServerFlow
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
@@ -218,9 +218,7 @@ class App:
         if path is None:
             self.screen = "firstrun"
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.configure_item("oc_conn_list", items=[str(p) for p in candidate_connections()])
+                self.view.show_connection_choices([str(p) for p in candidate_connections()])
             return
         self.choose_connection(str(path))
 
@@ -248,9 +246,7 @@ class App:
 
     def _firstrun_error(self, text: str) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_value("oc_conn_error", text)
+            self.view.show_connection_error(text)
 
     def stop(self) -> None:
         if self.adapter is not None:
@@ -305,17 +301,8 @@ class App:
             self.poke()
         if self.add_flow.version != self._add_rendered:
             self._add_render()  # a discover/probe/join answer moved the flow
-        if self.view is not None and (self._focus_composer or self._composer_pending is not None):
-            import dearpygui.dearpygui as dpg
-
-            if self._composer_pending is not None:
-                if not dpg.is_item_active("oc_composer"):
-                    dpg.set_value("oc_composer", self._composer_pending)
-                    self._composer_pending = None
-            elif self._focus_composer:
-                self._focus_composer = False
-                dpg.focus_item("oc_composer")
         if self.view is not None:
+            self.view.flush_composer()  # text set from code lands once the widget lets it
             self.view.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
@@ -506,13 +493,11 @@ class App:
     def open_switcher(self) -> None:
         if self.view is None:
             return
-        import dearpygui.dearpygui as dpg
-
         self.view.hide_overlays()
-        dpg.set_value("oc_switch_query", "")
+        self.view.clear_switch_query()
         self.quick_query("")
         self.view.show("oc_switcher")
-        dpg.focus_item("oc_switch_query")
+        self.view.focus_switch_query()
 
     def quick_query(self, text: str) -> list[Any]:
         items = self.model.quick_switch(text)
@@ -547,19 +532,8 @@ class App:
         """Set the composer's text from code. Dear ImGui keeps its own buffer while an input is
         active, so an active composer is first deactivated; the text lands on a later frame."""
         self.composer.draft = text
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        if dpg.is_item_active("oc_composer"):
-            dpg.focus_item("oc_send")
-            self._composer_pending = text
-        else:
-            dpg.set_value("oc_composer", text)
-        self._focus_composer = focus
-
-    _composer_pending: str | None = None
-    _focus_composer = False
+        if self.view is not None:
+            self.view.set_composer_text(text, focus)
 
     def on_composer_blur(self) -> None:
         self.controller.composer_blur()
@@ -599,21 +573,15 @@ class App:
         inserts the selected mention (7.3)."""
         if self.mention_items and not force and not shift:
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                self.composer.draft = str(dpg.get_value("oc_composer") or self.composer.draft)
+                self.composer.draft = str(self.view.composer_text() or self.composer.draft)
             return not self.insert_mention()
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
             if shift is None:
-                shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
-            self.composer.draft = dpg.get_value("oc_composer") or self.composer.draft
+                shift = bool(self.view.shift_down())
+            self.composer.draft = self.view.composer_text() or self.composer.draft
         if shift and not force:
             self.composer.draft += "\n"
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
                 self.set_composer(self.composer.draft)
             return False
         return self.send()
@@ -635,9 +603,7 @@ class App:
         ch = self.model.channel_id
         msg = self.model._find(sm, ch, message_id) if sm and ch else None
         if msg is not None and self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(msg.body)
+            self.view.copy_to_clipboard(msg.body)
             self.model.toast("Message text copied.")
 
     def delete_message(self, message_id: str) -> None:
@@ -658,9 +624,7 @@ class App:
     def copy_link(self, message_id: str) -> None:
         link = self.message_link(message_id)
         if link is not None and self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(link)
+            self.view.copy_to_clipboard(link)
             self.model.toast("Message link copied.")
 
     def mark_unread(self, channel_id: str) -> None:
@@ -669,16 +633,8 @@ class App:
 
     def open_file_dialog(self) -> None:
         """Attach images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
-            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
-            self.attach_files(paths)
-
-        with dpg.file_dialog(callback=chosen, width=700, height=420, file_count=4, modal=True):
-            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+        if self.view is not None:
+            self.view.choose_images(self.attach_files, many=True)
 
     def paste_image(self) -> None:
         """Ctrl+V with an image on the system clipboard attaches it (ux.md 3.8). The clipboard is
@@ -724,17 +680,13 @@ class App:
 
     def replace_attachment(self, index: int) -> None:
         """✎ on a preview card: choose another image for that place."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
 
-        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
-            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
+        def chosen(paths: list[Path]) -> None:
             if paths:
                 self.replace_attachment_with(index, paths[0])
 
-        with dpg.file_dialog(callback=chosen, width=700, height=420, modal=True):
-            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+        if self.view is not None:
+            self.view.choose_images(chosen, many=False)
 
     def replace_attachment_with(self, index: int, path: Path) -> str:
         _, max_up = self.model.limits()
@@ -747,24 +699,10 @@ class App:
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
         through the state's media API (textures keep no original bytes)."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        def chosen(_sender: Any, app_data: dict[str, Any]) -> None:
-            target = app_data.get("file_path_name")
-            if target:
-                self.save_image(m, att, Path(str(target)))
-
-        with dpg.file_dialog(
-            callback=chosen,
-            width=700,
-            height=420,
-            modal=True,
-            default_filename=Path(att.file_name or "image").stem,
-        ):
-            suffix = Path(att.file_name or "image.png").suffix or ".png"
-            dpg.add_file_extension(suffix)
+        if self.view is not None:
+            self.view.choose_save_path(
+                att.file_name or "image.png", lambda target: self.save_image(m, att, target)
+            )
 
     def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
         base = self.adapter.state_http_url if self.adapter is not None else None
@@ -787,9 +725,7 @@ class App:
 
     def copy_image_link(self, att: AttachmentRef) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(att.url)
+            self.view.copy_to_clipboard(att.url)
             self.model.toast("Image link copied.")
 
     def _shown_images(self) -> set[str]:
@@ -877,11 +813,8 @@ class App:
             return
         self._leave_sid = sid
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
             self.view.hide_overlays()
-            dpg.set_value("oc_leave_text", f"Leave {sm.record.display_name}?")
-            self.view.show("oc_leave")
+            self.view.show_leave(sm.record.display_name)
 
     def confirm_leave(self) -> None:
         sid = self._leave_sid
@@ -897,10 +830,8 @@ class App:
         )
         if self.view is None:
             return
-        import dearpygui.dearpygui as dpg
-
         self.view.hide_overlays()
-        dpg.set_value("oc_add_url", self.add_flow.url)
+        self.view.set_add_url(self.add_flow.url)
         self._add_render()
         self.view.show("oc_add")
 
@@ -910,16 +841,12 @@ class App:
 
     def _add_url(self) -> str:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            return str(dpg.get_value("oc_add_url") or "").strip()
+            return str(self.view.add_url())
         return self.add_flow.url.strip()
 
     def set_add_url(self, url: str) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_value("oc_add_url", url)
+            self.view.set_add_url(url)
         self.controller.dispatch(it.SetAddUrl(url))
         self._add_render()
 
@@ -940,24 +867,10 @@ class App:
         self._add_render()
 
     def _add_render(self) -> None:
-        flow = self.add_flow
-        self._add_rendered = flow.version
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
+        self._add_rendered = self.add_flow.version
+        if self.view is not None:
+            self.view.render_add_server(self.add_flow)
 
-        dpg.configure_item("oc_add_list", items=flow.labels)
-        entry = flow.picked_entry
-        if entry is not None:
-            dpg.set_value("oc_add_list", entry_label(entry))
-        summary, warning, disclosure = flow.summary()
-        dpg.set_value("oc_add_summary", summary)
-        dpg.set_value("oc_add_warning", warning)
-        dpg.set_value("oc_add_disclosure", disclosure)
-        dpg.set_value("oc_add_error", flow.error)
-        dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
-
-    # -- consent (rule D18) -----------------------------------------------------------------------------
     def _maybe_ask_consent(self) -> None:
         if self.view is None or self.view.overlay_open() or self.model.read_only:
             return
@@ -972,14 +885,9 @@ class App:
                 and caps.profile_enabled
                 and sid not in self._asked_consent
             ):
-                import dearpygui.dearpygui as dpg
-
                 self._asked_consent.add(sid)
                 self._consent_sid = sid
-                dpg.set_value(
-                    "oc_consent_text", f"Share your display name and avatar with {sm.record.display_name}?"
-                )
-                self.view.show("oc_consent")
+                self.view.show_consent(sm.record.display_name)
                 return
 
     def answer_consent(self, share: bool, sid: str | None = None) -> None:
@@ -1017,10 +925,7 @@ class App:
                 return
             self.previews_enabled = result.enabled
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.configure_item("oc_set_previews", enabled=True)
-                dpg.set_value("oc_set_previews", result.enabled)
+                self.view.render_previews_switch(result.enabled)
             if enabled is not None:
                 self.model.toast(f"Link previews {'on' if result.enabled else 'off'}.")
 
@@ -1028,45 +933,8 @@ class App:
 
     def refresh_settings(self) -> None:
         """Fill Settings → My Account from the model and the account (also while it is open)."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        acc = self.account
-        sm = self.model.server
-        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
-        dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
-        dpg.configure_item(
-            "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
-        )
-        dpg.set_value(
-            "oc_set_uidmode_tip",
-            f"Every server will see a {other_mode(acc.uid_mode).replace('_', '-')} uid instead; "
-            "the sessions reconnect with it.",
-        )
-        dpg.set_value("oc_set_root", acc.revealed or "")
-        dpg.configure_item("oc_set_root_row", show=acc.revealed is not None)
-        prof = acc.profile
-        dpg.set_value(
-            "oc_set_profile",
-            f"{prof.display_name} · avatar: {prof.avatar_mode}"
-            if prof
-            else "No profile yet: servers see only your uid.",
-        )
-        dpg.delete_item("oc_set_consent", children_only=True)
-        for sid in self.model.order:
-            s = self.model.servers[sid]
-            dpg.add_text(f"{s.record.display_name}: @{s.record.user_uid}", parent="oc_set_consent")
-            dpg.add_checkbox(
-                label=f"Share my display name and avatar with {s.record.display_name}",
-                parent="oc_set_consent",
-                default_value=bool(s.record.profile_consent),
-                callback=lambda s_, a, u: self.answer_consent(bool(a), u),
-                user_data=sid,
-            )
-        dpg.delete_item("oc_set_history", children_only=True)
-        for line in self.model.status_history[-8:] or ["(nothing yet)"]:
-            dpg.add_text(line, parent="oc_set_history", wrap=560)
+        if self.view is not None:
+            self.view.render_settings()
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
         if scale is not None:

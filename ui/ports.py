@@ -22,6 +22,13 @@ Step = Literal["identity", "profile"]  # the Welcome/Edit Profile dialog's steps
 class AccountPort(Protocol):
     """The account/onboarding flow as the panes see it."""
 
+    info: Any  # services.core.contracts.chat.IdentityInfo | None
+    profile: Any  # services.core.contracts.chat.MemberProfile | None
+    revealed: str | None
+
+    @property
+    def uid_mode(self) -> Any: ...  # UidModeName
+
     def avatar_colors(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None: ...
     def build(self, dpg: Any, s: Any, bold: Any) -> None: ...
     def open(self, step: Step, editing: bool = False) -> None: ...

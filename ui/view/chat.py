@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
@@ -214,3 +218,58 @@ class ChatPane(PaneBase):
                 )
                 dpg.bind_item_theme(d, self.themes["danger_text"])
         self._show_menu()
+
+    # -- the composer widget (owns ``oc_composer``) -------------------------------------------------
+    _composer_pending: str | None = None
+    _focus_composer = False
+
+    def set_composer_text(self, text: str, focus: bool = True) -> None:
+        """Dear ImGui keeps its own buffer while an input is active, so an active composer is first
+        deactivated; the text lands on a later frame (``flush_composer``)."""
+        if dpg.is_item_active("oc_composer"):
+            dpg.focus_item("oc_send")
+            self._composer_pending = text
+        else:
+            dpg.set_value("oc_composer", text)
+        self._focus_composer = focus
+
+    def flush_composer(self) -> None:
+        if self._composer_pending is not None:
+            if not dpg.is_item_active("oc_composer"):
+                dpg.set_value("oc_composer", self._composer_pending)
+                self._composer_pending = None
+        elif self._focus_composer:
+            self._focus_composer = False
+            dpg.focus_item("oc_composer")
+
+    def composer_text(self) -> str:
+        return str(dpg.get_value("oc_composer") or "")
+
+    def shift_down(self) -> bool:
+        return bool(dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift))
+
+    def copy_to_clipboard(self, text: str) -> None:
+        dpg.set_clipboard_text(text)
+
+    def choose_images(self, chosen: Callable[[list[Path]], object], *, many: bool) -> None:
+        """Attach (or replace) images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
+
+        def done(_sender: Any, app_data: dict[str, Any]) -> None:
+            chosen([Path(p) for p in (app_data.get("selections") or {}).values()])
+
+        extra: dict[str, Any] = {"file_count": 4} if many else {}
+        with dpg.file_dialog(callback=done, width=700, height=420, modal=True, **extra):
+            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+
+    def choose_save_path(self, file_name: str, chosen: Callable[[Path], object]) -> None:
+        """Save… in the lightbox: the OS-independent Dear PyGui file dialog."""
+
+        def done(_sender: Any, app_data: dict[str, Any]) -> None:
+            target = app_data.get("file_path_name")
+            if target:
+                chosen(Path(str(target)))
+
+        with dpg.file_dialog(
+            callback=done, width=700, height=420, modal=True, default_filename=Path(file_name).stem
+        ):
+            dpg.add_file_extension(Path(file_name).suffix or ".png")

@@ -8,6 +8,8 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
+from ui.account import disclosure_sentence, other_mode
+from ui.state.add_server import AddServerFlow, entry_label
 from ui.state.model import format_bytes
 from ui.view.base import KEYMAP, PaneBase
 
@@ -306,3 +308,86 @@ class Dialogs(PaneBase):
         cy = lb["cy"] = min(max(lb["cy"], half), 1 - half)
         dpg.configure_item("oc_lightbox_image", uv_min=(cx - half, cy - half), uv_max=(cx + half, cy + half))
         return float(z)
+
+    # -- Add Server (owns ``oc_add*``) ------------------------------------------------------------
+    def add_url(self) -> str:
+        return str(dpg.get_value("oc_add_url") or "").strip()
+
+    def set_add_url(self, url: str) -> None:
+        dpg.set_value("oc_add_url", url)
+
+    def render_add_server(self, flow: AddServerFlow) -> None:
+        dpg.configure_item("oc_add_list", items=flow.labels)
+        entry = flow.picked_entry
+        if entry is not None:
+            dpg.set_value("oc_add_list", entry_label(entry))
+        summary, warning, disclosure = flow.summary()
+        dpg.set_value("oc_add_summary", summary)
+        dpg.set_value("oc_add_warning", warning)
+        dpg.set_value("oc_add_disclosure", disclosure)
+        dpg.set_value("oc_add_error", flow.error)
+        dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
+
+    # -- Settings → My Account (owns ``oc_set*``) ----------------------------------------------------
+    def render_settings(self) -> None:
+        acc = self.app.account
+        model = self.model
+        sm = model.server
+        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
+        dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
+        dpg.configure_item(
+            "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
+        )
+        dpg.set_value(
+            "oc_set_uidmode_tip",
+            f"Every server will see a {other_mode(acc.uid_mode).replace('_', '-')} uid instead; "
+            "the sessions reconnect with it.",
+        )
+        dpg.set_value("oc_set_root", acc.revealed or "")
+        dpg.configure_item("oc_set_root_row", show=acc.revealed is not None)
+        prof = acc.profile
+        dpg.set_value(
+            "oc_set_profile",
+            f"{prof.display_name} · avatar: {prof.avatar_mode}"
+            if prof
+            else "No profile yet: servers see only your uid.",
+        )
+        dpg.delete_item("oc_set_consent", children_only=True)
+        for sid in model.order:
+            s = model.servers[sid]
+            dpg.add_text(f"{s.record.display_name}: @{s.record.user_uid}", parent="oc_set_consent")
+            dpg.add_checkbox(
+                label=f"Share my display name and avatar with {s.record.display_name}",
+                parent="oc_set_consent",
+                default_value=bool(s.record.profile_consent),
+                callback=lambda s_, a, u: self.app.answer_consent(bool(a), u),
+                user_data=sid,
+            )
+        dpg.delete_item("oc_set_history", children_only=True)
+        for line in model.status_history[-8:] or ["(nothing yet)"]:
+            dpg.add_text(line, parent="oc_set_history", wrap=560)
+
+    def render_previews_switch(self, enabled: bool) -> None:
+        dpg.configure_item("oc_set_previews", enabled=True)
+        dpg.set_value("oc_set_previews", enabled)
+
+    # -- first run, leave, consent, quick switcher --------------------------------------------------
+    def show_connection_error(self, text: str) -> None:
+        dpg.set_value("oc_conn_error", text)
+
+    def show_leave(self, server_name: str) -> None:
+        dpg.set_value("oc_leave_text", f"Leave {server_name}?")
+        self.show("oc_leave")
+
+    def show_consent(self, server_name: str) -> None:
+        dpg.set_value("oc_consent_text", f"Share your display name and avatar with {server_name}?")
+        self.show("oc_consent")
+
+    def clear_switch_query(self) -> None:
+        dpg.set_value("oc_switch_query", "")
+
+    def focus_switch_query(self) -> None:
+        dpg.focus_item("oc_switch_query")
+
+    def show_connection_choices(self, paths: list[str]) -> None:
+        dpg.configure_item("oc_conn_list", items=paths)
