@@ -134,7 +134,8 @@ class Controller:
 
     def _after_snapshot(self) -> None:
         if self.model.active_server and self.model.channel_id:
-            self.on_channel_opened(self.model.active_server, self.model.channel_id)
+            opened = self.model.on_channel_opened or self.on_channel_opened  # the app's hook saves prefs
+            opened(self.model.active_server, self.model.channel_id)
         self.refresh_counts()
         self.emit(it.SnapshotApplied())
 
