@@ -24,7 +24,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -275,12 +275,11 @@ def published_by(service: str) -> list[EventSpec[Any]]:
     return [s for s in EVENTS.values() if s.publisher == service]
 
 
-@dataclass(frozen=True)
-class TypedEvent:
+class TypedEvent(NamedTuple):
     """An event as it crosses into a client (the desktop's thread boundary, the CLI's tail):
     the stream sequence, the envelope's fields and the payload already validated against its
     kind's model. ``payload`` is ``None`` for a kind this build does not know (kept, not dropped,
-    so a newer stack does not break an older client)."""
+    so a newer stack does not break an older client). A tuple: made once per event, cheaply."""
 
     seq: int
     kind: str
@@ -288,7 +287,6 @@ class TypedEvent:
     channel_id: str | None
     event_id: str
     payload: BaseModel | None
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class InvalidEventError(ValueError):
@@ -301,33 +299,34 @@ def decode_event(seq: int, doc: Mapping[str, Any], *, strict: bool = True) -> Ty
     kind, never the payload's content); with ``strict=False`` it comes back with ``payload``
     ``None`` instead (a client still counts it as seen, and skips it)."""
     kind = doc.get("type")
-    if not isinstance(kind, str) or not kind:
-        if not strict:
-            kind = ""
-        else:
+    if type(kind) is not str or not kind:
+        if strict:
             raise InvalidEventError("an event without a type")
-    server_id = doc.get("server_id")
-    channel_id = doc.get("channel_id")
-    event_id = doc.get("event_id")
-    spec = EVENTS.get(kind)
+        kind = ""
     payload: BaseModel | None = None
+    spec = EVENTS.get(kind)
     if spec is not None:
         raw_payload = doc.get("payload") or {}
         try:
-            if not isinstance(raw_payload, Mapping | BaseModel):
+            if type(raw_payload) is dict:
+                payload = spec.payload.model_validate(raw_payload)
+            elif isinstance(raw_payload, Mapping | BaseModel):
+                payload = spec.decode_payload(raw_payload)
+            else:
                 raise InvalidEventError(f"a {kind} event without a payload")
-            payload = spec.decode_payload(raw_payload)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             if strict:
                 raise InvalidEventError(f"an invalid {kind} event") from exc
+    server_id = doc.get("server_id")
+    channel_id = doc.get("channel_id")
+    event_id = doc.get("event_id")
     return TypedEvent(
-        seq=seq,
-        kind=kind,
-        server_id=server_id if isinstance(server_id, str) else "",
-        channel_id=channel_id if isinstance(channel_id, str) else None,
-        event_id=event_id if isinstance(event_id, str) else "",
-        payload=payload,
-        raw=doc,
+        seq,
+        kind,
+        server_id if type(server_id) is str else "",
+        channel_id if type(channel_id) is str else None,
+        event_id if type(event_id) is str else "",
+        payload,
     )
 
 
