@@ -1,7 +1,7 @@
 """Bus contracts of the chat loop: normalized domain objects, event payloads and commands.
 
 Everything here is *normalized*: keyed by the member's chosen ``server_id`` (the directory entry
-the member picked, rule D1) and never by channel id alone (rule D3). Backend payloads are parsed with
+the member picked, D1) and never by channel id alone (D3). Backend payloads are parsed with
 ``services.core.contracts.wire`` at the connector's edge and converted into these models.
 
 Event kinds (``EventEnvelope.type``, the last tokens of ``oc.<member>.evt.<server_id>.<kind>``):
@@ -54,7 +54,7 @@ class ChannelInfo(Contract):
     name: str
     type: Literal["text", "voice"]
     group_id: str
-    unread_count: int | None = None  # server-provided (Profile B, rule D6)
+    unread_count: int | None = None  # server-provided (Profile B, D6)
 
 
 class ChannelGroupInfo(Contract):
@@ -147,7 +147,7 @@ class UserProfile(Contract):
 
 
 class TrustAssessment(Contract):
-    """What the member is told before joining (features 2.4, rule D15)."""
+    """What the member is told before joining (features 2.4, D15)."""
 
     transport_secure: bool
     local_host: bool
@@ -176,7 +176,7 @@ class ServerRecord(Contract):
     trust_state: str = "unverified"
     user_uid: str
     device_id: str
-    profile_consent: bool | None = None  # None: not asked yet (rule D18)
+    profile_consent: bool | None = None  # None: not asked yet (D18)
     joined_at: datetime
 
 
@@ -461,7 +461,7 @@ def message_event_id(message_id: str) -> str:
     return f"msg:{message_id}"
 
 
-# -- the member's own profile (features 1.1, 11; rule D18) --------------------------------------------
+# -- the member's own profile (features 1.1, 11; D18) --------------------------------------------
 # Commands ``oc.<member>.cmd.connector.profile_get`` (``ProfileGetArgs`` -> ``ProfileGetResult``)
 # and ``profile_set`` (``ProfileSetArgs`` -> ``ProfileGetResult``). The profile is kept by the
 # connector (registry database) and published only to servers the member consented to share it
@@ -568,7 +568,7 @@ class UidModeArgs(Contract):
     mode: UidModeName
 
 
-# -- link previews (features 5.9, 14.5, rule D17, P6) ----------------------------------------------------
+# -- link previews (features 5.9, 14.5, D17, P6) ----------------------------------------------------
 # ``oc.<member>.cmd.connector.previews`` (``PreviewsArgs`` -> ``PreviewsResult``): read or set the
 # member's switch (on by default). Previews are fetched by the connector only for servers whose
 # record is ``verified`` and only while the switch is on; they arrive as ``message.previews``.
