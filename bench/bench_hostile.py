@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.connector.testing import EventLog
 from services.core.procs import ManagedProcess, free_port, nats_server_binary
+from tests.connector_harness import EventLog
 from tests.faults.connector_proc import ConnectorProc, DevserverProc, stream_report
 from tests.faults.hostile import HostileBackend, message_doc, running_hostile, wait_sockets
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.core.contracts.chat import ChatMessage, MessageCreated, Snapshot  # noqa: E402
-from tests.e2e import fakes  # noqa: E402
+from testkit import fakes  # noqa: E402
 
 
 def p99(xs: list[float]) -> float:
@@ -367,7 +367,7 @@ def run_stack() -> dict[str, float]:
     runs it: connection file → bus → snapshot → first populated frame; then 300 idle frames."""
     import dearpygui.dearpygui as dpg
 
-    from tests.e2e.test_real_stack import READY, DemoStack
+    from testkit.demo_stack import READY, DemoStack
     from ui.app import App
     from ui.storage import Storage
 

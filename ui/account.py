@@ -1,4 +1,4 @@
-"""The member's identity and profile on the desktop (features 1.3-1.6 and D18, ux.md 3.12).
+"""The member's identity and profile on the desktop (features 1.3-1.6 and rule D18, ux.md 3.12).
 
 - **First run** (after the connection file): when the connector holds no identity for the member,
   the *Welcome* dialog asks to create one or to import the root used on another device; when the
@@ -19,7 +19,7 @@ import base64
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from services.core.contracts.chat import (
     AVATAR_PRESETS,
@@ -36,9 +36,7 @@ from services.core.contracts.chat import (
 )
 from ui import fonts
 from ui.adapter import error_text
-
-if TYPE_CHECKING:
-    from ui.app import App
+from ui.ports import AccountHost, Step
 
 log = logging.getLogger("openchat.ui.account")
 
@@ -53,7 +51,6 @@ PRESET_COLORS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "slate": ((144, 164, 190), (69, 90, 120)),
 }
 UPLOAD_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-Step = Literal["identity", "profile"]
 
 
 def disclosure_sentence(mode: UidModeName) -> str:
@@ -103,7 +100,7 @@ def read_avatar(path: Path) -> UploadedImage:
 
 
 class Account:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AccountHost) -> None:
         self.app = app
         self.info: IdentityInfo | None = None
         self.profile: MemberProfile | None = None

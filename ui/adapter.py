@@ -17,7 +17,8 @@ quarter of the page (a snapshot with fewer messages per channel); a permanent er
 falls back to a snapshot; a permanent error of the snapshot leaves the app offline (read-only)
 with the reason until the next reconnect. Retryable errors back off up to ``RETRY_MAX_S``.
 
-Commands not served yet by a service are isolated in one method each (see ``PENDING``).
+Commands are the rows of the commands table (``services.core.contracts.commands``), called through
+the one typed client (``services.core.rpc.StackCommands``) that the CLI uses too.
 """
 
 from __future__ import annotations
@@ -34,55 +35,24 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from services.core.bus import Bus, CommandError
 from services.core.connection import classify, describe_connect_error
 from services.core.contracts import subjects
-from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
     AttachmentRef,
     ChatMessage,
-    ConsentArgs,
-    DeleteMessageArgs,
-    DiscoverArgs,
-    DiscoverResult,
-    HistoryArgs,
-    IdentityCreateArgs,
-    IdentityGetArgs,
-    IdentityImportArgs,
-    IdentityInfo,
-    JoinArgs,
-    JoinResult,
-    LeaveArgs,
-    LeaveResult,
-    PreviewsArgs,
-    PreviewsResult,
-    ProbeArgs,
-    ProbeResult,
-    ProfileGetArgs,
-    ProfileGetResult,
-    ProfileSetArgs,
+    HistoryResult,
     SendArgs,
     SendResult,
     Snapshot,
-    SnapshotArgs,
-    SyncArgs,
     SyncResult,
-    TypingArgs,
-    UidModeArgs,
-    UidModeName,
-    ViewHistoryArgs,
+    ViewHistoryResult,
 )
-from services.core.contracts.notify import (
-    FocusArgs,
-    MarkReadArgs,
-    NotifyPrefs,
-    SetMuteArgs,
-    UnreadArgs,
-    UnreadResult,
-)
+from services.core.contracts.events import TypedEvent, decode_event
 from services.core.members import ConnectionFile
+from services.core.rpc import StackCommands
 from ui.media import MediaFetcher, stage_images
 
 log = logging.getLogger("openchat.ui.adapter")
@@ -97,29 +67,7 @@ RETRY_MAX_S = 30.0  # backoff cap of a retryable catch-up failure
 # Answers too large for the bus: ask again for less (never the same request twice).
 TOO_LARGE = frozenset({"reply_too_large", "snapshot_too_large"})
 
-# Commands whose service may not exist yet; each is used by exactly one adapter method.
-PENDING = {
-    "connector.consent": "profile consent (D18)",
-    "notification.unread": "unread counts",
-    "notification.mark_read": "mark read",
-    "notification.focus": "focus reports (D4)",
-    "notification.set_mute": "mute server",
-}
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class HistoryPage(_Lenient):
-    """Either ``ViewHistoryResult`` (state) or ``HistoryResult`` (connector)."""
-
-    messages: list[ChatMessage]
-    has_more: bool = False
-
-
-class _Ack(_Lenient):
-    ok: bool = True
+HistoryPage = ViewHistoryResult | HistoryResult  # a channel window (state) or an older page (connector)
 
 
 # -- operations for the main thread -------------------------------------------------------------
@@ -131,8 +79,14 @@ class SnapshotOp:
 
 @dataclass(frozen=True)
 class EventOp:
-    seq: int
-    envelope: dict[str, Any]
+    """One event, decoded on the bus thread against the events table (the main thread gets
+    models, never dicts)."""
+
+    event: TypedEvent
+
+    @property
+    def seq(self) -> int:
+        return self.event.seq
 
 
 @dataclass(frozen=True)
@@ -151,114 +105,37 @@ class ResultOp:
 Op = SnapshotOp | EventOp | StackOp | ResultOp
 
 
-class StackClient:
-    """Typed commands of the member's stack (runs on the bus thread)."""
+class StackClient(StackCommands):
+    """The member's typed commands (``services.core.rpc.StackCommands``, the commands table) plus
+    what only the desktop needs: media bytes over the state service's HTTP API (runs on the bus
+    thread)."""
 
     def __init__(self, bus: Bus, member: str) -> None:
-        self.bus = bus
-        self.member = member
+        super().__init__(bus, member)
         self._media: MediaFetcher | None = None
 
-    async def call(
-        self, service: str, verb: str, args: BaseModel, result: type[R], timeout: float = COMMAND_TIMEOUT_S
-    ) -> R:
-        return await self.bus.request(subjects.command(self.member, service, verb), args, result, timeout)
-
-    # state
-    async def snapshot(self, messages_per_channel: int = SNAPSHOT_MESSAGES) -> Snapshot:
-        args = SnapshotArgs(messages_per_channel=messages_per_channel)
-        return await self.call("state", "snapshot", args, Snapshot)
+    async def snapshot(
+        self, server_id: str | None = None, messages_per_channel: int = SNAPSHOT_MESSAGES
+    ) -> Snapshot:
+        return await super().snapshot(server_id, messages_per_channel)
 
     async def sync(self, since_seq: int, limit: int = SYNC_PAGE) -> SyncResult:
-        return await self.call("state", "sync", SyncArgs(since_seq=since_seq, limit=limit), SyncResult)
-
-    async def window(self, server_id: str, channel_id: str, limit: int = 150) -> HistoryPage:
-        args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
-        return await self.call("state", "history", args, HistoryPage)
-
-    # connector
-    async def older(self, server_id: str, channel_id: str, before: str, limit: int = 50) -> HistoryPage:
-        args = HistoryArgs(server_id=server_id, channel_id=channel_id, before=before, limit=limit)
-        return await self.call("connector", "history", args, HistoryPage, timeout=20)
+        return await super().sync(since_seq, limit)
 
     async def send(self, args: SendArgs) -> SendResult:
-        args = await stage_images(self.call, args)  # large images go ahead in chunks (ADR 0010)
-        return await self.call("connector", "send", args, SendResult, timeout=30)
+        args = await stage_images(self.request, args)  # large images go ahead in chunks (ADR 0010)
+        return await super().send(args)
 
-    async def previews(self, enabled: bool | None = None) -> PreviewsResult:
-        return await self.call("connector", "previews", PreviewsArgs(enabled=enabled), PreviewsResult)
-
-    async def delete(self, server_id: str, channel_id: str, message_id: str) -> _Ack:
-        args = DeleteMessageArgs(server_id=server_id, channel_id=channel_id, message_id=message_id)
-        return await self.call("connector", "delete", args, _Ack, timeout=20)
-
-    async def typing(self, server_id: str, channel_id: str, is_typing: bool) -> _Ack:
-        args = TypingArgs(server_id=server_id, channel_id=channel_id, is_typing=is_typing)
-        return await self.call("connector", "typing", args, _Ack)
-
-    async def discover(self, url: str) -> DiscoverResult:
-        return await self.call("connector", "discover", DiscoverArgs(url=url), DiscoverResult, timeout=20)
-
-    async def probe(self, url: str, server_id: str | None) -> ProbeResult:
-        return await self.call("connector", "probe", ProbeArgs(url=url, server_id=server_id), ProbeResult, 20)
-
-    async def join(self, url: str, server_id: str) -> JoinResult:
-        args = JoinArgs(url=url, server_id=server_id, confirmed=True)
-        return await self.call("connector", "join", args, JoinResult, timeout=30)
-
-    async def leave(self, server_id: str) -> LeaveResult:
-        return await self.call("connector", "leave", LeaveArgs(server_id=server_id), LeaveResult, timeout=30)
-
-    async def consent(self, server_id: str, share: bool) -> _Ack:
-        return await self.call(
-            "connector", "consent", ConsentArgs(server_id=server_id, share_profile=share), _Ack
-        )
-
-    # the member's identity and profile (kept by the connector)
-    async def identity_get(self, reveal: bool = False) -> IdentityInfo:
-        return await self.call("connector", "identity_get", IdentityGetArgs(reveal=reveal), IdentityInfo)
-
-    async def identity_create(self) -> IdentityInfo:
-        return await self.call("connector", "identity_create", IdentityCreateArgs(), IdentityInfo)
-
-    async def identity_import(self, root: str) -> IdentityInfo:
-        args = IdentityImportArgs(root=root)
-        return await self.call("connector", "identity_import", args, IdentityInfo, timeout=30)
-
-    async def uid_mode(self, mode: UidModeName) -> IdentityInfo:
-        return await self.call("connector", "uid_mode", UidModeArgs(mode=mode), IdentityInfo, timeout=30)
-
-    async def profile_get(self, include_avatar: bool = False) -> ProfileGetResult:
-        args = ProfileGetArgs(include_avatar=include_avatar)
-        return await self.call("connector", "profile_get", args, ProfileGetResult)
-
-    async def profile_set(self, args: ProfileSetArgs) -> ProfileGetResult:
-        return await self.call("connector", "profile_set", args, ProfileGetResult, timeout=20)
-
-    # notification
-    async def unread(self) -> UnreadResult:
-        return await self.call("notification", "unread", UnreadArgs(), UnreadResult)
-
-    async def mark_read(self, server_id: str, channel_id: str | None) -> UnreadResult:
-        args = MarkReadArgs(server_id=server_id, channel_id=channel_id)
-        return await self.call("notification", "mark_read", args, UnreadResult)
-
-    async def focus(self, args: FocusArgs) -> UnreadResult:
-        return await self.call("notification", "focus", args, UnreadResult)
-
-    async def prefs(self) -> NotifyPrefs:
-        return await self.call("notification", "prefs", Empty(), NotifyPrefs)
-
-    async def set_mute(self, server_id: str, muted: bool) -> _Lenient:
-        return await self.call(
-            "notification", "set_mute", SetMuteArgs(server_id=server_id, muted=muted), _Lenient
-        )
+    async def request(self, service: str, verb: str, args: BaseModel, result: type[R], timeout: float) -> R:
+        """One command by its subject parts: the chunked transfers of ``ui.media`` (rows
+        ``state.media`` and ``connector.upload`` of the commands table)."""
+        return await self.bus.request(subjects.command(self.member, service, verb), args, result, timeout)
 
     # media bytes over the member's bus connection (state.media, chunked; ADR 0010)
     @property
     def media(self) -> MediaFetcher:
         if self._media is None:
-            self._media = MediaFetcher(self.call)
+            self._media = MediaFetcher(self.request)
         return self._media
 
     async def attachment_bytes(self, msg: ChatMessage, att: AttachmentRef) -> bytes:
@@ -442,7 +319,9 @@ class StackAdapter:
         if seq <= self.last_seq:
             return
         self.last_seq = seq
-        self.ops.put(EventOp(seq, doc))
+        # decoded here, off the render thread; an invalid payload arrives with payload None
+        # (counted as seen, skipped), as the view model always did with it
+        self.ops.put(EventOp(decode_event(seq, doc, strict=False)))
 
     async def _catch_up(self) -> None:
         """Snapshot (first time) or sync (after that), then the buffered live events."""
@@ -525,7 +404,7 @@ class StackAdapter:
         per_channel = SNAPSHOT_MESSAGES
         while True:
             try:
-                snap = await self.client.snapshot(per_channel)
+                snap = await self.client.snapshot(messages_per_channel=per_channel)
                 break
             except CommandError as exc:
                 if exc.code not in TOO_LARGE or per_channel == 0:

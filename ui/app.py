@@ -19,28 +19,25 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from services.core.contracts.chat import (
     AttachmentRef,
     ChatMessage,
-    DiscoverResult,
-    JoinResult,
-    LeaveResult,
     PreviewsResult,
-    ProbeResult,
-    SendResult,
 )
-from services.core.contracts.notify import FocusArgs, UnreadResult
+from services.core.contracts.notify import FocusArgs, Notification
 from services.core.members import ConnectionFile
-from ui.account import Account, disclosure_sentence, other_mode
-from ui.adapter import EventOp, HistoryPage, ResultOp, SnapshotOp, StackAdapter, StackOp, error_text
-from ui.composer import Composer
+from ui.account import Account
+from ui.adapter import StackAdapter, error_text
+from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
-from ui.model import ViewModel
+from ui.state import intents as it
+from ui.state.add_server import AddServerFlow
+from ui.state.composer import Composer
+from ui.state.model import ViewModel
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
 
 log = logging.getLogger("openchat.ui")
@@ -75,11 +72,14 @@ class App:
         self.adapter_factory = adapter_factory or (lambda cf, seq: StackAdapter(cf, last_seq=seq))
         self.model = ViewModel(clock=clock)
         self.composer = Composer(clock=clock)
-        self.adapter: StackAdapter | None = None
         self.cf: ConnectionFile | None = None
         self.member = ""
         self.screen = "firstrun"
         self.client_id = f"desktop-{uuid.uuid4().hex[:12]}"
+        self.controller = Controller(
+            self.model, self.composer, client_id=self.client_id, effects=self._on_effect
+        )
+        self._add_rendered = -1
         self.scale = scale or self.prefs.ui_scale
         self.font_size = font_size or self.prefs.font_size
         self.view: Any = None
@@ -87,26 +87,91 @@ class App:
         self.images.on_ready = self._image_ready
         self.images.pinned = self._shown_images
         self._cache_at = 0.0
-        self._focus_at = 0.0
         self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
         self.watch_window = watch_window
         self.window: X11Window | None = None
         self._window_at = 0.0
         self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
-        self.visible = True
-        self.focus_sent: FocusArgs | None = None  # the last focus report the service answered
         self._leave_sid: str | None = None
         self._consent_sid: str | None = None
         self._asked_consent: set[str] = set()
-        self.add_state: dict[str, Any] = {}
         self.frame_times: list[float] = []
-        self.model.on_channel_opened = self._on_channel_opened
+        self.model.on_channel_opened = self._on_channel_opened  # the controller's, then prefs saved
         self.account = Account(self)
         self._local: queue.Queue[Callable[[], None]] = queue.Queue()
         self.active_at = clock()  # the last input, event or change (see ``frame_interval``)
         self._pasting = False
         self.previews_enabled: bool | None = None
         self._restore_prefs()
+
+    # -- the controller's state, as the panes and tests read it ------------------------------------
+    @property
+    def adapter(self) -> StackAdapter | None:
+        stack = self.controller.stack
+        return stack if isinstance(stack, StackAdapter) else None
+
+    @adapter.setter
+    def adapter(self, value: StackAdapter | None) -> None:
+        self.controller.stack = value
+
+    @property
+    def add_flow(self) -> AddServerFlow:
+        return self.controller.add
+
+    @property
+    def focus_sent(self) -> FocusArgs | None:
+        return self.controller.focus_sent
+
+    @focus_sent.setter
+    def focus_sent(self, value: FocusArgs | None) -> None:
+        self.controller.focus_sent = value
+
+    @property
+    def visible(self) -> bool:
+        return self.controller.visible
+
+    @property
+    def _focus_at(self) -> float:
+        return self.controller.focus_at
+
+    @_focus_at.setter
+    def _focus_at(self, value: float) -> None:
+        self.controller.focus_at = value
+
+    def _on_effect(self, effect: it.Effect) -> None:
+        """What only the panes can do, asked by the controller (applied at once, in order)."""
+        tl = self.view.timeline if self.view is not None else None
+        match effect:
+            case it.TimelinePrepended(added=added):
+                if tl is not None:
+                    tl.on_prepended(added)
+            case it.TimelineReset():
+                if tl is not None:
+                    tl.key = None  # re-opened: back to the newest rows (5.10)
+            case it.FollowTimeline():
+                if tl is not None:
+                    tl.following = True
+            case it.ComposerText(text=text):
+                self.set_composer(text)
+            case it.CloseOverlays():
+                self.close_overlays()
+            case it.ShowAddServer():
+                self.open_add_server()
+            case it.AskConsent():
+                self._maybe_ask_consent()
+            case it.SnapshotApplied():
+                self._maybe_ask_consent()
+                if (
+                    self.view is not None
+                    and not self.model.order
+                    and self.account.settled
+                    and self.account.step is None
+                ):
+                    self.open_add_server()  # else once the Welcome dialog is done (after_onboarding)
+            case it.StackBack():
+                self.account.refresh()
+            case it.Notify(notification=n):
+                self._notify(n)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
@@ -152,9 +217,7 @@ class App:
         if path is None:
             self.screen = "firstrun"
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.configure_item("oc_conn_list", items=[str(p) for p in candidate_connections()])
+                self.view.show_connection_choices([str(p) for p in candidate_connections()])
             return
         self.choose_connection(str(path))
 
@@ -182,9 +245,7 @@ class App:
 
     def _firstrun_error(self, text: str) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_value("oc_conn_error", text)
+            self.view.show_connection_error(text)
 
     def stop(self) -> None:
         if self.adapter is not None:
@@ -200,62 +261,11 @@ class App:
 
     # -- per frame ------------------------------------------------------------------------------
     def process_ops(self) -> int:
-        if self.adapter is None:
-            return 0
-        ops = self.adapter.drain()
-        for op in ops:
-            if isinstance(op, EventOp):
-                self._apply_event(op.seq, op.envelope)
-            elif isinstance(op, SnapshotOp):
-                self.model.apply_snapshot(op.snapshot, from_cache=op.from_cache)
-                self._after_snapshot()
-            elif isinstance(op, StackOp):
-                was = self.model.stack_online
-                self.model.set_stack_online(op.online, op.detail)
-                if op.online and not was:
-                    self._on_stack_back()
-            elif isinstance(op, ResultOp):
-                try:
-                    op.callback(op.value, op.error)
-                except Exception:
-                    log.exception("ui callback failed")
-        return len(ops)
-
-    def _apply_event(self, seq: int, env: dict[str, Any]) -> None:
-        kind = env.get("type")
-        if kind == "unread.updated":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._apply_counts_event(env)
-            return
-        if kind == "notification":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._notify(env.get("payload") or {})
-            return
-        if kind == "notify.prefs":
-            self.model.last_seq = max(self.model.last_seq, seq)
-            self._apply_server_prefs(env.get("payload") or {})
-            return
-        before = self.model.servers.get(str(env.get("server_id")))
-        self.model.apply_event(seq, env)
-        if kind == "server.updated" or (kind == "capabilities" and before is not None):
-            self._maybe_ask_consent()
-
-    def _after_snapshot(self) -> None:
-        if self.model.active_server and self.model.channel_id:
-            self._on_channel_opened(self.model.active_server, self.model.channel_id)
-        self.refresh_counts()
-        self._maybe_ask_consent()
-        if (
-            self.view is not None
-            and not self.model.order
-            and self.account.settled
-            and self.account.step is None
-        ):
-            self.open_add_server()  # else once the Welcome dialog is done (after_onboarding)
+        return self.controller.process_ops()
 
     def after_onboarding(self) -> None:
         """The Welcome dialog closed: a member without servers goes on to Add Server; then the
-        per-server profile questions (D18) come, now that there is a profile to share."""
+        per-server profile questions (rule D18) come, now that there is a profile to share."""
         if self.view is not None and self.model.snapshot_loaded and not self.model.order:
             self.open_add_server()
         self._maybe_ask_consent()
@@ -273,12 +283,6 @@ class App:
             self.prefs.onboarding_skipped.append(self.member)
             self.save_prefs()
 
-    def _on_stack_back(self) -> None:
-        self.refresh_counts()
-        self.refresh_prefs()
-        self.focus_report(True)
-        self.account.refresh()
-
     def poke(self) -> None:
         """Something happened (input, an event, a change on screen): render at the full rate."""
         self.active_at = self.model.clock()
@@ -294,17 +298,10 @@ class App:
             self.poke()
         if self.process_ops():
             self.poke()
-        if self.view is not None and (self._focus_composer or self._composer_pending is not None):
-            import dearpygui.dearpygui as dpg
-
-            if self._composer_pending is not None:
-                if not dpg.is_item_active("oc_composer"):
-                    dpg.set_value("oc_composer", self._composer_pending)
-                    self._composer_pending = None
-            elif self._focus_composer:
-                self._focus_composer = False
-                dpg.focus_item("oc_composer")
+        if self.add_flow.version != self._add_rendered:
+            self._add_render()  # a discover/probe/join answer moved the flow
         if self.view is not None:
+            self.view.flush_composer()  # text set from code lands once the widget lets it
             self.view.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
@@ -337,27 +334,12 @@ class App:
 
     # -- counts (notification service) ------------------------------------------------------------
     def refresh_counts(self) -> None:
-        if self.adapter is None:
-            return
-        self.adapter.submit(lambda c: c.unread(), self._on_counts)
+        self.controller.refresh_counts()
 
-    def _notify(self, payload: dict[str, Any]) -> None:
-        """A ``notification`` event (7.6, decided by the notification service): an OS notification
-        (``ui/desktop.py``), or the in-app toast where no notification service exists; nothing
-        when it is a non-mention about the channel on screen in the focused window."""
-        from services.core.contracts.notify import Notification
-
-        try:
-            n = Notification.model_validate(payload)
-        except ValidationError:
-            return
-        if (
-            self.model.focused
-            and n.server_id == self.model.active_server
-            and n.channel_id == self.model.channel_id
-            and not n.mention
-        ):
-            return
+    def _notify(self, n: Notification) -> None:
+        """A ``notification`` event the view model kept (7.6, decided by the notification service;
+        the model drops a non-mention about the channel on screen in the focused window): an OS
+        notification (``ui/desktop.py``), or the in-app toast where no notification service exists."""
         if self.notifier is not None:
             self.notifier.show(n)
             return
@@ -382,96 +364,18 @@ class App:
         if self.model.channel_id != click.channel_id:
             self.model.select_channel(click.channel_id)
         if self.window is not None and self.window.activate():
-            self.poll_window()  # the focus change is read from X11 (D4 clears the channel)
+            self.poll_window()  # the focus change is read from X11 (rule D4 clears the channel)
         else:
             self.set_window_focus(True)
 
-    def _apply_server_prefs(self, payload: dict[str, Any]) -> None:
-        from services.core.contracts.notify import ServerPrefs
-
-        try:
-            prefs = ServerPrefs.model_validate(payload)
-        except ValidationError:
-            return
-        sm = self.model.servers.get(prefs.server_id)
-        if sm is not None:
-            sm.muted = prefs.muted
-            self.model.touch("rail")
-
     def refresh_prefs(self) -> None:
-        from services.core.contracts.notify import NotifyPrefs
-
-        def done(value: NotifyPrefs | None, error: BaseException | None) -> None:
-            if value is None:
-                return
-            for sp in value.servers:
-                self._apply_server_prefs(sp.model_dump())
-
-        if self.adapter is not None:
-            self.adapter.submit(lambda c: c.prefs(), done)
-
-    def _on_counts(self, value: UnreadResult | None, error: BaseException | None) -> None:
-        if error is not None or value is None:
-            return  # notification service missing: local counting stays (model.add_message)
-        self.model.counts_from_service = True
-        for sc in value.servers:
-            sm = self.model.servers.get(sc.server_id)
-            if sm is None:
-                continue
-            for cc in sc.channels:
-                self._set_count(sm.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
-        self.model.touch("rail", "channels")
-
-    def _apply_counts_event(self, env: dict[str, Any]) -> None:
-        from services.core.contracts.notify import UnreadUpdated
-
-        try:
-            ev = UnreadUpdated.model_validate(env.get("payload") or {})
-        except ValidationError:
-            return
-        self.model.counts_from_service = True
-        for cc in ev.channels:
-            self._set_count(ev.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
-        self.model.touch("rail", "channels")
-
-    def _set_count(self, sid: str, ch: str, unread: int, mentions: int, revision: int) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        key = (sid, ch)
-        if self.model.count_revisions.get(key, -1) > revision:
-            return
-        self.model.count_revisions[key] = revision
-        visible = self.model.focused and self.model.active_server == sid and self.model.channel_id == ch
-        sm.unread[ch] = 0 if visible else unread
-        sm.mentions[ch] = 0 if visible else mentions
+        self.controller.refresh_prefs()
 
     def focus_report(self, focused: bool) -> None:
-        """Tell the notification service what this desktop shows (on every change and at least
-        every 30 s: it forgets a report after 90 s)."""
-        self._focus_at = time.monotonic()
-        if self.adapter is None or not self.model.stack_online:
-            return
-        args = FocusArgs(
-            client_id=self.client_id,
-            server_id=self.model.active_server,
-            channel_id=self.model.channel_id,
-            focused=focused,
-            visible=self.visible,
-        )
-
-        def done(value: UnreadResult | None, error: BaseException | None) -> None:
-            if error is None:
-                self.focus_sent = args
-
-        self.adapter.submit(lambda c: c.focus(args), done)
+        self.controller.focus_report(focused)
 
     def set_window_focus(self, focused: bool, visible: bool = True) -> None:
-        """The window gained or lost focus or visibility (X11, ``poll_window``): D4 clears the
-        active channel on refocus, and the notification service hears of it at once."""
-        self.visible = visible
-        self.model.set_focus(focused and visible)
-        self.focus_report(focused and visible)
+        self.controller.set_window_focus(focused, visible)
 
     def poll_window(self) -> None:
         assert self.window is not None
@@ -484,64 +388,11 @@ class App:
 
     # -- navigation ------------------------------------------------------------------------------
     def _on_channel_opened(self, sid: str, ch: str) -> None:
-        if self.composer.typing_stop_due() and self.adapter is not None and self._last_typing:
-            psid, pch = self._last_typing
-            self.adapter.submit(lambda c: c.typing(psid, pch, False))
-        self.composer.reset()
-        if self.view is not None and self.view.timeline is not None:
-            self.view.timeline.key = None  # re-opened: back to the newest rows (5.10)
-        sm = self.model.servers.get(sid)
-        if sm is not None:
-            sm.log(ch).attach()  # opened at the newest messages, whatever was read before
-        if (
-            sm is not None
-            and len(sm.window(ch)) < 150
-            and self.adapter is not None
-            and self.model.stack_online
-        ):
-            if not sm.window(ch):
-                sm.loading.add(ch)
-            self.adapter.submit(lambda c: c.window(sid, ch, 150), lambda v, e: self._on_window(sid, ch, v, e))
-        if self.adapter is not None and self.model.stack_online:
-            self.adapter.submit(lambda c: c.mark_read(sid, ch), lambda v, e: None)
-        self.focus_report(self.model.focused)
+        self.controller.on_channel_opened(sid, ch)
         self.save_prefs()
 
-    _last_typing: tuple[str, str] | None = None
-
-    def _on_window(self, sid: str, ch: str, page: HistoryPage | None, error: BaseException | None) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        sm.loading.discard(ch)
-        if error is None and page is not None:
-            added = self.model.prepend_history(sid, ch, page.messages, page.has_more or True)
-            if added and self.view is not None and self.view.timeline is not None:
-                self.view.timeline.on_prepended(0)
-        self.model.touch("timeline")
-
     def load_older(self, sid: str, ch: str, before: str) -> None:
-        if self.adapter is None:
-            return
-
-        def done(page: HistoryPage | None, error: BaseException | None) -> None:
-            sm = self.model.servers.get(sid)
-            if sm is None:
-                return
-            sm.loading.discard(ch)
-            if error is not None or page is None:
-                sm.has_more[ch] = False
-                if error is not None:
-                    self.model.toast(f"Older messages unavailable: {error_text(error)}", error=True)
-                return
-            added = self.model.prepend_history(sid, ch, page.messages, page.has_more)
-            if self.view is not None and self.view.timeline is not None and self.model.channel_id == ch:
-                self.view.timeline.on_prepended(added)
-
-        if self.adapter.submit(lambda c: c.older(sid, ch, before), done) is None:
-            sm = self.model.servers.get(sid)
-            if sm is not None:
-                sm.loading.discard(ch)
+        self.controller.dispatch(it.LoadOlder(sid, ch, before))
 
     def jump_to_present(self) -> None:
         """The "Jump to present" button: back to the newest messages, following again."""
@@ -641,13 +492,11 @@ class App:
     def open_switcher(self) -> None:
         if self.view is None:
             return
-        import dearpygui.dearpygui as dpg
-
         self.view.hide_overlays()
-        dpg.set_value("oc_switch_query", "")
+        self.view.clear_switch_query()
         self.quick_query("")
         self.view.show("oc_switcher")
-        dpg.focus_item("oc_switch_query")
+        self.view.focus_switch_query()
 
     def quick_query(self, text: str) -> list[Any]:
         items = self.model.quick_switch(text)
@@ -676,36 +525,19 @@ class App:
     # -- composer ----------------------------------------------------------------------------------
     def on_draft(self, text: str) -> None:
         self._update_mentions(text)
-        due = self.composer.on_draft(text)
-        sid, ch = self.model.active_server, self.model.channel_id
-        if due is not None and sid and ch and self.adapter is not None and self.model.stack_online:
-            self._last_typing = (sid, ch)
-            self.adapter.submit(lambda c: c.typing(sid, ch, due))
+        self.controller.typing(self.composer.on_draft(text))
 
     def set_composer(self, text: str, focus: bool = True) -> None:
         """Set the composer's text from code. Dear ImGui keeps its own buffer while an input is
         active, so an active composer is first deactivated; the text lands on a later frame."""
         self.composer.draft = text
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        if dpg.is_item_active("oc_composer"):
-            dpg.focus_item("oc_send")
-            self._composer_pending = text
-        else:
-            dpg.set_value("oc_composer", text)
-        self._focus_composer = focus
-
-    _composer_pending: str | None = None
-    _focus_composer = False
+        if self.view is not None:
+            self.view.set_composer_text(text, focus)
 
     def on_composer_blur(self) -> None:
-        if self.composer.typing_stop_due() and self.adapter is not None and self._last_typing:
-            sid, ch = self._last_typing
-            self.adapter.submit(lambda c: c.typing(sid, ch, False))
+        self.controller.composer_blur()
 
-    # -- mention autocomplete (D14: locally known users) and emoji picker ------------------------------
+    # -- mention autocomplete (rule D14: locally known users) and emoji picker ------------------------------
     mention_items: list[tuple[str, str]] = []
     mention_index = 0
 
@@ -740,73 +572,27 @@ class App:
         inserts the selected mention (7.3)."""
         if self.mention_items and not force and not shift:
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                self.composer.draft = str(dpg.get_value("oc_composer") or self.composer.draft)
+                self.composer.draft = str(self.view.composer_text() or self.composer.draft)
             return not self.insert_mention()
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
             if shift is None:
-                shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
-            self.composer.draft = dpg.get_value("oc_composer") or self.composer.draft
+                shift = bool(self.view.shift_down())
+            self.composer.draft = self.view.composer_text() or self.composer.draft
         if shift and not force:
             self.composer.draft += "\n"
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
                 self.set_composer(self.composer.draft)
             return False
         return self.send()
 
     def send(self) -> bool:
-        m = self.model
-        sid, ch = m.active_server, m.channel_id
-        if sid is None or ch is None or self.composer.sending:
-            return False
-        if m.read_only:
-            self.composer.error = "The home stack is unreachable; sending is paused."
-            return False
-        max_msg, max_up = m.limits()
-        args = self.composer.build(sid, ch, max_msg, max_up)
-        if args is None:
-            return False
-        self.composer.sending = True
-        if self.composer.typing_stop_due() and self.adapter is not None:
-            self.adapter.submit(lambda c: c.typing(sid, ch, False))
-        self._last_typing = None
-        if self.adapter is None:
-            self.composer.failed("The home stack is unreachable.")
-            return False
-
-        def done(res: SendResult | None, error: BaseException | None) -> None:
-            if error is not None or res is None:
-                self.composer.failed(_send_error(error))
-                return
-            self.composer.sent()
-            if self.view is not None:
-                self.set_composer("")
-            self.model.add_message(res.message)  # de-duplicated against the echo by id
-            if self.view is not None and self.view.timeline is not None:
-                self.view.timeline.following = True
-            self.model.touch("timeline")
-
-        self.adapter.submit(lambda c: c.send(args), done)
-        return True
+        return self.controller.send()
 
     def reply_to(self, message_id: str) -> None:
-        sm = self.model.server
-        ch = self.model.channel_id
-        if sm is None or ch is None:
-            return
-        msg = self.model._find(sm, ch, message_id)
-        if msg is None:
-            return
-        self.composer.set_reply(message_id, sm.name_of(msg.author_uid), msg.author_uid)
-        self.set_composer(self.composer.draft)
+        self.controller.dispatch(it.ReplyTo(message_id))
 
     def cancel_reply(self) -> None:
-        self.composer.clear_reply()
+        self.controller.dispatch(it.CancelReply())
 
     def toggle_reply_ping(self) -> None:
         self.composer.reply_ping = not self.composer.reply_ping
@@ -816,26 +602,11 @@ class App:
         ch = self.model.channel_id
         msg = self.model._find(sm, ch, message_id) if sm and ch else None
         if msg is not None and self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(msg.body)
+            self.view.copy_to_clipboard(msg.body)
             self.model.toast("Message text copied.")
 
     def delete_message(self, message_id: str) -> None:
-        """Delete Message (features 5.8): no confirmation; the row goes once the server confirms
-        (``message.deleted``); a failure shows above the composer."""
-        sm = self.model.server
-        ch = self.model.channel_id
-        msg = self.model._find(sm, ch, message_id) if sm and ch else None
-        if msg is None or self.adapter is None or not self.model.can_delete(msg):
-            return
-        self.model.toast("Delete requested.")
-
-        def done(_v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.composer.error = f"Delete failed: {error_text(error)}"
-
-        self.adapter.submit(lambda c: c.delete(msg.server_id, msg.channel_id, msg.id), done)
+        self.controller.dispatch(it.DeleteMessage(message_id))
 
     def message_link(self, message_id: str) -> str | None:
         """features 5.8: the server's permalink, else ``{backend}/channels/{cid}?message_id={mid}``."""
@@ -852,9 +623,7 @@ class App:
     def copy_link(self, message_id: str) -> None:
         link = self.message_link(message_id)
         if link is not None and self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(link)
+            self.view.copy_to_clipboard(link)
             self.model.toast("Message link copied.")
 
     def mark_unread(self, channel_id: str) -> None:
@@ -863,16 +632,8 @@ class App:
 
     def open_file_dialog(self) -> None:
         """Attach images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
-            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
-            self.attach_files(paths)
-
-        with dpg.file_dialog(callback=chosen, width=700, height=420, file_count=4, modal=True):
-            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+        if self.view is not None:
+            self.view.choose_images(self.attach_files, many=True)
 
     def paste_image(self) -> None:
         """Ctrl+V with an image on the system clipboard attaches it (ux.md 3.8). The clipboard is
@@ -896,8 +657,8 @@ class App:
         threading.Thread(target=work, name="openchat-paste", daemon=True).start()
 
     def _pasted(self, got: tuple[str, bytes] | str | None, max_up: int) -> None:
-        from ui.composer import Attachment
-        from ui.model import format_bytes
+        from ui.state.composer import Attachment
+        from ui.state.model import format_bytes
 
         self._pasting = False
         if got is None:
@@ -918,17 +679,13 @@ class App:
 
     def replace_attachment(self, index: int) -> None:
         """✎ on a preview card: choose another image for that place."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
 
-        def chosen(sender: Any, app_data: dict[str, Any]) -> None:
-            paths = [Path(p) for p in (app_data.get("selections") or {}).values()]
+        def chosen(paths: list[Path]) -> None:
             if paths:
                 self.replace_attachment_with(index, paths[0])
 
-        with dpg.file_dialog(callback=chosen, width=700, height=420, modal=True):
-            dpg.add_file_extension("Images (*.png *.jpg *.jpeg *.gif){.png,.jpg,.jpeg,.gif}")
+        if self.view is not None:
+            self.view.choose_images(chosen, many=False)
 
     def replace_attachment_with(self, index: int, path: Path) -> str:
         _, max_up = self.model.limits()
@@ -941,24 +698,10 @@ class App:
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
         over the member's bus connection (textures keep no original bytes)."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        def chosen(_sender: Any, app_data: dict[str, Any]) -> None:
-            target = app_data.get("file_path_name")
-            if target:
-                self.save_image(m, att, Path(str(target)))
-
-        with dpg.file_dialog(
-            callback=chosen,
-            width=700,
-            height=420,
-            modal=True,
-            default_filename=Path(att.file_name or "image").stem,
-        ):
-            suffix = Path(att.file_name or "image.png").suffix or ".png"
-            dpg.add_file_extension(suffix)
+        if self.view is not None:
+            self.view.choose_save_path(
+                att.file_name or "image.png", lambda target: self.save_image(m, att, target)
+            )
 
     def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
         if self.adapter is None:
@@ -980,9 +723,7 @@ class App:
 
     def copy_image_link(self, att: AttachmentRef) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_clipboard_text(att.url)
+            self.view.copy_to_clipboard(att.url)
             self.model.toast("Image link copied.")
 
     def _shown_images(self) -> set[str]:
@@ -1075,23 +816,10 @@ class App:
 
     # -- rail menu ---------------------------------------------------------------------------------
     def mark_server_read(self, sid: str) -> None:
-        self.model.mark_read(sid)
-        if self.adapter is not None:
-            self.adapter.submit(lambda c: c.mark_read(sid, None), lambda v, e: None)
+        self.controller.dispatch(it.MarkServerRead(sid))
 
     def set_mute(self, sid: str, muted: bool) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        sm.muted = muted
-
-        def done(v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(f"Mute is not saved: {error_text(error)}", error=True)
-
-        if self.adapter is not None:
-            self.adapter.submit(lambda c: c.set_mute(sid, muted), done)
-        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {sm.record.display_name}.")
+        self.controller.dispatch(it.SetMute(sid, muted))
 
     def ask_leave(self, sid: str) -> None:
         sm = self.model.servers.get(sid)
@@ -1099,183 +827,64 @@ class App:
             return
         self._leave_sid = sid
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
             self.view.hide_overlays()
-            dpg.set_value("oc_leave_text", f"Leave {sm.record.display_name}?")
-            self.view.show("oc_leave")
+            self.view.show_leave(sm.record.display_name)
 
     def confirm_leave(self) -> None:
         sid = self._leave_sid
         self._leave_sid = None
         self.close_overlays()
-        if sid is None or self.adapter is None:
-            return
-        name = self.model.servers[sid].record.display_name if sid in self.model.servers else sid
-
-        def done(res: LeaveResult | None, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(
-                    f"Failed to leave server {name}: {error_text(error)}", error=True, history=True
-                )
-                return
-            self.model.remove_server(sid)
-            self.model.toast("Left server.", history=True)
-            if not self.model.order:
-                self.open_add_server()
-
-        self.adapter.submit(lambda c: c.leave(sid), done)
+        if sid is not None:
+            self.controller.dispatch(it.Leave(sid))
 
     # -- add server -------------------------------------------------------------------------------
     def open_add_server(self) -> None:
-        self.add_state = {"url": os.environ.get("OPENCHAT_DEFAULT_BACKEND", DEFAULT_BACKEND)}
+        self.controller.dispatch(
+            it.OpenAddServer(os.environ.get("OPENCHAT_DEFAULT_BACKEND", DEFAULT_BACKEND))
+        )
         if self.view is None:
             return
-        import dearpygui.dearpygui as dpg
-
         self.view.hide_overlays()
-        dpg.set_value("oc_add_url", self.add_state["url"])
+        self.view.set_add_url(self.add_flow.url)
         self._add_render()
         self.view.show("oc_add")
 
     def add_url_changed(self) -> None:
-        url = self._add_url()
-        self.add_state = {"url": url}
+        self.controller.dispatch(it.SetAddUrl(self._add_url()))
         self._add_render()
 
     def _add_url(self) -> str:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            return str(dpg.get_value("oc_add_url") or "").strip()
-        return str(self.add_state.get("url", "")).strip()
+            return str(self.view.add_url())
+        return self.add_flow.url.strip()
 
     def set_add_url(self, url: str) -> None:
         if self.view is not None:
-            import dearpygui.dearpygui as dpg
-
-            dpg.set_value("oc_add_url", url)
-        self.add_state = {"url": url}
+            self.view.set_add_url(url)
+        self.controller.dispatch(it.SetAddUrl(url))
         self._add_render()
 
     def discover(self) -> None:
-        url = self._add_url()
-        if not _valid_url(url):
-            self._add_error("Backend URL is invalid.")
-            return
-        self.add_state = {"url": url, "busy": "Discovering..."}
+        self.controller.dispatch(it.Discover(self._add_url()))
         self._add_render()
-        if self.adapter is None:
-            return
-
-        def done(res: DiscoverResult | None, error: BaseException | None) -> None:
-            self.add_state.pop("busy", None)
-            if error is not None or res is None:
-                self._add_error(error_text(error) if error else "Discovery failed.")
-                return
-            self.add_state["servers"] = res.servers
-            if not res.servers:
-                self._add_error(f"No servers available at {url.rstrip('/')}/v1/servers")
-                return
-            self.add_state["picked"] = res.servers[0].server_id
-            self._add_render()
-            self.probe()
-
-        self.adapter.submit(lambda c: c.discover(url), done)
 
     def pick_discovered(self, label: str) -> None:
-        for s in self.add_state.get("servers", []):
-            if _entry_label(s) == label:
-                self.add_state["picked"] = s.server_id
-                self.add_state.pop("probe", None)
-                self._add_render()
-                self.probe()
-                return
+        self.controller.dispatch(it.PickServer(label))
+        self._add_render()
 
     def probe(self) -> None:
-        url = self._add_url()
-        if not _valid_url(url):
-            self._add_error("Backend URL is invalid.")
-            return
-        picked = self.add_state.get("picked")
-        if self.adapter is None:
-            return
-
-        def done(res: ProbeResult | None, error: BaseException | None) -> None:
-            if error is not None or res is None:
-                self._add_error(error_text(error) if error else "Probe failed.")
-                return
-            self.add_state["probe"] = res
-            self.add_state.pop("error", None)
-            self._add_render()
-
-        self.adapter.submit(lambda c: c.probe(url, picked), done)
+        self.controller.dispatch(it.Probe(self._add_url()))
+        self._add_render()
 
     def add_server(self) -> None:
-        url = self._add_url()
-        probe: ProbeResult | None = self.add_state.get("probe")
-        sid = self.add_state.get("picked") or (probe.capabilities.server_name if probe else None)
-        if probe is None or not sid:
-            self._add_error("Probe the backend first.")
-            return
-        if sid in self.model.servers:
-            self._add_error(f"Server already added: {sid}")
-            return
-        if self.adapter is None:
-            return
-
-        def done(res: JoinResult | None, error: BaseException | None) -> None:
-            if error is not None or res is None:
-                self._add_error(error_text(error) if error else "Join failed.")
-                return
-            self.close_overlays()
-            rec = res.server
-            if rec.server_id not in self.model.servers:
-                self.model._on_joined(rec.server_id, _joined(rec), {})
-            self.model.select_server(rec.server_id)
-            self.model.toast(f"Joined {rec.display_name}.", history=True)
-            if probe is not None:
-                for w in probe.trust.warnings:
-                    self.model.status_history.append(w)
-            self._maybe_ask_consent()
-
-        self.adapter.submit(lambda c: c.join(url, sid), done)
-
-    def _add_error(self, text: str) -> None:
-        self.add_state["error"] = text
+        self.controller.dispatch(it.Join(self._add_url()))
         self._add_render()
 
     def _add_render(self) -> None:
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
+        self._add_rendered = self.add_flow.version
+        if self.view is not None:
+            self.view.render_add_server(self.add_flow)
 
-        st = self.add_state
-        servers = st.get("servers", [])
-        labels = [_entry_label(s) for s in servers]
-        picked = st.get("picked")
-        dpg.configure_item("oc_add_list", items=labels)
-        for s in servers:
-            if s.server_id == picked:
-                dpg.set_value("oc_add_list", _entry_label(s))
-        probe: ProbeResult | None = st.get("probe")
-        if probe is not None:
-            caps = probe.capabilities
-            entry = next((s for s in servers if s.server_id == picked), None)
-            name = entry.display_name if entry else caps.server_name
-            desc = entry.description if entry else ""
-            pill = "Verified" if probe.trust.verified else "Unverified"
-            dpg.set_value("oc_add_summary", f"{name}  [{pill}]\n{desc}\n{probe.url}".strip())
-            dpg.set_value("oc_add_warning", "\n".join(probe.trust.warnings))
-            dpg.set_value("oc_add_disclosure", f"Disclosure: {probe.disclosure.summary}")
-        else:
-            dpg.set_value("oc_add_summary", st.get("busy", ""))
-            dpg.set_value("oc_add_warning", "")
-            dpg.set_value("oc_add_disclosure", "")
-        dpg.set_value("oc_add_error", st.get("error", ""))
-        dpg.configure_item("oc_add_confirm", enabled=probe is not None)
-
-    # -- consent (D18) -----------------------------------------------------------------------------
     def _maybe_ask_consent(self) -> None:
         if self.view is None or self.view.overlay_open() or self.model.read_only:
             return
@@ -1290,14 +899,9 @@ class App:
                 and caps.profile_enabled
                 and sid not in self._asked_consent
             ):
-                import dearpygui.dearpygui as dpg
-
                 self._asked_consent.add(sid)
                 self._consent_sid = sid
-                dpg.set_value(
-                    "oc_consent_text", f"Share your display name and avatar with {sm.record.display_name}?"
-                )
-                self.view.show("oc_consent")
+                self.view.show_consent(sm.record.display_name)
                 return
 
     def answer_consent(self, share: bool, sid: str | None = None) -> None:
@@ -1307,11 +911,7 @@ class App:
         if sid is None or self.adapter is None:
             return
 
-        def done(v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(f"Profile choice not saved: {error_text(error)}", error=True)
-
-        self.adapter.submit(lambda c: c.consent(sid, share), done)
+        self.controller.dispatch(it.AnswerConsent(sid, share))
         self._maybe_ask_consent()  # the next server waiting for an answer, if any
 
     # -- settings ------------------------------------------------------------------------------------
@@ -1339,10 +939,7 @@ class App:
                 return
             self.previews_enabled = result.enabled
             if self.view is not None:
-                import dearpygui.dearpygui as dpg
-
-                dpg.configure_item("oc_set_previews", enabled=True)
-                dpg.set_value("oc_set_previews", result.enabled)
+                self.view.render_previews_switch(result.enabled)
             if enabled is not None:
                 self.model.toast(f"Link previews {'on' if result.enabled else 'off'}.")
 
@@ -1350,45 +947,8 @@ class App:
 
     def refresh_settings(self) -> None:
         """Fill Settings → My Account from the model and the account (also while it is open)."""
-        if self.view is None:
-            return
-        import dearpygui.dearpygui as dpg
-
-        acc = self.account
-        sm = self.model.server
-        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
-        dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
-        dpg.configure_item(
-            "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
-        )
-        dpg.set_value(
-            "oc_set_uidmode_tip",
-            f"Every server will see a {other_mode(acc.uid_mode).replace('_', '-')} uid instead; "
-            "the sessions reconnect with it.",
-        )
-        dpg.set_value("oc_set_root", acc.revealed or "")
-        dpg.configure_item("oc_set_root_row", show=acc.revealed is not None)
-        prof = acc.profile
-        dpg.set_value(
-            "oc_set_profile",
-            f"{prof.display_name} · avatar: {prof.avatar_mode}"
-            if prof
-            else "No profile yet: servers see only your uid.",
-        )
-        dpg.delete_item("oc_set_consent", children_only=True)
-        for sid in self.model.order:
-            s = self.model.servers[sid]
-            dpg.add_text(f"{s.record.display_name}: @{s.record.user_uid}", parent="oc_set_consent")
-            dpg.add_checkbox(
-                label=f"Share my display name and avatar with {s.record.display_name}",
-                parent="oc_set_consent",
-                default_value=bool(s.record.profile_consent),
-                callback=lambda s_, a, u: self.answer_consent(bool(a), u),
-                user_data=sid,
-            )
-        dpg.delete_item("oc_set_history", children_only=True)
-        for line in self.model.status_history[-8:] or ["(nothing yet)"]:
-            dpg.add_text(line, parent="oc_set_history", wrap=560)
+        if self.view is not None:
+            self.view.render_settings()
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
         if scale is not None:
@@ -1409,34 +969,6 @@ class App:
         self.images.dpg = dpg
         if self.watch_window and self.window is None:
             self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
-
-
-def _joined(rec: Any) -> Any:
-    from services.core.contracts.chat import ServerJoined
-
-    return ServerJoined(server=rec)
-
-
-def _entry_label(s: Any) -> str:
-    return f"{s.display_name} ({s.server_id})"
-
-
-def _valid_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _send_error(error: BaseException | None) -> str:
-    from services.core.bus import CommandError
-
-    if isinstance(error, CommandError):
-        if error.code in ("payload_too_large", "too_large"):
-            return "Message payload is too large for this server. Reduce text or attachments and try again."
-        return f"Failed to send message ({error.code}): {error.body.message}"
-    return "Failed to send message: the home stack did not answer."
 
 
 def run_app(

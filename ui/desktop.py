@@ -1,4 +1,4 @@
-"""The desktop around the app: OS notifications (features 7.6) and the window's focus (D4).
+"""The desktop around the app: OS notifications (features 7.6) and the window's focus (rule D4).
 
 * ``OsNotifier`` shows a ``notification`` event as an OS notification through
   ``desktop-notifier`` (on Linux: D-Bus ``org.freedesktop.Notifications``; macOS and Windows

@@ -84,7 +84,7 @@ class Span:
     strike: bool = False
     code: bool = False
     url: str | None = None
-    mention: str | None = None  # "@uid_…", "@here", "@channel": drawn as a pill (D9/D14)
+    mention: str | None = None  # "@uid_…", "@here", "@channel": drawn as a pill (rule D9/D14)
 
 
 _MENTION_RE = re.compile(r"(?<![A-Za-z0-9_.\-])@(uid_[A-Za-z0-9_]+|here|channel)\b")

@@ -1,7 +1,7 @@
 """Local files of the desktop app in the per-user config directory (P5).
 
 - ``prefs.json``: window preferences only (scale, font size, members pane, remembered channel
-  and filter per server, collapsed categories per ``(server_id, group_id)`` (D16), the chosen
+  and filter per server, collapsed categories per ``(server_id, group_id)`` (rule D16), the chosen
   connection file);
 - ``snapshot-<member>.json``: the last view (a ``Snapshot``, bounded per channel) so the app
   opens read-only when the home stack is unreachable.

@@ -23,30 +23,24 @@ from pydantic import BaseModel
 
 from services.cli.home import Home
 from services.core.bus import Bus, CommandError, backoff_delays
+from services.core.contracts import commands as cmd
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty
 from services.core.contracts.chat import (
     ChatMessage,
-    DiscoverArgs,
     DiscoverResult,
-    JoinArgs,
     JoinResult,
-    LeaveArgs,
     LeaveResult,
-    ProbeArgs,
     ProbeResult,
     SendArgs,
     SendResult,
-    ServerList,
     Snapshot,
-    SnapshotArgs,
     SyncArgs,
-    SyncResult,
     UploadedImage,
-    ViewHistoryArgs,
     ViewHistoryResult,
 )
 from services.core.members import ConnectionFile
+from services.core.rpc import StackCommands
 
 R = TypeVar("R", bound=BaseModel)
 COMMAND_TIMEOUT_S = 30.0
@@ -108,12 +102,12 @@ def localize(home: Home, cf: ConnectionFile) -> ConnectionFile:
     return cf.model_copy(update={"nats_url": url, "ca_pem": home.local_ca_pem(url) or cf.ca_pem})
 
 
-class MemberClient:
-    """One member's bus connection, with the commands the CLI and tests use."""
+class MemberClient(StackCommands):
+    """One member's bus connection: the stack's typed commands (``StackCommands``, one wait of
+    ``COMMAND_TIMEOUT_S`` for each) plus what only the CLI needs (counts, tail)."""
 
     def __init__(self, bus: Bus, member: str) -> None:
-        self.bus = bus
-        self.member = member
+        super().__init__(bus, member, timeout_s=COMMAND_TIMEOUT_S)
 
     @classmethod
     @asynccontextmanager
@@ -124,47 +118,18 @@ class MemberClient:
         finally:
             await bus.close()
 
-    async def call(
-        self, service: str, verb: str, args: BaseModel, result: type[R], timeout: float = COMMAND_TIMEOUT_S
-    ) -> R:
-        return await self.bus.request(
-            subjects.command(self.member, service, verb), args, result, timeout=timeout
-        )
-
-    async def discover(self, url: str) -> DiscoverResult:
-        return await self.call("connector", "discover", DiscoverArgs(url=url), DiscoverResult)
-
-    async def probe(self, url: str, server_id: str | None = None) -> ProbeResult:
-        return await self.call("connector", "probe", ProbeArgs(url=url, server_id=server_id), ProbeResult)
-
-    async def join(self, url: str, server_id: str) -> JoinResult:
-        return await self.call(
-            "connector", "join", JoinArgs(url=url, server_id=server_id, confirmed=True), JoinResult
-        )
-
-    async def leave(self, server_id: str) -> LeaveResult:
-        return await self.call("connector", "leave", LeaveArgs(server_id=server_id), LeaveResult)
-
-    async def send(self, args: SendArgs) -> SendResult:
-        return await self.call("connector", "send", args, SendResult)
-
     async def snapshot(self, server_id: str | None = None, messages_per_channel: int = 0) -> Snapshot:
-        args = SnapshotArgs(server_id=server_id, messages_per_channel=messages_per_channel)
-        return await self.call("state", "snapshot", args, Snapshot)
+        """The view without messages unless asked (the CLI lists servers and channels)."""
+        return await super().snapshot(server_id, messages_per_channel)
 
     async def history(self, server_id: str, channel_id: str, limit: int) -> ViewHistoryResult:
-        args = ViewHistoryArgs(server_id=server_id, channel_id=channel_id, limit=limit)
-        return await self.call("state", "history", args, ViewHistoryResult)
+        return await self.window(server_id, channel_id, limit)
 
     async def counts(self, server_id: str | None = None) -> dict[str, dict[str, Any]] | None:
         """Unread/mention counts per server (with ``channels`` per channel id), from the
         notification service; ``None`` when it does not answer."""
-        from services.core.contracts.notify import SERVICE, UnreadArgs, UnreadResult
-
         try:
-            result = await self.call(
-                SERVICE, "unread", UnreadArgs(server_id=server_id), UnreadResult, timeout=5
-            )
+            result = await self.unread(server_id, timeout=5)
         except CommandError:
             return None
         return {
@@ -197,7 +162,7 @@ class MemberClient:
         self.bus.add_reconnect_hooks(tailer.disconnected, tailer.resync)
         say(f"tailing the events of {self.member} (Ctrl-C stops)")
         try:  # where to resync from after a reconnect, should nothing be printed before it
-            start = await self.call("state", "servers", Empty(), ServerList, timeout=10)
+            start = await self.call(cmd.SERVERS, Empty(), timeout=10)
             tailer.start_at(start.seq)
         except CommandError as exc:  # no state service: live only until a resync can start
             say(f"no start position from the state service ({exc.code}); tailing live events")
@@ -292,9 +257,7 @@ class _Tailer:
         while not self.stopped:
             try:
                 while True:
-                    res = await self.client.call(
-                        "state", "sync", SyncArgs(since_seq=since, limit=TAIL_SYNC_PAGE), SyncResult
-                    )
+                    res = await self.client.call(cmd.SYNC, SyncArgs(since_seq=since, limit=TAIL_SYNC_PAGE))
                     if res.truncated:
                         self.say(f"events after #{since} are no longer all kept; some were missed")
                         return

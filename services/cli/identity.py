@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
+from services.core.contracts import commands as cmd
 from services.core.contracts.chat import IdentityGetArgs, IdentityImportArgs, IdentityInfo, UidModeArgs
 from services.core.identity_backup import (
     MAX_FILE_BYTES,
@@ -53,9 +54,9 @@ def register(identity: click.Group) -> None:
 
         async def work(c: MemberClient) -> IdentityInfo:
             if mode is None:
-                return await c.call("connector", "identity_get", IdentityGetArgs(), IdentityInfo)
+                return await c.call(cmd.IDENTITY_GET, IdentityGetArgs())
             args = UidModeArgs.model_validate({"mode": mode})
-            return await c.call("connector", "uid_mode", args, IdentityInfo)
+            return await c.call(cmd.UID_MODE, args)
 
         result: IdentityInfo = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(identity_text(result)))
@@ -97,9 +98,9 @@ def import_backup(
         raise click.ClickException(str(exc)) from exc
 
     async def work(c: MemberClient) -> IdentityInfo:
-        await c.call("connector", "identity_import", IdentityImportArgs(root=backup.root), IdentityInfo)
+        await c.call(cmd.IDENTITY_IMPORT, IdentityImportArgs(root=backup.root))
         mode = UidModeArgs.model_validate({"mode": backup.uid_mode})
-        return await c.call("connector", "uid_mode", mode, IdentityInfo)
+        return await c.call(cmd.UID_MODE, mode)
 
     info: IdentityInfo = run(member, connection, work)
     emit(as_json, info, lambda: click.echo(f"identity imported from {file}\n{identity_text(info)}"))
@@ -125,7 +126,7 @@ def register_backup(identity: click.Group) -> None:
         any stack brings back the same identity: every server sees the same uids again."""
 
         async def work(c: MemberClient) -> IdentityInfo:
-            return await c.call("connector", "identity_get", IdentityGetArgs(reveal=True), IdentityInfo)
+            return await c.call(cmd.IDENTITY_GET, IdentityGetArgs(reveal=True))
 
         info: IdentityInfo = run(member, connection, work)
         if not info.exists or info.root is None:

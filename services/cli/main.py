@@ -80,7 +80,7 @@ def up(demo: bool, with_ui: bool, listen: str | None) -> None:
 @click.pass_context
 def ui(ctx: click.Context, member: str | None) -> None:
     """Open the desktop app (options: --connection FILE or --member NAME, --scale, --font-size)."""
-    from ui.app import main as ui_main
+    import os
 
     args = list(ctx.args)
     if member is not None:
@@ -92,7 +92,8 @@ def ui(ctx: click.Context, member: str | None) -> None:
                 f"no connection file for {member} at {path} (openchat member add {member})"
             )
         args = ["--connection", str(path), *args]
-    ui_main(args)
+    # the desktop app is its own program (``python -m ui``); the CLI imports nothing of it
+    os.execv(sys.executable, [sys.executable, "-m", "ui", *args])  # noqa: S606 (the member's own args)
 
 
 @main.command()

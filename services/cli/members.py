@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from services.cli.home import Home
+from services.core import natsconf
+from services.core.bus import Bus, ConnectOptions
 from services.core.contracts import subjects
+from services.core.contracts.members import MEMBER_DATA_SERVICES, MemberRemoved
 from services.core.identity import check_root
 from services.core.members import ConnectionFile, Member
-from services.core.servers import ServerStore
+from services.core.rpc import remove_member_everywhere
 from services.core.tls import is_loopback_host, url_host
 
 
@@ -88,11 +92,38 @@ def rotate_member(home: Home, name: str, out: Callable[[str], None] = print) -> 
 
 
 def remove_member(home: Home, name: str, out: Callable[[str], None] = print) -> None:
+    """Remove the member from the registry (its credentials stop working), then ask every service
+    to forget what it keeps of the member (``oc.sys.member.remove.<service>``); a service not
+    running forgets at its next start (the registry remembers the removal)."""
     home.registry.remove(name)
     home.identities.delete(name)
-    ServerStore(home.layout.registry_db).forget_member(name)
-    from services.connector.profile import ProfileStore  # the connector's table, same database
-
-    ProfileStore(home.layout.registry_db).forget_member(name)
     home.layout.connection_file(name).unlink(missing_ok=True)
     out(f"member {name} removed ({home.apply_to_nats()})")
+    for service, outcome in _ask_services_to_forget(home, name).items():
+        if isinstance(outcome, MemberRemoved):
+            what = ", ".join(f"{k} {v}" for k, v in outcome.removed.items() if v) or "nothing kept"
+            out(f"  {service}: forgotten ({what})")
+        else:
+            out(f"  {service}: not reached ({outcome}); it forgets {name} at its next start")
+
+
+def _ask_services_to_forget(home: Home, name: str) -> dict[str, MemberRemoved | str]:
+    url = home.nats_url()
+    password = home.secret_env.get(natsconf.SERVICE_PASSWORD_VAR)
+    if url is None or not password:
+        return dict.fromkeys(MEMBER_DATA_SERVICES, "no stack is running")
+
+    async def ask() -> dict[str, MemberRemoved | str]:
+        opts = ConnectOptions(
+            url=url, user=home.settings.service_user, password=password, name="cli-member-remove"
+        )
+        bus = await Bus.connect(opts, first_attempts=1)
+        try:
+            return await remove_member_everywhere(bus, name)
+        finally:
+            await bus.close()
+
+    try:
+        return asyncio.run(asyncio.wait_for(ask(), 60))
+    except Exception as exc:  # the stack is not reachable: each service forgets at its next start
+        return dict.fromkeys(MEMBER_DATA_SERVICES, f"bus unreachable: {type(exc).__name__}")

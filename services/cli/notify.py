@@ -17,6 +17,7 @@ import click
 from pydantic import BaseModel
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
+from services.core.contracts import commands as cmd
 from services.core.contracts.bus import Empty
 from services.core.contracts.notify import (
     BADGE_CAP,
@@ -86,7 +87,7 @@ def register(main: click.Group) -> None:
         """Unread and mention counts per server and channel."""
 
         async def work(c: MemberClient) -> UnreadResult:
-            return await c.call(SERVICE, "unread", UnreadArgs(server_id=server_id), UnreadResult)
+            return await c.call(cmd.UNREAD, UnreadArgs(server_id=server_id))
 
         result: UnreadResult = run(member, connection, work)
         emit(as_json, unread_rows(result), lambda: click.echo(unread_text(result)))
@@ -104,7 +105,7 @@ def register(main: click.Group) -> None:
 
         async def work(c: MemberClient) -> UnreadResult:
             args = MarkReadArgs(server_id=server_id, channel_id=channel_id)
-            return await c.call(SERVICE, "mark_read", args, UnreadResult)
+            return await c.call(cmd.MARK_READ, args)
 
         result: UnreadResult = run(member, connection, work)
         what = f"{server_id} #{channel_id}" if channel_id else server_id
@@ -178,7 +179,8 @@ STATUS_LABELS = {
 
 def _prefs_call(verb: str, args: BaseModel) -> Callable[[MemberClient], Awaitable[NotifyPrefs]]:
     async def work(c: MemberClient) -> NotifyPrefs:
-        return await c.call(SERVICE, verb, args, NotifyPrefs)
+        spec: cmd.CommandSpec[BaseModel, NotifyPrefs] = cmd.COMMANDS[(SERVICE, verb)]
+        return await c.call(spec, args)
 
     return work
 

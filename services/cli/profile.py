@@ -2,7 +2,7 @@
 
 Thin bus clients of the connector (``oc.<member>.cmd.connector.profile_get`` / ``profile_set`` /
 ``consent``). The profile is kept on this host; a server sees it only after the member agreed to
-share it with that server (``openchat profile share SERVER``, D18), UID-only otherwise.
+share it with that server (``openchat profile share SERVER``, rule D18), UID-only otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from services.cli.chat import MemberClient, connection_option, emit, json_option, member_option, run
+from services.core.contracts import commands as cmd
 from services.core.contracts.chat import (
     AVATAR_PRESETS,
     ConsentArgs,
@@ -61,7 +62,7 @@ def register(main: click.Group) -> None:
         """The profile and where it is published."""
 
         async def work(c: MemberClient) -> ProfileGetResult:
-            return await c.call("connector", "profile_get", ProfileGetArgs(), ProfileGetResult)
+            return await c.call(cmd.PROFILE_GET, ProfileGetArgs())
 
         result: ProfileGetResult = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(profile_text(result)))
@@ -101,7 +102,7 @@ def register(main: click.Group) -> None:
         args = ProfileSetArgs(display_name=name, avatar_preset_id=preset, avatar=image)
 
         async def work(c: MemberClient) -> ProfileGetResult:
-            return await c.call("connector", "profile_set", args, ProfileGetResult)
+            return await c.call(cmd.PROFILE_SET, args)
 
         result: ProfileGetResult = run(member, connection, work)
         emit(as_json, result, lambda: click.echo(profile_text(result)))
@@ -119,7 +120,7 @@ def register(main: click.Group) -> None:
         args = ConsentArgs(server_id=server_id, share_profile=not keep_private)
 
         async def work(c: MemberClient) -> JoinResult:
-            return await c.call("connector", "consent", args, JoinResult)
+            return await c.call(cmd.CONSENT, args)
 
         result: JoinResult = run(member, connection, work)
         word = "private on" if keep_private else "shared with"

@@ -17,9 +17,10 @@ import click
 
 from services.cli.chat import MemberClient, connection_option, json_option, member_option, run
 from services.core.bus import CommandError
+from services.core.contracts import commands as cmd
 from services.core.contracts.bus import Empty
 from services.core.contracts.subjects import SERVICES
-from services.core.contracts.version import STACK, VERB, ServiceVersion, StackVersion
+from services.core.contracts.version import VERB, ServiceVersion, StackVersion
 from services.core.version import is_newer, package_version
 
 VERSION_TIMEOUT_S = 3.0
@@ -28,13 +29,14 @@ VERSION_TIMEOUT_S = 3.0
 async def collect(c: MemberClient) -> dict[str, Any]:
     async def one(service: str) -> ServiceVersion | str:
         try:
-            return await c.call(service, VERB, Empty(), ServiceVersion, timeout=VERSION_TIMEOUT_S)
+            spec: cmd.CommandSpec[Empty, ServiceVersion] = cmd.COMMANDS[(service, VERB)]
+            return await c.call(spec, Empty(), timeout=VERSION_TIMEOUT_S)
         except CommandError as exc:
             return exc.code
 
     async def stack() -> StackVersion | str:
         try:
-            return await c.call(STACK, VERB, Empty(), StackVersion, timeout=VERSION_TIMEOUT_S)
+            return await c.call(cmd.STACK_VERSION, Empty(), timeout=VERSION_TIMEOUT_S)
         except CommandError as exc:
             return exc.code
 

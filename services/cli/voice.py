@@ -32,6 +32,7 @@ from services.cli.chat import MemberClient, connection_option, json_option, memb
 from services.cli.home import Home
 from services.core.audio import MonoConverter
 from services.core.bus import CommandError
+from services.core.contracts import commands as cmd
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty
 from services.core.contracts.media import (
@@ -121,7 +122,9 @@ class VoiceSession:
 
     # -- commands --------------------------------------------------------------------------
     async def call(self, verb: str, args: Any, result: type[Any], timeout: float = COMMAND_TIMEOUT_S) -> Any:
-        return await self.client.call(SERVICE, verb, args, result, timeout=timeout)
+        return result.model_validate(
+            await self.client.call(cmd.COMMANDS[(SERVICE, verb)], args, timeout=timeout)
+        )
 
     # -- the bridge --------------------------------------------------------------------------
     async def bridge(self, resume: bool) -> None:
@@ -409,7 +412,7 @@ def register(main: click.Group) -> None:
 
         async def main() -> VoiceStatus:
             async with MemberClient.connect(cf) as client:
-                result: VoiceStatus = await client.call(SERVICE, verb, args, VoiceStatus, timeout=15)
+                result: VoiceStatus = await client.call(cmd.COMMANDS[(SERVICE, verb)], args, timeout=15)
                 return result
 
         try:

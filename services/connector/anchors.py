@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 log = logging.getLogger("openchat.connector.anchors")
 
@@ -50,11 +48,13 @@ class Anchor:
     created_at: datetime
 
 
-class AnchorStore:
+class AnchorStore(SqliteStore):
     """Durable anchors with a debounced writer. One per connector process."""
 
+    SCHEMA = SCHEMA
+    MEMBER_TABLES = ("connector_anchors",)
+
     def __init__(self, db_path: Path, *, interval_s: float = 1.0) -> None:
-        self.db_path = db_path
         self.interval_s = interval_s
         self._pending: dict[Key, Anchor] = {}
         self._wakeup = asyncio.Event()
@@ -62,12 +62,7 @@ class AnchorStore:
         self._write_lock = asyncio.Lock()
         self.flushes = 0
         self.flushed = asyncio.Event()  # set after each write (tests await it)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+        super().__init__(db_path)
 
     # -- reads -----------------------------------------------------------------------------------
     def load(self, member: str, server_id: str) -> dict[str, Anchor]:
@@ -90,6 +85,12 @@ class AnchorStore:
         self._pending[(member, server_id, channel_id)] = anchor
         if self._task is not None and not self._wakeup.is_set():
             self._wakeup.set()
+
+    def forget_member(self, member: str) -> int:
+        """Every anchor of ``member``: the pending ones and the written ones."""
+        for key in [k for k in self._pending if k[0] == member]:
+            del self._pending[key]
+        return super().forget_member(member)
 
     def forget(self, member: str, server_id: str) -> None:
         """Drop a session's anchors (the member left the server)."""

@@ -1,9 +1,10 @@
 """The connector service: the only process that speaks REST/realtime to OpenChat backends.
 
 Wiring only: ``Connector`` (``connector.py``) holds the commands and the session supervisor;
-this module binds its methods to ``oc.<member>.cmd.connector.<verb>`` (discover, probe, join, leave,
-send, typing, history, members, profiles, consent, profile_get, profile_set, read_ack_get,
-read_ack_put, identity_get, identity_create, identity_import, uid_mode, previews), subscribes
+this module binds its methods to the connector's rows of the commands table
+(``services.core.contracts.commands``: discover, probe, join, leave, send, typing, delete, history,
+members, profiles, consent, profile_get, profile_set, read_ack_get, read_ack_put, identity_get,
+identity_create, identity_import, uid_mode, previews), subscribes
 ``oc.sys.connector.rehydrate``,
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
@@ -25,33 +26,11 @@ from services.connector.connector import Connector
 from services.connector.quota import QuotaLimits, StorageQuota, check_fit
 from services.connector.session import BatchSink, EventSink, Timing
 from services.core.bus import PUBLISH_WINDOW, Bus, CommandError, newest_that_fit
-from services.core.contracts.blobs import UploadChunkArgs
+from services.core.contracts import commands as cmd
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import (
-    REHYDRATE_SUBJECT,
-    ConsentArgs,
-    DeleteMessageArgs,
-    DiscoverArgs,
-    HistoryArgs,
-    HistoryResult,
-    IdentityCreateArgs,
-    IdentityGetArgs,
-    IdentityImportArgs,
-    JoinArgs,
-    LeaveArgs,
-    MembersArgs,
-    PreviewsArgs,
-    ProbeArgs,
-    ProfileGetArgs,
-    ProfilesArgs,
-    ProfileSetArgs,
-    RehydrateRequest,
-    SendArgs,
-    TypingArgs,
-    UidModeArgs,
-)
-from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs
+from services.core.contracts.chat import REHYDRATE_SUBJECT, HistoryArgs, HistoryResult, RehydrateRequest
 from services.core.identity import default_key_file
+from services.core.rpc import serve, serve_member_removal
 from services.core.service import Service, ServiceContext
 
 log = logging.getLogger("openchat.connector.app")
@@ -164,27 +143,29 @@ def _bounded_history(
 
 async def register(bus: Bus, connector: Connector) -> None:
     """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
-    bus.command("connector", "discover", DiscoverArgs)(connector.discover)
-    bus.command("connector", "probe", ProbeArgs)(connector.probe)
-    bus.command("connector", "join", JoinArgs)(connector.join)
-    bus.command("connector", "leave", LeaveArgs)(connector.leave)
-    bus.command("connector", "send", SendArgs)(connector.send)
-    bus.command("connector", "upload", UploadChunkArgs)(connector.upload)
-    bus.command("connector", "typing", TypingArgs)(connector.typing)
-    bus.command("connector", "delete", DeleteMessageArgs)(connector.delete)
-    bus.command("connector", "history", HistoryArgs)(_bounded_history(connector.history))
-    bus.command("connector", "members", MembersArgs)(connector.members)
-    bus.command("connector", "profiles", ProfilesArgs)(connector.profiles)
-    bus.command("connector", "consent", ConsentArgs)(connector.consent)
-    bus.command("connector", "profile_get", ProfileGetArgs)(connector.profile_get)
-    bus.command("connector", "profile_set", ProfileSetArgs)(connector.profile_set)
-    bus.command("connector", "read_ack_get", ReadAckGetArgs)(connector.read_ack_get)
-    bus.command("connector", "read_ack_put", ReadAckPutArgs)(connector.read_ack_put)
-    bus.command("connector", "identity_get", IdentityGetArgs)(connector.identity_get)
-    bus.command("connector", "identity_create", IdentityCreateArgs)(connector.identity_create)
-    bus.command("connector", "identity_import", IdentityImportArgs)(connector.identity_import)
-    bus.command("connector", "uid_mode", UidModeArgs)(connector.uid_mode)
-    bus.command("connector", "previews", PreviewsArgs)(connector.previews_switch)
+    serve(bus, cmd.DISCOVER, connector.discover)
+    serve(bus, cmd.PROBE, connector.probe)
+    serve(bus, cmd.JOIN, connector.join)
+    serve(bus, cmd.LEAVE, connector.leave)
+    serve(bus, cmd.SEND, connector.send)
+    serve(bus, cmd.UPLOAD, connector.upload)
+    serve(bus, cmd.TYPING, connector.typing)
+    serve(bus, cmd.DELETE, connector.delete)
+    serve(bus, cmd.HISTORY, _bounded_history(connector.history))
+    serve(bus, cmd.MEMBERS, connector.members)
+    serve(bus, cmd.PROFILES, connector.profiles)
+    serve(bus, cmd.CONSENT, connector.consent)
+    serve(bus, cmd.PROFILE_GET, connector.profile_get)
+    serve(bus, cmd.PROFILE_SET, connector.profile_set)
+    serve(bus, cmd.READ_ACK_GET, connector.read_ack_get)
+    serve(bus, cmd.READ_ACK_PUT, connector.read_ack_put)
+    serve(bus, cmd.IDENTITY_GET, connector.identity_get)
+    serve(bus, cmd.IDENTITY_CREATE, connector.identity_create)
+    serve(bus, cmd.IDENTITY_IMPORT, connector.identity_import)
+    serve(bus, cmd.UID_MODE, connector.uid_mode)
+    serve(bus, cmd.PREVIEWS, connector.previews_switch)
+
+    await serve_member_removal(bus, "connector", connector.forget_member)
 
     async def on_rehydrate(request: RehydrateRequest, msg: Msg) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006

@@ -1,7 +1,7 @@
 """HTTP client of one OpenChat backend (wire §1-§9), plus the URL rules of the stack.
 
-- base URLs keep their path prefix (D8): every API path, HTTP and realtime, is appended to it;
-- ``X-OpenChat-User-UID`` and ``X-OpenChat-Device-ID`` go on **every** request, reads included (D7);
+- base URLs keep their path prefix (rule D8): every API path, HTTP and realtime, is appended to it;
+- ``X-OpenChat-User-UID`` and ``X-OpenChat-Device-ID`` go on **every** request, reads included (rule D7);
   the realtime URL carries them as query parameters too (the headers are added by the session);
 - every response is size-bounded and time-bounded and validated with ``contracts.wire`` models;
 - errors become ``BackendError(code, message, retryable, status)``: the backend's flat envelope
@@ -95,7 +95,7 @@ def is_local(base_url: str) -> bool:
 
 
 def realtime_url(base_url: str, ident: Identity, server_id: str, resume_from: str | None = None) -> str:
-    """``ws(s)://host/prefix/v1/realtime?server_id=&user_uid=&device_id=`` (D8, wire §10)."""
+    """``ws(s)://host/prefix/v1/realtime?server_id=&user_uid=&device_id=`` (rule D8, wire §10)."""
     parts = urlsplit(base_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
     query: dict[str, str] = {"server_id": server_id, "user_uid": ident.user_uid, "device_id": ident.device_id}

@@ -5,7 +5,7 @@ imported by ``identity_import``, encrypted at rest; a UID mode switch or an impo
 joined server to the newly projected uid), the
 durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
 registry database), the member's own profile (``ProfileStore``, same database; published by
-``ProfilePublisher`` only to servers the member consented for, D18) and one ``Session`` per
+``ProfilePublisher`` only to servers the member consented for, rule D18) and one ``Session`` per
 (member, server). Its command
 methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
 failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
@@ -27,14 +27,12 @@ import asyncio
 import base64
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from services.connector import domain
 from services.connector.anchors import AnchorStore
@@ -49,14 +47,14 @@ from services.connector.backend import (
 from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
 from services.connector.quota import StorageQuota
-from services.connector.session import BatchSink, EventSink, Session, Timing, envelope_class
+from services.connector.session import BatchSink, EventSink, Session, Timing
 from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
+from services.core.contracts import events as ev
 from services.core.contracts import subjects
 from services.core.contracts.blobs import UploadChunkArgs, UploadChunkResult
-from services.core.contracts.bus import utcnow
+from services.core.contracts.bus import EventEnvelope, utcnow
 from services.core.contracts.chat import (
-    KIND_MESSAGE_PREVIEWS,
     Ack,
     ChatMessage,
     ConsentArgs,
@@ -97,7 +95,6 @@ from services.core.contracts.chat import (
     ServerUpdated,
     TypingArgs,
     UidModeArgs,
-    previews_event_id,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.identity import (
@@ -110,6 +107,7 @@ from services.core.identity import (
     load_or_create_key,
     project_uid,
 )
+from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout
 from services.core.servers import ServerExists, ServerNotJoined, ServerStore
 
@@ -155,7 +153,7 @@ class Connector:
         self.sink = sink
         self.batch_sink = batch_sink  # gap fill: many events per acked batch (None: one by one)
         self.timing = timing or Timing()
-        registry = HomeLayout(home).registry_db
+        registry = self.registry_db = HomeLayout(home).registry_db
         registry.parent.mkdir(parents=True, exist_ok=True)
         self.servers = ServerStore(registry)
         self.identities = IdentityStore(registry, load_or_create_key(key_file))
@@ -182,11 +180,34 @@ class Connector:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start a session for every (member, server) in the durable store."""
+        """Forget members removed while the connector was down; start a session for every
+        (member, server) in the durable store."""
+        for member in MemberRegistry(self.registry_db).removed():
+            self._forget_stores(member)
         self.anchors.start()
         for member, record in self.servers.everything():
             self._start_session(member, record)
         log.info("connector sessions started", extra={"sessions": len(self.sessions)})
+
+    async def forget_member(self, member: str) -> dict[str, int]:
+        """A member was removed (``oc.sys.member.remove.connector``): stop its sessions and delete
+        everything the connector keeps of it."""
+        keys = [key for key in self.sessions if key[0] == member]
+        for key in keys:
+            await self.sessions.pop(key).stop()
+            self.rate.forget(key)
+        removed = self._forget_stores(member)
+        removed["sessions"] = len(keys)
+        log.info("member forgotten", extra={"member": member, **removed})
+        return removed
+
+    def _forget_stores(self, member: str) -> dict[str, int]:
+        return {
+            "joined_servers": self.servers.forget_member(member),
+            "profiles": self.profile_store.forget_member(member),
+            "anchors": self.anchors.forget_member(member),
+            "preview_prefs": self.preview_prefs.forget_member(member),
+        }
 
     async def close(self) -> None:
         sessions, self.sessions = list(self.sessions.values()), {}
@@ -229,7 +250,7 @@ class Connector:
         session.start()
         return session
 
-    # -- link previews (features 5.9, 14.5, D17, P6) --------------------------------------------
+    # -- link previews (features 5.9, 14.5, rule D17, P6) --------------------------------------------
     def wants_previews(self, session: Session, msg: ChatMessage) -> list[str]:
         """The URLs to fetch for ``msg`` (empty: none). The backend's own cards win; otherwise
         only on a verified server and while the member's switch is on."""
@@ -254,11 +275,9 @@ class Connector:
             current = self.sessions.get((session.member, session.server_id))
             if not cards or current is None or not self.preview_prefs.enabled(session.member):
                 return  # nothing found, the server was left, or the switch went off meanwhile
-            await current.emit(
-                KIND_MESSAGE_PREVIEWS,
+            await current.publish(
+                ev.MESSAGE_PREVIEWS,
                 MessagePreviews(channel_id=msg.channel_id, message_id=msg.id, previews=cards),
-                previews_event_id(msg.id),
-                msg.channel_id,
             )
         except asyncio.CancelledError:
             raise
@@ -321,10 +340,8 @@ class Connector:
             raise CommandError("server_not_joined", f"You have not joined server {server_id}.")
         return session
 
-    async def _emit(self, member: str, server_id: str, kind: str, payload: BaseModel, event_id: str) -> None:
-        envelope = envelope_class(type(payload))(
-            event_id=event_id, server_id=server_id, type=kind, payload=payload
-        )
+    async def _emit(self, member: str, envelope: EventEnvelope[Any]) -> None:
+        """Publish an envelope built by the events table (``EventSpec.envelope``)."""
         await self.sink(member, envelope)
 
     # -- servers ---------------------------------------------------------------------------------
@@ -409,13 +426,7 @@ class Connector:
                 self.servers.add(member, record)
             except ServerExists as exc:
                 raise CommandError("server_exists", str(exc)) from exc
-            await self._emit(
-                member,
-                record.server_id,
-                "server.joined",
-                ServerJoined(server=record),
-                f"joined:{record.joined_at.isoformat()}",
-            )
+            await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))
             self._start_session(member, record)
         log.info("server joined", extra={"member": member, "server_id": record.server_id})
         return JoinResult(server=record)
@@ -448,14 +459,8 @@ class Connector:
         self.rate.forget((member, record.server_id))
         if self.quota is not None:
             self.quota.forget(member, record.server_id)
-        now = utcnow()
-        await self._emit(
-            member,
-            record.server_id,
-            "server.left",
-            ServerLeft(server_id=record.server_id),
-            f"left:{now.isoformat()}",
-        )
+        left = ServerLeft(server_id=record.server_id)
+        await self._emit(member, ev.SERVER_LEFT.envelope(record.server_id, left))
         log.info(
             "server left",
             extra={"member": member, "server_id": record.server_id, "backend_left": backend_left},
@@ -468,18 +473,12 @@ class Connector:
         record = session.record.model_copy(update={"profile_consent": args.share_profile})
         self.servers.update(member, record)
         session.record = record
-        await self._emit(
-            member,
-            record.server_id,
-            "server.updated",
-            ServerUpdated(server=record),
-            f"srvupd:{uuid.uuid4().hex}",
-        )
+        await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, ServerUpdated(server=record)))
         if args.share_profile:
-            session.request_profile_sync()  # D18: publish now that the member agreed
+            session.request_profile_sync()  # rule D18: publish now that the member agreed
         return JoinResult(server=record)
 
-    # -- the member's own profile (features 1.1, 11; D18) ----------------------------------------
+    # -- the member's own profile (features 1.1, 11; rule D18) ----------------------------------------
     async def profile_get(self, member: str, args: ProfileGetArgs) -> ProfileGetResult:
         stored = await asyncio.to_thread(self.profile_store.get, member)
         profile = None
@@ -589,13 +588,8 @@ class Connector:
             # an avatar uploaded under the old uid belongs to it: upload again under the new one
             self.profile_store.forget_server(member, record.server_id)
             try:
-                await self._emit(
-                    member,
-                    record.server_id,
-                    "server.updated",
-                    ServerUpdated(server=record),
-                    f"srvupd:{uuid.uuid4().hex}",
-                )
+                updated = ServerUpdated(server=record)
+                await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, updated))
             finally:  # the server stays connected even when the bus refused the event
                 self._start_session(member, record, previous=old)
             changed.append(record)
@@ -650,11 +644,8 @@ class Connector:
                 "channel_not_found", f"{args.channel_id} is not a text channel of {args.server_id}."
             )
         await session.backend.delete_message(args.channel_id, args.message_id)
-        await session.emit(
-            "message.deleted",
-            MessageDeleted(channel_id=args.channel_id, message_id=args.message_id),
-            f"del:{args.message_id}",
-            args.channel_id,
+        await session.publish(
+            ev.MESSAGE_DELETED, MessageDeleted(channel_id=args.channel_id, message_id=args.message_id)
         )
         return Ack(ok=True, detail="deleted")
 

@@ -1,4 +1,4 @@
-"""Link previews fetched by the home stack (features 5.9, 14.5, D17, P6).
+"""Link previews fetched by the home stack (features 5.9, 14.5, rule D17, P6).
 
 Pure parts (unit-tested without I/O):
 
@@ -19,7 +19,7 @@ Pure parts (unit-tested without I/O):
 I/O: ``PreviewFetcher`` fetches with its own ``httpx`` client (``Accept: text/html``, redirects
 followed by hand — at most 5 — with the host of every hop resolved and checked, non-HTML refused,
 the body streamed and reading stopped after 512,000 characters, 8 s in total per URL), behind a
-bounded cache (LRU, 500 entries, successes kept 24 h, failures 10 min; D17 / numbers.md §10), a
+bounded cache (LRU, 500 entries, successes kept 24 h, failures 10 min; rule D17 / numbers.md §10), a
 de-duplication of in-flight fetches (the same URL twice → one request) and a concurrency limit
 (4 fetches at a time). ``PreviewPrefs`` keeps each member's switch (default on) in the registry
 database.
@@ -37,14 +37,11 @@ import ipaddress
 import logging
 import re
 import socket
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -57,7 +54,7 @@ from services.core.contracts.chat import (
     LINK_PREVIEW_URL_MAX,
     LinkPreview,
 )
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 log = logging.getLogger("openchat.connector.previews")
 
@@ -313,7 +310,7 @@ async def check_host(url: str, *, allow_private: bool) -> None:
         raise PreviewRefused("host resolves to a private or reserved address")
 
 
-# -- the bounded cache (D17) ---------------------------------------------------------------------
+# -- the bounded cache (rule D17) ---------------------------------------------------------------------
 @dataclass
 class _Entry:
     preview: LinkPreview | None
@@ -520,17 +517,11 @@ CREATE TABLE IF NOT EXISTS connector_preview_prefs (
 """
 
 
-class PreviewPrefs:
+class PreviewPrefs(SqliteStore):
     """Per member: link previews on (the default) or off everywhere."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+    SCHEMA = SCHEMA
+    MEMBER_TABLES = ("connector_preview_prefs",)
 
     def enabled(self, member: str) -> bool:
         """Read each time (connector replicas share the database); asked only for messages

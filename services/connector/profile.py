@@ -1,4 +1,4 @@
-"""The member's own profile: kept by the connector, published only with consent (features 1.1, 11; D18).
+"""The member's own profile: kept by the connector, published only with consent (features 1.1, 11; rule D18).
 
 - ``ProfileStore``: one profile per member in the registry database (table ``member_profiles``,
   owned by the connector): display name, avatar mode, preset, and an uploaded image kept locally
@@ -12,7 +12,7 @@
   dropped), WEBP (or any type the server does not take) as PNG, scaled to the server's
   ``avatar_upload`` maximum width/height and, when still too big, re-encoded smaller until it fits
   its ``max_bytes``.
-- ``ProfilePublisher.sync(session)``: D18. Only when the member consented for that server
+- ``ProfilePublisher.sync(session)``: rule D18. Only when the member consented for that server
   (``profile_consent is True``) and the server advertises ``profile.enabled``: ``GET
   /v1/profile/me`` (cached on the session), and when the name, mode or preset/asset differ, the
   avatar upload when needed, then ``PUT /v1/profile/me`` with ``If-Match: <profile_version>``; a
@@ -30,12 +30,9 @@ import binascii
 import hashlib
 import io
 import logging
-import sqlite3
 import unicodedata
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,7 +50,7 @@ from services.core.contracts.chat import (
     ProfileSetArgs,
     ProfileSyncState,
 )
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 if TYPE_CHECKING:
     from services.connector.session import Session
@@ -220,15 +217,9 @@ class StoredProfile:
         return self.profile.model_copy(update={"avatar_b64": base64.b64encode(self.image).decode()})
 
 
-class ProfileStore:
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+class ProfileStore(SqliteStore):
+    SCHEMA = SCHEMA
+    MEMBER_TABLES = ("member_profiles", "member_profile_assets")
 
     def get(self, member: str) -> StoredProfile | None:
         with self._db() as db:
@@ -271,11 +262,6 @@ class ProfileStore:
             db.execute(
                 "DELETE FROM member_profile_assets WHERE member = ? AND server_id = ?", (member, server_id)
             )
-
-    def forget_member(self, member: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM member_profiles WHERE member = ?", (member,))
-            db.execute("DELETE FROM member_profile_assets WHERE member = ?", (member,))
 
 
 def apply_change(current: StoredProfile | None, args: ProfileSetArgs, now: datetime) -> StoredProfile:
@@ -330,7 +316,7 @@ def apply_change(current: StoredProfile | None, args: ProfileSetArgs, now: datet
     return StoredProfile(MemberProfile(**fields, revision=revision, updated_at=now), image)
 
 
-# -- publishing (D18) ----------------------------------------------------------------------------
+# -- publishing (rule D18) ----------------------------------------------------------------------------
 def sync_state(session: Session, state: str, code: str = "", version: int | None = None) -> ProfileSyncState:
     return ProfileSyncState.model_validate(
         {
@@ -362,7 +348,7 @@ class ProfilePublisher:
 
     async def _sync(self, session: Session) -> ProfileSyncState:
         if session.record.profile_consent is not True:
-            return sync_state(session, "private")  # D18: nothing is read or written for ourselves
+            return sync_state(session, "private")  # rule D18: nothing is read or written for ourselves
         caps = session.wire_caps
         if caps is None:
             return sync_state(session, "pending")  # the hydrate asks again once connected

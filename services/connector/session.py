@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -61,6 +61,7 @@ from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.connector.history import HistoryPage, reason_of, release_memory
 from services.connector.quota import StorageQuota
+from services.core.contracts import events as ev
 from services.core.contracts import wire
 from services.core.contracts.bus import MAX_BUS_PAYLOAD_BYTES, EventEnvelope
 from services.core.contracts.chat import (
@@ -80,10 +81,10 @@ from services.core.contracts.chat import (
     ServerRecord,
     ServerUpdated,
     Typing,
-    message_event_id,
 )
-from services.core.contracts.notify import KIND_READ_ACK_UPDATED, ReadAckUpdated, read_ack_event_id
+from services.core.contracts.notify import ReadAckUpdated
 
+P = TypeVar("P", bound=BaseModel)
 log = logging.getLogger("openchat.connector.session")
 
 EventSink = Callable[[str, EventEnvelope[Any]], Awaitable[None]]
@@ -479,7 +480,7 @@ class Session:
             self.read_acks_unsupported = False  # another build: probe optional endpoints again
             self.profile_unsupported = False
         if changed or publish:
-            await self.emit("capabilities", snap, f"caps:{uuid.uuid4().hex}")
+            await self.publish(ev.CAPABILITIES, snap)
         return snap
 
     async def refresh_channels(self, *, publish: bool = False) -> None:
@@ -489,9 +490,7 @@ class Session:
         if groups != self.groups or publish or not self.hydrated.is_set():
             before = set(self.text_channels())
             self.groups = groups
-            await self.emit(
-                "channels.updated", ChannelsUpdated(groups=groups), f"channels:{uuid.uuid4().hex}"
-            )
+            await self.publish(ev.CHANNELS_UPDATED, ChannelsUpdated(groups=groups))
             if self.ws is not None and self.live.is_set():
                 added = [c for c in self.text_channels() if c not in before]
                 for channel_id in added:
@@ -512,7 +511,7 @@ class Session:
         members = [{"id": m.id, "name": m.name, "status": m.status} for m in listing.members]
         if members != self.members:
             self.members = members
-            await self.emit("members.updated", MembersUpdated(members=members), f"members:{uuid.uuid4().hex}")
+            await self.publish(ev.MEMBERS_UPDATED, MembersUpdated(members=members))
 
     async def gap_fill(self) -> int:
         """Fetch and publish what was missed on every text channel; return how many were published.
@@ -739,18 +738,16 @@ class Session:
         elif kind == "chat.message.deleted":
             deleted = wire.MessageDeletedPayload.model_validate(payload)
             if self.is_text_channel(deleted.channel_id):
-                await self.emit(
-                    "message.deleted",
+                await self.publish(
+                    ev.MESSAGE_DELETED,
                     MessageDeleted(channel_id=deleted.channel_id, message_id=deleted.message_id),
-                    f"del:{deleted.message_id}",
-                    deleted.channel_id,
                 )
         elif kind == "chat.typing.updated":
             typing = wire.TypingUpdatedPayload.model_validate(payload)
             if self.is_text_channel(typing.channel_id):
                 expires = datetime.now(UTC) + timedelta(seconds=domain.TYPING_EXPIRY_S)
-                await self.emit(
-                    "typing",
+                await self.publish(
+                    ev.TYPING,
                     Typing(
                         channel_id=typing.channel_id,
                         user_uid=typing.member.user_uid,
@@ -758,8 +755,6 @@ class Session:
                         is_typing=typing.is_typing,
                         expires_at=expires if typing.is_typing else None,
                     ),
-                    f"typing:{uuid.uuid4().hex}",
-                    typing.channel_id,
                 )
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
@@ -768,11 +763,8 @@ class Session:
                     PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"}))
                     for m in snap.members
                 ]
-                await self.emit(
-                    "presence.snapshot",
-                    PresenceSnapshot(channel_id=snap.channel_id, members=entries),
-                    f"presence:{uuid.uuid4().hex}",
-                    snap.channel_id,
+                await self.publish(
+                    ev.PRESENCE_SNAPSHOT, PresenceSnapshot(channel_id=snap.channel_id, members=entries)
                 )
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
@@ -780,11 +772,9 @@ class Session:
                 entry = PresenceEntry(
                     **change.member.model_dump(include={"client_id", "user_uid", "device_id"})
                 )
-                await self.emit(
-                    "presence.joined" if kind.endswith("joined") else "presence.left",
+                await self.publish(
+                    ev.PRESENCE_JOINED if kind.endswith("joined") else ev.PRESENCE_LEFT,
                     PresenceChange(channel_id=change.channel_id, member=entry),
-                    f"presence:{uuid.uuid4().hex}",
-                    change.channel_id,
                 )
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
@@ -801,7 +791,7 @@ class Session:
                     cursor_index=ack.cursor_index,
                     acked_at=ack.acked_at,
                 )
-                await self.emit(KIND_READ_ACK_UPDATED, update, read_ack_event_id(update), ack.channel_id)
+                await self.publish(ev.READ_ACK_UPDATED, update)
         elif kind == "chat.server.updated":
             await self.apply_server_update(wire.ServerUpdatedEvent.model_validate(payload))
         elif kind in MANAGEMENT_EVENTS:
@@ -828,13 +818,13 @@ class Session:
         if self.on_record is not None:
             self.on_record(record)
         self.record = record
-        await self.emit("server.updated", ServerUpdated(server=record), f"srvupd:{uuid.uuid4().hex}")
+        await self.publish(ev.SERVER_UPDATED, ServerUpdated(server=record))
 
     # -- publishing ------------------------------------------------------------------------------
-    async def emit(self, kind: str, payload: BaseModel, event_id: str, channel_id: str | None = None) -> None:
-        envelope = envelope_class(type(payload))(
-            event_id=event_id, server_id=self.server_id, channel_id=channel_id, type=kind, payload=payload
-        )
+    async def publish(self, spec: ev.EventSpec[P], payload: P) -> None:
+        """Publish one event of this server: kind, event id and channel by the events table;
+        stored only when admitted (``_admit``: encodable, within the bus limit and the quota)."""
+        envelope = spec.envelope(self.server_id, payload)
         if self._admit(envelope) == "ok":
             await self.sink(self.member, envelope)
 
@@ -899,24 +889,21 @@ class Session:
             )
 
     def _message_envelope(self, msg: ChatMessage) -> EventEnvelope[MessageCreated]:
+        payload = MessageCreated(message=msg)
         return MessageEnvelope(
-            event_id=message_event_id(msg.id),
+            event_id=ev.MESSAGE_CREATED.event_id(payload),
             server_id=self.server_id,
             channel_id=msg.channel_id,
-            type="message.created",
-            payload=MessageCreated(message=msg),
+            type=ev.MESSAGE_CREATED.kind,
+            payload=payload,
         )
 
     async def emit_profile(self, profile: Any) -> None:
-        await self.emit(
-            "profile.updated",
-            ProfileUpdated(profile=profile),
-            f"profile:{profile.user_uid}:{profile.profile_version}",
-        )
+        await self.publish(ev.PROFILE_UPDATED, ProfileUpdated(profile=profile))
 
     async def _emit_connection(self, state: ConnectionState) -> None:
         self.conn = state
-        await self.emit("server.connection", state, f"conn:{uuid.uuid4().hex}")
+        await self.publish(ev.SERVER_CONNECTION, state)
 
     async def publish_message(self, msg: ChatMessage, *, again: bool = False) -> bool:
         """Publish ``message.created`` once per message id (``again``: re-publish a known one)."""
@@ -1047,16 +1034,12 @@ class Session:
     async def republish(self) -> None:
         """Re-publish this session's view (capabilities, channels, connection, message windows)."""
         if self.caps is not None:
-            await self.emit("capabilities", self.caps, f"caps:{uuid.uuid4().hex}")
+            await self.publish(ev.CAPABILITIES, self.caps)
         if self.groups:
-            await self.emit(
-                "channels.updated", ChannelsUpdated(groups=self.groups), f"channels:{uuid.uuid4().hex}"
-            )
+            await self.publish(ev.CHANNELS_UPDATED, ChannelsUpdated(groups=self.groups))
         if self.members is not None:
-            await self.emit(
-                "members.updated", MembersUpdated(members=self.members), f"members:{uuid.uuid4().hex}"
-            )
-        await self.emit("server.connection", self.conn, f"conn:{uuid.uuid4().hex}")
+            await self.publish(ev.MEMBERS_UPDATED, MembersUpdated(members=self.members))
+        await self.publish(ev.SERVER_CONNECTION, self.conn)
         if not self.live.is_set():
             return
         for channel_id in list(self.text_channels()):

@@ -19,15 +19,13 @@ import hashlib
 import os
 import re
 import secrets
-import sqlite3
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from services.core.db import open_db
+from services.core.db import SqliteStore
 from services.core.paths import write_atomic
 
 ROOT_RE = re.compile(r"^identity_[a-z0-9]{8}$")
@@ -112,17 +110,14 @@ CREATE TABLE IF NOT EXISTS identities (
 """
 
 
-class IdentityStore:
+class IdentityStore(SqliteStore):
     """Encrypted identity roots per member, in the registry database."""
 
-    def __init__(self, db_path: Path, key: bytes) -> None:
-        self.db_path = db_path
-        self._fernet = Fernet(key)
-        with self._db() as db:
-            db.executescript(SCHEMA)
+    SCHEMA = SCHEMA
 
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+    def __init__(self, db_path: Path, key: bytes) -> None:
+        self._fernet = Fernet(key)
+        super().__init__(db_path)
 
     def put(self, member: str, root: str, uid_mode: UidMode = "server_scoped") -> None:
         token = self._fernet.encrypt(check_root(root).encode())

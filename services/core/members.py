@@ -7,7 +7,6 @@ into the member's connection file, which the desktop app and the CLI use to conn
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ import nkeys
 from pydantic import BaseModel, ConfigDict
 
 from services.core.contracts import subjects
-from services.core.db import open_db
+from services.core.db import SqliteStore
 from services.core.paths import write_atomic
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ CREATE TABLE IF NOT EXISTS members (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- members removed: every service forgets their data (at once over the bus, else at its next start)
+CREATE TABLE IF NOT EXISTS removed_members (name TEXT PRIMARY KEY, removed_at TEXT NOT NULL);
 """
 
 
@@ -94,17 +95,15 @@ def new_user_nkey() -> tuple[str, str]:
     return seed.decode(), keypair.public_key.decode()
 
 
-class MemberRegistry:
+class MemberRegistry(SqliteStore):
     """Members of this instance. One short transaction per call; safe across processes."""
+
+    SCHEMA = SCHEMA
+    DURABLE = True  # the member registry must survive a power loss
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.path, durable=True)
+        super().__init__(path)
 
     def add(self, name: str) -> tuple[Member, str]:
         """Create a member; return it and the nkey seed (shown once, never stored here)."""
@@ -119,6 +118,7 @@ class MemberRegistry:
                 )
             except sqlite3.IntegrityError as exc:
                 raise MemberExists(f"member {name!r} already exists") from exc
+            db.execute("DELETE FROM removed_members WHERE name = ?", (member.name,))  # a new member
         return member, seed
 
     def rotate(self, name: str) -> tuple[Member, str]:
@@ -145,10 +145,24 @@ class MemberRegistry:
         return [Member(*row) for row in rows]
 
     def remove(self, name: str) -> None:
+        """Remove the member and remember the removal (``removed``) for the services."""
         with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
             cur = db.execute("DELETE FROM members WHERE name = ?", (name,))
-        if cur.rowcount == 0:
-            raise MemberNotFound(name)
+            if cur.rowcount == 0:
+                db.execute("ROLLBACK")
+                raise MemberNotFound(name)
+            db.execute(
+                "INSERT INTO removed_members (name, removed_at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET removed_at = excluded.removed_at",
+                (name, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+            db.execute("COMMIT")
+
+    def removed(self) -> list[str]:
+        """Members removed (and not added again): a starting service forgets what it keeps of them."""
+        with self._db() as db:
+            return [row[0] for row in db.execute("SELECT name FROM removed_members ORDER BY name")]
 
     def nats_users(self) -> list[tuple[str, str]]:
         return [(m.name, m.nkey_public) for m in self.all()]

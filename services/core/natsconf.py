@@ -46,6 +46,7 @@ _CONSUMERS = ["$JS.API.CONSUMER.>", "$JS.ACK.>", "$JS.FC.>"]
 # Internal traffic: event ingest (``oc.sys.ev.>``: the connector's events, the notification
 # service's counts, the state service's re-announced joins) and service-to-service subjects.
 _INTERNAL = [f"{subjects.SYS_PREFIX}.>"]
+SPEAKING_SUBJECTS = "oc.*.evt.*.voice.speaking"
 SERVICE_PUBLISH: dict[str, list[str]] = {
     "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
     "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
@@ -56,9 +57,9 @@ SERVICE_PUBLISH: dict[str, list[str]] = {
         subjects.command_wildcard("connector", "read_ack_get"),
         subjects.command_wildcard("connector", "read_ack_put"),
     ],
-    # voice: call state and participants through the stream (ingest), speaking levels straight
-    # to the member's voice subjects on core NATS (ephemeral, no sequence: ADR 0011)
-    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, "oc.*.evt.*.voice.>"],
+    # voice: call state and participants through the stream (ingest); speaking changes straight
+    # to the member's one speaking subject on core NATS (ephemeral, never stored: ADR 0011)
+    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS],
 }
 RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
 

@@ -1,18 +1,16 @@
 """The durable list of servers each member joined (registry database, ADR 0001).
 
 Owned by the connector (it writes on join/leave/consent); read by anyone who needs the list at
-start. Keyed by ``(member, server_id)`` — a server id is the member's choice (D1), and two
+start. Keyed by ``(member, server_id)`` — a server id is the member's choice (rule D1), and two
 backends may reuse ids, so nothing is keyed by server id alone.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractContextManager
-from pathlib import Path
 
 from services.core.contracts.chat import ServerRecord
-from services.core.db import open_db
+from services.core.db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS joined_servers (
@@ -32,15 +30,9 @@ class ServerNotJoined(KeyError):
     pass
 
 
-class ServerStore:
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
-
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return open_db(self.db_path)
+class ServerStore(SqliteStore):
+    SCHEMA = SCHEMA
+    MEMBER_TABLES = ("joined_servers",)
 
     def add(self, member: str, record: ServerRecord) -> None:
         with self._db() as db:
@@ -89,7 +81,3 @@ class ServerStore:
         with self._db() as db:
             rows = db.execute("SELECT member, record FROM joined_servers ORDER BY member, rowid").fetchall()
         return [(m, ServerRecord.model_validate_json(r)) for m, r in rows]
-
-    def forget_member(self, member: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM joined_servers WHERE member = ?", (member,))

@@ -21,11 +21,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.bus import Bus, CommandError
+from services.core.contracts import commands as cmd
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty, EventEnvelope
 from services.core.contracts.chat import ServerRecord
 from services.core.contracts.media import (
-    SERVICE,
     BridgeAlive,
     BridgeAnswer,
     BridgeKeepaliveArgs,
@@ -37,6 +37,7 @@ from services.core.contracts.media import (
     VoiceSpeaking,
     VoiceStatus,
 )
+from services.core.rpc import serve
 from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain, low_latency_receivers
 from services.media.call import Call
 from services.media.domain import apply_prefs, input_gain
@@ -101,13 +102,13 @@ class MediaService:
     # -- lifecycle ---------------------------------------------------------------------------
     def register(self) -> None:
         bus = self.bus
-        bus.command(SERVICE, "join", VoiceJoinArgs)(self.join)
-        bus.command(SERVICE, "leave", Empty)(self.leave)
-        bus.command(SERVICE, "status", Empty)(self.status)
-        bus.command(SERVICE, "prefs", VoicePrefsArgs)(self.set_prefs)
-        bus.command(SERVICE, "bridge_offer", BridgeOfferArgs)(self.bridge_offer)
-        bus.command(SERVICE, "bridge_keepalive", BridgeKeepaliveArgs)(self.bridge_keepalive)
-        bus.command(SERVICE, "bridge_close", BridgeKeepaliveArgs)(self.bridge_close)
+        serve(bus, cmd.VOICE_JOIN, self.join)
+        serve(bus, cmd.VOICE_LEAVE, self.leave)
+        serve(bus, cmd.VOICE_STATUS, self.status)
+        serve(bus, cmd.VOICE_PREFS, self.set_prefs)
+        serve(bus, cmd.BRIDGE_OFFER, self.bridge_offer)
+        serve(bus, cmd.BRIDGE_KEEPALIVE, self.bridge_keepalive)
+        serve(bus, cmd.BRIDGE_CLOSE, self.bridge_close)
         self._tasks.append(asyncio.create_task(self._publisher(), name="voice-publisher"))
         self._tasks.append(asyncio.create_task(self._watchdog(), name="voice-watchdog"))
 

@@ -4,16 +4,16 @@ Plain synchronous code without I/O, so every rule is table-tested (tests/unit). 
 (``services.notification.service``) feeds it events and commands and carries out the returned
 ``Effects`` (publish ``unread.updated`` / ``notification``, PUT/GET read-acks, persist).
 
-Rules (features.md §7 and decisions D4, D5, D6, D9, D14):
+Rules (features.md §7 and decisions rule D4, rule D5, rule D6, rule D9, rule D14):
 
-* Counts are kept per ``(member, server_id, channel_id)`` (D3), for text channels only (7.1).
+* Counts are kept per ``(member, server_id, channel_id)`` (rule D3), for text channels only (7.1).
 * A message whose author is the member's uid on that server is never unread, never a mention and
-  never notifies (D5); it marks its channel read up to itself, as a send does in the reference
+  never notifies (rule D5); it marks its channel read up to itself, as a send does in the reference
   client (7.5: read-ack PUT after a send), also when sent from another device with that uid.
 * A message in the active channel of a focused and visible UI of the member is read at once; a
-  UI that (re)focuses, or switches to, a channel clears it (D4). Focus reports expire after
+  UI that (re)focuses, or switches to, a channel clears it (rule D4). Focus reports expire after
   ``FOCUS_TTL_S`` unless re-sent, so a crashed UI does not swallow unread counts for ever.
-* Server-provided ``unread_count`` seeds a channel's badge (D6) when the server also keeps read
+* Server-provided ``unread_count`` seeds a channel's badge (rule D6) when the server also keeps read
   state (read-acks advertised) or when the channel is seen for the first time; otherwise the
   local count wins (a server without read-acks never learns what the member read, so its count
   only grows).
@@ -23,8 +23,8 @@ Rules (features.md §7 and decisions D4, D5, D6, D9, D14):
   ``@<uid>`` (exactly the member's uid on that server), ``@<display name>`` (case-insensitive,
   only where the member consented to profile sync), ``@here``/``@channel`` (and ``@everyone``
   when the server lists it); a token is bounded by start/whitespace/punctuation on both sides,
-  never a substring (D14).
-* Notification policy (7.6, 7.7, D9): none for own messages, a muted server or channel, level
+  never a substring (rule D14).
+* Notification policy (7.6, 7.7, rule D9): none for own messages, a muted server or channel, level
   ``nothing`` (or ``mentions`` for a non-mention), a non-mention in a focused active channel,
   Do Not Disturb, quiet hours in the member's time zone, or a message older than
   ``NOTIFY_MAX_AGE`` (a backlog replayed after downtime). Badges keep counting in every case
@@ -95,7 +95,7 @@ def mute_active(muted: bool, until: datetime | None, now: datetime) -> bool:
     return muted and (until is None or _aware(now) < _aware(until))
 
 
-# -- mentions (D14) ------------------------------------------------------------------------------
+# -- mentions (rule D14) ------------------------------------------------------------------------------
 def has_token(text: str, token: str, *, ignore_case: bool) -> bool:
     """True when ``@token`` occurs in ``text`` as an explicit token: preceded by the start of the
     text, whitespace or punctuation, and followed by the end, whitespace or punctuation (a word
@@ -158,7 +158,7 @@ def notification_title(author: str, channel_name: str) -> str:
     return f"{author} in #{channel_name}"
 
 
-# -- policy (7.6, 7.7, D9) -----------------------------------------------------------------------
+# -- policy (7.6, 7.7, rule D9) -----------------------------------------------------------------------
 def in_quiet_hours(now: datetime, quiet: QuietHours, timezone: str) -> bool:
     """``now`` (aware) falls in the daily window ``[start, end)`` in ``timezone``; a window
     whose end is before its start runs over midnight; ``start == end`` is an empty window."""
@@ -435,6 +435,14 @@ class Engine:
         self.deleted_servers: set[tuple[str, str]] = set()
 
     # -- access ------------------------------------------------------------------------------
+    def forget_member(self, member: str) -> None:
+        """A removed member: nothing of it is kept (nor written back by a pending flush)."""
+        self.members.pop(member, None)
+        self.dirty_members.discard(member)
+        self.dirty_servers = {k for k in self.dirty_servers if k[0] != member}
+        self.dirty_channels = {k for k in self.dirty_channels if k[0] != member}
+        self.deleted_servers = {k for k in self.deleted_servers if k[0] != member}
+
     def member(self, member: str) -> MemberState:
         st = self.members.get(member)
         if st is None:
@@ -512,7 +520,7 @@ class Engine:
                     and (sv.read_acks or first_sight)
                     and info.unread_count != ch.unread
                 ):
-                    # D6: the server's count for this uid replaces ours (positions unknown).
+                    # rule D6: the server's count for this uid replaces ours (positions unknown).
                     mentions = min(ch.mentions, info.unread_count)
                     ch.entries.clear()
                     ch.base_unread, ch.base_mentions = info.unread_count, mentions

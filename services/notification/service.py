@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -41,6 +41,8 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from services.core.bus import Bus, CommandError, decode
+from services.core.contracts import commands as cmd
+from services.core.contracts import events as ev
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty, EventEnvelope
 from services.core.contracts.chat import (
@@ -54,13 +56,7 @@ from services.core.contracts.chat import (
     ServerRecord,
 )
 from services.core.contracts.notify import (
-    KIND_MEMBER_PREFS,
-    KIND_NOTIFICATION,
-    KIND_PREFS,
-    KIND_READ_ACK_UPDATED,
-    KIND_UNREAD_UPDATED,
     MEMBER_SCOPE,
-    SERVICE,
     FocusArgs,
     MarkReadArgs,
     NotifyPrefs,
@@ -78,24 +74,28 @@ from services.core.contracts.notify import (
     UnreadArgs,
     UnreadResult,
 )
+from services.core.members import MemberRegistry
+from services.core.rpc import serve_member_removal, serve_now
 from services.core.servers import ServerNotJoined, ServerStore
-from services.notification.domain import Effects, Engine, new_event_id, utcnow
+from services.notification.domain import Effects, Engine, utcnow
 from services.notification.store import NotifyStore
 
 log = logging.getLogger("openchat.notification")
 
 A = TypeVar("A", bound=BaseModel)
 
-CONSUMED_KINDS = (
-    "message.created",
-    "message.deleted",
-    "channels.updated",
-    "capabilities",
-    "server.joined",
-    "server.left",
-    "profile.updated",
-    KIND_READ_ACK_UPDATED,
+CONSUMED: tuple[ev.EventSpec[Any], ...] = (
+    ev.MESSAGE_CREATED,
+    ev.MESSAGE_DELETED,
+    ev.CHANNELS_UPDATED,
+    ev.CAPABILITIES,
+    ev.SERVER_JOINED,
+    ev.SERVER_LEFT,
+    ev.PROFILE_UPDATED,
+    ev.READ_ACK_UPDATED,
 )
+CONSUMED_KINDS = tuple(spec.kind for spec in CONSUMED)
+_CONSUMED_SPECS = {spec.kind: spec for spec in CONSUMED}
 DEFAULT_CONSUMER = "notification"
 READ_ACK_TIMEOUT_S = 10.0
 MUTE_CHECK_MAX_S = 30.0  # the expiry timer re-reads the earliest mute end at least this often
@@ -124,6 +124,7 @@ class NotificationService:
         self.consumer = consumer
         self.batch = batch
         self.read_acks_enabled = read_acks
+        self.db_path = db_path
         self.servers = ServerStore(db_path)
         self.store = NotifyStore(db_path)
         self.engine = Engine(clock=clock, server_loader=self._load_server)
@@ -142,12 +143,17 @@ class NotificationService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        removed = set(MemberRegistry(self.db_path).removed())
+        for member in removed:  # removed while the service was down
+            self.store.forget_member(member)
         self.store.load(self.engine)
         self.applied_seq = self.store.last_seq(self.consumer)
         for member, record in self._joined_servers():
-            self.engine.on_server_joined(member, record)  # every joined server has counts (zero)
+            if member not in removed:
+                self.engine.on_server_joined(member, record)  # every joined server has counts (zero)
         self.store.flush(self.engine)
         await self._serve_commands()
+        self._subs.append(await serve_member_removal(self.bus, "notification", self.forget_member))
         self._pull = await self._bind_consumer()
         self._loop_task = asyncio.create_task(self._consume(), name="notification-consume")
         self._ack_task = asyncio.create_task(self._read_ack_worker(), name="notification-read-acks")
@@ -258,38 +264,50 @@ class NotificationService:
         if len(parts) < 6:
             return Effects()
         member, server_id, kind = parts[3], parts[4], ".".join(parts[5:])
+        spec = _CONSUMED_SPECS.get(kind)
+        if spec is None:
+            return Effects()
         e = self.engine
         try:
-            if kind == "message.created":
-                msg = _payload(MessageCreated, data).message
-                if msg.server_id != server_id:
+            p = decode(spec.envelope_model, data).payload  # the events table's model of the kind
+            if isinstance(p, MessageCreated):
+                if p.message.server_id != server_id:
                     return Effects()
-                return e.on_message(member, msg)
-            if kind == "message.deleted":
-                d = _payload(MessageDeleted, data)
-                return e.on_message_deleted(member, server_id, d.channel_id, d.message_id)
-            if kind == "channels.updated":
-                return e.on_channels(member, server_id, _payload(ChannelsUpdated, data).groups)
-            if kind == "capabilities":
-                return e.on_capabilities(member, server_id, _payload(CapabilitySnapshot, data))
-            if kind == "server.joined":
-                record = _payload(ServerJoined, data).server
-                if record.server_id != server_id:
+                return e.on_message(member, p.message)
+            if isinstance(p, MessageDeleted):
+                return e.on_message_deleted(member, server_id, p.channel_id, p.message_id)
+            if isinstance(p, ChannelsUpdated):
+                return e.on_channels(member, server_id, p.groups)
+            if isinstance(p, CapabilitySnapshot):
+                return e.on_capabilities(member, server_id, p)
+            if isinstance(p, ServerJoined):
+                if p.server.server_id != server_id:
                     return Effects()
-                return e.on_server_joined(member, record)
-            if kind == "server.left":
-                return e.on_server_left(member, _payload(ServerLeft, data).server_id)
-            if kind == "profile.updated":
+                return e.on_server_joined(member, p.server)
+            if isinstance(p, ServerLeft):
+                return e.on_server_left(member, p.server_id)
+            if isinstance(p, ProfileUpdated):
                 self._refresh_consent(member, server_id)
-                return e.on_profile(member, server_id, _payload(ProfileUpdated, data).profile)
-            if kind == KIND_READ_ACK_UPDATED:
-                return e.on_read_ack(member, server_id, _payload(ReadAckUpdated, data))
+                return e.on_profile(member, server_id, p.profile)
+            if isinstance(p, ReadAckUpdated):
+                return e.on_read_ack(member, server_id, p)
         except ValidationError as exc:  # locations and messages only: inputs may hold message text
             where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             log.warning("invalid event dropped", extra={"subject": subject, "error": where})
         except ValueError:
             log.warning("invalid event dropped", extra={"subject": subject})
         return Effects()
+
+    async def forget_member(self, member: str) -> dict[str, int]:
+        """A member was removed (``oc.sys.member.remove.notification``): counts, cursors,
+        preferences and focus reports go."""
+        self.engine.forget_member(member)
+        for key in [k for k in self._pending_puts if k[0] == member]:
+            del self._pending_puts[key]
+        self._pending_gets = {k for k in self._pending_gets if k[0] != member}
+        rows = self.store.forget_member(member)
+        log.info("member forgotten", extra={"member": member, "rows": rows})
+        return {"notification_rows": rows}
 
     def _refresh_consent(self, member: str, server_id: str) -> None:
         record = self._load_server(member, server_id)
@@ -304,31 +322,17 @@ class NotificationService:
         for (member, server_id), channels in fx.changed.items():
             update = self.engine.unread_updated(member, server_id, channels)
             if update is not None:
-                publishes.append(self._publish(member, server_id, KIND_UNREAD_UPDATED, "unread", update))
+                publishes.append(self._publish(member, ev.UNREAD_UPDATED.envelope(server_id, update)))
         for member, note in fx.notifications:
-            publishes.append(
-                self._publish(
-                    member,
-                    note.server_id,
-                    KIND_NOTIFICATION,
-                    "notify",
-                    note,
-                    event_id=f"notify:{note.message_id}",
-                    channel_id=note.channel_id,
-                )
-            )
+            publishes.append(self._publish(member, ev.NOTIFICATION.envelope(note.server_id, note)))
         for member, server_id in fx.prefs_changed:
             sv = self.engine.member(member).servers.get(server_id)
             if sv is not None:
-                publishes.append(self._publish(member, server_id, KIND_PREFS, "nprefs", sv.prefs()))
+                publishes.append(self._publish(member, ev.NOTIFY_PREFS.envelope(server_id, sv.prefs())))
         for member in fx.member_prefs_changed:
             publishes.append(
                 self._publish(
-                    member,
-                    MEMBER_SCOPE,
-                    KIND_MEMBER_PREFS,
-                    "nmember",
-                    self.engine.member(member).prefs.public(),
+                    member, ev.NOTIFY_MEMBER.envelope(MEMBER_SCOPE, self.engine.member(member).prefs.public())
                 )
             )
         if publishes:
@@ -339,24 +343,8 @@ class NotificationService:
             self._pending_gets.update(fx.ack_gets)
             self._ack_wakeup.set()
 
-    async def _publish(
-        self,
-        member: str,
-        server_id: str,
-        kind: str,
-        prefix: str,
-        payload: BaseModel,
-        *,
-        event_id: str | None = None,
-        channel_id: str | None = None,
-    ) -> None:
-        envelope: EventEnvelope[Any] = _ANY_ENVELOPE(
-            event_id=event_id or new_event_id(prefix),
-            server_id=server_id,
-            channel_id=channel_id,
-            type=kind,
-            payload=payload,
-        )
+    async def _publish(self, member: str, envelope: EventEnvelope[Any]) -> None:
+        server_id, kind = envelope.server_id, envelope.type
         try:
             await self.bus.publish_event(member, envelope)
         except Exception as exc:
@@ -430,22 +418,19 @@ class NotificationService:
 
     # -- commands ----------------------------------------------------------------------------
     async def _serve_commands(self) -> None:
-        handlers: list[tuple[str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]] = [
-            ("unread", UnreadArgs, self.cmd_unread),
-            ("mark_read", MarkReadArgs, self.cmd_mark_read),
-            ("focus", FocusArgs, self.cmd_focus),
-            ("prefs", Empty, self.cmd_prefs),
-            ("set_mute", SetMuteArgs, self.cmd_set_mute),
-            ("set_level", SetLevelArgs, self.cmd_set_level),
-            ("set_dnd", SetDndArgs, self.cmd_set_dnd),
-            ("set_quiet_hours", SetQuietHoursArgs, self.cmd_set_quiet_hours),
-            ("set_status", SetStatusArgs, self.cmd_set_status),
-            ("set_hide_muted", SetHideMutedArgs, self.cmd_set_hide_muted),
+        bus = self.bus
+        self._subs += [
+            await serve_now(bus, cmd.UNREAD, self.cmd_unread),
+            await serve_now(bus, cmd.MARK_READ, self.cmd_mark_read),
+            await serve_now(bus, cmd.FOCUS, self.cmd_focus),
+            await serve_now(bus, cmd.PREFS, self.cmd_prefs),
+            await serve_now(bus, cmd.SET_MUTE, self.cmd_set_mute),
+            await serve_now(bus, cmd.SET_LEVEL, self.cmd_set_level),
+            await serve_now(bus, cmd.SET_DND, self.cmd_set_dnd),
+            await serve_now(bus, cmd.SET_QUIET_HOURS, self.cmd_set_quiet_hours),
+            await serve_now(bus, cmd.SET_STATUS, self.cmd_set_status),
+            await serve_now(bus, cmd.SET_HIDE_MUTED, self.cmd_set_hide_muted),
         ]
-        for verb, model, fn in handlers:
-            self._subs.append(
-                await self.bus.serve(subjects.command_wildcard(SERVICE, verb), SERVICE, model, fn)
-            )
 
     async def _after_command(self, fx: Effects) -> None:
         self.store.flush(self.engine)
@@ -507,16 +492,3 @@ class NotificationService:
         quiet = QuietHours(enabled=args.enabled, start=args.start, end=args.end)
         await self._after_command(self.engine.set_quiet_hours(member, quiet, args.timezone))
         return self.engine.prefs(member)
-
-
-_ENVELOPES: dict[type[BaseModel], type[EventEnvelope[Any]]] = {}
-_ANY_ENVELOPE: type[EventEnvelope[Any]] = EventEnvelope[Any]
-
-
-def _payload(model: type[A], data: bytes) -> A:
-    """The typed payload of an event (parametrized envelope classes are built once)."""
-    envelope_type = _ENVELOPES.get(model)
-    if envelope_type is None:
-        envelope_type = _ENVELOPES[model] = cast(Any, EventEnvelope)[model]
-    payload: A = decode(envelope_type, data).payload
-    return payload

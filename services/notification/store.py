@@ -8,7 +8,7 @@ written **in the same transaction** as the state it produced: the service skips 
 event at or below it, so a crash between commit and JetStream ack never counts a message twice.
 
 One transaction per consumed batch (and per command) keeps the write rate low; ``synchronous=
-FULL`` makes each commit durable. Tables (all keyed by member, then server, then channel — D3):
+FULL`` makes each commit durable. Tables (all keyed by member, then server, then channel — rule D3):
 
 * ``notify_members(member, prefs)`` — DND, quiet hours, time zone;
 * ``notify_servers(member, server_id, data)`` — uid, consent, features, mute/level, names;
@@ -74,6 +74,14 @@ class NotifyStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def forget_member(self, member: str) -> int:
+        """Every row of ``member`` (a removed member); returns how many went."""
+        with self._tx() as db:
+            return sum(
+                db.execute(f"DELETE FROM {table} WHERE member = ?", (member,)).rowcount  # noqa: S608
+                for table in ("notify_members", "notify_servers", "notify_channels")
+            )
 
     def last_seq(self, consumer: str) -> int:
         row = self._conn.execute(

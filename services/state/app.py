@@ -6,7 +6,9 @@ Wiring only; the pieces are:
 - ``services.state.store``: the Redis layout, atomic application of ops, consistent reads;
 - ``services.state.materializer``: the ordered stream consumer, rebuild on Redis loss;
 - ``services.state.sync``: ``sync`` from the stream on the member's behalf;
-- ``services.state.http`` + ``media`` + ``tokens``: the HTTP API (media bytes, read-only state).
+- ``services.state.runtime``: the runtime (commands, queries) given a bus and Redis;
+- ``services.state.http`` + ``media`` + ``tokens``: the HTTP API (media bytes, read-only state),
+  built from a runtime provider.
 
 Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the subject):
 ``snapshot``, ``sync``, ``history``, ``servers``, ``http_token`` (contracts in
@@ -15,176 +17,13 @@ Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the
 
 from __future__ import annotations
 
-import secrets
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TypeVar
-
-import httpx
-import redis.asyncio as aioredis
 from fastapi import APIRouter
 from prometheus_client import Gauge
-from pydantic import BaseModel
 
-from services.core.bus import Bus, CommandError, newest_that_fit
-from services.core.contracts.bus import MAX_REPLY_RESULT_BYTES, Empty, utcnow
-from services.core.contracts.chat import (
-    HttpToken,
-    ServerList,
-    Snapshot,
-    SnapshotArgs,
-    SyncArgs,
-    ViewHistoryArgs,
-    ViewHistoryResult,
-)
-from services.core.paths import HomeLayout
 from services.core.service import Service, ServiceContext
-from services.state import tokens
-from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text_id
 from services.state.http import build_router
-from services.state.materializer import Materializer
-from services.state.media import MediaCache, MediaFetcher
-from services.state.media_bus import register_media
+from services.state.runtime import SERVICE_NAME, RuntimeRef, StateRuntime
 from services.state.settings import StateSettings
-from services.state.store import ViewBusy, ViewStore
-from services.state.sync import sync_events
-
-SERVICE_NAME = "state"
-T = TypeVar("T")
-
-
-class StateRuntime:
-    """Everything the state service runs, given a connected bus and Redis."""
-
-    def __init__(
-        self,
-        bus: Bus,
-        redis: aioredis.Redis,
-        settings: StateSettings,
-        *,
-        clock: Callable[[], datetime] = utcnow,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.bus = bus
-        self.settings = settings
-        self.clock = clock
-        self.stream = settings.events_stream
-        self.store = ViewStore(redis, self.stream)
-        self.materializer = Materializer(
-            bus,
-            self.store,
-            self.stream,
-            settings.message_window,
-            clock,
-            registry_db=HomeLayout(settings.home).registry_db,
-        )
-        configured = settings.state_http_secret
-        self.secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
-        self._own_client = http_client is None
-        self.http_client = http_client or httpx.AsyncClient()
-        self.media = MediaFetcher(
-            MediaCache(settings.home / "cache" / "media", settings.state_media_cache_bytes),
-            self.http_client,
-            settings.state_media_max_bytes,
-            settings.state_media_timeout_s,
-        )
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    def register_commands(self) -> None:
-        bus = self.bus
-
-        @bus.command(SERVICE_NAME, "snapshot", SnapshotArgs)
-        async def snapshot(member: str, args: SnapshotArgs) -> BaseModel:
-            return await self.snapshot(member, args)
-
-        @bus.command(SERVICE_NAME, "sync", SyncArgs)
-        async def sync(member: str, args: SyncArgs) -> BaseModel:
-            return await sync_events(self.bus, self.stream, member, args.since_seq, args.limit)
-
-        @bus.command(SERVICE_NAME, "history", ViewHistoryArgs)
-        async def history(member: str, args: ViewHistoryArgs) -> BaseModel:
-            if await self.store.server(member, args.server_id) is None:
-                raise CommandError("not_found", "no such server in your view")
-            return await self.history(member, args.server_id, args.channel_id, args.limit)
-
-        @bus.command(SERVICE_NAME, "servers", Empty)
-        async def servers(member: str, args: Empty) -> BaseModel:
-            seq, statuses = await self._consistent(lambda: self.store.statuses(member))
-            return ServerList(seq=seq, servers=statuses)
-
-        register_media(self)  # state.media: bytes over the bus (ADR 0010)
-
-        @bus.command(SERVICE_NAME, "http_token", Empty)
-        async def http_token(member: str, args: Empty) -> BaseModel:
-            token, expires = tokens.issue(self.secret, member, time.time(), self.settings.state_token_ttl_s)
-            return HttpToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC), member=member)
-
-    async def start(self, *, serve_commands: bool = True) -> None:
-        self.register_commands()
-        if serve_commands:
-            await self.bus.serve_commands()
-        self.materializer.start()
-
-    async def stop(self) -> None:
-        await self.materializer.stop()
-        if self._own_client:
-            await self.http_client.aclose()
-
-    # -- queries --------------------------------------------------------------------------------
-    async def _consistent(self, read: Callable[[], Awaitable[T]]) -> tuple[int, T]:
-        """``read`` at one applied sequence (the local materializer waits meanwhile)."""
-        try:
-            async with self.materializer.lock:
-                return await self.store.read_consistent(read)
-        except ViewBusy as exc:
-            raise CommandError("state_rebuilding", f"{exc}; retry shortly", retryable=True) from None
-
-    async def snapshot(self, member: str, args: SnapshotArgs) -> Snapshot:
-        now = self.clock()
-
-        async def read() -> Snapshot:
-            records = await self.store.servers(member)
-            if args.server_id is not None:
-                if args.server_id not in records:
-                    raise CommandError("not_found", "no such server in your view")
-                records = {args.server_id: records[args.server_id]}
-            views = [
-                await self.store.server_view(member, r, args.messages_per_channel, now)
-                for r in records.values()
-            ]
-            return Snapshot(seq=0, servers=views)
-
-        seq, snap = await self._consistent(read)
-        result = snap.model_copy(update={"seq": seq})
-        size = len(result.model_dump_json())
-        if size > MAX_REPLY_RESULT_BYTES:
-            raise CommandError(
-                "snapshot_too_large",
-                f"the snapshot is {size} bytes; ask per server_id or for fewer messages_per_channel",
-            )
-        return result
-
-    async def history(self, member: str, server_id: str, channel_id: str, limit: int) -> ViewHistoryResult:
-        try:
-            check_text_id(channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
-        except InvalidEvent as exc:
-            raise CommandError("invalid_payload", str(exc)) from None
-        seq, (messages, has_more) = await self._consistent(
-            lambda: self.store.window(member, server_id, channel_id, limit)
-        )
-        keep = newest_that_fit(messages)  # bounded by bytes as well as count (bus contract)
-        if keep < len(messages):
-            messages, has_more = messages[len(messages) - keep :], True
-        return ViewHistoryResult(seq=seq, messages=messages, has_more=has_more)
-
-
-@dataclass
-class RuntimeRef:
-    """Lets the HTTP routes (mounted before the bus is up) find the runtime once it exists."""
-
-    runtime: StateRuntime | None = None
 
 
 def build_service() -> Service:
@@ -217,3 +56,5 @@ def build_service() -> Service:
 
 
 SERVICE = build_service()
+
+__all__ = ["SERVICE", "SERVICE_NAME", "RuntimeRef", "StateRuntime", "build_service"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from services.core.contracts import events as ev
 from services.core.contracts import subjects
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
@@ -39,6 +40,7 @@ from services.core.contracts.chat import (
     ServerUpdated,
     Typing,
 )
+from services.core.contracts.events import envelope_model, view_payloads
 from services.core.contracts.media import VoiceStatus
 
 # -- bounds on what the bus may put into the view -------------------------------------------------
@@ -58,24 +60,7 @@ SORT_KEY_PREFIX_LEN = 42  # 20 digits of microseconds + ":" + 20 digits of strea
 SORT_KEY_TIME_LEN = 20
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-PAYLOADS: dict[str, type[BaseModel]] = {
-    "server.joined": ServerJoined,
-    "server.updated": ServerUpdated,
-    "server.left": ServerLeft,
-    "server.connection": ConnectionState,
-    "capabilities": CapabilitySnapshot,
-    "channels.updated": ChannelsUpdated,
-    "members.updated": MembersUpdated,
-    "message.created": MessageCreated,
-    "message.deleted": MessageDeleted,
-    "message.previews": MessagePreviews,
-    "typing": Typing,
-    "presence.snapshot": PresenceSnapshot,
-    "presence.joined": PresenceChange,
-    "presence.left": PresenceChange,
-    "profile.updated": ProfileUpdated,
-    "voice.state": VoiceStatus,  # the media service's call state (participants for late clients)
-}
+PAYLOADS: dict[str, type[BaseModel]] = view_payloads()  # the events table's rows with ``in_view``
 
 
 class InvalidEvent(ValueError):
@@ -263,7 +248,7 @@ def decode_event(subject: str, data: bytes, seq: int = 0) -> ParsedEvent | None:
     if len(data) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
     try:
-        envelope: EventEnvelope[Any] = cast(Any, EventEnvelope)[model].model_validate_json(data)
+        envelope: EventEnvelope[Any] = envelope_model(model).model_validate_json(data)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
         raise InvalidEvent(f"invalid {kind} event ({fields})") from None
@@ -398,7 +383,7 @@ class Reducer:
             return [self._presence_op(index, m, s, p.channel_id)], index
         if isinstance(p, PresenceChange):
             entries = index.presence.setdefault(p.channel_id, {})
-            if event.kind == "presence.joined":
+            if event.kind == ev.PRESENCE_JOINED.kind:
                 if p.member.client_id not in entries and len(entries) >= MAX_PRESENCE_PER_CHANNEL:
                     raise InvalidEvent("presence list full")
                 entries[p.member.client_id] = p.member

@@ -11,7 +11,8 @@ of the nested route functions as objects.)
 """
 
 import time
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,23 +20,24 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.core.contracts.chat import ChannelGroupInfo, ServerList, ServerRecord, ViewHistoryResult
 from services.state import tokens
 from services.state.media import MediaError
+from services.state.runtime import StateRuntime
 from services.state.store import ViewBusy
-
-if TYPE_CHECKING:
-    from services.state.app import RuntimeRef, StateRuntime
 
 ServerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,128}$")]
 IdPath = Annotated[str, Path(min_length=1, max_length=256)]
 bearer = HTTPBearer(auto_error=False, description="a token from the bus command state.http_token")
 
 
-def build_router(ref: "RuntimeRef") -> APIRouter:
+def build_router(provider: Callable[[], StateRuntime | None]) -> APIRouter:
+    """The routes; ``provider`` answers the runtime once it exists (the routes are mounted before
+    the bus is up), ``None`` meanwhile (503)."""
     router = APIRouter()
 
-    def runtime() -> "StateRuntime":
-        if ref.runtime is None:
+    def runtime() -> StateRuntime:
+        rt = provider()
+        if rt is None:
             raise HTTPException(503, "the state service is starting")
-        return ref.runtime
+        return rt
 
     def member_of(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -52,7 +54,7 @@ def build_router(ref: "RuntimeRef") -> APIRouter:
 
     Member = Annotated[str, Depends(member_of)]
 
-    async def joined(rt: "StateRuntime", member: str, server_id: str) -> ServerRecord:
+    async def joined(rt: StateRuntime, member: str, server_id: str) -> ServerRecord:
         record = await rt.store.server(member, server_id)
         if record is None:
             raise HTTPException(404, "no such server in your view")
@@ -130,7 +132,7 @@ def build_router(ref: "RuntimeRef") -> APIRouter:
 
 
 async def _serve(
-    rt: "StateRuntime", member: str, record: ServerRecord, url: str, content_type: str, size: int | None
+    rt: StateRuntime, member: str, record: ServerRecord, url: str, content_type: str, size: int | None
 ) -> Response:
     try:
         media = await rt.media.get(member, record, url, content_type, size)

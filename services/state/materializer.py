@@ -32,8 +32,8 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from services.core.bus import Bus, backoff_delays
+from services.core.contracts import events as ev
 from services.core.contracts import subjects
-from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import REHYDRATE_SUBJECT, RehydrateRequest, ServerJoined
 from services.core.servers import ServerStore
 from services.state.domain import InvalidEvent, Op, Reducer, ServerIndex, decode_event
@@ -305,12 +305,7 @@ class Materializer:
                 "re-announcing a joined server missing from the view",
                 extra={"member": member, "server_id": record.server_id},
             )
-            envelope = EventEnvelope[ServerJoined](
-                event_id=f"joined:{record.joined_at.isoformat()}",
-                server_id=record.server_id,
-                type="server.joined",
-                payload=ServerJoined(server=record),
-            )
+            envelope = ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record))
             try:
                 await self.bus.publish_event(member, envelope)
             except Exception as exc:

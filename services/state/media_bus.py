@@ -12,14 +12,11 @@ file read.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from pydantic import BaseModel
-
-from services.core.bus import CommandError
+from services.core.bus import Bus, CommandError
+from services.core.contracts import commands as cmd
 from services.core.contracts.blobs import (
-    SERVICE,
-    VERB_MEDIA,
     AttachmentMedia,
     AvatarMedia,
     MediaArgs,
@@ -27,18 +24,30 @@ from services.core.contracts.blobs import (
     PreviewImageMedia,
 )
 from services.core.contracts.chat import ServerRecord
-from services.state.media import MediaError
+from services.core.rpc import serve
+from services.state.media import MediaError, MediaFetcher
+from services.state.settings import StateSettings
+from services.state.store import ViewStore
 
-if TYPE_CHECKING:
-    from services.state.app import StateRuntime
+
+class StateRuntime(Protocol):
+    """What ``state.media`` needs of the state runtime (``services.state.runtime``, which
+    registers this command: a protocol here, so neither module imports the other back)."""
+
+    bus: Bus
+    store: ViewStore
+    media: MediaFetcher
+    settings: StateSettings
+
 
 NOT_FOUND = "not_found"
 
 
 def register_media(rt: StateRuntime) -> None:
-    @rt.bus.command(SERVICE, VERB_MEDIA, MediaArgs)
-    async def media(member: str, args: MediaArgs) -> BaseModel:
+    async def media(member: str, args: MediaArgs) -> MediaChunk:
         return await media_chunk(rt, member, args)
+
+    serve(rt.bus, cmd.MEDIA_BYTES, media)
 
 
 async def _joined(rt: StateRuntime, member: str, server_id: str) -> ServerRecord:

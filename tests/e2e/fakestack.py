@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.core.bus import Bus, ConnectOptions
+from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
@@ -29,13 +29,20 @@ from services.core.contracts.chat import (
     DiscoverResult,
     HistoryArgs,
     HistoryResult,
+    IdentityCreateArgs,
+    IdentityGetArgs,
+    IdentityInfo,
     JoinArgs,
     JoinResult,
     LeaveArgs,
     LeaveResult,
+    MemberProfile,
     MessageCreated,
     ProbeArgs,
     ProbeResult,
+    ProfileGetArgs,
+    ProfileGetResult,
+    ProfileSetArgs,
     SendArgs,
     SendResult,
     ServerJoined,
@@ -49,8 +56,9 @@ from services.core.contracts.chat import (
     TrustAssessment,
     TypingArgs,
     ViewHistoryArgs,
+    ViewHistoryResult,
 )
-from tests.e2e import fakes
+from testkit import fakes
 
 
 class FakeStack:
@@ -68,6 +76,8 @@ class FakeStack:
         self.sync_calls = 0
         self.older_calls: list[HistoryArgs] = []
         self.snapshot_calls = 0
+        self.identity: IdentityInfo | None = None  # None: the identity commands are not served
+        self.profile: MemberProfile | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,6 +114,10 @@ class FakeStack:
             ("connector", "probe", ProbeArgs, self._probe),
             ("connector", "join", JoinArgs, self._join),
             ("connector", "leave", LeaveArgs, self._leave),
+            ("connector", "identity_get", IdentityGetArgs, self._identity_get),
+            ("connector", "identity_create", IdentityCreateArgs, self._identity_create),
+            ("connector", "profile_get", ProfileGetArgs, self._profile_get),
+            ("connector", "profile_set", ProfileSetArgs, self._profile_set),
         ]
         for service, verb, model, fn in handlers:
             await bus.serve(f"oc.{self.member}.cmd.{service}.{verb}", service, model, fn)
@@ -159,7 +173,7 @@ class FakeStack:
     async def _window(self, member: str, args: ViewHistoryArgs) -> BaseModel:
         v = self.views[args.server_id]
         msgs = v.messages.get(args.channel_id, [])[-args.limit :]
-        return HistoryResult(messages=msgs, has_more=False)
+        return ViewHistoryResult(seq=self.seq, messages=msgs, has_more=False)
 
     async def _older(self, member: str, args: HistoryArgs) -> BaseModel:
         """One page of 30 older messages before the oldest known, then nothing more."""
@@ -246,3 +260,25 @@ class FakeStack:
             "server.left", args.server_id, ServerLeft(server_id=args.server_id), f"left:{args.server_id}"
         )
         return LeaveResult(server_id=args.server_id, backend_left=True)
+
+    # -- the member's identity and profile (only when a test sets ``identity``) -------------------
+    async def _identity_get(self, member: str, args: IdentityGetArgs) -> BaseModel:
+        if self.identity is None:
+            raise CommandError("service_unavailable", "identity commands are not served here")
+        return self.identity
+
+    async def _identity_create(self, member: str, args: IdentityCreateArgs) -> BaseModel:
+        self.identity = IdentityInfo(exists=True, device_id="desktop_abcd1234", servers=[])
+        return self.identity
+
+    async def _profile_get(self, member: str, args: ProfileGetArgs) -> BaseModel:
+        return ProfileGetResult(profile=self.profile)
+
+    async def _profile_set(self, member: str, args: ProfileSetArgs) -> BaseModel:
+        self.profile = MemberProfile(
+            display_name=args.display_name or "",
+            avatar_mode="generated",
+            avatar_preset_id=args.avatar_preset_id or "horizon",
+            updated_at=datetime.now(UTC),
+        )
+        return ProfileGetResult(profile=self.profile)

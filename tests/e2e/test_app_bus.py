@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from services.core.members import ConnectionFile, new_user_nkey
-from tests.e2e import fakes
+from testkit import fakes
 from tests.e2e.conftest import Shooter, label_of, render, text_of
 from tests.e2e.fakestack import FakeStack
 from tests.e2e.tcpproxy import TcpProxy
@@ -211,7 +211,7 @@ def test_add_server_and_leave(ui_factory: Any, proxy_stack: Any, shooter: Shoote
     assert text_of("oc_add_error") == "Backend URL is invalid."
     app.set_add_url("http://192.168.1.5:8080")
     app.discover()
-    pump(app, lambda: app.add_state.get("probe") is not None, what="discover + probe")
+    pump(app, lambda: app.add_flow.probe is not None, what="discover + probe")
     assert "Dev Lab" in text_of("oc_add_summary") and "Unverified" in text_of("oc_add_summary")
     assert text_of("oc_add_warning").startswith("Connection is not HTTPS.")
     assert "server-scoped UID" in text_of("oc_add_disclosure")
@@ -230,7 +230,7 @@ def test_add_server_and_leave(ui_factory: Any, proxy_stack: Any, shooter: Shoote
     app.open_add_server()
     app.set_add_url("http://192.168.1.5:8080")
     app.discover()
-    pump(app, lambda: app.add_state.get("probe") is not None)
+    pump(app, lambda: app.add_flow.probe is not None)
     app.add_server()
     render(app, 2)
     assert text_of("oc_add_error") == "Server already added: srv_devlab"

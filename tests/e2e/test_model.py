@@ -16,10 +16,10 @@ from services.core.contracts.chat import (
     ReplyRef,
     Typing,
 )
-from tests.e2e import fakes
-from ui.composer import Composer
+from testkit import fakes
 from ui.markdown import parse, parse_inline, safe_url
-from ui.model import ViewModel, fuzzy_score, header_time, typing_label
+from ui.state.composer import Composer
+from ui.state.model import ViewModel, fuzzy_score, header_time, typing_label
 
 
 class Clock:

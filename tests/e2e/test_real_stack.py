@@ -10,9 +10,6 @@ the stack stops (last test: it stops the module's stack).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,88 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
-from services.cli.home import SECRET_VARS
+from testkit.demo_stack import READY, DemoStack, demo_env
 from tests.e2e.conftest import Shooter, label_of, render, text_of
 from tests.e2e.test_app_bus import pump
 from tests.e2e.test_view import _texts_under
-
-READY = "stack is up"
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_")}
-    for var in SECRET_VARS:
-        env.pop(var, None)
-    env["OPENCHAT_HOME"] = str(home)
-    env["OPENCHAT_SECRET_KEY_FILE"] = str(home.parent / "keys" / "secret.key")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OPENCHAT_PREVIEW_ALLOW_PRIVATE"] = "true"  # the test's page server is on loopback
-    return env
-
-
-class DemoStack:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--demo"],
-            env=_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._cond = threading.Condition()
-        self._needles: set[str] = set()
-        self._seen: set[str] = set()
-        self._eof = False
-        threading.Thread(target=self._drain, name="demo-stack-output", daemon=True).start()
-
-    def _drain(self) -> None:
-        """Read the stack's output for its whole life: an unread pipe would fill up and block
-        the supervisor (and with it every service writing logs)."""
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                del self.lines[:-2000]
-                self._seen.update(n for n in self._needles if n in line)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    def wait_for(self, *needles: str, timeout: float = 120) -> None:
-        with self._cond:
-            self._needles.update(needles)
-            self._seen.update(n for n in needles if any(n in line for line in self.lines))
-            ok = self._cond.wait_for(lambda: set(needles) <= self._seen or self._eof, timeout)
-            missing = set(needles) - self._seen
-        assert ok and not missing, f"no {missing} (exit {self.proc.poll()}):\n" + "".join(self.lines[-40:])
-
-    @property
-    def endpoints(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads((self.home / "run" / "endpoints.json").read_text())
-        return doc
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for proc in psutil.process_iter(["pid", "environ"]):
-            try:
-                if (proc.info["environ"] or {}).get("OPENCHAT_HOME") == str(
-                    self.home
-                ) and proc.pid != os.getpid():
-                    proc.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
 
 
 @pytest.fixture(scope="module")
@@ -341,21 +262,19 @@ def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> N
     app.discover()
     pump(
         app,
-        lambda: app.add_state.get("probe") is not None or "error" in app.add_state,
+        lambda: app.add_flow.probe is not None or bool(app.add_flow.error),
         timeout=20,
         what="discover",
     )
-    assert "error" not in app.add_state, app.add_state.get("error")
-    names = [s.server_id for s in app.add_state["servers"]]
+    assert not app.add_flow.error, app.add_flow.error
+    names = [s.server_id for s in app.add_flow.servers]
     assert names == ["srv_harbor", "srv_testlab"]
     app.pick_discovered(
         next(
-            f"{s.display_name} ({s.server_id})"
-            for s in app.add_state["servers"]
-            if s.server_id == "srv_testlab"
+            f"{s.display_name} ({s.server_id})" for s in app.add_flow.servers if s.server_id == "srv_testlab"
         )
     )
-    pump(app, lambda: app.add_state.get("probe") is not None, timeout=20, what="probe")
+    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
     assert text_of("oc_add_warning") == ""  # localhost: no HTTPS warning
     assert "UID" in text_of("oc_add_disclosure")
     shooter.shot(app, "dialog")
@@ -380,13 +299,11 @@ def _join(app: Any, url: str, server_id: str) -> None:
     app.open_add_server()
     app.set_add_url(url)
     app.discover()
-    pump(app, lambda: app.add_state.get("probe") is not None or "error" in app.add_state, 20, "discover")
+    pump(app, lambda: app.add_flow.probe is not None or bool(app.add_flow.error), 20, "discover")
     app.pick_discovered(
-        next(
-            f"{e.display_name} ({e.server_id})" for e in app.add_state["servers"] if e.server_id == server_id
-        )
+        next(f"{e.display_name} ({e.server_id})" for e in app.add_flow.servers if e.server_id == server_id)
     )
-    pump(app, lambda: app.add_state.get("probe") is not None, timeout=20, what="probe")
+    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
     app.add_server()
     pump(app, lambda: app.model.active_server == server_id, timeout=30, what="join")
     pump(app, lambda: app.model.channel_id is not None, timeout=20, what="channels")
@@ -717,7 +634,7 @@ def test_real_link_preview_card(app: Any, demo: DemoStack, page_server: str, sho
 def _cli(demo: DemoStack, *args: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        env=_env(demo.home),
+        env=demo_env(demo.home),
         capture_output=True,
         text=True,
         timeout=60,

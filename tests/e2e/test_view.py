@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from services.core.contracts.chat import AttachmentRef, ConnectionState, MessageCreated, Typing
-from tests.e2e import fakes
+from testkit import fakes
 from tests.e2e.conftest import Shooter, label_of, render, text_of
 from ui.storage import Storage
 
@@ -199,7 +199,7 @@ def test_image_card_and_lightbox(ui_factory: Any, shooter: Shooter) -> None:
 
 
 def test_links_open_only_http(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ui import timeline
+    from ui.view import timeline
 
     opened: list[str] = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
@@ -304,7 +304,7 @@ def test_scrolling_through_a_long_channel_keeps_objects_bounded(ui_factory: Any,
     """2,000 messages: the timeline reaches the oldest and back with at most a bounded window of
     message objects; the rest waits in compact pages; arrivals while reading history wait in the
     tail and show once the reader is back at the present."""
-    from ui.store import PAGE, WINDOW_IDLE, WINDOW_MAX
+    from ui.state.store import PAGE, WINDOW_IDLE, WINDOW_MAX
 
     app = workspace(ui_factory, n_messages=2000)
     tl = app.view.timeline

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import psutil
 from pydantic import BaseModel
 
-from services.connector.testing import FAST
 from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
 from services.core.contracts.chat import JoinArgs, JoinResult
+from tests.connector_harness import FAST
 
 R = TypeVar("R", bound=BaseModel)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.connector.testing import EventLog
+from tests.connector_harness import EventLog
 from tests.faults.connector_proc import ConnectorProc, DevserverProc, stream_report
 
 pytestmark = pytest.mark.faults

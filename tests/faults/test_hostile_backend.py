@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from services.connector.testing import EventLog
 from services.devserver.runner import arunning_devserver
+from tests.connector_harness import EventLog
 from tests.faults.connector_proc import ConnectorProc
 from tests.faults.hostile import message_doc, running_hostile, wait_sockets
 

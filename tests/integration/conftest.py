@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from services.cli.home import SECRET_VARS, Home
-from services.connector.testing import Harness, connector_harness
 from services.core import natsconf
 from services.core.procs import ManagedProcess, free_port, nats_process
 from services.core.service import Service, ServiceContext, serve
 from services.core.settings import Settings
 from services.devserver.runner import DevserverHandle, arunning_devserver
+from tests.connector_harness import Harness, connector_harness
 
 
 @dataclass

@@ -21,7 +21,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from services.cli.chat import MemberClient
-from services.core.contracts.chat import SyncArgs, SyncResult
+from services.core.contracts import commands as cmd
+from services.core.contracts.chat import SyncArgs
 from services.core.members import ConnectionFile
 from services.core.procs import free_port
 from services.devserver.runner import start_devserver_process, wait_healthy
@@ -69,7 +70,7 @@ async def _sync_all(client: MemberClient) -> list[tuple[int, dict[str, object]]]
     events: list[tuple[int, dict[str, object]]] = []
     since = 0
     while True:
-        result = await client.call("state", "sync", SyncArgs(since_seq=since, limit=5000), SyncResult)
+        result = await client.call(cmd.SYNC, SyncArgs(since_seq=since, limit=5000))
         events += [(e.seq, json.loads(e.data)) for e in result.events if e.type == "message.created"]
         since = result.last_seq
         if result.complete:

@@ -7,7 +7,6 @@ import base64
 import httpx
 import pytest
 
-from services.connector.testing import Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import (
     Ack,
@@ -30,6 +29,7 @@ from services.core.contracts.chat import (
 )
 from services.core.identity import directory_server_id, project_uid
 from services.devserver.runner import DevserverHandle, arunning_devserver
+from tests.connector_harness import Harness
 
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

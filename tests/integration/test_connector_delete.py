@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from services.connector.testing import Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import (
     Ack,
@@ -18,6 +17,7 @@ from services.core.contracts.chat import (
 )
 from services.devserver.config import DevserverConfig
 from services.devserver.runner import DevserverHandle, arunning_devserver
+from tests.connector_harness import Harness
 from tests.integration.test_connector_chat import admin_post
 
 CHANNEL = "ch_general"

@@ -22,7 +22,6 @@ import pytest
 from services.cli.chat import MemberClient
 from services.cli.members import add_member
 from services.connector.session import Session
-from services.connector.testing import EventLog, Harness
 from services.core.bus import CommandError
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import (
@@ -43,6 +42,7 @@ from services.core.contracts.chat import (
 )
 from services.core.identity import IdentityError, device_id, project_uid
 from services.devserver.runner import DevserverHandle, arunning_devserver
+from tests.connector_harness import EventLog, Harness
 from tests.integration.conftest import StackNats, connector_running, until
 
 FAMILY, HARBOR = "srv_family", "srv_harbor"

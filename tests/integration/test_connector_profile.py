@@ -15,7 +15,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.connector.testing import Harness, connector_harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import (
     ConsentArgs,
@@ -27,6 +26,7 @@ from services.core.contracts.chat import (
     UploadedImage,
 )
 from services.devserver.runner import DevserverHandle
+from tests.connector_harness import Harness, connector_harness
 
 SERVER = "srv_family"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.connector.testing import EventLog, Harness
 from services.core.bus import CommandError
 from services.core.contracts.chat import JoinArgs, JoinResult, ProbeArgs, ProbeResult
 from services.core.identity import device_id, project_uid
 from services.core.procs import free_port
 from services.devserver.runner import arunning_devserver, start_devserver_process, wait_healthy
+from tests.connector_harness import EventLog, Harness
 
 
 class ProcServer:

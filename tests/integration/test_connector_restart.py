@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.connector.testing import EventLog, connector_harness
 from services.core.contracts.chat import JoinArgs, JoinResult
 from services.core.paths import HomeLayout
 from services.devserver.runner import arunning_devserver
+from tests.connector_harness import EventLog, connector_harness
 
 DOWNTIME_MESSAGES = 400  # > the 150-message hydrate window
 

@@ -21,7 +21,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.connector.previews import PreviewFetcher
-from services.connector.testing import EventLog, Harness, connector_harness
 from services.core.bus import Bus, ConnectOptions
 from services.core.contracts import subjects
 from services.core.contracts.chat import (
@@ -38,6 +37,7 @@ from services.core.settings import Settings
 from services.devserver.runner import DevserverHandle, arunning_devserver
 from services.state.app import StateRuntime
 from services.state.settings import StateSettings
+from tests.connector_harness import EventLog, Harness, connector_harness
 
 HELLO = """<!doctype html><html><head><title>ignored title</title>
 <meta property="og:title" content="Hello">

@@ -16,12 +16,11 @@ import pytest
 from services.cli.chat import MemberClient
 from services.cli.members import add_member
 from services.core.bus import Bus, CommandError, ConnectOptions
+from services.core.contracts import commands as cmd
 from services.core.contracts.notify import (
     MarkReadArgs,
     ReadAckGetArgs,
-    ReadAckResult,
     UnreadArgs,
-    UnreadResult,
 )
 from services.core.members import ConnectionFile
 from services.devserver.config import DevserverConfig
@@ -35,7 +34,7 @@ BOB = "uid_bob"
 
 async def counts(client: MemberClient, server_id: str) -> tuple[int, int] | None:
     """(unread, mentions) of ``CHANNEL``; None while the service has not seen the channel yet."""
-    res = await client.call("notification", "unread", UnreadArgs(server_id=server_id), UnreadResult)
+    res = await client.call(cmd.UNREAD, UnreadArgs(server_id=server_id))
     for server in res.servers:
         for ch in server.channels:
             if ch.channel_id == CHANNEL:
@@ -63,21 +62,12 @@ async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path
         ):
             with pytest.raises(CommandError) as not_joined:  # served, and answers for joined servers only
                 await kim.call(
-                    "connector",
-                    "read_ack_get",
-                    ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL),
-                    ReadAckResult,
-                    timeout=3,
+                    cmd.READ_ACK_GET, ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL), timeout=3
                 )
             assert not_joined.value.code == "server_not_joined"
             joined = await kim.join(dev.base_url, "srv_harbor")
             uid = joined.server.user_uid
-            got = await kim.call(
-                "connector",
-                "read_ack_get",
-                ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL),
-                ReadAckResult,
-            )
+            got = await kim.call(cmd.READ_ACK_GET, ReadAckGetArgs(server_id="srv_harbor", channel_id=CHANNEL))
             assert got.supported is read_acks  # 404 without the feature: unsupported, not an error
             assert got.last_read_message_id is None
             async with httpx.AsyncClient(base_url=dev.base_url) as http:
@@ -88,12 +78,7 @@ async def test_read_acks_against_devserver(stack_nats: StackNats, tmp_path: Path
                     )
                     assert r.status_code < 300
                 await until(lambda: _eq(counts(kim, "srv_harbor"), (2, 1)))
-                await kim.call(
-                    "notification",
-                    "mark_read",
-                    MarkReadArgs(server_id="srv_harbor", channel_id=CHANNEL),
-                    UnreadResult,
-                )
+                await kim.call(cmd.MARK_READ, MarkReadArgs(server_id="srv_harbor", channel_id=CHANNEL))
                 headers = {"X-OpenChat-User-UID": uid, "X-OpenChat-Device-ID": "desktop_other"}
                 if read_acks:
                     # The PUT reached the backend...

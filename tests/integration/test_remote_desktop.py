@@ -35,7 +35,8 @@ import pytest
 from services.cli.home import SECRET_VARS
 from services.core.bus import Bus, ConnectOptions
 from services.core.connection import classify
-from services.core.contracts.chat import ChatMessage, SendArgs, UploadedImage
+from services.core.contracts.chat import ChatMessage, MessagePreviews, SendArgs, UploadedImage
+from services.core.contracts.events import TypedEvent
 from services.core.members import ConnectionFile
 from services.core.tls import ensure_certificates
 from ui.adapter import ResultOp, SnapshotOp, StackAdapter, StackOp
@@ -208,7 +209,7 @@ class Desktop:
         self.adapter = StackAdapter(cf)
         self.snapshot = False
         self.stack_ops: list[StackOp] = []
-        self.events: list[dict[str, Any]] = []
+        self.events: list[TypedEvent] = []
 
     def __enter__(self) -> Desktop:
         self.adapter.start()
@@ -228,7 +229,7 @@ class Desktop:
                 elif isinstance(op, ResultOp):
                     op.callback(op.value, op.error)
                 else:
-                    self.events.append(op.envelope)
+                    self.events.append(op.event)
             if cond():
                 return
             time.sleep(0.02)
@@ -338,19 +339,17 @@ def test_images_avatars_upload_and_preview_over_the_members_connection(
 
         def previewed() -> bool:
             return any(
-                e.get("type") == "message.previews"
-                and e.get("payload", {}).get("message_id") == mid
-                and e["payload"]["previews"]
+                isinstance(e.payload, MessagePreviews) and e.payload.message_id == mid and e.payload.previews
                 for e in desk.events
             )
 
         desk.pump(previewed, 40, "the link preview event")
         ev = next(
-            e
+            e.payload
             for e in desk.events
-            if e.get("type") == "message.previews" and e["payload"]["message_id"] == mid
+            if isinstance(e.payload, MessagePreviews) and e.payload.message_id == mid
         )
-        assert ev["payload"]["previews"][0]["image_url"].endswith("/og.png")
+        assert (ev.previews[0].image_url or "").endswith("/og.png")
         pmsg = ChatMessage(
             id=mid,
             server_id="srv_family",

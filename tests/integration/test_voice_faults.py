@@ -17,12 +17,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from services.cli.chat import MemberClient
+from services.core.contracts import commands as cmd
 from services.core.contracts.media import (
     KICKED_MESSAGE,
-    SERVICE,
     BridgeKeepaliveArgs,
     VoiceJoinArgs,
-    VoiceStatus,
 )
 from tests.integration.voice_peers import (
     MeshPeer,
@@ -132,7 +131,7 @@ async def test_joining_another_channel_leaves_the_first(voice_stack: VoiceStack)
             first = await heard_tone(a, stack.alice_uid, 660)
             async with MemberClient.connect(stack.connection()) as client:
                 status = await client.call(
-                    SERVICE, "join", VoiceJoinArgs(server_id="srv_harbor", channel_id="vc_party"), VoiceStatus
+                    cmd.VOICE_JOIN, VoiceJoinArgs(server_id="srv_harbor", channel_id="vc_party")
                 )
             assert status.state == "active" and status.channel_id == "vc_party"
             await wait_until(lambda: first in a.left, 10, "the first channel left")

@@ -33,8 +33,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from services.cli.chat import MemberClient
 from services.cli.members import add_member
 from services.core.audio import MonoConverter
+from services.core.contracts import commands as cmd
 from services.core.contracts.bus import Empty
-from services.core.contracts.media import SERVICE, VoiceStatus
+from services.core.contracts.media import VoiceStatus
 from services.core.members import ConnectionFile
 from services.core.procs import ManagedProcess, free_port
 from services.core.servers import ServerStore
@@ -441,7 +442,7 @@ class VoiceStack:
 
     async def status(self, member: str = "alice") -> VoiceStatus:
         async with MemberClient.connect(self.connection(member)) as client:
-            result: VoiceStatus = await client.call(SERVICE, "status", Empty(), VoiceStatus, timeout=5)
+            result: VoiceStatus = await client.call(cmd.VOICE_STATUS, Empty(), timeout=5)
             return result
 
     async def admin(self, path: str, body: dict[str, object]) -> dict[str, object]:

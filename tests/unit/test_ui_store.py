@@ -1,11 +1,11 @@
-"""The desktop's bounded message log (ui.store): a window of objects, compact pages beyond."""
+"""The desktop's bounded message log (ui.state.store): a window of objects, compact pages beyond."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from services.core.contracts.chat import ChatMessage, ReplyRef
-from ui.store import PAGE, WINDOW_IDLE, WINDOW_MAX, MessageLog
+from ui.state.store import PAGE, WINDOW_IDLE, WINDOW_MAX, MessageLog
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

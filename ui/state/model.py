@@ -3,7 +3,7 @@
 It applies a ``Snapshot`` and then bus events (each with its ``Nats-Sequence``), and knows
 everything the view draws: servers and their connection chips, the active server and channel
 (remembered per server), channel tree with collapse state and filter, unread/mention counts,
-grouped timeline rows (features 5.1, D13), typing labels (6.4), presence, toasts and banners,
+grouped timeline rows (features 5.1, rule D13), typing labels (6.4), presence, toasts and banners,
 keyboard navigation (Alt/Ctrl+Alt/Alt+Shift + arrows) and the Ctrl+K quick switcher.
 
 Tests drive it directly; the view reads it every frame and redraws only what ``dirty`` names.
@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
-
+from services.core.contracts import events as ev
 from services.core.contracts.chat import (
     CapabilitySnapshot,
     ChannelGroupInfo,
@@ -44,7 +43,9 @@ from services.core.contracts.chat import (
     Typing,
     UserProfile,
 )
-from ui.store import MessageLog
+from services.core.contracts.events import TypedEvent, decode_event
+from services.core.contracts.notify import Notification, ServerPrefs, UnreadResult, UnreadUpdated
+from ui.state.store import MessageLog
 
 GROUP_WINDOW = timedelta(minutes=5)
 TYPING_TTL_S = 6.0
@@ -91,7 +92,7 @@ def clock_time(dt: datetime) -> str:
 
 
 def header_time(created: datetime, now: datetime) -> str:
-    """D13: "Today at 3:04 PM", "Yesterday at 3:04 PM", otherwise the date plus the time."""
+    """rule D13: "Today at 3:04 PM", "Yesterday at 3:04 PM", otherwise the date plus the time."""
     local = created.astimezone()
     today = now.astimezone().date()
     if local.date() == today:
@@ -140,7 +141,7 @@ def fuzzy_score(query: str, text: str) -> int | None:
 
 
 def mentions_me(message: ChatMessage, my_uid: str, my_name: str | None) -> bool:
-    """D14: ``mentions[]`` when present; otherwise only explicit tokens, never a substring."""
+    """rule D14: ``mentions[]`` when present; otherwise only explicit tokens, never a substring."""
     if message.mentions is not None:
         for m in message.mentions:
             if m.token in ("@here", "@channel"):
@@ -284,6 +285,7 @@ class ViewModel:
         self.on_channel_opened: Callable[[str, str], None] | None = None
         self.counts_from_service = False  # the notification service owns unread/mention counts
         self.count_revisions: dict[tuple[str, str], int] = {}
+        self.notifications: list[Notification] = []  # to show (OS or toast), taken by the app
         # bumped by every change that can alter already-drawn rows (names, quotes, neighbours)
         self.rows_version = 0
 
@@ -343,7 +345,7 @@ class ViewModel:
         for g in sm.groups:
             for c in g.channels:
                 if c.unread_count:
-                    sm.unread[c.id] = c.unread_count  # D6: seed from the server's count
+                    sm.unread[c.id] = c.unread_count  # rule D6: seed from the server's count
         return sm
 
     def _typing_expiry(self, t: Typing, now: float) -> float:
@@ -352,28 +354,33 @@ class ViewModel:
             return now + max(0.0, min(TYPING_TTL_S, remaining))
         return now + TYPING_TTL_S
 
-    def apply_event(self, seq: int, envelope: dict[str, Any]) -> bool:
-        """Apply one event if it is newer than what the view holds. Returns whether it applied."""
-        if seq <= self.last_seq:
+    def apply(self, event: TypedEvent) -> bool:
+        """The one place where an event changes the view (the events table decoded it: chat,
+        unread counts, notifications, notification preferences). Applies it only if it is newer
+        than what the view holds; returns whether it was newer."""
+        if event.seq <= self.last_seq:
             return False
-        self.last_seq = seq
-        kind = str(envelope.get("type", ""))
-        sid = str(envelope.get("server_id", ""))
-        payload = envelope.get("payload") or {}
-        handler = self._HANDLERS.get(kind)
-        if handler is None:
-            return True  # unknown kinds are skipped (still counted as seen)
-        model_cls, fn = handler
-        try:
-            value = model_cls.model_validate(payload)
-        except ValidationError:
-            return True
-        fn(self, sid, value, envelope)
+        self.last_seq = event.seq
+        payload = event.payload
+        if payload is None:
+            return True  # an unknown kind or an invalid payload: skipped, still counted as seen
+        handler = self._HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event.server_id, payload, event)
         return True
 
+    def apply_event(self, seq: int, envelope: dict[str, Any]) -> bool:
+        """``apply`` for an envelope still in JSON form (tests, the benchmark, the cache)."""
+        if seq <= self.last_seq:
+            return False
+        return self.apply(decode_event(seq, envelope, strict=False))
+
     # handlers ----------------------------------------------------------------------------------
-    def _on_joined(self, sid: str, ev: ServerJoined, _env: dict[str, Any]) -> None:
-        rec = ev.server
+    def _on_joined(self, sid: str, ev: ServerJoined, _ev: TypedEvent) -> None:
+        self.server_joined(ev.server)
+
+    def server_joined(self, rec: ServerRecord) -> None:
+        """A joined server (the event, or the join command's answer ahead of it)."""
         if rec.server_id in self.servers:
             self.servers[rec.server_id].record = rec
         else:
@@ -386,7 +393,7 @@ class ViewModel:
         self._refresh_banners()
         self.touch()
 
-    def _on_left(self, sid: str, ev: ServerLeft, _env: dict[str, Any]) -> None:
+    def _on_left(self, sid: str, ev: ServerLeft, _ev: TypedEvent) -> None:
         self.remove_server(ev.server_id)
 
     def remove_server(self, sid: str) -> None:
@@ -405,13 +412,13 @@ class ViewModel:
                 self._ensure_channel(self.active_server)
         self.touch()
 
-    def _on_updated(self, sid: str, ev: ServerUpdated, _env: dict[str, Any]) -> None:
+    def _on_updated(self, sid: str, ev: ServerUpdated, _ev: TypedEvent) -> None:
         self.rows_version += 1
         if ev.server.server_id in self.servers:
             self.servers[ev.server.server_id].record = ev.server
             self.touch("rail", "channels", "header", "dock")
 
-    def _on_connection(self, sid: str, ev: ConnectionState, _env: dict[str, Any]) -> None:
+    def _on_connection(self, sid: str, ev: ConnectionState, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is None:
             return
@@ -419,13 +426,13 @@ class ViewModel:
         self._refresh_banners()
         self.touch("rail", "header", "banner")
 
-    def _on_caps(self, sid: str, ev: CapabilitySnapshot, _env: dict[str, Any]) -> None:
+    def _on_caps(self, sid: str, ev: CapabilitySnapshot, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is not None:
             sm.capabilities = ev
             self.touch("channels", "header")
 
-    def _on_channels(self, sid: str, ev: ChannelsUpdated, _env: dict[str, Any]) -> None:
+    def _on_channels(self, sid: str, ev: ChannelsUpdated, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is None:
             return
@@ -437,7 +444,7 @@ class ViewModel:
         self._ensure_channel(sid)
         self.touch("channels", "rail", "header", "timeline")
 
-    def _on_message(self, sid: str, ev: MessageCreated, _env: dict[str, Any]) -> None:
+    def _on_message(self, sid: str, ev: MessageCreated, _ev: TypedEvent) -> None:
         self.add_message(ev.message)
 
     def add_message(self, m: ChatMessage) -> bool:
@@ -469,7 +476,7 @@ class ViewModel:
             self.touch("timeline", "typing")
         return True
 
-    def _on_deleted(self, sid: str, ev: MessageDeleted, _env: dict[str, Any]) -> None:
+    def _on_deleted(self, sid: str, ev: MessageDeleted, _ev: TypedEvent) -> None:
         self.rows_version += 1
         sm = self.servers.get(sid)
         if sm is None:
@@ -478,7 +485,7 @@ class ViewModel:
         if log is not None and log.delete(ev.message_id):
             self.touch("timeline")
 
-    def _on_previews(self, sid: str, ev: MessagePreviews, _env: dict[str, Any]) -> None:
+    def _on_previews(self, sid: str, ev: MessagePreviews, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         log = sm.logs.get(ev.channel_id) if sm is not None else None
         m = log.find(ev.message_id) if log is not None else None
@@ -488,7 +495,7 @@ class ViewModel:
         self.rows_version += 1
         self.touch("timeline")
 
-    def _on_typing(self, sid: str, ev: Typing, _env: dict[str, Any]) -> None:
+    def _on_typing(self, sid: str, ev: Typing, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is None or ev.user_uid == sm.record.user_uid:
             return
@@ -499,7 +506,7 @@ class ViewModel:
             typers.pop(ev.user_uid, None)
         self.touch("typing")
 
-    def _on_presence_snapshot(self, sid: str, ev: PresenceSnapshot, _env: dict[str, Any]) -> None:
+    def _on_presence_snapshot(self, sid: str, ev: PresenceSnapshot, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is None:
             return
@@ -510,13 +517,13 @@ class ViewModel:
             del typers[uid]
         self.touch("members", "typing")
 
-    def _on_presence_joined(self, sid: str, ev: PresenceChange, _env: dict[str, Any]) -> None:
+    def _on_presence_joined(self, sid: str, ev: PresenceChange, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is not None:
             sm.presence.setdefault(ev.channel_id, {})[ev.member.client_id] = ev.member
             self.touch("members")
 
-    def _on_presence_left(self, sid: str, ev: PresenceChange, _env: dict[str, Any]) -> None:
+    def _on_presence_left(self, sid: str, ev: PresenceChange, _ev: TypedEvent) -> None:
         sm = self.servers.get(sid)
         if sm is None:
             return
@@ -524,28 +531,87 @@ class ViewModel:
         sm.typing.get(ev.channel_id, {}).pop(ev.member.user_uid, None)
         self.touch("members", "typing")
 
-    def _on_profile(self, sid: str, ev: ProfileUpdated, _env: dict[str, Any]) -> None:
+    def _on_profile(self, sid: str, ev: ProfileUpdated, _ev: TypedEvent) -> None:
         self.rows_version += 1
         sm = self.servers.get(sid)
         if sm is not None:
             sm.profiles[ev.profile.user_uid] = ev.profile
             self.touch("timeline", "members", "dock", "typing")
 
-    _HANDLERS: dict[str, tuple[type[BaseModel], Callable[[ViewModel, str, Any, dict[str, Any]], None]]] = {
-        "server.joined": (ServerJoined, _on_joined),
-        "server.left": (ServerLeft, _on_left),
-        "server.updated": (ServerUpdated, _on_updated),
-        "server.connection": (ConnectionState, _on_connection),
-        "capabilities": (CapabilitySnapshot, _on_caps),
-        "channels.updated": (ChannelsUpdated, _on_channels),
-        "message.created": (MessageCreated, _on_message),
-        "message.deleted": (MessageDeleted, _on_deleted),
-        "message.previews": (MessagePreviews, _on_previews),
-        "typing": (Typing, _on_typing),
-        "presence.snapshot": (PresenceSnapshot, _on_presence_snapshot),
-        "presence.joined": (PresenceChange, _on_presence_joined),
-        "presence.left": (PresenceChange, _on_presence_left),
-        "profile.updated": (ProfileUpdated, _on_profile),
+    # -- unread counts, notifications, preferences (the notification service's events) ------------
+    def _on_unread(self, sid: str, ev: UnreadUpdated, _ev: TypedEvent) -> None:
+        self.counts_from_service = True
+        for cc in ev.channels:
+            self.set_count(ev.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
+        self.touch("rail", "channels")
+
+    def apply_counts(self, result: UnreadResult) -> None:
+        """The ``notification.unread`` answer (absolute counts with revisions)."""
+        self.counts_from_service = True
+        for sc in result.servers:
+            if sc.server_id not in self.servers:
+                continue
+            for cc in sc.channels:
+                self.set_count(sc.server_id, cc.channel_id, cc.unread, cc.mentions, cc.revision)
+        self.touch("rail", "channels")
+
+    def set_count(self, sid: str, ch: str, unread: int, mentions: int, revision: int) -> None:
+        """Keep the counts with the highest revision seen; the channel on screen in a focused
+        window stays at zero."""
+        sm = self.servers.get(sid)
+        if sm is None:
+            return
+        key = (sid, ch)
+        if self.count_revisions.get(key, -1) > revision:
+            return
+        self.count_revisions[key] = revision
+        visible = self.focused and self.active_server == sid and self.channel_id == ch
+        sm.unread[ch] = 0 if visible else unread
+        sm.mentions[ch] = 0 if visible else mentions
+
+    def _on_notification(self, sid: str, n: Notification, _ev: TypedEvent) -> None:
+        """7.6: shown unless it is a non-mention about the channel on screen in the focused
+        window; the app takes them (``take_notifications``) to the OS or a toast."""
+        if (
+            self.focused
+            and n.server_id == self.active_server
+            and n.channel_id == self.channel_id
+            and not n.mention
+        ):
+            return
+        self.notifications.append(n)
+
+    def take_notifications(self) -> list[Notification]:
+        out, self.notifications = self.notifications, []
+        return out
+
+    def _on_server_prefs(self, sid: str, prefs: ServerPrefs, _ev: TypedEvent) -> None:
+        self.apply_server_prefs(prefs)
+
+    def apply_server_prefs(self, prefs: ServerPrefs) -> None:
+        sm = self.servers.get(prefs.server_id)
+        if sm is not None:
+            sm.muted = prefs.muted
+            self.touch("rail")
+
+    _HANDLERS: dict[str, Callable[[ViewModel, str, Any, TypedEvent], None]] = {
+        ev.SERVER_JOINED.kind: _on_joined,
+        ev.SERVER_LEFT.kind: _on_left,
+        ev.SERVER_UPDATED.kind: _on_updated,
+        ev.SERVER_CONNECTION.kind: _on_connection,
+        ev.CAPABILITIES.kind: _on_caps,
+        ev.CHANNELS_UPDATED.kind: _on_channels,
+        ev.MESSAGE_CREATED.kind: _on_message,
+        ev.MESSAGE_DELETED.kind: _on_deleted,
+        ev.MESSAGE_PREVIEWS.kind: _on_previews,
+        ev.TYPING.kind: _on_typing,
+        ev.PRESENCE_SNAPSHOT.kind: _on_presence_snapshot,
+        ev.PRESENCE_JOINED.kind: _on_presence_joined,
+        ev.PRESENCE_LEFT.kind: _on_presence_left,
+        ev.PROFILE_UPDATED.kind: _on_profile,
+        ev.UNREAD_UPDATED.kind: _on_unread,
+        ev.NOTIFICATION.kind: _on_notification,
+        ev.NOTIFY_PREFS.kind: _on_server_prefs,
     }
 
     def prepend_history(
@@ -717,7 +783,7 @@ class ViewModel:
             self.touch("rail", "channels")
 
     def set_focus(self, focused: bool) -> None:
-        """D4: regaining focus clears the active channel's counts."""
+        """rule D4: regaining focus clears the active channel's counts."""
         if focused == self.focused:
             return
         self.focused = focused

@@ -15,18 +15,16 @@ import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage, LinkPreview
 from ui import fonts
 from ui.markdown import Block, Span, parse, safe_url, split_mentions
-from ui.model import TimelineRow, ViewModel, format_bytes
-from ui.store import MessageLog
-
-if TYPE_CHECKING:
-    from ui.view import View
+from ui.ports import PaneHost
+from ui.state.model import TimelineRow, ViewModel, format_bytes
+from ui.state.store import MessageLog
 
 FOLLOW_PX = 120
 MIN_ROW_PX = 22  # the smallest row (a compact one-line message) at 100 %
@@ -43,7 +41,7 @@ class RowWidget:
 
 
 class Timeline:
-    def __init__(self, view: View, container: int | str, rows_parent: int | str) -> None:
+    def __init__(self, view: PaneHost, container: int | str, rows_parent: int | str) -> None:
         self.view = view
         self.container = container
         self.rows_parent = rows_parent
@@ -170,7 +168,7 @@ class Timeline:
         return log is not None and log.detached
 
     def _trim(self) -> None:
-        """Keep the channel's live objects bounded around the rows on screen (ui.store)."""
+        """Keep the channel's live objects bounded around the rows on screen (ui.state.store)."""
         log = self._log()
         if log is None:
             return

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.contracts.chat import MAX_ATTACHMENTS, SendArgs, UploadedImage
-from ui.model import format_bytes
+from ui.state.model import format_bytes
 
 TYPING_INTERVAL_S = 2.5
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif"}

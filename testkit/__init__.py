@@ -1,0 +1,6 @@
+"""Development helpers shared by the tests and the benchmarks (not part of the product: not
+installed, imported by nothing under ``services/`` or ``ui/``).
+
+- ``fakes``: contract objects of a small family (snapshots, servers, messages, event envelopes);
+- ``demo_stack``: ``openchat up --demo`` in a temp home, run as a subprocess and awaited by its output.
+"""
