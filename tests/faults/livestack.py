@@ -304,28 +304,49 @@ async def history_ids(client: MemberClient, limit: int = 500) -> list[str] | Non
     return [m.id for m in result.messages]
 
 
-async def view_is_exact(client: MemberClient, baseline: list[str], posted: list[str]) -> bool:
-    """The member's view of the channel is exactly what the backend holds (seed, then every
-    posted message once, in order), and both demo servers are still in the snapshot."""
+async def view_difference(client: MemberClient, baseline: list[str], posted: list[str]) -> str | None:
+    """None when the member's view of the channel is exactly what the backend holds (what the
+    view held before, then every posted message once, in order) and both demo servers are in
+    the snapshot; else what differs."""
     ids = await history_ids(client)
-    if ids is None or ids != (baseline + posted)[-500:]:
-        return False
+    if ids is None:
+        return "state is rebuilding"
+    expected = (baseline + posted)[-500:]
+    if ids != expected:
+        extra = [m for m in ids if m not in set(expected)]
+        return f"history differs: posted {judge(posted, ids)}, {len(extra)} unexpected, {len(ids)}/{len(expected)}"
     try:
         snap = await client.snapshot(messages_per_channel=0)
-    except (CommandError, TimeoutError):
-        return False
-    return {s.server.server_id for s in snap.servers} >= {"srv_family", "srv_harbor"}
+    except (CommandError, TimeoutError) as exc:
+        return f"snapshot failed: {exc!r}"
+    servers = {s.server.server_id for s in snap.servers}
+    if not servers >= {"srv_family", "srv_harbor"}:
+        return f"snapshot has servers {sorted(servers)}"
+    return None
 
 
 async def wait_exact(client: MemberClient, baseline: list[str], posted: list[str], timeout: float) -> float:
-    """Seconds until ``view_is_exact``; raises with the difference when the deadline passes."""
+    """Seconds until the view is exact (``view_difference``); raises with the difference."""
     started = time.monotonic()
-    while not await view_is_exact(client, baseline, posted):
+    while (diff := await view_difference(client, baseline, posted)) is not None:
         if time.monotonic() - started > timeout:
-            ids = await history_ids(client) or []
-            raise AssertionError(f"view not exact after {timeout:g} s: {judge(posted, ids)}")
+            raise AssertionError(f"view not exact after {timeout:g} s: {diff}")
         await asyncio.sleep(0.1)
     return time.monotonic() - started
+
+
+async def settled_history(client: MemberClient, timeout: float = 60.0) -> list[str]:
+    """The channel's view once hydration is over: the same twice, a second apart."""
+    deadline = time.monotonic() + timeout
+    last = await history_ids(client)
+    while True:
+        await asyncio.sleep(1.0)  # "unchanged for a second": there is no event for "hydrated"
+        now = await history_ids(client)
+        if now is not None and now == last:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError("the member's view never settled")
+        last = now
 
 
 @contextlib.asynccontextmanager

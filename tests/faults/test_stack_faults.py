@@ -26,10 +26,11 @@ from tests.faults.livestack import (
     judge,
     kill,
     member,
+    settled_history,
     wait_exact,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_nats_has_no_monitoring_port(stack: LiveStack) -> None:
 async def test_every_file_under_home_is_private_despite_umask_022(stack: LiveStack) -> None:
     # Something in every store first: messages (Redis AOF, JetStream), a restart (logs).
     async with member(stack) as client:
-        baseline = await history_ids(client) or []
+        baseline = await settled_history(client)
         poster = Poster(stack.family_url)
         await poster.run(5, 20.0, "modes")
         await wait_exact(client, baseline, poster.ids, 60)
@@ -123,7 +124,7 @@ async def _stream_with_fault(stack: LiveStack, fault: str, count: int = 120, rat
     async with member(stack) as client:
         tail = Tail(client)
         await tail.start()
-        baseline = await history_ids(client) or []
+        baseline = await settled_history(client)
         since = (await client.snapshot(messages_per_channel=0)).seq
         poster = Poster(stack.family_url, milestone=count // 3)
         posting = asyncio.create_task(poster.run(count, rate, fault))
@@ -180,7 +181,7 @@ async def test_short_soak_at_50_msgs_per_second(stack: LiveStack) -> None:
     async with member(stack) as client:
         tail = Tail(client)
         await tail.start()
-        baseline = await history_ids(client) or []
+        baseline = await settled_history(client)
         restarts = dict(stack.endpoints().restarts)
         poster = Poster(stack.family_url)
         await poster.run(500, 50.0, "soak")
