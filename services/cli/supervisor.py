@@ -219,6 +219,18 @@ class Supervisor:
                 argv += ["--name", "Family"]
             self.children.append(Child(f"devserver-{name}", argv, dict(base_env), f"{url}/healthz"))
 
+    def point_demo_member_here(self) -> None:
+        """The demo member's connection file names the NATS this run listens on (written before
+        it started, it named the default port, which may belong to another process)."""
+        from services.core.members import ConnectionFile
+
+        path = self.home.layout.connection_file(DEMO_MEMBER)
+        url = self.home.settings.public_nats_url or self.nats_url
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            cf = ConnectionFile.read(path)
+            if cf.nats_url != url:
+                cf.model_copy(update={"nats_url": url}).write(path)
+
     async def demo_join(self) -> None:
         """Join the demo member to both demo devservers (idempotent across restarts)."""
         from services.cli.chat import MemberClient
@@ -362,6 +374,8 @@ class Supervisor:
         try:
             # On this thread: PR_SET_PDEATHSIG fires when the *thread* that forked a child exits.
             self.start_infrastructure()
+            if self.demo:
+                self.point_demo_member_here()
             self.plan_children()
             watchers += [
                 asyncio.create_task(self._watch_server(m), name=f"watch-{m.proc.name}") for m in self.servers
