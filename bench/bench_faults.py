@@ -17,7 +17,7 @@ connection file: live events, ``state.sync`` (the stream) and ``state.history`` 
    warm-up (a tenth of the run, at least 10 s) and at the end; lost / duplicated / out of order;
    crashes (restarts).
 
-    python -m bench.bench_faults [--quick] [--soak SECONDS] [--json]
+    python -m bench.bench_faults [--quick] [--soak SECONDS] [--soak-only] [--json]
 
 Every process it starts is stopped at the end, also on errors.
 """
@@ -209,9 +209,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             cold = round(time.monotonic() - t0, 2)
             say(f"stack up in {cold:.2f} s (cold start, the baseline)")
             result: dict[str, Any] = {"cold_start_s": cold}
-            result["kill_to_healthy_s"] = await kill_and_back(stack)
+            result["kill_to_healthy_s"] = {} if args.soak_only else await kill_and_back(stack)
             result["faults"] = []
-            for fault in FAULTS:
+            for fault in () if args.soak_only else FAULTS:
                 r = await stream_with_fault(stack, fault, args.count, args.rate)
                 say(f"  {fault}: {json.dumps(r)}")
                 result["faults"].append(r)
@@ -227,13 +227,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     print(f"cold start (baseline): {result['cold_start_s']} s")
-    print(
-        "kill -9 -> healthy again (s): "
-        + ", ".join(f"{k} {v}" for k, v in result["kill_to_healthy_s"].items())
-    )
-    print(
-        f"{'fault':<16} {'view l/d/o':<11} {'stream l/d/o':<13} {'live l/d/o':<11} {'fault->exact':>12} {'last post->exact':>17}  crashes"
-    )
+    if result["kill_to_healthy_s"]:
+        print(
+            "kill -9 -> healthy again (s): "
+            + ", ".join(f"{k} {v}" for k, v in result["kill_to_healthy_s"].items())
+        )
+    if result["faults"]:
+        print(
+            f"{'fault':<16} {'view l/d/o':<11} {'stream l/d/o':<13} {'live l/d/o':<11} {'fault->exact':>12} {'last post->exact':>17}  crashes"
+        )
     for r in result["faults"]:
 
         def ldo(v: dict[str, int]) -> str:
@@ -268,6 +270,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="msg/s of the fault streams")
     parser.add_argument("--soak", type=float, default=300.0, help="soak seconds (3600: the hour)")
     parser.add_argument("--soak-rate", type=float, default=50.0)
+    parser.add_argument("--soak-only", action="store_true", help="skip the kills and the fault streams")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
