@@ -49,7 +49,7 @@ async def _redis_ok(url: str, password: str | None = None) -> tuple[bool, str]:
     password = parsed.password or password
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 6379), 1.0
+            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 6379), 2.0
         )
         auth = b""
         if password:
@@ -57,8 +57,8 @@ async def _redis_ok(url: str, password: str | None = None) -> tuple[bool, str]:
         writer.write(_resp("PING"))
         await writer.drain()
         if password:
-            auth = await asyncio.wait_for(reader.readline(), 1.0)
-        line = await asyncio.wait_for(reader.readline(), 1.0)
+            auth = await asyncio.wait_for(reader.readline(), 2.0)
+        line = await asyncio.wait_for(reader.readline(), 2.0)
         writer.close()
     except (OSError, TimeoutError) as exc:
         return False, f"unreachable ({exc.__class__.__name__})"
@@ -80,7 +80,7 @@ async def _nats_sys_ok(url: str, user: str, password: str) -> tuple[bool, str]:
             url,
             user=user,
             password=password,
-            connect_timeout=1,
+            connect_timeout=2,
             max_reconnect_attempts=0,
             allow_reconnect=False,
         )
@@ -88,7 +88,7 @@ async def _nats_sys_ok(url: str, user: str, password: str) -> tuple[bool, str]:
         return False, f"unreachable ({exc.__class__.__name__})"
     try:
         reply = await nc.request(
-            "$SYS.REQ.SERVER.PING.HEALTHZ", json.dumps({"js-enabled-only": True}).encode(), timeout=1.0
+            "$SYS.REQ.SERVER.PING.HEALTHZ", json.dumps({"js-enabled-only": True}).encode(), timeout=2.0
         )
         status = str(json.loads(reply.data).get("data", {}).get("status", "?"))
     except Exception as exc:
