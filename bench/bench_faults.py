@@ -152,8 +152,8 @@ async def stream_with_fault(stack: LiveStack, fault: str, count: int, rate: floa
             "fault": fault,
             "posted": len(poster.ids),
             "post_retries": poster.failures,
-            "view": judge([m for m in poster.ids if m in set((baseline + poster.ids)[-500:])], history).__dict__,
-                poster.ids[-(500 - len(baseline)) :] if len(baseline) < 500 else [], history
+            "view": judge(
+                [m for m in poster.ids if m in set((baseline + poster.ids)[-500:])], history
             ).__dict__,
             "stream": judge(poster.ids, [m for _, m in synced]).__dict__,
             "live": judge(poster.ids, live).__dict__,
