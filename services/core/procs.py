@@ -220,8 +220,9 @@ def render_redis_conf(data_dir: Path, host: str, port: int, password: str | None
 def redis_process(
     data_dir: Path, host: str, port: int, log_file: Path | None = None, password: str | None = None
 ) -> ManagedProcess:
-    """redis-server started on a generated config file ``data_dir/redis.conf`` (mode 0600)."""
+    """redis-server started on a generated config file beside ``data_dir`` (``redis.conf``, mode
+    0600; outside the data directory, so wiping the data keeps it)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    conf = data_dir / "redis.conf"
+    conf = data_dir.parent / f"{data_dir.name}.conf"
     write_atomic(conf, render_redis_conf(data_dir, host, port, password), 0o600)
     return ManagedProcess("redis", [redis_server_binary(), str(conf)], host, port, None, log_file)
