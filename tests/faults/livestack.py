@@ -33,7 +33,14 @@ from services.cli.home import Endpoints, Home
 from services.cli.status import Row, stack_status
 from services.core.bus import CommandError
 from services.core.contracts import subjects
-from services.core.contracts.chat import SyncArgs, SyncResult
+from services.core.contracts.chat import (
+    Snapshot,
+    SnapshotArgs,
+    SyncArgs,
+    SyncResult,
+    ViewHistoryArgs,
+    ViewHistoryResult,
+)
 from services.core.members import ConnectionFile
 from tests.integration.test_openchat_up import _env, _processes_of
 
@@ -41,6 +48,7 @@ MEMBER = "demo"
 SERVER = "srv_family"
 CHANNEL = "ch_general"
 POSTER_UID = "uid_fault_poster"
+QUERY_TIMEOUT_S = 5.0
 
 
 @contextlib.contextmanager
@@ -240,7 +248,12 @@ class Tail:
         out: list[tuple[int, str]] = []
         seq = since_seq
         while True:
-            result = await self.client.call("state", "sync", SyncArgs(since_seq=seq, limit=1000), SyncResult)
+            try:
+                result = await self.client.call(
+                    "state", "sync", SyncArgs(since_seq=seq, limit=1000), SyncResult, timeout=QUERY_TIMEOUT_S
+                )
+            except TimeoutError:
+                continue  # lost in a reconnect: ask again
             assert not result.truncated
             for ev in result.events:
                 mid = message_id(ev.data.encode())
@@ -295,8 +308,11 @@ def judge(expected: list[str], got: list[str]) -> Verdict:
 
 async def history_ids(client: MemberClient, limit: int = 500) -> list[str] | None:
     """The channel's messages in the member's view, oldest first (None while state rebuilds)."""
+    args = ViewHistoryArgs(server_id=SERVER, channel_id=CHANNEL, limit=limit)
     try:
-        result = await client.history(SERVER, CHANNEL, limit)
+        # A short timeout: a request lost while NATS restarts is asked again at once instead of
+        # waiting out the CLI's 30 s (which would be measured as recovery time).
+        result = await client.call("state", "history", args, ViewHistoryResult, timeout=QUERY_TIMEOUT_S)
     except (CommandError, TimeoutError):
         return None  # rebuilding (or the server not re-announced yet): not exact, ask again
     return [m.id for m in result.messages]
@@ -314,7 +330,9 @@ async def view_difference(client: MemberClient, baseline: list[str], posted: lis
         extra = [m for m in ids if m not in set(expected)]
         return f"history differs: posted {judge(posted, ids)}, {len(extra)} unexpected, {len(ids)}/{len(expected)}"
     try:
-        snap = await client.snapshot(messages_per_channel=0)
+        snap = await client.call(
+            "state", "snapshot", SnapshotArgs(messages_per_channel=0), Snapshot, timeout=QUERY_TIMEOUT_S
+        )
     except (CommandError, TimeoutError) as exc:
         return f"snapshot failed: {exc!r}"
     servers = {s.server.server_id for s in snap.servers}
