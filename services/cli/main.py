@@ -23,11 +23,13 @@ from services.cli.version import register as register_version
 from services.cli.voice import register as register_voice
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
+from services.core.paths import private_umask
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """OpenChat client stack: an always-on home server for every OpenChat server your family joined."""
+    private_umask()  # what any command writes under OPENCHAT_HOME is 0600/0700
 
 
 @main.command()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
 import httpx
+import nats
 
 from services.cli.home import Endpoints, Home
 from services.core.contracts.subjects import SERVICES
@@ -18,6 +20,8 @@ class Row:
     healthy: bool
     where: str
     detail: str
+    pid: int | None = None  # for a component `openchat up` supervises
+    restarts: int | None = None  # how often the supervisor restarted it
 
 
 async def _tcp_ok(url: str) -> bool:
@@ -31,20 +35,67 @@ async def _tcp_ok(url: str) -> bool:
     return True
 
 
-async def _redis_ok(url: str) -> tuple[bool, str]:
+def _resp(*parts: str) -> bytes:
+    """A Redis command in RESP (safe for any password)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        raw = part.encode()
+        out += [f"${len(raw)}\r\n".encode(), raw, b"\r\n"]
+    return b"".join(out)
+
+
+async def _redis_ok(url: str, password: str | None = None) -> tuple[bool, str]:
     parsed = urlparse(url)
+    password = parsed.password or password
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 6379), 1.0
+            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 6379), 2.0
         )
-        writer.write(b"PING\r\n")
+        auth = b""
+        if password:
+            writer.write(_resp("AUTH", *([parsed.username] if parsed.username else []), password))
+        writer.write(_resp("PING"))
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 1.0)
+        if password:
+            auth = await asyncio.wait_for(reader.readline(), 2.0)
+        line = await asyncio.wait_for(reader.readline(), 2.0)
         writer.close()
     except (OSError, TimeoutError) as exc:
         return False, f"unreachable ({exc.__class__.__name__})"
-    ok = line.startswith((b"+PONG", b"-NOAUTH"))
-    return ok, "PONG" if ok else line.decode(errors="replace").strip()
+    if password and not auth.startswith(b"+OK"):
+        return False, "password refused"
+    if line.startswith(b"-NOAUTH"):
+        return True, "PONG (needs a password: set OPENCHAT_REDIS_PASSWORD to check more)"
+    ok = line.startswith(b"+PONG")
+    return ok, ("PONG, password required" if password else "PONG") if ok else line.decode(
+        errors="replace"
+    ).strip()
+
+
+async def _nats_sys_ok(url: str, user: str, password: str) -> tuple[bool, str]:
+    """JetStream health over the system account (``$SYS.REQ.SERVER.PING.HEALTHZ``): what the
+    HTTP monitoring port would say, without a port that shows connections to anyone local."""
+    try:
+        nc = await nats.connect(
+            url,
+            user=user,
+            password=password,
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+    except Exception as exc:
+        return False, f"unreachable ({exc.__class__.__name__})"
+    try:
+        reply = await nc.request(
+            "$SYS.REQ.SERVER.PING.HEALTHZ", json.dumps({"js-enabled-only": True}).encode(), timeout=2.0
+        )
+        status = str(json.loads(reply.data).get("data", {}).get("status", "?"))
+    except Exception as exc:
+        return False, f"no health answer ({exc.__class__.__name__})"
+    finally:
+        await nc.close()
+    return status == "ok", f"JetStream {status}"
 
 
 async def stack_status(home: Home) -> list[Row]:
@@ -73,10 +124,16 @@ async def stack_status(home: Home) -> list[Row]:
                 )
             except (httpx.HTTPError, ValueError) as exc:
                 rows.append(Row("nats", False, ep.nats_url, f"unreachable ({exc.__class__.__name__})"))
+        elif "nats" in ep.managed and home.settings.sys_password is not None:
+            # The embedded NATS of `openchat up` has no monitoring port; its system account answers.
+            ok, detail = await _nats_sys_ok(
+                ep.nats_url, home.settings.sys_user, home.settings.sys_password.get_secret_value()
+            )
+            rows.append(Row("nats", ok, ep.nats_url, detail))
         else:
             ok = await _tcp_ok(ep.nats_url)
             rows.append(Row("nats", ok, ep.nats_url, "reachable" if ok else "unreachable"))
-        ok, detail = await _redis_ok(ep.redis_url)
+        ok, detail = await _redis_ok(ep.redis_url, home.settings.redis_auth())
         rows.append(Row("redis", ok, ep.redis_url, detail))
         for name in SERVICES:
             base = ep.services.get(name)
@@ -96,7 +153,21 @@ async def stack_status(home: Home) -> list[Row]:
                 rows.append(Row(f"devserver {name}", resp.status_code == 200, base, "demo backend"))
             except httpx.HTTPError as exc:
                 rows.append(Row(f"devserver {name}", False, base, f"unreachable ({exc.__class__.__name__})"))
-    return rows
+    return [_supervised(row, ep) for row in rows]
+
+
+def _supervised(row: Row, ep: Endpoints) -> Row:
+    """Add the pid and restart count of a component the supervisor runs."""
+    key = row.component.replace("devserver ", "devserver-")
+    if key not in ep.managed:
+        return row
+    restarts = ep.restarts.get(key, 0)
+    return replace(
+        row,
+        pid=ep.managed[key],
+        restarts=restarts,
+        detail=f"{row.detail}; pid {ep.managed[key]}, restarted {restarts}x",
+    )
 
 
 def _endpoints_from_settings(home: Home) -> Endpoints | None:

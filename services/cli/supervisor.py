@@ -4,8 +4,12 @@ Starts nats-server (JetStream) and redis-server unless ``OPENCHAT_NATS_URL`` /
 ``OPENCHAT_REDIS_URL`` point elsewhere, then every service as a supervised child process
 (restarted with backoff when it dies; output prefixed with its name), waits until everything
 is healthy while printing progress, and records the endpoints in ``OPENCHAT_HOME/run``.
+nats-server and redis-server are supervised the same way: reaped when they exit and restarted
+with backoff on the same port, data directory and configuration. Restart counts and pids are in
+the endpoints file (``openchat status`` shows them).
 SIGINT/SIGTERM stops everything; children also get SIGTERM if the supervisor itself dies
-(``PR_SET_PDEATHSIG``), so no process is left behind.
+(``PR_SET_PDEATHSIG``), so no process is left behind. The supervisor runs with umask 0o077, so
+everything the stack writes under ``OPENCHAT_HOME`` is private (0600/0700).
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ from datetime import UTC, datetime
 import httpx
 
 from services.cli import listen
-from services.cli.home import Endpoints, Home
+from services.cli.home import REDIS_PASSWORD_VAR, Endpoints, Home
 from services.cli.members import refresh_local_connection_files
 from services.core import natsconf
 from services.core.contracts.subjects import SERVICES
+from services.core.paths import private_umask, tighten_tree, write_atomic
 from services.core.procs import ManagedProcess, nats_process, pick_port, redis_process
 from services.core.tls import render_nats_tls_block
 
 DEFAULT_NATS_PORT = 4222
-DEFAULT_NATS_MONITOR_PORT = 8222
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_SERVICE_PORTS = {"connector": 8301, "state": 8302, "notification": 8303, "media": 8304}
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RESET_S = 60.0
 STOP_GRACE_S = 10.0
 DEMO_MEMBER = "demo"
@@ -61,9 +65,28 @@ class Child:
     env: dict[str, str]
     health_url: str
     proc: asyncio.subprocess.Process | None = None
-    restarts: int = 0
+    restarts: int = 0  # consecutive quick exits: picks the backoff delay
+    total_restarts: int = 0  # shown by `openchat status`
     started_at: float = 0.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _backoff(consecutive: int, started_at: float) -> tuple[float, int]:
+    """Delay before the next start, and the new count of consecutive quick exits (a process that
+    ran ``HEALTHY_RESET_S`` starts the backoff over)."""
+    if time.monotonic() - started_at > HEALTHY_RESET_S:
+        consecutive = 0
+    return RESTART_BACKOFF_S[min(consecutive, len(RESTART_BACKOFF_S) - 1)], consecutive + 1
+
+
+@dataclass
+class Server:
+    """nats-server or redis-server under supervision."""
+
+    proc: ManagedProcess
+    restarts: int = 0
+    total_restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
@@ -77,7 +100,8 @@ class Supervisor:
         self._ui_task: asyncio.Task[None] | None = None
         self.out = out
         self.children: list[Child] = []
-        self.servers: list[ManagedProcess] = []
+        self.servers: list[Server] = []
+        self.changed = asyncio.Event()  # a pid changed: rewrite the endpoints file now
         self.stopping = asyncio.Event()
         self.nats_url = ""
         self.nats_ca_file: str | None = None  # set when NATS requires TLS (ADR 0010)
@@ -88,6 +112,7 @@ class Supervisor:
     def start_infrastructure(self) -> None:
         layout = self.home.layout
         settings = self.home.settings
+        tighten_tree(layout.root)  # a home created before modes were private
         self.home.write_accounts()
         if settings.nats_url:
             self.nats_url = settings.nats_url
@@ -96,28 +121,32 @@ class Supervisor:
             # Where desktops are told to connect (ADR 0010); our own processes dial a local URL.
             where = listen.plan(settings)
             port = where.port or pick_port(DEFAULT_NATS_PORT, where.local_host)
-            monitor = pick_port(DEFAULT_NATS_MONITOR_PORT)
             tls_block = None
             if where.tls:
                 files, _ = self.home.ensure_tls([where.host])
                 tls_block = render_nats_tls_block(files)
                 self.nats_ca_file = str(files.ca_cert)
+            # No HTTP monitoring port: its /connz would list every connection to any local user;
+            # `openchat status` asks over the system account.
             conf = natsconf.render_local_conf(
-                where.host, port, monitor, layout.jetstream_dir, layout.accounts_conf, tls_block
+                where.host, port, None, layout.jetstream_dir, layout.accounts_conf, tls_block
             )
-            layout.nats_conf.write_text(conf)
+            write_atomic(layout.nats_conf, conf)
             nats = nats_process(
                 layout.nats_conf,
                 where.local_host,
                 port,
-                {**os.environ, **self.home.secret_env},
+                {
+                    **{k: v for k, v in os.environ.items() if k != REDIS_PASSWORD_VAR},
+                    **{k: v for k, v in self.home.secret_env.items() if k != REDIS_PASSWORD_VAR},
+                },
                 layout.logs_dir / "nats.log",
             )
             nats.preexec = _die_with_parent
             nats.start()
-            self.servers.append(nats)
+            self.servers.append(Server(nats))
             self.nats_url = where.local_url(port)
-            self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
+            self.nats_monitor_url = None
             self.out(f"started nats-server (JetStream) on {self.nats_url}")
             if where.host != "127.0.0.1":
                 self.out(
@@ -129,17 +158,51 @@ class Supervisor:
             self.out(f"using Redis at {self.redis_url}")
         else:
             port = pick_port(DEFAULT_REDIS_PORT)
-            redis = redis_process(layout.redis_dir, "127.0.0.1", port, layout.logs_dir / "redis.log")
+            redis = redis_process(
+                layout.redis_dir,
+                "127.0.0.1",
+                port,
+                layout.logs_dir / "redis.log",
+                password=self.home.secret_env[REDIS_PASSWORD_VAR],
+            )
             redis.preexec = _die_with_parent
             redis.start()
-            self.servers.append(redis)
+            self.servers.append(Server(redis))
             self.redis_url = f"redis://127.0.0.1:{port}/0"
-            self.out(f"started redis-server on {self.redis_url}")
+            self.out(f"started redis-server on {self.redis_url} (password in {layout.secrets_env})")
+
+    async def _watch_server(self, server: Server) -> None:
+        """Reap nats-server/redis-server when it exits and start it again (same port, data and
+        configuration), with the services' backoff."""
+        proc = server.proc
+        while not self.stopping.is_set():
+            code = await proc.wait_exit(self.stopping)
+            if code is None:
+                return
+            delay, server.restarts = _backoff(server.restarts, server.started_at)
+            self.out(f"[supervisor] {proc.name} exited with code {code}; restarting in {delay:g} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return
+            # On the event loop's thread, as at the first start (PR_SET_PDEATHSIG is per thread).
+            proc.spawn()
+            server.started_at = time.monotonic()
+            server.total_restarts += 1
+            self.changed.set()
+            try:
+                await proc.wait_ready(15.0)
+            except (RuntimeError, TimeoutError) as exc:
+                self.out(f"[supervisor] {proc.name} did not come back: {exc}")
+                if proc.running() and not isinstance(exc, RuntimeError):
+                    proc.kill()  # hung: the loop reaps it and tries again
+                continue
+            self.out(f"[supervisor] {proc.name} is back (pid {proc.pid})")
 
     # -- children ------------------------------------------------------------------------------
     def plan_children(self) -> None:
         base_env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != REDIS_PASSWORD_VAR},
             **self.home.service_env(),
             "OPENCHAT_HOME": str(self.home.layout.root),
             "OPENCHAT_NATS_URL": self.nats_url,
@@ -243,14 +306,13 @@ class Supervisor:
         """Keep the child running: restart with backoff when it exits on its own."""
         while not self.stopping.is_set():
             await self._spawn(child)
+            self.changed.set()
             assert child.proc is not None
             code = await child.proc.wait()
             if self.stopping.is_set():
                 return
-            if time.monotonic() - child.started_at > HEALTHY_RESET_S:
-                child.restarts = 0
-            delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
-            child.restarts += 1
+            delay, child.restarts = _backoff(child.restarts, child.started_at)
+            child.total_restarts += 1
             self.out(f"[supervisor] {child.name} exited with code {code}; restarting in {delay:g} s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
@@ -287,8 +349,10 @@ class Supervisor:
         return False
 
     def endpoints(self) -> Endpoints:
-        managed = {m.name: m.pid for m in self.servers if m.pid is not None}
+        managed = {m.proc.name: m.proc.pid for m in self.servers if m.proc.pid is not None}
         managed.update({c.name: c.proc.pid for c in self.children if c.proc is not None})
+        restarts = {m.proc.name: m.total_restarts for m in self.servers}
+        restarts.update({c.name: c.total_restarts for c in self.children})
         return Endpoints(
             supervisor_pid=os.getpid(),
             started_at=_now(),
@@ -304,6 +368,7 @@ class Supervisor:
                 if c.name.startswith("devserver-")
             },
             managed=managed,
+            restarts=restarts,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -317,6 +382,9 @@ class Supervisor:
             self.start_infrastructure()
             refresh_local_connection_files(self.home, self.nats_url, self.out)
             self.plan_children()
+            watchers += [
+                asyncio.create_task(self._watch_server(m), name=f"watch-{m.proc.name}") for m in self.servers
+            ]
             watchers += [asyncio.create_task(self._watch(c), name=f"watch-{c.name}") for c in self.children]
             healthy = await self.wait_healthy(ready_timeout)
             self.home.write_endpoints(self.endpoints())
@@ -339,8 +407,10 @@ class Supervisor:
             while not self.stopping.is_set():
                 # Children are restarted by their watchers; keep the endpoints' pids current.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 2.0)
-                self.home.write_endpoints(self.endpoints())
+                    await asyncio.wait_for(self.changed.wait(), 2.0)
+                self.changed.clear()
+                if not self.stopping.is_set():
+                    self.home.write_endpoints(self.endpoints())
             return 0
         finally:
             await self.shutdown()
@@ -349,6 +419,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        self.changed.set()
         self.out("[supervisor] stopping")
         procs = [c.proc for c in self.children if c.proc is not None and c.proc.returncode is None]
         if self.ui_proc is not None and self.ui_proc.returncode is None:
@@ -368,13 +439,14 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 2)
         for server in reversed(self.servers):
-            server.stop()
+            server.proc.stop()
         with contextlib.suppress(FileNotFoundError):
             self.home.layout.endpoints.unlink()
         self.out("[supervisor] stopped; no process left")
 
 
 def run_up(demo: bool, with_ui: bool = False) -> int:
+    private_umask()  # inherited by every child: the stack's files are 0600, its directories 0700
     home = Home.load()
     if demo:
         from services.core.members import MemberExists

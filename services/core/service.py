@@ -28,6 +28,7 @@ from services.core.bus import Bus, ConnectOptions, backoff_delays
 from services.core.contracts import subjects
 from services.core.health import HealthState, HttpServer, health_app
 from services.core.log import configure_logging
+from services.core.paths import private_umask
 from services.core.settings import Settings
 from services.core.version import serve_versions
 
@@ -69,10 +70,12 @@ def bus_options(settings: Settings, name: str) -> ConnectOptions:
     )
 
 
-async def _connect_redis(url: str) -> aioredis.Redis:
+async def _connect_redis(url: str, password: str | None = None) -> aioredis.Redis:
     delays = backoff_delays()
     while True:
-        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=10)
+        client = aioredis.Redis.from_url(
+            url, decode_responses=False, health_check_interval=10, password=password
+        )
         try:
             await client.ping()
             return client
@@ -136,7 +139,7 @@ async def serve(service: Service, settings: Settings) -> None:
         if service.needs_redis:
             if not settings.redis_url:
                 raise SystemExit("OPENCHAT_REDIS_URL is not set")
-            ctx.redis = await _connect_redis(settings.redis_url)
+            ctx.redis = await _connect_redis(settings.redis_url, settings.redis_auth())
         if service.setup is not None:
             await service.setup(ctx)
         serve_versions(ctx.bus, service.name)  # ``<service>.version`` and ``stack.version`` (issue 18)
@@ -172,6 +175,7 @@ async def serve(service: Service, settings: Settings) -> None:
 
 def run_service(service: Service) -> None:
     """Entry point of ``python -m services.<name>``."""
+    private_umask()  # whatever it writes (databases, media cache) is 0600/0700
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     asyncio.run(serve(service, settings))

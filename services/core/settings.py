@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     nats_url: str | None = None
     redis_url: str | None = None
+    # Redis AUTH: the password itself, or a file holding it (a compose secret). ``openchat up``
+    # generates one for its embedded Redis (OPENCHAT_HOME/secrets.env, mode 0600).
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
     service_user: str | None = None  # None: each service its own NATS user (natsconf.user_of_service)
     service_password: SecretStr | None = None
     sys_user: str = "sys"
@@ -82,7 +86,13 @@ class Settings(BaseSettings):
             return self.nats_ca_file.read_text()
         return None
 
-    @field_validator("service_password", "sys_password")
+    def redis_auth(self) -> str | None:
+        """The Redis password: from ``redis_password_file`` when set, else ``redis_password``."""
+        if self.redis_password_file is not None:
+            return self.redis_password_file.read_text().strip() or None
+        return self.redis_password.get_secret_value() if self.redis_password else None
+
+    @field_validator("service_password", "sys_password", "redis_password")
     @classmethod
     def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and is_placeholder_secret(value.get_secret_value()):

@@ -57,6 +57,8 @@ def build_router(provider: Callable[[], StateRuntime | None]) -> APIRouter:
     async def joined(rt: StateRuntime, member: str, server_id: str) -> ServerRecord:
         record = await rt.store.server(member, server_id)
         if record is None:
+            if await rt.store.view_missing():
+                raise HTTPException(503, "the view is being rebuilt", headers={"Retry-After": "1"})
             raise HTTPException(404, "no such server in your view")
         return record
 

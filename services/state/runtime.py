@@ -100,6 +100,10 @@ class StateRuntime:
 
         async def history(member: str, args: ViewHistoryArgs) -> ViewHistoryResult:
             if await self.store.server(member, args.server_id) is None:
+                if await self.store.view_missing():  # Redis restarted empty / FLUSHALL: not gone
+                    raise CommandError(
+                        "state_rebuilding", "the view is being rebuilt; retry shortly", retryable=True
+                    )
                 raise CommandError("not_found", "no such server in your view")
             return await self.history(member, args.server_id, args.channel_id, args.limit)
 

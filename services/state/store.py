@@ -246,6 +246,12 @@ class ViewStore:
                 return before.seq, value
         raise ViewBusy("the view kept changing")
 
+    async def view_missing(self) -> bool:
+        """True while there is no complete view to answer from (lost, or rebuilding): a server
+        missing from it is not a server the member left."""
+        marker = await self.marker()
+        return marker.epoch is None or marker.rebuilding
+
     async def servers(self, member: str) -> dict[str, ServerRecord]:
         raw = await self.redis.hgetall(self.k_servers(member))
         out: dict[str, ServerRecord] = {}
