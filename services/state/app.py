@@ -10,7 +10,8 @@ Wiring only; the pieces are:
 
 Bus commands (``oc.<member>.cmd.state.<verb>``; the member always comes from the subject):
 ``snapshot``, ``sync``, ``history``, ``servers``, ``http_token`` (contracts in
-``services.core.contracts.chat``).
+``services.core.contracts.chat``) and ``search`` (``services.core.contracts.search``; the index is
+``services.state.search``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.core.contracts.chat import (
     ViewHistoryArgs,
     ViewHistoryResult,
 )
+from services.core.contracts.search import SearchArgs
 from services.core.paths import HomeLayout
 from services.core.service import Service, ServiceContext
 from services.state import tokens
@@ -46,6 +48,7 @@ from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text
 from services.state.http import build_router
 from services.state.materializer import Materializer
 from services.state.media import MediaCache, MediaFetcher
+from services.state.search import SearchRuntime
 from services.state.settings import StateSettings
 from services.state.store import ViewBusy, ViewStore
 from services.state.sync import sync_events
@@ -78,6 +81,9 @@ class StateRuntime:
             settings.message_window,
             clock,
             registry_db=HomeLayout(settings.home).registry_db,
+        )
+        self.search = (
+            SearchRuntime(bus, self.store, settings, self.stream) if settings.state_search_enabled else None
         )
         configured = settings.state_http_secret
         self.secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
@@ -113,6 +119,12 @@ class StateRuntime:
             seq, statuses = await self._consistent(lambda: self.store.statuses(member))
             return ServerList(seq=seq, servers=statuses)
 
+        @bus.command(SERVICE_NAME, "search", SearchArgs)
+        async def search(member: str, args: SearchArgs) -> BaseModel:
+            if self.search is None:
+                raise CommandError("unsupported", "search is turned off (OPENCHAT_STATE_SEARCH_ENABLED)")
+            return await self.search.search(member, args)
+
         @bus.command(SERVICE_NAME, "http_token", Empty)
         async def http_token(member: str, args: Empty) -> BaseModel:
             token, expires = tokens.issue(self.secret, member, time.time(), self.settings.state_token_ttl_s)
@@ -123,9 +135,13 @@ class StateRuntime:
         if serve_commands:
             await self.bus.serve_commands()
         self.materializer.start()
+        if self.search is not None:
+            self.search.start()
 
     async def stop(self) -> None:
         await self.materializer.stop()
+        if self.search is not None:
+            await self.search.stop()
         if self._own_client:
             await self.http_client.aclose()
 
@@ -198,6 +214,27 @@ def build_service() -> Service:
             ("openchat_state_rebuilds", "view rebuilds since start", lambda: m.rebuilds),
         ):
             Gauge(name, doc, registry=ctx.health.registry).set_function(value)
+        if runtime.search is not None:
+            ix = runtime.search.indexer
+            for name, doc, value in (
+                (
+                    "openchat_state_search_indexed_seq",
+                    "stream sequence the search index reflects",
+                    lambda: ix.applied_seq,
+                ),
+                (
+                    "openchat_state_search_caught_up",
+                    "1 when the search index has read every event",
+                    lambda: ix.caught_up,
+                ),
+                (
+                    "openchat_state_search_skipped",
+                    "invalid events the search index skipped",
+                    lambda: ix.skipped,
+                ),
+                ("openchat_state_search_rebuilds", "search index rebuilds since start", lambda: ix.rebuilds),
+            ):
+                Gauge(name, doc, registry=ctx.health.registry).set_function(value)
 
     async def teardown(ctx: ServiceContext) -> None:
         """Stop the materializer (and its stream subscription) before the bus drains."""

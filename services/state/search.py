@@ -1,0 +1,139 @@
+"""Message search in the state service: the index file, its indexer, and the ``search`` command.
+
+The state service owns the index because it already consumes every stored event of every
+member; the index lives in the data volume (``$OPENCHAT_HOME/data/search/index.sqlite3``). See
+``search_index`` (the file), ``search_indexer`` (stream → index) and ADR 0014 (why FTS5, how CJK
+and Hangul are tokenized).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from services.core.bus import Bus, CommandError
+from services.core.contracts.chat import ChatMessage
+from services.core.contracts.search import SearchArgs, SearchHit, SearchResult, Span
+from services.core.paths import HomeLayout
+from services.core.search_query import QueryError, parse_query, snippet
+from services.state.search_index import Filters, PutMessage, SearchIndex, SearchTimeout
+from services.state.search_indexer import SearchIndexer
+from services.state.settings import StateSettings
+from services.state.store import ViewStore
+
+log = logging.getLogger("openchat.state.search")
+SEED_BATCH = 2000
+
+
+def index_path(settings: StateSettings) -> Path:
+    return HomeLayout(settings.home).data / "search" / "index.sqlite3"
+
+
+def open_index(path: Path) -> SearchIndex:
+    """Open the index; a file SQLite cannot read is moved aside and a new one started (the
+    indexer then rebuilds it from the stream and the view)."""
+    try:
+        return SearchIndex(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.warning(
+            "search index unreadable, starting a new one", extra={"error": repr(exc), "moved_to": str(aside)}
+        )
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(f"{path}{suffix}")
+            if p.exists():
+                p.rename(Path(f"{aside}{suffix}"))
+        return SearchIndex(path)
+
+
+async def seed_from_view(store: ViewStore, index: SearchIndex) -> int:
+    """Index every message the state view holds in Redis (each channel's newest window)."""
+    count = 0
+    prefix = f"{store.prefix}:m:"
+    async for raw in store.redis.scan_iter(match=f"{prefix}*:servers", count=500):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        member = key[len(prefix) : -len(":servers")]
+        for server_id in await store.servers(member):
+            values = await store.redis.hvals(store.k_server(member, server_id, "msg"))
+            ops: list[PutMessage] = []
+            for value in values:
+                m = ChatMessage.model_validate_json(value)
+                ops.append(
+                    PutMessage(member, server_id, m.channel_id, m.id, m.author_uid, m.created_at, m.body)
+                )
+            for start in range(0, len(ops), SEED_BATCH):
+                await asyncio.to_thread(index.apply, ops[start : start + SEED_BATCH])
+            count += len(ops)
+    return count
+
+
+class SearchRuntime:
+    def __init__(self, bus: Bus, store: ViewStore, settings: StateSettings, stream: str) -> None:
+        self.settings = settings
+        self.index = open_index(index_path(settings))
+
+        async def seed(index: SearchIndex) -> int:
+            return await seed_from_view(store, index)
+
+        self.indexer = SearchIndexer(
+            bus,
+            self.index,
+            stream,
+            registry_db=HomeLayout(settings.home).registry_db,
+            reconcile_s=settings.state_search_reconcile_s,
+            seed=seed,
+        )
+
+    def start(self) -> None:
+        self.indexer.start()
+
+    async def stop(self) -> None:
+        await self.indexer.stop()
+        await asyncio.to_thread(self.index.close)
+
+    async def search(self, member: str, args: SearchArgs) -> SearchResult:
+        try:
+            query = parse_query(args.query)
+        except QueryError as exc:
+            raise CommandError("invalid_query", str(exc)) from None
+        if args.after and args.before and args.after >= args.before:
+            raise CommandError("invalid_query", "after must be earlier than before")
+        filters = Filters(
+            server_id=args.server_id,
+            channel_id=args.channel_id,
+            authors=(args.from_uid,) if args.from_uid else (),
+            after=args.after,
+            before=args.before,
+        )
+        try:
+            rows, has_more = await asyncio.to_thread(
+                self.index.search, member, query, filters, args.limit, self.settings.state_search_budget_s
+            )
+        except SearchTimeout as exc:
+            raise CommandError(
+                "search_timeout", f"{exc}; narrow it down (more words, --server, --after)"
+            ) from None
+        hits = []
+        for row in rows:
+            snip = snippet(row.body, query.terms)
+            hits.append(
+                SearchHit(
+                    server_id=row.server_id,
+                    channel_id=row.channel_id,
+                    message_id=row.message_id,
+                    author_uid=row.author_uid,
+                    created_at=row.created_at,
+                    snippet=snip.marked,
+                    excerpt=snip.excerpt,
+                    spans=[Span(start=s, end=e) for s, e in snip.spans],
+                )
+            )
+        return SearchResult(
+            hits=hits,
+            has_more=has_more,
+            indexed_seq=self.indexer.applied_seq,
+            caught_up=self.indexer.caught_up,
+        )
