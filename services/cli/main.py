@@ -16,6 +16,7 @@ from services.cli.home import Home
 from services.cli.identity import register as register_identity
 from services.cli.notify import register as register_notify
 from services.cli.profile import register as register_profile
+from services.cli.search import register as register_search
 from services.core.contracts.subjects import SubjectError
 from services.core.members import MemberExists, MemberNotFound
 
@@ -171,6 +172,7 @@ register_identity(identity)
 register_chat(main)
 register_notify(main)
 register_profile(main)
+register_search(main)
 
 if __name__ == "__main__":
     main()
