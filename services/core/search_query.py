@@ -26,6 +26,7 @@ FTS5's ``trigram`` tokenizer.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -220,6 +221,7 @@ def to_fts5(terms: tuple[Term, ...] | list[Term]) -> str:
 
 
 # -- highlighting -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
 def _fold(c: str) -> str:
     """What FTS5's unicode61 (remove_diacritics 2) compares: NFKC, case-folded, no diacritics."""
     decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", c).casefold())
@@ -240,14 +242,18 @@ def _needles(terms: tuple[Term, ...] | list[Term]) -> list[tuple[str, bool, bool
 
 def find_spans(body: str, terms: tuple[Term, ...] | list[Term]) -> list[tuple[int, int]]:
     """Ranges of ``body`` that match a token of the query (merged, sorted)."""
-    folded_parts: list[str] = []
-    origin: list[int] = []  # index in ``body`` of each folded character
-    for i, c in enumerate(body):
-        f = _fold(c)
-        folded_parts.append(f)
-        origin.extend([i] * len(f))
-    folded = "".join(folded_parts)
-    origin.append(len(body))
+    if body.isascii():  # the common case: folding is lower-casing, offsets do not move
+        folded = body.lower()
+        origin = list(range(len(body) + 1))
+    else:
+        folded_parts: list[str] = []
+        origin = []  # index in ``body`` of each folded character
+        for i, c in enumerate(body):
+            f = _fold(c)
+            folded_parts.append(f)
+            origin.extend([i] * len(f))
+        folded = "".join(folded_parts)
+        origin.append(len(body))
     spans: list[tuple[int, int]] = []
     for tok, cjk, prefix in _needles(terms):
         if cjk:
