@@ -227,7 +227,8 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
 
 async def ingest_once(
     bus: Bus, redis: aioredis.Redis, home: Path, last_seq: int, search: bool
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """(seconds until the view has applied everything, until the index has too, process CPU)."""
     await redis.flushall()
     for f in (home / "data" / "search").glob("*"):
         f.unlink()
@@ -238,11 +239,12 @@ async def ingest_once(
     if rt.search is not None:
         rt.search.start()
     await rt.materializer.wait_for(lambda m: m.applied_seq >= last_seq, timeout=1800)
+    view_s = time.perf_counter() - t0
     if rt.search is not None:
         await rt.search.indexer.wait_for(lambda ix: ix.applied_seq >= last_seq, timeout=1800)
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    all_s, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     await rt.stop()
-    return elapsed, cpu
+    return view_s, all_s, cpu
 
 
 async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str], tmp: Path) -> dict[str, Any]:
@@ -259,7 +261,7 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         t0 = time.perf_counter()
         last_seq = await publish_events(bus, n, rng, words)
         publish_s = time.perf_counter() - t0
-        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
         for _ in range(rounds):
             for search in (False, True):
                 runs[search].append(await ingest_once(bus, redis, tmp / "home", last_seq, search))
@@ -268,23 +270,27 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         await bus.close()
         redis_proc.stop()
         nats.stop()
-    off_s = statistics.median(r[0] for r in runs[False])
-    on_s = statistics.median(r[0] for r in runs[True])
-    off_cpu = statistics.median(r[1] for r in runs[False])
-    on_cpu = statistics.median(r[1] for r in runs[True])
+
+    def med(search: bool, i: int) -> float:
+        return statistics.median(r[i] for r in runs[search])
+
+    off_s, on_view_s, on_all_s = med(False, 0), med(True, 0), med(True, 1)
     return {
         "events": n,
         "publish_s": round(publish_s, 2),
         "off_s": round(off_s, 2),
-        "on_s": round(on_s, 2),
+        "on_view_s": round(on_view_s, 2),
+        "on_index_s": round(on_all_s, 2),
         "off_events_per_s": round(n / off_s),
-        "on_events_per_s": round(n / on_s),
-        "wall_ratio_on_off": round(on_s / off_s, 3),
-        "cpu_off_s": round(off_cpu, 2),
-        "cpu_on_s": round(on_cpu, 2),
-        "cpu_ratio_on_off": round(on_cpu / off_cpu, 3),
+        "on_view_events_per_s": round(n / on_view_s),
+        "on_index_events_per_s": round(n / on_all_s),
+        "view_ratio_on_off": round(on_view_s / off_s, 3),
+        "index_ratio_on_off": round(on_all_s / off_s, 3),
+        "cpu_off_s": round(med(False, 2), 2),
+        "cpu_on_s": round(med(True, 2), 2),
+        "cpu_ratio_on_off": round(med(True, 2) / med(False, 2), 3),
         "runs_off": [round(r[0], 2) for r in runs[False]],
-        "runs_on": [round(r[0], 2) for r in runs[True]],
+        "runs_on": [[round(r[0], 2), round(r[1], 2)] for r in runs[True]],
     }
 
 
@@ -339,9 +345,11 @@ def main() -> None:
     if "ingest" in result:
         ing = result["ingest"]
         print(
-            f"ingest of {ing['events']:,} message.created: search off {ing['off_s']} s "
-            f"({ing['off_events_per_s']:,}/s), on {ing['on_s']} s ({ing['on_events_per_s']:,}/s): "
-            f"wall x{ing['wall_ratio_on_off']}, process CPU x{ing['cpu_ratio_on_off']}"
+            f"ingest of {ing['events']:,} message.created, medians of {len(ing['runs_off'])} alternating runs:\n"
+            f"  search off: view applied in {ing['off_s']} s ({ing['off_events_per_s']:,}/s)\n"
+            f"  search on:  view applied in {ing['on_view_s']} s ({ing['on_view_events_per_s']:,}/s) "
+            f"= x{ing['view_ratio_on_off']}; index caught up in {ing['on_index_s']} s = x{ing['index_ratio_on_off']}\n"
+            f"  process CPU: off {ing['cpu_off_s']} s, on {ing['cpu_on_s']} s = x{ing['cpu_ratio_on_off']}"
         )
     print(json.dumps(result))
 

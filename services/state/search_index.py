@@ -224,36 +224,46 @@ class SearchIndex:
                 self._set_progress(stream, seq)
 
     def _put(self, op: PutMessage) -> None:
+        """Insert (two statements in the common case: a new message), or replace a changed one."""
         self._ensure_member(op.member)
         msg, fts = _tables(op.member)
         body = op.body[:MAX_INDEXED_CHARS]
         ms = ts_ms(op.created_at)
+        key = f"{op.server_id}\x1f{op.channel_id}\x1f{op.message_id}".encode()
+        slot = zlib.crc32(key) & (ID_SLOTS - 1)
         w = self._w
-        old = w.execute(
+        for _ in range(ID_SLOTS):
+            rowid = (ms << ID_SHIFT) | slot
+            try:
+                w.execute(
+                    f"INSERT INTO {msg} (id, server, channel, message_id, author, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    (rowid, op.server_id, op.channel_id, op.message_id, op.author_uid, body),
+                )
+                break
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    slot = (slot + 1) & (ID_SLOTS - 1)  # another message in the same millisecond
+                    continue
+                if not self._replace(op, msg, fts, ms, body):
+                    return  # the same message again (replay, gap fill, rehydrate)
+        else:
+            raise RuntimeError("more than 65,536 messages in one millisecond")
+        w.execute(f"INSERT INTO {fts}(rowid, body) VALUES (?, ?)", (rowid, segment(body)))
+
+    def _replace(self, op: PutMessage, msg: str, fts: str, ms: int, body: str) -> bool:
+        """A message already indexed: False when nothing changed, else its entry is removed (the
+        caller inserts the new one)."""
+        old = self._w.execute(
             f"SELECT id, author, body FROM {msg} WHERE server = ? AND channel = ? AND message_id = ?",
             (op.server_id, op.channel_id, op.message_id),
         ).fetchone()
-        if old is not None:
-            if old[0] >> ID_SHIFT == ms and old[1] == op.author_uid and old[2] == body:
-                return  # the same message again (replay, gap fill, rehydrate)
-            w.execute(
-                f"INSERT INTO {fts}({fts}, rowid, body) VALUES ('delete', ?, ?)", (old[0], segment(old[2]))
-            )
-            w.execute(f"DELETE FROM {msg} WHERE id = ?", (old[0],))
-        key = f"{op.server_id}\x1f{op.channel_id}\x1f{op.message_id}".encode()
-        slot = zlib.crc32(key) & (ID_SLOTS - 1)
-        for _ in range(ID_SLOTS):
-            rowid = (ms << ID_SHIFT) | slot
-            if w.execute(f"SELECT 1 FROM {msg} WHERE id = ?", (rowid,)).fetchone() is None:
-                break
-            slot = (slot + 1) & (ID_SLOTS - 1)
-        else:
-            raise RuntimeError("more than 65,536 messages in one millisecond")
-        w.execute(
-            f"INSERT INTO {msg} (id, server, channel, message_id, author, body) VALUES (?, ?, ?, ?, ?, ?)",
-            (rowid, op.server_id, op.channel_id, op.message_id, op.author_uid, body),
+        if old[0] >> ID_SHIFT == ms and old[1] == op.author_uid and old[2] == body:
+            return False
+        self._w.execute(
+            f"INSERT INTO {fts}({fts}, rowid, body) VALUES ('delete', ?, ?)", (old[0], segment(old[2]))
         )
-        w.execute(f"INSERT INTO {fts}(rowid, body) VALUES (?, ?)", (rowid, segment(body)))
+        self._w.execute(f"DELETE FROM {msg} WHERE id = ?", (old[0],))
+        return True
 
     def _delete(self, member: str, server_id: str, channel_id: str, message_id: str) -> None:
         if member not in self._members:
