@@ -16,7 +16,10 @@ Two parts, one run:
    ``--rounds`` times (Redis flushed and the index file deleted between runs). Prints the median
    time until everything is applied, events/s, and the ratio on/off (wall time and process CPU).
 
+3. With ``--tokenizers N``: the FTS5 tokenizer comparison of ADR 0014 on N messages.
+
     python -m bench.bench_search [--messages 100000] [--queries 30] [--ingest 20000] [--rounds 3]
+                                 [--tokenizers 0]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,6 +172,67 @@ def run_queries(
         "p99_ms": round(everything[min(len(everything) - 1, int(len(everything) * 0.99))], 2),
         "queries": len(everything),
     }
+
+
+# -- tokenizer choice (ADR 0014) ---------------------------------------------------------------------
+TOKENIZER_QUERIES = ("東京", "東京都", "会議", "한국어", "서울", "회의")
+
+
+def compare_tokenizers(n: int, rng: random.Random, words: list[str], tmp: Path) -> dict[str, Any]:
+    """The same ``n`` messages in three contentless FTS5 tables: unicode61 on the raw text,
+    unicode61 on the bigram-segmented text (what the index does), and the trigram tokenizer on
+    the raw text. File size, build time, and hits of 2- and 3-character CJK/Hangul words (the
+    true count is a substring count over the raw bodies)."""
+    import sqlite3
+
+    from services.core.search_query import segment, to_fts5
+
+    bodies = make_bodies(rng, words, n)
+    truth = {q: sum(q in b for b in bodies) for q in TOKENIZER_QUERIES}
+
+    def raw(text: str) -> str:
+        return text
+
+    def quoted(q: str) -> str:
+        return f'"{q}"'
+
+    def segmented_query(q: str) -> str:
+        return to_fts5(parse_query(q).terms)
+
+    variants: dict[str, tuple[str, Callable[[str], str], Callable[[str], str]]] = {
+        "unicode61 (raw text)": ("unicode61 remove_diacritics 2", raw, quoted),
+        "unicode61 + bigrams (chosen)": ("unicode61 remove_diacritics 2", segment, segmented_query),
+        "trigram (raw text)": ("trigram", raw, quoted),
+    }
+    out: dict[str, Any] = {"messages": n, "true_hits": truth}
+    for name, (tokenizer, prepare, expr) in variants.items():
+        path = tmp / f"tok-{len(out)}.sqlite3"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            f"CREATE VIRTUAL TABLE f USING fts5(body, content='', columnsize=0, tokenize='{tokenizer}')"
+        )
+        t0 = time.perf_counter()
+        for start in range(0, n, 512):
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO f(rowid, body) VALUES (?, ?)",
+                ((start + i + 1, prepare(b)) for i, b in enumerate(bodies[start : start + 512])),
+            )
+            db.execute("COMMIT")
+        build = time.perf_counter() - t0
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        hits = {
+            q: db.execute("SELECT count(*) FROM f WHERE body MATCH ?", (expr(q),)).fetchone()[0]
+            for q in TOKENIZER_QUERIES
+        }
+        db.close()
+        out[name] = {
+            "bytes_per_message": round(path.stat().st_size / n, 1),
+            "build_us_per_message": round(build / n * 1e6, 1),
+            "hits": hits,
+        }
+    return out
 
 
 # -- part 2: ingest with and without indexing ------------------------------------------------------
@@ -314,6 +379,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "bytes_per_message": round(size / args.messages, 1),
                 **queries,
             }
+        if args.tokenizers:
+            result["tokenizers"] = compare_tokenizers(args.tokenizers, rng, words, tmp)
         if args.ingest:
             result["ingest"] = await ingest_part(args.ingest, args.rounds, rng, words, tmp)
     return result
@@ -329,6 +396,12 @@ def main() -> None:
         "--ingest", type=int, default=20_000, help="events for the ingest comparison (0: skip)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating off/on ingest runs")
+    parser.add_argument(
+        "--tokenizers",
+        type=int,
+        default=0,
+        help="also compare FTS5 tokenizers on this many messages (ADR 0014)",
+    )
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     if "index" in result:
@@ -342,6 +415,15 @@ def main() -> None:
             print(
                 f"  {kind:<20} p50 {figures['p50_ms']:>8} ms  p99 {figures['p99_ms']:>8} ms  hits {figures['mean_hits']}"
             )
+    if "tokenizers" in result:
+        tok = result["tokenizers"]
+        print(f"tokenizers on {tok['messages']:,} messages; true hits {tok['true_hits']}")
+        for name, figures in tok.items():
+            if isinstance(figures, dict) and "hits" in figures:
+                print(
+                    f"  {name:<30} {figures['bytes_per_message']:>7} bytes/msg "
+                    f"{figures['build_us_per_message']:>7} us/msg  hits {figures['hits']}"
+                )
     if "ingest" in result:
         ing = result["ingest"]
         print(
