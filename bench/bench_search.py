@@ -11,10 +11,12 @@ Two parts, one run:
    (parse, FTS5 query for 50 hits newest first, snippets): p50/p99 per kind and overall, and
    the file size per message.
 2. **Ingest cost.** A private nats-server and redis-server; ``--ingest`` ``message.created`` events
-   are stored once, then consumed by the state service (``StateRuntime``) from the start, with
-   search off (the materializer alone) and on (materializer + search indexer), alternating
-   ``--rounds`` times (Redis flushed and the index file deleted between runs). Prints the median
-   time until everything is applied, events/s, and the ratio on/off (wall time and process CPU).
+   are stored once, then consumed by the state service (``StateRuntime``) from the start: search
+   off (the materializer alone), on with the indexer in its worker process (the service's
+   default) and on with the indexer in the service's own process, alternating ``--rounds`` times
+   (Redis flushed and the index file deleted between runs). Prints the median time until the view
+   has applied everything, until the index has too, and CPU seconds (state process + worker),
+   each as a ratio to search off.
 
 3. With ``--tokenizers N``: the FTS5 tokenizer comparison of ADR 0014 on N messages.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -290,24 +293,47 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
     return last
 
 
+MODES = ("off", "worker", "in-process")
+
+
 async def ingest_once(
-    bus: Bus, redis: aioredis.Redis, home: Path, last_seq: int, search: bool
+    bus: Bus, redis: aioredis.Redis, home: Path, nats_url: str, redis_url: str, last_seq: int, mode: str
 ) -> tuple[float, float, float]:
-    """(seconds until the view has applied everything, until the index has too, process CPU)."""
+    """(seconds until the view has applied everything, until the index has too, CPU of the state
+    process and, in ``worker`` mode, of its search worker)."""
+    import psutil
+
     await redis.flushall()
     for f in (home / "data" / "search").glob("*"):
         f.unlink()
-    settings = StateSettings(home=home, events_stream=STREAM, message_window=500, state_search_enabled=search)
-    rt = StateRuntime(bus, redis, settings)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    settings = StateSettings(
+        home=home,
+        events_stream=STREAM,
+        message_window=500,
+        nats_url=nats_url,
+        redis_url=redis_url,
+        state_search_enabled=mode != "off",
+    )
+    rt = StateRuntime(bus, redis, settings, search_worker=mode == "worker")
+    me = psutil.Process()
+    cpu0, t0 = me.cpu_times(), time.perf_counter()
     rt.materializer.start()  # no commands: only the consumers are measured
     if rt.search is not None:
         rt.search.start()
     await rt.materializer.wait_for(lambda m: m.applied_seq >= last_seq, timeout=1800)
     view_s = time.perf_counter() - t0
+    child_cpu = 0.0
     if rt.search is not None:
-        await rt.search.indexer.wait_for(lambda ix: ix.applied_seq >= last_seq, timeout=1800)
-    all_s, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        while (await asyncio.to_thread(rt.search.status)).get("seq", 0) < last_seq:
+            worker = rt.search.worker
+            if worker is not None and worker.process is not None and worker.process.pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    t = psutil.Process(worker.process.pid).cpu_times()
+                    child_cpu = t.user + t.system
+            await asyncio.sleep(0.05)
+    all_s = time.perf_counter() - t0
+    cpu1 = me.cpu_times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + child_cpu
     await rt.stop()
     return view_s, all_s, cpu
 
@@ -317,46 +343,49 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
     redis_port = free_port()
     redis_proc = redis_process(tmp / "redis", "127.0.0.1", redis_port)
     redis_proc.start()
-    bus = await Bus.connect(
-        ConnectOptions(url=f"nats://127.0.0.1:{nats.port}", name="bench-search"), first_attempts=5
-    )
-    redis = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
+    nats_url, redis_url = f"nats://127.0.0.1:{nats.port}", f"redis://127.0.0.1:{redis_port}/0"
+    bus = await Bus.connect(ConnectOptions(url=nats_url, name="bench-search"), first_attempts=5)
+    redis = aioredis.Redis.from_url(redis_url)
     try:
         await bus.ensure_events_stream(STREAM)
         t0 = time.perf_counter()
         last_seq = await publish_events(bus, n, rng, words)
         publish_s = time.perf_counter() - t0
-        runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in MODES}
         for _ in range(rounds):
-            for search in (False, True):
-                runs[search].append(await ingest_once(bus, redis, tmp / "home", last_seq, search))
+            for mode in MODES:
+                runs[mode].append(
+                    await ingest_once(bus, redis, tmp / "home", nats_url, redis_url, last_seq, mode)
+                )
     finally:
         await redis.aclose()
         await bus.close()
         redis_proc.stop()
         nats.stop()
 
-    def med(search: bool, i: int) -> float:
-        return statistics.median(r[i] for r in runs[search])
+    def med(mode: str, i: int) -> float:
+        return statistics.median(r[i] for r in runs[mode])
 
-    off_s, on_view_s, on_all_s = med(False, 0), med(True, 0), med(True, 1)
-    return {
+    off_s, off_cpu = med("off", 0), med("off", 2)
+    out: dict[str, Any] = {
         "events": n,
+        "rounds": rounds,
         "publish_s": round(publish_s, 2),
         "off_s": round(off_s, 2),
-        "on_view_s": round(on_view_s, 2),
-        "on_index_s": round(on_all_s, 2),
         "off_events_per_s": round(n / off_s),
-        "on_view_events_per_s": round(n / on_view_s),
-        "on_index_events_per_s": round(n / on_all_s),
-        "view_ratio_on_off": round(on_view_s / off_s, 3),
-        "index_ratio_on_off": round(on_all_s / off_s, 3),
-        "cpu_off_s": round(med(False, 2), 2),
-        "cpu_on_s": round(med(True, 2), 2),
-        "cpu_ratio_on_off": round(med(True, 2) / med(False, 2), 3),
-        "runs_off": [round(r[0], 2) for r in runs[False]],
-        "runs_on": [[round(r[0], 2), round(r[1], 2)] for r in runs[True]],
+        "cpu_off_s": round(off_cpu, 2),
+        "runs": {m: [[round(x, 2) for x in r] for r in runs[m]] for m in MODES},
     }
+    for mode in MODES[1:]:
+        out[mode] = {
+            "view_s": round(med(mode, 0), 2),
+            "index_s": round(med(mode, 1), 2),
+            "view_ratio": round(med(mode, 0) / off_s, 3),
+            "index_ratio": round(med(mode, 1) / off_s, 3),
+            "cpu_s": round(med(mode, 2), 2),
+            "cpu_ratio": round(med(mode, 2) / off_cpu, 3),
+        }
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -427,12 +456,15 @@ def main() -> None:
     if "ingest" in result:
         ing = result["ingest"]
         print(
-            f"ingest of {ing['events']:,} message.created, medians of {len(ing['runs_off'])} alternating runs:\n"
-            f"  search off: view applied in {ing['off_s']} s ({ing['off_events_per_s']:,}/s)\n"
-            f"  search on:  view applied in {ing['on_view_s']} s ({ing['on_view_events_per_s']:,}/s) "
-            f"= x{ing['view_ratio_on_off']}; index caught up in {ing['on_index_s']} s = x{ing['index_ratio_on_off']}\n"
-            f"  process CPU: off {ing['cpu_off_s']} s, on {ing['cpu_on_s']} s = x{ing['cpu_ratio_on_off']}"
+            f"ingest of {ing['events']:,} message.created, medians of {ing['rounds']} alternating runs; "
+            f"search off: view applied in {ing['off_s']} s ({ing['off_events_per_s']:,}/s), CPU {ing['cpu_off_s']} s"
         )
+        for mode in MODES[1:]:
+            f = ing[mode]
+            print(
+                f"  search on ({mode}): view applied in {f['view_s']} s = x{f['view_ratio']}, "
+                f"index caught up in {f['index_s']} s = x{f['index_ratio']}, CPU {f['cpu_s']} s = x{f['cpu_ratio']}"
+            )
     print(json.dumps(result))
 
 

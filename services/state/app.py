@@ -68,6 +68,7 @@ class StateRuntime:
         *,
         clock: Callable[[], datetime] = utcnow,
         http_client: httpx.AsyncClient | None = None,
+        search_worker: bool = False,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -83,7 +84,9 @@ class StateRuntime:
             registry_db=HomeLayout(settings.home).registry_db,
         )
         self.search = (
-            SearchRuntime(bus, self.store, settings, self.stream) if settings.state_search_enabled else None
+            SearchRuntime(bus, self.store, settings, self.stream, worker=search_worker)
+            if settings.state_search_enabled
+            else None
         )
         configured = settings.state_http_secret
         self.secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
@@ -190,6 +193,15 @@ class StateRuntime:
         return ViewHistoryResult(seq=seq, messages=messages, has_more=has_more)
 
 
+def search_gauge(search: SearchRuntime, key: str) -> Callable[[], float]:
+    """A gauge's value from the indexer's status (read from the index file under the worker)."""
+
+    def value() -> float:
+        return float(search.status().get(key, 0))
+
+    return value
+
+
 @dataclass
 class RuntimeRef:
     """Lets the HTTP routes (mounted before the bus is up) find the runtime once it exists."""
@@ -203,7 +215,7 @@ def build_service() -> Service:
     async def setup(ctx: ServiceContext) -> None:
         assert ctx.bus is not None and ctx.redis is not None
         settings = StateSettings(**ctx.settings.model_dump())
-        runtime = StateRuntime(ctx.bus, ctx.redis, settings)
+        runtime = StateRuntime(ctx.bus, ctx.redis, settings, search_worker=settings.state_search_worker)
         await runtime.start(serve_commands=False)  # the service runner serves them after setup
         ref.runtime = runtime
         m = runtime.materializer
@@ -214,27 +226,19 @@ def build_service() -> Service:
             ("openchat_state_rebuilds", "view rebuilds since start", lambda: m.rebuilds),
         ):
             Gauge(name, doc, registry=ctx.health.registry).set_function(value)
-        if runtime.search is not None:
-            ix = runtime.search.indexer
-            for name, doc, value in (
+        search = runtime.search
+        if search is not None:
+            for key, name, doc in (
+                ("seq", "openchat_state_search_indexed_seq", "stream sequence the search index reflects"),
                 (
-                    "openchat_state_search_indexed_seq",
-                    "stream sequence the search index reflects",
-                    lambda: ix.applied_seq,
-                ),
-                (
+                    "caught_up",
                     "openchat_state_search_caught_up",
                     "1 when the search index has read every event",
-                    lambda: ix.caught_up,
                 ),
-                (
-                    "openchat_state_search_skipped",
-                    "invalid events the search index skipped",
-                    lambda: ix.skipped,
-                ),
-                ("openchat_state_search_rebuilds", "search index rebuilds since start", lambda: ix.rebuilds),
+                ("skipped", "openchat_state_search_skipped", "invalid events the search index skipped"),
+                ("rebuilds", "openchat_state_search_rebuilds", "search index rebuilds (this start)"),
             ):
-                Gauge(name, doc, registry=ctx.health.registry).set_function(value)
+                Gauge(name, doc, registry=ctx.health.registry).set_function(search_gauge(search, key))
 
     async def teardown(ctx: ServiceContext) -> None:
         """Stop the materializer (and its stream subscription) before the bus drains."""

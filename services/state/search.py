@@ -21,6 +21,7 @@ from services.core.paths import HomeLayout
 from services.core.search_query import QueryError, parse_query, snippet
 from services.state.search_index import Filters, PutMessage, SearchIndex, SearchTimeout
 from services.state.search_indexer import SearchIndexer
+from services.state.search_worker import IndexWorker
 from services.state.settings import StateSettings
 from services.state.store import ViewStore
 
@@ -71,9 +72,20 @@ async def seed_from_view(store: ViewStore, index: SearchIndex) -> int:
 
 
 class SearchRuntime:
-    def __init__(self, bus: Bus, store: ViewStore, settings: StateSettings, stream: str) -> None:
+    """The index of the state service. ``worker``: the indexer runs in a child process
+    (``search_worker``; the service's default) and this process only reads the file; else it
+    runs here (tests, tools)."""
+
+    def __init__(
+        self, bus: Bus, store: ViewStore, settings: StateSettings, stream: str, *, worker: bool = False
+    ) -> None:
         self.settings = settings
         self.index = open_index(index_path(settings))
+        self.indexer: SearchIndexer | None = None
+        self.worker: IndexWorker | None = None
+        if worker:
+            self.worker = IndexWorker(settings.model_copy(update={"events_stream": stream}))
+            return
 
         async def seed(index: SearchIndex) -> int:
             return await seed_from_view(store, index)
@@ -88,11 +100,29 @@ class SearchRuntime:
         )
 
     def start(self) -> None:
-        self.indexer.start()
+        if self.worker is not None:
+            self.worker.start()
+        elif self.indexer is not None:
+            self.indexer.start()
 
     async def stop(self) -> None:
-        await self.indexer.stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.indexer is not None:
+            await self.indexer.stop()
         await asyncio.to_thread(self.index.close)
+
+    def status(self) -> dict[str, int]:
+        """``seq``, ``caught_up``, ``skipped``, ``rebuilds`` of the indexer (here or in the worker)."""
+        ix = self.indexer
+        if ix is not None:
+            return {
+                "seq": ix.applied_seq,
+                "caught_up": int(ix.caught_up),
+                "skipped": ix.skipped,
+                "rebuilds": ix.rebuilds,
+            }
+        return self.index.status()
 
     async def search(self, member: str, args: SearchArgs) -> SearchResult:
         try:
@@ -131,9 +161,10 @@ class SearchRuntime:
                     spans=[Span(start=s, end=e) for s, e in snip.spans],
                 )
             )
+        status = await asyncio.to_thread(self.status)
         return SearchResult(
             hits=hits,
             has_more=has_more,
-            indexed_seq=self.indexer.applied_seq,
-            caught_up=self.indexer.caught_up,
+            indexed_seq=status.get("seq", 0),
+            caught_up=bool(status.get("caught_up", 0)),
         )

@@ -302,6 +302,31 @@ class SearchIndex:
         with self._wlock:
             return set(self._members)
 
+    def _known(self, member: str) -> bool:
+        """Whether ``member`` has tables — asking the file when the writer is another process
+        (the search worker) and this process has not seen the member yet."""
+        if member in self._members:
+            return True
+        with self._rlock:
+            found = self._r.execute("SELECT 1 FROM members WHERE member = ?", (member,)).fetchone()
+        if found is not None:
+            self._members.add(member)
+        return found is not None
+
+    # -- status shared with another process ------------------------------------------------------
+    def set_status(self, **values: int) -> None:
+        """Counters of the indexer (``caught_up``, ``skipped``, ``rebuilds``) for readers in other
+        processes (the state service when the indexer runs as its worker)."""
+        with self._wlock, self._transaction():
+            for key, value in values.items():
+                self._w.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"status.{key}", str(value)))
+
+    def status(self) -> dict[str, int]:
+        """``seq`` and the indexer's counters, read from the file."""
+        with self._rlock:
+            rows = self._r.execute("SELECT key, value FROM meta WHERE key = 'seq' OR key LIKE 'status.%'")
+            return {k.removeprefix("status."): int(v) for k, v in rows}
+
     def servers(self, member: str) -> set[str]:
         """Servers with indexed messages of ``member``."""
         if member not in self.members():
@@ -327,7 +352,7 @@ class SearchIndex:
     ) -> tuple[list[Row], bool]:
         """Messages of ``member`` matching ``query`` and ``filters``, newest first, and whether
         more than ``limit`` match. Raises ``SearchTimeout`` past ``budget_s``."""
-        if member not in self.members():
+        if not self._known(member):
             return [], False
         msg, fts = _tables(member)
         where: list[str] = []
@@ -384,6 +409,9 @@ class SearchIndex:
             except sqlite3.OperationalError as exc:
                 if "interrupted" in str(exc):
                     raise SearchTimeout(f"the search took longer than {budget_s:g} s") from None
+                if "no such table" in str(exc):  # dropped by the worker meanwhile
+                    self._members.discard(member)
+                    return [], False
                 raise
             finally:
                 self._r.set_progress_handler(None, 0)

@@ -52,6 +52,7 @@ from services.state.domain import (
     check_text_id,
     parse_ingest_subject,
 )
+from services.state.materializer import cancel_and_wait
 from services.state.search_index import (
     DeleteMessage,
     DropMember,
@@ -203,9 +204,7 @@ class SearchIndexer:
     async def stop(self) -> None:
         for task in (self._task, self._reconciler):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         self._task = self._reconciler = None
 
     async def wait_for(self, predicate: Callable[[SearchIndexer], bool], timeout: float = 20.0) -> None:
@@ -264,6 +263,7 @@ class SearchIndexer:
             )
         self.applied_seq = seq
         self.caught_up = False
+        await self._publish_status()
         await self._notify()
 
         name = f"search_{uuid.uuid4().hex[:16]}"
@@ -302,10 +302,21 @@ class SearchIndexer:
             return
         info = await sub.consumer_info()  # raises when the consumer is gone: start over
         if not self.caught_up and info.num_pending == 0:
-            self.caught_up = True
-            log.info("search index caught up", extra={"seq": self.applied_seq})
-            await self._notify()
-            await self.reconcile()
+            await self._set_caught_up()
+        elif self.caught_up:
+            await self._publish_status()
+
+    async def _set_caught_up(self) -> None:
+        self.caught_up = True
+        log.info("search index caught up", extra={"seq": self.applied_seq})
+        await self._publish_status()
+        await self._notify()
+        await self.reconcile()
+
+    async def _publish_status(self) -> None:
+        await asyncio.to_thread(
+            self.index.set_status, caught_up=int(self.caught_up), skipped=self.skipped, rebuilds=self.rebuilds
+        )
 
     async def _apply_batch(self, msgs: list[Msg], identity: str) -> None:
         ops: list[IndexOp] = []
@@ -328,11 +339,8 @@ class SearchIndexer:
         await asyncio.to_thread(self.index.apply, ops, identity, last)
         self.applied_seq = last
         self.indexed += sum(isinstance(op, PutMessage) for op in ops)
-        if msgs and not self.caught_up:
-            pending = msgs[-1].metadata.num_pending
-            if pending == 0:
-                self.caught_up = True
-                await self.reconcile()
+        if msgs and not self.caught_up and msgs[-1].metadata.num_pending == 0:
+            await self._set_caught_up()
         await self._notify()
 
     # -- reconciliation with the registry -----------------------------------------------------------

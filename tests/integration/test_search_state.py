@@ -5,6 +5,7 @@ events stream, deletes, history pages, leaving, isolation, restarts and rebuilds
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from services.core.paths import HomeLayout
 from services.core.servers import ServerStore
 from services.state.app import StateRuntime
 from services.state.search import index_path
+from services.state.search_indexer import SearchIndexer
 from tests.integration.test_state_support import (  # noqa: F401  (fixtures)
     applied,
     at,
@@ -59,13 +61,17 @@ async def own_runtime(
         await own.close()
 
 
-async def search(bus: Bus, member: str, query: str, **kw: object) -> SearchResult:
-    return await bus.request(cmd(member, "search"), SearchArgs(query=query, **kw), SearchResult)  # type: ignore[arg-type]
+async def search(bus: Bus, member: str, query: str, **kw: Any) -> SearchResult:
+    return await bus.request(cmd(member, "search"), SearchArgs(query=query, **kw), SearchResult)
+
+
+def indexer_of(rt: StateRuntime) -> SearchIndexer:
+    assert rt.search is not None and rt.search.indexer is not None
+    return rt.search.indexer
 
 
 async def indexed(rt: StateRuntime, seq: int) -> None:
-    assert rt.search is not None
-    await rt.search.indexer.wait_for(lambda ix: ix.applied_seq >= seq and ix.caught_up)
+    await indexer_of(rt).wait_for(lambda ix: ix.applied_seq >= seq and ix.caught_up)
 
 
 def said(mid: str, body: str, server_id: str = "srv_a", channel_id: str = "general", t: float = 0):  # type: ignore[no-untyped-def]
@@ -126,11 +132,11 @@ async def test_survives_restart_and_rebuilds_a_lost_index(
         for i in range(30):
             last = await post(bus, "alice", said(f"m{i}", f"restart token {i} 東京都の 한국어를", t=i))
         await indexed(rt, last.seq)
-        assert rt.search is not None and rt.search.indexer.rebuilds == 1  # a new file: built from the stream
+        assert indexer_of(rt).rebuilds == 1  # a new file: built from the stream
 
     async with own_runtime(nats_url, redis, tmp_path, stream) as again:  # same file, reopened
         await indexed(again, last.seq)
-        assert again.search is not None and again.search.indexer.rebuilds == 0
+        assert indexer_of(again).rebuilds == 0
         assert len((await search(bus, "alice", "restart token", limit=100)).hits) == 30
         path = index_path(again.settings)
 
@@ -138,7 +144,7 @@ async def test_survives_restart_and_rebuilds_a_lost_index(
         f.unlink()
     async with own_runtime(nats_url, redis, tmp_path, stream) as rebuilt:
         await indexed(rebuilt, last.seq)
-        assert rebuilt.search is not None and rebuilt.search.indexer.rebuilds == 1
+        assert indexer_of(rebuilt).rebuilds == 1
         result = await search(bus, "alice", "東京 한국어", limit=100)
         assert [h.message_id for h in result.hits] == [f"m{i}" for i in reversed(range(30))]
 
@@ -159,7 +165,7 @@ async def test_a_lost_index_is_seeded_from_the_view_when_the_stream_no_longer_ha
 
     async with own_runtime(nats_url, redis, tmp_path, stream, window=20) as rebuilt:
         assert rebuilt.search is not None
-        await rebuilt.search.indexer.wait_for(lambda ix: ix.caught_up)
+        await indexer_of(rebuilt).wait_for(lambda ix: ix.caught_up)
         ids = [h.message_id for h in (await search(bus, "alice", "seed token", limit=100)).hits]
         assert ids == [f"m{i}" for i in reversed(range(5, 25))]  # the view's window: the newest 20
 
@@ -194,3 +200,46 @@ async def test_removed_members_and_servers_no_longer_joined_are_dropped(
     await until(dropped)
     assert [h.message_id for h in (await search(bus, "alice", "reconcile")).hits] == ["alice-srv_a"]
     assert (await search(bus, "bob", "reconcile")).hits == []
+
+
+async def test_the_indexer_runs_in_a_worker_process_and_is_restarted(
+    bus: Bus, nats_url: str, redis_url: str, redis: aioredis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """The service's default: the indexer in a child process writing the file this process reads."""
+    import os
+    import signal
+
+    from tests.integration.conftest import until
+
+    own = await Bus.connect(ConnectOptions(url=nats_url, name="state-worker"), first_attempts=3)
+    settings = state_settings(tmp_path, stream, nats_url=nats_url, redis_url=redis_url)
+    rt = StateRuntime(own, redis, settings, search_worker=True)
+    await rt.start()
+    try:
+        search_rt = rt.search
+        assert search_rt is not None and search_rt.worker is not None and search_rt.indexer is None
+        await join(bus, "alice", "srv_a")
+        await post(bus, "alice", said("w1", "worker token one", t=1))
+
+        def finds(ids: list[str]) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                result = await search(bus, "alice", "worker token")
+                return [h.message_id for h in result.hits] == ids and result.caught_up
+
+            return check
+
+        await until(finds(["w1"]), timeout=60)
+        first = search_rt.worker.process
+        assert first is not None and first.pid is not None and first.pid != os.getpid()
+        os.kill(first.pid, signal.SIGKILL)  # the worker dies: it is started again and goes on
+        await until(
+            lambda: asyncio.sleep(0, search_rt.worker is not None and search_rt.worker.starts == 2),
+            timeout=30,
+        )
+        await post(bus, "alice", said("w2", "worker token two", t=2))
+        await until(finds(["w2", "w1"]), timeout=60)
+    finally:
+        await rt.stop()
+        await own.close()
+    assert first.exitcode is not None and search_rt.worker.process is not None
+    assert search_rt.worker.process.exitcode is not None  # stopped with the service
