@@ -53,7 +53,7 @@ from services.core.contracts.chat import (
 from services.core.procs import ManagedProcess, free_port, nats_server_binary, redis_process
 from services.core.search_query import parse_query, snippet
 from services.state.app import StateRuntime
-from services.state.search_index import Filters, PutMessage, SearchIndex
+from services.state.search_index import Filters, PutMessage, SearchIndex, SearchTimeout
 from services.state.settings import StateSettings
 
 MEMBER = "bench"
@@ -152,11 +152,15 @@ def run_queries(
     everything: list[float] = []
     for kind, queries in kinds.items():
         times = []
-        hits = 0
+        hits = timeouts = 0
         for text, filters in queries[: max(1, rounds)]:
             t0 = time.perf_counter()
             query = parse_query(text)
-            rows, _ = index.search(MEMBER, query, filters, 50)
+            try:
+                rows, _ = index.search(MEMBER, query, filters, 50)
+            except SearchTimeout:
+                timeouts += 1
+                rows = []
             for row in rows:
                 snippet(row.body, query.terms)
             times.append((time.perf_counter() - t0) * 1000)
@@ -167,6 +171,7 @@ def run_queries(
             "p50_ms": round(statistics.median(times), 2),
             "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
             "mean_hits": round(hits / len(times), 1),
+            "timeouts": timeouts,
         }
     everything.sort()
     return {
@@ -396,14 +401,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_s)
         if args.messages:
             path = tmp / "index" / "index.sqlite3"
-            index, build_s = build_index(path, args.messages, rng, words)
+            if args.keep is not None and args.keep.exists():
+                index, build_s = SearchIndex(args.keep), float("nan")  # reuse a built index
+                rng.random()
+            else:
+                index, build_s = build_index(args.keep or path, args.messages, rng, words)
             size = index.size_bytes()
             queries = run_queries(index, query_kinds(rng, words, args.messages), args.queries)
             index.close()
             result["index"] = {
                 "messages": args.messages,
                 "build_s": round(build_s, 1),
-                "build_messages_per_s": round(args.messages / build_s),
+                "build_messages_per_s": round(args.messages / build_s) if build_s == build_s else None,
                 "file_bytes": size,
                 "bytes_per_message": round(size / args.messages, 1),
                 **queries,
@@ -425,6 +434,7 @@ def main() -> None:
         "--ingest", type=int, default=20_000, help="events for the ingest comparison (0: skip)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating off/on ingest runs")
+    parser.add_argument("--keep", type=Path, help="index file to keep (and reuse when it exists)")
     parser.add_argument(
         "--tokenizers",
         type=int,
@@ -442,7 +452,8 @@ def main() -> None:
         print(f"queries ({ix['queries']}): p50 {ix['p50_ms']} ms, p99 {ix['p99_ms']} ms")
         for kind, figures in ix["kinds"].items():
             print(
-                f"  {kind:<20} p50 {figures['p50_ms']:>8} ms  p99 {figures['p99_ms']:>8} ms  hits {figures['mean_hits']}"
+                f"  {kind:<20} p50 {figures['p50_ms']:>8} ms  p99 {figures['p99_ms']:>8} ms  "
+                f"hits {figures['mean_hits']}  timeouts {figures['timeouts']}"
             )
     if "tokenizers" in result:
         tok = result["tokenizers"]

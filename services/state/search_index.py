@@ -21,6 +21,7 @@ Row ids are ``created_at`` in milliseconds shifted left by 16 bits, plus a hash 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import threading
@@ -45,6 +46,30 @@ ID_SLOTS = 1 << ID_SHIFT
 MAX_TS_MS = (1 << (63 - ID_SHIFT)) - 1
 DEFAULT_QUERY_BUDGET_S = 2.0
 TOKENIZER = "unicode61 remove_diacritics 2"
+INDEX_FORMAT = f"{SEGMENTATION_VERSION}+meta1"  # another value: the file is rebuilt
+
+
+def _h(kind: str, value: str) -> str:
+    return kind + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+
+
+def meta_tokens(server_id: str, channel_id: str, author_uid: str) -> str:
+    """The filter tokens of a message, in the FTS ``meta`` column: server, channel of the server,
+    channel id alone (``in:<channel>``) and author, hashed into plain alphanumeric tokens. Filters
+    then are FTS5 lookups intersected with the words (newest first, stopping at the limit)
+    rather than a check of every matching row; the SQL equality checks stay as a guard."""
+    return " ".join(
+        (
+            _h("xs", server_id),
+            _h("xc", f"{server_id}\x1f{channel_id}"),
+            _h("xk", channel_id),
+            _h("xa", author_uid),
+        )
+    )
+
+
+def _any(tokens: list[str]) -> str:
+    return "(" + " OR ".join(f'meta:"{t}"' for t in tokens) + ")"
 
 
 class SearchTimeout(Exception):
@@ -150,9 +175,9 @@ class SearchIndex:
         w.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         w.execute("CREATE TABLE IF NOT EXISTS members (member TEXT PRIMARY KEY)")
         row = w.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        if row is not None and row[0] != SEGMENTATION_VERSION:
+        if row is not None and row[0] != INDEX_FORMAT:
             self._drop_everything()  # indexed with another segmentation: rebuilt from the stream
-        w.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (SEGMENTATION_VERSION,))
+        w.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (INDEX_FORMAT,))
 
     def _drop_everything(self) -> None:
         w = self._w
@@ -171,7 +196,7 @@ class SearchIndex:
             "body TEXT NOT NULL, UNIQUE (server, channel, message_id))"
         )
         self._w.execute(
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(body, content='', columnsize=0, "
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(body, meta, content='', columnsize=0, "
             f"tokenize='{TOKENIZER}')"
         )
         self._w.execute("INSERT OR IGNORE INTO members VALUES (?)", (member,))
@@ -248,7 +273,10 @@ class SearchIndex:
                     return  # the same message again (replay, gap fill, rehydrate)
         else:
             raise RuntimeError("more than 65,536 messages in one millisecond")
-        w.execute(f"INSERT INTO {fts}(rowid, body) VALUES (?, ?)", (rowid, segment(body)))
+        w.execute(
+            f"INSERT INTO {fts}(rowid, body, meta) VALUES (?, ?, ?)",
+            (rowid, segment(body), meta_tokens(op.server_id, op.channel_id, op.author_uid)),
+        )
 
     def _replace(self, op: PutMessage, msg: str, fts: str, ms: int, body: str) -> bool:
         """A message already indexed: False when nothing changed, else its entry is removed (the
@@ -259,35 +287,40 @@ class SearchIndex:
         ).fetchone()
         if old[0] >> ID_SHIFT == ms and old[1] == op.author_uid and old[2] == body:
             return False
-        self._w.execute(
-            f"INSERT INTO {fts}({fts}, rowid, body) VALUES ('delete', ?, ?)", (old[0], segment(old[2]))
-        )
+        self._fts_delete(fts, [(old[0], op.server_id, op.channel_id, old[1], old[2])])
         self._w.execute(f"DELETE FROM {msg} WHERE id = ?", (old[0],))
         return True
+
+    def _fts_delete(self, fts: str, rows: list[tuple[int, str, str, str, str]]) -> None:
+        """Remove entries of the contentless FTS table: it needs the very values it indexed."""
+        self._w.executemany(
+            f"INSERT INTO {fts}({fts}, rowid, body, meta) VALUES ('delete', ?, ?, ?)",
+            (
+                (rid, segment(body), meta_tokens(server, channel, author))
+                for rid, server, channel, author, body in rows
+            ),
+        )
 
     def _delete(self, member: str, server_id: str, channel_id: str, message_id: str) -> None:
         if member not in self._members:
             return
         msg, fts = _tables(member)
         row = self._w.execute(
-            f"SELECT id, body FROM {msg} WHERE server = ? AND channel = ? AND message_id = ?",
+            f"SELECT id, server, channel, author, body FROM {msg} WHERE server = ? AND channel = ? AND message_id = ?",
             (server_id, channel_id, message_id),
         ).fetchone()
         if row is not None:
-            self._w.execute(
-                f"INSERT INTO {fts}({fts}, rowid, body) VALUES ('delete', ?, ?)", (row[0], segment(row[1]))
-            )
+            self._fts_delete(fts, [row])
             self._w.execute(f"DELETE FROM {msg} WHERE id = ?", (row[0],))
 
     def _drop_server(self, member: str, server_id: str) -> None:
         if member not in self._members:
             return
         msg, fts = _tables(member)
-        rows = self._w.execute(f"SELECT id, body FROM {msg} WHERE server = ?", (server_id,)).fetchall()
-        self._w.executemany(
-            f"INSERT INTO {fts}({fts}, rowid, body) VALUES ('delete', ?, ?)",
-            ((rid, segment(body)) for rid, body in rows),
-        )
+        rows = self._w.execute(
+            f"SELECT id, server, channel, author, body FROM {msg} WHERE server = ?", (server_id,)
+        ).fetchall()
+        self._fts_delete(fts, rows)
         self._w.execute(f"DELETE FROM {msg} WHERE server = ?", (server_id,))
 
     def _drop_member(self, member: str) -> None:
@@ -357,34 +390,37 @@ class SearchIndex:
         msg, fts = _tables(member)
         where: list[str] = []
         params: list[object] = []
+        match: list[str] = []  # FTS5: the words in ``body``, the filters as ``meta`` tokens
         if query.terms:
-            source = f"{fts} AS f JOIN {msg} AS m ON m.id = f.rowid"
-            where.append("f.body MATCH ?")
-            params.append(to_fts5(query.terms))
-            rowid = "f.rowid"
-        else:
-            source = f"{msg} AS m"
-            rowid = "m.id"
+            match.append(f"body:({to_fts5(query.terms)})")
         if filters.after is not None:
-            where.append(f"{rowid} >= ?")
+            where.append("f.rowid >= ?")
             params.append(ts_ms(filters.after) << ID_SHIFT)
         if filters.before is not None:
-            where.append(f"{rowid} < ?")
+            where.append("f.rowid < ?")
             params.append(ts_ms(filters.before) << ID_SHIFT)
         if filters.server_id is not None:
             where.append("m.server = ?")
             params.append(filters.server_id)
+            if filters.channel_id is None:
+                match.append(_any([_h("xs", filters.server_id)]))
         if filters.channel_id is not None:
             where.append("m.channel = ?")
             params.append(filters.channel_id)
+            if filters.server_id is not None:
+                match.append(_any([_h("xc", f"{filters.server_id}\x1f{filters.channel_id}")]))
+            else:
+                match.append(_any([_h("xk", filters.channel_id)]))
         authors = tuple(dict.fromkeys((*filters.authors, *query.authors)))
         if filters.authors and query.authors:  # both given: only those in both
             authors = tuple(a for a in filters.authors if a in query.authors) or ("\x00",)
         if authors:
             where.append(f"m.author IN ({','.join('?' * len(authors))})")
             params.extend(authors)
+            match.append(_any([_h("xa", a) for a in authors]))
         if query.scopes:
             ors = []
+            tokens = []
             for scope in query.scopes:
                 parts = []
                 if scope.server_id is not None:
@@ -394,7 +430,20 @@ class SearchIndex:
                     parts.append("m.channel = ?")
                     params.append(scope.channel_id)
                 ors.append("(" + " AND ".join(parts) + ")")
+                if scope.server_id is not None and scope.channel_id is not None:
+                    tokens.append(_h("xc", f"{scope.server_id}\x1f{scope.channel_id}"))
+                elif scope.server_id is not None:
+                    tokens.append(_h("xs", scope.server_id))
+                elif scope.channel_id is not None:
+                    tokens.append(_h("xk", scope.channel_id))
             where.append("(" + " OR ".join(ors) + ")")
+            match.append(_any(tokens))
+        if not match:
+            return [], False  # nothing to look for (``parse_query`` refuses such queries)
+        where.insert(0, f"f.{fts} MATCH ?")
+        params.insert(0, " AND ".join(match))
+        source = f"{fts} AS f JOIN {msg} AS m ON m.id = f.rowid"
+        rowid = "f.rowid"
         sql = (
             f"SELECT {rowid}, m.server, m.channel, m.message_id, m.author, m.body FROM {source}"
             + (" WHERE " + " AND ".join(where) if where else "")

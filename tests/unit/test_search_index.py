@@ -26,6 +26,7 @@ from services.state.search_index import (
     Filters,
     PutMessage,
     SearchIndex,
+    meta_tokens,
 )
 from services.state.search_indexer import index_ops, registry_drops
 
@@ -81,6 +82,10 @@ def test_filters_server_channel_author_and_time(index: SearchIndex) -> None:
     assert ids(index, "word", after=T0 + timedelta(seconds=20)) == ["b1", "a2"]
     assert ids(index, "word", before=T0 + timedelta(seconds=20)) == ["a1"]
     assert ids(index, "from:uid_x") == ["b1", "a1"]  # filters only, no words
+    assert ids(index, "in:general") == ["b1", "a1"]  # a channel id on any server
+    assert ids(index, "word", server_id="srv_a", channel_id="random") == ["a2"]
+    hidden = meta_tokens("srv_a", "general", "uid_x").split()[0]
+    assert ids(index, hidden) == []  # the filter tokens are never matched by words
 
 
 def test_upsert_delete_and_drops(index: SearchIndex) -> None:
@@ -150,7 +155,7 @@ def test_a_query_past_its_budget_is_interrupted(index: SearchIndex) -> None:
 
     index.apply([put(f"m{i}", f"common w{i}", at=i) for i in range(20_000)])
     with pytest.raises(SearchTimeout):
-        index.search("alice", parse_query("w*"), Filters(authors=("nobody",)), 10, budget_s=0.0)
+        index.search("alice", parse_query("common"), Filters(), 200, budget_s=0.0)
 
 
 # -- decoding stored events ------------------------------------------------------------------------
