@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,19 +91,38 @@ async def hits_of(client: MemberClient, query: str) -> list[tuple[str, str, str]
 
 
 async def found(client: MemberClient, query: str, expected: list[tuple[str, str, str]]) -> None:
+    last: list[object] = []
+
     async def check() -> bool:
         try:
-            return await hits_of(client, query) == expected
-        except Exception:  # the state service restarting: ask again
+            hits = await hits_of(client, query)
+        except Exception as exc:  # the state service restarting: ask again
+            last[:] = [repr(exc)]
             return False
+        last[:] = hits
+        return hits == expected
 
-    await until(check, timeout=90)
+    try:
+        await until(check, timeout=120)
+    except TimeoutError:
+        raise AssertionError(f"{client.member} searching {query!r} finds {last}, not {expected}") from None
 
 
 def start_stack(home: Path) -> Stack:
+    """``openchat up``, ready; its output (every service's log) is read on from then on, so the
+    pipe never fills up and blocks the stack."""
     stack = Stack(home)
     stack.wait_for_line(READY_LINE)
+    out = stack.proc.stdout
+    assert out is not None
+    threading.Thread(target=lambda: stack.lines.extend(iter(out.readline, "")), daemon=True).start()
     return stack
+
+
+def stop_stack(stack: Stack) -> int:
+    """Ctrl-C, as a member would stop ``openchat up`` (its output is read by ``start_stack``)."""
+    stack.proc.send_signal(signal.SIGINT)
+    return stack.proc.wait(60)
 
 
 @pytest.mark.timeout(480)  # two stack starts, two devservers, 800 messages: slow on a shared 2-core box
@@ -151,7 +172,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
             await found(alice, TOKEN, [second, first])
             await found(bob, TOKEN, [second])
 
-        assert await asyncio.to_thread(stack.interrupt) == 0  # the whole stack is down
+        assert await asyncio.to_thread(stop_stack, stack) == 0  # the whole stack is down
         async with httpx.AsyncClient(base_url=family.url, timeout=30) as fam:
             third = (FAMILY, "ch_general", await post(fam, "ch_general", f"while you were away: {TOKEN}!"))
         stack = await asyncio.to_thread(start_stack, home)
@@ -178,6 +199,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
         assert text.returncode == 0 and f"{FAMILY} #ch_general" in text.stdout and f"«{TOKEN}»" in text.stdout
     finally:
         if stack.proc.poll() is None:
-            await asyncio.to_thread(stack.interrupt)
+            await asyncio.to_thread(stop_stack, stack)
+        print("--- openchat up (last lines)\n" + "".join(stack.lines[-60:]))  # shown when the test fails
         family.stop()
         harbor.stop()
