@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,11 @@ async def found(client: MemberClient, query: str, expected: list[tuple[str, str,
         raise AssertionError(f"{client.member} searching {query!r} finds {last}, not {expected}") from None
 
 
+def step(what: str) -> None:
+    """Progress, shown with the output of a failing run."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", flush=True)
+
+
 def start_stack(home: Path) -> Stack:
     """``openchat up``, ready; its output (every service's log) is read on from then on, so the
     pipe never fills up and blocks the stack."""
@@ -125,13 +131,16 @@ def stop_stack(stack: Stack) -> int:
     return stack.proc.wait(60)
 
 
-@pytest.mark.timeout(480)  # two stack starts, two devservers, 800 messages: slow on a shared 2-core box
+@pytest.mark.timeout(
+    900
+)  # two stack starts, two devservers, 800 messages: ~1 min alone, far more on a busy box
 async def test_search_every_server_through_restarts_deletes_and_members(home: Path, tmp_path: Path) -> None:
     family = Devserver(tmp_path, "family", "message_delete")
     harbor = Devserver(tmp_path, "harbor")
     await asyncio.gather(asyncio.to_thread(family.start), asyncio.to_thread(harbor.start))
     stack = await asyncio.to_thread(start_stack, home)
     try:
+        step("stack up")
         for name in ("alice", "bob"):
             added = await asyncio.to_thread(cli, home, "member", "add", name)
             assert added.returncode == 0, added.stderr
@@ -152,6 +161,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
                 return len(snap.servers) == 2 and all(v.connection.state == "live" for v in snap.servers)
 
             await until(live, timeout=60)
+            step("joined, live")
 
             first = (FAMILY, "ch_plans", await post(fam, "ch_plans", f"pack the {TOKEN} for the lake"))
             burst = await fam.post("/_admin/burst", json={"channel_id": "ch_plans", "count": 800})
@@ -162,6 +172,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
             sent = await alice.send(SendArgs(server_id=FAMILY, channel_id="ch_general", body=f"oops {TOKEN}"))
             doomed = (FAMILY, "ch_general", sent.message.id)
             await found(alice, TOKEN, [doomed, second, first])
+            step("three found")
 
             await alice.call(
                 "connector",
@@ -171,6 +182,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
             )
             await found(alice, TOKEN, [second, first])
             await found(bob, TOKEN, [second])
+            step("deleted; bob finds one")
 
         assert await asyncio.to_thread(stop_stack, stack) == 0  # the whole stack is down
         async with httpx.AsyncClient(base_url=family.url, timeout=30) as fam:
@@ -178,6 +190,7 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
         stack = await asyncio.to_thread(start_stack, home)
         async with MemberClient.connect(alice_cf) as alice:
             await found(alice, TOKEN, [third, second, first])  # gap-filled after the restart
+            step("restarted; gap-filled one found")
 
         hits = await asyncio.to_thread(cli_search, home, "alice", TOKEN)
         assert [(h["server_id"], h["channel_id"], h["message_id"]) for h in hits] == [third, second, first]
