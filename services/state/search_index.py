@@ -13,8 +13,8 @@ One file, ``$OPENCHAT_HOME/data/search/index.sqlite3`` (directory 0700, file 060
   ``"fts:<member>"``, a contentless FTS5 table over the segmented body (``unicode61``,
   diacritics removed). A member's search reads only that member's two tables.
 
-Row ids are ``created_at`` in milliseconds shifted left by 16 bits, plus a hash of the message key
-(probing on a collision), so FTS5 walks matches newest first (``ORDER BY rowid DESC`` with a
+Row ids are ``created_at`` in milliseconds shifted left by 16 bits, plus the arrival order among
+messages of the same millisecond, so FTS5 walks matches newest first (``ORDER BY rowid DESC`` with a
 ``LIMIT`` stops early) and ``--after``/``--before`` are rowid ranges FTS5 applies itself.
 """
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +41,7 @@ from services.core.search_query import (
     to_fts5,
 )
 
+log = logging.getLogger("openchat.state.search")
 ID_SHIFT = 16
 ID_SLOTS = 1 << ID_SHIFT
 MAX_TS_MS = (1 << (63 - ID_SHIFT)) - 1
@@ -49,7 +50,7 @@ TOKENIZER = "unicode61 remove_diacritics 2"
 # a prefix index of 3-character prefixes: ``pre*`` reads one doclist instead of merging every term
 # that starts with it (at 200k messages p99 of prefix queries 667 -> 79 ms, +28 % file size)
 FTS_OPTIONS = "prefix='3', "
-INDEX_FORMAT = f"{SEGMENTATION_VERSION}+meta1+p3"  # another value: the file is rebuilt
+INDEX_FORMAT = f"{SEGMENTATION_VERSION}+meta1+p3+seq"  # another value: the file is rebuilt
 
 
 def _h(kind: str, value: str) -> str:
@@ -257,11 +258,19 @@ class SearchIndex:
         msg, fts = _tables(op.member)
         body = op.body[:MAX_INDEXED_CHARS]
         ms = ts_ms(op.created_at)
-        key = f"{op.server_id}\x1f{op.channel_id}\x1f{op.message_id}".encode()
-        slot = zlib.crc32(key) & (ID_SLOTS - 1)
+        base = ms << ID_SHIFT
         w = self._w
-        for _ in range(ID_SLOTS):
-            rowid = (ms << ID_SHIFT) | slot
+        for _ in range(3):
+            # after the last message of the same millisecond: arrival (stream) order among messages
+            # that share a timestamp (backends often have whole seconds)
+            top = w.execute(
+                f"SELECT max(id) FROM {msg} WHERE id BETWEEN ? AND ?", (base, base | (ID_SLOTS - 1))
+            )
+            last = top.fetchone()[0]
+            rowid = base if last is None else last + 1
+            if rowid > base | (ID_SLOTS - 1):
+                log.warning("search index: more than 65,536 messages in one millisecond; one not indexed")
+                return
             try:
                 w.execute(
                     f"INSERT INTO {msg} (id, server, channel, message_id, author, body) VALUES (?, ?, ?, ?, ?, ?)",
@@ -270,12 +279,11 @@ class SearchIndex:
                 break
             except sqlite3.IntegrityError as exc:
                 if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-                    slot = (slot + 1) & (ID_SLOTS - 1)  # another message in the same millisecond
                     continue
                 if not self._replace(op, msg, fts, ms, body):
                     return  # the same message again (replay, gap fill, rehydrate)
         else:
-            raise RuntimeError("more than 65,536 messages in one millisecond")
+            return
         w.execute(
             f"INSERT INTO {fts}(rowid, body, meta) VALUES (?, ?, ?)",
             (rowid, segment(body), meta_tokens(op.server_id, op.channel_id, op.author_uid)),

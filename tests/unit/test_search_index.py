@@ -60,9 +60,10 @@ def test_newest_first_with_limit_and_has_more(index: SearchIndex) -> None:
     assert rows[0].created_at == T0 + timedelta(seconds=9) and rows[0].author_uid == "uid_bob"
 
 
-def test_same_millisecond_messages_all_kept(index: SearchIndex) -> None:
-    index.apply([put(f"m{i}", "same time") for i in range(300)])
-    assert len(ids(index, "same", limit=200)) == 200 and index.count("alice") == 300
+def test_same_millisecond_messages_all_kept_newest_arrival_first(index: SearchIndex) -> None:
+    index.apply([put(f"m{i:03d}", "same time") for i in range(300)])
+    found = ids(index, "same", limit=200)
+    assert found == [f"m{i:03d}" for i in reversed(range(100, 300))] and index.count("alice") == 300
 
 
 def test_filters_server_channel_author_and_time(index: SearchIndex) -> None:
