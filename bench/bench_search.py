@@ -337,6 +337,11 @@ async def ingest_once(
                     child_cpu = t.user + t.system
             await asyncio.sleep(0.05)
     all_s = time.perf_counter() - t0
+    worker = rt.search.worker if rt.search is not None else None
+    if worker is not None and worker.process is not None and worker.process.pid is not None:
+        with contextlib.suppress(psutil.Error):  # the worker is still running: its CPU so far
+            t = psutil.Process(worker.process.pid).cpu_times()
+            child_cpu = t.user + t.system
     cpu1 = me.cpu_times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + child_cpu
     await rt.stop()
