@@ -13,7 +13,8 @@ Rebuilt without manual steps: a missing or unreadable file, or one of another se
 version, starts empty; an index of another incarnation of the stream (or ahead of it) replays
 the stream from its first sequence, keeping its entries. Before a replay of an empty index the
 messages the state service still has in Redis (the newest window of every channel) are indexed,
-so a rebuild finds them even when the stream no longer holds them.
+so a rebuild finds them even when the stream no longer holds them (only when the stream does not
+start at its first event any more: else the replay alone has everything).
 
 Every ``reconcile_s`` (and after each catch-up) the index is compared with the registry
 database: members removed from the instance and servers a member no longer has joined (the
@@ -249,7 +250,7 @@ class SearchIndexer:
                     "from_seq": first_seq,
                 },
             )
-            if empty and self.seed is not None:
+            if empty and self.seed is not None and first_seq > 1:  # the stream lost events: the view has some
                 try:
                     seeded = await self.seed(self.index)
                     log.info("search index seeded from the state view", extra={"messages": seeded})
