@@ -127,7 +127,9 @@ async def member(cf: ConnectionFile) -> AsyncIterator[MemberClient]:
     try:
         yield MemberClient(bus, cf.member)
     finally:
-        await bus.nc.close()
+        closing = asyncio.create_task(bus.nc.close())
+        await asyncio.wait({closing}, timeout=10)  # never waits on a close that does not end
+        step(f"{cf.member}'s client closed: {closing.done()}")
 
 
 def start_stack(home: Path) -> Stack:
@@ -200,7 +202,9 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
             await found(bob, TOKEN, [second])
             step("deleted; bob finds one")
 
+        step("stopping the stack")
         assert await asyncio.to_thread(stop_stack, stack) == 0  # the whole stack is down
+        step("stack down")
         async with httpx.AsyncClient(base_url=family.url, timeout=30) as fam:
             third = (FAMILY, "ch_general", await post(fam, "ch_general", f"while you were away: {TOKEN}!"))
         stack = await asyncio.to_thread(start_stack, home)
