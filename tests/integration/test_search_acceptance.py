@@ -208,6 +208,13 @@ async def test_search_every_server_through_restarts_deletes_and_members(home: Pa
         async with httpx.AsyncClient(base_url=family.url, timeout=30) as fam:
             third = (FAMILY, "ch_general", await post(fam, "ch_general", f"while you were away: {TOKEN}!"))
         stack = await asyncio.to_thread(start_stack, home)
+        step("stack up again")
+        # openchat up takes port 4222 when free, else another one: after a restart the connection
+        # files may name a stale port, and `member rotate` rewrites them (docs/operations.md)
+        for name in ("alice", "bob"):
+            rotated = await asyncio.to_thread(cli, home, "member", "rotate", name)
+            assert rotated.returncode == 0, rotated.stderr
+        alice_cf = ConnectionFile.read(home / "members" / "alice.json")
         async with member(alice_cf) as alice:
             await found(alice, TOKEN, [third, second, first])  # gap-filled after the restart
             step("restarted; gap-filled one found")
