@@ -19,6 +19,7 @@ from services.cli.identity import register_backup as register_identity_backup
 from services.cli.notify import register as register_notify
 from services.cli.notify import register_settings as register_notify_settings
 from services.cli.profile import register as register_profile
+from services.cli.search import register as register_search
 from services.cli.version import register as register_version
 from services.cli.voice import register as register_voice
 from services.core.contracts.subjects import SubjectError
@@ -230,6 +231,7 @@ register_notify_settings(main)
 register_profile(main)
 register_version(main)
 register_voice(main)
+register_search(main)
 
 if __name__ == "__main__":
     main()

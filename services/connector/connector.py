@@ -97,6 +97,10 @@ from services.core.contracts.chat import (
     UidModeArgs,
 )
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
+from services.core.contracts.search import (
+    MAX_PAGE_MESSAGES,
+    HistoryPage,
+)
 from services.core.identity import (
     IdentityError,
     IdentityStore,
@@ -677,6 +681,14 @@ class Connector:
                     log.info("history item left out", extra={"server_id": args.server_id})
             return converted
 
+        result = await self._history_page(session, args, convert)
+        await self._index_history(session, args.channel_id, result.messages)
+        return result
+
+    async def _history_page(
+        self, session: Session, args: HistoryArgs, convert: Callable[[list[Any]], list[Any]]
+    ) -> HistoryResult:
+        client = session.backend
         if session.cursors:
             listing = await client.messages(args.channel_id, args.limit, args.before)
             return HistoryResult(messages=convert(listing.messages), has_more=listing.next_cursor is not None)
@@ -696,6 +708,24 @@ class Connector:
                 raise CommandError("message_not_found", f"{args.before} is not in {args.channel_id}.")
             start = max(0, index - args.limit)
             return HistoryResult(messages=convert(page[start:index]), has_more=start > 0 or truncated)
+
+    async def _index_history(self, session: Session, channel_id: str, messages: list[ChatMessage]) -> None:
+        """Publish a fetched page as ``history.page`` events (search indexes them, issue 17); a
+        failure is logged and never fails the member's history command."""
+        for start in range(0, len(messages), MAX_PAGE_MESSAGES):
+            chunk = messages[start : start + MAX_PAGE_MESSAGES]
+            try:
+                await session.publish(ev.HISTORY_PAGE, HistoryPage(channel_id=channel_id, messages=chunk))
+            except Exception as exc:
+                log.warning(
+                    "could not publish a history page for search",
+                    extra={
+                        "member": session.member,
+                        "server_id": session.server_id,
+                        "error": type(exc).__name__,
+                    },
+                )
+                return
 
     @backend_errors
     async def members(self, member: str, args: MembersArgs) -> MembersUpdated:

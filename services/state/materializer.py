@@ -48,6 +48,17 @@ IDLE_FETCH_S = 0.25
 CONSUMER_CHECK_EVERY = 20  # idle fetches between consumer health checks
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it runs: on Python 3.11 a cancel
+    that lands as ``asyncio.wait_for`` times out (nats-py's ``fetch``) is lost, and a consumer
+    loop would then go on fetching forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 class NeedRebuild(Exception):
     pass
 
@@ -93,9 +104,7 @@ class Materializer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def wait_for(self, predicate: Callable[[Materializer], bool], timeout: float = 20.0) -> None:

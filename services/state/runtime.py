@@ -34,6 +34,7 @@ from services.core.contracts.chat import (
     ViewHistoryArgs,
     ViewHistoryResult,
 )
+from services.core.contracts.search import SearchArgs, SearchResult
 from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout
 from services.core.rpc import serve, serve_member_removal
@@ -42,6 +43,7 @@ from services.state.domain import MAX_CHANNEL_ID_CHARS, InvalidEvent, check_text
 from services.state.materializer import Materializer
 from services.state.media import MediaCache, MediaFetcher
 from services.state.media_bus import register_media
+from services.state.search import SearchRuntime
 from services.state.settings import StateSettings
 from services.state.store import ViewBusy, ViewStore
 from services.state.sync import sync_events
@@ -61,6 +63,7 @@ class StateRuntime:
         *,
         clock: Callable[[], datetime] = utcnow,
         http_client: httpx.AsyncClient | None = None,
+        search_worker: bool = False,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -76,6 +79,13 @@ class StateRuntime:
             registry_db=HomeLayout(settings.home).registry_db,
         )
         self.registry_db = HomeLayout(settings.home).registry_db
+        # the message index (ADR 0014): a removed member's entries go at the indexer's next
+        # registry check (it is the index's one writer)
+        self.search = (
+            SearchRuntime(bus, self.store, settings, self.stream, worker=search_worker)
+            if settings.state_search_enabled
+            else None
+        )
         self._removal: Subscription | None = None
         configured = settings.state_http_secret
         self.secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
@@ -120,6 +130,13 @@ class StateRuntime:
         serve(bus, cmd.VIEW_HISTORY, history)
         serve(bus, cmd.SERVERS, servers)
         serve(bus, cmd.HTTP_TOKEN, http_token)
+
+        async def search(member: str, args: SearchArgs) -> SearchResult:
+            if self.search is None:
+                raise CommandError("unsupported", "search is turned off (OPENCHAT_STATE_SEARCH_ENABLED)")
+            return await self.search.search(member, args)
+
+        serve(bus, cmd.SEARCH, search)
         register_media(self)  # state.media: bytes over the bus (ADR 0010)
 
     async def start(self, *, serve_commands: bool = True) -> None:
@@ -130,12 +147,16 @@ class StateRuntime:
             await self.forget_member(member)
         self._removal = await serve_member_removal(self.bus, SERVICE_NAME, self.forget_member)
         self.materializer.start()
+        if self.search is not None:
+            self.search.start()
 
     async def stop(self) -> None:
         if self._removal is not None:
             with contextlib.suppress(Exception):
                 await self._removal.unsubscribe()
         await self.materializer.stop()
+        if self.search is not None:
+            await self.search.stop()
         if self._own_client:
             await self.http_client.aclose()
 

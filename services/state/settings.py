@@ -15,6 +15,11 @@ class StateSettings(Settings):
     state_media_cache_bytes: int = Field(default=512 * 1024**2, ge=1024 * 1024)  # LRU bound on disk
     state_media_max_bytes: int = Field(default=25 * 1024**2, ge=1024)  # largest file fetched
     state_media_timeout_s: float = Field(default=10.0, gt=0, le=120.0)
+    # message search (issue 17, ADR 0014): the FTS5 index in $OPENCHAT_HOME/data/search
+    state_search_enabled: bool = True
+    state_search_worker: bool = True  # the indexer in a child process (False: in the service's own)
+    state_search_reconcile_s: float = Field(default=30.0, ge=0.05, le=3600.0)  # registry → index
+    state_search_budget_s: float = Field(default=2.0, gt=0, le=30.0)  # one query's time bound
 
     @field_validator("state_http_secret")
     @classmethod

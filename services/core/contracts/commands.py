@@ -84,6 +84,7 @@ from services.core.contracts.notify import (
     UnreadArgs,
     UnreadResult,
 )
+from services.core.contracts.search import SearchArgs, SearchResult
 from services.core.contracts.version import ServiceVersion, StackVersion
 
 A = TypeVar("A", bound=BaseModel)
@@ -145,6 +146,9 @@ SYNC = CommandSpec("state", "sync", SyncArgs, SyncResult, doc="stored events aft
 VIEW_HISTORY = CommandSpec("state", "history", ViewHistoryArgs, ViewHistoryResult, doc="a channel window")
 SERVERS = CommandSpec("state", "servers", Empty, ServerList, doc="joined servers and their state")
 HTTP_TOKEN = CommandSpec("state", "http_token", Empty, HttpToken, doc="a bearer token for the HTTP API")
+SEARCH = CommandSpec(
+    "state", "search", SearchArgs, SearchResult, 15, "the member's messages matching a query"
+)
 MEDIA_BYTES = CommandSpec(
     "state", "media", MediaArgs, MediaChunk, 30, "one chunk of an attachment/avatar/image"
 )
@@ -220,6 +224,7 @@ _TABLE: tuple[CommandSpec[Any, Any], ...] = (
     SERVERS,
     HTTP_TOKEN,
     MEDIA_BYTES,
+    SEARCH,
     UNREAD,
     MARK_READ,
     FOCUS,

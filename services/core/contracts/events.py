@@ -53,6 +53,7 @@ from services.core.contracts.notify import (
     ServerPrefs,
     UnreadUpdated,
 )
+from services.core.contracts.search import HistoryPage, history_page_event_id
 
 P = TypeVar("P", bound=BaseModel)
 IdRule = Literal["fresh", "time"]
@@ -231,6 +232,17 @@ NOTIFY_PREFS = EventSpec("notify.prefs", ServerPrefs, "nprefs", "fresh", "notifi
 NOTIFY_MEMBER = EventSpec(
     "notify.member", MemberNotifyPrefs, "nmember", "fresh", "notification", in_view=False
 )
+# a history page fetched on the member's demand: for the search index only (not in the view)
+HISTORY_PAGE = EventSpec(
+    "history.page",
+    HistoryPage,
+    "page",
+    lambda p: history_page_event_id(p.channel_id, p.messages[0].id, p.messages[-1].id).removeprefix("page:"),
+    "connector",
+    in_view=False,
+    doc="channel>:<first id>:<last id",
+    channel_of=lambda p: p.channel_id,
+)
 # the media service's whole call state on every change; the view keeps the latest (late clients)
 VOICE_STATE = EventSpec("voice.state", VoiceStatus, "vstate", "fresh", "media")
 # speaking changes: core NATS only, never stored (ADR 0011)
@@ -269,6 +281,7 @@ for _spec in (
     NOTIFICATION,
     NOTIFY_PREFS,
     NOTIFY_MEMBER,
+    HISTORY_PAGE,
     VOICE_STATE,
     VOICE_SPEAKING,
 ):

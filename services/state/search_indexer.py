@@ -1,0 +1,383 @@
+"""The search indexer: keeps the FTS5 message index (``search_index``) in step with the events stream.
+
+Like the materializer it reads the stream with its own ephemeral, ordered pull consumer (no acks,
+memory storage) that starts right after the sequence stored *in the index file*, in the same
+transaction as the entries — so nothing is indexed twice or skipped across restarts. The
+consumer is filtered to the kinds the index uses: ``message.created`` (live, gap fill and
+hydration all publish it), ``history.page`` (pages a member fetched on demand, published by the
+connector), ``message.deleted`` and ``server.left``. Applying an event again is harmless (an
+upsert by (server, channel, message id); deletes of missing entries do nothing), so a replay
+from any earlier point converges.
+
+Rebuilt without manual steps: a missing or unreadable file, or one of another segmentation
+version, starts empty; an index of another incarnation of the stream (or ahead of it) replays
+the stream from its first sequence, keeping its entries. Before a replay of an empty index the
+messages the state service still has in Redis (the newest window of every channel) are indexed,
+so a rebuild finds them even when the stream no longer holds them (only when the stream does not
+start at its first event any more: else the replay alone has everything).
+
+Every ``reconcile_s`` (and after each catch-up) the index is compared with the registry
+database: members removed from the instance and servers a member no longer has joined (the
+connector's ``ServerStore``) are dropped from the index — ``server.left`` does it at once.
+
+Events that do not validate are logged (subject, sequence, reason — never bodies) and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.core.bus import Bus, backoff_delays
+from services.core.contracts import subjects
+from services.core.contracts.bus import EventEnvelope
+from services.core.contracts.chat import ChatMessage, MessageDeleted, ServerLeft
+from services.core.contracts.search import KIND_HISTORY_PAGE, MAX_PAGE_MESSAGES
+from services.core.members import MemberRegistry
+from services.core.servers import ServerStore
+from services.state.domain import (
+    MAX_CHANNEL_ID_CHARS,
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    check_text_id,
+    parse_ingest_subject,
+)
+from services.state.materializer import cancel_and_wait
+from services.state.search_index import (
+    DeleteMessage,
+    DropMember,
+    DropServer,
+    IndexOp,
+    PutMessage,
+    SearchIndex,
+)
+
+log = logging.getLogger("openchat.state.search")
+
+INDEXED_KINDS = ("message.created", "message.deleted", "server.left", KIND_HISTORY_PAGE)
+BATCH = 512
+IDLE_FETCH_S = 0.25
+RETRY_INITIAL_S = 0.1
+RETRY_MAX_S = 2.0
+CONSUMER_CHECK_EVERY = 20
+
+
+def consumer_filters() -> list[str]:
+    return [f"{subjects.INGEST_PREFIX}.*.*.{kind}" for kind in INDEXED_KINDS]
+
+
+# -- lean payload models: only what the index keeps (the full contracts validate the view) ---------
+class _Lean(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LeanMessage(_Lean):
+    id: str
+    server_id: str
+    channel_id: str
+    author_uid: str = Field(max_length=256)
+    body: str
+    created_at: datetime
+
+
+class LeanCreated(_Lean):
+    message: LeanMessage
+
+
+class LeanPage(_Lean):
+    channel_id: str
+    messages: list[LeanMessage] = Field(max_length=MAX_PAGE_MESSAGES)
+
+
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "message.created": LeanCreated,
+    "message.deleted": MessageDeleted,
+    "server.left": ServerLeft,
+    KIND_HISTORY_PAGE: LeanPage,
+}
+
+
+@cache
+def _envelope(kind: str) -> Any:
+    return cast(Any, EventEnvelope)[PAYLOADS[kind]]
+
+
+def _put(member: str, server_id: str, m: LeanMessage | ChatMessage) -> PutMessage:
+    if m.server_id != server_id:
+        raise InvalidEvent("message server id disagrees with the subject")
+    check_text_id(m.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
+    check_text_id(m.id, "message id")
+    return PutMessage(member, server_id, m.channel_id, m.id, m.author_uid, m.created_at, m.body)
+
+
+def index_ops(subject: str, data: bytes) -> list[IndexOp]:
+    """The index operations of one stored event (pure). Raises ``InvalidEvent``."""
+    member, server_id, kind = parse_ingest_subject(subject)
+    if kind not in PAYLOADS:
+        return []
+    if len(data) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
+    try:
+        envelope = _envelope(kind).model_validate_json(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+        raise InvalidEvent(f"invalid {kind} event ({fields})") from None
+    if envelope.server_id != server_id or envelope.type != kind:
+        raise InvalidEvent("envelope server_id/type disagree with the subject")
+    p = envelope.payload
+    if isinstance(p, LeanCreated):
+        return [_put(member, server_id, p.message)]
+    if isinstance(p, LeanPage):
+        check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
+        if any(m.channel_id != p.channel_id for m in p.messages):
+            raise InvalidEvent("a history page mixes channels")
+        return [_put(member, server_id, m) for m in p.messages]
+    if isinstance(p, MessageDeleted):
+        check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
+        check_text_id(p.message_id, "message id")
+        return [DeleteMessage(member, server_id, p.channel_id, p.message_id)]
+    if isinstance(p, ServerLeft):
+        if p.server_id != server_id:
+            raise InvalidEvent("left server id disagrees with the subject")
+        return [DropServer(member, server_id)]
+    return []
+
+
+def registry_drops(
+    indexed: dict[str, set[str]],
+    members: set[str] | None,
+    joined: dict[str, set[str]],
+    removed: frozenset[str] | set[str] = frozenset(),
+) -> list[IndexOp]:
+    """What to drop (pure): members the registry lists as removed, and the servers a registered
+    member has not joined (any more). A member the registry does not know at all (``members``
+    None, or neither registered nor removed) is kept: the index never guesses."""
+    ops: list[IndexOp] = []
+    for member, servers in sorted(indexed.items()):
+        registered = members is not None and member in members
+        if member in removed and not registered:
+            ops.append(DropMember(member))
+        elif registered:
+            ops.extend(DropServer(member, s) for s in sorted(servers - joined.get(member, set())))
+    return ops
+
+
+Seeder = Callable[[SearchIndex], Awaitable[int]]
+
+
+class SearchIndexer:
+    def __init__(
+        self,
+        bus: Bus,
+        index: SearchIndex,
+        stream: str,
+        *,
+        registry_db: Path | None = None,
+        reconcile_s: float = 30.0,
+        seed: Seeder | None = None,
+    ) -> None:
+        self.bus = bus
+        self.index = index
+        self.stream = stream
+        self.registry_db = registry_db
+        self.reconcile_s = reconcile_s
+        self.seed = seed
+        self.changed = asyncio.Condition()
+        self.applied_seq = 0
+        self.caught_up = False
+        self.rebuilds = 0
+        self.skipped = 0
+        self.indexed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="state-search-indexer")
+        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="state-search-reconcile")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._reconciler):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._task = self._reconciler = None
+
+    async def wait_for(self, predicate: Callable[[SearchIndexer], bool], timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(lambda: predicate(self))
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    # -- main loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        delays = backoff_delays(RETRY_INITIAL_S, RETRY_MAX_S)
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # nats down, consumer lost, disk full: start over from the file
+                delay = next(delays)
+                log.warning(
+                    "search indexer error, retrying",
+                    extra={"error": repr(exc)[:300], "retry_in_s": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+
+    async def _stream_identity(self) -> tuple[str, int, int]:
+        info = await self.bus.js.stream_info(self.stream)
+        return f"{self.stream}@{info.created or ''}", info.state.first_seq, info.state.last_seq
+
+    async def _run_once(self) -> None:
+        identity, first_seq, last_seq = await self._stream_identity()
+        stored, seq = await asyncio.to_thread(self.index.progress)
+        if stored != identity or seq > last_seq:
+            empty = stored is None
+            self.rebuilds += 1
+            log.warning(
+                "rebuilding the search index from the events stream",
+                extra={
+                    "reason": "no index" if empty else "another stream incarnation",
+                    "from_seq": first_seq,
+                },
+            )
+            if empty and self.seed is not None and first_seq > 1:  # the stream lost events: the view has some
+                try:
+                    seeded = await self.seed(self.index)
+                    log.info("search index seeded from the state view", extra={"messages": seeded})
+                except Exception as exc:
+                    log.warning("could not seed the search index from the view", extra={"error": repr(exc)})
+            seq = 0
+            await asyncio.to_thread(self.index.set_progress, identity, 0)
+        elif seq and seq + 1 < first_seq:
+            log.info(
+                "events expired before the search index read them", extra={"seq": seq, "first": first_seq}
+            )
+        self.applied_seq = seq
+        self.caught_up = False
+        await self._publish_status()
+        await self._notify()
+
+        name = f"search_{uuid.uuid4().hex[:16]}"
+        config = ConsumerConfig(
+            name=name,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if seq else DeliverPolicy.ALL,
+            opt_start_seq=seq + 1 if seq else None,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+            filter_subjects=consumer_filters(),
+        )
+        await self.bus.js.add_consumer(self.stream, config)
+        try:
+            sub = await self.bus.js.pull_subscribe_bind(consumer=name, stream=self.stream)
+            idle = 0
+            try:
+                while True:
+                    try:
+                        msgs = await sub.fetch(BATCH, timeout=IDLE_FETCH_S)
+                    except TimeoutError:
+                        idle += 1
+                        await self._idle_checks(sub, idle)
+                        continue
+                    await self._apply_batch(msgs, identity)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.bus.js.delete_consumer(self.stream, name), 2)
+
+    async def _idle_checks(self, sub: Any, idle: int) -> None:
+        if self.caught_up and idle % CONSUMER_CHECK_EVERY:
+            return
+        info = await sub.consumer_info()  # raises when the consumer is gone: start over
+        if not self.caught_up and info.num_pending == 0:
+            await self._set_caught_up()
+        elif self.caught_up:
+            await self._publish_status()
+
+    async def _set_caught_up(self) -> None:
+        self.caught_up = True
+        log.info("search index caught up", extra={"seq": self.applied_seq})
+        await self._publish_status()
+        await self._notify()
+        await self.reconcile()
+
+    async def _publish_status(self) -> None:
+        await asyncio.to_thread(
+            self.index.set_status, caught_up=int(self.caught_up), skipped=self.skipped, rebuilds=self.rebuilds
+        )
+
+    async def _apply_batch(self, msgs: list[Msg], identity: str) -> None:
+        ops: list[IndexOp] = []
+        last = self.applied_seq
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            if seq <= last:
+                continue
+            last = seq
+            try:
+                ops.extend(index_ops(msg.subject, msg.data))
+            except InvalidEvent as exc:
+                self.skipped += 1
+                log.warning(
+                    "search index skipped an invalid event",
+                    extra={"subject": msg.subject, "seq": seq, "error": str(exc)[:300]},
+                )
+        if last == self.applied_seq:
+            return
+        await asyncio.to_thread(self.index.apply, ops, identity, last)
+        self.applied_seq = last
+        self.indexed += sum(isinstance(op, PutMessage) for op in ops)
+        if msgs and not self.caught_up and msgs[-1].metadata.num_pending == 0:
+            await self._set_caught_up()
+        await self._notify()
+
+    # -- reconciliation with the registry -----------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_s)
+            if self.caught_up:
+                try:
+                    await self.reconcile()
+                except Exception as exc:
+                    log.warning("search index reconciliation failed", extra={"error": repr(exc)[:300]})
+
+    async def reconcile(self) -> int:
+        """Drop removed members and servers no longer joined; returns how many drops."""
+        db = self.registry_db
+        if db is None or not db.exists():
+            return 0
+
+        def work() -> int:
+            indexed = {m: self.index.servers(m) for m in self.index.members()}
+            registry = MemberRegistry(db)
+            members = {m.name for m in registry.all()}
+            joined: dict[str, set[str]] = {}
+            for member, record in ServerStore(db).everything():
+                joined.setdefault(member, set()).add(record.server_id)
+            ops = registry_drops(indexed, members, joined, set(registry.removed()))
+            if ops:
+                self.index.apply(ops)
+            return len(ops)
+
+        drops = await asyncio.to_thread(work)
+        if drops:
+            log.info("search index dropped what the registry no longer has", extra={"drops": drops})
+        return drops
