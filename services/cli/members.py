@@ -115,7 +115,11 @@ def _ask_services_to_forget(home: Home, name: str) -> dict[str, MemberRemoved | 
 
     async def ask() -> dict[str, MemberRemoved | str]:
         opts = ConnectOptions(
-            url=url, user=home.settings.service_user, password=password, name="cli-member-remove"
+            url=url,
+            user=home.settings.service_user or natsconf.user_of_service("cli"),  # the tools' user
+            password=password,
+            name="cli-member-remove",
+            ca_pem=home.local_ca_pem(url),
         )
         bus = await Bus.connect(opts, first_attempts=1)
         try:
