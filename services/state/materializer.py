@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -59,6 +59,23 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.result()
 
 
+class Watched:
+    """A stream follower whose progress others await (tests, start-up ordering) without polling:
+    it sets ``changed`` in its ``__init__`` and calls ``_notify`` after each step."""
+
+    changed: asyncio.Condition
+
+    async def wait_for(self, predicate: Callable[[Self], bool], timeout: float = 20.0) -> None:
+        """Wait until ``predicate(self)`` holds."""
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(lambda: predicate(self))
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
 class NeedRebuild(Exception):
     pass
 
@@ -70,7 +87,7 @@ def describe(exc: BaseException) -> str:
     return repr(exc)[:300]
 
 
-class Materializer:
+class Materializer(Watched):
     def __init__(
         self,
         bus: Bus,
@@ -106,16 +123,6 @@ class Materializer:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-
-    async def wait_for(self, predicate: Callable[[Materializer], bool], timeout: float = 20.0) -> None:
-        """Wait until ``predicate(self)`` holds (tests and start-up ordering; no polling)."""
-        async with asyncio.timeout(timeout):
-            async with self.changed:
-                await self.changed.wait_for(lambda: predicate(self))
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
 
     # -- main loop ------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -53,7 +53,7 @@ from services.state.domain import (
     check_text_id,
     parse_ingest_subject,
 )
-from services.state.materializer import cancel_and_wait
+from services.state.materializer import Watched, cancel_and_wait
 from services.state.search_index import (
     DeleteMessage,
     DropMember,
@@ -176,7 +176,7 @@ def registry_drops(
 Seeder = Callable[[SearchIndex], Awaitable[int]]
 
 
-class SearchIndexer:
+class SearchIndexer(Watched):
     def __init__(
         self,
         bus: Bus,
@@ -212,15 +212,6 @@ class SearchIndexer:
             if task is not None:
                 await cancel_and_wait(task)
         self._task = self._reconciler = None
-
-    async def wait_for(self, predicate: Callable[[SearchIndexer], bool], timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            async with self.changed:
-                await self.changed.wait_for(lambda: predicate(self))
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
 
     # -- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -51,8 +51,12 @@ async def _run(settings: StateSettings, parent_pid: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bus = await Bus.connect(bus_options(settings, "state-search"))
-    redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    bus = await Bus.connect(bus_options(settings, "state"))  # the state service's own NATS user
+    redis = (  # with the stack's Redis password (the embedded Redis requires one)
+        aioredis.Redis.from_url(settings.redis_url, password=settings.redis_auth())
+        if settings.redis_url
+        else None
+    )
     index = open_index(index_path(settings))
     store = ViewStore(redis, settings.events_stream) if redis is not None else None
 
