@@ -47,8 +47,23 @@ _CONSUMERS = ["$JS.API.CONSUMER.>", "$JS.ACK.>", "$JS.FC.>"]
 # service's counts, the state service's re-announced joins) and service-to-service subjects.
 _INTERNAL = [f"{subjects.SYS_PREFIX}.>"]
 SPEAKING_SUBJECTS = "oc.*.evt.*.voice.speaking"
+
+
+def _kv(*buckets: str) -> list[str]:
+    """Read and write a KV bucket (issue 16: connector leases, media call pins)."""
+    out: list[str] = []
+    for bucket in buckets:
+        out += [
+            f"$KV.{bucket}.>",
+            f"$JS.API.STREAM.MSG.GET.KV_{bucket}",
+            f"$JS.API.DIRECT.GET.KV_{bucket}",
+            f"$JS.API.DIRECT.GET.KV_{bucket}.>",
+        ]
+    return out
+
+
 SERVICE_PUBLISH: dict[str, list[str]] = {
-    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
+    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL, *_kv("oc_connector_leases", "oc_connector_replicas")],
     "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
     "notification": [
         *_STREAMS,
@@ -59,7 +74,7 @@ SERVICE_PUBLISH: dict[str, list[str]] = {
     ],
     # voice: call state and participants through the stream (ingest); speaking changes straight
     # to the member's one speaking subject on core NATS (ephemeral, never stored: ADR 0011)
-    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS],
+    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS, *_kv("oc_media_calls")],
 }
 RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
 
