@@ -35,6 +35,7 @@ class Endpoints(BaseModel):
     devservers: dict[str, str] = {}
     managed: dict[str, int] = {}  # component -> pid, for components this supervisor started
     restarts: dict[str, int] = {}  # component -> times the supervisor restarted it
+    nats_nodes: dict[str, str] = {}  # --nats-cluster: node name -> its own URL
 
 
 def read_secrets_env(path: Path) -> dict[str, str]:
@@ -121,8 +122,12 @@ class Home:
         """The URL written into connection files: the public one (as ``tls://`` when TLS is on),
         else the stack's."""
         url = self.settings.public_nats_url or self.nats_url() or "nats://127.0.0.1:4222"
-        if self.tls_enabled() and url.startswith("nats://"):
-            url = "tls://" + url.removeprefix("nats://")
+        if self.tls_enabled():  # every URL of a cluster
+            url = ",".join(
+                "tls://" + u.strip().removeprefix("nats://") if u.strip().startswith("nats://") else u.strip()
+                for u in url.split(",")
+                if u.strip()
+            )
         return url
 
     # -- TLS on NATS (ADR 0010) ---------------------------------------------------------------

@@ -212,16 +212,24 @@ async def attach_leases(ctx: ServiceContext, connector: Connector, cfg: Connecto
     assert ctx.bus is not None
     timing = LeaseTiming(ttl_s=cfg.lease_ttl_s, tick_s=cfg.lease_tick_s)
     leases_kv, replicas_kv = await ensure_buckets(ctx.bus.js, timing.ttl_s, ctx.settings.events_replicas)
-    name = cfg.replica_name or "connector"
+    name = cfg.replica_name or ctx.settings.replica_name or "connector"
+    replica = new_replica_id(name)
+
+    async def after_tick() -> None:
+        await connector.follow_records()
+        # `openchat status` shows each replica's sessions (from /healthz)
+        ctx.health.info["replica"] = replica
+        ctx.health.info["sessions"] = sorted(f"{m}/{s}" for m, s in connector.sessions)
+
     connector.leases = SessionLeases(
         leases_kv,
         replicas_kv,
-        replica=new_replica_id(name),
+        replica=replica,
         name=name,
         wanted=connector.wanted_keys,
         start=connector.start_key,
         stop=connector.stop_key,
-        after_tick=connector.follow_records,
+        after_tick=after_tick,
         timing=timing,
     )
     return Router(ctx.bus, connector.leases, lambda m, s: (m, s) in connector.sessions)

@@ -25,6 +25,8 @@ class HealthState:
         self.service = service
         self.started = time.monotonic()
         self.checks: dict[str, Check] = {}
+        self.role = ""  # active/standby replicas (services/core/standby.py): "active" or "standby"
+        self.info: dict[str, object] = {}  # more for /healthz (the connector's replica and sessions)
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.up = Gauge(
@@ -65,6 +67,8 @@ def health_app(state: HealthState) -> FastAPI:
             "checks": checks,
             "uptime_s": round(time.monotonic() - state.started, 1),
             "version": package_version(),
+            **({"role": state.role} if state.role else {}),
+            **state.info,
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

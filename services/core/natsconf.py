@@ -66,6 +66,7 @@ SERVICE_PUBLISH: dict[str, list[str]] = {
     "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL, *_kv("oc_connector_leases", "oc_connector_replicas")],
     "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
     "notification": [
+        *_kv("oc_service_leases"),
         *_STREAMS,
         *_CONSUMERS,
         *_INTERNAL,
@@ -74,7 +75,7 @@ SERVICE_PUBLISH: dict[str, list[str]] = {
     ],
     # voice: call state and participants through the stream (ingest); speaking changes straight
     # to the member's one speaking subject on core NATS (ephemeral, never stored: ADR 0011)
-    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS, *_kv("oc_media_calls")],
+    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS, *_kv("oc_service_leases")],
 }
 RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
 

@@ -136,9 +136,12 @@ async def test_sessions_spread_one_holder_each_rebalance_and_forwarding(
                 r2.leases.replica: r2.held(),
             }
             for member in MEMBERS:
-                await logs[member].wait_for(
-                    lambda _, m=member: logs[m].last_connection("srv_family") == "live"
-                )
+                log = logs[member]
+
+                def live(_: object, lg: EventLog = log) -> bool:
+                    return lg.last_connection("srv_family") == "live"
+
+                await log.wait_for(live)
 
             async def one_socket_each() -> bool:
                 counts = await sockets_by_uid(admin)
@@ -182,7 +185,11 @@ async def test_sessions_spread_one_holder_each_rebalance_and_forwarding(
             assert asyncio.get_running_loop().time() - renew_stop < 10
             for member in MEMBERS:
                 log = logs[member]
-                await log.wait_for(lambda _, lg=log: posted in lg.message_ids("srv_family", "ch_general"), 20)
+
+                def arrived(_: object, lg: EventLog = log) -> bool:
+                    return posted in lg.message_ids("srv_family", "ch_general")
+
+                await log.wait_for(arrived, 20)
                 ids = log.message_ids("srv_family", "ch_general")
                 assert len(ids) == len(set(ids)), f"{member}: a message was delivered twice"
             assert moved, "r2 held sessions before it froze"

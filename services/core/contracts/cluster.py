@@ -9,8 +9,8 @@ call pins.
 - ``forward_subject(replica)``: a connector replica that receives a command for a session it
   does not hold forwards it (``ForwardedCommand``) to the holder, which answers with the
   command's ordinary ``ReplyEnvelope``. Only the services' users may publish on ``oc.sys.>``.
-- ``MEDIA_CALLS_BUCKET``: key ``<member>`` → ``CallPin`` (which media replica holds the member's
-  voice session).
+- ``SERVICE_LEASES_BUCKET``: key ``<service>`` → ``CallPin`` (which replica of an active/standby
+  service — notification, media — is the active one; every media call is pinned to it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from services.core.contracts import subjects
 
 LEASES_BUCKET = "oc_connector_leases"
 REPLICAS_BUCKET = "oc_connector_replicas"
-MEDIA_CALLS_BUCKET = "oc_media_calls"
+SERVICE_LEASES_BUCKET = "oc_service_leases"  # active/standby services: key = service name
 FORWARD_PREFIX = f"{subjects.SYS_PREFIX}.connector.fwd"
 REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FORWARD_TIMEOUT_S = 60.0
