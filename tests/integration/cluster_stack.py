@@ -115,6 +115,7 @@ class ClusterStack:
         return str(self.endpoints()["devservers"][name])
 
     def stop(self) -> None:
+        (self.home.parent / "up.log").write_text("".join(self.out.lines))  # kept for a failure
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
