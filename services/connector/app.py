@@ -215,11 +215,9 @@ async def attach_leases(ctx: ServiceContext, connector: Connector, cfg: Connecto
     name = cfg.replica_name or ctx.settings.replica_name or "connector"
     replica = new_replica_id(name)
 
-    async def after_tick() -> None:
-        await connector.follow_records()
-        # `openchat status` shows each replica's sessions (from /healthz)
-        ctx.health.info["replica"] = replica
-        ctx.health.info["sessions"] = sorted(f"{m}/{s}" for m, s in connector.sessions)
+    # `openchat status` shows each replica's sessions (from /healthz, as of the request)
+    ctx.health.info["replica"] = replica
+    ctx.health.info["sessions"] = lambda: sorted(f"{m}/{s}" for m, s in connector.sessions)
 
     connector.leases = SessionLeases(
         leases_kv,
@@ -229,7 +227,7 @@ async def attach_leases(ctx: ServiceContext, connector: Connector, cfg: Connecto
         wanted=connector.wanted_keys,
         start=connector.start_key,
         stop=connector.stop_key,
-        after_tick=after_tick,
+        after_tick=connector.follow_records,
         timing=timing,
     )
     return Router(ctx.bus, connector.leases, lambda m, s: (m, s) in connector.sessions)

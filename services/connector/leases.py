@@ -34,7 +34,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -138,8 +138,7 @@ class SessionLeases:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         async with self._lock:
-            for key in list(self.held):
-                await self._let_go(key, "replica stopping")
+            await _bounded(self._let_go(key, "replica stopping") for key in list(self.held))
         with contextlib.suppress(Exception):
             await self.replicas_kv.delete(self.replica)
 
@@ -202,20 +201,15 @@ class SessionLeases:
         self.live = await self.live_replicas()
         wanted = self.wanted()
         todo = placement.plan(self.replica, wanted, set(self.held), self.live)
-        # one key at a time under the lock: the renewals never wait for a whole plan
-        for key, why in [
-            *((k, "session gone") for k in todo.drop),
-            *((k, "rebalanced") for k in todo.release),
-        ]:
+        # in parallel (a replica taking over a killed one's sessions creates them all at once),
+        # under the lock: a renewal round never sees a half-released lease
+        gone = [*((k, "session gone") for k in todo.drop), *((k, "rebalanced") for k in todo.release)]
+        if gone:
             async with self._lock:
-                if key in self.held:
-                    await self._let_go(key, why)
-        for key in todo.acquire:
-            if self._closing:
-                break
+                await _bounded(self._let_go(k, why) for k, why in gone if k in self.held)
+        if todo.acquire and not self._closing:
             async with self._lock:
-                if key not in self.held:
-                    await self._acquire(key)
+                await _bounded(self._acquire(k) for k in todo.acquire if k not in self.held)
         if self.after_tick is not None:
             await self.after_tick()
         return todo
@@ -290,6 +284,17 @@ class SessionLeases:
             with contextlib.suppress(Exception):
                 await self.kv.delete(key, last=clock.revision)
         log.info("lease released", extra={"key": key, "replica": self.replica, "why": why})
+
+
+async def _bounded(jobs: Iterable[Awaitable[None]], limit: int = 64) -> None:
+    """Run ``jobs`` concurrently, at most ``limit`` at a time."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[None]) -> None:
+        async with gate:
+            await job
+
+    await asyncio.gather(*(one(job) for job in jobs))
 
 
 async def read_leases(kv: KeyValue) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -46,12 +46,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
         s.stop()
 
 
-async def until_sync(pred: object, timeout: float) -> None:
+async def until_sync(pred: Callable[[], bool], timeout: float) -> None:
     """Poll a blocking predicate (a CLI call) off the event loop until it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        if await asyncio.to_thread(pred):  # type: ignore[arg-type]
+        if await asyncio.to_thread(pred):
             return
         if loop.time() > deadline:
             raise TimeoutError(f"not within {timeout} s")
@@ -186,10 +186,12 @@ async def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(sta
             print(f"rolling restart: {name}", flush=True)
             before = stack.row(name)
             os.kill(int(before["pid"]), signal.SIGTERM)
-            await until_sync(
-                lambda n=name, pid=before["pid"]: (r := stack.row(n))["pid"] != pid and r["health"] == "up",  # type: ignore[misc]
-                90,
-            )
+
+            def restarted(n: str = name, pid: int = before["pid"]) -> bool:
+                row = stack.row(n)
+                return bool(row["pid"] != pid and row["health"] == "up")
+
+            await until_sync(restarted, 90)
         await until_sync(lambda: stack.holder(SESSION) is not None, 30)
         stop.set()
         await streamer
