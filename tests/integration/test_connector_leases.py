@@ -124,9 +124,15 @@ async def test_sessions_spread_one_holder_each_rebalance_and_forwarding(
             everyone = {f"{m}/srv_family" for m in MEMBERS}
 
             async def settled(*replicas: Replica) -> bool:
+                """Every session held once, and the leases say who (no hand-over under way)."""
                 held = [r.held() for r in replicas]
                 union = set().union(*held)
-                return union == everyone and sum(len(h) for h in held) == len(everyone)
+                if union != everyone or sum(len(h) for h in held) != len(everyone):
+                    return False
+                leases = await read_leases(replicas[0].leases.kv)
+                return {k: set(v) for k, v in leases.items()} == {
+                    r.leases.replica: r.held() for r in replicas if r.held()
+                }
 
             await until(lambda: settled(r1, r2), timeout=20)
             assert r1.held() and r2.held(), "both replicas hold sessions"
