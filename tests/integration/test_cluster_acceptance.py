@@ -193,6 +193,11 @@ async def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(sta
 
             await until_sync(restarted, 90)
         await until_sync(lambda: stack.holder(SESSION) is not None, 30)
+        # active/standby: after every restart, exactly one active notification and one active media
+        rows = stack.status()
+        for service in ("notification", "media"):
+            roles = sorted(r["role"] for r in rows if r["kind"] == service)
+            assert roles == ["active", "standby"], (service, roles)
         stop.set()
         await streamer
         counts = await all_once(stack, posted, timeout=90)
