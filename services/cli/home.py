@@ -185,9 +185,11 @@ class Home:
         sys_password = self.secret_env[natsconf.SYS_PASSWORD_VAR]
         try:
             ca = self.local_ca_pem(url)
-            asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password, ca_pem=ca))
+            ids = asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password, ca_pem=ca))
         except Exception as exc:
             return f"NATS at {url} could not be reloaded ({exc}); the change takes effect at its next start"
+        if len(ids) > 1:
+            return f"applied to the running NATS cluster (config reloaded on all {len(ids)} nodes)"
         return "applied to the running NATS server (config reloaded)"
 
     def service_env(self) -> dict[str, Any]:

@@ -160,6 +160,16 @@ class ReloadError(RuntimeError):
     pass
 
 
+async def _route_peers(nc: NatsClient, server_id: str, timeout: float) -> set[str]:
+    """The ids of the servers ``server_id`` has routes to (its cluster peers)."""
+    try:
+        reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.ROUTEZ", b"", timeout=timeout)
+        routes = json.loads(reply.data).get("data", {}).get("routes") or []
+    except (nats.errors.TimeoutError, ValueError):
+        return set()
+    return {str(r["remote_id"]) for r in routes if r.get("remote_id")}
+
+
 async def _config_load_time(nc: NatsClient, server_id: str, timeout: float) -> str:
     reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.VARZ", b"", timeout=timeout)
     return str(json.loads(reply.data).get("data", {}).get("config_load_time", ""))
@@ -190,15 +200,23 @@ async def request_reload(
         ids: list[str] = []
         sub = await nc.subscribe(inbox)
         await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
-        # Every server answers the ping; wait for the first answer, then briefly for the rest.
+        # Every server of the cluster answers the ping. After the first answer, ask that server
+        # for its routes: the cluster's other servers are what to wait for (issue 16: a member
+        # change must reach every node), then briefly for any more.
         wait = timeout
+        expected: set[str] = set()
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
                 msg = await sub.next_msg(timeout=wait)
             except nats.errors.TimeoutError:
                 break
             ids.append(json.loads(msg.data)["server"]["id"])
-            wait = 0.3
+            if len(ids) == 1:
+                expected = {ids[0], *await _route_peers(nc, ids[0], timeout)}
+            missing = expected - set(ids)
+            left = deadline - asyncio.get_running_loop().time()
+            wait = min(max(left, 0.05), timeout) if missing else 0.3
         await sub.unsubscribe()
         if not ids:
             raise ReloadError("no NATS server answered the system ping")

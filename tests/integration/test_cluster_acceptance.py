@@ -211,3 +211,33 @@ async def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(sta
         await admin.aclose()
         await watch.stop()
     assert watch.overlaps == [], f"two realtime sockets for one uid: {watch.overlaps[:3]}"
+
+
+async def connects_to(cf: ConnectionFile, url: str) -> bool:
+    """Whether the member's credentials are accepted by this one node."""
+    from services.core.bus import Bus
+
+    try:
+        bus = await Bus.connect(
+            cf.bus_options("probe", url=url, extra={"connect_timeout": 2}), first_attempts=1
+        )
+    except Exception:
+        return False
+    await bus.close()
+    return True
+
+
+@pytest.mark.timeout(300)
+async def test_a_member_change_is_applied_on_every_node(stack: ClusterStack) -> None:
+    added = await asyncio.to_thread(stack.cli, "member", "add", "bob")
+    assert added.returncode == 0, added.stderr
+    assert "reloaded on all 3 nodes" in added.stdout, added.stdout
+    cf = ConnectionFile.read(stack.home / "members" / "bob.json")
+    nodes: dict[str, str] = stack.endpoints()["nats_nodes"]
+    assert cf.nats_url.split(",") == list(nodes.values())  # the desktop knows every node
+    for url in nodes.values():
+        assert await connects_to(cf, url), url
+    removed = await asyncio.to_thread(stack.cli, "member", "remove", "bob")
+    assert removed.returncode == 0, removed.stderr
+    for url in nodes.values():
+        assert not await connects_to(cf, url), url
