@@ -213,18 +213,39 @@ async def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(sta
     assert watch.overlaps == [], f"two realtime sockets for one uid: {watch.overlaps[:3]}"
 
 
-async def connects_to(cf: ConnectionFile, url: str) -> bool:
-    """Whether the member's credentials are accepted by this one node."""
-    from services.core.bus import Bus
+PROBE = """
+import asyncio, sys
+import nats
 
+async def main() -> None:
     try:
-        bus = await Bus.connect(
-            cf.bus_options("probe", url=url, extra={"connect_timeout": 2}), first_attempts=1
+        nc = await nats.connect(
+            servers=[sys.argv[1]], nkeys_seed_str=sys.argv[2], connect_timeout=2,
+            allow_reconnect=False, max_reconnect_attempts=0,
         )
     except Exception:
-        return False
-    await bus.close()
-    return True
+        sys.exit(1)
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+async def connects_to(cf: ConnectionFile, url: str) -> bool:
+    """Whether this one node accepts the member's credentials (a separate process, bounded)."""
+    import subprocess
+    import sys
+
+    def probe() -> bool:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", PROBE, url, cf.nkey_seed], capture_output=True, timeout=30
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    return await asyncio.to_thread(probe)
 
 
 @pytest.mark.timeout(300)
