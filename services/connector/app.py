@@ -9,6 +9,10 @@ identity_create, identity_import, uid_mode, previews), subscribes
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
 
+Several replicas (``OPENCHAT_CONNECTOR_LEASES=true``; issue 16, ADR 0021): sessions start and
+stop with their leases in NATS KV (``leases.py``), and the commands of a session run at the
+replica holding it (``routing.py``); ``/healthz`` shows the replica id and its sessions.
+
 Tunables come from ``OPENCHAT_CONNECTOR_*`` environment variables (``ConnectorSettings``).
 """
 
