@@ -93,6 +93,7 @@ class RailPane(PaneBase):
                 default_value=sm.muted,
                 callback=lambda s_, a: self._menu(self.app.set_mute, sid, bool(a)),
             )
+            self.server_notify_items(sid)  # mute for a while, level, Hide Muted Channels (issue 18)
             dpg.add_separator()
             leave = dpg.add_menu_item(
                 label="Leave Server", tag="oc_ctx_leave", callback=lambda: self._menu(self.app.ask_leave, sid)
