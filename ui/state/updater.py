@@ -145,8 +145,8 @@ class UpdateChecker:
     @property
     def button_label(self) -> str:
         if self.status == "available" and self.latest:
-            return f"⬇ Update {self.latest}"
-        return "⬇ Update failed"
+            return f"Update {self.latest}"
+        return "Update failed"
 
     def tooltip(self) -> str:
         if self.status == "available" and self.latest:

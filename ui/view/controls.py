@@ -321,20 +321,28 @@ class ControlsPane(PaneBase):
         """Right end of the taskbar (called by ``_render_taskbar``)."""
         up = self.app.updater
         s = self.s
-        x = self.width - s(250)
-        with dpg.group(parent="oc_taskbar", horizontal=True, pos=(x, s(6))):
-            b = dpg.add_button(
-                label=up.button_label,
-                tag="oc_update_btn",
-                show=up.button_visible,
-                enabled=up.button_enabled,
-                callback=lambda: self.show_update_notice(),
-            )
-            dpg.bind_item_theme(b, self.themes["chip_Live" if up.status == "available" else "chip_Offline"])
-            with dpg.tooltip(b):
-                dpg.add_text(up.tooltip(), tag="oc_update_tip")
-            i = dpg.add_button(label="ⓘ", tag="oc_info_btn", callback=lambda: self.show_client_info())
-            dpg.bind_item_font(i, self.fonts.emoji)
+        info_x = self.width - s(44)
+        b = dpg.add_button(
+            label=up.button_label,
+            tag="oc_update_btn",
+            parent="oc_taskbar",
+            pos=(info_x - s(200), s(7)),
+            width=s(190),
+            show=up.button_visible,
+            enabled=up.button_enabled,
+            callback=lambda: self.show_update_notice(),
+        )
+        dpg.bind_item_theme(b, self.themes["chip_Live" if up.status == "available" else "chip_Offline"])
+        with dpg.tooltip(b):
+            dpg.add_text(up.tooltip(), tag="oc_update_tip")
+        i = dpg.add_button(
+            label="ⓘ",
+            tag="oc_info_btn",
+            parent="oc_taskbar",
+            pos=(info_x, s(7)),
+            callback=lambda: self.show_client_info(),
+        )
+        dpg.bind_item_font(i, self.fonts.emoji)
 
     def show_update_notice(self) -> None:
         up = self.app.updater
