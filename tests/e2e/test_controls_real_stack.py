@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
+from services.core.identity_backup import decrypt_backup
 from services.core.version import package_version
 from testkit.demo_stack import READY, DemoStack
 from tests.e2e.conftest import Shooter, render, text_of
 from tests.e2e.test_app_bus import pump
 from tests.e2e.test_real_stack import admin_post
 from tests.unit.test_ui_controller import Desktop
-from services.core.identity_backup import decrypt_backup
 from ui.state import control_intents as ci
 from ui.state.updater import UpdateSchedule
 
