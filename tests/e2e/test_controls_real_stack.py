@@ -33,6 +33,7 @@ from tests.unit.test_ui_controller import Desktop
 from ui.state import control_intents as ci
 from ui.state.updater import UpdateSchedule
 
+pytestmark = pytest.mark.timeout(300)  # a second stack start, and the module stack's stop in the last teardown
 SECOND = 1.0  # "on every desktop of the member at once": within a second
 PASSPHRASE = "correct horse battery staple"
 
