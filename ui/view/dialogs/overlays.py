@@ -142,6 +142,7 @@ class Dialogs(PaneBase):
                         color=fonts.AMBER,
                         wrap=s(600),
                     )
+                self._build_backup_section()  # identity backup (issue 18)
                 dpg.add_separator()
                 h3 = dpg.add_text("Profile")
                 dpg.bind_item_font(h3, self.fonts.bold)
@@ -175,7 +176,6 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
-                self._build_backup_section()
             with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
                 self._build_notify_tab()
             with dpg.tab(label="Appearance"):
