@@ -33,7 +33,9 @@ from tests.unit.test_ui_controller import Desktop
 from ui.state import control_intents as ci
 from ui.state.updater import UpdateSchedule
 
-pytestmark = pytest.mark.timeout(300)  # a second stack start, and the module stack's stop in the last teardown
+pytestmark = pytest.mark.timeout(
+    300
+)  # a second stack start, and the module stack's stop in the last teardown
 SECOND = 1.0  # "on every desktop of the member at once": within a second
 PASSPHRASE = "correct horse battery staple"
 
@@ -387,3 +389,22 @@ def test_identity_export_in_settings_then_import_on_a_fresh_stack_same_uid(
         r.getMessage() + json.dumps(getattr(r, "__dict__", {}), default=str) for r in caplog.records
     )
     assert PASSPHRASE not in logged and root not in logged
+
+
+def test_a_development_build_says_it_does_not_check(ui_factory: Any, shooter: Shooter) -> None:
+    """13.3: no scheduled check in a development build; a dismissible banner says so (no stack
+    needed: the view with a fake snapshot)."""
+    import dearpygui.dearpygui as dpg
+
+    from tests.e2e.test_view import workspace
+    from ui.state.updater import DEV_BANNER
+
+    app = workspace(ui_factory, client_version="0.2.0.dev1", update_schedule=UpdateSchedule(0.0, 0.0))
+    render(app, 3)
+    assert not app.updater.enabled and app.updater.next_at is None
+    assert text_of("oc_banner_updater") == DEV_BANNER
+    assert not dpg.is_item_shown("oc_update_btn")
+    shooter.shot(app, "dev_banner")
+    app.dismiss_banner("updater")
+    render(app, 3)
+    assert not dpg.does_item_exist("oc_banner_updater") and app.updater.checks == 0
