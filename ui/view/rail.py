@@ -87,7 +87,7 @@ class RailPane(PaneBase):
                 callback=lambda: self._menu(self.app.mark_server_read, sid),
             )
             dpg.add_menu_item(
-                label="Mute Server",
+                label="Unmute Server" if sm.muted else "Mute Server",
                 tag="oc_ctx_mute",
                 check=True,
                 default_value=sm.muted,

@@ -25,7 +25,6 @@ from ui.view.base import (
     RAIL_W,
     TASKBAR_H,
     TOOLBAR_H,
-    VERSION,
     WIDE,
 )
 from ui.view.channels import ChannelsPane
@@ -360,7 +359,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
                     dpg.bind_item_font(n, self.fonts.bold)
                     if self.width >= NARROW * self.scale:
                         b = dpg.add_text(
-                            f"BUILD {VERSION} · {platform.system().upper()} / {platform.machine().upper()}",
+                            f"BUILD {self.app.updater.current} · {platform.system().upper()} / {platform.machine().upper()}",
                             color=fonts.MUTED,
                         )
                         dpg.bind_item_font(b, self.fonts.small)
