@@ -77,10 +77,9 @@ class Controls:
     def set_status(self, status: ci.MemberStatus) -> None:
         self.model.notify.set_status(status)
         self.model.touch("dock", "rail", "channels")
-        self.c._submit(
-            lambda c: c.call(cmd.SET_STATUS, SetStatusArgs(status=status)), self._prefs_answer("Status")
-        )
         self.model.toast(f"Status: {STATUS_LABELS[status]}.")
+        args = SetStatusArgs(status=status)
+        self.c._submit(lambda c: c.call(cmd.SET_STATUS, args), self._prefs_answer("Status"))
 
     def set_mute(self, sid: str, ch: str | None, muted: bool, duration_s: int | None) -> None:
         until = self.model.now() + timedelta(seconds=duration_s) if muted and duration_s else None
@@ -90,19 +89,19 @@ class Controls:
             if sm is not None:
                 sm.muted = muted
         self.model.touch("rail", "channels")
+        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {self._name(sid, ch)}.")
         args = SetMuteArgs(
             server_id=sid, channel_id=ch, muted=muted, duration_s=duration_s if muted else None
         )
         self.c._submit(lambda c: c.call(cmd.SET_MUTE, args), self._prefs_answer("Mute"))
-        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {self._name(sid, ch)}.")
 
     def set_level(self, sid: str, ch: str | None, level: ci.NotifyLevel | None) -> None:
         self.model.notify.set_level(sid, ch, level)
         self.model.touch("rail", "channels")
-        args = SetLevelArgs(server_id=sid, channel_id=ch, level=level)
-        self.c._submit(lambda c: c.call(cmd.SET_LEVEL, args), self._prefs_answer("Notification level"))
         label = LEVEL_LABELS[level] if level else "the server's default"
         self.model.toast(f"Notifications for {self._name(sid, ch)}: {label}.")
+        args = SetLevelArgs(server_id=sid, channel_id=ch, level=level)
+        self.c._submit(lambda c: c.call(cmd.SET_LEVEL, args), self._prefs_answer("Notification level"))
 
     def set_hide_muted(self, hide: bool) -> None:
         self.model.notify.set_hide_muted(hide)
@@ -111,13 +110,13 @@ class Controls:
         self.c._submit(lambda c: c.call(cmd.SET_HIDE_MUTED, args), self._prefs_answer("Hide Muted Channels"))
 
     def set_quiet_hours(self, text: str, timezone: str | None) -> bool:
+        """``HH:MM-HH:MM`` or ``off`` (and an IANA time zone, None: keep it); refused with a toast
+        before anything changes when either is not valid."""
         try:
             quiet = parse_quiet_hours(text)
         except ValueError as exc:
             self.model.toast(str(exc), error=True)
             return False
-        self.model.notify.set_quiet_hours(quiet)
-        self.model.touch("overlay")
         try:
             args = SetQuietHoursArgs(
                 enabled=quiet.enabled, start=quiet.start, end=quiet.end, timezone=timezone
@@ -125,8 +124,10 @@ class Controls:
         except ValueError:
             self.model.toast(f"Unknown time zone {timezone!r}.", error=True)
             return False
-        self.c._submit(lambda c: c.call(cmd.SET_QUIET_HOURS, args), self._prefs_answer("Quiet hours"))
+        self.model.notify.set_quiet_hours(quiet)
+        self.model.touch("overlay")
         self.model.toast(f"Quiet hours {'off' if not quiet.enabled else f'{quiet.start}-{quiet.end}'}.")
+        self.c._submit(lambda c: c.call(cmd.SET_QUIET_HOURS, args), self._prefs_answer("Quiet hours"))
         return True
 
     def _name(self, sid: str, ch: str | None) -> str:

@@ -4,9 +4,11 @@ display, no bus."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,13 @@ from services.core.contracts.notify import (
     ServerPrefs,
 )
 from services.core.contracts.version import StackVersion
+from testkit import fakes
+from ui.controller import Controller
+from ui.state import control_intents as ci
+from ui.state import intents as it
 from ui.state.backup import BackupFlow
+from ui.state.composer import Composer
+from ui.state.model import ViewModel
 from ui.state.notify_settings import MUTE_CHOICES, NotifySettings, in_quiet_hours, parse_quiet_hours
 from ui.state.updater import DEV_BANNER, UpdateChecker, UpdateSchedule, is_dev_build
 
@@ -201,3 +209,114 @@ def test_backup_flow_validates_before_any_work(tmp_path: Path) -> None:
     assert job2 is not None and "a passphrase" not in repr(job2)
     flow.finished(None, "wrong passphrase, or the backup was changed")
     assert flow.status() == ("wrong passphrase, or the backup was changed", True)
+
+
+# -- the controller's part (ui/controls.py) without a bus: what it sends and how it applies answers --
+class Recorder:
+    """A stack port that runs each command against a recording client at once (no bus: the
+    real-bus flows are tests/e2e/test_controls_real_stack.py)."""
+
+    online = True
+
+    def __init__(self, answer: Any) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.answer = answer
+
+    async def call(self, spec: Any, args: Any, timeout: float | None = None) -> Any:
+        self.sent.append((spec.name, args))
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer(spec.name, args) if callable(self.answer) else self.answer
+
+    async def prefs(self) -> Any:  # StackCommands.prefs (the controller's refresh)
+        from services.core.contracts import commands as cmd
+        from services.core.contracts.bus import Empty
+
+        return await self.call(cmd.PREFS, Empty())
+
+    def submit(self, work: Any, callback: Any = None) -> Any:
+        try:
+            value, error = asyncio.run(work(self)), None
+        except BaseException as exc:
+            value, error = None, exc
+        if callback is not None:
+            callback(value, error)
+        return object()
+
+    def drain(self, max_ops: int = 2000) -> list[Any]:
+        return []
+
+
+def controller_with(answer: Any) -> tuple[Controller, Recorder]:
+    model = ViewModel(now=lambda: NOW)
+    model.apply_snapshot(fakes.snapshot())
+    model.set_stack_online(True)
+    c = Controller(model, Composer(), client_id="t")
+    port = Recorder(answer)
+    c.stack = port
+    return c, port
+
+
+def test_controls_send_the_commands_and_take_the_stacks_answer() -> None:
+    stack_prefs = NotifyPrefs(status="dnd", dnd=True, hide_muted_channels=True)
+    c, port = controller_with(lambda name, args: stack_prefs)
+    sid = c.model.order[0]
+    ch = c.model.servers[sid].text_channels()[0].id
+    c.dispatch(ci.SetNotifyMute(sid, ch, True, 3600))
+    name, args = port.sent[-1]
+    assert name == "notification.set_mute" and (args.channel_id, args.muted, args.duration_s) == (
+        ch,
+        True,
+        3600,
+    )
+    # the answer (the whole NotifyPrefs) replaced the optimistic copy
+    assert c.model.notify.status == "dnd" and c.model.notify.hide_muted
+    c.dispatch(ci.SetNotifyLevel(sid, None, "mentions"))
+    assert port.sent[-1][0] == "notification.set_level" and port.sent[-1][1].level == "mentions"
+    c.dispatch(ci.SetQuietHours("22:00-07:00", "Europe/Berlin"))
+    assert port.sent[-1][0] == "notification.set_quiet_hours" and port.sent[-1][1].timezone == "Europe/Berlin"
+    n = len(port.sent)
+    c.dispatch(ci.SetQuietHours("7 till late"))
+    assert len(port.sent) == n and c.model.toasts[-1].error  # refused before anything is sent
+    c.dispatch(ci.SetQuietHours("21:00-06:00", "Mars/Olympus_Mons"))
+    assert len(port.sent) == n and "Unknown time zone" in c.model.toasts[-1].text
+    assert c.model.notify.quiet_text() != "21:00-06:00"  # nor changed locally
+    c.dispatch(ci.SetStatus("idle"))
+    assert (
+        port.sent[-1] == ("notification.set_status", port.sent[-1][1]) and port.sent[-1][1].status == "idle"
+    )
+    c.dispatch(ci.SetHideMuted(False))
+    assert port.sent[-1][0] == "notification.set_hide_muted"
+
+
+def test_a_refused_setting_reads_the_stacks_settings_again() -> None:
+    from services.core.bus import CommandError
+
+    c, port = controller_with(CommandError("service_unavailable", "notification is down", retryable=True))
+    c.dispatch(ci.SetStatus("dnd"))
+    assert [name for name, _ in port.sent] == ["notification.set_status", "notification.prefs"]
+    assert c.model.toasts[-1].error and "Status is not saved" in c.model.toasts[-1].text
+
+
+def test_a_notification_the_copy_does_not_allow_is_not_shown() -> None:
+    from services.core.contracts import events as ev
+    from services.core.contracts.events import decode_event
+
+    c, _ = controller_with(NotifyPrefs())
+    sid = c.model.order[0]
+    c.model.notify.set_status("dnd")  # switched on while this notification was on its way
+    envelope = ev.NOTIFICATION.envelope(sid, note(sid)).model_dump(mode="json")
+    c.apply_event(decode_event(c.model.last_seq + 1, envelope))
+    assert not [e for e in c.take_effects() if isinstance(e, it.Notify)]
+    c.model.notify.set_status("online")
+    c.apply_event(decode_event(c.model.last_seq + 1, envelope))
+    assert [e for e in c.take_effects() if isinstance(e, it.Notify)]
+
+
+def test_the_update_check_asks_the_stack_and_merges() -> None:
+    c, port = controller_with(StackVersion(version="9.0.0", answered_by="state"))
+    up = c.controls.updater
+    up.current = "1.0.0"
+    c.dispatch(ci.CheckUpdate())
+    assert port.sent == [("stack.version", port.sent[0][1])]
+    assert up.status == "available" and up.latest == "9.0.0"
