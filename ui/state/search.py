@@ -99,31 +99,6 @@ def segments(hit: SearchHit) -> tuple[Segment, ...]:
     return tuple(out)
 
 
-def wrap_segments(segs: tuple[Segment, ...], width: int) -> list[list[Segment]]:
-    """Lines of at most ``width`` characters (breaking at spaces where one is near), each line a
-    list of segments, so a pane can draw matches in their own colour and still wrap."""
-    width = max(8, width)
-    lines: list[list[Segment]] = [[]]
-    used = 0
-    for text, matched in segs:
-        rest = text
-        while rest:
-            room = width - used
-            if len(rest) <= room:
-                lines[-1].append((rest, matched))
-                used += len(rest)
-                break
-            cut = rest.rfind(" ", 0, room + 1)
-            if cut <= 0 or (matched and used > 0):
-                cut = room if used == 0 else 0  # a match moves to the next line whole if it can
-            if cut > 0:
-                lines[-1].append((rest[:cut], matched))
-                rest = rest[cut:].lstrip(" ")
-            lines.append([])
-            used = 0
-    return [line for line in lines if line]
-
-
 def format_hit_time(created: datetime, now: datetime) -> str:
     local = created.astimezone()
     if local.date() == now.astimezone().date():

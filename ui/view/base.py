@@ -46,6 +46,7 @@ KEYMAP = [
     ("Shift+Enter", "composer", "new line"),
     ("Esc", "anywhere", "close menus, dialogs, lightbox"),
     ("Ctrl+K", "anywhere", "quick switcher (servers and channels)"),
+    ("Ctrl+F", "workspace", 'search messages (words, "phrase", prefix*, from:, in:)'),
     ("Alt+↑ / Alt+↓", "anywhere", "previous / next channel"),
     ("Ctrl+Alt+↑ / ↓", "anywhere", "previous / next server"),
     ("Alt+Shift+↑ / ↓", "anywhere", "previous / next unread channel"),
@@ -124,6 +125,7 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_search",
         ):
             if dpg.does_item_exist(tag):
                 dpg.configure_item(tag, show=False)
@@ -139,6 +141,7 @@ class PaneBase:
                 "oc_lightbox",
                 "oc_consent",
                 "oc_onboard",
+                "oc_search",
             )
         )
 

@@ -248,6 +248,8 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
         "oc_ctx",
         "oc_keys",
         "oc_composer_handlers",
+        "oc_search",
+        "oc_search_handlers",
     )
 
     def destroy(self) -> None:
@@ -386,7 +388,14 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
             return
         text_active = any(
             dpg.does_item_exist(t) and dpg.is_item_active(t)
-            for t in ("oc_composer", "oc_filter", "oc_add_url", "oc_switch_query", "oc_conn_path")
+            for t in (
+                "oc_composer",
+                "oc_filter",
+                "oc_add_url",
+                "oc_switch_query",
+                "oc_conn_path",
+                "oc_search_query",
+            )
         )
         self.app.on_key(name, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
 
