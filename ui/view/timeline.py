@@ -192,12 +192,12 @@ class Timeline:
             self._reveal = None
             return
         self._anchor_bottom()
-        row_y = float(dpg.get_item_rect_min(w.tag)[1])
-        box_y = float(dpg.get_item_rect_min(self.container)[1])
+        # the row's distance from the top of the box's content (both scroll alike), and the box
+        top = "oc_rows_top" if dpg.does_item_exist("oc_rows_top") else self.rows_parent
+        content_y = float(dpg.get_item_rect_min(w.tag)[1]) - float(dpg.get_item_rect_min(top)[1])
         box_h = float(dpg.get_item_height(self.container) or 0)
-        y = dpg.get_y_scroll(self.container)
         ymax = dpg.get_y_scroll_max(self.container)
-        dpg.set_y_scroll(self.container, max(0.0, min(ymax, y + row_y - (box_y + box_h / 3))))
+        dpg.set_y_scroll(self.container, max(0.0, min(ymax, content_y - box_h / 3)))
         self._reveal = (mid, frames + 1) if frames < 4 else None
 
     def revealed(self) -> bool:
