@@ -193,8 +193,8 @@ class Timeline:
             return
         self._anchor_bottom()
         # the row's distance from the top of the box's content (both scroll alike), and the box
-        top = "oc_rows_top" if dpg.does_item_exist("oc_rows_top") else self.rows_parent
-        content_y = float(dpg.get_item_rect_min(w.tag)[1]) - float(dpg.get_item_rect_min(top)[1])
+        rows_y = float(dpg.get_item_rect_min(self.rows_parent)[1])  # the rows' group: its top
+        content_y = float(dpg.get_item_rect_min(w.tag)[1]) - rows_y
         box_h = float(dpg.get_item_height(self.container) or 0)
         ymax = dpg.get_y_scroll_max(self.container)
         dpg.set_y_scroll(self.container, max(0.0, min(ymax, content_y - box_h / 3)))
