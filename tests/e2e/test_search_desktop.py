@@ -213,6 +213,8 @@ def test_search_panel_finds_tokens_and_jumps_to_one(app: Any, demo: DemoStack, s
     assert "• Search result" in _texts("oc_rows")
     assert not app.view.timeline.following
     shooter.shot(app, "search_jumped")
+    render(app, 20)
+    assert on_screen(app, older)  # and it stays there (no shift of the window moves it away)
 
 
 def _toast(app: Any) -> str:

@@ -177,28 +177,33 @@ class Timeline:
         if idx is None:
             self._reveal = None
             return
-        if frames == 0:  # the window of rows around it
+        if frames == 0:
+            # the rows around it: more than a prefetch margin on both sides, so no shift of the
+            # window follows at once (the reader has not moved yet)
             self.following = False
             self.bottom_frames = 0
             self.anchor = None
-            self.start = max(0, idx - self.tail_rows // 2)
-            self.end = min(len(msgs), self.start + self.max_rows)
+            self.start = max(0, idx - self.tail_rows - 2 * SHIFT)
+            self.end = min(len(msgs), idx + self.tail_rows)
             self._reconcile(msgs)
             self._trim()
             self._reveal = (mid, 1)
             return
-        w = self.widgets.get(mid)  # laid out: scroll to it (a few frames while heights settle)
-        if w is None:
+        w = self.widgets.get(mid)  # laid out: scroll to it (until the scroll is where it should be)
+        if w is None or frames > 12:
             self._reveal = None
             return
         self._anchor_bottom()
-        # the row's distance from the top of the box's content (both scroll alike), and the box
         rows_y = float(dpg.get_item_rect_min(self.rows_parent)[1])  # the rows' group: its top
         content_y = float(dpg.get_item_rect_min(w.tag)[1]) - rows_y
         box_h = float(dpg.get_item_height(self.container) or 0)
         ymax = dpg.get_y_scroll_max(self.container)
-        dpg.set_y_scroll(self.container, max(0.0, min(ymax, content_y - box_h / 3)))
-        self._reveal = (mid, frames + 1) if frames < 4 else None
+        target = max(0.0, min(ymax, content_y - box_h / 3))
+        if frames > 2 and abs(dpg.get_y_scroll(self.container) - target) <= 2:
+            self._reveal = None  # in place (the layout and the scroll range have settled)
+            return
+        dpg.set_y_scroll(self.container, target)
+        self._reveal = (mid, frames + 1)
 
     def revealed(self) -> bool:
         """A reveal asked for is done (tests wait for it)."""
