@@ -235,6 +235,7 @@ class SearchIndexer(Watched):
         self._queue: list[tuple[list[IndexOp], int]] = []
         self._wake = asyncio.Event()
         self._behind = False
+        self._stalled = False  # the view stopped: read the stream to its end before following
         self._fed_at = 0.0
         if source is not None:
             source.add_tap(self.offer, INDEXED_KINDS)
@@ -299,7 +300,7 @@ class SearchIndexer(Watched):
         self.caught_up = False
         await self._publish_status()
         await self._notify()
-        if self.source is not None and self.source.applied_seq <= seq:
+        if self.source is not None and self.source.applied_seq <= seq and not self._stalled:
             self._begin_following(seq)  # the view's pass has not passed the file: follow it
         else:
             with contextlib.suppress(_Follow):
@@ -334,7 +335,8 @@ class SearchIndexer(Watched):
                         await self._idle_checks(sub, idle)
                         continue
                     await self._apply_batch(msgs, identity)
-                    if self.source is not None and self.source.applied_seq <= self.applied_seq:
+                    view = self.source
+                    if view is not None and view.applied_seq <= self.applied_seq and not self._stalled:
                         self._begin_following(self.applied_seq)  # the view is not ahead of us
                         raise _Follow
                     if self.source is not None and msgs and msgs[-1].metadata.num_pending == 0:
@@ -359,7 +361,7 @@ class SearchIndexer(Watched):
     def _begin_following(self, seq: int) -> None:
         """From now on ``offer`` takes the view's batches after ``seq`` (synchronous: no batch of
         the view can slip between the check that led here and this)."""
-        self.following, self._behind = True, False
+        self.following, self._behind, self._stalled = True, False, False
         self.follows += 1
         self._fed_seq = seq
         self._fed_at = time.monotonic()
@@ -397,6 +399,7 @@ class SearchIndexer(Watched):
                         return  # another incarnation of the stream: the run loop rebuilds
                     if last_seq > self._fed_seq and now - self._fed_at > FOLLOW_STALL_S:
                         log.info("the view's pass stalled: the search index reads the stream itself")
+                        self._stalled = True
                         return
         finally:
             self.following = False
@@ -412,9 +415,9 @@ class SearchIndexer(Watched):
             self._behind = True
             self._wake.set()
             return
-        self._fed_at = time.monotonic()
         if last <= self._fed_seq:
             return  # a replay of the view (a rebuild): already indexed
+        self._fed_at = time.monotonic()
         ops: list[IndexOp] = []
         for item in items:
             if item.seq <= self._fed_seq:

@@ -273,3 +273,9 @@ async def test_the_index_follows_the_views_pass_without_a_second_read(
         await indexed(rt, last.seq)
         hits = (await search(bus, "alice", "follow token", limit=100)).hits
         assert len(hits) == 61 and hits[0].message_id == "f60"
+
+        await rt.materializer.stop()  # the view's pass stops (Redis unreachable, say)
+        last = await post(bus, "alice", said("f61", "follow token while the view is stopped", t=61))
+        await indexed(rt, last.seq)  # after FOLLOW_STALL_S the index reads the stream itself
+        hits = (await search(bus, "alice", "follow token", limit=100)).hits
+        assert len(hits) == 62 and hits[0].message_id == "f61"
