@@ -54,8 +54,7 @@ class SearchFlow:
 
     # -- the panel ------------------------------------------------------------------------------------
     def open(self, scope: Scope | None = None) -> None:
-        if scope is None and not self.panel.open:
-            scope = "channel" if self.model.channel_id and self.panel.scope == "channel" else None
+        """Ctrl+F: the panel with the last query, scope and results (or ``scope``)."""
         self.panel.show(scope)
 
     def close(self) -> None:
