@@ -106,15 +106,12 @@ def search_until(app: Any, text: str, count: int, timeout: float = 90.0) -> None
     deadline = time.monotonic() + timeout
     while True:
         before = panel.version
+
+        def answered(v: int = before) -> bool:
+            return bool(panel.version > v and panel.searched == text and panel.status in ("done", "error"))
+
         type_and_search(app, text)
-        pump(
-            app,
-            lambda v=before: (
-                panel.version > v and panel.searched == text and panel.status in ("done", "error")
-            ),
-            timeout=30,
-            what=f"search {text!r}",
-        )
+        pump(app, answered, timeout=30, what=f"search {text!r}")
         assert panel.status == "done", panel.error
         if len(panel.hits) == count or time.monotonic() > deadline:
             break
