@@ -1,9 +1,15 @@
 """The search indexer: keeps the FTS5 message index (``search_index``) in step with the events stream.
 
-Like the materializer it reads the stream with its own ephemeral, ordered pull consumer (no acks,
-memory storage) that starts right after the sequence stored *in the index file*, in the same
-transaction as the entries — so nothing is indexed twice or skipped across restarts. The
-consumer is filtered to the kinds the index uses: ``message.created`` (live, gap fill and
+In the state service it is **fed by the view's materializer** (``source``; ADR 0014): after each
+batch applied to the view, ``Materializer`` hands that batch's events of the indexed kinds —
+already decoded — to ``offer``, and the indexer writes them (batched, on a thread): one read and
+one decode of the stream for both. It reads the stream itself only while it is behind the view
+(a new or lost index, a batch that does not continue where the index is, a view that stalled,
+another stream incarnation), and follows again as soon as the view is not ahead of it.
+
+Its own read is an ephemeral, ordered pull consumer (no acks, memory storage) that starts right
+after the sequence stored *in the index file*, in the same transaction as the entries — so
+nothing is indexed twice or skipped across restarts, fed or not. The consumer is filtered to the kinds the index uses: ``message.created`` (live, gap fill and
 hydration all publish it), ``history.page`` (pages a member fetched on demand, published by the
 connector), ``message.deleted`` and ``server.left``. Applying an event again is harmless (an
 upsert by (server, channel, message id); deletes of missing entries do nothing), so a replay
