@@ -86,9 +86,13 @@ def disclosure(
     """``origin_scope``: the backend URL the uid is scoped to as well, for a server whose id
     collides with one the member joined on another backend (issue #14); the sentence says so."""
     scope = "server-scoped" if uid_mode == "server_scoped" else "global"
+    uid = user_uid
     if uid_mode == "server_scoped" and origin_scope:
-        scope = f"server-scoped (scoped to this backend's address, {origin_scope})"
-    summary = f"This server sees only a {scope} UID ({user_uid}) and this device's id ({device_id})" + (
+        uid = (
+            f"{user_uid}; scoped to this backend's address, {origin_scope}, as well, because another "
+            "server you joined uses the same server id"
+        )
+    summary = f"This server sees only a {scope} UID ({uid}) and this device's id ({device_id})" + (
         ", plus the display name and avatar you agreed to share."
         if profile_shared
         else "; never your name, avatar or e-mail unless you agree to share your profile with it."

@@ -179,3 +179,24 @@ def test_registry_migration_is_a_no_op_for_existing_installations(tmp_path: Path
         "srv_family",
         "srv_harbor-127-0-0-1-8082",
     ]
+
+
+def test_the_disclosure_sentence_says_which_projection() -> None:
+    from services.connector.domain import disclosure
+    from ui.account import disclosure_sentence
+
+    plain = disclosure("uid_09de3cdc", "desktop_abc12345", "server_scoped", False)
+    assert plain.origin_scope is None
+    assert plain.summary.startswith("This server sees only a server-scoped UID (uid_09de3cdc) and")
+    scoped = disclosure("uid_1", "desktop_abc12345", "server_scoped", False, B)
+    assert scoped.origin_scope == B
+    assert scoped.summary.startswith(
+        f"This server sees only a server-scoped UID (uid_1; scoped to this backend's address, {B}, "
+        "as well, because another server you joined uses the same server id) and this device's id"
+    )
+    # global mode: one uid everywhere, as the member chose; nothing is scoped
+    assert disclosure("uid_1", "d", "global", False, B).origin_scope is None
+    assert disclosure_sentence("server_scoped", B) == (
+        f"This server sees only a server-scoped UID (scoped to its backend, {B}) and proof."
+    )
+    assert disclosure_sentence("global", B) == "This server sees only a global UID and proof."
