@@ -11,6 +11,10 @@ uids, their directories)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -33,8 +37,9 @@ from services.core.contracts.chat import (
 )
 from services.core.identity import project_uid
 from services.core.local_ids import host_slug
+from services.core.paths import HomeLayout
 from services.devserver.runner import DevserverHandle, arunning_devserver
-from tests.connector_harness import EventLog, Harness
+from tests.connector_harness import EventLog, Harness, connector_harness
 from tests.integration.conftest import until
 
 HARBOR = "srv_harbor"
@@ -196,3 +201,60 @@ async def test_probe_without_discover_warns_when_the_directory_does_not_list_the
             )
 
         await until(live)
+
+
+def downgrade_registry(home: Path) -> None:
+    """Rewrite the registry's joined servers as a release before #14 stored them: the old table
+    (no backend id / URL columns, no index, user_version 0) and records without the new fields."""
+    db = sqlite3.connect(HomeLayout(home).registry_db)
+    try:
+        rows = db.execute("SELECT member, server_id, record FROM joined_servers ORDER BY rowid").fetchall()
+        db.executescript(
+            "DROP TABLE joined_servers; CREATE TABLE joined_servers (member TEXT NOT NULL, server_id TEXT"
+            " NOT NULL, record TEXT NOT NULL, PRIMARY KEY (member, server_id)); PRAGMA user_version = 0;"
+        )
+        for member, server_id, raw in rows:
+            doc = json.loads(raw)
+            del doc["backend_server_id"], doc["uid_scope"]
+            db.execute("INSERT INTO joined_servers VALUES (?, ?, ?)", (member, server_id, json.dumps(doc)))
+        db.commit()
+    finally:
+        db.close()
+
+
+async def test_an_existing_installation_keeps_its_ids_and_uids(nats_url: str, tmp_path: Path) -> None:
+    """Servers joined before #14 (an old registry) come back under the same ids and uids after the
+    upgrade, and a second ``srv_harbor`` can then be joined beside them."""
+    member = "alice"
+    async with (
+        arunning_devserver(seed="harbor", admin=True) as harbor,
+        arunning_devserver(seed="family", admin=True) as family,
+        arunning_devserver(seed="harbor", admin=True) as other,
+    ):
+        async with connector_harness(nats_url, tmp_path) as before:
+            root = await root_of(before, member)
+            await join(before, member, harbor)
+            await join(before, member, family, server_id="srv_family")
+            old = [(r.server_id, r.user_uid, r.base_url) for r in before.connector.servers.of_member(member)]
+        assert old == [
+            (HARBOR, project_uid(root, HARBOR), harbor.base_url),
+            ("srv_family", project_uid(root, "srv_family"), family.base_url),
+        ]
+        downgrade_registry(tmp_path / "home")
+
+        async with connector_harness(nats_url, tmp_path, events_of=(member,)) as after:
+            events = after.logs[member]
+            records = after.connector.servers.of_member(member)
+            assert [(r.server_id, r.user_uid, r.base_url) for r in records] == old
+            assert all(r.backend_server_id is None and r.uid_scope is None for r in records)
+            await events.wait_for(
+                lambda ev: all(events.last_connection(s) == "live" for s in (HARBOR, "srv_family"))
+            )
+            assert f"/v1/servers/{HARBOR}/channels" in after.requests.paths("GET")
+            # the upgrade path meets the feature: a second srv_harbor joins beside the old one
+            second = (await join(after, member, other)).server
+            assert second.server_id == f"{HARBOR}-{host_slug(other.base_url)}"
+            assert second.user_uid == project_uid(root, f"{HARBOR}@{other.base_url}") != old[0][1]
+            await admin_post(harbor, "to the old one")
+            await events.wait_for(lambda ev: "to the old one" in bodies_of(events, HARBOR))
+            assert "to the old one" not in bodies_of(events, second.server_id)
