@@ -388,9 +388,6 @@ def register(main: click.Group) -> None:
             local = local_id or probe_result.local_id or backend_id
             if not as_json:
                 click.echo(_probe_text(probe_result))
-                click.echo(
-                    f"  local id: {local}" + ("" if local == backend_id else f" (backend id {backend_id})")
-                )
             if not yes and not await asyncio.to_thread(
                 click.confirm, f"Join {backend_id} as {local}?", default=False
             ):
@@ -604,7 +601,8 @@ def _probe_text(p: ProbeResult) -> str:
         f"  trust: {'verified' if p.trust.verified else 'unverified'}, {'secure' if p.trust.transport_secure else 'NOT secure'} transport",
     ]
     if p.backend_server_id:
-        lines.append(f"  server id: {p.backend_server_id}")
+        local = f" (local id here: {p.local_id})" if p.local_id and p.local_id != p.backend_server_id else ""
+        lines.append(f"  server id: {p.backend_server_id}{local}")
     lines += [f"  warning: {w}" for w in p.trust.warnings]
     lines.append(f"  disclosure: {p.disclosure.summary}")
     return "\n".join(lines)
