@@ -106,8 +106,10 @@ def plan_join(
     records = list(joined)
     base = base_url.rstrip("/")
     same = next((r for r in records if r.backend_id == backend_id and r.base_url.rstrip("/") == base), None)
-    if same is not None and check_taken:
-        raise LocalIdError("server_exists", f"Server already added: {backend_id} (as {same.server_id})")
+    if same is not None:
+        if check_taken:
+            raise LocalIdError("server_exists", f"Server already added: {backend_id} (as {same.server_id})")
+        return JoinPlan(backend_id, same.server_id, same.uid_scope)  # a probe of a joined server
     taken = {r.server_id for r in records}
     if chosen is not None:
         if not valid_local_id(chosen):
@@ -121,5 +123,5 @@ def plan_join(
     else:
         local = propose_local_id(backend_id, base, taken)
     # the reference projection belongs to the first server of this id (on another backend)
-    collides = any(r.backend_id == backend_id and r.uid_scope is None and r is not same for r in records)
+    collides = any(r.backend_id == backend_id and r.uid_scope is None for r in records)
     return JoinPlan(backend_id, local, origin_scope(backend_id, base) if collides else None)

@@ -91,8 +91,12 @@ def test_plan_refuses_the_same_backend_server_a_taken_or_invalid_local_id() -> N
         with pytest.raises(LocalIdError) as exc:
             plan_join("srv_harbor", B, [first], bad)
         assert exc.value.code == "invalid_server_id"
-    # a probe only proposes: no refusal
-    assert plan_join("srv_harbor", A, [first], check_taken=False).local_id == "srv_harbor-chat-pennylabs-com"
+    # a probe is not refused: for a joined server it reports that server's own id and scope
+    second = rec("srv_harbor-2", B, "srv_harbor", origin_scope("srv_harbor", B))
+    probed = plan_join("srv_harbor", A, [first, second], check_taken=False)
+    assert (probed.local_id, probed.uid_scope) == ("srv_harbor", None)
+    probed = plan_join("srv_harbor", B, [first, second], check_taken=False)
+    assert (probed.local_id, probed.uid_scope) == ("srv_harbor-2", origin_scope("srv_harbor", B))
 
 
 def test_after_leaving_the_first_the_reference_projection_is_free_again() -> None:
