@@ -33,11 +33,17 @@ from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
+from ui.image_loader import ImageLoader
 from ui.images import ImageCache
 from ui.state import intents as it
+from ui.state import keys
 from ui.state.add_server import AddServerFlow
+from ui.state.autocomplete import Autocomplete
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.prompts import Prompts
+from ui.state.settings import Settings
+from ui.state.switcher import Switcher
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
 
 log = logging.getLogger("openchat.ui")
@@ -46,8 +52,6 @@ FPS_CAP = 60.0
 IDLE_FPS = 20.0  # after IDLE_AFTER_S without input, events or changes: less CPU, input still prompt
 IDLE_AFTER_S = 1.0
 CACHE_EVERY_S = 30.0
-AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
-PREVIEW_SIDE = 160  # link-preview images are decoded this small (drawn at most 80 px high)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
 WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
@@ -80,28 +84,31 @@ class App:
             self.model, self.composer, client_id=self.client_id, effects=self._on_effect
         )
         self._add_rendered = -1
-        self.scale = scale or self.prefs.ui_scale
-        self.font_size = font_size or self.prefs.font_size
+        self.settings = Settings(scale or self.prefs.ui_scale, font_size or self.prefs.font_size)
+        self.switcher = Switcher()
+        self.mentions = Autocomplete()
+        self.prompts = Prompts()
         self.view: Any = None
-        self.images = ImageCache(None, self._fetch_image)
-        self.images.on_ready = self._image_ready
-        self.images.pinned = self._shown_images
+        self.images = ImageCache(None, lambda m, att: None)
+        self.loader = ImageLoader(
+            self.model,
+            self.images,
+            lambda: self.controller.stack,
+            lambda: (self.account.avatar_image, self.account.avatar_key),
+            self._drawn_messages,
+        )
         self._cache_at = 0.0
         self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
         self.watch_window = watch_window
         self.window: X11Window | None = None
         self._window_at = 0.0
         self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
-        self._leave_sid: str | None = None
-        self._consent_sid: str | None = None
-        self._asked_consent: set[str] = set()
         self.frame_times: list[float] = []
         self.model.on_channel_opened = self._on_channel_opened  # the controller's, then prefs saved
         self.account = Account(self)
         self._local: queue.Queue[Callable[[], None]] = queue.Queue()
         self.active_at = clock()  # the last input, event or change (see ``frame_interval``)
         self._pasting = False
-        self.previews_enabled: bool | None = None
         self._restore_prefs()
 
     # -- the controller's state, as the panes and tests read it ------------------------------------
@@ -125,6 +132,26 @@ class App:
     @focus_sent.setter
     def focus_sent(self, value: FocusArgs | None) -> None:
         self.controller.focus_sent = value
+
+    @property
+    def scale(self) -> float:
+        return self.settings.scale
+
+    @property
+    def font_size(self) -> int:
+        return self.settings.font_size
+
+    @property
+    def previews_enabled(self) -> bool | None:
+        return self.settings.previews_enabled
+
+    @property
+    def mention_items(self) -> list[tuple[str, str]]:
+        return self.mentions.items
+
+    @property
+    def mention_index(self) -> int:
+        return self.mentions.index
 
     @property
     def visible(self) -> bool:
@@ -424,7 +451,7 @@ class App:
         self.model.dismiss_banner(key)
         self.save_prefs()
 
-    # -- keyboard ----------------------------------------------------------------------------------
+    # -- keyboard (the map: ui/state/keys.py) -------------------------------------------------------
     def on_key(
         self,
         name: str,
@@ -434,61 +461,55 @@ class App:
         shift: bool = False,
         text_active: bool = False,
     ) -> bool:
+        view = self.view
+        overlay = view is not None and view.overlay_open()
+        ctx = keys.KeyContext(
+            screen=self.screen,
+            onboarding_open=self.account.step is not None,
+            mentions_open=self.mentions.open,
+            overlay_open=overlay,
+            switcher_items=bool(self.switcher.items),
+            read_only=self.model.read_only,
+        )
+        action = keys.route_key(name, ctx, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
         m = self.model
-        if name == "escape":
-            if self.account.step is not None:
+        match action:
+            case keys.SkipOnboarding():
                 self.account.skip()
-                return True
-            if self.mention_items:
-                self.mention_items = []
-                if self.view is not None:
-                    self.view.render_mentions([], 0)
-            if self.view is not None:
-                self.view.hide_overlays()
-                self.view.hide_emoji()
-            return True
-        if ctrl and not alt and name == "k":
-            self.open_switcher()
-            return True
-        if ctrl and not alt and name == "v" and self.screen == "workspace":
-            self.paste_image()  # an image; text still pastes into the focused field as usual
-            return False
-        if name == "tab" and self.mention_items:
-            return self.insert_mention()
-        if name in ("up", "down"):
-            step = -1 if name == "up" else 1
-            if self.mention_items and not (ctrl or alt):
-                self.mention_index = (self.mention_index + step) % len(self.mention_items)
-                if self.view is not None:
-                    self.view.render_mentions(self.mention_items, self.mention_index)
-                return True
-            if self.view is not None and self.view.overlay_open() and self.view.switch_items:
+            case keys.CloseAll():
+                if self.mentions.close() and view is not None:
+                    view.render_mentions([], 0)
+                if view is not None:
+                    view.hide_overlays()
+                    view.hide_emoji()
+            case keys.OpenSwitcher():
+                self.open_switcher()
+            case keys.PasteImage():
+                self.paste_image()  # an image; text still pastes into the focused field as usual
+                return False
+            case keys.InsertMention():
+                return self.insert_mention()
+            case keys.MoveMention(step=step):
+                self.mentions.move(step)
+                if view is not None:
+                    view.render_mentions(self.mentions.items, self.mentions.index)
+            case keys.MoveSwitch(step=step):
                 self.move_switch(step)
-                return True
-            if ctrl and alt:
+            case keys.ChooseSwitch():
+                self.choose_switch(self.switcher.index)
+            case keys.MoveServer(step=step):
                 return m.move_server(step)
-            if alt and shift:
-                return m.move_channel(step, unread_only=True)
-            if alt:
-                return m.move_channel(step)
-            return False
-        if name == "enter" and self.view is not None and self.view.overlay_open() and self.view.switch_items:
-            self.choose_switch(self.view.switch_index)
-            return True
-        # type-to-focus: a printable key with no modifier while no text field has focus
-        if not (ctrl or alt) and not text_active and (len(name) == 1 or name == "space"):
-            if self.view is not None and self.view.overlay_open():
-                return False
-            if m.read_only:
-                return False
-            ch = " " if name == "space" else (name.upper() if shift else name)
-            self.on_draft(self.composer.draft + ch)
-            if self.view is not None:
-                self.set_composer(self.composer.draft)
-            return True
-        return False
+            case keys.MoveChannel(step=step, unread_only=unread_only):
+                return m.move_channel(step, unread_only=unread_only)
+            case keys.TypeChar(char=char):
+                self.on_draft(self.composer.draft + char)
+                if view is not None:
+                    self.set_composer(self.composer.draft)
+            case keys.Ignore(consumed=consumed):
+                return consumed
+        return True
 
-    # -- quick switcher --------------------------------------------------------------------------
+    # -- quick switcher (ui/state/switcher.py) ----------------------------------------------------
     def open_switcher(self) -> None:
         if self.view is None:
             return
@@ -499,23 +520,23 @@ class App:
         self.view.focus_switch_query()
 
     def quick_query(self, text: str) -> list[Any]:
-        items = self.model.quick_switch(text)
+        items = self.switcher.query(self.model, text)
         if self.view is not None:
             self.view.render_switch_list(items, 0)
         return items
 
     def move_switch(self, step: int) -> None:
-        if self.view is None or not self.view.switch_items:
+        if self.view is None or not self.switcher.move(step):
             return
-        n = len(self.view.switch_items)
-        self.view.render_switch_list(self.view.switch_items, (self.view.switch_index + step) % n)
+        self.view.render_switch_list(self.switcher.items, self.switcher.index)
 
     def choose_switch(self, index: int) -> None:
-        if self.view is None or not (0 <= index < len(self.view.switch_items)):
+        if self.view is None:
             return
-        item = self.view.switch_items[index]
+        item = self.switcher.take(index)
+        if item is None:
+            return
         self.view.hide_overlays()
-        self.view.switch_items = []
         self.model.choose(item)
 
     def close_overlays(self) -> None:
@@ -537,26 +558,16 @@ class App:
     def on_composer_blur(self) -> None:
         self.controller.composer_blur()
 
-    # -- mention autocomplete (rule D14: locally known users) and emoji picker ------------------------------
-    mention_items: list[tuple[str, str]] = []
-    mention_index = 0
-
+    # -- mention autocomplete (ui/state/autocomplete.py) and emoji picker ---------------------------
     def _update_mentions(self, text: str) -> None:
-        items = self.model.mention_candidates(text)
-        if items != self.mention_items:
-            self.mention_items = items
-            self.mention_index = 0
-            if self.view is not None:
-                self.view.render_mentions(items, 0)
+        if self.mentions.update(self.model, text) and self.view is not None:
+            self.view.render_mentions(self.mentions.items, 0)
 
     def insert_mention(self, index: int | None = None) -> bool:
-        if not self.mention_items:
+        draft = self.mentions.complete(self.composer.draft, index)
+        if draft is None:
             return False
-        i = self.mention_index if index is None else index
-        token, _label = self.mention_items[i % len(self.mention_items)]
-        draft = self.composer.draft
-        at = draft.rfind("@")
-        self.set_composer(draft[:at] + token + " ")
+        self.set_composer(draft)
         self._update_mentions(self.composer.draft)
         return True
 
@@ -570,7 +581,7 @@ class App:
     def on_composer_enter(self, force: bool = False, shift: bool | None = None) -> bool:
         """Enter sends; Shift+Enter inserts a new line (5.4); with the mention list open, Enter
         inserts the selected mention (7.3)."""
-        if self.mention_items and not force and not shift:
+        if self.mentions.open and not force and not shift:
             if self.view is not None:
                 self.composer.draft = str(self.view.composer_text() or self.composer.draft)
             return not self.insert_mention()
@@ -694,7 +705,7 @@ class App:
     def remove_attachment(self, index: int) -> None:
         self.composer.remove_attachment(index)
 
-    # -- images ----------------------------------------------------------------------------------
+    # -- images (ui/image_loader.py, keys in ui/state/images.py) --------------------------------------
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
         over the member's bus connection (textures keep no original bytes)."""
@@ -704,115 +715,29 @@ class App:
             )
 
     def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
-        if self.adapter is None:
-            self.model.toast("Image not saved: the home stack is unreachable.", error=True)
-            return
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                self.model.toast(f"Image not saved: {error_text(error) if error else 'empty'}", error=True)
-                return
-            try:
-                target.write_bytes(data)
-            except OSError as exc:
-                self.model.toast(f"Image not saved: {exc.strerror or type(exc).__name__}", error=True)
-                return
-            self.model.toast(f"Image saved to {target.name}.")
-
-        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
+        self.loader.save(m, att, target)
 
     def copy_image_link(self, att: AttachmentRef) -> None:
         if self.view is not None:
             self.view.copy_to_clipboard(att.url)
             self.model.toast("Image link copied.")
 
-    def _shown_images(self) -> set[str]:
-        """Texture keys the rows on screen draw (attachments, avatars, drafts): never released."""
-        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:", "preview:"))}
+    def _drawn_messages(self) -> list[ChatMessage]:
+        """The messages whose rows the timeline draws now (their images stay pinned)."""
         tl = self.view.timeline if self.view is not None else None
         sm = self.model.server
         if tl is None or sm is None:
-            return keys
+            return []
         log = sm.logs.get(self.model.channel_id or "")
-        for mid in tl.order:
-            m = log.find(mid) if log is not None else None
-            if m is not None:
-                keys.update(ImageCache.key(m, a) for a in m.attachments)
-        return keys
-
-    def _image_ready(self, key: str) -> None:
-        if key.startswith(("avatar:", "preview:")):  # drawn rows keep these until their inputs change
-            self.model.rows_version += 1
-            self.model.touch("timeline", "dock")
-        else:
-            self.model.touch("timeline")
+        if log is None:
+            return []
+        return [m for m in (log.find(mid) for mid in tl.order) if m is not None]
 
     def avatar_texture(self, sid: str, uid: str) -> tuple[int | str, int, int] | None:
-        """An uploaded avatar (ux.md 5.1): the member's own from the local profile, others'
-        over the member's bus connection (the stack fetched it; never the backend directly)."""
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return None
-        images = self.images
-        if uid == sm.record.user_uid and self.account.avatar_image is not None:
-            key = f"avatar:own:{self.account.avatar_key}"
-            if key not in images.textures and key not in images.failed:
-                images.put_bytes(key, self.account.avatar_image, max_side=AVATAR_SIDE)
-            return images.textures.get(key)
-        prof = sm.profiles.get(uid)
-        if prof is None or prof.avatar_mode != "uploaded" or not prof.avatar_url:
-            return None
-        key = f"avatar:{sid}:{uid}:{prof.profile_version}"
-        tex = images.textures.get(key)
-        if tex is not None or key in images.requested or key in images.failed:
-            return tex
-        if self.adapter is None:
-            return None
-        images.requested.add(key)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                images.failed.add(key)
-                return
-            images.put_bytes(key, data, max_side=AVATAR_SIDE)
-
-        self.adapter.submit(lambda c: c.avatar_bytes(sid, uid), done)
-        return None
+        return self.loader.avatar_texture(sid, uid)
 
     def preview_texture(self, m: ChatMessage, index: int) -> tuple[int | str, int, int] | None:
-        """The image of link preview ``index`` of ``m``: fetched by the stack, brought over the
-        member's bus connection (ADR 0010), never fetched by the desktop from the page's host."""
-        if index >= len(m.link_previews) or not m.link_previews[index].image_url or self.adapter is None:
-            return None
-        images = self.images
-        key = f"preview:{m.server_id}:{m.channel_id}:{m.id}:{index}"
-        tex = images.textures.get(key)
-        if tex is not None or key in images.requested or key in images.failed:
-            return tex
-        images.requested.add(key)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                images.failed.add(key)
-                return
-            images.put_bytes(key, data, max_side=PREVIEW_SIDE)
-
-        self.adapter.submit(lambda c: c.preview_image_bytes(m, index), done)
-        return None
-
-    def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
-        if self.adapter is None:
-            return
-        key = ImageCache.key(m, att)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                self.images.failed.add(key)
-                self.images.errors[key] = f"{type(error).__name__}: {str(error)[:200]}" if error else "empty"
-                return
-            self.images.put_bytes(key, data, keep=True)
-
-        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
+        return self.loader.preview_texture(m, index)
 
     # -- rail menu ---------------------------------------------------------------------------------
     def mark_server_read(self, sid: str) -> None:
@@ -822,17 +747,13 @@ class App:
         self.controller.dispatch(it.SetMute(sid, muted))
 
     def ask_leave(self, sid: str) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        self._leave_sid = sid
-        if self.view is not None:
+        name = self.prompts.ask_leave(self.model, sid)
+        if name is not None and self.view is not None:
             self.view.hide_overlays()
-            self.view.show_leave(sm.record.display_name)
+            self.view.show_leave(name)
 
     def confirm_leave(self) -> None:
-        sid = self._leave_sid
-        self._leave_sid = None
+        sid = self.prompts.take_leave()
         self.close_overlays()
         if sid is not None:
             self.controller.dispatch(it.Leave(sid))
@@ -890,35 +811,22 @@ class App:
             return
         if not self.account.settled or self.account.step is not None:
             return  # after the Welcome dialog: sharing a profile needs one first
-        for sid in self.model.order:
-            sm = self.model.servers[sid]
-            caps = sm.capabilities
-            if (
-                sm.record.profile_consent is None
-                and caps is not None
-                and caps.profile_enabled
-                and sid not in self._asked_consent
-            ):
-                self._asked_consent.add(sid)
-                self._consent_sid = sid
-                self.view.show_consent(sm.record.display_name)
-                return
+        ask = self.prompts.next_consent(self.model)
+        if ask is not None:
+            self.view.show_consent(ask[1])
 
     def answer_consent(self, share: bool, sid: str | None = None) -> None:
-        sid = sid or self._consent_sid
-        self._consent_sid = None
+        sid = self.prompts.take_consent(sid)
         self.close_overlays()
         if sid is None or self.adapter is None:
             return
-
         self.controller.dispatch(it.AnswerConsent(sid, share))
         self._maybe_ask_consent()  # the next server waiting for an answer, if any
 
-    # -- settings ------------------------------------------------------------------------------------
+    # -- settings (ui/state/settings.py) ------------------------------------------------------------------
     def open_settings(self) -> None:
         if self.view is None:
             return
-
         self.view.hide_overlays()
         self.account.revealed = None
         self.set_previews(None)
@@ -932,16 +840,13 @@ class App:
 
         def done(result: PreviewsResult | None, error: BaseException | None) -> None:
             if error is not None or result is None:
-                if enabled is not None:
-                    self.model.toast(
-                        f"Link previews not changed: {error_text(error) if error else ''}", error=True
-                    )
-                return
-            self.previews_enabled = result.enabled
-            if self.view is not None:
-                self.view.render_previews_switch(result.enabled)
-            if enabled is not None:
-                self.model.toast(f"Link previews {'on' if result.enabled else 'off'}.")
+                toast = self.settings.previews_answered(enabled, None, error_text(error) if error else "")
+            else:
+                toast = self.settings.previews_answered(enabled, result.enabled, None)
+                if self.view is not None:
+                    self.view.render_previews_switch(result.enabled)
+            if toast is not None:
+                self.model.toast(toast[0], error=toast[1])
 
         self.adapter.submit(lambda c: c.previews(enabled), done)
 
@@ -951,12 +856,9 @@ class App:
             self.view.render_settings()
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
-        if scale is not None:
-            self.scale = scale
-        if font_size is not None:
-            self.font_size = font_size
+        text = self.settings.set_appearance(scale, font_size)
         self.save_prefs()
-        self.model.toast("Appearance saved: it applies at the next start.")
+        self.model.toast(text)
 
     # -- run --------------------------------------------------------------------------------------------
     def build_view(self) -> None:

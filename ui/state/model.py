@@ -293,6 +293,12 @@ class ViewModel:
     def touch(self, *areas: str) -> None:
         self.dirty.update(areas or ALL_AREAS)
 
+    def redraw_rows(self, *areas: str) -> None:
+        """Something drawn rows show changed outside the events (an avatar arrived, the
+        member's own profile): rows are drawn again, and ``areas`` with the timeline."""
+        self.rows_version += 1
+        self.touch("timeline", *areas)
+
     def take_dirty(self) -> set[str]:
         d, self.dirty = self.dirty, set()
         return d

@@ -8,13 +8,17 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
-from ui.account import disclosure_sentence, other_mode
+from ui.ports import DialogsPort
+from ui.state.account import disclosure_sentence, other_mode
 from ui.state.add_server import AddServerFlow, entry_label
 from ui.state.model import format_bytes
 from ui.view.base import KEYMAP, PaneBase
+from ui.view.dialogs.onboarding import OnboardingDialog
 
 
 class Dialogs(PaneBase):
+    app: DialogsPort
+
     def _build_dialogs(self) -> None:
         s = self.s
         # one shared context menu (server tiles and message rows)
@@ -202,7 +206,8 @@ class Dialogs(PaneBase):
                         dpg.add_text(key)
                         dpg.add_text(where)
                         dpg.add_text(effect)
-        self.app.account.build(dpg, s, self.fonts.bold)
+        self.onboarding = OnboardingDialog(self.app.account, self)
+        self.onboarding.build(s, self.fonts.bold)
         # Lightbox
         with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
             with dpg.group(horizontal=True):
@@ -211,8 +216,6 @@ class Dialogs(PaneBase):
             dpg.add_group(tag="oc_lightbox_body")
 
     def render_switch_list(self, items: list[Any], index: int) -> None:
-        self.switch_items = items
-        self.switch_index = index
         self._clear("oc_switch_list")
         for i, it in enumerate(items):
             dpg.add_selectable(
