@@ -36,7 +36,7 @@ from ui.desktop import Click, OsNotifier, X11Window
 from ui.image_loader import ImageLoader
 from ui.images import ImageCache
 from ui.state import intents as it
-from ui.state import keys
+from ui.state import keys, prefs
 from ui.state.add_server import AddServerFlow
 from ui.state.autocomplete import Autocomplete
 from ui.state.composer import Composer
@@ -202,25 +202,11 @@ class App:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
-        p = self.prefs
-        self.model.active_server = p.active_server
-        self.model.active_channel = dict(p.channels)
-        self.model.filters = dict(p.filters)
-        self.model.collapsed = {(a, b) for a, b in p.collapsed}
-        self.model.dismissed = set(p.dismissed)
-        self.model.members_open = p.members_open
+        prefs.restore(self.model, self.prefs)
 
     def save_prefs(self) -> None:
-        m = self.model
         p = self.prefs
-        p.active_server = m.active_server
-        p.channels = dict(m.active_channel)
-        p.filters = {k: v for k, v in m.filters.items() if v}
-        p.collapsed = sorted(m.collapsed)
-        p.dismissed = sorted(m.dismissed)
-        p.members_open = m.members_open
-        p.ui_scale = self.scale
-        p.font_size = self.font_size
+        prefs.remember(self.model, self.settings, p)
         if self.connection is not None:
             p.connection_file = str(self.connection)
         try:
@@ -609,9 +595,7 @@ class App:
         self.composer.reply_ping = not self.composer.reply_ping
 
     def copy_text(self, message_id: str) -> None:
-        sm = self.model.server
-        ch = self.model.channel_id
-        msg = self.model._find(sm, ch, message_id) if sm and ch else None
+        msg = self.model.find_on_screen(message_id)
         if msg is not None and self.view is not None:
             self.view.copy_to_clipboard(msg.body)
             self.model.toast("Message text copied.")
@@ -620,16 +604,7 @@ class App:
         self.controller.dispatch(it.DeleteMessage(message_id))
 
     def message_link(self, message_id: str) -> str | None:
-        """features 5.8: the server's permalink, else ``{backend}/channels/{cid}?message_id={mid}``."""
-        sm = self.model.server
-        ch = self.model.channel_id
-        msg = self.model._find(sm, ch, message_id) if sm and ch else None
-        if sm is None or msg is None:
-            return None
-        from urllib.parse import quote
-
-        base = sm.record.base_url.rstrip("/")
-        return f"{base}/channels/{quote(msg.channel_id, safe='')}?message_id={quote(msg.id, safe='')}"
+        return self.model.message_link(message_id)
 
     def copy_link(self, message_id: str) -> None:
         link = self.message_link(message_id)
@@ -668,21 +643,8 @@ class App:
         threading.Thread(target=work, name="openchat-paste", daemon=True).start()
 
     def _pasted(self, got: tuple[str, bytes] | str | None, max_up: int) -> None:
-        from ui.state.composer import Attachment
-        from ui.state.model import format_bytes
-
         self._pasting = False
-        if got is None:
-            return
-        if isinstance(got, str):
-            self.composer.error = (
-                f"Image is too large. Max {format_bytes(max_up)}." if got == "too_large" else got
-            )
-            return
-        ctype, data = got
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(ctype, "png")
-        name = f"image-{len(self.composer.attachments) + 1}.{ext}"
-        self.composer.add_images([Attachment(name, ctype, data)], max_up)
+        self.composer.pasted(got, max_up)
 
     def attach_files(self, paths: list[Path]) -> str:
         _, max_up = self.model.limits()

@@ -81,7 +81,7 @@ class Dialogs(PaneBase):
                 )
                 dpg.bind_item_theme(b, self.themes["danger"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
-        # Consent (rule D18)
+        # Consent: ask before the profile goes to a server, per server (rule D18)
         with dpg.window(
             tag="oc_consent",
             label="Profile",
