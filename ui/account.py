@@ -24,7 +24,7 @@ from services.core.contracts.chat import (
     UploadedImage,
 )
 from ui.adapter import StackClient, error_text
-from ui.ports import AccountHost
+from ui.controller import StackPort
 from ui.state.account import (
     PRESET_COLORS,
     AccountState,
@@ -34,6 +34,7 @@ from ui.state.account import (
     disclosure_sentence,
     other_mode,
 )
+from ui.state.model import ViewModel
 
 __all__ = [
     "PRESET_COLORS",
@@ -74,6 +75,23 @@ def read_avatar(path: Path) -> UploadedImage:
     return UploadedImage(
         file_name=path.name, content_type=content_type, data_b64=base64.b64encode(data).decode()
     )
+
+
+class AccountHost(Protocol):
+    """What the account/onboarding flow needs from the app."""
+
+    model: ViewModel
+
+    @property
+    def adapter(self) -> StackPort | None: ...
+    @property
+    def view(self) -> Any: ...  # the built panes, or None before the window exists
+
+    def after_account(self) -> None: ...
+    def after_onboarding(self) -> None: ...
+    def prefs_skipped(self) -> bool: ...
+    def refresh_settings(self) -> None: ...
+    def skip_onboarding(self) -> None: ...
 
 
 class OnboardingView(Protocol):

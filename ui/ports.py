@@ -1,4 +1,4 @@
-"""Ports of the desktop app: what each pane, dialog and the account flow may ask of the app.
+"""Ports of the desktop app: what each pane and dialog may ask of the app.
 
 Each pane (``ui.view.*``) declares the narrow protocol below that names exactly what it reads and
 which intents it emits; ``AppPort`` is only their sum, what the whole workspace (``ui.view.shell``)
@@ -9,10 +9,9 @@ nothing), and mypy checks every pane against its own port. No Dear PyGui here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage, IdentityInfo, MemberProfile, UidModeName
-from ui.controller import StackPort
 from ui.fonts import FontSet
 from ui.images import ImageCache
 from ui.state.account import Step
@@ -51,23 +50,6 @@ class AccountPort(OnboardingIntents, Protocol):
     def open(self, step: Step, editing: bool = False) -> None: ...
     def reveal_root(self) -> None: ...
     def switch_uid_mode(self) -> None: ...
-
-
-class AccountHost(Protocol):
-    """What the account/onboarding flow needs from the app."""
-
-    model: ViewModel
-
-    @property
-    def adapter(self) -> StackPort | None: ...
-    @property
-    def view(self) -> Any: ...  # the built panes, or None before the window exists
-
-    def after_account(self) -> None: ...
-    def after_onboarding(self) -> None: ...
-    def prefs_skipped(self) -> bool: ...
-    def refresh_settings(self) -> None: ...
-    def skip_onboarding(self) -> None: ...
 
 
 # -- one port per pane --------------------------------------------------------------------------
