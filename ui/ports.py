@@ -23,7 +23,7 @@ Texture = tuple[int | str, int, int]
 
 
 # -- the account flow ---------------------------------------------------------------------------
-class OnboardingIntents(Protocol):
+class OnboardingPort(Protocol):
     """What the Welcome / Edit profile dialog emits (``ui.view.dialogs.onboarding``)."""
 
     def create_identity(self) -> None: ...
@@ -34,7 +34,7 @@ class OnboardingIntents(Protocol):
     def skip(self) -> None: ...
 
 
-class AccountPort(OnboardingIntents, Protocol):
+class AccountPort(OnboardingPort, Protocol):
     """The account/onboarding flow as the panes see it (``ui.account.Account``)."""
 
     revealed: str | None

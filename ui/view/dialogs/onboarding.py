@@ -1,6 +1,6 @@
 """The Welcome / Edit profile dialog (features 1.3-1.6, ux.md 3.12): renders
-``ui.state.account.AccountState`` and emits the member's choices to an ``OnboardingPort`` (the
-account flow, ``ui.account.Account``). Owns the ``oc_onboard`` and ``oc_onb*`` tags."""
+``ui.state.account.AccountState`` and emits the member's choices to an ``OnboardingPort``
+(``ui/ports.py``: the account flow, ``ui.account.Account``). Owns the ``oc_onboard`` and ``oc_onb*`` tags."""
 
 from __future__ import annotations
 
@@ -12,20 +12,10 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AVATAR_PRESETS, DISPLAY_NAME_MAX, DISPLAY_NAME_MIN
 from ui import fonts
+from ui.ports import OnboardingPort
 from ui.state.account import PRESET_COLORS, AccountState
 
 DIALOG = "oc_onboard"
-
-
-class OnboardingPort(Protocol):
-    """What the dialog asks of the account flow."""
-
-    def create_identity(self) -> None: ...
-    def import_identity(self, root: str) -> None: ...
-    def pick_preset(self, preset: str) -> None: ...
-    def choose_avatar_file(self, path: Path) -> bool: ...
-    def save_profile(self, name: str) -> None: ...
-    def skip(self) -> None: ...
 
 
 class Overlays(Protocol):
