@@ -25,6 +25,7 @@ from services.core.contracts.chat import (
 )
 from ui.adapter import StackClient, error_text
 from ui.controller import StackPort
+from ui.ports import OnboardingView
 from ui.state.account import (
     PRESET_COLORS,
     AccountState,
@@ -92,14 +93,6 @@ class AccountHost(Protocol):
     def prefs_skipped(self) -> bool: ...
     def refresh_settings(self) -> None: ...
     def skip_onboarding(self) -> None: ...
-
-
-class OnboardingView(Protocol):
-    """The Welcome / Edit profile dialog as the flow sees it (``ui.view.dialogs.onboarding``)."""
-
-    def open(self, state: AccountState) -> None: ...  # fills the fields, shows the dialog
-    def close(self) -> None: ...
-    def render(self, state: AccountState) -> None: ...
 
 
 class Account:

@@ -1,9 +1,15 @@
-"""The desktop app: controller, render loop and entry point (``python -m ui``, ``openchat ui``).
+"""The desktop app's composition root: wiring, the frame loop and the entry point (``python -m
+ui``, ``openchat ui``). Nothing imports this module.
+
+``App`` builds the parts — the view model and the small state machines (``ui/state/``), the
+controller (``ui/controller.py``), the account flow (``ui/account.py``), the image loader — and,
+once there is a window, the panes (``ui/view/``, driven through ``ui.ports.WorkspaceView``). Its
+methods are the entry points the panes (through their ports in ``ui/ports.py``) and tests call;
+each hands over to a state machine, the controller or a pane. See docs/ui.md.
 
 Threads: the adapter runs the bus on its own asyncio thread; everything here runs on the main
-thread. Each frame drains the adapter's queue into the view model, renders the dirty areas, and
-sleeps to the frame cap (Xvfb does not throttle). Widget callbacks call the methods below, which
-tests call directly too.
+thread. Each frame drains the local and the adapter's queues, renders the dirty areas, and sleeps
+to the frame cap (Xvfb does not throttle).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.image_loader import ImageLoader
 from ui.images import ImageCache
+from ui.ports import WorkspaceView
 from ui.state import intents as it
 from ui.state import keys, prefs
 from ui.state.add_server import AddServerFlow
@@ -88,7 +95,7 @@ class App:
         self.switcher = Switcher()
         self.mentions = Autocomplete()
         self.prompts = Prompts()
-        self.view: Any = None
+        self.view: Any = None  # the built panes (ui.view.shell.View); tests reach into them
         self.images = ImageCache(None, lambda m, att: None)
         self.loader = ImageLoader(
             self.model,
@@ -110,6 +117,12 @@ class App:
         self.active_at = clock()  # the last input, event or change (see ``frame_interval``)
         self._pasting = False
         self._restore_prefs()
+
+    @property
+    def panes(self) -> WorkspaceView | None:
+        """The built workspace as the wiring drives it (typed by ``ui.ports.WorkspaceView``)."""
+        view: WorkspaceView | None = self.view
+        return view
 
     # -- the controller's state, as the panes and tests read it ------------------------------------
     @property
@@ -167,7 +180,7 @@ class App:
 
     def _on_effect(self, effect: it.Effect) -> None:
         """What only the panes can do, asked by the controller (applied at once, in order)."""
-        tl = self.view.timeline if self.view is not None else None
+        tl = self.panes.timeline if self.panes is not None else None
         match effect:
             case it.TimelinePrepended(added=added):
                 if tl is not None:
@@ -189,7 +202,7 @@ class App:
             case it.SnapshotApplied():
                 self._maybe_ask_consent()
                 if (
-                    self.view is not None
+                    self.panes is not None
                     and not self.model.order
                     and self.account.settled
                     and self.account.step is None
@@ -229,8 +242,8 @@ class App:
         path = self.resolve_connection()
         if path is None:
             self.screen = "firstrun"
-            if self.view is not None:
-                self.view.show_connection_choices([str(p) for p in candidate_connections()])
+            if self.panes is not None:
+                self.panes.show_connection_choices([str(p) for p in candidate_connections()])
             return
         self.choose_connection(str(path))
 
@@ -252,13 +265,13 @@ class App:
         self.adapter = self.adapter_factory(cf, self.model.last_seq)
         self.adapter.start()
         self.save_prefs()
-        if self.view is not None:
-            self.view.layout(self.view.width, self.view.height)
+        if self.panes is not None:
+            self.panes.layout(self.panes.width, self.panes.height)
         return True
 
     def _firstrun_error(self, text: str) -> None:
-        if self.view is not None:
-            self.view.show_connection_error(text)
+        if self.panes is not None:
+            self.panes.show_connection_error(text)
 
     def stop(self) -> None:
         if self.adapter is not None:
@@ -279,7 +292,7 @@ class App:
     def after_onboarding(self) -> None:
         """The Welcome dialog closed: a member without servers goes on to Add Server; then the
         per-server profile questions (rule D18) come, now that there is a profile to share."""
-        if self.view is not None and self.model.snapshot_loaded and not self.model.order:
+        if self.panes is not None and self.model.snapshot_loaded and not self.model.order:
             self.open_add_server()
         self._maybe_ask_consent()
 
@@ -313,9 +326,9 @@ class App:
             self.poke()
         if self.add_flow.version != self._add_rendered:
             self._add_render()  # a discover/probe/join answer moved the flow
-        if self.view is not None:
-            self.view.flush_composer()  # text set from code lands once the widget lets it
-            self.view.render()
+        if self.panes is not None:
+            self.panes.flush_composer()  # text set from code lands once the widget lets it
+            self.panes.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
@@ -370,8 +383,8 @@ class App:
         """A click on an OS notification: bring the window forward and open that channel."""
         if click.server_id not in self.model.servers:
             return
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
         if self.model.active_server != click.server_id:
             self.model.select_server(click.server_id)
         if self.model.channel_id != click.channel_id:
@@ -409,12 +422,12 @@ class App:
 
     def jump_to_present(self) -> None:
         """The "Jump to present" button: back to the newest messages, following again."""
-        if self.view is not None and self.view.timeline is not None:
-            self.view.timeline.jump_to_present()
+        if self.panes is not None and self.panes.timeline is not None:
+            self.panes.timeline.jump_to_present()
 
     def select_server(self, sid: str) -> None:
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
         self.model.select_server(sid)
 
     def select_channel(self, ch: str) -> None:
@@ -429,8 +442,8 @@ class App:
 
     def toggle_members(self) -> None:
         self.model.members_open = not self.model.members_open
-        if self.view is not None:
-            self.view.layout(self.view.width, self.view.height)
+        if self.panes is not None:
+            self.panes.layout(self.panes.width, self.panes.height)
         self.save_prefs()
 
     def dismiss_banner(self, key: str) -> None:
@@ -447,7 +460,7 @@ class App:
         shift: bool = False,
         text_active: bool = False,
     ) -> bool:
-        view = self.view
+        view = self.panes
         overlay = view is not None and view.overlay_open()
         ctx = keys.KeyContext(
             screen=self.screen,
@@ -497,37 +510,37 @@ class App:
 
     # -- quick switcher (ui/state/switcher.py) ----------------------------------------------------
     def open_switcher(self) -> None:
-        if self.view is None:
+        if self.panes is None:
             return
-        self.view.hide_overlays()
-        self.view.clear_switch_query()
+        self.panes.hide_overlays()
+        self.panes.clear_switch_query()
         self.quick_query("")
-        self.view.show("oc_switcher")
-        self.view.focus_switch_query()
+        self.panes.show("oc_switcher")
+        self.panes.focus_switch_query()
 
     def quick_query(self, text: str) -> list[Any]:
         items = self.switcher.query(self.model, text)
-        if self.view is not None:
-            self.view.render_switch_list(items, 0)
+        if self.panes is not None:
+            self.panes.render_switch_list(items, 0)
         return items
 
     def move_switch(self, step: int) -> None:
-        if self.view is None or not self.switcher.move(step):
+        if self.panes is None or not self.switcher.move(step):
             return
-        self.view.render_switch_list(self.switcher.items, self.switcher.index)
+        self.panes.render_switch_list(self.switcher.items, self.switcher.index)
 
     def choose_switch(self, index: int) -> None:
-        if self.view is None:
+        if self.panes is None:
             return
         item = self.switcher.take(index)
         if item is None:
             return
-        self.view.hide_overlays()
+        self.panes.hide_overlays()
         self.model.choose(item)
 
     def close_overlays(self) -> None:
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
 
     # -- composer ----------------------------------------------------------------------------------
     def on_draft(self, text: str) -> None:
@@ -538,16 +551,16 @@ class App:
         """Set the composer's text from code. Dear ImGui keeps its own buffer while an input is
         active, so an active composer is first deactivated; the text lands on a later frame."""
         self.composer.draft = text
-        if self.view is not None:
-            self.view.set_composer_text(text, focus)
+        if self.panes is not None:
+            self.panes.set_composer_text(text, focus)
 
     def on_composer_blur(self) -> None:
         self.controller.composer_blur()
 
     # -- mention autocomplete (ui/state/autocomplete.py) and emoji picker ---------------------------
     def _update_mentions(self, text: str) -> None:
-        if self.mentions.update(self.model, text) and self.view is not None:
-            self.view.render_mentions(self.mentions.items, 0)
+        if self.mentions.update(self.model, text) and self.panes is not None:
+            self.panes.render_mentions(self.mentions.items, 0)
 
     def insert_mention(self, index: int | None = None) -> bool:
         draft = self.mentions.complete(self.composer.draft, index)
@@ -561,23 +574,23 @@ class App:
         draft = self.composer.draft
         sep = "" if not draft or draft.endswith(" ") else " "
         self.set_composer(f"{draft}{sep}{emoji} ")
-        if self.view is not None:
-            self.view.hide_emoji()
+        if self.panes is not None:
+            self.panes.hide_emoji()
 
     def on_composer_enter(self, force: bool = False, shift: bool | None = None) -> bool:
         """Enter sends; Shift+Enter inserts a new line (5.4); with the mention list open, Enter
         inserts the selected mention (7.3)."""
         if self.mentions.open and not force and not shift:
-            if self.view is not None:
-                self.composer.draft = str(self.view.composer_text() or self.composer.draft)
+            if self.panes is not None:
+                self.composer.draft = str(self.panes.composer_text() or self.composer.draft)
             return not self.insert_mention()
-        if self.view is not None:
+        if self.panes is not None:
             if shift is None:
-                shift = bool(self.view.shift_down())
-            self.composer.draft = self.view.composer_text() or self.composer.draft
+                shift = bool(self.panes.shift_down())
+            self.composer.draft = self.panes.composer_text() or self.composer.draft
         if shift and not force:
             self.composer.draft += "\n"
-            if self.view is not None:
+            if self.panes is not None:
                 self.set_composer(self.composer.draft)
             return False
         return self.send()
@@ -596,8 +609,8 @@ class App:
 
     def copy_text(self, message_id: str) -> None:
         msg = self.model.find_on_screen(message_id)
-        if msg is not None and self.view is not None:
-            self.view.copy_to_clipboard(msg.body)
+        if msg is not None and self.panes is not None:
+            self.panes.copy_to_clipboard(msg.body)
             self.model.toast("Message text copied.")
 
     def delete_message(self, message_id: str) -> None:
@@ -608,8 +621,8 @@ class App:
 
     def copy_link(self, message_id: str) -> None:
         link = self.message_link(message_id)
-        if link is not None and self.view is not None:
-            self.view.copy_to_clipboard(link)
+        if link is not None and self.panes is not None:
+            self.panes.copy_to_clipboard(link)
             self.model.toast("Message link copied.")
 
     def mark_unread(self, channel_id: str) -> None:
@@ -618,8 +631,8 @@ class App:
 
     def open_file_dialog(self) -> None:
         """Attach images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
-        if self.view is not None:
-            self.view.choose_images(self.attach_files, many=True)
+        if self.panes is not None:
+            self.panes.choose_images(self.attach_files, many=True)
 
     def paste_image(self) -> None:
         """Ctrl+V with an image on the system clipboard attaches it (ux.md 3.8). The clipboard is
@@ -657,8 +670,8 @@ class App:
             if paths:
                 self.replace_attachment_with(index, paths[0])
 
-        if self.view is not None:
-            self.view.choose_images(chosen, many=False)
+        if self.panes is not None:
+            self.panes.choose_images(chosen, many=False)
 
     def replace_attachment_with(self, index: int, path: Path) -> str:
         _, max_up = self.model.limits()
@@ -671,8 +684,8 @@ class App:
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
         over the member's bus connection (textures keep no original bytes)."""
-        if self.view is not None:
-            self.view.choose_save_path(
+        if self.panes is not None:
+            self.panes.choose_save_path(
                 att.file_name or "image.png", lambda target: self.save_image(m, att, target)
             )
 
@@ -680,13 +693,13 @@ class App:
         self.loader.save(m, att, target)
 
     def copy_image_link(self, att: AttachmentRef) -> None:
-        if self.view is not None:
-            self.view.copy_to_clipboard(att.url)
+        if self.panes is not None:
+            self.panes.copy_to_clipboard(att.url)
             self.model.toast("Image link copied.")
 
     def _drawn_messages(self) -> list[ChatMessage]:
         """The messages whose rows the timeline draws now (their images stay pinned)."""
-        tl = self.view.timeline if self.view is not None else None
+        tl = self.panes.timeline if self.panes is not None else None
         sm = self.model.server
         if tl is None or sm is None:
             return []
@@ -710,9 +723,9 @@ class App:
 
     def ask_leave(self, sid: str) -> None:
         name = self.prompts.ask_leave(self.model, sid)
-        if name is not None and self.view is not None:
-            self.view.hide_overlays()
-            self.view.show_leave(name)
+        if name is not None and self.panes is not None:
+            self.panes.hide_overlays()
+            self.panes.show_leave(name)
 
     def confirm_leave(self) -> None:
         sid = self.prompts.take_leave()
@@ -725,25 +738,25 @@ class App:
         self.controller.dispatch(
             it.OpenAddServer(os.environ.get("OPENCHAT_DEFAULT_BACKEND", DEFAULT_BACKEND))
         )
-        if self.view is None:
+        if self.panes is None:
             return
-        self.view.hide_overlays()
-        self.view.set_add_url(self.add_flow.url)
+        self.panes.hide_overlays()
+        self.panes.set_add_url(self.add_flow.url)
         self._add_render()
-        self.view.show("oc_add")
+        self.panes.show("oc_add")
 
     def add_url_changed(self) -> None:
         self.controller.dispatch(it.SetAddUrl(self._add_url()))
         self._add_render()
 
     def _add_url(self) -> str:
-        if self.view is not None:
-            return str(self.view.add_url())
+        if self.panes is not None:
+            return str(self.panes.add_url())
         return self.add_flow.url.strip()
 
     def set_add_url(self, url: str) -> None:
-        if self.view is not None:
-            self.view.set_add_url(url)
+        if self.panes is not None:
+            self.panes.set_add_url(url)
         self.controller.dispatch(it.SetAddUrl(url))
         self._add_render()
 
@@ -765,17 +778,17 @@ class App:
 
     def _add_render(self) -> None:
         self._add_rendered = self.add_flow.version
-        if self.view is not None:
-            self.view.render_add_server(self.add_flow)
+        if self.panes is not None:
+            self.panes.render_add_server(self.add_flow)
 
     def _maybe_ask_consent(self) -> None:
-        if self.view is None or self.view.overlay_open() or self.model.read_only:
+        if self.panes is None or self.panes.overlay_open() or self.model.read_only:
             return
         if not self.account.settled or self.account.step is not None:
             return  # after the Welcome dialog: sharing a profile needs one first
         ask = self.prompts.next_consent(self.model)
         if ask is not None:
-            self.view.show_consent(ask[1])
+            self.panes.show_consent(ask[1])
 
     def answer_consent(self, share: bool, sid: str | None = None) -> None:
         sid = self.prompts.take_consent(sid)
@@ -787,13 +800,13 @@ class App:
 
     # -- settings (ui/state/settings.py) ------------------------------------------------------------------
     def open_settings(self) -> None:
-        if self.view is None:
+        if self.panes is None:
             return
-        self.view.hide_overlays()
+        self.panes.hide_overlays()
         self.account.revealed = None
         self.set_previews(None)
         self.refresh_settings()
-        self.view.show("oc_settings")
+        self.panes.show("oc_settings")
 
     def set_previews(self, enabled: bool | None) -> None:
         """Settings: the member's link-preview switch (kept by the connector); None reads it."""
@@ -805,8 +818,8 @@ class App:
                 toast = self.settings.previews_answered(enabled, None, error_text(error) if error else "")
             else:
                 toast = self.settings.previews_answered(enabled, result.enabled, None)
-                if self.view is not None:
-                    self.view.render_previews_switch(result.enabled)
+                if self.panes is not None:
+                    self.panes.render_previews_switch(result.enabled)
             if toast is not None:
                 self.model.toast(toast[0], error=toast[1])
 
@@ -814,8 +827,8 @@ class App:
 
     def refresh_settings(self) -> None:
         """Fill Settings → My Account from the model and the account (also while it is open)."""
-        if self.view is not None:
-            self.view.render_settings()
+        if self.panes is not None:
+            self.panes.render_settings()
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
         text = self.settings.set_appearance(scale, font_size)
@@ -828,8 +841,10 @@ class App:
 
         from ui.view import View
 
-        self.view = View(self, self.scale, self.font_size)
-        self.view.build()
+        view: WorkspaceView = View(self, self.scale, self.font_size)
+        self.view = view
+        view.build()
+        self.account.dialog = view.onboarding  # the account flow renders into its dialog
         self.images.dpg = dpg
         if self.watch_window and self.window is None:
             self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dearpygui.dearpygui as dpg
@@ -11,13 +12,14 @@ from ui import fonts
 from ui.ports import DialogsPort
 from ui.state.account import disclosure_sentence, other_mode
 from ui.state.add_server import AddServerFlow, entry_label
-from ui.state.model import format_bytes
+from ui.state.model import SwitchItem, format_bytes
 from ui.view.base import KEYMAP, PaneBase
 from ui.view.dialogs.onboarding import OnboardingDialog
 
 
 class Dialogs(PaneBase):
     app: DialogsPort
+    onboarding: OnboardingDialog  # the Welcome / Edit profile dialog (built with the others)
 
     def _build_dialogs(self) -> None:
         s = self.s
@@ -215,7 +217,7 @@ class Dialogs(PaneBase):
                 dpg.add_group(tag="oc_lightbox_actions", horizontal=True)
             dpg.add_group(tag="oc_lightbox_body")
 
-    def render_switch_list(self, items: list[Any], index: int) -> None:
+    def render_switch_list(self, items: Sequence[SwitchItem], index: int) -> None:
         self._clear("oc_switch_list")
         for i, it in enumerate(items):
             dpg.add_selectable(
