@@ -471,6 +471,8 @@ class App:
             read_only=self.model.read_only,
         )
         action = keys.route_key(name, ctx, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
+        if isinstance(action, keys.Ignore):  # most keys: checked first
+            return action.consumed
         m = self.model
         match action:
             case keys.SkipOnboarding():
@@ -504,8 +506,6 @@ class App:
                 self.on_draft(self.composer.draft + char)
                 if view is not None:
                     self.set_composer(self.composer.draft)
-            case keys.Ignore(consumed=consumed):
-                return consumed
         return True
 
     # -- quick switcher (ui/state/switcher.py) ----------------------------------------------------

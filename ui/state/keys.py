@@ -7,11 +7,12 @@ the app performs it. No Dear PyGui: every binding is tested without a display.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class KeyContext:
-    """What the keyboard map depends on, read by the app before routing a key."""
+class KeyContext(NamedTuple):
+    """What the keyboard map depends on, read by the app before routing a key (a tuple: built on
+    every key press, so it costs what a tuple costs)."""
 
     screen: str = "workspace"  # "firstrun" or "workspace"
     onboarding_open: bool = False  # the Welcome / Edit profile dialog is on screen
