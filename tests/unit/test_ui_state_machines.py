@@ -260,3 +260,53 @@ def test_skip_remembers_only_the_first_run(editing: bool) -> None:
     assert a.skip() is (not editing)
     a.close()
     assert a.step is None and a.skip() is False
+
+
+# -- small pieces that left the app: message link, paste result, preferences ----------------------------
+def test_message_link_of_a_message_on_screen() -> None:
+    m = vm()
+    msg = m.messages()[-1]
+    base = m.servers[msg.server_id].record.base_url.rstrip("/")
+    assert m.find_on_screen(msg.id) == msg
+    assert m.message_link(msg.id) == f"{base}/channels/{msg.channel_id}?message_id={msg.id}"
+    assert m.message_link("m_not_here") is None and m.find_on_screen("m_not_here") is None
+
+
+def test_pasted_image_or_reason() -> None:
+    from ui.state.composer import Composer
+
+    c = Composer()
+    c.pasted(None, 1000)  # no image on the clipboard: text pastes as usual
+    assert c.attachments == [] and c.error == ""
+    c.pasted("too_large", 2 * 1024 * 1024)
+    assert c.error == "Image is too large. Max 2.00 MB."
+    c.pasted("No clipboard tool (xclip) found.", 1000)
+    assert c.error == "No clipboard tool (xclip) found."
+    c.pasted(("image/jpeg", b"\xff\xd8" + b"x" * 10), 1000)
+    assert [(a.name, a.content_type) for a in c.attachments] == [
+        ("image-1.jpg", "image/jpeg")
+    ] and c.error == ""
+
+
+def test_preferences_round_trip() -> None:
+    from ui.state import prefs
+    from ui.storage import Prefs
+
+    m = vm()
+    sid = m.order[1]
+    m.select_server(sid)
+    m.filters = {sid: "gen", m.order[0]: ""}
+    m.collapsed = {(sid, "grp_b"), (sid, "grp_a")}
+    m.members_open = False
+    p = Prefs()
+    prefs.remember(m, Settings(1.5, 18), p)
+    assert (
+        p.active_server == sid
+        and p.filters == {sid: "gen"}
+        and p.collapsed == [(sid, "grp_a"), (sid, "grp_b")]
+    )
+    assert (p.ui_scale, p.font_size, p.members_open) == (1.5, 18, False)
+    fresh = ViewModel(clock=lambda: 0.0)
+    prefs.restore(fresh, Prefs.model_validate_json(p.model_dump_json()))
+    assert fresh.active_server == sid and fresh.filters == {sid: "gen"} and fresh.collapsed == m.collapsed
+    assert fresh.members_open is False and fresh.active_channel == m.active_channel
