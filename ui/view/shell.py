@@ -1,6 +1,6 @@
 """The Dear PyGui view: builds the workspace of ux.md §2 and re-renders the areas the view model
-marks dirty. Main thread only. Every callback goes to the ``App`` (the controller), so tests can
-call the same methods the widgets call.
+marks dirty. Main thread only. Every callback goes through the pane's port (``ui/ports.py``) to
+the app's entry points, so tests can call the same methods the widgets call.
 """
 
 from __future__ import annotations
