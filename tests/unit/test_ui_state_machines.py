@@ -5,6 +5,7 @@ account/onboarding flow. ``tests/e2e/test_view.py`` drives the same through the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -310,3 +311,32 @@ def test_preferences_round_trip() -> None:
     prefs.restore(fresh, Prefs.model_validate_json(p.model_dump_json()))
     assert fresh.active_server == sid and fresh.filters == {sid: "gen"} and fresh.collapsed == m.collapsed
     assert fresh.members_open is False and fresh.active_channel == m.active_channel
+
+
+# -- the app's wiring of the keyboard map, without a window ------------------------------------------------
+def test_app_performs_the_routed_keys_without_a_window(tmp_path: Path) -> None:
+    """``App.on_key`` reads what is on screen, routes it through ``ui/state/keys.py`` and performs
+    the action (no Dear PyGui is imported: the import-graph test checks ``ui.app`` loads it only
+    in ``build_view``)."""
+    from ui.app import App
+    from ui.storage import Storage
+
+    app = App(storage=Storage(tmp_path / "cfg"), os_notifications=False, watch_window=False)
+    app.screen = "workspace"
+    app.model.apply_snapshot(fakes.snapshot(seq=10))
+    app.model.set_stack_online(True)
+    assert app.on_key("h") and app.on_key("i", shift=True) and app.on_key("space")
+    assert app.composer.draft == "hI "  # type-to-focus
+    assert not app.on_key("x", text_active=True) and app.composer.draft == "hI "
+    first = app.model.active_server
+    assert app.on_key("down", ctrl=True, alt=True) and app.model.active_server != first
+    assert app.on_key("up", ctrl=True, alt=True) and app.model.active_server == first
+    assert not app.on_key("down")  # a plain arrow goes to the widget
+    app.on_draft("hi @")
+    assert app.mention_items and app.on_key("down", text_active=True) and app.mention_index == 1
+    token = app.mention_items[1][0]
+    assert app.on_key("tab") and app.composer.draft == f"hi {token} " and not app.mention_items
+    app.on_draft("@")
+    assert app.mention_items and app.on_key("escape") and not app.mention_items
+    app.model.set_stack_online(False)  # read-only: typing does not go to the composer
+    assert not app.on_key("z") and not app.composer.draft.endswith("z")
