@@ -38,7 +38,7 @@ from services.core.members import ConnectionFile
 from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
-from ui.desktop import Click, OsNotifier, X11Window
+from ui.desktop import Click, DesktopHooks, OsNotifier, X11Window
 from ui.image_loader import ImageLoader
 from ui.images import ImageCache
 from ui.ports import WorkspaceView
@@ -105,11 +105,14 @@ class App:
             self._drawn_messages,
         )
         self._cache_at = 0.0
-        self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
+        self.hooks = DesktopHooks(
+            OsNotifier() if os_notifications else None,
+            toast=lambda text: self.model.toast(text),
+            on_click=self.open_notification,
+            on_focus=self.set_window_focus,
+            poll_s=WINDOW_POLL_S,
+        )
         self.watch_window = watch_window
-        self.window: X11Window | None = None
-        self._window_at = 0.0
-        self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
         self.frame_times: list[float] = []
         self.model.on_channel_opened = self._on_channel_opened  # the controller's, then prefs saved
         self.account = Account(self)
@@ -145,6 +148,27 @@ class App:
     @focus_sent.setter
     def focus_sent(self, value: FocusArgs | None) -> None:
         self.controller.focus_sent = value
+
+    @property
+    def notifier(self) -> OsNotifier | None:
+        return self.hooks.notifier
+
+    @notifier.setter
+    def notifier(self, value: OsNotifier | None) -> None:
+        self.hooks.notifier = value
+
+    @property
+    def window(self) -> X11Window | None:
+        return self.hooks.window
+
+    @window.setter
+    def window(self, value: X11Window | None) -> None:
+        self.hooks.window = value
+
+    @property
+    def window_state(self) -> tuple[bool, bool] | None:
+        """(focused, visible) as last read from X11."""
+        return self.hooks.window_state
 
     @property
     def scale(self) -> float:
@@ -279,11 +303,7 @@ class App:
             self.save_cache(blocking=True)
             self.adapter.stop()
         self.save_prefs()
-        if self.notifier is not None:
-            self.notifier.close()
-        if self.window is not None:
-            self.window.close()
-            self.window = None
+        self.hooks.close()
 
     # -- per frame ------------------------------------------------------------------------------
     def process_ops(self) -> int:
@@ -333,11 +353,7 @@ class App:
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
             self.save_cache()
-        if self.window is not None and now - self._window_at >= WINDOW_POLL_S:
-            self._window_at = now
-            self.poll_window()
-        if self.notifier is not None:
-            self._drain_notifier()
+        self.hooks.tick(now)  # window focus (X11) and OS notifications' results
         if now - self._focus_at > FOCUS_EVERY_S:
             self.focus_report(self.model.focused)  # heartbeat (also sent on every change)
 
@@ -363,21 +379,10 @@ class App:
         self.controller.refresh_counts()
 
     def _notify(self, n: Notification) -> None:
-        """A ``notification`` event the view model kept (7.6, decided by the notification service;
-        the model drops a non-mention about the channel on screen in the focused window): an OS
-        notification (``ui/desktop.py``), or the in-app toast where no notification service exists."""
-        if self.notifier is not None:
-            self.notifier.show(n)
-            return
-        self.model.toast(f"{n.title}: {n.body}"[:160])
-
-    def _drain_notifier(self) -> None:
-        assert self.notifier is not None
-        while not self.notifier.fallbacks.empty():
-            n = self.notifier.fallbacks.get_nowait()
-            self.model.toast(f"{n.title}: {n.body}"[:160])
-        while not self.notifier.clicks.empty():
-            self.open_notification(self.notifier.clicks.get_nowait())
+        """A ``notification`` event the view model kept (features 7.6, decided by the notification
+        service; the model drops a non-mention about the channel on screen in the focused window):
+        an OS notification (``ui/desktop.py``), or the in-app toast where none can be shown."""
+        self.hooks.notify(n)
 
     def open_notification(self, click: Click) -> None:
         """A click on an OS notification: bring the window forward and open that channel."""
@@ -389,10 +394,8 @@ class App:
             self.model.select_server(click.server_id)
         if self.model.channel_id != click.channel_id:
             self.model.select_channel(click.channel_id)
-        if self.window is not None and self.window.activate():
-            self.poll_window()  # the focus change is read from X11 (rule D4 clears the channel)
-        else:
-            self.set_window_focus(True)
+        if not self.hooks.raise_window():  # else the focus change is read from X11
+            self.set_window_focus(True)  # focus back on the channel clears it (rule D4)
 
     def refresh_prefs(self) -> None:
         self.controller.refresh_prefs()
@@ -404,13 +407,7 @@ class App:
         self.controller.set_window_focus(focused, visible)
 
     def poll_window(self) -> None:
-        assert self.window is not None
-        state = self.window.state()
-        if state is None or state == self.window_state:
-            return
-        self.window_state = state
-        log.debug("window focus", extra={"focused": state[0], "visible": state[1]})
-        self.set_window_focus(*state)
+        self.hooks.poll_window()
 
     # -- navigation ------------------------------------------------------------------------------
     def _on_channel_opened(self, sid: str, ch: str) -> None:
