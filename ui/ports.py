@@ -17,8 +17,12 @@ from ui.fonts import FontSet
 from ui.images import ImageCache
 from ui.state.account import AccountState, Step
 from ui.state.add_server import AddServerFlow
+from ui.state.backup import BackupFlow
 from ui.state.composer import Composer
+from ui.state.control_intents import ControlIntent
+from ui.state.intents import Intent
 from ui.state.model import SwitchItem, ViewModel
+from ui.state.updater import UpdateChecker
 
 Rgb = tuple[int, int, int]
 Texture = tuple[int | str, int, int]
@@ -120,6 +124,17 @@ class DockPort(PanePort, Protocol):
     def avatar_texture(self, sid: str, uid: str) -> Texture | None: ...
 
 
+class ControlsPort(PanePort, Protocol):
+    """``ui.view.controls``: status, notification settings, identity backup, update check (issue
+    18); they emit control intents (``ui.state.control_intents``) through ``dispatch``."""
+
+    @property
+    def updater(self) -> UpdateChecker: ...
+    @property
+    def backup(self) -> BackupFlow: ...
+    def dispatch(self, intent: Intent | ControlIntent) -> None: ...
+
+
 class DialogsPort(PanePort, Protocol):
     """``ui.view.dialogs``: Add Server, leave, consent, settings, quick switcher, lightbox and
     the Welcome dialog (through ``account``)."""
@@ -182,7 +197,16 @@ class TimelinePort(Protocol):
 
 
 class AppPort(
-    RailPort, ChannelsPort, ChatPort, MembersPort, DockPort, DialogsPort, ShellPort, TimelinePort, Protocol
+    RailPort,
+    ChannelsPort,
+    ChatPort,
+    MembersPort,
+    DockPort,
+    DialogsPort,
+    ShellPort,
+    TimelinePort,
+    ControlsPort,
+    Protocol,
 ):
     """The whole workspace's port: the sum of the panes' (what ``ui.app.App`` provides)."""
 
@@ -262,3 +286,4 @@ class WorkspaceView(Protocol):
     def show_connection_choices(self, paths: list[str]) -> None: ...
     def show_leave(self, server_name: str) -> None: ...
     def show_consent(self, server_name: str) -> None: ...
+    def show_client_info(self) -> None: ...
