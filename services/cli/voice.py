@@ -468,7 +468,7 @@ def register(main: click.Group) -> None:
     def voice_volume(
         percent: int, server_id: str | None, member: str | None, connection: Path | None
     ) -> None:
-        """Input volume 0-200 %: a gain on the transmitted microphone (D11)."""
+        """Input volume 0-200 %: a gain on the transmitted microphone, not only the mic test (D11)."""
         if server_id is None:
             current = _simple(member, connection, "status", Empty())
             if current.server_id is None:

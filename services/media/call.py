@@ -305,7 +305,8 @@ class Call:
             retry = [e for e in effects if isinstance(e, Reconnect)]
             if not retry or self._leaving:
                 return
-            await asyncio.sleep(retry[0].delay_s)  # the reconnect ladder (8.2, D12)
+            # the reconnect ladder: the server's reconnect_backoff_ms, else 1, 2, 4, 8 s (8.2, D12)
+            await asyncio.sleep(retry[0].delay_s)
             self.machine.handle("join_requested")
             self._changed()
 
@@ -787,7 +788,8 @@ class Call:
         )
 
     async def _peer_failed(self, person: Person) -> None:
-        """ICE failed with one peer: with ``ice_restart_enabled`` (D12) renegotiate that peer once
+        """ICE failed with one peer: when the server's policy allows ICE restarts
+        (``ice_restart_enabled``, D12) renegotiate that peer once
         (aiortc has no in-place ICE restart: a fresh connection, offered by the lower id) before
         leaving it to the full re-join of a signaling loss."""
         if not self.policy.ice_restart or person.restarted:

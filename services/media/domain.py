@@ -18,10 +18,11 @@ DEFAULT_JOIN_TIMEOUT_S = 12.0
 DEFAULT_ANSWER_TIMEOUT_S = 10.0
 
 
-# -- reconnect ladder and server policy (D12) ------------------------------------------------------
+# -- reconnect ladder and the server's call policy, honoured when present (D12) ------------------------------
 @dataclass(frozen=True)
 class CallPolicy:
-    """Timings of one server: the built-in ones, overridden by ``rtc.connection_policy`` (D12)."""
+    """Timings of one server: the built-in ones, overridden by the server's
+    ``rtc.connection_policy`` where it sets them (D12)."""
 
     backoff_ms: tuple[int, ...] = DEFAULT_BACKOFF_MS
     join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S
@@ -56,7 +57,8 @@ def _ms(value: int | None, default_s: float) -> float:
 
 
 def room_full(others_in_room: int, max_participants: int | None) -> bool:
-    """``max_call_participants`` counts everyone, the joiner included (D12)."""
+    """``max_call_participants`` counts everyone, the joiner included: a full room is refused
+    with a message (D12)."""
     return max_participants is not None and others_in_room + 1 > max_participants
 
 
@@ -151,7 +153,7 @@ class CallMachine:
         return self.state in ("joining", "active", "reconnecting")
 
 
-# -- preferences (8.3, D11) ------------------------------------------------------------------------
+# -- preferences (voice settings; the input volume is a gain on what is sent, D11) ---------------------------
 def apply_prefs(current: VoicePrefs, change: VoicePrefsArgs) -> VoicePrefs:
     """Deafen forces mute; unmuting while deafened undeafens too; undeafen keeps the mic muted
     only if it was muted on its own before (the reference restores the pre-deafen mic state: here
@@ -172,7 +174,7 @@ def apply_prefs(current: VoicePrefs, change: VoicePrefsArgs) -> VoicePrefs:
 
 
 def input_gain(prefs: VoicePrefs) -> float:
-    """D11: the input volume (0 to 200 %) is a gain on the transmitted audio; muted → 0."""
+    """The input volume (0 to 200 %) is a gain on the transmitted audio; muted → 0."""
     return 0.0 if prefs.mic_muted else prefs.input_volume / 100.0
 
 

@@ -288,7 +288,8 @@ class MediaService:
         return call is not None and self.prefs.get((member, call.server_id), VoicePrefs()).deafened
 
     async def _mic(self, member: str, bridge: Bridge, track: MediaStreamTrack) -> None:
-        """The client's microphone: decoded once, gain/mute applied (D11), to the call."""
+        """The client's microphone: decoded once, the input volume applied as a gain to what is
+        sent, mute as silence (D11), to the call."""
         conv = MonoConverter()
         while True:
             try:

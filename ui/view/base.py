@@ -8,7 +8,7 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui.fonts import FontSet
-from ui.ports import AppPort
+from ui.ports import PanePort
 from ui.state.model import ViewModel
 from ui.view.timeline import Timeline
 
@@ -58,9 +58,10 @@ KEYMAP = [
 
 class PaneBase:
     """What every pane of the workspace shares: the app's port, scale, fonts, themes and the
-    overlay helpers. The panes are mixed into ``ui.view.shell.View``; none imports the app."""
+    overlay helpers. The panes are mixed into ``ui.view.shell.View``; none imports the app, and
+    each declares the port it uses (``app: RailPort``…), so mypy holds it to that port."""
 
-    app: AppPort
+    app: PanePort  # each pane narrows it to its own port (ui/ports.py)
     scale: float
     font_size: int
     fonts: FontSet
@@ -69,8 +70,6 @@ class PaneBase:
     width: int
     height: int
     lightbox: dict[str, Any]
-    switch_items: list[Any]
-    switch_index: int
     discovered: list[Any]
     _chip_at: float
     _built: bool

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import ChannelsPort
 from ui.view.base import CHEVRON_DOWN, CHEVRON_RIGHT, PaneBase
 
 
 class ChannelsPane(PaneBase):
+    app: ChannelsPort
+
     def _render_channels(self) -> None:
         self._clear("oc_channels")
         m = self.model

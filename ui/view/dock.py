@@ -5,12 +5,15 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
-from ui.account import PRESET_COLORS
+from ui.ports import DockPort
+from ui.state.account import PRESET_COLORS
 from ui.view.base import PaneBase
 from ui.view.timeline import round_image
 
 
 class DockPane(PaneBase):
+    app: DockPort
+
     def _render_dock(self) -> None:
         self._clear("oc_dock")
         sm = self.model.server

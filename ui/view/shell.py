@@ -1,6 +1,6 @@
 """The Dear PyGui view: builds the workspace of ux.md §2 and re-renders the areas the view model
-marks dirty. Main thread only. Every callback goes to the ``App`` (the controller), so tests can
-call the same methods the widgets call.
+marks dirty. Main thread only. Every callback goes through the pane's port (``ui/ports.py``) to
+the app's entry points, so tests can call the same methods the widgets call.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
     """The workspace (ux.md §2): the panes put together, the layout, the render loop and input."""
 
     def __init__(self, app: AppPort, scale: float = 1.0, font_size: int = 16) -> None:
-        self.app = app
+        self.app: AppPort = app
         self.scale = scale
         self.font_size = font_size
         self.fonts = FontSet()
@@ -51,8 +51,6 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self._chip_at = 0.0
         self._built = False
         self.lightbox: dict[str, Any] = {}
-        self.switch_items: list[Any] = []
-        self.switch_index = 0
         self.discovered: list[Any] = []
         self._hidden_frame = -10
         self._pending_show: str | None = None
