@@ -59,12 +59,16 @@ from services.core.rtc import (
 )
 from services.media.audio import (
     FRAME_SAMPLES,
-    MonoConverter,
-    PeerOutTrack,
+    SILENCE,
+    OpusPacketEncoder,
+    PacketTrack,
+    PayloadConverter,
     Samples,
     SourceBuffer,
+    Wake,
     abs_sum,
     low_latency_receivers,
+    silence_packet,
 )
 from services.media.domain import (
     CallMachine,
@@ -119,7 +123,7 @@ class Person:
     pcm_window_start: float = 0.0
     pcm_window_count: int = 0
     pc: RTCPeerConnection | None = None
-    out: PeerOutTrack | None = None
+    out: PacketTrack | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     restarted: bool = False
     trickled: int = 0  # remote ICE candidates applied (browser/Electron peers trickle)
@@ -171,7 +175,8 @@ class Call:
         jitter_prefetch: int = 0,
     ) -> None:
         self.jitter_prefetch = jitter_prefetch
-        self.audio_wake = asyncio.Event()  # set whenever any participant's audio arrives
+        self.audio_wake = Wake()  # set whenever any participant's audio arrives
+        self.mic_encoder = OpusPacketEncoder()  # the member's processed microphone, once for all peers
         self.member = member
         self.server_id = server_id
         self.channel_id = channel_id
@@ -253,9 +258,11 @@ class Call:
     def sources(self) -> list[SourceBuffer]:
         return [p.source for p in self.people.values()]
 
-    def push_mic(self, samples: Samples, now: float) -> None:
+    def push_mic(self, samples: Samples, now: float, opus: bytes | None = None) -> None:
         """The member's processed microphone (gain and mute applied): to every peer, to PCM
-        participants, and through the member's own speaking detector."""
+        participants, and through the member's own speaking detector.  ``opus`` is the client's
+        own packet for exactly these samples (unprocessed audio): forwarded to the peers as it is;
+        otherwise the frame is encoded once here for all of them (ADR 0016)."""
         prefs = self._prefs()
         if prefs.mic_muted or prefs.deafened:
             self._set_self_speaking(self.self_detector.reset())
@@ -263,9 +270,13 @@ class Call:
             self._set_self_speaking(self.self_detector.feed(abs_sum(samples), len(samples), now))
         if self.machine.state != "active":
             return
-        for person in self.people.values():
-            if person.out is not None:
-                person.out.push(samples)
+        outs = [person.out for person in self.people.values() if person.out is not None]
+        if outs:
+            if opus is None:
+                opus = silence_packet() if samples is SILENCE else self.mic_encoder.encode(samples)
+            if opus is not None:
+                for out in outs:
+                    out.push(opus)
         if self._pcm_wanted():
             self._queue_pcm(samples)
 
@@ -530,7 +541,7 @@ class Call:
 
     def _new_pc(self, person: Person) -> RTCPeerConnection:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=_rtc_ice(self._ice)))
-        out = PeerOutTrack()
+        out = PacketTrack()
         pc.addTrack(out)
         low_latency_receivers(pc, self.jitter_prefetch)
         person.pc, person.out = pc, out
@@ -696,18 +707,18 @@ class Call:
 
     # -- audio ---------------------------------------------------------------------------------
     async def _read_remote(self, person: Person, track: MediaStreamTrack) -> None:
-        conv = MonoConverter()
+        conv = PayloadConverter()
         while True:
             try:
                 decoded = await track.recv()
             except MediaStreamError:
                 return
             now = time.monotonic()
-            for samples in conv.push(decoded):  # type: ignore[arg-type]
-                self._heard(person, samples, now)
+            for chunk in conv.push(decoded):  # type: ignore[arg-type]
+                self._heard(person, chunk.samples, now, chunk.opus)
 
-    def _heard(self, person: Person, samples: Samples, now: float) -> None:
-        person.source.push(samples)
+    def _heard(self, person: Person, samples: Samples, now: float, opus: bytes | None = None) -> None:
+        person.source.push(samples, opus)
         change = person.detector.feed(abs_sum(samples), len(samples), now)
         if change is not None:
             person.speaking = change

@@ -38,7 +38,15 @@ from services.core.contracts.media import (
     VoiceStatus,
 )
 from services.core.rpc import serve
-from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain, low_latency_receivers
+from services.media.audio import (
+    MixerTrack,
+    PayloadConverter,
+    SourceBuffer,
+    Wake,
+    apply_gain,
+    install_payload_decoders,
+    low_latency_receivers,
+)
 from services.media.call import Call
 from services.media.domain import apply_prefs, input_gain
 from services.media.ice import IceProbe
@@ -84,6 +92,7 @@ class MediaService:
         servers: Callable[[str, str], ServerRecord],
         settings: MediaSettings | None = None,
     ) -> None:
+        install_payload_decoders()  # mono decoding that keeps each frame's Opus packet (ADR 0016)
         self.bus = bus
         self.servers = servers
         self.settings = settings or MediaSettings()
@@ -279,7 +288,7 @@ class MediaService:
         call = self.calls.get(member)
         return call.sources() if call is not None else []
 
-    def _wake(self, member: str) -> asyncio.Event | None:
+    def _wake(self, member: str) -> Wake | None:
         call = self.calls.get(member)
         return call.audio_wake if call is not None else None
 
@@ -289,7 +298,7 @@ class MediaService:
 
     async def _mic(self, member: str, bridge: Bridge, track: MediaStreamTrack) -> None:
         """The client's microphone: decoded once, gain/mute applied (D11), to the call."""
-        conv = MonoConverter()
+        conv = PayloadConverter()
         while True:
             try:
                 decoded = await track.recv()
@@ -302,8 +311,9 @@ class MediaService:
                 continue
             gain = input_gain(self.prefs.get((member, call.server_id), VoicePrefs()))
             now = time.monotonic()
-            for samples in conv.push(decoded):  # type: ignore[arg-type]
-                call.push_mic(apply_gain(samples, gain), now)
+            for chunk in conv.push(decoded):  # type: ignore[arg-type]
+                # unprocessed audio (gain 1) goes to the peers as the client encoded it
+                call.push_mic(apply_gain(chunk.samples, gain), now, chunk.opus if gain == 1.0 else None)
 
     # -- events --------------------------------------------------------------------------------
     def _changed(self, call: Call) -> None:
