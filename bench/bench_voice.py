@@ -56,7 +56,7 @@ from services.core.paths import HomeLayout
 from services.core.procs import ManagedProcess, free_port, nats_server_binary
 from services.core.servers import ServerStore
 from services.devserver.runner import arunning_devserver
-from tests.integration.voice_peers import MeshPeer, ToneTrack
+from testkit.voice_peers import MeshPeer, ToneTrack
 
 RATE = 48_000
 FRAME = 960
@@ -306,7 +306,12 @@ async def measure_latency(base: str, bus: Bus, chirps: int) -> dict[str, list[fl
 
 
 async def measure_cpu(
-    base: str, bus: Bus, media: ManagedProcess, counts: list[int], window: float = 6.0
+    base: str,
+    bus: Bus,
+    media: ManagedProcess,
+    counts: list[int],
+    window: float,
+    rates: list[tuple[float, float, float]],
 ) -> list[tuple[int, float]]:
     proc = psutil.Process(media.pid)
     out: list[tuple[int, float]] = []
@@ -315,7 +320,9 @@ async def measure_cpu(
     idle1 = proc.cpu_times()
     out.append((-1, (idle1.user + idle1.system - idle0.user - idle0.system) / 3 * 100))
     for n in counts:
-        peers = [MeshPeer(f"uid_cpu_{i}", 300 + 40 * i) for i in range(n)]
+        # each peer talks to the member only (the peers' own mesh would load this process, not the
+        # media service), with a full-rate stream of its own
+        peers = [MeshPeer(f"uid_cpu_{i}", 300 + 40 * i, only_uids={UID}) for i in range(n)]
         for peer in peers:
             await peer.join(base, "vc_party")
         member = Member(bus, ToneTrack(660))
@@ -331,10 +338,28 @@ async def measure_cpu(
             60,
             f"{n} peers hearing the member",
         )
+
+        def received(peers: list[MeshPeer] = peers, member: Member = member) -> tuple[int, int, int]:
+            heard = sum(len(p.heard.get(p.pid_of(UID) or "", _Empty()).chunks) for p in peers)
+            sent = sum(p.tone.sent_frames for p in peers)
+            return heard, sent, len(member.ear.frames)
+
+        heard0, sent0, ear0 = received()
         t0 = proc.cpu_times()
+        w0 = time.monotonic()
         await asyncio.sleep(window)
         t1 = proc.cpu_times()
-        out.append((n, (t1.user + t1.system - t0.user - t0.system) / window * 100))
+        elapsed = time.monotonic() - w0
+        heard1, sent1, ear1 = received()
+        out.append((n, (t1.user + t1.system - t0.user - t0.system) / elapsed * 100))
+        # audio really flowed during the window: 20 ms frames per second, per peer and at the member
+        rates.append(
+            (
+                (heard1 - heard0) / elapsed / max(n, 1),
+                (sent1 - sent0) / elapsed / max(n, 1),
+                (ear1 - ear0) / elapsed,
+            )
+        )
         await member.leave()
         for peer in peers:
             await peer.close()
@@ -346,6 +371,8 @@ class _Empty:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    rates: list[tuple[float, float, float]] = []
+    load_before = psutil.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmpdir:
         tmp = Path(tmpdir)
         async with arunning_devserver(seed="public", admin=True) as devserver:
@@ -366,10 +393,13 @@ async def main_async(args: argparse.Namespace) -> None:
                 bus = await Bus.connect(ConnectOptions(url=url, name="bench-voice"), first_attempts=3)
                 try:
                     latency = await measure_latency(base, bus, args.chirps) if args.chirps else {}
-                    cpu = await measure_cpu(base, bus, media, args.peers, args.cpu_seconds)
+                    cpu = await measure_cpu(base, bus, media, args.peers, args.cpu_seconds, rates)
                 finally:
                     await bus.close()
-    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in psutil.getloadavg())} (2 shared cores)")
+    print(
+        f"load average at the start: {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"at the end: {', '.join(f'{x:.2f}' for x in psutil.getloadavg())} ({os.cpu_count()} shared cores)"
+    )
     print("\nmouth-to-ear latency (median, p90, n):")
     med: dict[str, float] = {}
     for name, values in latency.items():
@@ -388,14 +418,19 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
     print(f"\nmedia service CPU (% of one core, user+system over {args.cpu_seconds:g} s):")
     alone = next((pct for n, pct in cpu if n == 0), None)
-    for n, pct in cpu:
-        if n < 0:
-            print(f"  idle, no call: {pct:.1f} %")
-            continue
+    rows = [(n, pct) for n, pct in cpu if n >= 0]
+    for (n, pct), (per_peer, sent, at_member) in zip(rows, rates, strict=False):
+        flow = (
+            f" [20 ms frames/s: each peer heard {per_peer:.1f} from the member and sent {sent:.1f}; "
+            f"the member heard {at_member:.1f}]"
+        )
         per = ""
         if n > 0 and alone is not None:
-            per = f"; per remote participant above the bridge alone: {(pct - alone) / n:.1f} % (target ≤ 5 %)"
-        print(f"  member's bridge + {n} remote participants: {pct:.1f} %{per}")
+            per = f"; per remote participant above the bridge alone: {(pct - alone) / n:.2f} % (target ≤ 5 %)"
+        print(f"  member's bridge + {n} remote participants: {pct:.1f} %{per}{flow}")
+    idle = next((pct for n, pct in cpu if n < 0), None)
+    if idle is not None:
+        print(f"  idle, no call: {idle:.1f} %")
 
 
 def main() -> None:

@@ -288,12 +288,19 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
+MIX_EARLY_S = 0.002  # a frame may go out this much before its slot
+MIX_JITTER_S = 0.008  # a frame this late keeps the mixer's phase
+MIX_SILENCE_AFTER_S = 0.005  # nothing for a frame time and this: a silence frame
+
+
 class MixerTrack(MediaStreamTrack):
     """Remote participants mixed into one track for the member's client (ADR 0011, ADR 0016).
 
-    Arrival-driven: a frame is mixed as soon as any source has one (whatever the other sources
-    hold at that moment goes in too), so a frame waits for no clock tick; when no source has
-    anything for 20 ms (+5 ms slack), a silence packet keeps the track alive.  The mix is encoded
+    Arrival-driven, one frame per 20 ms slot: a frame is mixed as soon as any source has one and
+    its slot has come (whatever the other sources hold then goes in too), so a lone speaker's frame
+    waits for no clock tick and several speakers are summed, never played one after the other;
+    when no source has anything for 20 ms (+5 ms), a silence packet keeps the track alive and the
+    next frame re-phases the slots.  The mix is encoded
     here, once; a frame of one source alone is forwarded as that source encoded it."""
 
     kind = "audio"
@@ -308,7 +315,8 @@ class MixerTrack(MediaStreamTrack):
         self._sources = sources
         self._deafened = deafened
         self._wake = wake
-        self._due: float | None = None
+        self._next: float | None = None  # the earliest time of the next frame
+        self._last = 0.0  # when the last frame went out
         self._pts = 0
         self.encoder = OpusPacketEncoder()
         self.forwarded = 0
@@ -330,17 +338,22 @@ class MixerTrack(MediaStreamTrack):
     async def recv(self) -> Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._due is None:
-            self._due = time.monotonic()
-        while not any(source.frames for source in self._sources()):
-            delay = self._due - time.monotonic()
-            if delay <= 0:
-                break
+        if self._next is None:
+            self._next = self._last = time.monotonic() - FRAME_S
+        while True:
+            have = any(source.frames for source in self._sources())
+            now = time.monotonic()
+            slot = self._next - MIX_EARLY_S
+            if have and now >= slot:
+                break  # a frame, and its slot has come
+            deadline = slot if have else max(self._next, self._last + FRAME_S) + MIX_SILENCE_AFTER_S
+            if now >= deadline:
+                break  # nothing came: silence keeps the track alive
             wake = self._wake()
-            if wake is None:
-                await asyncio.sleep(min(delay, FRAME_S))  # no call yet: silence at the frame rate
-                continue
-            await wake.wait(delay)
+            if have or wake is None:
+                await asyncio.sleep(deadline - now)  # other sources' frames join this one meanwhile
+            else:
+                await wake.wait(deadline - now)
         chunk = self.mix()
         if chunk.opus is not None:
             payload: bytes = chunk.opus
@@ -349,5 +362,12 @@ class MixerTrack(MediaStreamTrack):
             payload = self.encoder.encode(chunk.samples) or silence_packet()
         packet = opus_packet(payload, self._pts)
         self._pts += FRAME_SAMPLES
-        self._due = time.monotonic() + FRAME_S + 0.005
+        if have:
+            # the next slot: one frame time later on the sources' clock (never more than one frame
+            # per 20 ms on average: frames of several sources are summed, not played one after the
+            # other), re-phased only when this frame came more than MIX_JITTER_S late
+            self._next = max(self._next + FRAME_S, now + FRAME_S - MIX_JITTER_S)
+        else:
+            self._next = now  # silence: the next frame of any source goes out as soon as it comes
+        self._last = now
         return packet

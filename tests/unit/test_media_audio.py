@@ -200,3 +200,33 @@ async def test_participants_and_pcm_rates_are_bounded() -> None:
             }
         )
         assert len(person.source.frames) + person.source.dropped == before
+
+
+async def test_mixer_sums_sources_of_different_phases_at_one_frame_per_20_ms() -> None:
+    """Two sources 10 ms apart: the mixer sends one frame per slot holding both (not a frame per
+    arrival, which would play them one after the other, faster than real time)."""
+    a, b = SourceBuffer(), SourceBuffer()
+    wake = Wake()
+    a.wake = b.wake = wake
+    mixer = MixerTrack(sources=lambda: [a, b], deafened=lambda: False, wake=lambda: wake)
+    frames = 25
+
+    async def source(buf: SourceBuffer, value: int, offset: float) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + offset
+        for i in range(frames):
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - loop.time()))
+            buf.push(frame_of(value))
+
+    feeders = [asyncio.create_task(source(a, 100, 0.0)), asyncio.create_task(source(b, 1000, 0.01))]
+    sent = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not all(f.done() for f in feeders) or a.frames or b.frames:
+        await mixer.recv()
+        sent += 1
+    elapsed = loop.time() - start
+    await asyncio.gather(*feeders)
+    assert sent <= elapsed / 0.02 + 3  # one frame per 20 ms slot (plus the silences at the edges)
+    assert mixer.encoder.encoded >= frames - 5  # most frames held both sources (encoded mixes)
+    assert a.dropped == 0 and b.dropped == 0
