@@ -172,6 +172,7 @@ class MeshPeer:
         self.uid = uid
         self.tone = ToneTrack(hz)
         self.only_uids = only_uids
+        self.ignore_offers = False  # a peer that no longer answers anything (tests of D12)
         self._tone_used = False
         self.sig: Signaling | None = None
         self.pcs: dict[str, RTCPeerConnection] = {}
@@ -253,6 +254,7 @@ class MeshPeer:
                 kind == "rtc.offer.publish"
                 and payload.get("target_participant_id") == self.sig.participant_id
                 and self._wanted(payload["from_participant_id"])
+                and not self.ignore_offers
             ):
                 pc = self._pc(payload["from_participant_id"])
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=payload["sdp"], type="offer"))
@@ -276,6 +278,20 @@ class MeshPeer:
                     )
             elif kind == "rtc.media.state" and payload.get("stream_kind") != "audio_pcm_s16le_48k_mono":
                 self.media_states.append(payload)
+
+    def vanish(self, remote: str) -> int:
+        """The network path to ``remote`` breaks: this peer's ICE sockets of that connection close
+        without a word (no DTLS close, no signaling), so ``remote`` sees its consent checks go
+        unanswered and the connection fail.  Returns the sockets closed."""
+        closed = 0
+        pc = self.pcs[remote]
+        for transceiver in pc.getTransceivers():
+            connection = transceiver.sender.transport.transport._connection  # aioice, private
+            for protocol in list(connection._protocols):
+                if protocol.transport is not None:
+                    protocol.transport.close()
+                    closed += 1
+        return closed
 
     async def close(self) -> None:
         for task in [self._task, *self._tasks]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aioice import ice as aioice_ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pydantic import Field
@@ -64,6 +65,9 @@ class MediaSettings(BaseSettings):
     # aiortc's audio receivers prefetch 4 frames (80 ms); the media service's receivers wait for
     # this many 20 ms frames instead (ADR 0011). 0 = none (LAN, loopback); raise it on lossy networks.
     jitter_prefetch_frames: int = Field(default=0, ge=0, le=8)
+    # ICE consent freshness (RFC 7675) with each peer: a check every ~N s, the path declared failed
+    # after 6 missed checks (aioice's defaults: 5 s, so ~30 s); then the ICE restart of D12.
+    ice_consent_interval_s: float = Field(default=5.0, ge=0.2, le=60)
 
 
 @dataclass
@@ -96,6 +100,8 @@ class MediaService:
         self.bus = bus
         self.servers = servers
         self.settings = settings or MediaSettings()
+        # aioice reads this module attribute before every consent check (float seconds are fine)
+        aioice_ice.CONSENT_INTERVAL = self.settings.ice_consent_interval_s  # type: ignore[assignment]
         self.http = httpx.AsyncClient(follow_redirects=False)
         self.ice = IceProbe()
         self.calls: dict[str, Call] = {}

@@ -191,9 +191,11 @@ async def _devserver(mode: str, overrides: dict[str, Any], tmp: Path) -> AsyncIt
 async def voice_stack(
     request: pytest.FixtureRequest, stack_nats: StackNats, tmp_path: Path
 ) -> AsyncIterator[VoiceStack]:
-    """``request.param`` (indirect): ``{"mode": "inprocess" | "public-defaults", **devserver cfg}``."""
+    """``request.param`` (indirect): ``{"mode": "inprocess" | "public-defaults", "media_env": {…},
+    **devserver cfg}``."""
     params = dict(getattr(request, "param", None) or {})
     mode = params.pop("mode", "inprocess")
+    media_env: dict[str, str] = params.pop("media_env", {})
     await asyncio.to_thread(add_member, stack_nats.home, "alice", out=lambda _: None)
     await asyncio.to_thread(add_member, stack_nats.home, "bob", out=lambda _: None)
     async with _devserver(mode, params, tmp_path) as base, connector_running(stack_nats):
@@ -207,6 +209,7 @@ async def voice_stack(
             stack_nats.service_password,
             tmp_path / "media.log",
             OPENCHAT_MEDIA_CLIENT_GRACE_S="4",
+            **media_env,
         )
         await asyncio.to_thread(media.start)
         try:
