@@ -291,6 +291,7 @@ class PacketTrack(MediaStreamTrack):
 MIX_EARLY_S = 0.002  # a frame may go out this much before its slot
 MIX_JITTER_S = 0.008  # a frame this late keeps the mixer's phase
 MIX_SILENCE_AFTER_S = 0.005  # nothing for a frame time and this: a silence frame
+SILENCE_SETTLE_FRAMES = 5  # silent frames encoded before the constant silence frame takes over
 
 
 class MixerTrack(MediaStreamTrack):
@@ -300,8 +301,8 @@ class MixerTrack(MediaStreamTrack):
     its slot has come (whatever the other sources hold then goes in too), so a lone speaker's frame
     waits for no clock tick and several speakers are summed, never played one after the other;
     when no source has anything for 20 ms (+5 ms), a silence packet keeps the track alive and the
-    next frame re-phases the slots.  The mix is encoded
-    here, once; a frame of one source alone is forwarded as that source encoded it."""
+    next frame re-phases the slots.  The mix is encoded here, once per frame; the only remote
+    participant of a call is forwarded as it encoded itself."""
 
     kind = "audio"
 
@@ -320,20 +321,43 @@ class MixerTrack(MediaStreamTrack):
         self._pts = 0
         self.encoder = OpusPacketEncoder()
         self.forwarded = 0
+        self._silent_run = SILENCE_SETTLE_FRAMES
 
     def mix(self) -> Chunk:
         """One frame of every source that has one, summed with clipping (silence: no source, or
-        deafened); the payload of a lone source's frame is kept."""
-        chunks = [c for c in (source.pop() for source in self._sources()) if c is not None]
+        deafened).  The payload of a frame is kept only when its source is the call's only source:
+        an Opus decoder carries state from packet to packet (energy prediction, SILK history), so
+        packets of different encoders interleaved frame by frame would be decoded wrongly; one
+        participant's own stream (with silence in its gaps) decodes as it was meant."""
+        sources = self._sources()
+        chunks = [c for c in (source.pop() for source in sources) if c is not None]
         if not chunks or self._deafened():
-            return Chunk(SILENCE, silence_packet())
+            return Chunk(SILENCE)
         if len(chunks) == 1:
-            return chunks[0]
+            lone = chunks[0]
+            return lone if len(sources) == 1 else Chunk(lone.samples)
         acc: np.ndarray[Any, np.dtype[np.int32]] = chunks[0].samples.astype(np.int32)
         for chunk in chunks[1:]:
             acc += chunk.samples
         mixed: Samples = np.clip(acc, -32768, 32767).astype(np.int16)
         return Chunk(mixed)
+
+    def encode(self, chunk: Chunk) -> bytes:
+        """The packet for one mixed frame: the lone source's own packet, or the mixer's encoder.
+        Silence goes through the encoder too for a few frames (so its state, and the client
+        decoder's, settle on silence), then as the constant silence frame (no encoding while
+        nobody speaks or while deafened)."""
+        if chunk.opus is not None:
+            self.forwarded += 1
+            self._silent_run = SILENCE_SETTLE_FRAMES  # the encoder did not follow: settle again later
+            return chunk.opus
+        if chunk.samples is SILENCE:
+            if self._silent_run >= SILENCE_SETTLE_FRAMES:
+                return silence_packet()
+            self._silent_run += 1
+        else:
+            self._silent_run = 0
+        return self.encoder.encode(chunk.samples) or silence_packet()
 
     async def recv(self) -> Packet[Any]:
         if self.readyState != "live":
@@ -354,13 +378,7 @@ class MixerTrack(MediaStreamTrack):
                 await asyncio.sleep(deadline - now)  # other sources' frames join this one meanwhile
             else:
                 await wake.wait(deadline - now)
-        chunk = self.mix()
-        if chunk.opus is not None:
-            payload: bytes = chunk.opus
-            self.forwarded += chunk.samples is not SILENCE
-        else:
-            payload = self.encoder.encode(chunk.samples) or silence_packet()
-        packet = opus_packet(payload, self._pts)
+        packet = opus_packet(self.encode(self.mix()), self._pts)
         self._pts += FRAME_SAMPLES
         if have:
             # the next slot: one frame time later on the sources' clock (never more than one frame

@@ -97,7 +97,7 @@ def test_opus_round_trip_keeps_the_payload_of_each_frame() -> None:
     assert len(after) == 1 and after[0].opus is None
 
 
-def test_mixer_sums_with_clipping_forwards_a_lone_source_and_deafen_silences() -> None:
+def test_mixer_sums_with_clipping_and_deafen_silences() -> None:
     a, b = SourceBuffer(), SourceBuffer()
     deaf = [False]
     mixer = MixerTrack(sources=lambda: [a, b], deafened=lambda: deaf[0])
@@ -107,11 +107,32 @@ def test_mixer_sums_with_clipping_forwards_a_lone_source_and_deafen_silences() -
     assert int(both.samples[0]) == 32767 and both.opus is None  # a mix is encoded
     a.push(frame_of(100), b"A")
     alone = mixer.mix()
-    assert int(alone.samples[0]) == 100 and alone.opus == b"A"  # b had nothing: a alone, forwarded
+    # b had nothing: a alone, but re-encoded (b's and a's packets must not interleave in one stream)
+    assert int(alone.samples[0]) == 100 and alone.opus is None
     a.push(frame_of(100), b"A")
     deaf[0] = True
     deafened = mixer.mix()
-    assert not deafened.samples.any() and deafened.opus == silence_packet()
+    assert not deafened.samples.any() and deafened.opus is None
+
+
+def test_mixer_forwards_the_only_participant_and_settles_silence() -> None:
+    a = SourceBuffer()
+    mixer = MixerTrack(sources=lambda: [a], deafened=lambda: False)
+    a.push(frame_of(100), b"A")
+    assert mixer.encode(mixer.mix()) == b"A" and mixer.forwarded == 1  # a 1:1 call: no encode
+    # its gaps: the constant silence frame (the client's decoder follows a's own stream)
+    assert mixer.encode(mixer.mix()) == silence_packet() and mixer.encoder.encoded == 0
+
+    b = SourceBuffer()
+    mixer = MixerTrack(sources=lambda: [a, b], deafened=lambda: False)
+    a.push(frame_of(100), b"A")
+    b.push(frame_of(200), b"B")
+    assert mixer.encode(mixer.mix()) != b"A" and mixer.encoder.encoded == 1
+    packets = [mixer.encode(mixer.mix()) for _ in range(8)]  # nobody speaks any more
+    # the first silent frames go through the encoder (its state and the client's decoder settle on
+    # silence), then the constant silence frame
+    assert mixer.encoder.encoded == 1 + 5
+    assert packets[5:] == [silence_packet()] * 3
 
 
 async def test_mixer_track_is_arrival_driven_and_encodes_the_mix() -> None:
@@ -129,7 +150,8 @@ async def test_mixer_track_is_arrival_driven_and_encodes_the_mix() -> None:
     task = asyncio.create_task(later())
     second = await mixer.recv()  # arrival-driven: the frame, not another silence
     await task
-    assert bytes(second) == b"seven" and second.pts == FRAME_SAMPLES and mixer.forwarded == 1
+    assert second.pts == FRAME_SAMPLES and mixer.forwarded == 0
+    assert bytes(second) != silence_packet()  # encoded: b is a source of this call too
     # two sources: the mix is encoded by the mixer's own encoder and holds both tones
     sent: list[bytes] = []
     t440, t880 = tone(440, 30, 0.2), tone(880, 30, 0.2)
@@ -228,5 +250,5 @@ async def test_mixer_sums_sources_of_different_phases_at_one_frame_per_20_ms() -
     elapsed = loop.time() - start
     await asyncio.gather(*feeders)
     assert sent <= elapsed / 0.02 + 3  # one frame per 20 ms slot (plus the silences at the edges)
-    assert mixer.encoder.encoded >= frames - 5  # most frames held both sources (encoded mixes)
-    assert a.dropped == 0 and b.dropped == 0
+    # frames of both sources went out together (one after the other: ~2 x frames sent)
+    assert sent <= frames + 5
