@@ -365,9 +365,11 @@ class MixerTrack(MediaStreamTrack):
         if self._next is None:
             self._next = self._last = time.monotonic() - FRAME_S
         while True:
-            have = any(source.frames for source in self._sources())
+            sources = self._sources()
+            have = any(source.frames for source in sources)
             now = time.monotonic()
-            slot = self._next - MIX_EARLY_S
+            # one source (a 1:1 call): its frames go out as they come, nothing to sum them with
+            slot = self._next - MIX_EARLY_S if len(sources) > 1 else now
             if have and now >= slot:
                 break  # a frame, and its slot has come
             deadline = slot if have else max(self._next, self._last + FRAME_S) + MIX_SILENCE_AFTER_S
