@@ -1,7 +1,7 @@
 """Voice through the home stack: mouth-to-ear latency through the bridge, and media-service CPU.
 
     python -m bench.bench_voice                 # latency (10 chirps per path) + CPU with 1, 4, 8 peers
-    python -m bench.bench_voice --quick         # 4 chirps, CPU with 1 and 4 peers
+    python -m bench.bench_voice --quick         # 4 chirps, CPU with 0, 1 and 4 peers
 
 Real processes on 127.0.0.1: a private nats-server (JetStream, no auth), the devserver (public
 seed, in this process's thread), the media service (``python -m services.media``).  The member's
@@ -14,8 +14,13 @@ Latency: a sender emits a 60 ms chirp (500 → 4,000 Hz) every 0.6 s, starting o
 the time the frame leaves the sender's track is the "mouth"; the receiver records each decoded
 frame with its arrival time; cross-correlation finds the chirp and "ear" = arrival of its frame
 + its offset in the frame.  Baseline: two aiortc peers talking directly through the same backend.
-Bridge added = path - baseline (medians).  CPU: the media process's user+system time over 6 s
-with N remote peers each sending a tone and the member sending a tone, as % of one core.
+Bridge added = path - baseline (medians).  CPU: the media process's user+system time over
+``--cpu-seconds`` (6 s) with N remote peers each sending a tone (each peer connected to the member
+only, its own full-rate track) and the member sending a tone, as % of one core; the bridge alone
+(N = 0) is measured in the same run, and the 20 ms frames per second that actually flowed during
+each window are printed beside it (a loaded machine delivers fewer).
+
+    python -m bench.bench_voice --chirps 0 --peers 1,4 --cpu-seconds 60   # e.g. under py-spy
 """
 
 from __future__ import annotations
