@@ -252,3 +252,19 @@ async def test_mixer_sums_sources_of_different_phases_at_one_frame_per_20_ms() -
     assert sent <= elapsed / 0.02 + 3  # one frame per 20 ms slot (plus the silences at the edges)
     # frames of both sources went out together (one after the other: ~2 x frames sent)
     assert sent <= frames + 5
+
+
+def test_the_media_service_installs_its_opus_decoder_in_aiortc() -> None:
+    """aiortc picks a receiver's decoder through ``aiortc.rtcrtpreceiver.get_decoder`` (a module
+    attribute): an aiortc upgrade that moves it fails here, not silently in the bench."""
+    from aiortc import rtcrtpreceiver
+    from aiortc.codecs.g711 import PcmuDecoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from services.media.audio import install_payload_decoders
+
+    install_payload_decoders()
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1)
+    assert isinstance(rtcrtpreceiver.get_decoder(opus), PayloadOpusDecoder)  # type: ignore[attr-defined]
+    assert isinstance(rtcrtpreceiver.get_decoder(pcmu), PcmuDecoder)  # type: ignore[attr-defined]
