@@ -29,15 +29,19 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.notify import FocusArgs, Notification
 from services.core.members import ConnectionFile
+from services.core.version import package_version
 from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
+from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow
+from ui.state.backup import BackupFlow
 from ui.state.composer import Composer
-from ui.state.model import ViewModel
+from ui.state.model import Banner, ViewModel
+from ui.state.updater import UpdateChecker, UpdateSchedule
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
 
 log = logging.getLogger("openchat.ui")
@@ -65,6 +69,8 @@ class App:
         clock: Callable[[], float] = time.monotonic,
         os_notifications: bool = True,
         watch_window: bool = True,
+        client_version: str | None = None,
+        update_schedule: UpdateSchedule | None = None,
     ) -> None:
         self.storage = storage or Storage()
         self.prefs: Prefs = self.storage.load_prefs()
@@ -76,9 +82,14 @@ class App:
         self.member = ""
         self.screen = "firstrun"
         self.client_id = f"desktop-{uuid.uuid4().hex[:12]}"
-        self.controller = Controller(
-            self.model, self.composer, client_id=self.client_id, effects=self._on_effect
+        updater = UpdateChecker(
+            client_version or package_version(), clock=clock, now=self.model.now, schedule=update_schedule
         )
+        self.controller = Controller(
+            self.model, self.composer, client_id=self.client_id, effects=self._on_effect, updater=updater
+        )
+        if updater.banner:  # 13.3: checks disabled in a development build
+            self.model.banners["updater"] = Banner("updater", updater.banner, "info")
         self._add_rendered = -1
         self.scale = scale or self.prefs.ui_scale
         self.font_size = font_size or self.prefs.font_size
@@ -113,6 +124,18 @@ class App:
     @adapter.setter
     def adapter(self, value: StackAdapter | None) -> None:
         self.controller.stack = value
+
+    @property
+    def updater(self) -> UpdateChecker:
+        return self.controller.controls.updater
+
+    @property
+    def backup(self) -> BackupFlow:
+        return self.controller.controls.backup
+
+    def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
+        """An intent of the member from a pane (status, notification settings, backup, updates)."""
+        self.controller.dispatch(intent)
 
     @property
     def add_flow(self) -> AddServerFlow:
@@ -298,6 +321,9 @@ class App:
             self.poke()
         if self.process_ops():
             self.poke()
+        self.controller.controls.tick()  # the scheduled update check (13.1)
+        if self.updater.take_auto_info() and self.view is not None:
+            self.view.show_client_info()  # 13.4: once, after the first check without an update
         if self.add_flow.version != self._add_rendered:
             self._add_render()  # a discover/probe/join answer moved the flow
         if self.view is not None:

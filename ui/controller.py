@@ -31,11 +31,15 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.events import TypedEvent
 from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
+from services.core.version import package_version
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
+from ui.controls import Controls
+from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow, DiscoverCmd, JoinCmd, ProbeCmd
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.updater import UpdateChecker
 
 log = logging.getLogger("openchat.ui.controller")
 T = TypeVar("T")
@@ -66,6 +70,7 @@ class Controller:
         *,
         client_id: str,
         effects: Callable[[it.Effect], None] | None = None,
+        updater: UpdateChecker | None = None,
     ) -> None:
         self.model = model
         self.composer = composer
@@ -79,6 +84,9 @@ class Controller:
         self.effects: list[it.Effect] = []  # kept when no sink is given (tests read them)
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
+        self.controls = Controls(
+            self, updater or UpdateChecker(package_version(), clock=model.clock, now=model.now)
+        )
 
     def emit(self, effect: it.Effect) -> None:
         if self._sink is not None:
@@ -126,7 +134,8 @@ class Controller:
         before = self.model.servers.get(event.server_id)
         self.model.apply(event)
         for note in self.model.take_notifications():
-            self.emit(it.Notify(note))
+            if self.model.notify.allows(note, self.model.now()):  # DND set a moment ago (issue 18)
+                self.emit(it.Notify(note))
         if event.kind == ev.SERVER_UPDATED.kind or (
             event.kind == ev.CAPABILITIES.kind and before is not None
         ):
@@ -156,10 +165,8 @@ class Controller:
 
     def refresh_prefs(self) -> None:
         def done(value: NotifyPrefs | None, error: BaseException | None) -> None:
-            if value is None:
-                return
-            for sp in value.servers:
-                self.model.apply_server_prefs(sp)
+            if value is not None:
+                self.model.apply_notify_prefs(value)
 
         self._submit(lambda c: c.prefs(), done)
 
@@ -325,17 +332,8 @@ class Controller:
         self._submit(lambda c: c.mark_read(sid, None), lambda v, e: None)
 
     def set_mute(self, sid: str, muted: bool) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        sm.muted = muted
-
-        def done(v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(f"Mute is not saved: {error_text(error)}", error=True)
-
-        self._submit(lambda c: c.set_mute(sid, muted), done)
-        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {sm.record.display_name}.")
+        if sid in self.model.servers:
+            self.controls.set_mute(sid, None, muted, None)
 
     def leave(self, sid: str) -> None:
         if self.stack is None:
@@ -407,7 +405,7 @@ class Controller:
         self._submit(lambda c: c.join(cmd.url, cmd.server_id), done)
 
     # -- intents --------------------------------------------------------------------------------------
-    def dispatch(self, intent: it.Intent) -> None:
+    def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
         """Apply one intent of the member."""
         match intent:
             case it.SelectServer(server_id=sid):
@@ -444,6 +442,8 @@ class Controller:
                 self._join(self.add.join(url, set(self.model.servers)))
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
+            case _:
+                self.controls.dispatch(intent)  # status, notification settings, backup, updates
 
 
 def send_error(error: BaseException | None) -> str:
