@@ -7,7 +7,9 @@ installed, imported by nothing under ``services/`` or ``ui/``).
   tool) and tone analysis, for the voice tests and bench_voice;
 - ``hostile``: a deliberately hostile backend (test_hostile_backend, bench_hostile);
 - ``connector_proc``: the connector and the devserver as processes, with a stream report;
-- ``eventlog``: a member's events as they arrive, awaited by predicate.
+- ``eventlog``: a member's events as they arrive, awaited by predicate;
+- ``livestack``: ``openchat up`` as a live stack for the fault tests and bench_faults;
+- ``stack_env``: the environment and the processes of a private ``openchat up`` home.
 
 The benchmarks import from here, never from ``tests/``.
 """
