@@ -217,7 +217,8 @@ class Wake:
             await waiter
         finally:
             timer.cancel()
-            self._waiter = None
+            if self._waiter is waiter:  # a newer waiter (a replaced bridge's mixer) keeps its own
+                self._waiter = None
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
