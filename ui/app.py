@@ -94,6 +94,7 @@ class App:
         self.scale = scale or self.prefs.ui_scale
         self.font_size = font_size or self.prefs.font_size
         self.view: Any = None
+        self.search_view: Any = None  # ui.view.search.SearchView once the window exists
         self.images = ImageCache(None, self._fetch_image)
         self.images.on_ready = self._image_ready
         self.images.pinned = self._shown_images
@@ -195,6 +196,9 @@ class App:
                 self.account.refresh()
             case it.Notify(notification=n):
                 self._notify(n)
+            case it.RevealMessage(message_id=mid):
+                if tl is not None:
+                    tl.reveal(mid)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
@@ -329,6 +333,8 @@ class App:
         if self.view is not None:
             self.view.flush_composer()  # text set from code lands once the widget lets it
             self.view.render()
+            if self.search_view is not None:
+                self.search_view.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
@@ -476,6 +482,9 @@ class App:
         if ctrl and not alt and name == "k":
             self.open_switcher()
             return True
+        if ctrl and not alt and name == "f" and self.screen == "workspace":
+            self.open_search()
+            return True
         if ctrl and not alt and name == "v" and self.screen == "workspace":
             self.paste_image()  # an image; text still pastes into the focused field as usual
             return False
@@ -543,6 +552,14 @@ class App:
         self.view.hide_overlays()
         self.view.switch_items = []
         self.model.choose(item)
+
+    # -- message search (Ctrl+F) -------------------------------------------------------------------
+    def open_search(self) -> None:
+        if self.view is None or self.search_view is None:
+            return
+        self.view.hide_overlays()
+        self.controller.dispatch(it.OpenSearch())
+        self.search_view.open()
 
     def close_overlays(self) -> None:
         if self.view is not None:
@@ -989,9 +1006,12 @@ class App:
         import dearpygui.dearpygui as dpg
 
         from ui.view import View
+        from ui.view.search import SearchView
 
         self.view = View(self, self.scale, self.font_size)
         self.view.build()
+        self.search_view = SearchView(self.view, self.controller.dispatch, self.controller.search.panel)
+        self.search_view.build()
         self.images.dpg = dpg
         if self.watch_window and self.window is None:
             self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))

@@ -26,6 +26,7 @@ from services.core.contracts.chat import (
     DiscoverResult,
     JoinResult,
     LeaveResult,
+    MessageDeleted,
     ProbeResult,
     SendResult,
 )
@@ -34,11 +35,13 @@ from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
 from services.core.version import package_version
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
 from ui.controls import Controls
+from ui.search_flow import SearchFlow
 from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow, DiscoverCmd, JoinCmd, ProbeCmd
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.search import as_scope
 from ui.state.updater import UpdateChecker
 
 log = logging.getLogger("openchat.ui.controller")
@@ -84,6 +87,7 @@ class Controller:
         self.effects: list[it.Effect] = []  # kept when no sink is given (tests read them)
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
+        self.search = SearchFlow(self)
         self.controls = Controls(
             self, updater or UpdateChecker(package_version(), clock=model.clock, now=model.now)
         )
@@ -133,6 +137,10 @@ class Controller:
     def apply_event(self, event: TypedEvent) -> None:
         before = self.model.servers.get(event.server_id)
         self.model.apply(event)
+        if event.kind == ev.MESSAGE_DELETED.kind and isinstance(event.payload, MessageDeleted):
+            self.search.panel.drop_message(event.server_id, event.payload.message_id)
+        elif event.kind == ev.SERVER_LEFT.kind:
+            self.search.panel.drop_server(event.server_id)
         for note in self.model.take_notifications():
             if self.model.notify.allows(note, self.model.now()):  # DND set a moment ago (issue 18)
                 self.emit(it.Notify(note))
@@ -442,6 +450,19 @@ class Controller:
                 self._join(self.add.join(url, set(self.model.servers)))
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
+            case it.OpenSearch(scope=scope):
+                self.search.open(as_scope(scope))
+            case it.SearchQuery(text=text):
+                self.search.set_query(text)
+            case it.SearchScope(scope=scope):
+                if (known := as_scope(scope)) is not None:
+                    self.search.set_scope(known)
+            case it.RunSearch():
+                self.search.run()
+            case it.CloseSearch():
+                self.search.close()
+            case it.JumpToHit(index=index):
+                self.search.jump_to_hit(index)
             case _:
                 self.controls.dispatch(intent)  # status, notification settings, backup, updates
 

@@ -46,6 +46,7 @@ KEYMAP = [
     ("Shift+Enter", "composer", "new line"),
     ("Esc", "anywhere", "close menus, dialogs, lightbox"),
     ("Ctrl+K", "anywhere", "quick switcher (servers and channels)"),
+    ("Ctrl+F", "workspace", 'search messages (words, "phrase", prefix*, from:, in:)'),
     ("Alt+↑ / Alt+↓", "anywhere", "previous / next channel"),
     ("Ctrl+Alt+↑ / ↓", "anywhere", "previous / next server"),
     ("Alt+Shift+↑ / ↓", "anywhere", "previous / next unread channel"),
@@ -124,6 +125,7 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_search",
             "oc_status_menu",
             "oc_update",
         ):
@@ -141,6 +143,7 @@ class PaneBase:
                 "oc_lightbox",
                 "oc_consent",
                 "oc_onboard",
+                "oc_search",
             )
         )
 

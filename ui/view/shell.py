@@ -252,6 +252,8 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         "oc_info",
         "oc_keys",
         "oc_composer_handlers",
+        "oc_search",
+        "oc_search_handlers",
     )
 
     def destroy(self) -> None:
@@ -392,7 +394,14 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             return
         text_active = any(
             dpg.does_item_exist(t) and dpg.is_item_active(t)
-            for t in ("oc_composer", "oc_filter", "oc_add_url", "oc_switch_query", "oc_conn_path")
+            for t in (
+                "oc_composer",
+                "oc_filter",
+                "oc_add_url",
+                "oc_switch_query",
+                "oc_conn_path",
+                "oc_search_query",
+            )
         )
         self.app.on_key(name, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
 
