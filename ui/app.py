@@ -39,6 +39,7 @@ from ui.state.add_server import AddServerFlow
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
+from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui")
 
@@ -77,7 +78,11 @@ class App:
         self.screen = "firstrun"
         self.client_id = f"desktop-{uuid.uuid4().hex[:12]}"
         self.controller = Controller(
-            self.model, self.composer, client_id=self.client_id, effects=self._on_effect
+            self.model,
+            self.composer,
+            client_id=self.client_id,
+            effects=self._on_effect,
+            voice=VoiceController(self.model, lambda: self.adapter, config_dir=self.storage.root),
         )
         self._add_rendered = -1
         self.scale = scale or self.prefs.ui_scale
@@ -248,6 +253,7 @@ class App:
             self.view.show_connection_error(text)
 
     def stop(self) -> None:
+        self.controller.voice.close()  # leave the call, stop the audio threads
         if self.adapter is not None:
             self.focus_report(False)
             self.save_cache(blocking=True)
@@ -405,7 +411,11 @@ class App:
         self.model.select_server(sid)
 
     def select_channel(self, ch: str) -> None:
-        self.model.select_channel(ch)
+        self.controller.dispatch(it.SelectChannel(ch))  # a voice row joins (ui/voice.py)
+
+    @property
+    def voice(self) -> VoiceController:
+        return self.controller.voice
 
     def toggle_group(self, gid: str) -> None:
         self.model.toggle_collapsed(gid)

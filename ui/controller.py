@@ -30,12 +30,14 @@ from services.core.contracts.chat import (
     SendResult,
 )
 from services.core.contracts.events import TypedEvent
+from services.core.contracts.media import VoiceStatus
 from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow, DiscoverCmd, JoinCmd, ProbeCmd
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui.controller")
 T = TypeVar("T")
@@ -66,6 +68,7 @@ class Controller:
         *,
         client_id: str,
         effects: Callable[[it.Effect], None] | None = None,
+        voice: VoiceController | None = None,
     ) -> None:
         self.model = model
         self.composer = composer
@@ -79,6 +82,7 @@ class Controller:
         self.effects: list[it.Effect] = []  # kept when no sink is given (tests read them)
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
+        self.voice = voice or VoiceController(model, lambda: self.stack)  # ui/voice.py
 
     def emit(self, effect: it.Effect) -> None:
         if self._sink is not None:
@@ -101,14 +105,16 @@ class Controller:
 
     # -- what came from the stack -------------------------------------------------------------------
     def process_ops(self) -> int:
+        ticked = self.voice.tick()
         if self.stack is None:
-            return 0
+            return ticked
         ops = self.stack.drain()
         for op in ops:
             if isinstance(op, EventOp):
                 self.apply_event(op.event)
             elif isinstance(op, SnapshotOp):
                 self.model.apply_snapshot(op.snapshot, from_cache=op.from_cache)
+                self.voice.on_snapshot(op.snapshot)
                 self._after_snapshot()
             elif isinstance(op, StackOp):
                 was = self.model.stack_online
@@ -120,11 +126,13 @@ class Controller:
                     op.callback(op.value, op.error)
                 except Exception:
                     log.exception("ui callback failed")
-        return len(ops)
+        return len(ops) + ticked
 
     def apply_event(self, event: TypedEvent) -> None:
         before = self.model.servers.get(event.server_id)
         self.model.apply(event)
+        if event.kind == ev.VOICE_STATE.kind and isinstance(event.payload, VoiceStatus):
+            self.voice.on_status(event.server_id, event.payload)
         for note in self.model.take_notifications():
             self.emit(it.Notify(note))
         if event.kind == ev.SERVER_UPDATED.kind or (
@@ -192,6 +200,7 @@ class Controller:
 
     # -- navigation ---------------------------------------------------------------------------------
     def on_channel_opened(self, sid: str, ch: str) -> None:
+        self.voice.state.leave_stage()  # a text channel replaces the Call Stage; the call goes on
         if self.composer.typing_stop_due() and self.stack is not None and self.last_typing:
             psid, pch = self.last_typing
             self._submit(lambda c: c.typing(psid, pch, False))
@@ -413,7 +422,10 @@ class Controller:
             case it.SelectServer(server_id=sid):
                 self.model.select_server(sid)
             case it.SelectChannel(channel_id=ch):
-                self.model.select_channel(ch)
+                if self.voice.is_voice(self.model.active_server, ch):
+                    self.voice.click(self.model.active_server or "", ch)  # join + Call Stage (8.1)
+                else:
+                    self.model.select_channel(ch)
             case it.Send():
                 self.send()
             case it.ReplyTo(message_id=mid):

@@ -124,6 +124,8 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_voice_in_menu",
+            "oc_voice_out_menu",
         ):
             if dpg.does_item_exist(tag):
                 dpg.configure_item(tag, show=False)
@@ -178,3 +180,9 @@ class PaneBase:
 
     def _edit_profile(self) -> None:
         raise NotImplementedError
+
+    def _build_voice_settings(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes
+
+    def _dock_voice_buttons(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes

@@ -115,7 +115,7 @@ class Dialogs(PaneBase):
             dpg.window(
                 tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)
             ),
-            dpg.tab_bar(),
+            dpg.tab_bar(tag="oc_set_tabs"),
         ):
             with dpg.tab(label="My Account"):
                 h = dpg.add_text("Identity Disclosure")
@@ -175,6 +175,8 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Voice & Video", tag="oc_set_voice_tab"):
+                self._build_voice_settings()  # ui/view/voice.py
             with dpg.tab(label="Appearance"):
                 dpg.add_text("UI scale")
                 dpg.add_radio_button(
