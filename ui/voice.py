@@ -64,8 +64,10 @@ class VoiceController:
         self.client_id = f"desktop_{uuid.uuid4().hex[:12]}"
         self.bridge: DesktopBridge | None = None
         self.settings_open = False
+        self.joins = 0  # join commands sent (tests: a click on the connected channel sends none)
         self._shown_error = ""
         self._last_state = "idle"
+        self._dock_key: Any = None
 
     # -- helpers ------------------------------------------------------------------------------------
     def _submit(
@@ -122,7 +124,11 @@ class VoiceController:
         elif st.state in ("active", "reconnecting") and self.bridge is not None and not self.engine.in_call:
             self.engine.start_call(self.bridge.mic_sink)
         self._last_state = st.state
-        self.model.touch("dock")
+        sid = self._prefs_target()
+        key = (st.state, sid, self.state.prefs_of(sid) if sid else None)
+        if key != self._dock_key:  # the dock's buttons are rebuilt only when what they show changed
+            self._dock_key = key
+            self.model.touch("dock")
 
     def _error_text(self, reason: str) -> str:
         sid = self.state.call_server
@@ -157,6 +163,7 @@ class VoiceController:
         self.model.touch("channels", "dock", "header")
 
     def join(self, sid: str, ch: str) -> None:
+        self.joins += 1
         engine = self.engine
         volume = self.prefs.input_volume
         member_prefs = self.state.prefs_of(sid)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from services.core.audio import FRAME_SAMPLES, SAMPLE_RATE, Samples, apply_gain
+from services.core.audio import FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Samples, apply_gain
 from ui.audio.devices import DeviceList, list_devices
 from ui.audio.prefs import MediaPrefs
 from ui.state.voice import INPUT_FALLBACK, OUTPUT_FALLBACK, meter_level
@@ -253,7 +253,7 @@ class AudioEngine:
                     continue
                 self.captured += 1
                 if apm is not None:
-                    far = self._far.popleft() if self._far else None
+                    far = self._far.popleft() if self._far else SILENCE  # nothing played: silence
                     samples = apm.process(samples, far)
                 sink = self.mic_sink
                 if sink is not None:

@@ -53,12 +53,19 @@ class VoicePanes(PaneBase):
                     err = dpg.add_text("", tag="oc_voice_error", color=fonts.RED, wrap=s(230))
                     dpg.bind_item_font(err, self.fonts.small)
             hang = dpg.add_button(
-                label=HANGUP, tag="oc_voice_hangup", width=s(40), callback=lambda: self.app.voice.hang_up()
+                label=HANGUP,
+                tag="oc_voice_hangup",
+                width=s(40),
+                height=s(32),
+                pos=(s(250), s(14)),
+                callback=lambda: self.app.voice.hang_up(),
             )
             dpg.bind_item_font(hang, self.fonts.emoji)
             dpg.bind_item_theme(hang, self.themes["danger"])
         with dpg.child_window(tag="oc_stage", border=False, show=False):
             with dpg.group(horizontal=True):
+                icon = dpg.add_text("🔊", color=fonts.MUTED)
+                dpg.bind_item_font(icon, self.fonts.emoji)
                 h = dpg.add_text("", tag="oc_stage_channel")
                 dpg.bind_item_font(h, self.fonts.heading)
                 dpg.add_text("", tag="oc_stage_server", color=fonts.MUTED)
@@ -177,6 +184,7 @@ class VoicePanes(PaneBase):
             width=max(1, chan_w),
             height=max(1, card_h),
         )
+        dpg.configure_item("oc_voice_hangup", pos=(max(self.s(200), chan_w - self.s(56)), self.s(20)))
         return card_h
 
     def _layout_stage(self, x: int, y: int, w: int, h: int) -> None:
@@ -242,7 +250,7 @@ class VoicePanes(PaneBase):
         if sm is None:
             return
         own_uid = sm.record.user_uid
-        own_name = self.model.display_name or sm.name_of(own_uid)
+        own_name = self.model.display_name or self.app.member
         s = self.s
         for g in sm.groups:
             for c in g.channels:
@@ -293,8 +301,7 @@ class VoicePanes(PaneBase):
         st = self.voice.state
         name, server = self.voice._names(sid, ch)
         chip = st.stage_chip(sid, ch)
-        dpg.set_value("oc_stage_channel", f"🔊 {name}")
-        dpg.bind_item_font("oc_stage_channel", self.fonts.heading)
+        dpg.set_value("oc_stage_channel", name)
         dpg.set_value("oc_stage_server", server)
         dpg.configure_item("oc_stage_chip", label=chip)
         theme = {
@@ -305,7 +312,7 @@ class VoicePanes(PaneBase):
         dpg.bind_item_theme("oc_stage_chip", self.themes.get(theme.get(chip, ""), self.themes["badge"]))
         sm = self.model.servers.get(sid)
         own_uid = sm.record.user_uid if sm is not None else ""
-        own_name = self.model.display_name or (sm.name_of(own_uid) if sm is not None else "")
+        own_name = self.model.display_name or self.app.member
         people = st.participants(sid, ch, own_uid, own_name)
         dpg.set_value("oc_stage_count", f"{len(people)} participant{'s' if len(people) != 1 else ''}")
         dpg.delete_item("oc_stage_tiles", children_only=True)
