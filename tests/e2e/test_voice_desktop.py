@@ -257,7 +257,7 @@ def test_voice_mic_test_and_settings_persist(
     try:
         # Voice Settings from the mic caret's menu
         click(app, "oc_voice_mic_caret")
-        assert dpg.is_item_shown("oc_voice_in_menu")
+        pump(app, lambda: dpg.is_item_shown("oc_voice_in_menu"), timeout=5, what="Input Options")
         labels = dpg.get_item_configuration("oc_voice_in_devices")["items"]
         assert labels[0] == "System Default (Microphone)" and any("mic.monitor" in x for x in labels)
         shooter.shot(app, "input_menu")
@@ -284,6 +284,8 @@ def test_voice_mic_test_and_settings_persist(
         # choices persist across a restart
         app.voice.update_prefs(output_volume=20, input_volume=150, input_device="mic.monitor")
         app.voice.update_prefs(noise_suppression=False)
+        app.stop()  # the app closes (a restart: a new App reads the same config directory)
+        app.view.destroy()
         again = ui_factory(connection=demo.home / "members" / "demo.json", storage=Storage(config))
         p = again.voice.prefs
         assert (p.output_volume, p.input_volume, p.input_device, p.noise_suppression) == (
@@ -292,6 +294,10 @@ def test_voice_mic_test_and_settings_persist(
             "mic.monitor",
             False,
         )
+        again.view.open_voice_menu("out")
+        render(again, 3)
+        assert dpg.get_value("oc_voice_out_volume") == 20  # the slider shows it after the restart
+        shooter.shot(again, "output_menu_after_restart")
     finally:
         speaker.stop()
         tone.terminate()
@@ -309,7 +315,9 @@ def test_vanished_input_device_falls_back(
     app = open_app(ui_factory, demo, config)
     tone = pulse.play_tone(660)
     try:
-        app.voice.start_mic_test()
+        app.view.open_voice_settings()  # the mic test runs while the settings are open
+        pump(app, lambda: dpg.is_item_shown("oc_settings"), timeout=5, what="settings")
+        click(app, "oc_set_vtest")
         pump(
             app,
             lambda: any(
@@ -321,6 +329,6 @@ def test_vanished_input_device_falls_back(
         )
         pump(app, lambda: app.voice.engine.level > 0.2, timeout=15, what="audio still flowing")
         shooter.shot(app, "fallback_notice")
-        app.voice.stop_mic_test()
+        app.close_overlays()
     finally:
         tone.terminate()

@@ -252,6 +252,7 @@ class AudioEngine:
                 if len(samples) != FRAME_SAMPLES:
                     continue
                 self.captured += 1
+                raw = samples
                 if apm is not None:
                     far = self._far.popleft() if self._far else SILENCE  # nothing played: silence
                     samples = apm.process(samples, far)
@@ -259,13 +260,17 @@ class AudioEngine:
                 if sink is not None:
                     sink(samples)
                 if self.testing:
-                    tested = apply_gain(samples, self.prefs.input_volume / 100.0)
-                    meter_sum += float(np.abs(tested.astype(np.int32)).sum()) / 32768.0
-                    meter_n += len(tested)
+                    gain = self.prefs.input_volume / 100.0
+                    # the meter reads the microphone (times the input volume), before the echo
+                    # canceller: the loopback it plays is its own far end and would be cancelled
+                    heard = apply_gain(raw, gain)
+                    meter_sum += float(np.abs(heard.astype(np.int32)).sum()) / 32768.0
+                    meter_n += len(heard)
                     now = time.monotonic()
                     if now - meter_at >= METER_S:
                         self.level = meter_level(meter_sum / max(1, meter_n))
                         meter_sum, meter_n, meter_at = 0.0, 0, now
+                    tested = apply_gain(samples, gain)
                     with self._wake:
                         self._loopback.append(tested)
                         self._wake.notify()
