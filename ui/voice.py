@@ -106,6 +106,25 @@ class VoiceController:
             if view.voice is not None:
                 self.state.apply_status(view.server.server_id, view.voice)
         self._after_change()
+        st = self.state
+        if st.in_call() and self.bridge is None and st.pending is None and st.call_server:
+            self._attach(st.call_server, st.status.channel_id or "")
+
+    def _attach(self, sid: str, ch: str) -> None:
+        """The app (re)started while the member is in a call: take the call over with a new bridge
+        (the media service keeps the call; the newest client's bridge wins, ADR 0011)."""
+        engine = self.engine
+
+        async def work(c: Any) -> None:
+            if self.bridge is None:
+                self.bridge = DesktopBridge(c, c.member, self.client_id, engine)
+                await self.bridge.ensure(sid, ch)
+
+        def done(_v: Any, error: BaseException | None) -> None:
+            if error is None and self.bridge is not None and self.state.in_call():
+                engine.start_call(self.bridge.mic_sink)
+
+        self._submit(work, done)
 
     def _after_change(self) -> None:
         st = self.state.status

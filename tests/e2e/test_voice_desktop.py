@@ -97,7 +97,7 @@ def click(app: Any, tag: str) -> None:
 
 def voice_channel(app: Any, name: str) -> str:
     sm = app.model.servers[SERVER]
-    return next(c.id for g in sm.groups for c in g.channels if c.type == "voice" and c.name == name)
+    return str(next(c.id for g in sm.groups for c in g.channels if c.type == "voice" and c.name == name))
 
 
 def test_voice_call_end_to_end(
@@ -178,11 +178,16 @@ def test_voice_call_end_to_end(
         render(app, 3)
 
         # mute → the peer hears silence
-        pid = peer.pid_of(uid)
-        assert pid is not None
+        muted_pid = peer.pid_of(uid)
+        assert muted_pid is not None
         click(app, "oc_voice_mic")
         pump(app, lambda: app.voice.state.prefs_of(SERVER).mic_muted, timeout=5, what="muted")
-        pump(app, lambda: mean_abs(peer.heard[pid].last(0.5)) < 0.002, timeout=15, what="silence at the peer")
+        pump(
+            app,
+            lambda: mean_abs(peer.heard[muted_pid].last(0.5)) < 0.002,
+            timeout=15,
+            what="silence at the peer",
+        )
         pump(
             app, lambda: any(s.get("mic_muted") is True for s in peer.media_states), timeout=10, what="state"
         )
@@ -270,12 +275,12 @@ def test_voice_mic_test_and_settings_persist(
         click(app, "oc_set_vtest")
         assert app.voice.engine.testing
         levels: list[float] = []
-        pump(
-            app,
-            lambda: levels.append(dpg.get_value("oc_set_vlevel")) is None and max(levels) > 0.2,
-            timeout=20,
-            what="the meter moving",
-        )
+
+        def meter_moved() -> bool:
+            levels.append(float(dpg.get_value("oc_set_vlevel")))
+            return max(levels) > 0.2
+
+        pump(app, meter_moved, timeout=20, what="the meter moving")
         pump(app, lambda: band_share(speaker.last(1.0), 660) > 0.5, timeout=20, what="the loopback heard")
         shooter.shot(app, "mic_test")
         app.close_overlays()
@@ -332,3 +337,30 @@ def test_vanished_input_device_falls_back(
         app.close_overlays()
     finally:
         tone.terminate()
+
+
+def test_voice_kicked_shows_the_error(
+    demo: DemoStack,
+    pulse: Pulse,  # noqa: F811 - the imported fixture
+    ui_factory: Any,
+    tmp_path: Path,
+    shooter: Shooter,
+) -> None:
+    app = open_app(ui_factory, demo, tmp_path / "config")
+    app.select_server(SERVER)
+    render(app, 3)
+    ch = voice_channel(app, "Party Chat")
+    app.voice.click(SERVER, ch)  # through the controller this time
+    pump(app, lambda: app.voice.state.state == "active", timeout=60, what="Voice Connected")
+    uid = app.model.servers[SERVER].record.user_uid
+    base = demo.endpoints["devservers"]["harbor"]
+    r = httpx.post(f"{base}/_admin/rtc/inject", json={"type": "rtc.kicked", "user_uid": uid}, timeout=10)
+    assert r.json()["participants"] >= 1
+    kicked = "Removed from voice channel by moderation action."
+    pump(app, lambda: text_of("oc_voice_title") == "Voice Error", timeout=20, what="Voice Error")
+    assert text_of("oc_voice_error") == kicked
+    assert any(t.text == kicked and t.error for t in app.model.toasts)
+    assert not app.voice.engine.in_call  # microphone and speaker stopped
+    shooter.shot(app, "kicked")
+    app.voice.hang_up()
+    pump(app, lambda: not dpg.is_item_shown("oc_voice_card"), timeout=5, what="the card gone")

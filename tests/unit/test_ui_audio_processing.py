@@ -63,7 +63,8 @@ def voice_like(seconds: float, amp: float) -> Arr:
     t = np.arange(int(RATE * seconds)) / RATE
     phase = 2 * np.pi * np.cumsum(120 + 20 * np.sin(2 * np.pi * 0.5 * t)) / RATE
     sig = sum(np.sin(k * phase) / k for k in range(1, 25)) * np.clip(np.sin(2 * np.pi * 3 * t), 0, 1)
-    return (sig / np.max(np.abs(sig)) * amp * 32767).astype(np.int16)
+    out: Arr = (sig / np.max(np.abs(sig)) * amp * 32767).astype(np.int16)
+    return out
 
 
 def test_automatic_gain_raises_a_quiet_voice() -> None:

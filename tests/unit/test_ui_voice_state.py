@@ -20,7 +20,7 @@ def active(sid: str = "s1", ch: str = "v1", **kw: object) -> VoiceStatus:
         channel_id=ch,
         participant_id="me",
         participants=[VoiceParticipant(participant_id="p1", user_uid="uid_peer", display_name="Peer")],
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
