@@ -89,7 +89,9 @@ def click(app: Any, tag: str) -> None:
     w, h = dpg.get_item_rect_size(tag)
     vx, vy = dpg.get_viewport_pos()
     x, y = int(vx + x0 + min(w / 2, 60)), int(vy + y0 + h / 2)
-    xdotool("mousemove", "--sync", str(x), str(y))
+    here = dict(line.split("=", 1) for line in xdotool("getmouselocation", "--shell").splitlines())
+    if (here.get("X"), here.get("Y")) != (str(x), str(y)):  # --sync waits for a motion event
+        xdotool("mousemove", "--sync", str(x), str(y))
     pump(app, lambda: dpg.is_item_hovered(tag), timeout=5, what=f"the pointer over {tag} at {x},{y}")
     xdotool("click", "1")
     render(app, 3)

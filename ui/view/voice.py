@@ -8,6 +8,7 @@ a second during a call: only the participant rows and the stage tiles are rebuil
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import dearpygui.dearpygui as dpg
@@ -28,6 +29,8 @@ class VoicePanes(PaneBase):
     _card_shown: bool = False
     _stage_shown: bool = False
     _voice_devices_seen: int = -1
+    _row_keys: dict[str, Any]
+    _stage_key: Any = None
 
     def layout(self, width: int, height: int) -> None:
         raise NotImplementedError  # ui.view.shell.View
@@ -42,6 +45,8 @@ class VoicePanes(PaneBase):
     # -- build (called once from View.build) ------------------------------------------------------------
     def _build_voice(self) -> None:
         s = self.s
+        self._row_keys = {}
+        self._stage_key = None
         with dpg.child_window(tag="oc_voice_card", border=False, no_scrollbar=True, show=False):
             with dpg.group(horizontal=True):
                 dpg.add_spacer(width=s(6))
@@ -203,7 +208,8 @@ class VoicePanes(PaneBase):
             dpg.configure_item("oc_stage", show=self._stage_shown)
             dpg.configure_item("oc_chat", show=not self._stage_shown)
             self._voice_seen = -1
-        if "channels" in dirty:
+        force_rows = "channels" in dirty  # the channel list was rebuilt: its row groups are new
+        if force_rows:
             self._voice_rows_seen = -1
         if st.version != self._voice_seen or "dock" in dirty or "header" in dirty:
             self._voice_seen = st.version
@@ -212,7 +218,7 @@ class VoicePanes(PaneBase):
                 self._render_stage(*stage)
         if st.version != self._voice_rows_seen:
             self._voice_rows_seen = st.version
-            self._render_voice_rows()
+            self._render_voice_rows(force_rows)
             self._render_dock_ring()
         if v.engine.testing:
             if not dpg.is_item_shown("oc_settings"):
@@ -243,8 +249,9 @@ class VoicePanes(PaneBase):
         dpg.set_value("oc_voice_error", err)
         dpg.configure_item("oc_voice_error", show=bool(err))
 
-    def _render_voice_rows(self) -> None:
-        """The participants under the voice channel the member is in (4.5)."""
+    def _render_voice_rows(self, force: bool) -> None:
+        """The participants under the voice channel the member is in (4.5). Rebuilt only when
+        who is there (or their flags) changed; a speaking change only shows or hides rings."""
         st = self.voice.state
         sm = self.model.server
         if sm is None:
@@ -257,16 +264,24 @@ class VoicePanes(PaneBase):
                 tag = f"oc_vrows_{c.id}"
                 if c.type != "voice" or not dpg.does_item_exist(tag):
                     continue
-                dpg.delete_item(tag, children_only=True)
-                for p in st.participants(sm.server_id, c.id, own_uid, own_name):
-                    with dpg.group(horizontal=True, parent=tag):
-                        dpg.add_spacer(width=s(22))
-                        self._avatar(p, s(22), f"oc_vp_{c.id}_{p.participant_id}")
-                        name = dpg.add_text(p.name, color=fonts.TEXT if p.speaking else fonts.MUTED)
-                        dpg.bind_item_font(name, self.fonts.small)
-                        self._flags(p)
-                        b = dpg.add_text(p.badge)
-                        dpg.bind_item_font(b, self.fonts.emoji)
+                people = st.participants(sm.server_id, c.id, own_uid, own_name)
+                key = (sm.server_id, tuple(replace(p, speaking=False) for p in people))
+                if force or self._row_keys.get(c.id) != key:
+                    self._row_keys[c.id] = key
+                    dpg.delete_item(tag, children_only=True)
+                    for p in people:
+                        with dpg.group(horizontal=True, parent=tag):
+                            dpg.add_spacer(width=s(22))
+                            self._avatar(p, s(22), f"oc_vp_{c.id}_{p.participant_id}")
+                            name = dpg.add_text(p.name, color=fonts.TEXT)
+                            dpg.bind_item_font(name, self.fonts.small)
+                            self._flags(p)
+                            b = dpg.add_text(p.badge)
+                            dpg.bind_item_font(b, self.fonts.emoji)
+                for p in people:
+                    ring = f"oc_vp_{c.id}_{p.participant_id}_ring"
+                    if dpg.does_item_exist(ring):
+                        dpg.configure_item(ring, show=p.speaking)
 
     def _avatar(self, p: Participant, size: int, tag: str) -> None:
         sm = self.model.server
@@ -277,13 +292,14 @@ class VoicePanes(PaneBase):
             else:
                 top, rim = self.avatar_colors(p.user_uid or p.participant_id)
                 dpg.draw_circle((size / 2, size / 2), size / 2 - 2, fill=(*top, 255), color=(*rim, 255))
-            if p.speaking:  # the speaking ring (8.5)
-                dpg.draw_circle(
-                    (size / 2, size / 2),
-                    size / 2 - 1,
-                    color=(*fonts.GREEN, 255),
-                    thickness=max(2, size // 10),
-                )
+            dpg.draw_circle(  # the speaking ring (8.5), shown while they speak
+                (size / 2, size / 2),
+                size / 2 - 1,
+                color=(*fonts.GREEN, 255),
+                thickness=max(2, size // 10),
+                tag=f"{tag}_ring",
+                show=p.speaking,
+            )
 
     def _flags(self, p: Participant) -> None:
         if p.deafened:
@@ -315,6 +331,18 @@ class VoicePanes(PaneBase):
         own_name = self.model.display_name or self.app.member
         people = st.participants(sid, ch, own_uid, own_name)
         dpg.set_value("oc_stage_count", f"{len(people)} participant{'s' if len(people) != 1 else ''}")
+        hint = st.stage_hint(sid, ch, name, self._other_call_name())
+        dpg.set_value("oc_stage_hint", hint)
+        dpg.configure_item("oc_stage_hint", show=bool(hint))
+        width = dpg.get_item_width("oc_stage")
+        key = (sid, ch, width, tuple(replace(p, speaking=False) for p in people))
+        if key == self._stage_key:
+            for p in people:  # only the rings
+                ring = f"oc_stage_tile_{p.participant_id}_ring"
+                if dpg.does_item_exist(ring):
+                    dpg.configure_item(ring, show=p.speaking)
+            return
+        self._stage_key = key
         dpg.delete_item("oc_stage_tiles", children_only=True)
         s = self.s
         side = s(STAGE_TILE)
@@ -334,9 +362,6 @@ class VoicePanes(PaneBase):
                     self._flags(p)
                 nv = dpg.add_text("No video", color=fonts.MUTED)
                 dpg.bind_item_font(nv, self.fonts.small)
-        hint = st.stage_hint(sid, ch, name, self._other_call_name())
-        dpg.set_value("oc_stage_hint", hint)
-        dpg.configure_item("oc_stage_hint", show=bool(hint))
 
     def _other_call_name(self) -> str | None:
         st = self.voice.state
