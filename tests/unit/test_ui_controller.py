@@ -202,10 +202,11 @@ def test_switch_servers_and_channels(proxied: Any, desktops: Any) -> None:
     stack.post("srv_harbor", "ch_general", "uid_h_1", "later", "h2")
     c.dispatch(it.SelectChannel("ch_general"))
     d.pump(lambda: "h2" in d.ids("srv_harbor"), what="window")
-    # a voice channel is not opened in this build
+    # a voice channel goes to the voice controller (Call Stage + join); the text channel stays
     c.dispatch(it.SelectServer("srv_testlab"))
     c.dispatch(it.SelectChannel("ch_huddle"))
     assert d.model.channel_id == "ch_general"
+    assert c.voice.state.stage == ("srv_testlab", "ch_huddle") and c.voice.joins == 1
 
 
 def test_unread_and_mentions(proxied: Any, desktops: Any) -> None:
