@@ -36,6 +36,18 @@ from ui.audio.prefs import MediaPrefs
 from ui.storage import Storage
 
 pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(autouse=True)
+def _host_address() -> None:
+    """aioice gathers no 127.0.0.1 candidate: WebRTC between local processes needs another address
+    (inside a bare network namespace: ``ip addr add 10.77.0.1/32 dev lo``)."""
+    from aioice.ice import get_host_addresses
+
+    if not get_host_addresses(use_ipv4=True, use_ipv6=False):
+        pytest.skip("no non-loopback IPv4 address: WebRTC (aioice) cannot gather a host candidate")
+
+
 T = TypeVar("T")
 SERVER = "srv_harbor"
 
