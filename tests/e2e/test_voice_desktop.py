@@ -374,6 +374,7 @@ def test_voice_kicked_shows_the_error(
     pump(app, lambda: text_of("oc_voice_title") == "Voice Error", timeout=20, what="Voice Error")
     assert text_of("oc_voice_error") == kicked
     assert any(t.text == kicked and t.error for t in app.model.toasts)
+    assert text_of("oc_stage_toast") == kicked  # the toast line shows on the Call Stage too
     assert not app.voice.engine.in_call  # microphone and speaker stopped
     shooter.shot(app, "kicked")
     app.voice.hang_up()

@@ -18,7 +18,7 @@ from ui.state.voice import NO_VIDEO_YET, OUTPUT_UNSUPPORTED, Participant
 from ui.view.base import CHEVRON_DOWN, PaneBase
 from ui.view.timeline import round_image
 
-CARD_H = 78
+CARD_H = 96
 MIC, HEADPHONES, HANGUP, MUTED_ICON = "🎤", "🎧", "📞", "🔇"
 STAGE_TILE = 168
 
@@ -82,6 +82,8 @@ class VoicePanes(PaneBase):
             e = dpg.add_text(NO_VIDEO_YET, tag="oc_stage_empty", color=fonts.MUTED)
             dpg.bind_item_font(e, self.fonts.bold)
             dpg.add_text("", tag="oc_stage_hint", color=fonts.MUTED, wrap=s(600))
+            dpg.add_spacer(height=s(12))
+            dpg.add_text("", tag="oc_stage_toast", color=fonts.MUTED, wrap=s(600))  # the chat's toast line
         for kind in ("in", "out"):
             with dpg.window(
                 tag=f"oc_voice_{kind}_menu",
@@ -220,6 +222,14 @@ class VoicePanes(PaneBase):
             self._voice_rows_seen = st.version
             self._render_voice_rows(force_rows)
             self._render_dock_ring()
+        if self._stage_shown:  # the chat pane (and its toast line) is hidden behind the stage
+            toast = self.model.toasts[-1] if self.model.toasts else None
+            text = toast.text if toast else ""
+            if dpg.get_value("oc_stage_toast") != text:
+                dpg.set_value("oc_stage_toast", text)
+                dpg.configure_item(
+                    "oc_stage_toast", color=fonts.RED if toast and toast.error else fonts.MUTED
+                )
         if v.engine.testing:
             if not dpg.is_item_shown("oc_settings"):
                 v.stop_mic_test()  # the mic test stops when settings close (8.10)
