@@ -13,14 +13,16 @@ from services.core.contracts.media import (
 from ui.state.voice import HINT_ELSEWHERE, HINT_JOIN, VoiceState, error_message, meter_level, short_uid
 
 
-def active(sid: str = "s1", ch: str = "v1", **kw: object) -> VoiceStatus:
+def active(
+    sid: str = "s1", ch: str = "v1", participants: list[VoiceParticipant] | None = None
+) -> VoiceStatus:
+    peer = VoiceParticipant(participant_id="p1", user_uid="uid_peer", display_name="Peer")
     return VoiceStatus(
         state="active",
         server_id=sid,
         channel_id=ch,
         participant_id="me",
-        participants=[VoiceParticipant(participant_id="p1", user_uid="uid_peer", display_name="Peer")],
-        **kw,
+        participants=[peer] if participants is None else participants,
     )
 
 
@@ -103,3 +105,14 @@ def test_errors_and_hints() -> None:
 def test_meter_and_names() -> None:
     assert meter_level(0.0) == 0.0 and abs(meter_level(0.1) - 0.36) < 1e-9 and meter_level(0.5) == 1.0
     assert short_uid("uid_0123456789abcdef") == "uid_0123…cdef" and short_uid("uid_short") == "uid_short"
+
+
+def test_a_late_answer_does_not_turn_rings_off() -> None:
+    v = VoiceState()
+    v.click("s1", "v1")
+    v.apply_status("s1", active())
+    v.apply_speaking("s1", VoiceSpeaking(channel_id="v1", participant_id="p1", speaking=True))
+    v.apply_status("s1", active())  # e.g. the join's answer, computed before the edge
+    assert "p1" in v.speaking
+    v.apply_status("s1", active(participants=[]))  # p1 left: its ring goes with it
+    assert "p1" not in v.speaking

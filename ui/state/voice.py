@@ -102,9 +102,14 @@ class VoiceState:
             self.error = st.reason
         elif st.state == "active":
             self.error = ""
+        same_call = self.call_server == sid and self.status.channel_id == st.channel_id
+        present = {p.participant_id for p in st.participants} | {SELF}
+        # speaking comes as edges (voice.speaking); a state or an answer that raced them must not
+        # turn a ring off: keep what the edges said for who is still there, add what it says
+        kept = {pid for pid in self.speaking if pid in present} if same_call else set()
         self.status = st
         self.call_server = sid
-        self.speaking = {p.participant_id for p in st.participants if p.speaking}
+        self.speaking = kept | {p.participant_id for p in st.participants if p.speaking}
         if st.speaking:
             self.speaking.add(SELF)
         self.version += 1
