@@ -26,17 +26,24 @@ from services.core.contracts.chat import (
     DiscoverResult,
     JoinResult,
     LeaveResult,
+    MessageDeleted,
     ProbeResult,
     SendResult,
 )
 from services.core.contracts.events import TypedEvent
 from services.core.contracts.media import VoiceStatus
 from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
+from services.core.version import package_version
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
+from ui.controls import Controls
+from ui.search_flow import SearchFlow
+from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow, DiscoverCmd, JoinCmd, ProbeCmd
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.search import as_scope
+from ui.state.updater import UpdateChecker
 from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui.controller")
@@ -69,6 +76,7 @@ class Controller:
         client_id: str,
         effects: Callable[[it.Effect], None] | None = None,
         voice: VoiceController | None = None,
+        updater: UpdateChecker | None = None,
     ) -> None:
         self.model = model
         self.composer = composer
@@ -83,6 +91,10 @@ class Controller:
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
         self.voice = voice or VoiceController(model, lambda: self.stack)  # ui/voice.py
+        self.search = SearchFlow(self)
+        self.controls = Controls(
+            self, updater or UpdateChecker(package_version(), clock=model.clock, now=model.now)
+        )
 
     def emit(self, effect: it.Effect) -> None:
         if self._sink is not None:
@@ -133,8 +145,13 @@ class Controller:
         self.model.apply(event)
         if event.kind == ev.VOICE_STATE.kind and isinstance(event.payload, VoiceStatus):
             self.voice.on_status(event.server_id, event.payload)
+        if event.kind == ev.MESSAGE_DELETED.kind and isinstance(event.payload, MessageDeleted):
+            self.search.panel.drop_message(event.server_id, event.payload.message_id)
+        elif event.kind == ev.SERVER_LEFT.kind:
+            self.search.panel.drop_server(event.server_id)
         for note in self.model.take_notifications():
-            self.emit(it.Notify(note))
+            if self.model.notify.allows(note, self.model.now()):  # DND set a moment ago (issue 18)
+                self.emit(it.Notify(note))
         if event.kind == ev.SERVER_UPDATED.kind or (
             event.kind == ev.CAPABILITIES.kind and before is not None
         ):
@@ -164,10 +181,8 @@ class Controller:
 
     def refresh_prefs(self) -> None:
         def done(value: NotifyPrefs | None, error: BaseException | None) -> None:
-            if value is None:
-                return
-            for sp in value.servers:
-                self.model.apply_server_prefs(sp)
+            if value is not None:
+                self.model.apply_notify_prefs(value)
 
         self._submit(lambda c: c.prefs(), done)
 
@@ -334,17 +349,8 @@ class Controller:
         self._submit(lambda c: c.mark_read(sid, None), lambda v, e: None)
 
     def set_mute(self, sid: str, muted: bool) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        sm.muted = muted
-
-        def done(v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(f"Mute is not saved: {error_text(error)}", error=True)
-
-        self._submit(lambda c: c.set_mute(sid, muted), done)
-        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {sm.record.display_name}.")
+        if sid in self.model.servers:
+            self.controls.set_mute(sid, None, muted, None)
 
     def leave(self, sid: str) -> None:
         if self.stack is None:
@@ -416,7 +422,7 @@ class Controller:
         self._submit(lambda c: c.join(cmd.url, cmd.server_id), done)
 
     # -- intents --------------------------------------------------------------------------------------
-    def dispatch(self, intent: it.Intent) -> None:
+    def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
         """Apply one intent of the member."""
         match intent:
             case it.SelectServer(server_id=sid):
@@ -456,6 +462,21 @@ class Controller:
                 self._join(self.add.join(url, set(self.model.servers)))
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
+            case it.OpenSearch(scope=scope):
+                self.search.open(as_scope(scope))
+            case it.SearchQuery(text=text):
+                self.search.set_query(text)
+            case it.SearchScope(scope=scope):
+                if (known := as_scope(scope)) is not None:
+                    self.search.set_scope(known)
+            case it.RunSearch():
+                self.search.run()
+            case it.CloseSearch():
+                self.search.close()
+            case it.JumpToHit(index=index):
+                self.search.jump_to_hit(index)
+            case _:
+                self.controls.dispatch(intent)  # status, notification settings, backup, updates
 
 
 def send_error(error: BaseException | None) -> str:

@@ -13,8 +13,10 @@ from typing import Any, Literal, Protocol
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui.fonts import FontSet
 from ui.images import ImageCache
+from ui.state.backup import BackupFlow
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.updater import UpdateChecker
 
 Step = Literal["identity", "profile"]  # the Welcome/Edit Profile dialog's steps
 
@@ -50,6 +52,11 @@ class AppPort(Protocol):
     def account(self) -> AccountPort: ...
     @property
     def voice(self) -> Any: ...  # ui.voice.VoiceController (calls, devices; the panes read its state)
+    @property
+    def updater(self) -> UpdateChecker: ...
+    @property
+    def backup(self) -> BackupFlow: ...
+    def dispatch(self, intent: Any) -> None: ...
 
     def add_server(self) -> None: ...
     def add_url_changed(self) -> None: ...

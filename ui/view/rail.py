@@ -87,12 +87,13 @@ class RailPane(PaneBase):
                 callback=lambda: self._menu(self.app.mark_server_read, sid),
             )
             dpg.add_menu_item(
-                label="Mute Server",
+                label="Unmute Server" if sm.muted else "Mute Server",
                 tag="oc_ctx_mute",
                 check=True,
                 default_value=sm.muted,
                 callback=lambda s_, a: self._menu(self.app.set_mute, sid, bool(a)),
             )
+            self.server_notify_items(sid)  # mute for a while, level, Hide Muted Channels (issue 18)
             dpg.add_separator()
             leave = dpg.add_menu_item(
                 label="Leave Server", tag="oc_ctx_leave", callback=lambda: self._menu(self.app.ask_leave, sid)

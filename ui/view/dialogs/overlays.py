@@ -142,6 +142,7 @@ class Dialogs(PaneBase):
                         color=fonts.AMBER,
                         wrap=s(600),
                     )
+                self._build_backup_section()  # identity backup (issue 18)
                 dpg.add_separator()
                 h3 = dpg.add_text("Profile")
                 dpg.bind_item_font(h3, self.fonts.bold)
@@ -177,6 +178,8 @@ class Dialogs(PaneBase):
                 dpg.add_group(tag="oc_set_history")
             with dpg.tab(label="Voice & Video", tag="oc_set_voice_tab"):
                 self._build_voice_settings()  # ui/view/voice.py
+            with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
+                self._build_notify_tab()
             with dpg.tab(label="Appearance"):
                 dpg.add_text("UI scale")
                 dpg.add_radio_button(
@@ -365,6 +368,8 @@ class Dialogs(PaneBase):
                 callback=lambda s_, a, u: self.app.answer_consent(bool(a), u),
                 user_data=sid,
             )
+        self.render_notify_settings()
+        self._render_backup()
         dpg.delete_item("oc_set_history", children_only=True)
         for line in model.status_history[-8:] or ["(nothing yet)"]:
             dpg.add_text(line, parent="oc_set_history", wrap=560)
