@@ -930,6 +930,11 @@ class App:
         self.controller.dispatch(it.Probe(self._add_url()))
         self._add_render()
 
+    def add_local_id_changed(self, text: str) -> None:
+        """The Add Server dialog's local id field (issue #14)."""
+        self.controller.dispatch(it.SetAddLocalId(text))
+        self._add_render()
+
     def add_server(self) -> None:
         self.controller.dispatch(it.Join(self._add_url()))
         self._add_render()

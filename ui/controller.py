@@ -419,7 +419,7 @@ class Controller:
                     self.model.status_history.append(w)
             self.emit(it.AskConsent())
 
-        self._submit(lambda c: c.join(cmd.url, cmd.server_id), done)
+        self._submit(lambda c: c.join(cmd.url, cmd.server_id, cmd.local_id), done)
 
     # -- intents --------------------------------------------------------------------------------------
     def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
@@ -459,7 +459,9 @@ class Controller:
             case it.Probe(url=url):
                 self._probe(self.add.probe_cmd(url))
             case it.Join(url=url):
-                self._join(self.add.join(url, set(self.model.servers)))
+                self._join(self.add.join(url, {sid: sm.record for sid, sm in self.model.servers.items()}))
+            case it.SetAddLocalId(local_id=local):
+                self.add.set_local_id(local)
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
             case it.OpenSearch(scope=scope):

@@ -98,6 +98,13 @@ class Join:
 
 
 @dataclass(frozen=True)
+class SetAddLocalId:
+    """The Add Server dialog's local id field changed (issue #14)."""
+
+    local_id: str
+
+
+@dataclass(frozen=True)
 class AnswerConsent:
     server_id: str
     share: bool
@@ -154,6 +161,7 @@ Intent = (
     | PickServer
     | Probe
     | Join
+    | SetAddLocalId
     | AnswerConsent
     | OpenSearch
     | SearchQuery

@@ -46,6 +46,8 @@ class RailPane(PaneBase):
             dpg.bind_item_theme(b, self.themes[theme])
             with dpg.tooltip(b):
                 dpg.add_text(sm.record.display_name)
+                if sid != sm.record.backend_id:  # two backends may use one id (ADR 0018): say which
+                    dpg.add_text(f"{sid} · {sm.record.base_url}", color=fonts.MUTED)
                 if offline:
                     dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
             if offline:

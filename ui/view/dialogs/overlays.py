@@ -48,6 +48,14 @@ class Dialogs(PaneBase):
             dpg.add_text("", tag="oc_add_summary", wrap=s(520))
             dpg.add_text("", tag="oc_add_warning", color=fonts.AMBER, wrap=s(520))
             dpg.add_text("", tag="oc_add_disclosure", color=fonts.MUTED, wrap=s(520))
+            with dpg.group(horizontal=True, tag="oc_add_local_row", show=False):  # issue #14
+                dpg.add_text("Local server id")
+                dpg.add_input_text(
+                    tag="oc_add_local",
+                    width=-1,
+                    hint="the id this server gets here",
+                    callback=lambda s_, a: self.app.add_local_id_changed(str(a)),
+                )
             dpg.add_text("", tag="oc_add_error", color=fonts.RED, wrap=s(520))
             with dpg.group(horizontal=True):
                 b = dpg.add_button(
@@ -331,6 +339,11 @@ class Dialogs(PaneBase):
         dpg.set_value("oc_add_warning", warning)
         dpg.set_value("oc_add_disclosure", disclosure)
         dpg.set_value("oc_add_error", flow.error)
+        dpg.configure_item("oc_add_local_row", show=flow.probe is not None)
+        if dpg.get_value("oc_add_local") != flow.local_id and not (
+            flow.local_edited and dpg.is_item_active("oc_add_local")
+        ):
+            dpg.set_value("oc_add_local", flow.local_id)
         dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
 
     # -- Settings → My Account (owns ``oc_set*``) ----------------------------------------------------
@@ -338,7 +351,8 @@ class Dialogs(PaneBase):
         acc = self.app.account
         model = self.model
         sm = model.server
-        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
+        origin = sm.record.base_url if sm is not None and sm.record.uid_scope else None
+        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode, origin))
         dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
         dpg.configure_item(
             "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
