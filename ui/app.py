@@ -56,6 +56,7 @@ from ui.state.settings import Settings
 from ui.state.switcher import Switcher
 from ui.state.updater import UpdateChecker, UpdateSchedule
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
+from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui")
 
@@ -97,7 +98,12 @@ class App:
             client_version or package_version(), clock=clock, now=self.model.now, schedule=update_schedule
         )
         self.controller = Controller(
-            self.model, self.composer, client_id=self.client_id, effects=self._on_effect, updater=updater
+            self.model,
+            self.composer,
+            client_id=self.client_id,
+            effects=self._on_effect,
+            updater=updater,
+            voice=VoiceController(self.model, lambda: self.adapter, config_dir=self.storage.root),
         )
         if updater.banner:  # 13.3: checks disabled in a development build
             self.model.banners["updater"] = Banner("updater", updater.banner, "info")
@@ -325,6 +331,7 @@ class App:
             self.panes.show_connection_error(text)
 
     def stop(self) -> None:
+        self.controller.voice.close()  # leave the call, stop the audio threads
         if self.adapter is not None:
             self.focus_report(False)
             self.save_cache(blocking=True)
@@ -460,7 +467,11 @@ class App:
         self.model.select_server(sid)
 
     def select_channel(self, ch: str) -> None:
-        self.model.select_channel(ch)
+        self.controller.dispatch(it.SelectChannel(ch))  # a voice row joins (ui/voice.py)
+
+    @property
+    def voice(self) -> VoiceController:
+        return self.controller.voice
 
     def toggle_group(self, gid: str) -> None:
         self.model.toggle_collapsed(gid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage, IdentityInfo, MemberProfile, UidModeName
 from ui.fonts import FontSet
@@ -86,6 +86,8 @@ class ChannelsPort(PanePort, Protocol):
     def select_channel(self, ch: str) -> None: ...
     def toggle_group(self, gid: str) -> None: ...
     def set_filter(self, text: str) -> None: ...
+    @property
+    def voice(self) -> Any: ...  # ui.voice.VoiceController (calls, devices; the panes read its state)
 
 
 class ChatPort(PanePort, Protocol):
@@ -122,6 +124,20 @@ class DockPort(PanePort, Protocol):
 
     def open_settings(self) -> None: ...
     def avatar_texture(self, sid: str, uid: str) -> Texture | None: ...
+    @property
+    def voice(self) -> Any: ...  # ui.voice.VoiceController (calls, devices; the panes read its state)
+
+
+class VoicePort(PanePort, Protocol):
+    """``ui.view.voice``: voice rows, the dock's voice card, the Call Stage, device menus and the
+    Voice & Video settings (issue 15); they drive ``voice`` (``ui.voice.VoiceController``)."""
+
+    member: str
+
+    def open_settings(self) -> None: ...
+    def avatar_texture(self, sid: str, uid: str) -> Texture | None: ...
+    @property
+    def voice(self) -> Any: ...  # ui.voice.VoiceController (calls, devices; the panes read its state)
 
 
 class ControlsPort(PanePort, Protocol):
@@ -207,6 +223,7 @@ class AppPort(
     ShellPort,
     TimelinePort,
     ControlsPort,
+    VoicePort,
     Protocol,
 ):
     """The whole workspace's port: the sum of the panes' (what ``ui.app.App`` provides)."""

@@ -788,8 +788,7 @@ class ViewModel:
         if ch is None:
             return False
         if ch.type == "voice":
-            self.toast("Voice is not available in this build yet.")
-            return False
+            return False  # voice rows go to the voice controller (ui/voice.py)
         self.active_server = sid
         self.active_channel[sid] = channel_id
         self.mark_read(sid, channel_id)

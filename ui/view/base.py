@@ -124,6 +124,8 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_voice_in_menu",
+            "oc_voice_out_menu",
             "oc_search",
             "oc_status_menu",
             "oc_update",
@@ -182,6 +184,12 @@ class PaneBase:
 
     def _edit_profile(self) -> None:
         raise NotImplementedError
+
+    def _build_voice_settings(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes
+
+    def _dock_voice_buttons(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes
 
     # provided by ``ControlsPane`` (issue 18)
     def _build_backup_section(self) -> None:

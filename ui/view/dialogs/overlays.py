@@ -129,7 +129,7 @@ class Dialogs(PaneBase):
             dpg.window(
                 tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)
             ),
-            dpg.tab_bar(),
+            dpg.tab_bar(tag="oc_set_tabs"),
         ):
             with dpg.tab(label="My Account"):
                 h = dpg.add_text("Identity Disclosure")
@@ -190,6 +190,8 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Voice & Video", tag="oc_set_voice_tab"):
+                self._build_voice_settings()  # ui/view/voice.py
             with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
                 self._build_notify_tab()
             with dpg.tab(label="Appearance"):
