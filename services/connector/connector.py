@@ -5,7 +5,8 @@ imported by ``identity_import``, encrypted at rest; a UID mode switch or an impo
 joined server to the newly projected uid), the
 durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
 registry database), the member's own profile (``ProfileStore``, same database; published by
-``ProfilePublisher`` only to servers the member consented for, rule D18) and one ``Session`` per
+``ProfilePublisher`` only to servers the member agreed to share it with: docs/product-rules.md
+D18) and one ``Session`` per
 (member, server). Its command
 methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
 failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
@@ -319,7 +320,7 @@ class Connector:
         session.start()
         return session
 
-    # -- link previews (features 5.9, 14.5, rule D17, P6) --------------------------------------------
+    # -- link previews, fetched by the stack into a bounded cache (features 5.9, 14.5; D17) ------------------
     def wants_previews(self, session: Session, msg: ChatMessage) -> list[str]:
         """The URLs to fetch for ``msg`` (empty: none). The backend's own cards win; otherwise
         only on a verified server and while the member's switch is on."""
@@ -579,10 +580,10 @@ class Connector:
         session.record = record
         await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, ServerUpdated(server=record)))
         if args.share_profile:
-            session.request_profile_sync()  # rule D18: publish now that the member agreed
+            session.request_profile_sync()  # the member agreed: publish the profile now
         return JoinResult(server=record)
 
-    # -- the member's own profile (features 1.1, 11; rule D18) ----------------------------------------
+    # -- the member's own profile, published only with consent (features 1.1, 11; D18) -----------------------
     async def profile_get(self, member: str, args: ProfileGetArgs) -> ProfileGetResult:
         stored = await asyncio.to_thread(self.profile_store.get, member)
         profile = None

@@ -1,6 +1,8 @@
 """Plain domain rules of the connector (no I/O; unit-tested directly).
 
-- ``assess_trust`` / ``disclosure``: what a member is told before joining (features 2.4, 1.6, D15);
+- ``assess_trust`` / ``disclosure``: what a member is told before joining (features 2.4 and 1.6:
+  trust warnings and the identity disclosure; lasting conditions such as the HTTPS warning become
+  banners, not transient text: docs/product-rules.md D15);
 - ``snapshot_of`` / ``groups_of`` / ``message_of`` / ``profile_of``: backend payloads (validated
   ``contracts.wire`` models) → normalized bus contracts, keyed by the member's chosen server id;
 - ``RateLimiter``: client-side send throttle per (member, server) from ``rate_limit_per_minute``;

@@ -29,6 +29,7 @@ from ui.controller import Controller
 from ui.state import intents as it
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.voice import UNREACHABLE
 from ui.storage import Storage
 
 PNG = bytes.fromhex(
@@ -212,10 +213,15 @@ def test_switch_servers_and_channels(proxied: Any, desktops: Any) -> None:
     stack.post("srv_harbor", "ch_general", "uid_h_1", "later", "h2")
     c.dispatch(it.SelectChannel("ch_general"))
     d.pump(lambda: "h2" in d.ids("srv_harbor"), what="window")
-    # a voice channel is not opened in this build
+    # a voice channel goes to the voice controller (Call Stage + join); the text channel stays
     c.dispatch(it.SelectServer("srv_testlab"))
     c.dispatch(it.SelectChannel("ch_huddle"))
     assert d.model.channel_id == "ch_general"
+    assert c.voice.state.stage == ("srv_testlab", "ch_huddle") and c.voice.joins == 1
+    # no media service on this bus: the join fails visibly (card and toast), never silently
+    d.pump(lambda: c.voice.state.state == "error", what="the voice error")
+    assert c.voice.state.card_title() == "Voice Error" and c.voice.state.error == UNREACHABLE
+    assert any(t.text == UNREACHABLE and t.error for t in d.model.toasts)
 
 
 def test_unread_and_mentions(proxied: Any, desktops: Any) -> None:

@@ -207,7 +207,8 @@ class ShowAddServer:
 
 @dataclass(frozen=True)
 class AskConsent:
-    """Servers may be waiting for the profile question (rule D18)."""
+    """Servers may be waiting for the profile question: share the name and avatar with that
+    server? (rule D18)."""
 
 
 @dataclass(frozen=True)

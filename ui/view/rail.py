@@ -5,10 +5,13 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import RailPort
 from ui.view.base import PaneBase
 
 
 class RailPane(PaneBase):
+    app: RailPort
+
     def _render_rail(self) -> None:
         """Tiles at fixed positions so each badge can sit on its tile's top-right corner."""
         self._clear("oc_rail")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
-from ui.account import disclosure_sentence, other_mode
+from ui.ports import DialogsPort
+from ui.state.account import disclosure_sentence, other_mode
 from ui.state.add_server import AddServerFlow, entry_label
-from ui.state.model import format_bytes
+from ui.state.model import SwitchItem, format_bytes
 from ui.view.base import KEYMAP, PaneBase
+from ui.view.dialogs.onboarding import OnboardingDialog
 
 
 class Dialogs(PaneBase):
+    app: DialogsPort
+    onboarding: OnboardingDialog  # the Welcome / Edit profile dialog (built with the others)
+
     def _build_dialogs(self) -> None:
         s = self.s
         # one shared context menu (server tiles and message rows)
@@ -85,7 +91,7 @@ class Dialogs(PaneBase):
                 )
                 dpg.bind_item_theme(b, self.themes["danger"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
-        # Consent (rule D18)
+        # Consent: ask before the profile goes to a server, per server (rule D18)
         with dpg.window(
             tag="oc_consent",
             label="Profile",
@@ -123,7 +129,7 @@ class Dialogs(PaneBase):
             dpg.window(
                 tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)
             ),
-            dpg.tab_bar(),
+            dpg.tab_bar(tag="oc_set_tabs"),
         ):
             with dpg.tab(label="My Account"):
                 h = dpg.add_text("Identity Disclosure")
@@ -184,6 +190,8 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Voice & Video", tag="oc_set_voice_tab"):
+                self._build_voice_settings()  # ui/view/voice.py
             with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
                 self._build_notify_tab()
             with dpg.tab(label="Appearance"):
@@ -213,7 +221,8 @@ class Dialogs(PaneBase):
                         dpg.add_text(key)
                         dpg.add_text(where)
                         dpg.add_text(effect)
-        self.app.account.build(dpg, s, self.fonts.bold)
+        self.onboarding = OnboardingDialog(self.app.account, self)
+        self.onboarding.build(s, self.fonts.bold)
         # Lightbox
         with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
             with dpg.group(horizontal=True):
@@ -221,9 +230,7 @@ class Dialogs(PaneBase):
                 dpg.add_group(tag="oc_lightbox_actions", horizontal=True)
             dpg.add_group(tag="oc_lightbox_body")
 
-    def render_switch_list(self, items: list[Any], index: int) -> None:
-        self.switch_items = items
-        self.switch_index = index
+    def render_switch_list(self, items: Sequence[SwitchItem], index: int) -> None:
         self._clear("oc_switch_list")
         for i, it in enumerate(items):
             dpg.add_selectable(
