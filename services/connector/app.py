@@ -34,6 +34,7 @@ from services.core.rpc import serve, serve_member_removal
 from services.core.service import Service, ServiceContext
 
 log = logging.getLogger("openchat.connector.app")
+JOIN_CONCURRENCY = 64  # join commands handled at once (each waits for its backend's answers)
 
 
 class ConnectorSettings(BaseSettings):
@@ -145,7 +146,8 @@ async def register(bus: Bus, connector: Connector) -> None:
     """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
     serve(bus, cmd.DISCOVER, connector.discover)
     serve(bus, cmd.PROBE, connector.probe)
-    serve(bus, cmd.JOIN, connector.join)
+    # joins of different members run at once (a lock per member orders one member's, issue 16)
+    serve(bus, cmd.JOIN, connector.join, concurrency=JOIN_CONCURRENCY)
     serve(bus, cmd.LEAVE, connector.leave)
     serve(bus, cmd.SEND, connector.send)
     serve(bus, cmd.UPLOAD, connector.upload)

@@ -60,6 +60,7 @@ from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.connector.history import HistoryPage, reason_of, release_memory
+from services.connector.presence import PresenceCoalescer
 from services.connector.quota import StorageQuota
 from services.core.contracts import events as ev
 from services.core.contracts import wire
@@ -73,9 +74,7 @@ from services.core.contracts.chat import (
     MembersUpdated,
     MessageCreated,
     MessageDeleted,
-    PresenceChange,
     PresenceEntry,
-    PresenceSnapshot,
     ProfileSyncState,
     ProfileUpdated,
     ServerRecord,
@@ -83,6 +82,7 @@ from services.core.contracts.chat import (
     Typing,
 )
 from services.core.contracts.notify import ReadAckUpdated
+from services.core.contracts.presence import MAX_BATCH_ENTRIES
 
 P = TypeVar("P", bound=BaseModel)
 log = logging.getLogger("openchat.connector.session")
@@ -140,6 +140,8 @@ class Timing:
     quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
     anchor_flush_s: float = 1.0  # gap-fill anchors are written at most this often (and on close)
     publish_window: int = 1024  # gap fill: messages per acked batch (anchors move after each)
+    # presence changes are coalesced into one ``presence.batch`` per window (ADR 0022); 0: at once
+    presence_window_s: float = 0.5
 
 
 class CycleEnd(Exception):
@@ -209,6 +211,9 @@ class Session:
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
         self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
+        self.presence = PresenceCoalescer()  # changes not yet published (ADR 0022)
+        self._presence_task: asyncio.Task[None] | None = None
+        self._presence_lock = asyncio.Lock()  # one flush at a time: batches stored in order
 
     @property
     def server_id(self) -> str:
@@ -241,6 +246,9 @@ class Session:
         profile_task, self._profile_task = self._profile_task, None
         if profile_task is not None:
             await cancel_task(profile_task)
+        presence_task, self._presence_task = self._presence_task, None
+        if presence_task is not None:
+            await cancel_task(presence_task)
         task, self._task = self._task, None
         if task is not None:
             await cancel_task(task)
@@ -745,6 +753,8 @@ class Session:
         elif kind == "chat.typing.updated":
             typing = wire.TypingUpdatedPayload.model_validate(payload)
             if self.is_text_channel(typing.channel_id):
+                if self.presence.has_left(typing.channel_id, typing.member.user_uid):
+                    await self.flush_presence()  # a desktop clears typing on a left: keep the order
                 expires = datetime.now(UTC) + timedelta(seconds=domain.TYPING_EXPIRY_S)
                 await self.publish(
                     ev.TYPING,
@@ -759,23 +769,16 @@ class Session:
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
             if self.is_text_channel(snap.channel_id):
-                entries = [
-                    PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"}))
-                    for m in snap.members
-                ]
-                await self.publish(
-                    ev.PRESENCE_SNAPSHOT, PresenceSnapshot(channel_id=snap.channel_id, members=entries)
-                )
+                self.presence.snapshot(snap.channel_id, [_entry(m) for m in snap.members])
+                await self._presence_changed()
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
             if self.is_text_channel(change.channel_id):
-                entry = PresenceEntry(
-                    **change.member.model_dump(include={"client_id", "user_uid", "device_id"})
-                )
-                await self.publish(
-                    ev.PRESENCE_JOINED if kind.endswith("joined") else ev.PRESENCE_LEFT,
-                    PresenceChange(channel_id=change.channel_id, member=entry),
-                )
+                if kind == "chat.presence.joined":
+                    self.presence.joined(change.channel_id, _entry(change.member))
+                else:
+                    self.presence.left(change.channel_id, _entry(change.member))
+                await self._presence_changed()
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
             if profile.user_uid == self.record.user_uid:
@@ -819,6 +822,46 @@ class Session:
             self.on_record(record)
         self.record = record
         await self.publish(ev.SERVER_UPDATED, ServerUpdated(server=record))
+
+    # -- presence (ADR 0022) ---------------------------------------------------------------------
+    async def _presence_changed(self) -> None:
+        """A presence frame was folded in: publish within the window. What is held stays bounded:
+        past ``MAX_BATCH_ENTRIES`` pending entries it is published at once, here (a failing bus
+        then ends the cycle, as a failing publish of any frame does)."""
+        if self.timing.presence_window_s <= 0 or self.presence.entries >= MAX_BATCH_ENTRIES:
+            await self.flush_presence()
+            return
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.create_task(
+                self._presence_later(), name=f"presence-{self.member}-{self.server_id}"
+            )
+
+    async def _presence_later(self) -> None:
+        while self.presence and not self._stopping:
+            await asyncio.sleep(self.timing.presence_window_s)
+            try:
+                await self.flush_presence()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # kept pending: retried after the next window
+                log.warning(
+                    "presence publish failed; retrying",
+                    extra={**self._log_ctx(), "error": type(exc).__name__},
+                )
+
+    async def flush_presence(self) -> int:
+        """Publish the pending presence changes now as ``presence.batch`` events (in order, one
+        flush at a time); what could not be published is kept, under newer changes. Returns
+        how many events were published."""
+        async with self._presence_lock:
+            batches = self.presence.take()
+            for done, batch in enumerate(batches):
+                try:
+                    await self.publish(ev.PRESENCE_BATCH, batch)
+                except BaseException:
+                    self.presence.restore(batches[done:])
+                    raise
+            return len(batches)
 
     # -- publishing ------------------------------------------------------------------------------
     async def publish(self, spec: ev.EventSpec[P], payload: P) -> None:
@@ -1052,6 +1095,10 @@ class Session:
 
     def _log_ctx(self) -> dict[str, str]:
         return {"member": self.member, "server_id": self.server_id}
+
+
+def _entry(member: wire.PresenceMember) -> PresenceEntry:
+    return PresenceEntry(client_id=member.client_id, user_uid=member.user_uid, device_id=member.device_id)
 
 
 async def cancel_task(task: asyncio.Task[Any], every_s: float = 0.5) -> None:

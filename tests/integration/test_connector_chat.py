@@ -116,11 +116,17 @@ async def test_two_servers_reusing_channel_ids_never_bleed(
     assert "/v1/channels/ch_general/messages" in paths
 
     # the realtime socket carries the identity too: the presence snapshot names our uid/device
-    snaps = [e for e in events.of("presence.snapshot", "srv_family") if e["channel_id"] == "ch_general"]
+    # (coalesced: a ``presence.batch`` whose delta of the channel carries the snapshot, ADR 0022)
+    snaps = [
+        d
+        for e in events.of("presence.batch", "srv_family")
+        for d in e["payload"]["channels"]
+        if d["channel_id"] == "ch_general" and d["snapshot"] is not None
+    ]
     assert any(
         m["user_uid"] == fam.server.user_uid and m["device_id"] == fam.server.device_id
         for s in snaps
-        for m in s["payload"]["members"]
+        for m in s["snapshot"]
     )
 
 

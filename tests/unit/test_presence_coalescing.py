@@ -1,0 +1,236 @@
+"""Coalesced presence (issue 16, ADR 0022): the connector's ``PresenceCoalescer``, the
+``presence.batch`` contract, the state reducer and the desktop's model agree with applying every
+original change one by one; the per-member join locks of the connector."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from services.connector.connector import KeyedLocks
+from services.connector.presence import PresenceCoalescer
+from services.core.contracts import events as ev
+from services.core.contracts.bus import EventEnvelope
+from services.core.contracts.chat import PresenceEntry
+from services.core.contracts.presence import (
+    MAX_BATCH_ENTRIES,
+    PresenceBatch,
+    PresenceDelta,
+    apply_delta,
+)
+from services.state.domain import InvalidEvent, ParsedEvent, PutPresence, Reducer, ServerIndex, decode_event
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+Change = tuple[str, str, list[PresenceEntry]]  # (kind, channel, entries)
+
+
+def entry(n: int, uid: int | None = None) -> PresenceEntry:
+    return PresenceEntry(client_id=f"c{n}", user_uid=f"uid_{n if uid is None else uid}", device_id=f"d{n}")
+
+
+def one_by_one(changes: list[Change]) -> dict[str, dict[str, PresenceEntry]]:
+    """What a consumer of the old kinds ends with: every change applied in order."""
+    view: dict[str, dict[str, PresenceEntry]] = {}
+    for kind, ch, entries in changes:
+        if kind == "snapshot":
+            view[ch] = {e.client_id: e for e in entries}
+        elif kind == "joined":
+            view.setdefault(ch, {})[entries[0].client_id] = entries[0]
+        else:
+            view.setdefault(ch, {}).pop(entries[0].client_id, None)
+    return view
+
+
+def fold(co: PresenceCoalescer, changes: list[Change]) -> None:
+    for kind, ch, entries in changes:
+        if kind == "snapshot":
+            co.snapshot(ch, entries)
+        elif kind == "joined":
+            co.joined(ch, entries[0])
+        else:
+            co.left(ch, entries[0])
+
+
+def apply_batches(view: dict[str, dict[str, PresenceEntry]], batches: list[PresenceBatch]) -> None:
+    for batch in batches:
+        for delta in batch.channels:
+            view[delta.channel_id] = apply_delta(view.get(delta.channel_id), delta)
+
+
+def random_changes(rng: random.Random, count: int, clients: int = 30) -> list[Change]:
+    out: list[Change] = []
+    for _ in range(count):
+        ch = rng.choice(["ch_a", "ch_b", "ch_c"])
+        roll = rng.random()
+        if roll < 0.05:
+            members = rng.sample(range(clients), rng.randint(0, clients // 2))
+            out.append(("snapshot", ch, [entry(n) for n in members]))
+        else:
+            n = rng.randrange(clients)
+            out.append(("joined" if roll < 0.6 else "left", ch, [entry(n)]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_batches_give_exactly_the_view_of_every_change_applied_in_order(seed: int) -> None:
+    rng = random.Random(seed)
+    changes = random_changes(rng, 400)
+    co = PresenceCoalescer()
+    view: dict[str, dict[str, PresenceEntry]] = {}
+    expected_prefix: list[Change] = []
+    position = 0
+    while position < len(changes):  # windows of random length, taken in between
+        step = rng.randint(1, 60)
+        fold(co, changes[position : position + step])
+        expected_prefix += changes[position : position + step]
+        position += step
+        batches = co.take(max_entries=rng.choice([3, 17, MAX_BATCH_ENTRIES]))
+        apply_batches(view, batches)
+        assert not co
+        want = one_by_one(expected_prefix)
+        assert {ch: v for ch, v in view.items() if v or ch in want} == {
+            ch: v for ch, v in want.items() if v or ch in view
+        }
+
+
+def test_a_window_of_many_changes_is_one_small_event() -> None:
+    co = PresenceCoalescer()
+    for n in range(200):  # 200 clients come and go, 50 stay
+        co.joined("ch_a", entry(n))
+    for n in range(50, 200):
+        co.left("ch_a", entry(n))
+    co.joined("ch_a", entry(7))  # again: the last change wins
+    assert co.frames == 351
+    [batch] = co.take()
+    [delta] = batch.channels
+    assert delta.snapshot is None
+    assert sorted(e.client_id for e in delta.joined) == sorted(f"c{n}" for n in range(50))
+    assert len(delta.left) == 150  # lefts are kept: a desktop clears those users' typing
+    assert not {e.client_id for e in delta.joined} & {e.client_id for e in delta.left}
+
+
+def test_a_snapshot_supersedes_earlier_changes_and_absorbs_later_joins() -> None:
+    co = PresenceCoalescer()
+    co.joined("ch_a", entry(1))
+    co.left("ch_a", entry(2))
+    co.snapshot("ch_a", [entry(3), entry(4)])
+    co.joined("ch_a", entry(5))
+    co.left("ch_a", entry(3))
+    [batch] = co.take()
+    [delta] = batch.channels
+    assert [e.client_id for e in delta.snapshot or []] == ["c4", "c5"]
+    assert delta.joined == [] and [e.client_id for e in delta.left] == ["c3"]
+    assert set(apply_delta({"c9": entry(9)}, delta)) == {"c4", "c5"}
+
+
+def test_big_deltas_are_split_within_the_bound_and_keep_their_meaning() -> None:
+    co = PresenceCoalescer()
+    co.snapshot("ch_a", [entry(n) for n in range(2_500)])
+    for n in range(2_500, 3_100):
+        co.joined("ch_a", entry(n))
+    co.left("ch_a", entry(0))
+    co.joined("ch_b", entry(1))
+    batches = co.take()
+    assert all(sum(max(1, d.size) for d in b.channels) <= MAX_BATCH_ENTRIES for b in batches)
+    assert next(d.snapshot is not None for b in batches for d in b.channels if d.channel_id == "ch_a")
+    view: dict[str, dict[str, PresenceEntry]] = {}
+    apply_batches(view, batches)
+    assert set(view["ch_a"]) == {f"c{n}" for n in range(1, 3_100)} and set(view["ch_b"]) == {"c1"}
+    for batch in batches:  # each within the state service's event limit (1 MiB) at the id bounds
+        envelope = ev.PRESENCE_BATCH.envelope("srv_a", batch)
+        assert len(envelope.model_dump_json()) < 1024 * 1024
+
+
+def test_an_emptied_channel_is_published_as_an_empty_snapshot() -> None:
+    co = PresenceCoalescer()
+    co.snapshot("ch_a", [])
+    [batch] = co.take()
+    assert batch.channels == [PresenceDelta(channel_id="ch_a", snapshot=[])]
+    assert apply_delta({"c1": entry(1)}, batch.channels[0]) == {}
+
+
+def test_restored_batches_go_under_newer_changes() -> None:
+    co = PresenceCoalescer()
+    co.joined("ch_a", entry(1))
+    co.joined("ch_a", entry(2))
+    failed = co.take()  # the bus refused them
+    co.left("ch_a", entry(1))  # newer
+    co.snapshot("ch_b", [entry(3)])
+    co.restore(failed)
+    view: dict[str, dict[str, PresenceEntry]] = {}
+    apply_batches(view, co.take())
+    assert set(view["ch_a"]) == {"c2"} and set(view["ch_b"]) == {"c3"}
+
+
+def test_has_left_names_a_pending_left_of_the_user() -> None:
+    co = PresenceCoalescer()
+    co.left("ch_a", entry(1, uid=42))
+    assert co.has_left("ch_a", "uid_42") and not co.has_left("ch_b", "uid_42")
+    co.joined("ch_a", entry(1, uid=42))
+    assert not co.has_left("ch_a", "uid_42")
+
+
+# -- the state service's reducer ----------------------------------------------------------------------
+def parsed(batch: PresenceBatch, seq: int = 1) -> ParsedEvent:
+    envelope: EventEnvelope[PresenceBatch] = ev.PRESENCE_BATCH.envelope("srv_a", batch)
+    data = envelope.model_dump_json().encode()
+    event = decode_event("oc.sys.ev.alice.srv_a.presence.batch", data, seq)
+    assert event is not None
+    return event
+
+
+def test_the_reducer_applies_a_batch_with_one_write_per_channel() -> None:
+    reducer, index = Reducer(window=10), ServerIndex()
+    first = PresenceBatch(
+        channels=[
+            PresenceDelta(channel_id="g", snapshot=[entry(1), entry(2)]),
+            PresenceDelta(channel_id="h", joined=[entry(3)]),
+        ]
+    )
+    ops, index = reducer.apply(index, parsed(first), T0)
+    assert [type(op) for op in ops] == [PutPresence, PutPresence]
+    second = PresenceBatch(channels=[PresenceDelta(channel_id="g", joined=[entry(4)], left=[entry(1)])])
+    ops, index = reducer.apply(index, parsed(second, 2), T0)
+    assert [op.channel_id for op in ops if isinstance(op, PutPresence)] == ["g"]
+    assert set(index.presence["g"]) == {"c2", "c4"} and set(index.presence["h"]) == {"c3"}
+
+
+def test_the_state_service_refuses_a_batch_over_the_bound() -> None:
+    too_big = PresenceBatch(
+        channels=[PresenceDelta(channel_id="g", joined=[entry(n) for n in range(MAX_BATCH_ENTRIES + 1)])]
+    )
+    with pytest.raises(InvalidEvent, match="too large"):
+        parsed(too_big)
+    bad_id = PresenceBatch(
+        channels=[PresenceDelta(channel_id="g", joined=[entry(1).model_copy(update={"client_id": "a\x00"})])]
+    )
+    with pytest.raises(InvalidEvent, match="client id"):
+        parsed(bad_id)
+
+
+# -- per-member locks ------------------------------------------------------------------------------
+async def test_keyed_locks_exclude_one_key_and_let_others_run() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name} in")
+            if name == "a1":
+                await release.wait()
+            order.append(f"{name} out")
+
+    a1 = asyncio.create_task(hold("alice", "a1"))
+    await asyncio.sleep(0)
+    a2 = asyncio.create_task(hold("alice", "a2"))
+    b1 = asyncio.create_task(hold("bob", "b1"))
+    await b1  # bob's runs while alice's first is held
+    assert order == ["a1 in", "b1 in", "b1 out"] and locks.locked("alice") and not a2.done()
+    release.set()
+    await asyncio.gather(a1, a2)
+    assert order[3:] == ["a1 out", "a2 in", "a2 out"]
+    assert len(locks) == 0  # nobody holds or waits: nothing kept
