@@ -52,6 +52,7 @@ class ConnectorSettings(BaseSettings):
     # bounds against a hostile or broken backend (ADR 0009; docs/operations.md "Limits")
     max_gap_fetch: int = 5_000
     gap_fill_per_cycle: int = 1_000
+    presence_window_s: float = 0.5  # presence changes coalesced per window (ADR 0022); 0: at once
     quota_server_burst_bytes: int = 32 * 1024 * 1024
     quota_server_bytes_per_day: int = 4 * 1024 * 1024
     quota_member_burst_bytes: int = 64 * 1024 * 1024
@@ -75,6 +76,7 @@ class ConnectorSettings(BaseSettings):
             ws_ping_interval_s=self.ws_ping_interval_s,
             max_gap_fetch=self.max_gap_fetch,
             gap_fill_per_cycle=self.gap_fill_per_cycle,
+            presence_window_s=self.presence_window_s,
         )
 
 

@@ -37,6 +37,7 @@ class _Pending:
 class PresenceCoalescer:
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
+        self._entries = 0  # the sum of the pending sizes, kept as changes arrive (per frame)
         self.frames = 0  # changes folded in since the last ``take`` (logs, benchmarks)
 
     def __bool__(self) -> bool:
@@ -45,30 +46,36 @@ class PresenceCoalescer:
     @property
     def entries(self) -> int:
         """Entries the pending deltas hold (what the next batch carries)."""
-        return sum(p.size for p in self._pending.values())
+        return self._entries
 
     def snapshot(self, channel_id: str, entries: Iterable[PresenceEntry]) -> None:
         pending = self._pending.setdefault(channel_id, _Pending())
+        before = pending.size
         pending.snapshot = {e.client_id: e for e in entries}
         pending.changes.clear()  # superseded: the snapshot is the list from here on
+        self._entries += pending.size - before
         self.frames += 1
 
     def joined(self, channel_id: str, entry: PresenceEntry) -> None:
         pending = self._pending.setdefault(channel_id, _Pending())
+        before = pending.size
         if pending.snapshot is not None:
             pending.snapshot[entry.client_id] = entry
             pending.changes.pop(entry.client_id, None)
         else:
             pending.changes.pop(entry.client_id, None)  # re-inserted last: arrival order
             pending.changes[entry.client_id] = (entry, True)
+        self._entries += pending.size - before
         self.frames += 1
 
     def left(self, channel_id: str, entry: PresenceEntry) -> None:
         pending = self._pending.setdefault(channel_id, _Pending())
+        before = pending.size
         if pending.snapshot is not None:
             pending.snapshot.pop(entry.client_id, None)
         pending.changes.pop(entry.client_id, None)
         pending.changes[entry.client_id] = (entry, False)
+        self._entries += pending.size - before
         self.frames += 1
 
     def has_left(self, channel_id: str, user_uid: str) -> bool:
@@ -85,12 +92,14 @@ class PresenceCoalescer:
         for channel_id, pending in self._pending.items():
             deltas.extend(_split(channel_id, pending, max(1, max_entries)))
         self._pending = {}
+        self._entries = 0
         self.frames = 0
         return _pack(deltas, max(1, max_entries))
 
     def restore(self, batches: Sequence[PresenceBatch]) -> None:
         """Put taken, unpublished batches back *under* what is pending now (they are older)."""
         newer, self._pending = self._pending, {}
+        self._entries = 0
         frames = self.frames
         for batch in batches:
             for delta in batch.channels:

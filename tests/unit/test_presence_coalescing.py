@@ -87,9 +87,11 @@ def test_batches_give_exactly_the_view_of_every_change_applied_in_order(seed: in
         fold(co, changes[position : position + step])
         expected_prefix += changes[position : position + step]
         position += step
+        pending = co.entries
         batches = co.take(max_entries=rng.choice([3, 17, MAX_BATCH_ENTRIES]))
+        assert pending == sum(d.size for batch in batches for d in batch.channels)
         apply_batches(view, batches)
-        assert not co
+        assert not co and co.entries == 0
         want = one_by_one(expected_prefix)
         assert {ch: v for ch, v in view.items() if v or ch in want} == {
             ch: v for ch, v in want.items() if v or ch in view
