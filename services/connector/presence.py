@@ -23,6 +23,27 @@ from dataclasses import dataclass, field
 from services.core.contracts.chat import PresenceEntry
 from services.core.contracts.presence import MAX_BATCH_ENTRIES, PresenceBatch, PresenceDelta
 
+MAX_ID_CHARS = 256  # what the state service accepts in ids (``services.state.domain``)
+
+
+def usable_id(value: object, *, required: bool = True) -> bool:
+    """An id a presence entry may carry: a string, bounded, without control characters (the
+    state service refuses a whole event over one bad id, so a bad entry is dropped here)."""
+    if type(value) is not str:
+        return False
+    if not value:
+        return not required
+    return len(value) <= MAX_ID_CHARS and value.isprintable()
+
+
+def entry_of(client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
+    """The entry of a backend's presence member, or ``None`` when an id is unusable."""
+    if not (
+        usable_id(client_id) and usable_id(user_uid, required=False) and usable_id(device_id, required=False)
+    ):
+        return None
+    return PresenceEntry(client_id=client_id, user_uid=user_uid, device_id=device_id)
+
 
 @dataclass
 class _Pending:

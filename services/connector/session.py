@@ -63,7 +63,7 @@ from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.connector.history import HistoryPage, reason_of, release_memory
-from services.connector.presence import PresenceCoalescer
+from services.connector.presence import PresenceCoalescer, entry_of
 from services.connector.quota import StorageQuota
 from services.core.contracts import events as ev
 from services.core.contracts import wire
@@ -456,7 +456,10 @@ class Session:
                 deadlines.append(loop.time() + self.timing.quiet_s)
             timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
             try:
-                raw = await asyncio.wait_for(queue.get(), timeout)
+                # a waiting frame is taken at once: ``wait_for`` costs a task per frame
+                raw = (
+                    queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
+                )
             except TimeoutError:
                 self._burst_pending = False
                 self._burst_count = 0
@@ -703,6 +706,9 @@ class Session:
 
     # -- frames ----------------------------------------------------------------------------------
     async def handle_frame(self, raw: str | bytes) -> None:
+        fast = type(raw) is str and _PRESENCE_HINT in raw and len(raw) <= self.timing.max_frame_bytes
+        if fast and await self._presence_fast(cast(str, raw)):
+            return
         if isinstance(raw, bytes):
             log.warning("dropped binary realtime frame", extra={**self._log_ctx(), "size": len(raw)})
             return
@@ -772,16 +778,13 @@ class Session:
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
             if self.is_text_channel(snap.channel_id):
-                self.presence.snapshot(snap.channel_id, [_entry(m) for m in snap.members])
+                entries = [self._presence_entry(m.client_id, m.user_uid, m.device_id) for m in snap.members]
+                self.presence.snapshot(snap.channel_id, [e for e in entries if e is not None])
                 await self._presence_changed()
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
-            if self.is_text_channel(change.channel_id):
-                if kind == "chat.presence.joined":
-                    self.presence.joined(change.channel_id, _entry(change.member))
-                else:
-                    self.presence.left(change.channel_id, _entry(change.member))
-                await self._presence_changed()
+            m = change.member
+            await self._presence_change(kind, change.channel_id, m.client_id, m.user_uid, m.device_id)
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
             if profile.user_uid == self.record.user_uid:
@@ -827,6 +830,60 @@ class Session:
         await self.publish(ev.SERVER_UPDATED, ServerUpdated(server=record))
 
     # -- presence (ADR 0022) ---------------------------------------------------------------------
+    async def _presence_fast(self, raw: str) -> bool:
+        """A ``chat.presence.joined`` / ``left`` frame, handled without the wire models: on a
+        busy server most frames are these (each subscribe anywhere reaches every socket in the
+        room), so their cost bounds how many sessions a connector hydrates. Checked by hand to
+        the same rules; ``False``: not such a frame, or not plainly well-formed — the general path
+        handles (and logs) it."""
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return False
+        if type(doc) is not dict:
+            return False
+        kind, payload, event_id = doc.get("type"), doc.get("payload"), doc.get("event_id")
+        if kind not in _PRESENCE_CHANGES or type(payload) is not dict:
+            return False
+        if event_id is not None and type(event_id) not in (int, str):
+            return False
+        member = payload.get("member")
+        channel_id = payload.get("channel_id")
+        if type(channel_id) is not str or type(member) is not dict:
+            return False
+        client_id, user_uid, device_id = (
+            member.get("client_id"),
+            member.get("user_uid"),
+            member.get("device_id"),
+        )
+        if type(client_id) is not str or type(user_uid) is not str or type(device_id) is not str:
+            return False
+        await self._presence_change(kind, channel_id, client_id, user_uid, device_id)
+        if event_id is not None:
+            self._last_event_id = str(event_id)
+        return True
+
+    def _presence_entry(self, client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
+        entry = entry_of(client_id, user_uid, device_id)
+        if entry is None and self._rejects.first(("p", "unusable presence id")):
+            self.rejected += 1
+            log.warning("presence entry dropped: an unusable id", extra=self._log_ctx())
+        return entry
+
+    async def _presence_change(
+        self, kind: str, channel_id: str, client_id: str, user_uid: str, device_id: str
+    ) -> None:
+        if not self.is_text_channel(channel_id):
+            return
+        entry = self._presence_entry(client_id, user_uid, device_id)
+        if entry is None:
+            return
+        if kind == "chat.presence.joined":
+            self.presence.joined(channel_id, entry)
+        else:
+            self.presence.left(channel_id, entry)
+        await self._presence_changed()
+
     async def _presence_changed(self) -> None:
         """A presence frame was folded in: publish within the window. What is held stays bounded:
         past ``MAX_BATCH_ENTRIES`` pending entries it is published at once, here (a failing bus
@@ -1100,8 +1157,8 @@ class Session:
         return {"member": self.member, "server_id": self.server_id}
 
 
-def _entry(member: wire.PresenceMember) -> PresenceEntry:
-    return PresenceEntry(client_id=member.client_id, user_uid=member.user_uid, device_id=member.device_id)
+_PRESENCE_HINT = "chat.presence."
+_PRESENCE_CHANGES = frozenset({"chat.presence.joined", "chat.presence.left"})
 
 
 async def cancel_task(task: asyncio.Task[Any], every_s: float = 0.5) -> None:
