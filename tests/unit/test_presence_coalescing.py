@@ -5,16 +5,21 @@ original change one by one; the per-member join locks of the connector."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from datetime import UTC, datetime
+from typing import Any, cast
 
+import httpx
 import pytest
 
+from services.connector.backend import BackendClient, Identity
 from services.connector.connector import KeyedLocks
 from services.connector.presence import PresenceCoalescer
+from services.connector.session import Session, Timing
 from services.core.contracts import events as ev
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import PresenceEntry
+from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, ServerRecord
 from services.core.contracts.presence import (
     MAX_BATCH_ENTRIES,
     PresenceBatch,
@@ -236,3 +241,71 @@ async def test_keyed_locks_exclude_one_key_and_let_others_run() -> None:
     await asyncio.gather(a1, a2)
     assert order[3:] == ["a1 out", "a2 in", "a2 out"]
     assert len(locks) == 0  # nobody holds or waits: nothing kept
+
+
+# -- the session's presence path (no backend is called: frames are handed to it) -------------------
+def make_session(window_s: float = 0.0) -> tuple[Session, list[EventEnvelope[Any]]]:
+    record = ServerRecord(
+        server_id="srv_a",
+        base_url="http://127.0.0.1:9",
+        display_name="A",
+        icon_text="A",
+        user_uid="uid_me",
+        device_id="dev_me",
+        joined_at=T0,
+    )
+    published: list[EventEnvelope[Any]] = []
+
+    async def sink(member: str, envelope: EventEnvelope[Any]) -> None:
+        published.append(envelope)
+
+    client = BackendClient(httpx.AsyncClient(), record.base_url, Identity("uid_me", "dev_me"))
+    session = Session("alice", record, client, sink, Timing(presence_window_s=window_s))
+    channels = [ChannelInfo(id=c, name=c, type="text", group_id="g") for c in ("ch_a", "ch_b")]
+    session.groups = [ChannelGroupInfo(id="g", label="g", kind="text", channels=channels)]
+    return session, published
+
+
+def frame(kind: str, channel_id: str, client_id: Any, **extra: Any) -> str:
+    member = {"client_id": client_id, "user_uid": "uid_x", "device_id": "dev_x"}
+    return json.dumps({"type": kind, "payload": {"channel_id": channel_id, "member": member}, **extra})
+
+
+async def test_presence_frames_become_batches_and_bad_ones_are_dropped() -> None:
+    session, published = make_session()
+    await session.handle_frame(frame("chat.presence.joined", "ch_a", "c1", event_id=7))
+    assert session._last_event_id == "7"
+    await session.handle_frame(frame("chat.presence.joined", "ch_a", 12))  # not a string: refused
+    await session.handle_frame(frame("chat.presence.joined", "ch_a", "c" * 300))  # over the id bound
+    await session.handle_frame(frame("chat.presence.joined", "ch_a", "c\x07"))  # a control character
+    await session.handle_frame(frame("chat.presence.joined", "ch_other", "c2"))  # not a text channel
+    await session.handle_frame(frame("chat.presence.left", "ch_a", "c1"))
+    await session.handle_frame('{"type": "chat.presence.joined", "payload": [1]}')  # malformed
+    kinds = [e.type for e in published]
+    assert kinds == ["presence.batch", "presence.batch"]
+    first, second = (cast(PresenceBatch, e.payload) for e in published)
+    assert [e.client_id for d in first.channels for e in d.joined] == ["c1"]
+    assert [e.client_id for d in second.channels for e in d.left] == ["c1"]
+    assert session.rejected == 1  # the unusable ids: counted (and logged) once
+    await session.stop()
+
+
+async def test_a_window_folds_a_burst_into_one_event_and_typing_does_not_overtake_a_left() -> None:
+    session, published = make_session(window_s=3600.0)  # the window never ends in this test
+    for n in range(50):
+        await session.handle_frame(frame("chat.presence.joined", "ch_b", f"c{n}"))
+    await session.handle_frame(frame("chat.presence.left", "ch_b", "c3"))
+    assert published == [] and session.presence.entries == 50
+    typing = {
+        "type": "chat.typing.updated",
+        "payload": {
+            "channel_id": "ch_b",
+            "is_typing": True,
+            "member": {"client_id": "c9", "user_uid": "uid_x", "device_id": "d"},
+        },
+    }
+    await session.handle_frame(json.dumps(typing))  # uid_x has a pending left: presence first
+    assert [e.type for e in published] == ["presence.batch", "typing"]
+    [delta] = cast(PresenceBatch, published[0].payload).channels
+    assert len(delta.joined) == 49 and [e.client_id for e in delta.left] == ["c3"]
+    await session.stop()
