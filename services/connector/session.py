@@ -26,9 +26,9 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    they are folded per channel (``presence.PresenceCoalescer``) and published as one
    ``presence.batch`` per ``presence_window_s`` (ADR 0022; at once past ``MAX_BATCH_ENTRIES``
    pending entries, and before a typing event of a user whose left is pending). Once live,
-   the member's own profile is published in the background when the member consented for this server (``profile.py``, D18; a no-op
-   otherwise); ``profile_updated`` of the member's own uid keeps its cached ``GET
-   /v1/profile/me`` current.
+   the member's own profile is published in the background when the member consented for this
+   server (``profile.py``, D18; a no-op otherwise); ``profile_updated`` of the member's own uid
+   keeps its cached ``GET /v1/profile/me`` current.
 
 Link previews: each message published for the first time — live, or gap-filled and at most
 ``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
