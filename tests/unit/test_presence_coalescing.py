@@ -19,7 +19,7 @@ from services.connector.presence import PresenceCoalescer
 from services.connector.session import Session, Timing
 from services.core.contracts import events as ev
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, ServerRecord
+from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, ServerRecord, Typing
 from services.core.contracts.presence import (
     MAX_BATCH_ENTRIES,
     PresenceBatch,
@@ -27,6 +27,8 @@ from services.core.contracts.presence import (
     apply_delta,
 )
 from services.state.domain import InvalidEvent, ParsedEvent, PutPresence, Reducer, ServerIndex, decode_event
+from testkit import fakes
+from ui.state.model import ViewModel
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 Change = tuple[str, str, list[PresenceEntry]]  # (kind, channel, entries)
@@ -309,3 +311,23 @@ async def test_a_window_folds_a_burst_into_one_event_and_typing_does_not_overtak
     [delta] = cast(PresenceBatch, published[0].payload).channels
     assert len(delta.joined) == 49 and [e.client_id for e in delta.left] == ["c3"]
     await session.stop()
+
+
+# -- the desktop's model ----------------------------------------------------------------------------
+def test_the_desktop_applies_a_batch_with_the_typing_rules_of_the_old_kinds() -> None:
+    model = ViewModel()
+    model.apply_snapshot(fakes.snapshot(seq=10))
+    sid, ch = "srv_testlab", "ch_general"
+    for seq, uid in ((11, "uid_a"), (12, "uid_b"), (13, "uid_c")):
+        typing = Typing(channel_id=ch, user_uid=uid, is_typing=True)
+        model.apply_event(seq, fakes.event("typing", sid, typing))
+    a, b, c = (PresenceEntry(client_id=f"c_{u}", user_uid=f"uid_{u}", device_id="d") for u in "abc")
+    first = PresenceBatch(channels=[PresenceDelta(channel_id=ch, snapshot=[a, b, c])])
+    model.apply_event(14, fakes.event("presence.batch", sid, first))
+    assert set(model.servers[sid].presence[ch]) == {"c_a", "c_b", "c_c"}
+    second = PresenceBatch(channels=[PresenceDelta(channel_id=ch, left=[b])])  # b left: not typing
+    model.apply_event(15, fakes.event("presence.batch", sid, second))
+    third = PresenceBatch(channels=[PresenceDelta(channel_id=ch, snapshot=[a])])  # c absent now
+    model.apply_event(16, fakes.event("presence.batch", sid, third))
+    assert set(model.servers[sid].presence[ch]) == {"c_a"}
+    assert set(model.servers[sid].typing[ch]) == {"uid_a"}
