@@ -218,10 +218,24 @@ async def soak(stack: LiveStack, seconds: float, rate: float) -> dict[str, Any]:
         }
 
 
+def soak_settings(seconds: float, rate: float) -> dict[str, str]:
+    """Storage quotas that fit the soak. The soak posts ``seconds * rate`` messages on one server
+    (the hour at 50 msg/s: 180,000, ~100 MiB of events) — far past the default per-server quota
+    (32 MiB burst + 4 MiB a day, ADR 0009), which then *delays* the newest messages by design: the
+    view stops at ~55,000 and the soak would measure the quota, not loss. The soak is about loss,
+    duplicates, order and memory over time, so the buckets are sized to the soak (4 KiB a message,
+    several times an event's size); the events stream's default 2 GiB holds all of it."""
+    budget = max(int(seconds * rate) * 4096, 64 * 1024 * 1024)
+    return {
+        "OPENCHAT_CONNECTOR_QUOTA_SERVER_BURST_BYTES": str(budget),
+        "OPENCHAT_CONNECTOR_QUOTA_MEMBER_BURST_BYTES": str(2 * budget),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         t0 = time.monotonic()
-        stack = LiveStack(Path(tmp), umask=0o022)
+        stack = LiveStack(Path(tmp), umask=0o022, settings=soak_settings(args.soak, args.soak_rate))
         try:
             stack.up()
             cold = round(time.monotonic() - t0, 2)

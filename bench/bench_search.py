@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -298,7 +299,9 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
     return last
 
 
-MODES = ("off", "worker", "in-process")
+# off: the view alone; fed: the index in the state process, fed by the view's pass (the default);
+# worker: the index in its child process, reading the stream with its own consumer
+MODES = ("off", "fed", "worker")
 
 
 async def ingest_once(
@@ -362,6 +365,7 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         last_seq = await publish_events(bus, n, rng, words)
         publish_s = time.perf_counter() - t0
         runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in MODES}
+        load_before = os.getloadavg()
         for _ in range(rounds):
             for mode in MODES:
                 runs[mode].append(
@@ -385,6 +389,7 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         "off_events_per_s": round(n / off_s),
         "cpu_off_s": round(off_cpu, 2),
         "runs": {m: [[round(x, 2) for x in r] for r in runs[m]] for m in MODES},
+        "load": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }
     for mode in MODES[1:]:
         out[mode] = {
@@ -475,6 +480,7 @@ def main() -> None:
             f"ingest of {ing['events']:,} message.created, medians of {ing['rounds']} alternating runs; "
             f"search off: view applied in {ing['off_s']} s ({ing['off_events_per_s']:,}/s), CPU {ing['cpu_off_s']} s"
         )
+        print(f"  load average before (1/5/15 min) and after: {ing['load']}")
         for mode in MODES[1:]:
             f = ing[mode]
             print(

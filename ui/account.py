@@ -53,8 +53,12 @@ PRESET_COLORS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 UPLOAD_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
-def disclosure_sentence(mode: UidModeName) -> str:
+def disclosure_sentence(mode: UidModeName, origin: str | None = None) -> str:
+    """Features 1.6; ``origin``: the backend URL the uid is scoped to as well, for a server whose
+    id collides with one joined on another backend (issue #14, ADR 0018)."""
     scope = "server-scoped" if mode == "server_scoped" else "global"
+    if mode == "server_scoped" and origin:
+        return f"This server sees only a server-scoped UID (scoped to its backend, {origin}) and proof."
     return f"This server sees only a {scope} UID and proof."
 
 

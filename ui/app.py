@@ -29,15 +29,19 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.notify import FocusArgs, Notification
 from services.core.members import ConnectionFile
+from services.core.version import package_version
 from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
 from ui.desktop import Click, OsNotifier, X11Window
 from ui.images import ImageCache
+from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow
+from ui.state.backup import BackupFlow
 from ui.state.composer import Composer
-from ui.state.model import ViewModel
+from ui.state.model import Banner, ViewModel
+from ui.state.updater import UpdateChecker, UpdateSchedule
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
 
 log = logging.getLogger("openchat.ui")
@@ -65,6 +69,8 @@ class App:
         clock: Callable[[], float] = time.monotonic,
         os_notifications: bool = True,
         watch_window: bool = True,
+        client_version: str | None = None,
+        update_schedule: UpdateSchedule | None = None,
     ) -> None:
         self.storage = storage or Storage()
         self.prefs: Prefs = self.storage.load_prefs()
@@ -76,13 +82,19 @@ class App:
         self.member = ""
         self.screen = "firstrun"
         self.client_id = f"desktop-{uuid.uuid4().hex[:12]}"
-        self.controller = Controller(
-            self.model, self.composer, client_id=self.client_id, effects=self._on_effect
+        updater = UpdateChecker(
+            client_version or package_version(), clock=clock, now=self.model.now, schedule=update_schedule
         )
+        self.controller = Controller(
+            self.model, self.composer, client_id=self.client_id, effects=self._on_effect, updater=updater
+        )
+        if updater.banner:  # 13.3: checks disabled in a development build
+            self.model.banners["updater"] = Banner("updater", updater.banner, "info")
         self._add_rendered = -1
         self.scale = scale or self.prefs.ui_scale
         self.font_size = font_size or self.prefs.font_size
         self.view: Any = None
+        self.search_view: Any = None  # ui.view.search.SearchView once the window exists
         self.images = ImageCache(None, self._fetch_image)
         self.images.on_ready = self._image_ready
         self.images.pinned = self._shown_images
@@ -113,6 +125,18 @@ class App:
     @adapter.setter
     def adapter(self, value: StackAdapter | None) -> None:
         self.controller.stack = value
+
+    @property
+    def updater(self) -> UpdateChecker:
+        return self.controller.controls.updater
+
+    @property
+    def backup(self) -> BackupFlow:
+        return self.controller.controls.backup
+
+    def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
+        """An intent of the member from a pane (status, notification settings, backup, updates)."""
+        self.controller.dispatch(intent)
 
     @property
     def add_flow(self) -> AddServerFlow:
@@ -172,6 +196,9 @@ class App:
                 self.account.refresh()
             case it.Notify(notification=n):
                 self._notify(n)
+            case it.RevealMessage(message_id=mid):
+                if tl is not None:
+                    tl.reveal(mid)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
@@ -298,11 +325,16 @@ class App:
             self.poke()
         if self.process_ops():
             self.poke()
+        self.controller.controls.tick()  # the scheduled update check (13.1)
+        if self.updater.take_auto_info() and self.view is not None:
+            self.view.show_client_info()  # 13.4: once, after the first check without an update
         if self.add_flow.version != self._add_rendered:
             self._add_render()  # a discover/probe/join answer moved the flow
         if self.view is not None:
             self.view.flush_composer()  # text set from code lands once the widget lets it
             self.view.render()
+            if self.search_view is not None:
+                self.search_view.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
@@ -450,6 +482,9 @@ class App:
         if ctrl and not alt and name == "k":
             self.open_switcher()
             return True
+        if ctrl and not alt and name == "f" and self.screen == "workspace":
+            self.open_search()
+            return True
         if ctrl and not alt and name == "v" and self.screen == "workspace":
             self.paste_image()  # an image; text still pastes into the focused field as usual
             return False
@@ -517,6 +552,14 @@ class App:
         self.view.hide_overlays()
         self.view.switch_items = []
         self.model.choose(item)
+
+    # -- message search (Ctrl+F) -------------------------------------------------------------------
+    def open_search(self) -> None:
+        if self.view is None or self.search_view is None:
+            return
+        self.view.hide_overlays()
+        self.controller.dispatch(it.OpenSearch())
+        self.search_view.open()
 
     def close_overlays(self) -> None:
         if self.view is not None:
@@ -876,6 +919,11 @@ class App:
         self.controller.dispatch(it.Probe(self._add_url()))
         self._add_render()
 
+    def add_local_id_changed(self, text: str) -> None:
+        """The Add Server dialog's local id field (issue #14)."""
+        self.controller.dispatch(it.SetAddLocalId(text))
+        self._add_render()
+
     def add_server(self) -> None:
         self.controller.dispatch(it.Join(self._add_url()))
         self._add_render()
@@ -963,9 +1011,12 @@ class App:
         import dearpygui.dearpygui as dpg
 
         from ui.view import View
+        from ui.view.search import SearchView
 
         self.view = View(self, self.scale, self.font_size)
         self.view.build()
+        self.search_view = SearchView(self.view, self.controller.dispatch, self.controller.search.panel)
+        self.search_view.build()
         self.images.dpg = dpg
         if self.watch_window and self.window is None:
             self.window = X11Window.open(lambda: str(dpg.get_viewport_title()))

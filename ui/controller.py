@@ -26,16 +26,23 @@ from services.core.contracts.chat import (
     DiscoverResult,
     JoinResult,
     LeaveResult,
+    MessageDeleted,
     ProbeResult,
     SendResult,
 )
 from services.core.contracts.events import TypedEvent
 from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
+from services.core.version import package_version
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
+from ui.controls import Controls
+from ui.search_flow import SearchFlow
+from ui.state import control_intents as ci
 from ui.state import intents as it
 from ui.state.add_server import AddServerFlow, DiscoverCmd, JoinCmd, ProbeCmd
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.search import as_scope
+from ui.state.updater import UpdateChecker
 
 log = logging.getLogger("openchat.ui.controller")
 T = TypeVar("T")
@@ -66,6 +73,7 @@ class Controller:
         *,
         client_id: str,
         effects: Callable[[it.Effect], None] | None = None,
+        updater: UpdateChecker | None = None,
     ) -> None:
         self.model = model
         self.composer = composer
@@ -79,6 +87,10 @@ class Controller:
         self.effects: list[it.Effect] = []  # kept when no sink is given (tests read them)
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
+        self.search = SearchFlow(self)
+        self.controls = Controls(
+            self, updater or UpdateChecker(package_version(), clock=model.clock, now=model.now)
+        )
 
     def emit(self, effect: it.Effect) -> None:
         if self._sink is not None:
@@ -125,8 +137,13 @@ class Controller:
     def apply_event(self, event: TypedEvent) -> None:
         before = self.model.servers.get(event.server_id)
         self.model.apply(event)
+        if event.kind == ev.MESSAGE_DELETED.kind and isinstance(event.payload, MessageDeleted):
+            self.search.panel.drop_message(event.server_id, event.payload.message_id)
+        elif event.kind == ev.SERVER_LEFT.kind:
+            self.search.panel.drop_server(event.server_id)
         for note in self.model.take_notifications():
-            self.emit(it.Notify(note))
+            if self.model.notify.allows(note, self.model.now()):  # DND set a moment ago (issue 18)
+                self.emit(it.Notify(note))
         if event.kind == ev.SERVER_UPDATED.kind or (
             event.kind == ev.CAPABILITIES.kind and before is not None
         ):
@@ -156,10 +173,8 @@ class Controller:
 
     def refresh_prefs(self) -> None:
         def done(value: NotifyPrefs | None, error: BaseException | None) -> None:
-            if value is None:
-                return
-            for sp in value.servers:
-                self.model.apply_server_prefs(sp)
+            if value is not None:
+                self.model.apply_notify_prefs(value)
 
         self._submit(lambda c: c.prefs(), done)
 
@@ -325,17 +340,8 @@ class Controller:
         self._submit(lambda c: c.mark_read(sid, None), lambda v, e: None)
 
     def set_mute(self, sid: str, muted: bool) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        sm.muted = muted
-
-        def done(v: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.model.toast(f"Mute is not saved: {error_text(error)}", error=True)
-
-        self._submit(lambda c: c.set_mute(sid, muted), done)
-        self.model.toast(f"{'Muted' if muted else 'Unmuted'} {sm.record.display_name}.")
+        if sid in self.model.servers:
+            self.controls.set_mute(sid, None, muted, None)
 
     def leave(self, sid: str) -> None:
         if self.stack is None:
@@ -404,10 +410,10 @@ class Controller:
                     self.model.status_history.append(w)
             self.emit(it.AskConsent())
 
-        self._submit(lambda c: c.join(cmd.url, cmd.server_id), done)
+        self._submit(lambda c: c.join(cmd.url, cmd.server_id, cmd.local_id), done)
 
     # -- intents --------------------------------------------------------------------------------------
-    def dispatch(self, intent: it.Intent) -> None:
+    def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
         """Apply one intent of the member."""
         match intent:
             case it.SelectServer(server_id=sid):
@@ -441,9 +447,26 @@ class Controller:
             case it.Probe(url=url):
                 self._probe(self.add.probe_cmd(url))
             case it.Join(url=url):
-                self._join(self.add.join(url, set(self.model.servers)))
+                self._join(self.add.join(url, {sid: sm.record for sid, sm in self.model.servers.items()}))
+            case it.SetAddLocalId(local_id=local):
+                self.add.set_local_id(local)
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
+            case it.OpenSearch(scope=scope):
+                self.search.open(as_scope(scope))
+            case it.SearchQuery(text=text):
+                self.search.set_query(text)
+            case it.SearchScope(scope=scope):
+                if (known := as_scope(scope)) is not None:
+                    self.search.set_scope(known)
+            case it.RunSearch():
+                self.search.run()
+            case it.CloseSearch():
+                self.search.close()
+            case it.JumpToHit(index=index):
+                self.search.jump_to_hit(index)
+            case _:
+                self.controls.dispatch(intent)  # status, notification settings, backup, updates
 
 
 def send_error(error: BaseException | None) -> str:

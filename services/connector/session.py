@@ -220,7 +220,13 @@ class Session:
 
     @property
     def server_id(self) -> str:
+        """The member's local id of this server (every key of the stack; issue #14)."""
         return self.record.server_id
+
+    @property
+    def wire_id(self) -> str:
+        """The backend's own id of this server (paths, realtime query; issue #14)."""
+        return self.record.backend_id
 
     def text_channels(self) -> list[str]:
         """The text channels of the tree, in order (computed once per tree, not per frame)."""
@@ -387,7 +393,7 @@ class Session:
         await self.refresh_members()
         headers = self.backend.ident.headers()
         resume = self._last_event_id if self.wire_caps and self.wire_caps.feature_on("event_ids") else None
-        url = realtime_url(self.backend.base_url, self.backend.ident, self.server_id, resume)
+        url = realtime_url(self.backend.base_url, self.backend.ident, self.wire_id, resume)
         self.ws = await connect(
             url,
             additional_headers=headers,
@@ -500,7 +506,7 @@ class Session:
     async def refresh_channels(self, *, publish: bool = False) -> None:
         """Fetch the channel tree; publish it when it changed (always with ``publish``). While the
         socket is up (a management event), new text channels are subscribed and filled at once."""
-        groups = domain.groups_of(await self.backend.channels(self.server_id))
+        groups = domain.groups_of(await self.backend.channels(self.wire_id))
         if groups != self.groups or publish or not self.hydrated.is_set():
             before = set(self.text_channels())
             self.groups = groups
@@ -516,7 +522,7 @@ class Session:
 
     async def refresh_members(self) -> None:
         try:
-            listing = await self.backend.members(self.server_id)
+            listing = await self.backend.members(self.wire_id)
         except Unreachable:
             raise
         except BackendError as exc:
@@ -818,7 +824,7 @@ class Session:
 
     async def apply_server_update(self, event: wire.ServerUpdatedEvent) -> None:
         """``chat.server.updated``: patch the record's display name, persist it, publish it."""
-        if event.server_id != self.server_id or not event.display_name:
+        if event.server_id != self.wire_id or not event.display_name:
             return
         name = event.display_name.strip()[:200]
         if not name or name == self.record.display_name:

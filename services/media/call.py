@@ -331,7 +331,7 @@ class Call:
             raise JoinFailed("p2p_unsupported", NO_P2P_MESSAGE)
         self.policy = CallPolicy.from_server(caps.rtc.connection_policy, caps.limits.max_call_participants)
         self.machine.policy = self.policy
-        ticket = await self._ticket(base, headers)
+        ticket = await self._ticket(base, headers, record.backend_id)  # the backend's id (#14)
         self._ice = self._ice_filter(usable_ice_servers(ticket.ice_servers))
         url = signaling_url_for(ticket.signaling_url, base)
         joined = await self._join_socket(url, ticket.ticket)
@@ -374,11 +374,11 @@ class Call:
         except ValidationError as exc:
             raise JoinFailed("rtc_unsupported", f"{NO_RTC_MESSAGE} (invalid capability document)") from exc
 
-    async def _ticket(self, base: str, headers: dict[str, str]) -> JoinTicket:
+    async def _ticket(self, base: str, headers: dict[str, str], backend_id: str) -> JoinTicket:
         url = f"{base}/v1/rtc/channels/{self.channel_id}/join-ticket"
         try:
             resp = await self._http.post(
-                url, headers=headers, json={"server_id": self.server_id}, timeout=HTTP_TIMEOUT_S
+                url, headers=headers, json={"server_id": backend_id}, timeout=HTTP_TIMEOUT_S
             )
         except httpx.HTTPError as exc:
             raise JoinFailed("server_unreachable", f"server unreachable: {type(exc).__name__}") from exc

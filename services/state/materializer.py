@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
@@ -36,7 +37,15 @@ from services.core.contracts import events as ev
 from services.core.contracts import subjects
 from services.core.contracts.chat import REHYDRATE_SUBJECT, RehydrateRequest, ServerJoined
 from services.core.servers import ServerStore
-from services.state.domain import InvalidEvent, Op, Reducer, ServerIndex, decode_event
+from services.state.domain import (
+    InvalidEvent,
+    Op,
+    ParsedEvent,
+    Reducer,
+    ServerIndex,
+    decode_event,
+    parse_ingest_subject,
+)
 from services.state.store import EpochChanged, ViewStore
 
 log = logging.getLogger("openchat.state.materializer")
@@ -80,11 +89,35 @@ class NeedRebuild(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Fed:
+    """One stored event of an applied batch, as the materializer hands it on (``Materializer.taps``):
+    its sequence, subject and bytes, and the decoded event when the view uses the kind."""
+
+    seq: int
+    kind: str
+    subject: str
+    data: bytes
+    event: ParsedEvent | None
+
+
+# a tap: (the view's seq before the batch, the batch's events of the kinds the tap asked for, the
+# batch's last seq); called synchronously, in stream order, after the batch is in the view
+Tap = Callable[[int, list[Fed], int], None]
+
+
 def describe(exc: BaseException) -> str:
     """An error for the log: never the input values a validation error would quote."""
     if isinstance(exc, ValidationError):
         return f"ValidationError at {[e['loc'] for e in exc.errors()[:5]]}"
     return repr(exc)[:300]
+
+
+def _kind_of(subject: str) -> str:
+    try:
+        return parse_ingest_subject(subject)[2]
+    except InvalidEvent:
+        return ""
 
 
 class Materializer(Watched):
@@ -114,6 +147,14 @@ class Materializer(Watched):
         self._indices: dict[tuple[str, str], ServerIndex] = {}
         self._reconciled = False
         self._task: asyncio.Task[None] | None = None
+        self._taps: list[tuple[Tap, frozenset[str]]] = []
+        self._tap_kinds: frozenset[str] = frozenset()
+
+    def add_tap(self, tap: Tap, kinds: Collection[str]) -> None:
+        """Hand the events of ``kinds`` of every applied batch to ``tap`` (the search index reads
+        the stream through the view's pass instead of a second consumer; ADR 0014)."""
+        self._taps.append((tap, frozenset(kinds)))
+        self._tap_kinds = self._tap_kinds | frozenset(kinds)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -228,6 +269,8 @@ class Materializer(Watched):
         now = self.clock()
         ops: list[Op] = []
         last = self.applied_seq
+        fed: list[Fed] = []
+        kinds = self._tap_kinds
         async with self.lock:
             try:
                 for msg in msgs:
@@ -235,10 +278,15 @@ class Materializer(Watched):
                     if seq <= last:
                         continue  # never apply twice
                     last = seq
+                    kind = _kind_of(msg.subject) if kinds else ""
+                    if kind in kinds:  # handed on even when invalid: the tap decides for itself
+                        fed.append(Fed(seq, kind, msg.subject, msg.data, None))
                     try:
                         event = decode_event(msg.subject, msg.data, seq)
                         if event is None:
                             continue
+                        if kind in kinds:
+                            fed[-1] = Fed(seq, kind, msg.subject, msg.data, event)
                         key = (event.member, event.server_id)
                         index = self._indices.get(key)
                         if index is None:
@@ -268,9 +316,14 @@ class Materializer(Watched):
             except BaseException:
                 self._indices.clear()  # the index may be ahead of redis now
                 raise
-            self.applied_seq = last
+            before, self.applied_seq = self.applied_seq, last
             if self._target and last >= self._target:
                 self._target = 0
+            for tap, wanted in self._taps:
+                try:
+                    tap(before, [f for f in fed if f.kind in wanted], last)
+                except Exception as exc:  # a tap never stops the view
+                    log.warning("a materializer tap failed", extra={"error": describe(exc)})
         if not self.caught_up:
             _, _, last_seq = await self._stream_identity()
             if last >= last_seq:

@@ -82,7 +82,9 @@ class StateRuntime:
         # the message index (ADR 0014): a removed member's entries go at the indexer's next
         # registry check (it is the index's one writer)
         self.search = (
-            SearchRuntime(bus, self.store, settings, self.stream, worker=search_worker)
+            SearchRuntime(
+                bus, self.store, settings, self.stream, worker=search_worker, source=self.materializer
+            )
             if settings.state_search_enabled
             else None
         )

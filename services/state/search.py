@@ -15,6 +15,7 @@ from services.core.bus import Bus, CommandError
 from services.core.contracts.search import SearchArgs, SearchHit, SearchResult, Span
 from services.core.paths import HomeLayout
 from services.core.search_query import QueryError, parse_query, snippet
+from services.state.materializer import Materializer
 from services.state.search_files import index_path, open_index, seed_from_view
 from services.state.search_index import Filters, SearchIndex, SearchTimeout
 from services.state.search_indexer import SearchIndexer
@@ -26,12 +27,20 @@ log = logging.getLogger("openchat.state.search")
 
 
 class SearchRuntime:
-    """The index of the state service. ``worker``: the indexer runs in a child process
-    (``search_worker``; the service's default) and this process only reads the file; else it
-    runs here (tests, tools)."""
+    """The index of the state service. By default the indexer runs here and is fed by the view's
+    materializer (``source``): one read and decode of the stream for both (ADR 0014); it reads
+    the stream itself only to catch up. ``worker``: it runs in a child process with its own
+    consumer instead (``search_worker``) and this process only reads the file."""
 
     def __init__(
-        self, bus: Bus, store: ViewStore, settings: StateSettings, stream: str, *, worker: bool = False
+        self,
+        bus: Bus,
+        store: ViewStore,
+        settings: StateSettings,
+        stream: str,
+        *,
+        worker: bool = False,
+        source: Materializer | None = None,
     ) -> None:
         self.settings = settings
         self.index = open_index(index_path(settings))
@@ -51,6 +60,7 @@ class SearchRuntime:
             registry_db=HomeLayout(settings.home).registry_db,
             reconcile_s=settings.state_search_reconcile_s,
             seed=seed,
+            source=source,
         )
 
     def start(self) -> None:

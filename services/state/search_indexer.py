@@ -1,9 +1,15 @@
 """The search indexer: keeps the FTS5 message index (``search_index``) in step with the events stream.
 
-Like the materializer it reads the stream with its own ephemeral, ordered pull consumer (no acks,
-memory storage) that starts right after the sequence stored *in the index file*, in the same
-transaction as the entries — so nothing is indexed twice or skipped across restarts. The
-consumer is filtered to the kinds the index uses: ``message.created`` (live, gap fill and
+In the state service it is **fed by the view's materializer** (``source``; ADR 0014): after each
+batch applied to the view, ``Materializer`` hands that batch's events of the indexed kinds —
+already decoded — to ``offer``, and the indexer writes them (batched, on a thread): one read and
+one decode of the stream for both. It reads the stream itself only while it is behind the view
+(a new or lost index, a batch that does not continue where the index is, a view that stalled,
+another stream incarnation), and follows again as soon as the view is not ahead of it.
+
+Its own read is an ephemeral, ordered pull consumer (no acks, memory storage) that starts right
+after the sequence stored *in the index file*, in the same transaction as the entries — so
+nothing is indexed twice or skipped across restarts, fed or not. The consumer is filtered to the kinds the index uses: ``message.created`` (live, gap fill and
 hydration all publish it), ``history.page`` (pages a member fetched on demand, published by the
 connector), ``message.deleted`` and ``server.left``. Applying an event again is harmless (an
 upsert by (server, channel, message id); deletes of missing entries do nothing), so a replay
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -42,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.core.bus import Bus, backoff_delays
 from services.core.contracts import subjects
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import ChatMessage, MessageDeleted, ServerLeft
+from services.core.contracts.chat import ChatMessage, MessageCreated, MessageDeleted, ServerLeft
 from services.core.contracts.search import KIND_HISTORY_PAGE, MAX_PAGE_MESSAGES
 from services.core.members import MemberRegistry
 from services.core.servers import ServerStore
@@ -53,7 +60,7 @@ from services.state.domain import (
     check_text_id,
     parse_ingest_subject,
 )
-from services.state.materializer import Watched, cancel_and_wait
+from services.state.materializer import Fed, Materializer, Watched, cancel_and_wait
 from services.state.search_index import (
     DeleteMessage,
     DropMember,
@@ -71,6 +78,8 @@ IDLE_FETCH_S = 0.25
 RETRY_INITIAL_S = 0.1
 RETRY_MAX_S = 2.0
 CONSUMER_CHECK_EVERY = 20
+FOLLOW_CHECK_S = 1.0  # while following: how often the stream's identity and end are checked
+FOLLOW_STALL_S = 5.0  # the view fed nothing this long while the stream grew: read it ourselves
 
 
 def consumer_filters() -> list[str]:
@@ -154,6 +163,27 @@ def index_ops(subject: str, data: bytes) -> list[IndexOp]:
     return []
 
 
+def fed_ops(item: Fed) -> list[IndexOp]:
+    """The index operations of an event the materializer already decoded (its ``ParsedEvent``:
+    checked against the subject, ids and bounds there); history pages, which the view does not
+    decode, are decoded here. Raises ``InvalidEvent``."""
+    event = item.event
+    if event is None:
+        return index_ops(item.subject, item.data)
+    p = event.payload
+    if isinstance(p, MessageCreated):
+        return [_put(event.member, event.server_id, p.message)]
+    if isinstance(p, MessageDeleted):
+        return [DeleteMessage(event.member, event.server_id, p.channel_id, p.message_id)]
+    if isinstance(p, ServerLeft):
+        return [DropServer(event.member, event.server_id)]
+    return index_ops(item.subject, item.data)
+
+
+class _Follow(Exception):
+    """The consumer has read everything the view has: follow the view's pass from here."""
+
+
 def registry_drops(
     indexed: dict[str, set[str]],
     members: set[str] | None,
@@ -186,6 +216,7 @@ class SearchIndexer(Watched):
         registry_db: Path | None = None,
         reconcile_s: float = 30.0,
         seed: Seeder | None = None,
+        source: Materializer | None = None,
     ) -> None:
         self.bus = bus
         self.index = index
@@ -201,6 +232,19 @@ class SearchIndexer(Watched):
         self.indexed = 0
         self._task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        # fed by the view's pass (``source``): no second read of the stream while following
+        self.source = source
+        self.following = False
+        self.fed_batches = 0
+        self.follows = 0  # times it started following (again after a gap)
+        self._fed_seq = 0  # every indexed event up to here is in the file or queued
+        self._queue: list[tuple[list[IndexOp], int]] = []
+        self._wake = asyncio.Event()
+        self._behind = False
+        self._stalled = False  # the view stopped: read the stream to its end before following
+        self._fed_at = 0.0
+        if source is not None:
+            source.add_tap(self.offer, INDEXED_KINDS)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -262,7 +306,17 @@ class SearchIndexer(Watched):
         self.caught_up = False
         await self._publish_status()
         await self._notify()
+        if self.source is not None and self.source.applied_seq <= seq and not self._stalled:
+            self._begin_following(seq)  # the view's pass has not passed the file: follow it
+        else:
+            with contextlib.suppress(_Follow):
+                await self._consume(identity, seq)
+        if self.following:
+            await self._follow(identity)
 
+    async def _consume(self, identity: str, seq: int) -> None:
+        """Read the stream with our own consumer from ``seq`` (catch-up, rebuild, or no view to
+        follow); raises ``_Follow`` once nothing is left that the view's pass has not fed."""
         name = f"search_{uuid.uuid4().hex[:16]}"
         config = ConsumerConfig(
             name=name,
@@ -287,6 +341,12 @@ class SearchIndexer(Watched):
                         await self._idle_checks(sub, idle)
                         continue
                     await self._apply_batch(msgs, identity)
+                    view = self.source
+                    if view is not None and view.applied_seq <= self.applied_seq and not self._stalled:
+                        self._begin_following(self.applied_seq)  # the view is not ahead of us
+                        raise _Follow
+                    if self.source is not None and msgs and msgs[-1].metadata.num_pending == 0:
+                        await self._maybe_follow(sub)
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -294,7 +354,96 @@ class SearchIndexer(Watched):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.bus.js.delete_consumer(self.stream, name), 2)
 
+    async def _maybe_follow(self, sub: Any) -> None:
+        """Everything up to the stream's end (as it was a moment ago) is indexed; if the view's
+        pass is not beyond that point, its next batches continue exactly here."""
+        _, _, last = await self._stream_identity()
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and self.source is not None and self.source.applied_seq <= last:
+            self.applied_seq = max(self.applied_seq, last)  # the events between were not indexed kinds
+            self._begin_following(self.applied_seq)
+            raise _Follow
+
+    def _begin_following(self, seq: int) -> None:
+        """From now on ``offer`` takes the view's batches after ``seq`` (synchronous: no batch of
+        the view can slip between the check that led here and this)."""
+        self.following, self._behind, self._stalled = True, False, False
+        self.follows += 1
+        self._fed_seq = seq
+        self._fed_at = time.monotonic()
+        self._queue = []
+
+    async def _follow(self, identity: str) -> None:
+        """Index the batches the materializer hands on (``offer``): one read of the stream for
+        the view and the index. Leaves (and the run loop reads the stream itself again from the
+        file's sequence) on a gap, a stall of the view, or another stream incarnation."""
+        log.info("search index follows the view's pass", extra={"seq": self._fed_seq})
+        if not self.caught_up:
+            await self._set_caught_up()
+        checked = time.monotonic()
+        try:
+            while True:
+                if self._queue:
+                    batch, self._queue = self._queue, []
+                    ops = [op for b, _ in batch for op in b]
+                    last = max(batch[-1][1], self.applied_seq)
+                    await asyncio.to_thread(self.index.apply, ops, identity, last)
+                    self.applied_seq = last
+                    self.indexed += sum(isinstance(op, PutMessage) for op in ops)
+                    await self._notify()
+                    continue
+                if self._behind:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), FOLLOW_CHECK_S)
+                now = time.monotonic()
+                if now - checked >= FOLLOW_CHECK_S and not self._queue:
+                    checked = now
+                    current, _, last_seq = await self._stream_identity()
+                    if current != identity or self.applied_seq > last_seq:
+                        return  # another incarnation of the stream: the run loop rebuilds
+                    if last_seq > self._fed_seq and now - self._fed_at > FOLLOW_STALL_S:
+                        log.info("the view's pass stalled: the search index reads the stream itself")
+                        self._stalled = True
+                        return
+        finally:
+            self.following = False
+            self._queue = []
+            await self._notify()
+
+    def offer(self, before: int, items: list[Fed], last: int) -> None:
+        """The materializer applied the batch ``(before, last]`` to the view (called in its
+        pass, synchronously, in stream order); ``items`` are its events of the indexed kinds."""
+        if not self.following or self._behind:
+            return
+        if before > self._fed_seq:  # events this index has not seen: read them from the stream
+            self._behind = True
+            self._wake.set()
+            return
+        if last <= self._fed_seq:
+            return  # a replay of the view (a rebuild): already indexed
+        self._fed_at = time.monotonic()
+        ops: list[IndexOp] = []
+        for item in items:
+            if item.seq <= self._fed_seq:
+                continue
+            try:
+                ops.extend(fed_ops(item))
+            except InvalidEvent as exc:
+                self.skipped += 1
+                log.warning(
+                    "search index skipped an invalid event",
+                    extra={"subject": item.subject, "seq": item.seq, "error": str(exc)[:300]},
+                )
+        self._fed_seq = last
+        self.fed_batches += 1
+        self._queue.append((ops, last))
+        self._wake.set()
+
     async def _idle_checks(self, sub: Any, idle: int) -> None:
+        if self.source is not None and self.caught_up:
+            await self._maybe_follow(sub)
         if self.caught_up and idle % CONSUMER_CHECK_EVERY:
             return
         info = await sub.consumer_info()  # raises when the consumer is gone: start over

@@ -17,7 +17,9 @@ class StateSettings(Settings):
     state_media_timeout_s: float = Field(default=10.0, gt=0, le=120.0)
     # message search (issue 17, ADR 0014): the FTS5 index in $OPENCHAT_HOME/data/search
     state_search_enabled: bool = True
-    state_search_worker: bool = True  # the indexer in a child process (False: in the service's own)
+    # the indexer in a child process with its own read of the stream (False, the default: in the
+    # service's process, fed by the materializer's pass; ADR 0014)
+    state_search_worker: bool = False
     state_search_reconcile_s: float = Field(default=30.0, ge=0.05, le=3600.0)  # registry → index
     state_search_budget_s: float = Field(default=2.0, gt=0, le=30.0)  # one query's time bound
 

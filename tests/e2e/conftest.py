@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ui.state.updater import UpdateSchedule
 from ui.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +166,9 @@ def ui_factory(
         # session's shared Xvfb has no notification daemon and focus moves between tests
         kw.setdefault("os_notifications", False)
         kw.setdefault("watch_window", False)
+        # the update check (13.1) runs 30-60 s after start and may open the client information
+        # dialog by itself: only where a test asks for it (tests/e2e/test_controls_real_stack.py)
+        kw.setdefault("update_schedule", UpdateSchedule(first_min_s=1e9, first_max_s=1e9))
         app = App(connection, storage=storage or Storage(tmp_path / "config"), scale=scale, **kw)
         app.build_view()
         apps.append(app)

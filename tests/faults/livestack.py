@@ -64,9 +64,10 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 class LiveStack:
     """The supervisor process; its output is drained by a thread (never blocks the stack)."""
 
-    def __init__(self, root: Path, umask: int = 0o022) -> None:
+    def __init__(self, root: Path, umask: int = 0o022, settings: dict[str, str] | None = None) -> None:
         self.home_dir = root / "home"
         self.env = _env(self.home_dir)
+        self.env.update(settings or {})  # OPENCHAT_* settings of the stack (``_env`` drops the caller's)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(

@@ -243,3 +243,39 @@ async def test_the_indexer_runs_in_a_worker_process_and_is_restarted(
         await own.close()
     assert first.exitcode is not None and search_rt.worker.process is not None
     assert search_rt.worker.process.exitcode is not None  # stopped with the service
+
+
+async def test_the_index_follows_the_views_pass_without_a_second_read(
+    bus: Bus, nats_url: str, redis: aioredis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """The default: the indexer is fed the materializer's batches (ADR 0014: one read and decode
+    of the stream for the view and the index); it reads the stream itself only to catch up, and
+    does so again when the view's batches do not continue where the index is."""
+    async with own_runtime(nats_url, redis, tmp_path, stream) as rt:
+        ix = indexer_of(rt)
+        await join(bus, "alice", "srv_a")
+        for i in range(40):
+            last = await post(bus, "alice", said(f"f{i}", f"follow token {i}", t=i))
+        await indexed(rt, last.seq)
+        await ix.wait_for(lambda x: x.following)
+        fed = ix.fed_batches
+        assert (await bus.js.stream_info(stream)).state.consumer_count == 1  # the view's only
+        for i in range(40, 60):
+            last = await post(bus, "alice", said(f"f{i}", f"follow token {i}", t=i))
+        await indexed(rt, last.seq)
+        assert ix.fed_batches > fed and ix.following
+        assert len((await search(bus, "alice", "follow token", limit=100)).hits) == 60
+
+        starts = ix.follows
+        ix.offer(ix.applied_seq + 5, [], ix.applied_seq + 9)  # a batch after a gap
+        await ix.wait_for(lambda x: x.follows > starts)  # left, checked the stream, follows again
+        last = await post(bus, "alice", said("f60", "follow token after the gap", t=60))
+        await indexed(rt, last.seq)
+        hits = (await search(bus, "alice", "follow token", limit=100)).hits
+        assert len(hits) == 61 and hits[0].message_id == "f60"
+
+        await rt.materializer.stop()  # the view's pass stops (Redis unreachable, say)
+        last = await post(bus, "alice", said("f61", "follow token while the view is stopped", t=61))
+        await indexed(rt, last.seq)  # after FOLLOW_STALL_S the index reads the stream itself
+        hits = (await search(bus, "alice", "follow token", limit=100)).hits
+        assert len(hits) == 62 and hits[0].message_id == "f61"

@@ -142,11 +142,21 @@ def test_add_server_refuses_a_bad_url_an_unprobed_join_and_a_joined_server(
     assert flow.error == "" and flow.version > 0
     c.dispatch(it.Join("https://chat.example.test"))
     assert flow.error == "Probe the backend first."
-    c.dispatch(it.Discover("https://harbor.example.test"))
+    c.dispatch(it.Discover("https://chat.example.test"))
     d.pump(lambda: flow.probe is not None, what="probe")
     flow.picked = "srv_harbor"  # the directory lists a server the member has joined already
-    c.dispatch(it.Join("https://harbor.example.test"))
+    c.dispatch(it.Join("https://chat.example.test"))
     assert flow.error == "Server already added: srv_harbor"
+    # the same id on ANOTHER backend is not that server (issue #14): only its local id is taken
+    c.dispatch(it.Discover("https://harbor.example.test"))
+    d.pump(lambda: flow.probe is not None, what="probe of another backend")
+    flow.picked = "srv_harbor"
+    c.dispatch(it.SetAddLocalId("srv_testlab"))
+    c.dispatch(it.Join("https://harbor.example.test"))
+    assert flow.error == "Local server id already in use: srv_testlab"
+    c.dispatch(it.SetAddLocalId("not a token"))
+    c.dispatch(it.Join("https://harbor.example.test"))
+    assert flow.error.startswith("Local server id: use 1-128 letters")
 
 
 def test_send_reply_and_attach(proxied: Any, desktops: Any, tmp_path: Path) -> None:

@@ -98,9 +98,50 @@ class Join:
 
 
 @dataclass(frozen=True)
+class SetAddLocalId:
+    """The Add Server dialog's local id field changed (issue #14)."""
+
+    local_id: str
+
+
+@dataclass(frozen=True)
 class AnswerConsent:
     server_id: str
     share: bool
+
+
+@dataclass(frozen=True)
+class OpenSearch:
+    """Ctrl+F: the search panel (``scope`` None keeps the last one)."""
+
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    scope: str  # "all" | "server" | "channel"
+
+
+@dataclass(frozen=True)
+class RunSearch:
+    pass
+
+
+@dataclass(frozen=True)
+class CloseSearch:
+    pass
+
+
+@dataclass(frozen=True)
+class JumpToHit:
+    """A click on a search result: open its channel at the message (``index`` in the hits)."""
+
+    index: int
 
 
 Intent = (
@@ -120,7 +161,14 @@ Intent = (
     | PickServer
     | Probe
     | Join
+    | SetAddLocalId
     | AnswerConsent
+    | OpenSearch
+    | SearchQuery
+    | SearchScope
+    | RunSearch
+    | CloseSearch
+    | JumpToHit
 )
 
 
@@ -173,6 +221,15 @@ class StackBack:
 
 
 @dataclass(frozen=True)
+class RevealMessage:
+    """Show this message of the channel on screen (a search hit it jumped to), marked."""
+
+    server_id: str
+    channel_id: str
+    message_id: str
+
+
+@dataclass(frozen=True)
 class Notify:
     notification: Notification
 
@@ -188,4 +245,5 @@ Effect = (
     | SnapshotApplied
     | StackBack
     | Notify
+    | RevealMessage
 )

@@ -44,8 +44,16 @@ from services.core.contracts.chat import (
     UserProfile,
 )
 from services.core.contracts.events import TypedEvent, decode_event
-from services.core.contracts.notify import Notification, ServerPrefs, UnreadResult, UnreadUpdated
+from services.core.contracts.notify import (
+    MemberNotifyPrefs,
+    Notification,
+    NotifyPrefs,
+    ServerPrefs,
+    UnreadResult,
+    UnreadUpdated,
+)
 from services.core.contracts.presence import PresenceBatch, apply_delta
+from ui.state.notify_settings import NotifySettings
 from ui.state.store import MessageLog
 
 GROUP_WINDOW = timedelta(minutes=5)
@@ -287,6 +295,7 @@ class ViewModel:
         self.counts_from_service = False  # the notification service owns unread/mention counts
         self.count_revisions: dict[tuple[str, str], int] = {}
         self.notifications: list[Notification] = []  # to show (OS or toast), taken by the app
+        self.notify = NotifySettings()  # the member's notification settings (issue 18)
         # bumped by every change that can alter already-drawn rows (names, quotes, neighbours)
         self.rows_version = 0
 
@@ -405,6 +414,7 @@ class ViewModel:
         self.active_channel.pop(sid, None)
         self.filters.pop(sid, None)
         self.collapsed = {k for k in self.collapsed if k[0] != sid}
+        self.notify.forget_server(sid)
         for key in [k for k in self.banners if k.endswith(f":{sid}")]:
             del self.banners[key]
         if self.active_server == sid:
@@ -607,10 +617,28 @@ class ViewModel:
         self.apply_server_prefs(prefs)
 
     def apply_server_prefs(self, prefs: ServerPrefs) -> None:
+        self.notify.apply_server(prefs)
         sm = self.servers.get(prefs.server_id)
         if sm is not None:
             sm.muted = prefs.muted
-            self.touch("rail")
+        self.touch("rail", "channels", "overlay")
+
+    def _on_member_prefs(self, sid: str, prefs: MemberNotifyPrefs, _ev: TypedEvent) -> None:
+        self.apply_member_prefs(prefs)
+
+    def apply_member_prefs(self, prefs: MemberNotifyPrefs) -> None:
+        """``notify.member``: status, DND, quiet hours, "Hide Muted Channels" (issue 18)."""
+        self.notify.apply_member(prefs)
+        self.touch("dock", "channels", "overlay")
+
+    def apply_notify_prefs(self, prefs: NotifyPrefs) -> None:
+        """The whole ``NotifyPrefs`` (``notification.prefs`` and every settings command's answer)."""
+        self.notify.apply_all(prefs)
+        for sp in prefs.servers:
+            sm = self.servers.get(sp.server_id)
+            if sm is not None:
+                sm.muted = sp.muted
+        self.touch("dock", "rail", "channels", "overlay")
 
     _HANDLERS: dict[str, Callable[[ViewModel, str, Any, TypedEvent], None]] = {
         ev.SERVER_JOINED.kind: _on_joined,
@@ -631,6 +659,7 @@ class ViewModel:
         ev.UNREAD_UPDATED.kind: _on_unread,
         ev.NOTIFICATION.kind: _on_notification,
         ev.NOTIFY_PREFS.kind: _on_server_prefs,
+        ev.NOTIFY_MEMBER.kind: _on_member_prefs,
     }
 
     def prepend_history(
@@ -819,8 +848,10 @@ class ViewModel:
         flt = self.filters.get(sid, "").strip().lower()
         out = []
         active = self.active_channel.get(sid)
+        now = self.now()
         for g in sm.groups:
             chans = [c for c in g.channels if not flt or flt in c.name.lower()]
+            chans = [c for c in chans if not self.notify.hidden(sid, c.id, now)]  # Hide Muted Channels
             if flt and not chans:
                 continue
             if (sid, g.id) in self.collapsed and not flt:

@@ -46,6 +46,7 @@ KEYMAP = [
     ("Shift+Enter", "composer", "new line"),
     ("Esc", "anywhere", "close menus, dialogs, lightbox"),
     ("Ctrl+K", "anywhere", "quick switcher (servers and channels)"),
+    ("Ctrl+F", "workspace", 'search messages (words, "phrase", prefix*, from:, in:)'),
     ("Alt+↑ / Alt+↓", "anywhere", "previous / next channel"),
     ("Ctrl+Alt+↑ / ↓", "anywhere", "previous / next server"),
     ("Alt+Shift+↑ / ↓", "anywhere", "previous / next unread channel"),
@@ -124,6 +125,9 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_search",
+            "oc_status_menu",
+            "oc_update",
         ):
             if dpg.does_item_exist(tag):
                 dpg.configure_item(tag, show=False)
@@ -139,6 +143,7 @@ class PaneBase:
                 "oc_lightbox",
                 "oc_consent",
                 "oc_onboard",
+                "oc_search",
             )
         )
 
@@ -177,4 +182,29 @@ class PaneBase:
         raise NotImplementedError
 
     def _edit_profile(self) -> None:
+        raise NotImplementedError
+
+    # provided by ``ControlsPane`` (issue 18)
+    def _build_backup_section(self) -> None:
+        raise NotImplementedError
+
+    def _build_notify_tab(self) -> None:
+        raise NotImplementedError
+
+    def render_notify_settings(self) -> None:
+        raise NotImplementedError
+
+    def _render_backup(self) -> None:
+        raise NotImplementedError
+
+    def status_dot(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def open_status_menu(self) -> None:
+        raise NotImplementedError
+
+    def server_notify_items(self, sid: str) -> None:
+        raise NotImplementedError
+
+    def channel_muted(self, sid: str, ch: str, now: Any) -> bool:
         raise NotImplementedError

@@ -62,6 +62,8 @@ class ChannelsPane(PaneBase):
                         )
                         if ch.id == active or text:
                             dpg.bind_item_theme(row, self.themes["active_row"])
+                        if self.channel_muted(sid, ch.id, m.now()):
+                            dpg.bind_item_theme(row, self.themes["muted_row"])
                         if text:
                             badge = dpg.add_button(label=text, tag=f"oc_chan_badge_{ch.id}", small=True)
                             dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])

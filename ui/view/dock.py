@@ -29,8 +29,9 @@ class DockPane(PaneBase):
                     dpg.draw_circle(
                         (size / 2, size / 2), size / 2 - 1, fill=(*top, 255), color=(*rim, 255), thickness=2
                     )
+                dot = self.status_dot()  # the member's status (issue 18)
                 dpg.draw_circle(
-                    (size - s(6), size - s(6)), s(5), fill=(*fonts.GREEN, 255), color=(*fonts.PANEL_2, 255)
+                    (size - s(6), size - s(6)), s(5), fill=(*dot, 255), color=(*fonts.PANEL_2, 255)
                 )
             with dpg.group():
                 n = dpg.add_text(self.model.display_name or self.app.member, tag="oc_dock_name")
@@ -38,6 +39,12 @@ class DockPane(PaneBase):
                 u = dpg.add_text(f"@{uid}" if uid else "", tag="oc_dock_uid", color=fonts.MUTED)
                 dpg.bind_item_font(u, self.fonts.small)
             del name
+            st = dpg.add_button(
+                label=self.model.notify.status_line()[0],
+                tag="oc_dock_status",
+                callback=lambda: self.open_status_menu(),
+            )
+            dpg.bind_item_font(st, self.fonts.small)
             gear = dpg.add_button(label="⚙", tag="oc_dock_gear", callback=lambda: self.app.open_settings())
             dpg.bind_item_font(gear, self.fonts.emoji)
 

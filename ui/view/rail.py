@@ -46,6 +46,8 @@ class RailPane(PaneBase):
             dpg.bind_item_theme(b, self.themes[theme])
             with dpg.tooltip(b):
                 dpg.add_text(sm.record.display_name)
+                if sid != sm.record.backend_id:  # two backends may use one id (ADR 0018): say which
+                    dpg.add_text(f"{sid} · {sm.record.base_url}", color=fonts.MUTED)
                 if offline:
                     dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
             if offline:
@@ -87,12 +89,13 @@ class RailPane(PaneBase):
                 callback=lambda: self._menu(self.app.mark_server_read, sid),
             )
             dpg.add_menu_item(
-                label="Mute Server",
+                label="Unmute Server" if sm.muted else "Mute Server",
                 tag="oc_ctx_mute",
                 check=True,
                 default_value=sm.muted,
                 callback=lambda s_, a: self._menu(self.app.set_mute, sid, bool(a)),
             )
+            self.server_notify_items(sid)  # mute for a while, level, Hide Muted Channels (issue 18)
             dpg.add_separator()
             leave = dpg.add_menu_item(
                 label="Leave Server", tag="oc_ctx_leave", callback=lambda: self._menu(self.app.ask_leave, sid)

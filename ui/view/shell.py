@@ -25,11 +25,11 @@ from ui.view.base import (
     RAIL_W,
     TASKBAR_H,
     TOOLBAR_H,
-    VERSION,
     WIDE,
 )
 from ui.view.channels import ChannelsPane
 from ui.view.chat import ChatPane
+from ui.view.controls import ControlsPane
 from ui.view.dialogs import Dialogs
 from ui.view.dock import DockPane
 from ui.view.members import MembersPane
@@ -37,7 +37,7 @@ from ui.view.rail import RailPane
 from ui.view.timeline import Timeline
 
 
-class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
+class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, ControlsPane):
     """The workspace (ux.md §2): the panes put together, the layout, the render loop and input."""
 
     def __init__(self, app: AppPort, scale: float = 1.0, font_size: int = 16) -> None:
@@ -212,6 +212,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
         ):
             dpg.bind_item_theme(tag, self.themes[theme])
         self._build_dialogs()
+        self._build_controls()
         with dpg.handler_registry(tag="oc_keys"):
             dpg.add_key_press_handler(key=-1, callback=lambda s_, key: self._on_key(key))
             dpg.add_mouse_wheel_handler(callback=lambda s_, d: self._on_wheel(d))
@@ -246,8 +247,13 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
         "oc_settings",
         "oc_lightbox",
         "oc_ctx",
+        "oc_status_menu",
+        "oc_update",
+        "oc_info",
         "oc_keys",
         "oc_composer_handlers",
+        "oc_search",
+        "oc_search_handlers",
     )
 
     def destroy(self) -> None:
@@ -301,6 +307,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
         m = self.model
         m.tick()
         self._apply_pending_show()
+        self.render_controls()  # settings, update status, backup (issue 18)
         dirty = m.take_dirty()
         if dirty:
             self.app.poke()
@@ -354,12 +361,13 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
                     dpg.bind_item_font(n, self.fonts.bold)
                     if self.width >= NARROW * self.scale:
                         b = dpg.add_text(
-                            f"BUILD {VERSION} · {platform.system().upper()} / {platform.machine().upper()}",
+                            f"BUILD {self.app.updater.current} · {platform.system().upper()} / {platform.machine().upper()}",
                             color=fonts.MUTED,
                         )
                         dpg.bind_item_font(b, self.fonts.small)
             else:
                 dpg.add_text("OpenChat")
+        self.render_update_controls()
 
     # -- overlays -------------------------------------------------------------------------------
 
@@ -386,7 +394,14 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
             return
         text_active = any(
             dpg.does_item_exist(t) and dpg.is_item_active(t)
-            for t in ("oc_composer", "oc_filter", "oc_add_url", "oc_switch_query", "oc_conn_path")
+            for t in (
+                "oc_composer",
+                "oc_filter",
+                "oc_add_url",
+                "oc_switch_query",
+                "oc_conn_path",
+                "oc_search_query",
+            )
         )
         self.app.on_key(name, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
 
@@ -395,6 +410,16 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs):
             if dpg.does_item_exist(f"oc_tile_{sid}") and dpg.is_item_hovered(f"oc_tile_{sid}"):
                 self.open_server_menu(sid)
                 return
+        sm = self.model.server
+        for g in sm.groups if sm is not None else []:
+            for c in g.channels:
+                if (
+                    sm is not None
+                    and dpg.does_item_exist(f"oc_chan_{c.id}")
+                    and dpg.is_item_hovered(f"oc_chan_{c.id}")
+                ):
+                    self.open_channel_menu(sm.server_id, c.id)  # mute, level (issue 18)
+                    return
         if self.timeline is not None:
             for mid, w in self.timeline.widgets.items():
                 if dpg.is_item_hovered(w.tag):

@@ -57,6 +57,8 @@ class Timeline:
         self.on_older: Callable[[str, str, str], None] | None = None
         self._text_width: dict[tuple[str, int | str], float] = {}
         self.rendered_count = 0
+        self.focus_id: str | None = None  # the message a search jump showed (marked)
+        self._reveal: tuple[str, int] | None = None  # (message id, frames spent placing it)
 
     @property
     def tail_rows(self) -> int:
@@ -91,8 +93,13 @@ class Timeline:
             self.key = key
             self.reset()
             changed = True
+            if self._reveal is None:
+                self.focus_id = None
         msgs = self.model.messages()
         n = len(msgs)
+        if self._reveal is not None:
+            self._place_reveal(msgs)
+            return
         if self.anchor is not None:
             self._restore_anchor()
         y = dpg.get_y_scroll(self.container)
@@ -156,7 +163,54 @@ class Timeline:
             not self.following and len(self.model.messages()) - self.end > self.tail_rows
         )
 
+    def reveal(self, message_id: str) -> None:
+        """Show ``message_id`` (in the open channel's window) a third down the box, marked, not
+        following (a search hit; ``ui.search_flow``)."""
+        self.focus_id = message_id
+        self._reveal = (message_id, 0)
+        self.model.touch("timeline")
+
+    def _place_reveal(self, msgs: list[ChatMessage]) -> None:
+        assert self._reveal is not None
+        mid, frames = self._reveal
+        idx = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].id == mid), None)
+        if idx is None:
+            self._reveal = None
+            return
+        if frames == 0:
+            # the rows around it: more than a prefetch margin on both sides, so no shift of the
+            # window follows at once (the reader has not moved yet)
+            self.following = False
+            self.bottom_frames = 0
+            self.anchor = None
+            self.start = max(0, idx - self.tail_rows - 2 * SHIFT)
+            self.end = min(len(msgs), idx + self.tail_rows)
+            self._reconcile(msgs)
+            self._trim()
+            self._reveal = (mid, 1)
+            return
+        w = self.widgets.get(mid)  # laid out: scroll to it (until the scroll is where it should be)
+        if w is None or frames > 12:
+            self._reveal = None
+            return
+        self._anchor_bottom()
+        rows_y = float(dpg.get_item_rect_min(self.rows_parent)[1])  # the rows' group: its top
+        content_y = float(dpg.get_item_rect_min(w.tag)[1]) - rows_y
+        box_h = float(dpg.get_item_height(self.container) or 0)
+        ymax = dpg.get_y_scroll_max(self.container)
+        target = max(0.0, min(ymax, content_y - box_h / 3))
+        if frames > 2 and abs(dpg.get_y_scroll(self.container) - target) <= 2:
+            self._reveal = None  # in place (the layout and the scroll range have settled)
+            return
+        dpg.set_y_scroll(self.container, target)
+        self._reveal = (mid, frames + 1)
+
+    def revealed(self) -> bool:
+        """A reveal asked for is done (tests wait for it)."""
+        return self._reveal is None and self.focus_id is not None and self.focus_id in self.widgets
+
     def jump_to_present(self) -> None:
+        self.focus_id = None
         log = self._log()
         if log is not None:
             log.attach()
@@ -269,7 +323,7 @@ class Timeline:
             ready = (
                 sum(1 for a in m.attachments if images.key(m, a) in images.textures) if m.attachments else 0
             )
-            inputs = (msgs[i - 1].id if i > 0 else None, ready, version)
+            inputs = (msgs[i - 1].id if i > 0 else None, ready, version, mid == self.focus_id)
             old = self.widgets.get(mid)
             if old is not None and old.inputs == inputs:
                 continue
@@ -290,6 +344,7 @@ class Timeline:
                 ready,
                 cards,
                 pic,
+                mid == self.focus_id,
             )
             if old is not None and old.signature == sig:
                 old.inputs = inputs
@@ -317,6 +372,11 @@ class Timeline:
         with dpg.group(**kwargs) as g:
             if not row.compact:
                 dpg.add_spacer(height=s(6))
+            if m.id == self.focus_id:  # the search hit jumped to
+                with dpg.group(horizontal=True):
+                    dpg.add_spacer(width=s(AVATAR))
+                    mark = dpg.add_text("• Search result", color=fonts.LINK)
+                    dpg.bind_item_font(mark, v.fonts.bold)
             if row.quote:
                 with dpg.group(horizontal=True):
                     dpg.add_spacer(width=s(AVATAR))

@@ -48,6 +48,14 @@ class Dialogs(PaneBase):
             dpg.add_text("", tag="oc_add_summary", wrap=s(520))
             dpg.add_text("", tag="oc_add_warning", color=fonts.AMBER, wrap=s(520))
             dpg.add_text("", tag="oc_add_disclosure", color=fonts.MUTED, wrap=s(520))
+            with dpg.group(horizontal=True, tag="oc_add_local_row", show=False):  # issue #14
+                dpg.add_text("Local server id")
+                dpg.add_input_text(
+                    tag="oc_add_local",
+                    width=-1,
+                    hint="the id this server gets here",
+                    callback=lambda s_, a: self.app.add_local_id_changed(str(a)),
+                )
             dpg.add_text("", tag="oc_add_error", color=fonts.RED, wrap=s(520))
             with dpg.group(horizontal=True):
                 b = dpg.add_button(
@@ -142,6 +150,7 @@ class Dialogs(PaneBase):
                         color=fonts.AMBER,
                         wrap=s(600),
                     )
+                self._build_backup_section()  # identity backup (issue 18)
                 dpg.add_separator()
                 h3 = dpg.add_text("Profile")
                 dpg.bind_item_font(h3, self.fonts.bold)
@@ -175,6 +184,8 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
+                self._build_notify_tab()
             with dpg.tab(label="Appearance"):
                 dpg.add_text("UI scale")
                 dpg.add_radio_button(
@@ -326,6 +337,11 @@ class Dialogs(PaneBase):
         dpg.set_value("oc_add_warning", warning)
         dpg.set_value("oc_add_disclosure", disclosure)
         dpg.set_value("oc_add_error", flow.error)
+        dpg.configure_item("oc_add_local_row", show=flow.probe is not None)
+        if dpg.get_value("oc_add_local") != flow.local_id and not (
+            flow.local_edited and dpg.is_item_active("oc_add_local")
+        ):
+            dpg.set_value("oc_add_local", flow.local_id)
         dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
 
     # -- Settings → My Account (owns ``oc_set*``) ----------------------------------------------------
@@ -333,7 +349,8 @@ class Dialogs(PaneBase):
         acc = self.app.account
         model = self.model
         sm = model.server
-        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
+        origin = sm.record.base_url if sm is not None and sm.record.uid_scope else None
+        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode, origin))
         dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
         dpg.configure_item(
             "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None
@@ -363,6 +380,8 @@ class Dialogs(PaneBase):
                 callback=lambda s_, a, u: self.app.answer_consent(bool(a), u),
                 user_data=sid,
             )
+        self.render_notify_settings()
+        self._render_backup()
         dpg.delete_item("oc_set_history", children_only=True)
         for line in model.status_history[-8:] or ["(nothing yet)"]:
             dpg.add_text(line, parent="oc_set_history", wrap=560)
