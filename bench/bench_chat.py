@@ -94,7 +94,9 @@ class Procs:
     tmp: Path
     started: list[Proc] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+    def spawn(
+        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path = REPO
+    ) -> Proc:
         log = (self.tmp / f"{name}.log").open("ab")
         try:
             popen = subprocess.Popen(
@@ -102,7 +104,7 @@ class Procs:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=str(REPO),
+                cwd=str(cwd),
                 start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
             )
         finally:
@@ -139,17 +141,18 @@ def start_nats(procs: Procs) -> str:
     return f"nats://127.0.0.1:{port}"
 
 
-def start_devserver(procs: Procs, name: str) -> str:
+def start_devserver(procs: Procs, name: str, tree: Path = REPO) -> str:
     port = free_port()
     argv = [sys.executable, "-m", "services.devserver", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--seed", "harbor", "--admin", "--public-base-url", f"http://127.0.0.1:{port}"]
-    proc = procs.spawn(name, argv)
+    proc = procs.spawn(name, argv, cwd=tree)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 20, proc.popen)
     return url
 
 
-def start_connector(procs: Procs, name: str, nats_url: str) -> tuple[Proc, str]:
+def start_connector(procs: Procs, name: str, nats_url: str, tree: Path = REPO) -> tuple[Proc, str]:
+    """The connector of ``tree`` (this checkout, or another one: the baseline of a comparison)."""
     home = procs.tmp / name
     home.mkdir()
     http_port = free_port()
@@ -161,7 +164,7 @@ def start_connector(procs: Procs, name: str, nats_url: str) -> tuple[Proc, str]:
         "OPENCHAT_HTTP_PORT": str(http_port),
         "OPENCHAT_EVENTS_STREAM": STREAM,
     }
-    proc = procs.spawn(name, [sys.executable, "-m", "services.connector"], env)
+    proc = procs.spawn(name, [sys.executable, "-m", "services.connector"], env, cwd=tree)
     health = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 30
     with httpx.Client(timeout=1.0) as client:
@@ -196,9 +199,13 @@ def ms(seconds: float) -> float:
 
 
 # -- bus helpers ---------------------------------------------------------------------------------
+JOIN_RETRIES = {"count": 0}  # joins answered with a retryable error (a backend too slow) and retried
+
+
 async def join(bus: Bus, member: str, url: str, timeout: float = 120.0) -> JoinResult:
-    """Join through the bus, retrying while the connector's commands are not subscribed yet."""
-    deadline = time.monotonic() + 30
+    """Join through the bus, retrying while the connector's commands are not subscribed yet and
+    (counted in ``JOIN_RETRIES``) while the answer is a retryable error, within ``timeout``."""
+    started = time.monotonic()
     while True:
         try:
             return await bus.request(
@@ -208,9 +215,14 @@ async def join(bus: Bus, member: str, url: str, timeout: float = 120.0) -> JoinR
                 timeout=timeout,
             )
         except CommandError as exc:
-            if exc.code != "service_unavailable" or time.monotonic() > deadline:
+            elapsed = time.monotonic() - started
+            if exc.code == "service_unavailable" and elapsed < 30:
+                await asyncio.sleep(0.1)
+                continue
+            if not exc.retryable or exc.code == "timeout" or elapsed > timeout:
                 raise
-            await asyncio.sleep(0.1)
+            JOIN_RETRIES["count"] += 1
+            await asyncio.sleep(0.5)
 
 
 @dataclass
@@ -243,12 +255,14 @@ class LiveWatch:
         return await asyncio.wait_for(fut, timeout)
 
 
-async def joined_live(bus: Bus, watch: LiveWatch, member: str, url: str) -> tuple[float, float]:
+async def joined_live(
+    bus: Bus, watch: LiveWatch, member: str, url: str, timeout: float = 120.0
+) -> tuple[float, float]:
     """Join and wait for *live*: (seconds until the join reply, seconds until live)."""
     t0 = time.perf_counter()
-    await join(bus, member, url)
+    await join(bus, member, url, timeout)
     t_reply = time.perf_counter()
-    t_live = await watch.wait(member, 120)
+    t_live = await watch.wait(member, timeout)
     return t_reply - t0, t_live - t0
 
 
@@ -509,8 +523,22 @@ async def bench_bus_ceiling(bus: Bus, count: int) -> dict[str, Any]:
 
 
 # -- 3. scale ------------------------------------------------------------------------------------
+async def dropped_frames(dev_urls: Sequence[str]) -> int:
+    """Frames the devservers dropped for full socket queues (their 64-frame backpressure)."""
+    total = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in dev_urls:
+            total += int((await http.get(url + "/_admin/state")).json()["dropped_frames"])
+    return total
+
+
 async def bench_scale(
-    bus: Bus, connector: Proc, dev_urls: Sequence[str], steps: Sequence[int], concurrency: int
+    bus: Bus,
+    connector: Proc,
+    dev_urls: Sequence[str],
+    steps: Sequence[int],
+    concurrency: int,
+    join_timeout_s: float = 120.0,
 ) -> dict[str, Any]:
     watch = LiveWatch()
     await watch.attach(bus)
@@ -530,16 +558,20 @@ async def bench_scale(
 
     async def one(index: int) -> tuple[float, float]:
         async with sem:
-            return await joined_live(bus, watch, f"bench{index}", dev_urls[index % len(dev_urls)])
+            url = dev_urls[index % len(dev_urls)]
+            return await joined_live(bus, watch, f"bench{index}", url, join_timeout_s)
 
     for target in steps:
         before = dict(events)
+        retries = JOIN_RETRIES["count"]
+        cpu0 = psutil.Process(connector.pid).cpu_times()
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(i) for i in range(joined, target)))
         wall = time.perf_counter() - t0
         await asyncio.sleep(1.0)  # settle: hydrate events published, sockets idle
         hydrate = [r[1] for r in results]
         reply = [r[0] for r in results]
+        cpu1 = psutil.Process(connector.pid).cpu_times()
         rows.append(
             {
                 "sessions": target,
@@ -550,6 +582,10 @@ async def bench_scale(
                 "hydrate_p99_ms": ms(pct(hydrate, 99)),
                 "hydrate_max_ms": ms(max(hydrate)),
                 "join_reply_p50_ms": ms(pct(reply, 50)),
+                "join_reply_p99_ms": ms(pct(reply, 99)),
+                "connector_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+                "devserver_dropped_frames": await dropped_frames(dev_urls),
+                "join_retries": JOIN_RETRIES["count"] - retries,
                 "sessions_per_s": round((target - joined) / wall, 1),
                 "bus_events": events["total"] - before["total"],
                 "presence_events": events["presence"] - before["presence"],
@@ -578,11 +614,14 @@ class Plan:
     steps: list[int]
     scale_servers: int
     concurrency: int
+    join_timeout_s: float = 120.0
+    baseline_tree: str | None = None  # another checkout: its connector is measured first
 
 
 def plan_of(args: argparse.Namespace) -> Plan:
+    baseline = str(Path(args.baseline_tree).resolve()) if args.baseline_tree else None
     if args.quick:
-        return Plan(50, 0.02, 2000, 20, [1, 50], 1, 8)
+        return Plan(50, 0.02, 2000, 20, [1, 50], 1, 8, args.join_timeout, baseline)
     steps = [s for s in (1, 100, 1000) if s <= args.sessions] or [args.sessions]
     if steps[-1] != args.sessions:
         steps.append(args.sessions)
@@ -594,6 +633,8 @@ def plan_of(args: argparse.Namespace) -> Plan:
         steps,
         args.scale_servers,
         args.concurrency,
+        args.join_timeout,
+        baseline,
     )
 
 
@@ -633,17 +674,36 @@ async def run(plan: Plan, procs: Procs, only: set[str]) -> dict[str, Any]:
                 result["bus_ceiling"] = await phase("bus ceiling", bench_bus_ceiling(bus, plan.burst), 120)
             procs.stop(connector)
         if "scale" in only:
-            devs = [start_devserver(procs, f"dev-scale{i}") for i in range(plan.scale_servers)]
-            connector, _ = start_connector(procs, "connector-b", nats_url)
-            result["scale"] = await phase(
-                "scale",
-                bench_scale(bus, connector, devs, plan.steps, plan.concurrency),
-                60 + plan.steps[-1] * 1.0,
-            )
-            procs.stop(connector)
+            trees = [("scale", REPO)]
+            if plan.baseline_tree:  # before/after in one run: the baseline first, on its own NATS
+                trees.insert(0, ("scale_baseline", Path(plan.baseline_tree)))
+            for key, tree in trees:
+                result[key] = await scale_of(procs, plan, tree, key)
     finally:
         await bus.close()
     return result
+
+
+async def scale_of(procs: Procs, plan: Plan, tree: Path, key: str) -> dict[str, Any]:
+    """The scale steps against the connector (and devservers) of ``tree``, on a fresh
+    nats-server; every process of it is stopped afterwards."""
+    nats_url = start_nats(procs)
+    bus = await Bus.connect(ConnectOptions(url=nats_url, name=f"bench-{key}"), first_attempts=5)
+    started = len(procs.started)
+    try:
+        devs = [start_devserver(procs, f"dev-{key}{i}", tree) for i in range(plan.scale_servers)]
+        connector, _ = start_connector(procs, f"connector-{key}", nats_url, tree)
+        out = await phase(
+            f"{key} ({tree})",
+            bench_scale(bus, connector, devs, plan.steps, plan.concurrency, plan.join_timeout_s),
+            120 + plan.steps[-1] * 3.0,
+        )
+        out["tree"] = str(tree)
+        return out
+    finally:
+        await bus.close()
+        for proc in reversed(procs.started[started:]):
+            procs.stop(proc)
 
 
 def report(r: dict[str, Any]) -> str:
@@ -688,18 +748,25 @@ def report(r: dict[str, Any]) -> str:
             f"core publish without PubAck {bc['core_publish_no_ack_events_per_s']:,} events/s "
             f"(model_dump_json alone {bc['encode_only_events_per_s']:,}/s)"
         )
-    if "scale" in r:
-        sc = r["scale"]
+    for key in ("scale_baseline", "scale"):
+        if key not in r:
+            continue
+        sc = r[key]
+        label = "BASELINE " if key == "scale_baseline" else ""
         lines.append(
-            f"scale ({sc['devservers']} devservers, joins {sc['join_concurrency']} in flight): "
-            f"idle connector RSS {sc['idle_rss_mib']} MiB; one hydrate {sc['single_hydrate_ms']} ms"
+            f"{label}scale ({sc.get('tree', '')}; {sc['devservers']} devservers, joins "
+            f"{sc['join_concurrency']} in flight): idle connector RSS {sc['idle_rss_mib']} MiB; "
+            f"one hydrate {sc['single_hydrate_ms']} ms"
         )
         for row in sc["steps"]:
             lines.append(
                 f"  {row['sessions']:>5,} sessions: RSS {row['rss_mib']} MiB; hydrate (join → live) "
                 f"p50 {row['hydrate_p50_ms']} ms, p99 {row['hydrate_p99_ms']} ms, max {row['hydrate_max_ms']} ms; "
+                f"join reply p50 {row['join_reply_p50_ms']} ms, p99 {row.get('join_reply_p99_ms')} ms; "
                 f"{row['new_sessions']:,} new in {row['step_wall_s']} s ({row['sessions_per_s']}/s); "
-                f"{row['bus_events']:,} events on the bus, {row['presence_events']:,} of them presence"
+                f"{row['bus_events']:,} events on the bus, {row['presence_events']:,} of them presence; "
+                f"connector CPU {row.get('connector_cpu_s')} s; devservers dropped "
+                f"{row.get('devserver_dropped_frames')} frames; joins retried {row.get('join_retries')}"
             )
     return "\n".join(lines)
 
@@ -714,6 +781,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=1000)
     p.add_argument("--scale-servers", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=16, help="joins in flight during the scale steps")
+    p.add_argument("--join-timeout", type=float, default=120.0, help="scale: wait for one join / live (s)")
+    p.add_argument(
+        "--baseline-tree",
+        help="scale: another checkout (e.g. `git archive <base> | tar -x -C DIR`) whose connector is "
+        "measured first, on its own nats-server and devservers: before/after in one run",
+    )
     p.add_argument("--only", default="latency,ingest,scale", help="comma-separated subset of the phases")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir (process logs)")
     p.add_argument("--json", action="store_true", help="also print the result as one JSON line")

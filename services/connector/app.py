@@ -42,6 +42,7 @@ from services.core.rpc import serve, serve_member_removal
 from services.core.service import Service, ServiceContext
 
 log = logging.getLogger("openchat.connector.app")
+JOIN_CONCURRENCY = 64  # join commands handled at once (each waits for its backend's answers)
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
@@ -61,6 +62,7 @@ class ConnectorSettings(BaseSettings):
     # bounds against a hostile or broken backend (ADR 0009; docs/operations.md "Limits")
     max_gap_fetch: int = 5_000
     gap_fill_per_cycle: int = 1_000
+    presence_window_s: float = 0.5  # presence changes coalesced per window (ADR 0022); 0: at once
     quota_server_burst_bytes: int = 32 * 1024 * 1024
     quota_server_bytes_per_day: int = 4 * 1024 * 1024
     quota_member_burst_bytes: int = 64 * 1024 * 1024
@@ -89,6 +91,7 @@ class ConnectorSettings(BaseSettings):
             ws_ping_interval_s=self.ws_ping_interval_s,
             max_gap_fetch=self.max_gap_fetch,
             gap_fill_per_cycle=self.gap_fill_per_cycle,
+            presence_window_s=self.presence_window_s,
         )
 
 
@@ -165,7 +168,8 @@ async def register(bus: Bus, connector: Connector, router: Router | None = None)
 
     serve(bus, cmd.DISCOVER, connector.discover)
     serve(bus, cmd.PROBE, connector.probe)
-    serve(bus, cmd.JOIN, connector.join)
+    # joins of different members run at once (a lock per member orders one member's, issue 16)
+    serve(bus, cmd.JOIN, connector.join, concurrency=JOIN_CONCURRENCY)
     at_session(cmd.LEAVE, connector.leave)
     at_session(cmd.SEND, connector.send)
     serve(bus, cmd.UPLOAD, connector.upload)

@@ -28,7 +28,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -143,6 +143,35 @@ def icon_text(name: str) -> str:
     return name.strip()[:2].upper() or "SV"
 
 
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key (a member), created on first use and dropped once nobody
+    holds or waits for it (a family instance's 1,000 members leave no 1,000 locks behind)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def locked(self, key: str) -> bool:
+        entry = self._locks.get(key)
+        return entry is not None and entry[0].locked()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class Connector:
     def __init__(
         self,
@@ -183,7 +212,9 @@ class Connector:
         self.rate = domain.RateLimiter()
         self.quota = quota  # storage quotas of the shared stream (ADR 0009); None: none
         self._roots: dict[str, tuple[str, UidMode]] = {}
-        self._lock = asyncio.Lock()
+        # joins, identity changes and re-binds of one member exclude each other; other members'
+        # run concurrently (issue 16: one lock for everyone serialized 1,000 hydrates)
+        self._member_locks = KeyedLocks()
         self._profile_lock = asyncio.Lock()
         # Several replicas (issue 16, ADR 0021): sessions start and stop only with their lease
         # (``leases.SessionLeases`` drives ``wanted_keys`` / ``start_key`` / ``stop_key``).
@@ -485,7 +516,7 @@ class Connector:
         except subjects.SubjectError as exc:
             raise CommandError("invalid_server_id", str(exc)) from exc
         base = normalize_base_url(args.url)
-        async with self._lock:
+        async with self._member_locks.hold(member):
             # issue #14: the local id (every key of the stack) and the uid's projection scope
             try:
                 plan = plan_join(args.server_id, base, self.servers.of_member(member), args.local_id)
@@ -627,7 +658,7 @@ class Connector:
 
     async def identity_create(self, member: str, args: IdentityCreateArgs) -> IdentityInfo:
         """A new random root when the member has none; an existing one is kept (idempotent)."""
-        async with self._lock:
+        async with self._member_locks.hold(member):
             if self._stored_identity(member) is None:
                 self.identities.create(member)
                 log.info("identity created", extra={"member": member})
@@ -642,7 +673,7 @@ class Connector:
             root = check_root(args.root)
         except IdentityError as exc:
             raise CommandError("invalid_identity_root", str(exc)) from exc
-        async with self._lock:
+        async with self._member_locks.hold(member):
             found = self._stored_identity(member)
             if found is None or found[0] != root:
                 # ``put`` keeps the stored uid mode (server_scoped for a new identity)
@@ -653,7 +684,7 @@ class Connector:
 
     async def uid_mode(self, member: str, args: UidModeArgs) -> IdentityInfo:
         """Project every server's uid in ``args.mode`` (features 1.5) and re-bind what changed."""
-        async with self._lock:
+        async with self._member_locks.hold(member):
             found = self._stored_identity(member)
             if found is None:
                 raise CommandError(
@@ -670,7 +701,7 @@ class Connector:
         stop its session (closing the realtime socket), store and publish the new record
         (``server.updated``), and start a new session under the new identity — it hydrates again
         and continues the old one's history (``Session.continue_from``: nothing re-published).
-        Call with ``self._lock`` held. Returns the records that changed."""
+        Call with the member's lock held (``self._member_locks.hold(member)``). Returns the records that changed."""
         self._roots.pop(member, None)  # the cache may hold the old root or mode
         root, mode = self._identity(member)
         device = device_id(root)

@@ -24,11 +24,14 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    (``contracts/notify.py``); ``chat.server.updated`` → the record's display name patched, stored
    and published as ``server.updated``; management events (``chat.channel.created``,
    ``chat.category.*``, ``chat.channel.layout.updated``) → the tree fetched again and published,
-   new text channels subscribed and filled. Once live, the member's own profile is published in
-   the background when the member consented for this server (``profile.py``: a server gets the
-   profile only after the member agreed to share it with that server, docs/product-rules.md D18;
-   a no-op otherwise); ``profile_updated`` of the member's own uid keeps its cached
-   ``GET /v1/profile/me`` current.
+   new text channels subscribed and filled. Presence frames are not republished one by one:
+   they are folded per channel (``presence.PresenceCoalescer``) and published as one
+   ``presence.batch`` per ``presence_window_s`` (ADR 0022; at once past ``MAX_BATCH_ENTRIES``
+   pending entries, and before a typing event of a user whose left is pending). Once live,
+   the member's own profile is published in the background when the member consented for this
+   server (``profile.py``: a server gets the profile only after the member agreed to share it with that
+   server, docs/product-rules.md D18; a no-op otherwise); ``profile_updated`` of the member's own uid
+   keeps its cached ``GET /v1/profile/me`` current.
 
 Link previews: each message published for the first time — live, or gap-filled and at most
 ``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
@@ -64,6 +67,7 @@ from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.connector.history import HistoryPage, reason_of, release_memory
+from services.connector.presence import PresenceCoalescer, entry_of
 from services.connector.quota import StorageQuota
 from services.core.contracts import events as ev
 from services.core.contracts import wire
@@ -77,9 +81,7 @@ from services.core.contracts.chat import (
     MembersUpdated,
     MessageCreated,
     MessageDeleted,
-    PresenceChange,
     PresenceEntry,
-    PresenceSnapshot,
     ProfileSyncState,
     ProfileUpdated,
     ServerRecord,
@@ -87,6 +89,7 @@ from services.core.contracts.chat import (
     Typing,
 )
 from services.core.contracts.notify import ReadAckUpdated
+from services.core.contracts.presence import MAX_BATCH_ENTRIES
 
 P = TypeVar("P", bound=BaseModel)
 log = logging.getLogger("openchat.connector.session")
@@ -144,6 +147,8 @@ class Timing:
     quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
     anchor_flush_s: float = 1.0  # gap-fill anchors are written at most this often (and on close)
     publish_window: int = 1024  # gap fill: messages per acked batch (anchors move after each)
+    # presence changes are coalesced into one ``presence.batch`` per window (ADR 0022); 0: at once
+    presence_window_s: float = 0.5
 
 
 class CycleEnd(Exception):
@@ -214,6 +219,9 @@ class Session:
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
         self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
+        self.presence = PresenceCoalescer()  # changes not yet published (ADR 0022)
+        self._presence_task: asyncio.Task[None] | None = None
+        self._presence_lock = asyncio.Lock()  # one flush at a time: batches stored in order
 
     @property
     def server_id(self) -> str:
@@ -252,6 +260,9 @@ class Session:
         profile_task, self._profile_task = self._profile_task, None
         if profile_task is not None:
             await cancel_task(profile_task)
+        presence_task, self._presence_task = self._presence_task, None
+        if presence_task is not None:
+            await cancel_task(presence_task)
         task, self._task = self._task, None
         if task is not None:
             await cancel_task(task)
@@ -457,7 +468,10 @@ class Session:
                 deadlines.append(loop.time() + self.timing.quiet_s)
             timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
             try:
-                raw = await asyncio.wait_for(queue.get(), timeout)
+                # a waiting frame is taken at once: ``wait_for`` costs a task per frame
+                raw = (
+                    queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
+                )
             except TimeoutError:
                 self._burst_pending = False
                 self._burst_count = 0
@@ -704,6 +718,9 @@ class Session:
 
     # -- frames ----------------------------------------------------------------------------------
     async def handle_frame(self, raw: str | bytes) -> None:
+        fast = type(raw) is str and _PRESENCE_HINT in raw and len(raw) <= self.timing.max_frame_bytes
+        if fast and await self._presence_fast(cast(str, raw)):
+            return
         if isinstance(raw, bytes):
             log.warning("dropped binary realtime frame", extra={**self._log_ctx(), "size": len(raw)})
             return
@@ -757,6 +774,8 @@ class Session:
         elif kind == "chat.typing.updated":
             typing = wire.TypingUpdatedPayload.model_validate(payload)
             if self.is_text_channel(typing.channel_id):
+                if self.presence.has_left(typing.channel_id, typing.member.user_uid):
+                    await self.flush_presence()  # a desktop clears typing on a left: keep the order
                 expires = datetime.now(UTC) + timedelta(seconds=domain.TYPING_EXPIRY_S)
                 await self.publish(
                     ev.TYPING,
@@ -771,23 +790,13 @@ class Session:
         elif kind == "chat.presence.snapshot":
             snap = wire.PresenceSnapshotPayload.model_validate(payload)
             if self.is_text_channel(snap.channel_id):
-                entries = [
-                    PresenceEntry(**m.model_dump(include={"client_id", "user_uid", "device_id"}))
-                    for m in snap.members
-                ]
-                await self.publish(
-                    ev.PRESENCE_SNAPSHOT, PresenceSnapshot(channel_id=snap.channel_id, members=entries)
-                )
+                entries = [self._presence_entry(m.client_id, m.user_uid, m.device_id) for m in snap.members]
+                self.presence.snapshot(snap.channel_id, [e for e in entries if e is not None])
+                await self._presence_changed()
         elif kind in ("chat.presence.joined", "chat.presence.left"):
             change = wire.PresenceChangePayload.model_validate(payload)
-            if self.is_text_channel(change.channel_id):
-                entry = PresenceEntry(
-                    **change.member.model_dump(include={"client_id", "user_uid", "device_id"})
-                )
-                await self.publish(
-                    ev.PRESENCE_JOINED if kind.endswith("joined") else ev.PRESENCE_LEFT,
-                    PresenceChange(channel_id=change.channel_id, member=entry),
-                )
+            m = change.member
+            await self._presence_change(kind, change.channel_id, m.client_id, m.user_uid, m.device_id)
         elif kind == "profile_updated":
             profile = wire.ProfileUpdatedPayload.model_validate(payload)
             if profile.user_uid == self.record.user_uid:
@@ -831,6 +840,100 @@ class Session:
             self.on_record(record)
         self.record = record
         await self.publish(ev.SERVER_UPDATED, ServerUpdated(server=record))
+
+    # -- presence (ADR 0022) ---------------------------------------------------------------------
+    async def _presence_fast(self, raw: str) -> bool:
+        """A ``chat.presence.joined`` / ``left`` frame, handled without the wire models: on a
+        busy server most frames are these (each subscribe anywhere reaches every socket in the
+        room), so their cost bounds how many sessions a connector hydrates. Checked by hand to
+        the same rules; ``False``: not such a frame, or not plainly well-formed — the general path
+        handles (and logs) it."""
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return False
+        if type(doc) is not dict:
+            return False
+        kind, payload, event_id = doc.get("type"), doc.get("payload"), doc.get("event_id")
+        if kind not in _PRESENCE_CHANGES or type(payload) is not dict:
+            return False
+        if event_id is not None and type(event_id) not in (int, str):
+            return False
+        member = payload.get("member")
+        channel_id = payload.get("channel_id")
+        if type(channel_id) is not str or type(member) is not dict:
+            return False
+        client_id, user_uid, device_id = (
+            member.get("client_id"),
+            member.get("user_uid"),
+            member.get("device_id"),
+        )
+        if type(client_id) is not str or type(user_uid) is not str or type(device_id) is not str:
+            return False
+        await self._presence_change(kind, channel_id, client_id, user_uid, device_id)
+        if event_id is not None:
+            self._last_event_id = str(event_id)
+        return True
+
+    def _presence_entry(self, client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
+        entry = entry_of(client_id, user_uid, device_id)
+        if entry is None and self._rejects.first(("p", "unusable presence id")):
+            self.rejected += 1
+            log.warning("presence entry dropped: an unusable id", extra=self._log_ctx())
+        return entry
+
+    async def _presence_change(
+        self, kind: str, channel_id: str, client_id: str, user_uid: str, device_id: str
+    ) -> None:
+        if not self.is_text_channel(channel_id):
+            return
+        entry = self._presence_entry(client_id, user_uid, device_id)
+        if entry is None:
+            return
+        if kind == "chat.presence.joined":
+            self.presence.joined(channel_id, entry)
+        else:
+            self.presence.left(channel_id, entry)
+        await self._presence_changed()
+
+    async def _presence_changed(self) -> None:
+        """A presence frame was folded in: publish within the window. What is held stays bounded:
+        past ``MAX_BATCH_ENTRIES`` pending entries it is published at once, here (a failing bus
+        then ends the cycle, as a failing publish of any frame does)."""
+        if self.timing.presence_window_s <= 0 or self.presence.entries >= MAX_BATCH_ENTRIES:
+            await self.flush_presence()
+            return
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.create_task(
+                self._presence_later(), name=f"presence-{self.member}-{self.server_id}"
+            )
+
+    async def _presence_later(self) -> None:
+        while self.presence and not self._stopping:
+            await asyncio.sleep(self.timing.presence_window_s)
+            try:
+                await self.flush_presence()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # kept pending: retried after the next window
+                log.warning(
+                    "presence publish failed; retrying",
+                    extra={**self._log_ctx(), "error": type(exc).__name__},
+                )
+
+    async def flush_presence(self) -> int:
+        """Publish the pending presence changes now as ``presence.batch`` events (in order, one
+        flush at a time); what could not be published is kept, under newer changes. Returns
+        how many events were published."""
+        async with self._presence_lock:
+            batches = self.presence.take()
+            for done, batch in enumerate(batches):
+                try:
+                    await self.publish(ev.PRESENCE_BATCH, batch)
+                except BaseException:
+                    self.presence.restore(batches[done:])
+                    raise
+            return len(batches)
 
     # -- publishing ------------------------------------------------------------------------------
     async def publish(self, spec: ev.EventSpec[P], payload: P) -> None:
@@ -1064,6 +1167,10 @@ class Session:
 
     def _log_ctx(self) -> dict[str, str]:
         return {"member": self.member, "server_id": self.server_id}
+
+
+_PRESENCE_HINT = "chat.presence."
+_PRESENCE_CHANGES = frozenset({"chat.presence.joined", "chat.presence.left"})
 
 
 async def cancel_task(task: asyncio.Task[Any], every_s: float = 0.5) -> None:

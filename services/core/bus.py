@@ -134,8 +134,9 @@ class Bus:
         self._acks: _AckInbox | None = None
         self._subs: list[Subscription] = []
         self._pending_commands: list[
-            tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]]]
+            tuple[str, str, type[Any], Callable[[str, Any], Awaitable[BaseModel]], int]
         ] = []
+        self._handler_tasks: set[asyncio.Task[None]] = set()  # commands served concurrently
         self.refused_replies = 0  # commands refused for their reply subject (``serve``)
 
     # -- connection -------------------------------------------------------------------------
@@ -233,6 +234,8 @@ class Bus:
         if self.nc.is_closed:
             return
         self._flags.closing = True
+        if self._handler_tasks:  # concurrently served commands: answered before the drain
+            await asyncio.wait(set(self._handler_tasks), timeout=5)
         try:
             await asyncio.wait_for(self.nc.drain(), timeout=5)
         except Exception as exc:  # a dead connection cannot drain; close it anyway
@@ -312,19 +315,22 @@ class Bus:
         verb: str,
         args_model: type[A],
         queue: str | None = None,
+        *,
+        concurrency: int = 1,
     ) -> Callable[[Callable[[str, A], Awaitable[BaseModel]]], Callable[[str, A], Awaitable[BaseModel]]]:
         """Decorator: serve ``oc.*.cmd.<service>.<verb>`` (queue group ``service``).
 
         The handler receives ``(member, args)`` and returns a result model. Exceptions become an
         error reply: ``CommandError`` as given, invalid arguments as ``invalid_payload``, anything
-        else as ``internal_error`` (retryable, logged with its traceback).
+        else as ``internal_error`` (retryable, logged with its traceback). ``concurrency``: see
+        ``serve``.
         """
 
         def register(
             fn: Callable[[str, A], Awaitable[BaseModel]],
         ) -> Callable[[str, A], Awaitable[BaseModel]]:
             self._pending_commands.append(
-                (subjects.command_wildcard(service, verb), queue or service, args_model, fn)
+                (subjects.command_wildcard(service, verb), queue or service, args_model, fn, concurrency)
             )
             return fn
 
@@ -332,8 +338,8 @@ class Bus:
 
     async def serve_commands(self) -> None:
         """Subscribe every handler registered with ``command``."""
-        for subject, queue, args_model, fn in self._pending_commands:
-            await self.serve(subject, queue, args_model, fn)
+        for subject, queue, args_model, fn, concurrency in self._pending_commands:
+            await self.serve(subject, queue, args_model, fn, concurrency=concurrency)
         self._pending_commands.clear()
 
     async def serve(
@@ -342,7 +348,14 @@ class Bus:
         queue: str,
         args_model: type[A],
         fn: Callable[[str, A], Awaitable[BaseModel]],
+        *,
+        concurrency: int = 1,
     ) -> Subscription:
+        """Subscribe ``fn``. ``concurrency`` 1: one command at a time, in arrival order (a NATS
+        subscription awaits each callback). More: up to that many run at once, each started in
+        arrival order (the handler orders what must be ordered, e.g. with a lock per member);
+        when all are busy the subscription waits for one to end."""
+
         async def on_msg(msg: Msg) -> None:
             if msg.reply and not _reply_allowed(msg.subject, msg.reply):
                 # Never published, and the command does not run: a reply subject outside the
@@ -358,7 +371,27 @@ class Bus:
             if msg.reply:
                 await self.nc.publish(msg.reply, reply)
 
-        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+        callback = on_msg
+        if concurrency > 1:
+            slots = asyncio.Semaphore(concurrency)
+
+            async def one(msg: Msg) -> None:
+                try:
+                    await on_msg(msg)
+                except Exception as exc:  # the reply could not be sent (connection closing)
+                    log.warning(
+                        "command reply failed", extra={"subject": msg.subject[:200], "error": repr(exc)}
+                    )
+                finally:
+                    slots.release()
+
+            async def callback(msg: Msg) -> None:
+                await slots.acquire()
+                task = asyncio.create_task(one(msg), name=f"command-{subject}")
+                self._handler_tasks.add(task)
+                task.add_done_callback(self._handler_tasks.discard)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=callback)
         self._subs.append(sub)
         return sub
 

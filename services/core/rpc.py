@@ -77,10 +77,12 @@ A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
-def serve(bus: Bus, spec: CommandSpec[A, R], handler: Callable[[str, A], Awaitable[R]]) -> None:
+def serve(
+    bus: Bus, spec: CommandSpec[A, R], handler: Callable[[str, A], Awaitable[R]], *, concurrency: int = 1
+) -> None:
     """Register ``handler`` for ``spec`` (subscribed by ``Bus.serve_commands``, in the queue group
-    of the row's service)."""
-    bus.command(spec.service, spec.verb, spec.args)(handler)
+    of the row's service; ``concurrency``: commands run at once, ``Bus.serve``)."""
+    bus.command(spec.service, spec.verb, spec.args, concurrency=concurrency)(handler)
 
 
 async def serve_now(

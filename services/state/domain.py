@@ -42,6 +42,7 @@ from services.core.contracts.chat import (
 )
 from services.core.contracts.events import envelope_model, view_payloads
 from services.core.contracts.media import VoiceStatus
+from services.core.contracts.presence import MAX_BATCH_ENTRIES, PresenceBatch
 
 # -- bounds on what the bus may put into the view -------------------------------------------------
 MAX_ID_CHARS = 256  # message ids, client ids, user uids, device ids
@@ -302,6 +303,13 @@ def _check_payload(event: ParsedEvent) -> None:
     elif isinstance(p, PresenceChange):
         check_text_id(p.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
         check_text_id(p.member.client_id, "client id")
+    elif isinstance(p, PresenceBatch):
+        if sum(max(1, d.size) for d in p.channels) > MAX_BATCH_ENTRIES:
+            raise InvalidEvent("presence batch too large")
+        for delta in p.channels:
+            check_text_id(delta.channel_id, "channel id", MAX_CHANNEL_ID_CHARS)
+            for entry in (*(delta.snapshot or ()), *delta.joined, *delta.left):
+                check_text_id(entry.client_id, "client id")
     elif isinstance(p, ChannelsUpdated):
         count = 0
         for group in p.groups:
@@ -390,6 +398,8 @@ class Reducer:
             else:
                 entries.pop(p.member.client_id, None)
             return [self._presence_op(index, m, s, p.channel_id)], index
+        if isinstance(p, PresenceBatch):
+            return self._presence_batch(index, m, s, p), index
         if isinstance(p, ProfileUpdated):
             uid = p.profile.user_uid
             known = index.profile_versions.get(uid)
@@ -437,6 +447,24 @@ class Reducer:
         if pos < len(win.keys) and win.keys[pos] == key:
             win.keys.pop(pos)
         return [WindowRemove(m, s, ch, message_id, key, keep_previews)]
+
+    def _presence_batch(self, index: ServerIndex, m: str, s: str, p: PresenceBatch) -> list[Op]:
+        """``presence.batch``: each delta applied in order (snapshot, joins, lefts); one write per
+        channel touched. Joins past ``MAX_PRESENCE_PER_CHANNEL`` are left out (as single
+        ``presence.joined`` events past it are refused), the rest of the batch is applied."""
+        touched: list[str] = []
+        for delta in p.channels:
+            if delta.snapshot is not None:
+                index.presence[delta.channel_id] = {e.client_id: e for e in delta.snapshot}
+            entries = index.presence.setdefault(delta.channel_id, {})
+            for entry in delta.joined:
+                if entry.client_id in entries or len(entries) < MAX_PRESENCE_PER_CHANNEL:
+                    entries[entry.client_id] = entry
+            for entry in delta.left:
+                entries.pop(entry.client_id, None)
+            if delta.channel_id not in touched:
+                touched.append(delta.channel_id)
+        return [self._presence_op(index, m, s, ch) for ch in touched]
 
     @staticmethod
     def _presence_op(index: ServerIndex, m: str, s: str, ch: str) -> PutPresence:

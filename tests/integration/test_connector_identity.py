@@ -228,9 +228,9 @@ async def test_uid_mode_and_import_rebind_every_server(
     # the new realtime socket announces the new uid; the old one is closed
     await events.wait_for(
         lambda ev: any(
-            e["type"] == "presence.snapshot"
+            e["type"] == "presence.batch"
             and e["server_id"] == FAMILY
-            and any(m["user_uid"] == glob for m in e["payload"]["members"])
+            and any(m["user_uid"] == glob for d in e["payload"]["channels"] for m in d["snapshot"] or ())
             for e in ev[mark:]
         )
     )

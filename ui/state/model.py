@@ -52,6 +52,7 @@ from services.core.contracts.notify import (
     UnreadResult,
     UnreadUpdated,
 )
+from services.core.contracts.presence import PresenceBatch, apply_delta
 from ui.state.notify_settings import NotifySettings
 from ui.state.store import MessageLog
 
@@ -547,6 +548,23 @@ class ViewModel:
         sm.typing.get(ev.channel_id, {}).pop(ev.member.user_uid, None)
         self.touch("members", "typing")
 
+    def _on_presence_batch(self, sid: str, ev: PresenceBatch, _ev: TypedEvent) -> None:
+        """Coalesced presence (ADR 0022): per delta the snapshot, the joins, then the lefts —
+        with the typing rules of a snapshot (absent users) and of a left (its user)."""
+        sm = self.servers.get(sid)
+        if sm is None:
+            return
+        for delta in ev.channels:
+            typers = sm.typing.get(delta.channel_id, {})
+            if delta.snapshot is not None:
+                present = {e.user_uid for e in delta.snapshot} | {e.user_uid for e in delta.joined}
+                for uid in [u for u in typers if u not in present]:
+                    del typers[uid]
+            sm.presence[delta.channel_id] = apply_delta(sm.presence.get(delta.channel_id), delta)
+            for entry in delta.left:
+                typers.pop(entry.user_uid, None)
+        self.touch("members", "typing")
+
     def _on_profile(self, sid: str, ev: ProfileUpdated, _ev: TypedEvent) -> None:
         self.rows_version += 1
         sm = self.servers.get(sid)
@@ -642,6 +660,7 @@ class ViewModel:
         ev.PRESENCE_SNAPSHOT.kind: _on_presence_snapshot,
         ev.PRESENCE_JOINED.kind: _on_presence_joined,
         ev.PRESENCE_LEFT.kind: _on_presence_left,
+        ev.PRESENCE_BATCH.kind: _on_presence_batch,
         ev.PROFILE_UPDATED.kind: _on_profile,
         ev.UNREAD_UPDATED.kind: _on_unread,
         ev.NOTIFICATION.kind: _on_notification,

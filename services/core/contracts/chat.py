@@ -21,6 +21,7 @@ kind                   payload                     ``event_id`` (de-duplication 
 ``presence.snapshot``  ``PresenceSnapshot``        ``presence:<uuid>``
 ``presence.joined``    ``PresenceChange``          ``presence:<uuid>``
 ``presence.left``      ``PresenceChange``          ``presence:<uuid>``
+``presence.batch``     ``PresenceBatch``           ``presence:<uuid>`` (``contracts/presence.py``)
 ``profile.updated``    ``ProfileUpdated``          ``profile:<uid>:<profile_version>``
 ``server.updated``     ``ServerUpdated``           ``srvupd:<uuid>``
 ``message.previews``   ``MessagePreviews``         ``previews:<message id>``

@@ -53,6 +53,7 @@ from services.core.contracts.notify import (
     ServerPrefs,
     UnreadUpdated,
 )
+from services.core.contracts.presence import PresenceBatch
 from services.core.contracts.search import HistoryPage, history_page_event_id
 
 P = TypeVar("P", bound=BaseModel)
@@ -191,6 +192,9 @@ PRESENCE_JOINED = EventSpec(
 PRESENCE_LEFT = EventSpec(
     "presence.left", PresenceChange, "presence", "fresh", "connector", channel_of=lambda p: p.channel_id
 )
+# the presence changes of one (member, server) over a window, coalesced (issue 16, ADR 0022); the
+# connector publishes this instead of the three kinds above, which stay for stored streams
+PRESENCE_BATCH = EventSpec("presence.batch", PresenceBatch, "presence", "fresh", "connector")
 PROFILE_UPDATED = EventSpec(
     "profile.updated",
     ProfileUpdated,
@@ -275,6 +279,7 @@ for _spec in (
     PRESENCE_SNAPSHOT,
     PRESENCE_JOINED,
     PRESENCE_LEFT,
+    PRESENCE_BATCH,
     PROFILE_UPDATED,
     READ_ACK_UPDATED,
     UNREAD_UPDATED,
