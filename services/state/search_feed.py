@@ -2,40 +2,40 @@
 
 With ``STATE_SEARCH_WORKER=true`` (and ``STATE_SEARCH_WORKER_FED``, its default) the materializer's
 batches reach the indexer in the worker process through a ``SOCK_SEQPACKET`` unix socket pair:
-the state service turns each applied batch's already decoded events into the few fields the
-index keeps (``fed_ops``) and sends them as one compact JSON datagram; the worker does the FTS5
-inserts on the other core, in its own interpreter (no GIL shared with the view).
+the state service hands on each applied batch's events of the indexed kinds as they are stored
+(subject and bytes, framed with their sequences: no encoding per message in the view's process),
+and the worker validates and decodes them with the index's lean contracts (``index_ops``) and does
+the FTS5 inserts — at a lower CPU priority, in its own interpreter (no GIL shared with the view).
 
 The socket is the bounded queue: it is non-blocking on the service's side, and a batch that does
-not fit (the worker is behind, busy or restarting, or the batch is larger than ``MAX_FRAME``) is
+not fit (the worker is behind, busy or restarting, or an event larger than the socket takes) is
 dropped, never waited for. The next datagram then does not continue where the worker's index is
 (its ``before`` is beyond it), and the worker reads the stream itself from the sequence stored in
 its file until it has reached the view again — exactly as after any gap. A heartbeat
 (``before == last ==`` the view's sequence, no entries) every ``HEARTBEAT_S`` tells an idle worker
 where the view is, so a dropped last batch is noticed at once.
 
-Frames are validated on the worker's side (``decode_frame``): anything malformed is refused as a
-gap (``InvalidFrame``), never applied.
+Frames are checked on the worker's side (``decode_frame``, then every event as a read of the
+stream would be): a malformed frame is refused as a gap (``InvalidFrame``), never applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
-from datetime import datetime
+import struct
 from typing import Any
 
 from services.state.domain import InvalidEvent
 from services.state.materializer import Fed, Materializer
-from services.state.search_index import DeleteMessage, DropMember, DropServer, IndexOp, PutMessage
-from services.state.search_indexer import fed_ops
+from services.state.search_index import IndexOp
+from services.state.search_indexer import index_ops
 
 log = logging.getLogger("openchat.state.search")
 
-MAX_FRAME = 4 * 1024 * 1024  # one datagram; a larger batch is dropped (the worker reads the stream)
+MAX_FRAME = 4 * 1024 * 1024  # the largest datagram the worker reads (an event is at most 1 MiB)
 SOCKET_BUFFER = 8 * 1024 * 1024  # the bound of the queue between the view and the worker
 HEARTBEAT_S = 0.5
 
@@ -56,74 +56,59 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 
 
 # -- frames ---------------------------------------------------------------------------------------
-def _op_row(seq: int, op: IndexOp) -> list[Any]:
-    if isinstance(op, PutMessage):
-        return [
-            seq,
-            "p",
-            op.member,
-            op.server_id,
-            op.channel_id,
-            op.message_id,
-            op.author_uid,
-            op.created_at.isoformat(),
-            op.body,
-        ]
-    if isinstance(op, DeleteMessage):
-        return [seq, "d", op.member, op.server_id, op.channel_id, op.message_id]
-    if isinstance(op, DropServer):
-        return [seq, "s", op.member, op.server_id]
-    return [seq, "m", op.member]
+# a frame: header (before, last, count), then per event (seq, subject length, data length), the
+# subject and the stored bytes as they are — the view's process only copies them (no encoding per
+# message); the worker validates and decodes them (``index_ops``, the lean contracts)
+_HEAD = struct.Struct("<QQI")
+_ITEM = struct.Struct("<QHI")
+FRAME_TARGET = 64 * 1024  # a batch is sent as frames of about this size (one event may be larger)
 
 
-def encode_frame(before: int, last: int, ops: list[tuple[int, IndexOp]]) -> bytes:
-    return json.dumps(
-        [before, last, [_op_row(seq, op) for seq, op in ops]], ensure_ascii=False, separators=(",", ":")
-    ).encode()
+def encode_frames(before: int, last: int, items: list[Fed]) -> list[bytes]:
+    """The frames of one applied batch ``(before, last]``: consecutive sub-batches, each one
+    continuing where the previous one ended, the last one ending at ``last``."""
+    frames: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    start = before
+    for item in items:
+        subject = item.subject.encode()
+        parts += (_ITEM.pack(item.seq, len(subject), len(item.data)), subject, item.data)
+        size += _ITEM.size + len(subject) + len(item.data)
+        if size >= FRAME_TARGET:
+            frames.append(_HEAD.pack(start, item.seq, len(parts) // 3) + b"".join(parts))
+            start, parts, size = item.seq, [], 0
+    if parts or not frames or start < last:
+        frames.append(_HEAD.pack(start, last, len(parts) // 3) + b"".join(parts))
+    return frames
 
 
-def _strs(row: list[Any], n: int) -> list[str]:
-    if len(row) != n or not all(isinstance(x, str) for x in row[2:]):
-        raise InvalidFrame("malformed entry")
-    return row[2:]
-
-
-def decode_frame(data: bytes) -> tuple[int, int, list[tuple[int, IndexOp]]]:
-    """``(before, last, [(seq, op)])`` of one datagram. Raises ``InvalidFrame``."""
-    try:
-        frame = json.loads(data)
-    except ValueError:
-        raise InvalidFrame("not JSON") from None
-    if not (isinstance(frame, list) and len(frame) == 3):
-        raise InvalidFrame("not a frame")
-    before, last, rows = frame
-    if not (type(before) is int and type(last) is int and 0 <= before <= last and isinstance(rows, list)):
+def decode_frame(data: bytes) -> tuple[int, int, list[tuple[int, str, bytes]]]:
+    """``(before, last, [(seq, subject, data)])`` of one datagram. Raises ``InvalidFrame``."""
+    if len(data) < _HEAD.size:
+        raise InvalidFrame("short frame")
+    before, last, count = _HEAD.unpack_from(data)
+    if before > last:
         raise InvalidFrame("bad sequences")
-    ops: list[tuple[int, IndexOp]] = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) >= 3 and type(row[0]) is int):
+    pos = _HEAD.size
+    items: list[tuple[int, str, bytes]] = []
+    for _ in range(count):
+        if pos + _ITEM.size > len(data):
+            raise InvalidFrame("truncated frame")
+        seq, n_subject, n_data = _ITEM.unpack_from(data, pos)
+        pos += _ITEM.size
+        end = pos + n_subject + n_data
+        if end > len(data) or not before < seq <= last:
             raise InvalidFrame("malformed entry")
-        seq, kind = row[0], row[1]
-        if not before < seq <= last:
-            raise InvalidFrame("entry outside its batch")
-        op: IndexOp
-        if kind == "p":
-            member, server, channel, mid, author, created, body = _strs(row, 9)
-            try:
-                when = datetime.fromisoformat(created)
-            except ValueError:
-                raise InvalidFrame("bad time") from None
-            op = PutMessage(member, server, channel, mid, author, when, body)
-        elif kind == "d":
-            op = DeleteMessage(*_strs(row, 6))
-        elif kind == "s":
-            op = DropServer(*_strs(row, 4))
-        elif kind == "m":
-            op = DropMember(*_strs(row, 3))
-        else:
-            raise InvalidFrame("unknown entry kind")
-        ops.append((seq, op))
-    return before, last, ops
+        try:
+            subject = data[pos : pos + n_subject].decode()
+        except UnicodeDecodeError:
+            raise InvalidFrame("malformed subject") from None
+        items.append((seq, subject, data[pos + n_subject : end]))
+        pos = end
+    if pos != len(data):
+        raise InvalidFrame("trailing bytes")
+    return before, last, items
 
 
 # -- the service's side ---------------------------------------------------------------------------
@@ -136,7 +121,6 @@ class FeedSender:
         self.sock: socket.socket | None = None
         self.sent = 0
         self.dropped = 0
-        self.skipped = 0
         self._task: asyncio.Task[None] | None = None
         source.add_tap(self.tap, kinds)
 
@@ -146,38 +130,33 @@ class FeedSender:
         if old is not None and old is not sock:
             old.close()
         if sock is not None:
-            self._send(self.source.applied_seq, self.source.applied_seq, [])
+            self._heartbeat_frame()
 
     def tap(self, before: int, items: list[Fed], last: int) -> None:
         if self.sock is None:
             return
-        ops: list[tuple[int, IndexOp]] = []
-        for item in items:
-            try:
-                ops.extend((item.seq, op) for op in fed_ops(item))
-            except InvalidEvent as exc:
-                self.skipped += 1  # the worker reads the stream itself for nothing it misses here:
-                log.warning(  # the event is invalid for the index (logged as the indexer does)
-                    "search index skipped an invalid event",
-                    extra={"subject": item.subject, "seq": item.seq, "error": str(exc)[:300]},
-                )
-        self._send(before, last, ops)
+        for frame in encode_frames(before, last, items):
+            if not self._send(frame):
+                return  # the rest would not continue where the worker is: it reads the stream
 
-    def _send(self, before: int, last: int, ops: list[tuple[int, IndexOp]]) -> None:
+    def _send(self, frame: bytes) -> bool:
         sock = self.sock
         if sock is None:
-            return
-        frame = encode_frame(before, last, ops)
-        if len(frame) > MAX_FRAME:
-            self.dropped += 1
-            return
+            return False
         try:
             sock.send(frame)
-            self.sent += 1
         except (BlockingIOError, InterruptedError):
             self.dropped += 1  # the worker is behind: it reads the stream itself
+            return False
         except OSError:
-            self.dropped += 1  # the worker is gone: it is started again and catches up
+            self.dropped += 1  # the worker is gone (or a frame too large): it catches up itself
+            return False
+        self.sent += 1
+        return True
+
+    def _heartbeat_frame(self) -> None:
+        seq = self.source.applied_seq
+        self._send(_HEAD.pack(seq, seq, 0))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._heartbeat(), name="state-search-feed")
@@ -185,8 +164,7 @@ class FeedSender:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            seq = self.source.applied_seq
-            self._send(seq, seq, [])
+            self._heartbeat_frame()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -208,6 +186,7 @@ class FeedSource:
         self.applied_seq = 0
         self.received = 0
         self.refused = 0
+        self.skipped = 0
         self.closed = asyncio.Event()
 
     async def run(self, offer: Any) -> None:
@@ -218,11 +197,21 @@ class FeedSource:
                 self.closed.set()  # the service closed its end
                 return
             try:
-                before, last, ops = decode_frame(data)
+                before, last, items = decode_frame(data)
             except InvalidFrame as exc:
-                self.refused += 1
+                self.refused += 1  # the next frame then does not continue: a catch-up
                 log.warning("search feed: refused a frame", extra={"error": str(exc)})
                 continue
             self.received += 1
             self.applied_seq = max(self.applied_seq, last)
+            ops: list[tuple[int, IndexOp]] = []
+            for seq, subject, payload in items:
+                try:
+                    ops.extend((seq, op) for op in index_ops(subject, payload))
+                except InvalidEvent as exc:
+                    self.skipped += 1
+                    log.warning(
+                        "search index skipped an invalid event",
+                        extra={"subject": subject, "seq": seq, "error": str(exc)[:300]},
+                    )
             offer(before, ops, last)
