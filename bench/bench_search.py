@@ -303,9 +303,10 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
 
 # off: the view alone; fed: the index in the state process, fed by the view's pass (the default);
 # piped: the index in its child process (niced), fed by the view's pass over a socket;
+# idle: the same with the child on Linux's SCHED_IDLE (only CPU time nothing else wants);
 # worker: the index in its child process, reading the stream with its own consumer
-ALL_MODES = ("off", "fed", "piped", "worker")
-MODES = ALL_MODES[:3]
+ALL_MODES = ("off", "fed", "piped", "idle", "worker")
+MODES = ALL_MODES[:4]
 
 
 async def ingest_once(
@@ -325,12 +326,13 @@ async def ingest_once(
         nats_url=nats_url,
         redis_url=redis_url,
         state_search_enabled=mode != "off",
-        state_search_worker_fed=mode == "piped",
+        state_search_worker_fed=mode in ("piped", "idle"),
+        state_search_worker_idle=mode == "idle",
     )
-    rt = StateRuntime(bus, redis, settings, search_worker=mode in ("worker", "piped"))
+    rt = StateRuntime(bus, redis, settings, search_worker=mode in ("worker", "piped", "idle"))
     me = psutil.Process()
     child_cpu0 = 0.0
-    if mode == "piped" and rt.search is not None and rt.search.worker is not None:
+    if mode in ("piped", "idle") and rt.search is not None and rt.search.worker is not None:
         # the worker process is started once with the service, not per message: its start-up
         # (spawn, imports, opening the file) is left out — it is up and following the (not yet
         # started) view's pass before the clock starts; its CPU so far is subtracted
@@ -346,7 +348,7 @@ async def ingest_once(
             child_cpu0 = t.user + t.system
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     rt.materializer.start()  # no commands: only the consumers are measured
-    if rt.search is not None and mode != "piped":
+    if rt.search is not None and mode not in ("piped", "idle"):
         rt.search.start()
     await rt.materializer.wait_for(lambda m: m.applied_seq >= last_seq, timeout=1800)
     view_s = time.perf_counter() - t0

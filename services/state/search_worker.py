@@ -47,6 +47,9 @@ def main(settings: StateSettings, parent_pid: int, feed: socket.socket | None = 
     if settings.state_search_worker_nice:
         with contextlib.suppress(OSError):  # background work: the view's process goes first
             os.nice(settings.state_search_worker_nice)
+    if settings.state_search_worker_idle and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):  # only CPU time the view (and everything else) leaves
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(settings, parent_pid, feed))
 
