@@ -469,7 +469,9 @@ def main() -> None:
         "--ingest", type=int, default=20_000, help="events for the ingest comparison (0: skip)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating off/on ingest runs")
-    parser.add_argument("--modes", default="fed,piped", help="indexing modes against off: fed, piped, worker")
+    parser.add_argument(
+        "--modes", default="fed,piped,idle", help="indexing modes against off: fed, piped, idle, worker"
+    )
     parser.add_argument("--keep", type=Path, help="index file to keep (and reuse when it exists)")
     parser.add_argument(
         "--tokenizers",
