@@ -1,7 +1,7 @@
 """Benchmark: the stack under faults and a soak (issue 10), all real processes.
 
 ``openchat up --demo`` runs in a temp ``OPENCHAT_HOME`` created under umask 022
-(``tests/faults/livestack.py``); this process posts on the "Family" devserver
+(``testkit/livestack.py``); this process posts on the "Family" devserver
 (``POST /_admin/messages``) and reads the demo member's view over the bus with the member's
 connection file: live events, ``state.sync`` (the stream) and ``state.history`` (the view).
 
@@ -41,7 +41,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from services.cli.home import REDIS_PASSWORD_VAR
-from tests.faults.livestack import (
+from testkit.livestack import (
     LiveStack,
     Poster,
     Tail,

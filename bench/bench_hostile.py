@@ -7,7 +7,7 @@ Real processes on 127.0.0.1: a private nats-server (JetStream, no auth), the con
    bursts of 50 over two channels, with ``--drops`` realtime socket drops and ``--restarts``
    backend restarts spread over the stream. Printed: lost / duplicated / out of order (against
    the backend's own history), connector crashes, connector RSS before and after.
-2. **hostile** — the deliberately hostile peer of ``tests/faults/hostile.py``. Baseline in the same
+2. **hostile** — the deliberately hostile peer of ``testkit/hostile.py``. Baseline in the same
    run: an *honest* gap fill of ``--honest`` messages (the backend respects ``limit``). Then the
    hostile run: ``--history`` messages returned for every history request whatever the limit,
    mixed with invalid items, and ``--frame-rounds`` rounds of hostile realtime frames (malformed,
@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from services.core.procs import ManagedProcess, free_port, nats_server_binary
-from tests.connector_harness import EventLog
-from tests.faults.connector_proc import ConnectorProc, DevserverProc, stream_report
-from tests.faults.hostile import HostileBackend, message_doc, running_hostile, wait_sockets
+from testkit.connector_proc import ConnectorProc, DevserverProc, stream_report
+from testkit.eventlog import EventLog
+from testkit.hostile import HostileBackend, message_doc, running_hostile, wait_sockets
 
 MiB = 1024 * 1024
 

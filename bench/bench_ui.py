@@ -132,8 +132,24 @@ def main() -> None:
         "--no-stack", action="store_true", help="skip the real-stack start (openchat up --demo, ~30 s)"
     )
     parser.add_argument("--stack-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--voice",
+        action="store_true",
+        help="only the call figures: p99 frame and CPU in a call with 4 speaking participants vs none",
+    )
     args = parser.parse_args()
     xvfb = start_xvfb()
+    if args.voice:
+        try:
+            lines = voice_report(run_voice(args.seconds), args)
+        finally:
+            if xvfb is not None:
+                xvfb.terminate()
+        print("\n".join(lines))
+        if args.write:
+            with (ROOT / "bench" / "RESULTS.md").open("a") as f:
+                f.write("\n" + "\n".join(lines) + "\n")
+        return
     try:
         if args.stack_only:  # the child process of the real-stack measurement: figures as JSON
             print("STACK " + json.dumps(run_stack()))
@@ -410,6 +426,129 @@ def run_stack() -> dict[str, float]:
     finally:
         stack.stop()
     return r
+
+
+def run_voice(seconds: float) -> dict[str, float]:
+    """The desktop in a call (issue 15): ``openchat up --demo``, a private PulseAudio (null sinks,
+    a tone played into the microphone), 4 mesh peers speaking in another process; the same app
+    measured for ``seconds`` on a text channel without a call, then on the Call Stage in the call.
+    Frames paced at the app's 60 fps cap, as ``openchat ui`` runs; CPU = the whole app process
+    (render, bus thread, WebRTC bridge, capture/processing/playback threads) per wall second."""
+    import dearpygui.dearpygui as dpg
+    import psutil
+
+    from testkit.demo_stack import READY, DemoStack
+    from tests.e2e.pulse import Pulse
+    from ui.app import App
+    from ui.storage import Storage
+
+    tmp = Path(tempfile.mkdtemp())
+    pulse = Pulse(tmp / "pulse")
+    os.environ["PULSE_SERVER"] = pulse.env["PULSE_SERVER"]
+    home = tmp / "home"
+    os.environ["OPENCHAT_SECRET_KEY_FILE"] = str(tmp / "keys" / "secret.key")
+    stack = DemoStack(home)
+    proc = psutil.Process()
+    r: dict[str, float] = {}
+    peers: subprocess.Popen[str] | None = None
+    tone = pulse.play_tone(660, seconds=seconds * 3 + 60)
+
+    def measure(app: Any, tag: str) -> None:
+        times: list[float] = []
+        UI_MS.clear()
+        cpu0, t0 = proc.cpu_times(), time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            f0 = time.perf_counter()
+            times.append(frame(app, dpg))
+            spent = time.perf_counter() - f0
+            if spent < 1 / 60:
+                time.sleep(1 / 60 - spent)
+        cpu1, wall = proc.cpu_times(), time.monotonic() - t0
+        r[f"{tag}_p99"] = p99(times)
+        r[f"{tag}_mean"] = statistics.fmean(times)
+        r[f"{tag}_cpu"] = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
+        r[f"{tag}_frames"] = len(times)
+        r[f"{tag}_ui_p99"] = p99(UI_MS)
+
+    try:
+        stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
+        open_viewport(dpg)
+        app = App(
+            storage=Storage(tmp / "ui"),
+            connection=home / "members" / "demo.json",
+            os_notifications=False,
+            watch_window=False,
+        )
+        app.build_view()
+        app.start()
+        deadline = time.monotonic() + 90
+        while not (app.model.stack_online and "srv_harbor" in app.model.servers and app.account.settled):
+            frame(app, dpg)
+            assert time.monotonic() < deadline, "the app never attached"
+        if app.account.step is not None:
+            app.account.skip()
+        for _ in range(30):
+            if app.view.overlay_open():
+                app.answer_consent(False)
+            frame(app, dpg)
+        app.select_server("srv_harbor")
+        sm = app.model.servers["srv_harbor"]
+        ch = next(c.id for g in sm.groups for c in g.channels if c.type == "voice")
+        for _ in range(30):
+            frame(app, dpg)
+        measure(app, "idle")
+        base = json.loads((home / "run" / "endpoints.json").read_text())["devservers"]["harbor"]
+        peers = subprocess.Popen(
+            [sys.executable, "-m", "bench.voice_peers_proc", base, ch, "4"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert peers.stdout is not None and peers.stdout.readline().strip() == "JOINED"
+        app.voice.click("srv_harbor", ch)
+        deadline = time.monotonic() + 90
+        v = app.voice.state
+        while not (
+            v.state == "active"
+            and len(v.status.participants) == 4
+            and sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")) >= 5
+        ):
+            frame(app, dpg)
+            assert time.monotonic() < deadline, "the call never had 4 speaking participants"
+        for _ in range(60):
+            frame(app, dpg)
+        measure(app, "call")
+        r["call_played"] = float(app.voice.engine.played)
+        r["call_captured"] = float(app.voice.engine.captured)
+        app.stop()
+    finally:
+        if peers is not None and peers.stdin is not None:
+            peers.stdin.close()
+            peers.wait(15)
+        stack.stop()
+        tone.terminate()
+        pulse.stop()
+    return r
+
+
+def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"## UI in a voice call (Dear PyGui) — {when}",
+        "",
+        f"`python bench/bench_ui.py --voice --seconds {args.seconds:g}` on {platform.machine()} / "
+        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; the machine is shared), "
+        "Xvfb 1480x920 with Mesa's software renderer, vsync off, frames paced at the app's 60 fps cap; "
+        "`openchat up --demo`, a private PulseAudio (null sinks, a tone played into the microphone), "
+        "4 aiortc mesh peers speaking in another process. CPU = the whole app process (render, bus "
+        "thread, WebRTC bridge, capture + WebRTC processing + playback threads), % of one core.",
+        "",
+        "| figure | in the call (Call Stage, 4 speaking + the member) | target | baseline: no call, same run |",
+        "|---|---|---|---|",
+        f"| p99 frame | {r['call_p99']:.1f} ms (mean {r['call_mean']:.1f}, {r['call_frames']:.0f} frames); app share p99 {r['call_ui_p99']:.1f} ms | ≤ 16 ms | {r['idle_p99']:.1f} ms (mean {r['idle_mean']:.1f}, {r['idle_frames']:.0f} frames); app share p99 {r['idle_ui_p99']:.1f} ms |",
+        f"| app CPU | {r['call_cpu']:.0f} % of a core ({r['call_captured']:.0f} frames captured, {r['call_played']:.0f} played) | — | {r['idle_cpu']:.0f} % |",
+    ]
 
 
 def report(r: dict[str, float], args: argparse.Namespace) -> list[str]:

@@ -1,7 +1,7 @@
 """Helpers for tests and benchmarks of the connector (real NATS, real devservers; nothing mocked).
 
 - ``FAST``: session timings shortened for tests (backoff ladder in tens of milliseconds);
-- ``EventLog``: every event of a member as the member receives it (``oc.<member>.evt.>``, after
+- ``EventLog`` (from ``testkit.eventlog``): every event of a member as the member receives it (``oc.<member>.evt.>``, after
   JetStream de-duplication and republish), with ``wait_for`` to await a condition without sleeping;
 - ``RequestLog``: every HTTP request the connector's ``httpx`` client sends (method, URL, headers),
   recorded by an httpx event hook on the real client;
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
-from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from services.connector.app import bus_batch_sink, bus_sink, register
@@ -29,6 +27,7 @@ from services.connector.previews import PreviewFetcher
 from services.connector.session import Timing
 from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
+from testkit.eventlog import EventLog as EventLog  # re-exported: the tests import it from here
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
@@ -42,54 +41,6 @@ FAST = Timing(
     open_timeout_s=5.0,
     reconcile_interval_s=0.0,
 )
-
-
-@dataclass
-class EventLog:
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._cond = asyncio.Condition()
-
-    async def attach(self, bus: Bus, member: str) -> None:
-        async def on_msg(msg: Msg) -> None:
-            doc = json.loads(msg.data)
-            doc["_seq"] = int((msg.headers or {}).get("Nats-Sequence", "0"))
-            async with self._cond:
-                self.events.append(doc)
-                self._cond.notify_all()
-
-        await bus.nc.subscribe(subjects.events_of_member(member), cb=on_msg)
-
-    async def wait_for(
-        self, predicate: Callable[[list[dict[str, Any]]], T | None], timeout: float = 10.0
-    ) -> T:
-        result: list[T] = []
-
-        def check() -> bool:
-            value = predicate(self.events)
-            if value is None or value is False:
-                return False
-            result.append(value)
-            return True
-
-        async with self._cond:
-            await asyncio.wait_for(self._cond.wait_for(check), timeout)
-        return result[0]
-
-    def of(self, kind: str, server_id: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind and server_id in (None, e["server_id"])]
-
-    def message_ids(self, server_id: str, channel_id: str) -> list[str]:
-        return [
-            e["payload"]["message"]["id"]
-            for e in self.of("message.created", server_id)
-            if e["channel_id"] == channel_id
-        ]
-
-    def last_connection(self, server_id: str) -> str | None:
-        states = self.of("server.connection", server_id)
-        return str(states[-1]["payload"]["state"]) if states else None
 
 
 @dataclass

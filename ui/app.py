@@ -1,9 +1,15 @@
-"""The desktop app: controller, render loop and entry point (``python -m ui``, ``openchat ui``).
+"""The desktop app's composition root: wiring, the frame loop and the entry point (``python -m
+ui``, ``openchat ui``). Nothing imports this module.
+
+``App`` builds the parts — the view model and the small state machines (``ui/state/``), the
+controller (``ui/controller.py``), the account flow (``ui/account.py``), the image loader — and,
+once there is a window, the panes (``ui/view/``, driven through ``ui.ports.WorkspaceView``). Its
+methods are the entry points the panes (through their ports in ``ui/ports.py``) and tests call;
+each hands over to a state machine, the controller or a pane. See docs/ui.md.
 
 Threads: the adapter runs the bus on its own asyncio thread; everything here runs on the main
-thread. Each frame drains the adapter's queue into the view model, renders the dirty areas, and
-sleeps to the frame cap (Xvfb does not throttle). Widget callbacks call the methods below, which
-tests call directly too.
+thread. Each frame drains the local and the adapter's queues, renders the dirty areas, and sleeps
+to the frame cap (Xvfb does not throttle).
 """
 
 from __future__ import annotations
@@ -33,16 +39,24 @@ from services.core.version import package_version
 from ui.account import Account
 from ui.adapter import StackAdapter, error_text
 from ui.controller import Controller
-from ui.desktop import Click, OsNotifier, X11Window
+from ui.desktop import Click, DesktopHooks, OsNotifier, X11Window
+from ui.image_loader import ImageLoader
 from ui.images import ImageCache
+from ui.ports import WorkspaceView
 from ui.state import control_intents as ci
 from ui.state import intents as it
+from ui.state import keys, prefs
 from ui.state.add_server import AddServerFlow
+from ui.state.autocomplete import Autocomplete
 from ui.state.backup import BackupFlow
 from ui.state.composer import Composer
 from ui.state.model import Banner, ViewModel
+from ui.state.prompts import Prompts
+from ui.state.settings import Settings
+from ui.state.switcher import Switcher
 from ui.state.updater import UpdateChecker, UpdateSchedule
 from ui.storage import Prefs, Storage, candidate_connections, default_connection
+from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui")
 
@@ -50,8 +64,6 @@ FPS_CAP = 60.0
 IDLE_FPS = 20.0  # after IDLE_AFTER_S without input, events or changes: less CPU, input still prompt
 IDLE_AFTER_S = 1.0
 CACHE_EVERY_S = 30.0
-AVATAR_SIDE = 96  # avatars are decoded this small (drawn at 40 px, 80 px at 200 %)
-PREVIEW_SIDE = 160  # link-preview images are decoded this small (drawn at most 80 px high)
 FOCUS_EVERY_S = 30.0  # the notification service forgets a focus report after 90 s (FOCUS_TTL_S)
 WINDOW_POLL_S = 0.25  # how often the X11 focus/visibility is read
 DEFAULT_BACKEND = "https://chat.pennylabs.com"
@@ -86,35 +98,52 @@ class App:
             client_version or package_version(), clock=clock, now=self.model.now, schedule=update_schedule
         )
         self.controller = Controller(
-            self.model, self.composer, client_id=self.client_id, effects=self._on_effect, updater=updater
+            self.model,
+            self.composer,
+            client_id=self.client_id,
+            effects=self._on_effect,
+            updater=updater,
+            voice=VoiceController(self.model, lambda: self.adapter, config_dir=self.storage.root),
         )
         if updater.banner:  # 13.3: checks disabled in a development build
             self.model.banners["updater"] = Banner("updater", updater.banner, "info")
         self._add_rendered = -1
-        self.scale = scale or self.prefs.ui_scale
-        self.font_size = font_size or self.prefs.font_size
-        self.view: Any = None
+        self.settings = Settings(scale or self.prefs.ui_scale, font_size or self.prefs.font_size)
+        self.switcher = Switcher()
+        self.mentions = Autocomplete()
+        self.prompts = Prompts()
+        self.view: Any = None  # the built panes (ui.view.shell.View); tests reach into them
         self.search_view: Any = None  # ui.view.search.SearchView once the window exists
-        self.images = ImageCache(None, self._fetch_image)
-        self.images.on_ready = self._image_ready
-        self.images.pinned = self._shown_images
+        self.images = ImageCache(None, lambda m, att: None)
+        self.loader = ImageLoader(
+            self.model,
+            self.images,
+            lambda: self.controller.stack,
+            lambda: (self.account.avatar_image, self.account.avatar_key),
+            self._drawn_messages,
+        )
         self._cache_at = 0.0
-        self.notifier: OsNotifier | None = OsNotifier() if os_notifications else None
+        self.hooks = DesktopHooks(
+            OsNotifier() if os_notifications else None,
+            toast=lambda text: self.model.toast(text),
+            on_click=self.open_notification,
+            on_focus=self.set_window_focus,
+            poll_s=WINDOW_POLL_S,
+        )
         self.watch_window = watch_window
-        self.window: X11Window | None = None
-        self._window_at = 0.0
-        self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
-        self._leave_sid: str | None = None
-        self._consent_sid: str | None = None
-        self._asked_consent: set[str] = set()
         self.frame_times: list[float] = []
         self.model.on_channel_opened = self._on_channel_opened  # the controller's, then prefs saved
         self.account = Account(self)
         self._local: queue.Queue[Callable[[], None]] = queue.Queue()
         self.active_at = clock()  # the last input, event or change (see ``frame_interval``)
         self._pasting = False
-        self.previews_enabled: bool | None = None
         self._restore_prefs()
+
+    @property
+    def panes(self) -> WorkspaceView | None:
+        """The built workspace as the wiring drives it (typed by ``ui.ports.WorkspaceView``)."""
+        view: WorkspaceView | None = self.view
+        return view
 
     # -- the controller's state, as the panes and tests read it ------------------------------------
     @property
@@ -151,6 +180,47 @@ class App:
         self.controller.focus_sent = value
 
     @property
+    def notifier(self) -> OsNotifier | None:
+        return self.hooks.notifier
+
+    @notifier.setter
+    def notifier(self, value: OsNotifier | None) -> None:
+        self.hooks.notifier = value
+
+    @property
+    def window(self) -> X11Window | None:
+        return self.hooks.window
+
+    @window.setter
+    def window(self, value: X11Window | None) -> None:
+        self.hooks.window = value
+
+    @property
+    def window_state(self) -> tuple[bool, bool] | None:
+        """(focused, visible) as last read from X11."""
+        return self.hooks.window_state
+
+    @property
+    def scale(self) -> float:
+        return self.settings.scale
+
+    @property
+    def font_size(self) -> int:
+        return self.settings.font_size
+
+    @property
+    def previews_enabled(self) -> bool | None:
+        return self.settings.previews_enabled
+
+    @property
+    def mention_items(self) -> list[tuple[str, str]]:
+        return self.mentions.items
+
+    @property
+    def mention_index(self) -> int:
+        return self.mentions.index
+
+    @property
     def visible(self) -> bool:
         return self.controller.visible
 
@@ -164,7 +234,7 @@ class App:
 
     def _on_effect(self, effect: it.Effect) -> None:
         """What only the panes can do, asked by the controller (applied at once, in order)."""
-        tl = self.view.timeline if self.view is not None else None
+        tl = self.panes.timeline if self.panes is not None else None
         match effect:
             case it.TimelinePrepended(added=added):
                 if tl is not None:
@@ -186,7 +256,7 @@ class App:
             case it.SnapshotApplied():
                 self._maybe_ask_consent()
                 if (
-                    self.view is not None
+                    self.panes is not None
                     and not self.model.order
                     and self.account.settled
                     and self.account.step is None
@@ -202,25 +272,11 @@ class App:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
-        p = self.prefs
-        self.model.active_server = p.active_server
-        self.model.active_channel = dict(p.channels)
-        self.model.filters = dict(p.filters)
-        self.model.collapsed = {(a, b) for a, b in p.collapsed}
-        self.model.dismissed = set(p.dismissed)
-        self.model.members_open = p.members_open
+        prefs.restore(self.model, self.prefs)
 
     def save_prefs(self) -> None:
-        m = self.model
         p = self.prefs
-        p.active_server = m.active_server
-        p.channels = dict(m.active_channel)
-        p.filters = {k: v for k, v in m.filters.items() if v}
-        p.collapsed = sorted(m.collapsed)
-        p.dismissed = sorted(m.dismissed)
-        p.members_open = m.members_open
-        p.ui_scale = self.scale
-        p.font_size = self.font_size
+        prefs.remember(self.model, self.settings, p)
         if self.connection is not None:
             p.connection_file = str(self.connection)
         try:
@@ -243,8 +299,8 @@ class App:
         path = self.resolve_connection()
         if path is None:
             self.screen = "firstrun"
-            if self.view is not None:
-                self.view.show_connection_choices([str(p) for p in candidate_connections()])
+            if self.panes is not None:
+                self.panes.show_connection_choices([str(p) for p in candidate_connections()])
             return
         self.choose_connection(str(path))
 
@@ -266,25 +322,22 @@ class App:
         self.adapter = self.adapter_factory(cf, self.model.last_seq)
         self.adapter.start()
         self.save_prefs()
-        if self.view is not None:
-            self.view.layout(self.view.width, self.view.height)
+        if self.panes is not None:
+            self.panes.layout(self.panes.width, self.panes.height)
         return True
 
     def _firstrun_error(self, text: str) -> None:
-        if self.view is not None:
-            self.view.show_connection_error(text)
+        if self.panes is not None:
+            self.panes.show_connection_error(text)
 
     def stop(self) -> None:
+        self.controller.voice.close()  # leave the call, stop the audio threads
         if self.adapter is not None:
             self.focus_report(False)
             self.save_cache(blocking=True)
             self.adapter.stop()
         self.save_prefs()
-        if self.notifier is not None:
-            self.notifier.close()
-        if self.window is not None:
-            self.window.close()
-            self.window = None
+        self.hooks.close()
 
     # -- per frame ------------------------------------------------------------------------------
     def process_ops(self) -> int:
@@ -293,7 +346,7 @@ class App:
     def after_onboarding(self) -> None:
         """The Welcome dialog closed: a member without servers goes on to Add Server; then the
         per-server profile questions (rule D18) come, now that there is a profile to share."""
-        if self.view is not None and self.model.snapshot_loaded and not self.model.order:
+        if self.panes is not None and self.model.snapshot_loaded and not self.model.order:
             self.open_add_server()
         self._maybe_ask_consent()
 
@@ -326,24 +379,20 @@ class App:
         if self.process_ops():
             self.poke()
         self.controller.controls.tick()  # the scheduled update check (13.1)
-        if self.updater.take_auto_info() and self.view is not None:
-            self.view.show_client_info()  # 13.4: once, after the first check without an update
+        if self.updater.take_auto_info() and self.panes is not None:
+            self.panes.show_client_info()  # 13.4: once, after the first check without an update
         if self.add_flow.version != self._add_rendered:
             self._add_render()  # a discover/probe/join answer moved the flow
-        if self.view is not None:
-            self.view.flush_composer()  # text set from code lands once the widget lets it
-            self.view.render()
+        if self.panes is not None:
+            self.panes.flush_composer()  # text set from code lands once the widget lets it
+            self.panes.render()
             if self.search_view is not None:
                 self.search_view.render()
         now = time.monotonic()
         if now - self._cache_at > CACHE_EVERY_S and self.model.snapshot_loaded and not self.model.from_cache:
             self._cache_at = now
             self.save_cache()
-        if self.window is not None and now - self._window_at >= WINDOW_POLL_S:
-            self._window_at = now
-            self.poll_window()
-        if self.notifier is not None:
-            self._drain_notifier()
+        self.hooks.tick(now)  # window focus (X11) and OS notifications' results
         if now - self._focus_at > FOCUS_EVERY_S:
             self.focus_report(self.model.focused)  # heartbeat (also sent on every change)
 
@@ -369,36 +418,23 @@ class App:
         self.controller.refresh_counts()
 
     def _notify(self, n: Notification) -> None:
-        """A ``notification`` event the view model kept (7.6, decided by the notification service;
-        the model drops a non-mention about the channel on screen in the focused window): an OS
-        notification (``ui/desktop.py``), or the in-app toast where no notification service exists."""
-        if self.notifier is not None:
-            self.notifier.show(n)
-            return
-        self.model.toast(f"{n.title}: {n.body}"[:160])
-
-    def _drain_notifier(self) -> None:
-        assert self.notifier is not None
-        while not self.notifier.fallbacks.empty():
-            n = self.notifier.fallbacks.get_nowait()
-            self.model.toast(f"{n.title}: {n.body}"[:160])
-        while not self.notifier.clicks.empty():
-            self.open_notification(self.notifier.clicks.get_nowait())
+        """A ``notification`` event the view model kept (features 7.6, decided by the notification
+        service; the model drops a non-mention about the channel on screen in the focused window):
+        an OS notification (``ui/desktop.py``), or the in-app toast where none can be shown."""
+        self.hooks.notify(n)
 
     def open_notification(self, click: Click) -> None:
         """A click on an OS notification: bring the window forward and open that channel."""
         if click.server_id not in self.model.servers:
             return
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
         if self.model.active_server != click.server_id:
             self.model.select_server(click.server_id)
         if self.model.channel_id != click.channel_id:
             self.model.select_channel(click.channel_id)
-        if self.window is not None and self.window.activate():
-            self.poll_window()  # the focus change is read from X11 (rule D4 clears the channel)
-        else:
-            self.set_window_focus(True)
+        if not self.hooks.raise_window():  # else the focus change is read from X11
+            self.set_window_focus(True)  # focus back on the channel clears it (rule D4)
 
     def refresh_prefs(self) -> None:
         self.controller.refresh_prefs()
@@ -410,13 +446,7 @@ class App:
         self.controller.set_window_focus(focused, visible)
 
     def poll_window(self) -> None:
-        assert self.window is not None
-        state = self.window.state()
-        if state is None or state == self.window_state:
-            return
-        self.window_state = state
-        log.debug("window focus", extra={"focused": state[0], "visible": state[1]})
-        self.set_window_focus(*state)
+        self.hooks.poll_window()
 
     # -- navigation ------------------------------------------------------------------------------
     def _on_channel_opened(self, sid: str, ch: str) -> None:
@@ -428,16 +458,20 @@ class App:
 
     def jump_to_present(self) -> None:
         """The "Jump to present" button: back to the newest messages, following again."""
-        if self.view is not None and self.view.timeline is not None:
-            self.view.timeline.jump_to_present()
+        if self.panes is not None and self.panes.timeline is not None:
+            self.panes.timeline.jump_to_present()
 
     def select_server(self, sid: str) -> None:
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
         self.model.select_server(sid)
 
     def select_channel(self, ch: str) -> None:
-        self.model.select_channel(ch)
+        self.controller.dispatch(it.SelectChannel(ch))  # a voice row joins (ui/voice.py)
+
+    @property
+    def voice(self) -> VoiceController:
+        return self.controller.voice
 
     def toggle_group(self, gid: str) -> None:
         self.model.toggle_collapsed(gid)
@@ -448,15 +482,15 @@ class App:
 
     def toggle_members(self) -> None:
         self.model.members_open = not self.model.members_open
-        if self.view is not None:
-            self.view.layout(self.view.width, self.view.height)
+        if self.panes is not None:
+            self.panes.layout(self.panes.width, self.panes.height)
         self.save_prefs()
 
     def dismiss_banner(self, key: str) -> None:
         self.model.dismiss_banner(key)
         self.save_prefs()
 
-    # -- keyboard ----------------------------------------------------------------------------------
+    # -- keyboard (the map: ui/state/keys.py) -------------------------------------------------------
     def on_key(
         self,
         name: str,
@@ -466,91 +500,84 @@ class App:
         shift: bool = False,
         text_active: bool = False,
     ) -> bool:
+        view = self.panes
+        overlay = view is not None and view.overlay_open()
+        ctx = keys.KeyContext(
+            screen=self.screen,
+            onboarding_open=self.account.step is not None,
+            mentions_open=self.mentions.open,
+            overlay_open=overlay,
+            switcher_items=bool(self.switcher.items),
+            read_only=self.model.read_only,
+        )
+        action = keys.route_key(name, ctx, ctrl=ctrl, alt=alt, shift=shift, text_active=text_active)
+        if isinstance(action, keys.Ignore):  # most keys: checked first
+            return action.consumed
         m = self.model
-        if name == "escape":
-            if self.account.step is not None:
+        match action:
+            case keys.SkipOnboarding():
                 self.account.skip()
-                return True
-            if self.mention_items:
-                self.mention_items = []
-                if self.view is not None:
-                    self.view.render_mentions([], 0)
-            if self.view is not None:
-                self.view.hide_overlays()
-                self.view.hide_emoji()
-            return True
-        if ctrl and not alt and name == "k":
-            self.open_switcher()
-            return True
-        if ctrl and not alt and name == "f" and self.screen == "workspace":
-            self.open_search()
-            return True
-        if ctrl and not alt and name == "v" and self.screen == "workspace":
-            self.paste_image()  # an image; text still pastes into the focused field as usual
-            return False
-        if name == "tab" and self.mention_items:
-            return self.insert_mention()
-        if name in ("up", "down"):
-            step = -1 if name == "up" else 1
-            if self.mention_items and not (ctrl or alt):
-                self.mention_index = (self.mention_index + step) % len(self.mention_items)
-                if self.view is not None:
-                    self.view.render_mentions(self.mention_items, self.mention_index)
-                return True
-            if self.view is not None and self.view.overlay_open() and self.view.switch_items:
+            case keys.CloseAll():
+                if self.mentions.close() and view is not None:
+                    view.render_mentions([], 0)
+                if view is not None:
+                    view.hide_overlays()
+                    view.hide_emoji()
+            case keys.OpenSwitcher():
+                self.open_switcher()
+            case keys.OpenSearch():
+                self.open_search()
+            case keys.PasteImage():
+                self.paste_image()  # an image; text still pastes into the focused field as usual
+                return False
+            case keys.InsertMention():
+                return self.insert_mention()
+            case keys.MoveMention(step=step):
+                self.mentions.move(step)
+                if view is not None:
+                    view.render_mentions(self.mentions.items, self.mentions.index)
+            case keys.MoveSwitch(step=step):
                 self.move_switch(step)
-                return True
-            if ctrl and alt:
+            case keys.ChooseSwitch():
+                self.choose_switch(self.switcher.index)
+            case keys.MoveServer(step=step):
                 return m.move_server(step)
-            if alt and shift:
-                return m.move_channel(step, unread_only=True)
-            if alt:
-                return m.move_channel(step)
-            return False
-        if name == "enter" and self.view is not None and self.view.overlay_open() and self.view.switch_items:
-            self.choose_switch(self.view.switch_index)
-            return True
-        # type-to-focus: a printable key with no modifier while no text field has focus
-        if not (ctrl or alt) and not text_active and (len(name) == 1 or name == "space"):
-            if self.view is not None and self.view.overlay_open():
-                return False
-            if m.read_only:
-                return False
-            ch = " " if name == "space" else (name.upper() if shift else name)
-            self.on_draft(self.composer.draft + ch)
-            if self.view is not None:
-                self.set_composer(self.composer.draft)
-            return True
-        return False
+            case keys.MoveChannel(step=step, unread_only=unread_only):
+                return m.move_channel(step, unread_only=unread_only)
+            case keys.TypeChar(char=char):
+                self.on_draft(self.composer.draft + char)
+                if view is not None:
+                    self.set_composer(self.composer.draft)
+        return True
 
-    # -- quick switcher --------------------------------------------------------------------------
+    # -- quick switcher (ui/state/switcher.py) ----------------------------------------------------
     def open_switcher(self) -> None:
-        if self.view is None:
+        if self.panes is None:
             return
-        self.view.hide_overlays()
-        self.view.clear_switch_query()
+        self.panes.hide_overlays()
+        self.panes.clear_switch_query()
         self.quick_query("")
-        self.view.show("oc_switcher")
-        self.view.focus_switch_query()
+        self.panes.show("oc_switcher")
+        self.panes.focus_switch_query()
 
     def quick_query(self, text: str) -> list[Any]:
-        items = self.model.quick_switch(text)
-        if self.view is not None:
-            self.view.render_switch_list(items, 0)
+        items = self.switcher.query(self.model, text)
+        if self.panes is not None:
+            self.panes.render_switch_list(items, 0)
         return items
 
     def move_switch(self, step: int) -> None:
-        if self.view is None or not self.view.switch_items:
+        if self.panes is None or not self.switcher.move(step):
             return
-        n = len(self.view.switch_items)
-        self.view.render_switch_list(self.view.switch_items, (self.view.switch_index + step) % n)
+        self.panes.render_switch_list(self.switcher.items, self.switcher.index)
 
     def choose_switch(self, index: int) -> None:
-        if self.view is None or not (0 <= index < len(self.view.switch_items)):
+        if self.panes is None:
             return
-        item = self.view.switch_items[index]
-        self.view.hide_overlays()
-        self.view.switch_items = []
+        item = self.switcher.take(index)
+        if item is None:
+            return
+        self.panes.hide_overlays()
         self.model.choose(item)
 
     # -- message search (Ctrl+F) -------------------------------------------------------------------
@@ -562,8 +589,8 @@ class App:
         self.search_view.open()
 
     def close_overlays(self) -> None:
-        if self.view is not None:
-            self.view.hide_overlays()
+        if self.panes is not None:
+            self.panes.hide_overlays()
 
     # -- composer ----------------------------------------------------------------------------------
     def on_draft(self, text: str) -> None:
@@ -574,32 +601,22 @@ class App:
         """Set the composer's text from code. Dear ImGui keeps its own buffer while an input is
         active, so an active composer is first deactivated; the text lands on a later frame."""
         self.composer.draft = text
-        if self.view is not None:
-            self.view.set_composer_text(text, focus)
+        if self.panes is not None:
+            self.panes.set_composer_text(text, focus)
 
     def on_composer_blur(self) -> None:
         self.controller.composer_blur()
 
-    # -- mention autocomplete (rule D14: locally known users) and emoji picker ------------------------------
-    mention_items: list[tuple[str, str]] = []
-    mention_index = 0
-
+    # -- mention autocomplete (ui/state/autocomplete.py) and emoji picker ---------------------------
     def _update_mentions(self, text: str) -> None:
-        items = self.model.mention_candidates(text)
-        if items != self.mention_items:
-            self.mention_items = items
-            self.mention_index = 0
-            if self.view is not None:
-                self.view.render_mentions(items, 0)
+        if self.mentions.update(self.model, text) and self.panes is not None:
+            self.panes.render_mentions(self.mentions.items, 0)
 
     def insert_mention(self, index: int | None = None) -> bool:
-        if not self.mention_items:
+        draft = self.mentions.complete(self.composer.draft, index)
+        if draft is None:
             return False
-        i = self.mention_index if index is None else index
-        token, _label = self.mention_items[i % len(self.mention_items)]
-        draft = self.composer.draft
-        at = draft.rfind("@")
-        self.set_composer(draft[:at] + token + " ")
+        self.set_composer(draft)
         self._update_mentions(self.composer.draft)
         return True
 
@@ -607,23 +624,23 @@ class App:
         draft = self.composer.draft
         sep = "" if not draft or draft.endswith(" ") else " "
         self.set_composer(f"{draft}{sep}{emoji} ")
-        if self.view is not None:
-            self.view.hide_emoji()
+        if self.panes is not None:
+            self.panes.hide_emoji()
 
     def on_composer_enter(self, force: bool = False, shift: bool | None = None) -> bool:
         """Enter sends; Shift+Enter inserts a new line (5.4); with the mention list open, Enter
         inserts the selected mention (7.3)."""
-        if self.mention_items and not force and not shift:
-            if self.view is not None:
-                self.composer.draft = str(self.view.composer_text() or self.composer.draft)
+        if self.mentions.open and not force and not shift:
+            if self.panes is not None:
+                self.composer.draft = str(self.panes.composer_text() or self.composer.draft)
             return not self.insert_mention()
-        if self.view is not None:
+        if self.panes is not None:
             if shift is None:
-                shift = bool(self.view.shift_down())
-            self.composer.draft = self.view.composer_text() or self.composer.draft
+                shift = bool(self.panes.shift_down())
+            self.composer.draft = self.panes.composer_text() or self.composer.draft
         if shift and not force:
             self.composer.draft += "\n"
-            if self.view is not None:
+            if self.panes is not None:
                 self.set_composer(self.composer.draft)
             return False
         return self.send()
@@ -641,32 +658,21 @@ class App:
         self.composer.reply_ping = not self.composer.reply_ping
 
     def copy_text(self, message_id: str) -> None:
-        sm = self.model.server
-        ch = self.model.channel_id
-        msg = self.model._find(sm, ch, message_id) if sm and ch else None
-        if msg is not None and self.view is not None:
-            self.view.copy_to_clipboard(msg.body)
+        msg = self.model.find_on_screen(message_id)
+        if msg is not None and self.panes is not None:
+            self.panes.copy_to_clipboard(msg.body)
             self.model.toast("Message text copied.")
 
     def delete_message(self, message_id: str) -> None:
         self.controller.dispatch(it.DeleteMessage(message_id))
 
     def message_link(self, message_id: str) -> str | None:
-        """features 5.8: the server's permalink, else ``{backend}/channels/{cid}?message_id={mid}``."""
-        sm = self.model.server
-        ch = self.model.channel_id
-        msg = self.model._find(sm, ch, message_id) if sm and ch else None
-        if sm is None or msg is None:
-            return None
-        from urllib.parse import quote
-
-        base = sm.record.base_url.rstrip("/")
-        return f"{base}/channels/{quote(msg.channel_id, safe='')}?message_id={quote(msg.id, safe='')}"
+        return self.model.message_link(message_id)
 
     def copy_link(self, message_id: str) -> None:
         link = self.message_link(message_id)
-        if link is not None and self.view is not None:
-            self.view.copy_to_clipboard(link)
+        if link is not None and self.panes is not None:
+            self.panes.copy_to_clipboard(link)
             self.model.toast("Message link copied.")
 
     def mark_unread(self, channel_id: str) -> None:
@@ -675,8 +681,8 @@ class App:
 
     def open_file_dialog(self) -> None:
         """Attach images: a file dialog (Dear PyGui's own) filtered to png/jpeg/gif."""
-        if self.view is not None:
-            self.view.choose_images(self.attach_files, many=True)
+        if self.panes is not None:
+            self.panes.choose_images(self.attach_files, many=True)
 
     def paste_image(self) -> None:
         """Ctrl+V with an image on the system clipboard attaches it (ux.md 3.8). The clipboard is
@@ -700,21 +706,8 @@ class App:
         threading.Thread(target=work, name="openchat-paste", daemon=True).start()
 
     def _pasted(self, got: tuple[str, bytes] | str | None, max_up: int) -> None:
-        from ui.state.composer import Attachment
-        from ui.state.model import format_bytes
-
         self._pasting = False
-        if got is None:
-            return
-        if isinstance(got, str):
-            self.composer.error = (
-                f"Image is too large. Max {format_bytes(max_up)}." if got == "too_large" else got
-            )
-            return
-        ctype, data = got
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(ctype, "png")
-        name = f"image-{len(self.composer.attachments) + 1}.{ext}"
-        self.composer.add_images([Attachment(name, ctype, data)], max_up)
+        self.composer.pasted(got, max_up)
 
     def attach_files(self, paths: list[Path]) -> str:
         _, max_up = self.model.limits()
@@ -727,8 +720,8 @@ class App:
             if paths:
                 self.replace_attachment_with(index, paths[0])
 
-        if self.view is not None:
-            self.view.choose_images(chosen, many=False)
+        if self.panes is not None:
+            self.panes.choose_images(chosen, many=False)
 
     def replace_attachment_with(self, index: int, path: Path) -> str:
         _, max_up = self.model.limits()
@@ -737,125 +730,39 @@ class App:
     def remove_attachment(self, index: int) -> None:
         self.composer.remove_attachment(index)
 
-    # -- images ----------------------------------------------------------------------------------
+    # -- images (ui/image_loader.py, keys in ui/state/images.py) --------------------------------------
     def save_image_dialog(self, m: ChatMessage, att: AttachmentRef) -> None:
         """Save… in the lightbox: the OS-independent Dear PyGui file dialog, then the bytes again
         over the member's bus connection (textures keep no original bytes)."""
-        if self.view is not None:
-            self.view.choose_save_path(
+        if self.panes is not None:
+            self.panes.choose_save_path(
                 att.file_name or "image.png", lambda target: self.save_image(m, att, target)
             )
 
     def save_image(self, m: ChatMessage, att: AttachmentRef, target: Path) -> None:
-        if self.adapter is None:
-            self.model.toast("Image not saved: the home stack is unreachable.", error=True)
-            return
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                self.model.toast(f"Image not saved: {error_text(error) if error else 'empty'}", error=True)
-                return
-            try:
-                target.write_bytes(data)
-            except OSError as exc:
-                self.model.toast(f"Image not saved: {exc.strerror or type(exc).__name__}", error=True)
-                return
-            self.model.toast(f"Image saved to {target.name}.")
-
-        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
+        self.loader.save(m, att, target)
 
     def copy_image_link(self, att: AttachmentRef) -> None:
-        if self.view is not None:
-            self.view.copy_to_clipboard(att.url)
+        if self.panes is not None:
+            self.panes.copy_to_clipboard(att.url)
             self.model.toast("Image link copied.")
 
-    def _shown_images(self) -> set[str]:
-        """Texture keys the rows on screen draw (attachments, avatars, drafts): never released."""
-        keys: set[str] = {k for k in self.images.textures if k.startswith(("avatar:", "draft:", "preview:"))}
-        tl = self.view.timeline if self.view is not None else None
+    def _drawn_messages(self) -> list[ChatMessage]:
+        """The messages whose rows the timeline draws now (their images stay pinned)."""
+        tl = self.panes.timeline if self.panes is not None else None
         sm = self.model.server
         if tl is None or sm is None:
-            return keys
+            return []
         log = sm.logs.get(self.model.channel_id or "")
-        for mid in tl.order:
-            m = log.find(mid) if log is not None else None
-            if m is not None:
-                keys.update(ImageCache.key(m, a) for a in m.attachments)
-        return keys
-
-    def _image_ready(self, key: str) -> None:
-        if key.startswith(("avatar:", "preview:")):  # drawn rows keep these until their inputs change
-            self.model.rows_version += 1
-            self.model.touch("timeline", "dock")
-        else:
-            self.model.touch("timeline")
+        if log is None:
+            return []
+        return [m for m in (log.find(mid) for mid in tl.order) if m is not None]
 
     def avatar_texture(self, sid: str, uid: str) -> tuple[int | str, int, int] | None:
-        """An uploaded avatar (ux.md 5.1): the member's own from the local profile, others'
-        over the member's bus connection (the stack fetched it; never the backend directly)."""
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return None
-        images = self.images
-        if uid == sm.record.user_uid and self.account.avatar_image is not None:
-            key = f"avatar:own:{self.account.avatar_key}"
-            if key not in images.textures and key not in images.failed:
-                images.put_bytes(key, self.account.avatar_image, max_side=AVATAR_SIDE)
-            return images.textures.get(key)
-        prof = sm.profiles.get(uid)
-        if prof is None or prof.avatar_mode != "uploaded" or not prof.avatar_url:
-            return None
-        key = f"avatar:{sid}:{uid}:{prof.profile_version}"
-        tex = images.textures.get(key)
-        if tex is not None or key in images.requested or key in images.failed:
-            return tex
-        if self.adapter is None:
-            return None
-        images.requested.add(key)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                images.failed.add(key)
-                return
-            images.put_bytes(key, data, max_side=AVATAR_SIDE)
-
-        self.adapter.submit(lambda c: c.avatar_bytes(sid, uid), done)
-        return None
+        return self.loader.avatar_texture(sid, uid)
 
     def preview_texture(self, m: ChatMessage, index: int) -> tuple[int | str, int, int] | None:
-        """The image of link preview ``index`` of ``m``: fetched by the stack, brought over the
-        member's bus connection (ADR 0010), never fetched by the desktop from the page's host."""
-        if index >= len(m.link_previews) or not m.link_previews[index].image_url or self.adapter is None:
-            return None
-        images = self.images
-        key = f"preview:{m.server_id}:{m.channel_id}:{m.id}:{index}"
-        tex = images.textures.get(key)
-        if tex is not None or key in images.requested or key in images.failed:
-            return tex
-        images.requested.add(key)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                images.failed.add(key)
-                return
-            images.put_bytes(key, data, max_side=PREVIEW_SIDE)
-
-        self.adapter.submit(lambda c: c.preview_image_bytes(m, index), done)
-        return None
-
-    def _fetch_image(self, m: ChatMessage, att: AttachmentRef) -> None:
-        if self.adapter is None:
-            return
-        key = ImageCache.key(m, att)
-
-        def done(data: bytes | None, error: BaseException | None) -> None:
-            if error is not None or not data:
-                self.images.failed.add(key)
-                self.images.errors[key] = f"{type(error).__name__}: {str(error)[:200]}" if error else "empty"
-                return
-            self.images.put_bytes(key, data, keep=True)
-
-        self.adapter.submit(lambda c: c.attachment_bytes(m, att), done)
+        return self.loader.preview_texture(m, index)
 
     # -- rail menu ---------------------------------------------------------------------------------
     def mark_server_read(self, sid: str) -> None:
@@ -865,17 +772,13 @@ class App:
         self.controller.dispatch(it.SetMute(sid, muted))
 
     def ask_leave(self, sid: str) -> None:
-        sm = self.model.servers.get(sid)
-        if sm is None:
-            return
-        self._leave_sid = sid
-        if self.view is not None:
-            self.view.hide_overlays()
-            self.view.show_leave(sm.record.display_name)
+        name = self.prompts.ask_leave(self.model, sid)
+        if name is not None and self.panes is not None:
+            self.panes.hide_overlays()
+            self.panes.show_leave(name)
 
     def confirm_leave(self) -> None:
-        sid = self._leave_sid
-        self._leave_sid = None
+        sid = self.prompts.take_leave()
         self.close_overlays()
         if sid is not None:
             self.controller.dispatch(it.Leave(sid))
@@ -885,25 +788,25 @@ class App:
         self.controller.dispatch(
             it.OpenAddServer(os.environ.get("OPENCHAT_DEFAULT_BACKEND", DEFAULT_BACKEND))
         )
-        if self.view is None:
+        if self.panes is None:
             return
-        self.view.hide_overlays()
-        self.view.set_add_url(self.add_flow.url)
+        self.panes.hide_overlays()
+        self.panes.set_add_url(self.add_flow.url)
         self._add_render()
-        self.view.show("oc_add")
+        self.panes.show("oc_add")
 
     def add_url_changed(self) -> None:
         self.controller.dispatch(it.SetAddUrl(self._add_url()))
         self._add_render()
 
     def _add_url(self) -> str:
-        if self.view is not None:
-            return str(self.view.add_url())
+        if self.panes is not None:
+            return str(self.panes.add_url())
         return self.add_flow.url.strip()
 
     def set_add_url(self, url: str) -> None:
-        if self.view is not None:
-            self.view.set_add_url(url)
+        if self.panes is not None:
+            self.panes.set_add_url(url)
         self.controller.dispatch(it.SetAddUrl(url))
         self._add_render()
 
@@ -919,54 +822,46 @@ class App:
         self.controller.dispatch(it.Probe(self._add_url()))
         self._add_render()
 
+    def add_local_id_changed(self, text: str) -> None:
+        """The Add Server dialog's local id field (issue #14)."""
+        self.controller.dispatch(it.SetAddLocalId(text))
+        self._add_render()
+
     def add_server(self) -> None:
         self.controller.dispatch(it.Join(self._add_url()))
         self._add_render()
 
     def _add_render(self) -> None:
         self._add_rendered = self.add_flow.version
-        if self.view is not None:
-            self.view.render_add_server(self.add_flow)
+        if self.panes is not None:
+            self.panes.render_add_server(self.add_flow)
 
     def _maybe_ask_consent(self) -> None:
-        if self.view is None or self.view.overlay_open() or self.model.read_only:
+        if self.panes is None or self.panes.overlay_open() or self.model.read_only:
             return
         if not self.account.settled or self.account.step is not None:
             return  # after the Welcome dialog: sharing a profile needs one first
-        for sid in self.model.order:
-            sm = self.model.servers[sid]
-            caps = sm.capabilities
-            if (
-                sm.record.profile_consent is None
-                and caps is not None
-                and caps.profile_enabled
-                and sid not in self._asked_consent
-            ):
-                self._asked_consent.add(sid)
-                self._consent_sid = sid
-                self.view.show_consent(sm.record.display_name)
-                return
+        ask = self.prompts.next_consent(self.model)
+        if ask is not None:
+            self.panes.show_consent(ask[1])
 
     def answer_consent(self, share: bool, sid: str | None = None) -> None:
-        sid = sid or self._consent_sid
-        self._consent_sid = None
+        sid = self.prompts.take_consent(sid)
         self.close_overlays()
         if sid is None or self.adapter is None:
             return
-
         self.controller.dispatch(it.AnswerConsent(sid, share))
         self._maybe_ask_consent()  # the next server waiting for an answer, if any
 
-    # -- settings ------------------------------------------------------------------------------------
+    # -- settings (ui/state/settings.py) ------------------------------------------------------------------
     def open_settings(self) -> None:
-        if self.view is None:
+        if self.panes is None:
             return
-
-        self.view.hide_overlays()
+        self.panes.hide_overlays()
         self.account.revealed = None
         self.set_previews(None)
         self.refresh_settings()
-        self.view.show("oc_settings")
+        self.panes.show("oc_settings")
 
     def set_previews(self, enabled: bool | None) -> None:
         """Settings: the member's link-preview switch (kept by the connector); None reads it."""
@@ -975,31 +870,25 @@ class App:
 
         def done(result: PreviewsResult | None, error: BaseException | None) -> None:
             if error is not None or result is None:
-                if enabled is not None:
-                    self.model.toast(
-                        f"Link previews not changed: {error_text(error) if error else ''}", error=True
-                    )
-                return
-            self.previews_enabled = result.enabled
-            if self.view is not None:
-                self.view.render_previews_switch(result.enabled)
-            if enabled is not None:
-                self.model.toast(f"Link previews {'on' if result.enabled else 'off'}.")
+                toast = self.settings.previews_answered(enabled, None, error_text(error) if error else "")
+            else:
+                toast = self.settings.previews_answered(enabled, result.enabled, None)
+                if self.panes is not None:
+                    self.panes.render_previews_switch(result.enabled)
+            if toast is not None:
+                self.model.toast(toast[0], error=toast[1])
 
         self.adapter.submit(lambda c: c.previews(enabled), done)
 
     def refresh_settings(self) -> None:
         """Fill Settings → My Account from the model and the account (also while it is open)."""
-        if self.view is not None:
-            self.view.render_settings()
+        if self.panes is not None:
+            self.panes.render_settings()
 
     def set_appearance(self, scale: float | None = None, font_size: int | None = None) -> None:
-        if scale is not None:
-            self.scale = scale
-        if font_size is not None:
-            self.font_size = font_size
+        text = self.settings.set_appearance(scale, font_size)
         self.save_prefs()
-        self.model.toast("Appearance saved: it applies at the next start.")
+        self.model.toast(text)
 
     # -- run --------------------------------------------------------------------------------------------
     def build_view(self) -> None:
@@ -1008,9 +897,11 @@ class App:
         from ui.view import View
         from ui.view.search import SearchView
 
-        self.view = View(self, self.scale, self.font_size)
-        self.view.build()
-        self.search_view = SearchView(self.view, self.controller.dispatch, self.controller.search.panel)
+        view: WorkspaceView = View(self, self.scale, self.font_size)
+        self.view = view
+        view.build()
+        self.account.dialog = view.onboarding  # the account flow renders into its dialog
+        self.search_view = SearchView(view, self.controller.dispatch, self.controller.search.panel)
         self.search_view.build()
         self.images.dpg = dpg
         if self.watch_window and self.window is None:

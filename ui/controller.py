@@ -31,6 +31,7 @@ from services.core.contracts.chat import (
     SendResult,
 )
 from services.core.contracts.events import TypedEvent
+from services.core.contracts.media import VoiceStatus
 from services.core.contracts.notify import FocusArgs, NotifyPrefs, UnreadResult
 from services.core.version import package_version
 from ui.adapter import EventOp, HistoryPage, Op, ResultOp, SnapshotOp, StackClient, StackOp, error_text
@@ -43,6 +44,7 @@ from ui.state.composer import Composer
 from ui.state.model import ViewModel
 from ui.state.search import as_scope
 from ui.state.updater import UpdateChecker
+from ui.voice import VoiceController
 
 log = logging.getLogger("openchat.ui.controller")
 T = TypeVar("T")
@@ -73,6 +75,7 @@ class Controller:
         *,
         client_id: str,
         effects: Callable[[it.Effect], None] | None = None,
+        voice: VoiceController | None = None,
         updater: UpdateChecker | None = None,
     ) -> None:
         self.model = model
@@ -87,6 +90,7 @@ class Controller:
         self.effects: list[it.Effect] = []  # kept when no sink is given (tests read them)
         self._sink = effects
         model.on_channel_opened = self.on_channel_opened
+        self.voice = voice or VoiceController(model, lambda: self.stack)  # ui/voice.py
         self.search = SearchFlow(self)
         self.controls = Controls(
             self, updater or UpdateChecker(package_version(), clock=model.clock, now=model.now)
@@ -113,14 +117,16 @@ class Controller:
 
     # -- what came from the stack -------------------------------------------------------------------
     def process_ops(self) -> int:
+        ticked = self.voice.tick()
         if self.stack is None:
-            return 0
+            return ticked
         ops = self.stack.drain()
         for op in ops:
             if isinstance(op, EventOp):
                 self.apply_event(op.event)
             elif isinstance(op, SnapshotOp):
                 self.model.apply_snapshot(op.snapshot, from_cache=op.from_cache)
+                self.voice.on_snapshot(op.snapshot)
                 self._after_snapshot()
             elif isinstance(op, StackOp):
                 was = self.model.stack_online
@@ -132,11 +138,13 @@ class Controller:
                     op.callback(op.value, op.error)
                 except Exception:
                     log.exception("ui callback failed")
-        return len(ops)
+        return len(ops) + ticked
 
     def apply_event(self, event: TypedEvent) -> None:
         before = self.model.servers.get(event.server_id)
         self.model.apply(event)
+        if event.kind == ev.VOICE_STATE.kind and isinstance(event.payload, VoiceStatus):
+            self.voice.on_status(event.server_id, event.payload)
         if event.kind == ev.MESSAGE_DELETED.kind and isinstance(event.payload, MessageDeleted):
             self.search.panel.drop_message(event.server_id, event.payload.message_id)
         elif event.kind == ev.SERVER_LEFT.kind:
@@ -207,6 +215,7 @@ class Controller:
 
     # -- navigation ---------------------------------------------------------------------------------
     def on_channel_opened(self, sid: str, ch: str) -> None:
+        self.voice.state.leave_stage()  # a text channel replaces the Call Stage; the call goes on
         if self.composer.typing_stop_due() and self.stack is not None and self.last_typing:
             psid, pch = self.last_typing
             self._submit(lambda c: c.typing(psid, pch, False))
@@ -410,7 +419,7 @@ class Controller:
                     self.model.status_history.append(w)
             self.emit(it.AskConsent())
 
-        self._submit(lambda c: c.join(cmd.url, cmd.server_id), done)
+        self._submit(lambda c: c.join(cmd.url, cmd.server_id, cmd.local_id), done)
 
     # -- intents --------------------------------------------------------------------------------------
     def dispatch(self, intent: it.Intent | ci.ControlIntent) -> None:
@@ -419,7 +428,10 @@ class Controller:
             case it.SelectServer(server_id=sid):
                 self.model.select_server(sid)
             case it.SelectChannel(channel_id=ch):
-                self.model.select_channel(ch)
+                if self.voice.is_voice(self.model.active_server, ch):
+                    self.voice.click(self.model.active_server or "", ch)  # join + Call Stage (8.1)
+                else:
+                    self.model.select_channel(ch)
             case it.Send():
                 self.send()
             case it.ReplyTo(message_id=mid):
@@ -447,7 +459,9 @@ class Controller:
             case it.Probe(url=url):
                 self._probe(self.add.probe_cmd(url))
             case it.Join(url=url):
-                self._join(self.add.join(url, set(self.model.servers)))
+                self._join(self.add.join(url, {sid: sm.record for sid, sm in self.model.servers.items()}))
+            case it.SetAddLocalId(local_id=local):
+                self.add.set_local_id(local)
             case it.AnswerConsent(server_id=sid, share=share):
                 self.answer_consent(sid, share)
             case it.OpenSearch(scope=scope):

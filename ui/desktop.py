@@ -316,3 +316,70 @@ class X11Window:
             log.info("cannot activate the window: %s", type(exc).__name__)
             self.wid = None
             return False
+
+
+class DesktopHooks:
+    """The app's ties to the desktop, polled once per frame on the main thread: OS notifications
+    (their fallbacks become toasts, their clicks open the channel) and the window's focus and
+    visibility (read from X11 every ``poll_s``; a change is reported with ``on_focus``)."""
+
+    def __init__(
+        self,
+        notifier: OsNotifier | None,
+        *,
+        toast: Callable[[str], None],
+        on_click: Callable[[Click], None],
+        on_focus: Callable[[bool, bool], None],
+        poll_s: float = 0.25,
+    ) -> None:
+        self.notifier = notifier
+        self.window: X11Window | None = None
+        self.window_state: tuple[bool, bool] | None = None  # (focused, visible) last read from X11
+        self._toast = toast
+        self._on_click = on_click
+        self._on_focus = on_focus
+        self.poll_s = poll_s
+        self._window_at = 0.0
+
+    def notify(self, n: Notification) -> None:
+        """A notification to show: the OS's, or the in-app toast where there is no notifier."""
+        if self.notifier is not None:
+            self.notifier.show(n)
+            return
+        self._toast(f"{n.title}: {n.body}"[:160])
+
+    def tick(self, now: float) -> None:
+        """Once per frame: read the window's state when due, take the notifier's results."""
+        if self.window is not None and now - self._window_at >= self.poll_s:
+            self._window_at = now
+            self.poll_window()
+        if self.notifier is not None:
+            while not self.notifier.fallbacks.empty():
+                n = self.notifier.fallbacks.get_nowait()
+                self._toast(f"{n.title}: {n.body}"[:160])
+            while not self.notifier.clicks.empty():
+                self._on_click(self.notifier.clicks.get_nowait())
+
+    def poll_window(self) -> None:
+        assert self.window is not None
+        state = self.window.state()
+        if state is None or state == self.window_state:
+            return
+        self.window_state = state
+        log.debug("window focus", extra={"focused": state[0], "visible": state[1]})
+        self._on_focus(*state)
+
+    def raise_window(self) -> bool:
+        """Bring the window forward (a notification was clicked). True when X11 did: the focus
+        change is then read from X11; False: the caller counts the window as focused."""
+        if self.window is not None and self.window.activate():
+            self.poll_window()
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
+        if self.window is not None:
+            self.window.close()
+            self.window = None

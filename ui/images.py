@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
+from ui.state.images import attachment_key
 
 MAX_TEXTURES = 64
 MAX_SIDE = 1280  # the lightbox's full-size texture
@@ -51,7 +52,7 @@ class ImageCache:
 
     @staticmethod
     def key(m: ChatMessage, att: AttachmentRef) -> str:
-        return f"{m.server_id}/{m.channel_id}/{m.id}/{att.attachment_id}"
+        return attachment_key(m, att)
 
     def texture_for(self, m: ChatMessage, att: AttachmentRef) -> tuple[int | str, int, int] | None:
         k = self.key(m, att)

@@ -84,7 +84,8 @@ class Span:
     strike: bool = False
     code: bool = False
     url: str | None = None
-    mention: str | None = None  # "@uid_…", "@here", "@channel": drawn as a pill (rule D9/D14)
+    # "@uid_…", "@here", "@channel": a pill with the display name (explicit tokens only, rules D9, D14)
+    mention: str | None = None
 
 
 _MENTION_RE = re.compile(r"(?<![A-Za-z0-9_.\-])@(uid_[A-Za-z0-9_]+|here|channel)\b")

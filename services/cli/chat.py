@@ -353,31 +353,54 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @click.argument("url")
-    @click.option("--server", "server_id", required=True, help="The directory entry to join (its server id).")
+    @click.option(
+        "--server",
+        "server_id",
+        help="The directory entry to join (its server id); default: the id the capabilities give.",
+    )
+    @click.option(
+        "--as",
+        "local_id",
+        metavar="LOCAL_ID",
+        help="Your local id for it (default: the server's id when free, else one derived from the host).",
+    )
     @click.option("--yes", is_flag=True, help="Confirm without asking.")
     @member_option
     @connection_option
     @json_option
     def join(
-        url: str, server_id: str, yes: bool, member: str | None, connection: Path | None, as_json: bool
+        url: str,
+        server_id: str | None,
+        local_id: str | None,
+        yes: bool,
+        member: str | None,
+        connection: Path | None,
+        as_json: bool,
     ) -> None:
         """Join SERVER on the backend at URL, after showing trust and disclosure."""
 
         async def work(c: MemberClient) -> JoinResult:
             # One bus connection: probe, show trust and disclosure, ask, then join.
             probe_result = await c.probe(url, server_id)
+            backend_id = probe_result.backend_server_id or server_id
+            if not backend_id:
+                raise click.ClickException("the backend names no server id; pass --server")
+            local = local_id or probe_result.local_id or backend_id
             if not as_json:
                 click.echo(_probe_text(probe_result))
-            if not yes and not await asyncio.to_thread(click.confirm, f"Join {server_id}?", default=False):
+            if not yes and not await asyncio.to_thread(
+                click.confirm, f"Join {backend_id} as {local}?", default=False
+            ):
                 raise click.ClickException("not joined")
-            return await c.join(url, server_id)
+            return await c.join(url, backend_id, local_id)
 
         result: JoinResult = run(member, connection, work)
-        emit(
-            as_json,
-            result,
-            lambda: click.echo(f"joined {result.server.server_id} as {result.server.user_uid}"),
-        )
+
+        def human() -> None:
+            s = result.server
+            click.echo(f"joined {s.server_id} ({s.backend_id} at {s.base_url}) as {s.user_uid}")
+
+        emit(as_json, result, human)
 
     @main.command()
     @click.argument("server_id")
@@ -412,6 +435,10 @@ def register(main: click.Group) -> None:
         rows = [
             {
                 "server_id": v.server.server_id,
+                # issue #14: the local id (what every command takes), the backend's own id and URL
+                "local_id": v.server.server_id,
+                "backend_id": v.server.backend_id,
+                "backend_url": v.server.base_url,
                 "name": v.server.display_name,
                 "url": v.server.base_url,
                 "uid": v.server.user_uid,
@@ -433,8 +460,9 @@ def register(main: click.Group) -> None:
             for r in rows:
                 extra = f" — {r['reason']}" if r["reason"] else ""
                 badge = f"  unread {r['unread']} @{r['mentions']}" if r["unread"] is not None else ""
+                backend = "" if r["backend_id"] == r["local_id"] else f" (backend id {r['backend_id']})"
                 click.echo(
-                    f"{r['server_id']:<20} {r['connection']:<12} {r['name']}  {r['url']}  {r['uid']}{badge}{extra}"
+                    f"{r['server_id']:<20} {r['connection']:<12} {r['name']}  {r['url']}{backend}  {r['uid']}{badge}{extra}"
                 )
 
         emit(as_json, rows, human)
@@ -572,6 +600,9 @@ def _probe_text(p: ProbeResult) -> str:
         f"  build {caps.build_version or 'unknown'} · {caps.build_commit[:12] or 'unknown'}",
         f"  trust: {'verified' if p.trust.verified else 'unverified'}, {'secure' if p.trust.transport_secure else 'NOT secure'} transport",
     ]
+    if p.backend_server_id:
+        local = f" (local id here: {p.local_id})" if p.local_id and p.local_id != p.backend_server_id else ""
+        lines.append(f"  server id: {p.backend_server_id}{local}")
     lines += [f"  warning: {w}" for w in p.trust.warnings]
     lines.append(f"  disclosure: {p.disclosure.summary}")
     return "\n".join(lines)

@@ -220,7 +220,14 @@ def identity_show(member: str, server_id: str | None) -> None:
     click.echo(f"uid mode: {mode}")
     click.echo(f"device id: {device_id(root)}")
     if server_id:
-        click.echo(f"uid on {server_id}: {project_uid(root, server_id, mode)}")
+        import contextlib
+
+        from services.core.servers import ServerNotJoined, ServerStore
+
+        scope = server_id  # a server not joined: the reference projection of that id
+        with contextlib.suppress(ServerNotJoined):  # a joined one (local id): its scope (issue #14)
+            scope = ServerStore(home.layout.registry_db).get(member, server_id).projection_scope
+        click.echo(f"uid on {server_id}: {project_uid(root, scope, mode)}")
 
 
 register_identity(identity)

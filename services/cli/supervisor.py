@@ -250,7 +250,7 @@ class Supervisor:
         async with MemberClient.connect(cf) as client:
             for name, server_id in targets.items():
                 try:
-                    result = await client.join(devservers[name], server_id)
+                    result = await client.join(devservers[name], server_id, local_id=server_id)
                     self.out(
                         f"[demo] {DEMO_MEMBER} joined {server_id} at {devservers[name]} as {result.server.user_uid}"
                     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from nats.aio.msg import Msg
@@ -37,19 +37,12 @@ from services.core.contracts import subjects
 from services.core.contracts.bus import Empty
 from services.core.contracts.media import (
     SERVICE,
-    BridgeAlive,
-    BridgeAnswer,
-    BridgeKeepaliveArgs,
-    BridgeOfferArgs,
     BridgeTarget,
     VoiceJoinArgs,
     VoicePrefsArgs,
     VoiceStatus,
 )
-
-KEEPALIVE_S = 2.0
-REBRIDGE_WAIT_S = 1.0
-COMMAND_TIMEOUT_S = 45.0
+from services.core.voice_bridge import COMMAND_TIMEOUT_S, BridgeClient
 
 
 class VoiceExit(Exception):
@@ -111,9 +104,8 @@ class VoiceSession:
         self.relay = MediaRelay()
         self.silence = AudioStreamTrack()
         self.sink = WavSink(record) if record is not None else None
-        self.pc: RTCPeerConnection | None = None
+        self.link = BridgeClient(self._call, self.client_id, self._source, self._on_track, out=out)
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.bridge_lost = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._participants: dict[str, str] = {}
         self._state = ""
@@ -122,74 +114,39 @@ class VoiceSession:
 
     # -- commands --------------------------------------------------------------------------
     async def call(self, verb: str, args: Any, result: type[Any], timeout: float = COMMAND_TIMEOUT_S) -> Any:
+        return await self._call(verb, args, result, timeout)
+
+    async def _call(self, verb: str, args: Any, result: type[Any], timeout: float) -> Any:
         return result.model_validate(
             await self.client.call(cmd.COMMANDS[(SERVICE, verb)], args, timeout=timeout)
         )
 
-    # -- the bridge --------------------------------------------------------------------------
-    async def bridge(self, resume: bool) -> None:
-        """Offer a new bridge (closing the old one) and apply the media service's answer."""
-        await self._close_pc()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    # -- the bridge (services.core.voice_bridge, shared with the desktop) --------------------------
+    def _source(self) -> MediaStreamTrack:
         source = (
             self.player.audio if self.player is not None and self.player.audio is not None else self.silence
         )
-        pc.addTrack(self.relay.subscribe(source))
-        self.pc = pc
+        return self.relay.subscribe(source)
 
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and self.sink is not None:
-                self._tasks.append(asyncio.create_task(self.sink.consume(track)))
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if self.sink is not None:
+            self._tasks.append(asyncio.create_task(self.sink.consume(track)))
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if self.pc is pc and pc.connectionState in ("failed", "closed"):
-                self.bridge_lost.set()
-
-        await pc.setLocalDescription(await pc.createOffer())
-        target = BridgeTarget(server_id=self.server_id, channel_id=self.channel_id) if resume else None
-        answer: BridgeAnswer = await self.call(
-            "bridge_offer",
-            BridgeOfferArgs(client_id=self.client_id, sdp=pc.localDescription.sdp, resume=target),
-            BridgeAnswer,
+    async def bridge(self, resume: bool) -> None:
+        """Offer a new bridge (closing the old one) and apply the media service's answer."""
+        self.link.target = (
+            BridgeTarget(server_id=self.server_id, channel_id=self.channel_id) if resume else None
         )
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+        await self.link.offer(resume=resume)
+        self.link.target = BridgeTarget(server_id=self.server_id, channel_id=self.channel_id)
 
-    async def _close_pc(self) -> None:
-        pc, self.pc = self.pc, None
-        if pc is not None:
-            with contextlib.suppress(Exception):
-                await pc.close()
+    @property
+    def pc(self) -> RTCPeerConnection | None:
+        return self.link.pc
 
     async def keepalive(self) -> None:
         """Keep the bridge; rebuild it when the media service restarted or the connection died."""
-        while True:
-            lost = False
-            try:
-                await asyncio.wait_for(self.bridge_lost.wait(), KEEPALIVE_S)
-                lost = True
-            except TimeoutError:
-                pass
-            try:
-                alive: BridgeAlive = await self.call(
-                    "bridge_keepalive", BridgeKeepaliveArgs(client_id=self.client_id), BridgeAlive, timeout=3
-                )
-            except CommandError:
-                alive = None  # type: ignore[assignment]
-            if alive is not None and alive.taken_over:
-                self._fail("another client of this member took over the call")
-                return
-            if alive is not None and alive.current and not lost:
-                continue
-            self.out("voice: bridge lost; reconnecting to the media service")
-            while True:
-                self.bridge_lost.clear()
-                try:
-                    await self.bridge(resume=True)
-                    break
-                except CommandError:
-                    await asyncio.sleep(REBRIDGE_WAIT_S)  # the media service is not back yet
+        await self.link.keepalive(lambda: self._fail("another client of this member took over the call"))
 
     # -- events ------------------------------------------------------------------------------
     async def subscribe(self) -> None:
@@ -254,11 +211,7 @@ class VoiceSession:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await self.call(
-                "bridge_close", BridgeKeepaliveArgs(client_id=self.client_id), BridgeAlive, timeout=3
-            )
-        await self._close_pc()
+        await self.link.close()
         if self.player is not None and self.player.audio is not None:
             self.player.audio.stop()
         if self.sink is not None:
@@ -468,7 +421,7 @@ def register(main: click.Group) -> None:
     def voice_volume(
         percent: int, server_id: str | None, member: str | None, connection: Path | None
     ) -> None:
-        """Input volume 0-200 %: a gain on the transmitted microphone (D11)."""
+        """Input volume 0-200 %: a gain on the transmitted microphone, not only the mic test (D11)."""
         if server_id is None:
             current = _simple(member, connection, "status", Empty())
             if current.server_id is None:

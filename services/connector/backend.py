@@ -95,7 +95,8 @@ def is_local(base_url: str) -> bool:
 
 
 def realtime_url(base_url: str, ident: Identity, server_id: str, resume_from: str | None = None) -> str:
-    """``ws(s)://host/prefix/v1/realtime?server_id=&user_uid=&device_id=`` (rule D8, wire §10)."""
+    """``ws(s)://host/prefix/v1/realtime?server_id=&user_uid=&device_id=`` (the backend URL's path
+    prefix kept, rule D8; wire §10)."""
     parts = urlsplit(base_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
     query: dict[str, str] = {"server_id": server_id, "user_uid": ident.user_uid, "device_id": ident.device_id}

@@ -5,7 +5,8 @@ imported by ``identity_import``, encrypted at rest; a UID mode switch or an impo
 joined server to the newly projected uid), the
 durable joined-server list (``ServerStore``), the durable gap-fill anchors (``AnchorStore``, same
 registry database), the member's own profile (``ProfileStore``, same database; published by
-``ProfilePublisher`` only to servers the member consented for, rule D18) and one ``Session`` per
+``ProfilePublisher`` only to servers the member agreed to share it with: docs/product-rules.md
+D18) and one ``Session`` per
 (member, server). Its command
 methods take ``(member, args)`` and return result contracts, raising ``CommandError`` for every
 failure (backend errors are mapped with their code and whether a retry can help). ``app.py``
@@ -111,6 +112,7 @@ from services.core.identity import (
     load_or_create_key,
     project_uid,
 )
+from services.core.local_ids import LocalIdError, plan_join
 from services.core.members import MemberRegistry
 from services.core.paths import HomeLayout
 from services.core.servers import ServerExists, ServerNotJoined, ServerStore
@@ -254,7 +256,7 @@ class Connector:
         session.start()
         return session
 
-    # -- link previews (features 5.9, 14.5, rule D17, P6) --------------------------------------------
+    # -- link previews, fetched by the stack into a bounded cache (features 5.9, 14.5; D17) ------------------
     def wants_previews(self, session: Session, msg: ChatMessage) -> list[str]:
         """The URLs to fetch for ``msg`` (empty: none). The backend's own cards win; otherwise
         only on a verified server and while the member's switch is on."""
@@ -368,27 +370,44 @@ class Connector:
 
     @backend_errors
     async def probe(self, member: str, args: ProbeArgs) -> ProbeResult:
+        """Capabilities, trust and disclosure of the server a join would use: the picked entry,
+        else the capabilities' id (rule D1) — with a warning when the directory does not list it
+        — and the local id proposed for it (issue #14)."""
         base = normalize_base_url(args.url)
         client = self._client(base, self.directory_identity(member, base))
         caps, path = await client.capabilities()
+        backend_id = args.server_id or caps.server_id
         trust_state: str | None = None
-        if args.server_id is not None:
-            with contextlib.suppress(BackendError):
-                for entry in (await client.directory()).servers:
-                    if entry.server_id == args.server_id:
-                        trust_state = entry.trust_state
-        server_id = args.server_id or caps.server_id
+        in_directory: bool | None = None
+        with contextlib.suppress(BackendError):
+            listed = (await client.directory()).servers
+            in_directory = False
+            for entry in listed:
+                if entry.server_id == backend_id:
+                    in_directory, trust_state = True, entry.trust_state
+        trust = domain.assess_trust(base, caps.security.https_required, trust_state)
+        if in_directory is False:
+            note = (
+                f"{backend_id} is not listed in this backend's directory ({base}/v1/servers); "
+                "joining uses the id its capabilities give."
+            )
+            trust = trust.model_copy(update={"warnings": [*trust.warnings, note]})
+        joined = self.servers.of_member(member)
+        plan = plan_join(backend_id, base, joined, check_taken=False)
         _, mode = self._identity(member)
-        ident = self.server_identity(member, server_id)
-        shared = False
-        with contextlib.suppress(ServerNotJoined):
-            shared = bool(self.servers.get(member, server_id).profile_consent)
+        ident = self.server_identity(member, plan.projection_scope)
+        shared = any(r.profile_consent for r in joined if r.backend_id == backend_id and r.base_url == base)
         return ProbeResult(
             url=base,
             capabilities_path=path,
             capabilities=domain.snapshot_of(caps),
-            trust=domain.assess_trust(base, caps.security.https_required, trust_state),
-            disclosure=domain.disclosure(ident.user_uid, ident.device_id, mode, shared),
+            trust=trust,
+            disclosure=domain.disclosure(
+                ident.user_uid, ident.device_id, mode, shared, base if plan.uid_scope else None
+            ),
+            backend_server_id=backend_id,
+            in_directory=in_directory,
+            local_id=plan.local_id,
         )
 
     @backend_errors
@@ -403,12 +422,17 @@ class Connector:
             raise CommandError("invalid_server_id", str(exc)) from exc
         base = normalize_base_url(args.url)
         async with self._lock:
-            if (member, args.server_id) in self.sessions:
-                raise CommandError("server_exists", f"Server already added: {args.server_id}")
+            # issue #14: the local id (every key of the stack) and the uid's projection scope
+            try:
+                plan = plan_join(args.server_id, base, self.servers.of_member(member), args.local_id)
+            except LocalIdError as exc:
+                raise CommandError(exc.code, str(exc)) from exc
+            if (member, plan.local_id) in self.sessions:
+                raise CommandError("server_exists", f"Local server id already in use: {plan.local_id}")
             dir_client = self._client(base, self.directory_identity(member, base))
             directory = await dir_client.directory()
             entry = next((s for s in directory.servers if s.server_id == args.server_id), None)
-            ident = self.server_identity(member, args.server_id)
+            ident = self.server_identity(member, plan.projection_scope)
             caps, _ = await self._client(base, ident).capabilities()
             if entry is None and caps.server_id != args.server_id:
                 raise CommandError(
@@ -416,7 +440,9 @@ class Connector:
                 )
             name = entry.display_name if entry is not None else caps.server_name
             record = ServerRecord(
-                server_id=args.server_id,
+                server_id=plan.local_id,
+                backend_server_id=plan.backend_id,
+                uid_scope=plan.uid_scope,
                 base_url=base,
                 display_name=name,
                 icon_text=(entry.icon_text if entry is not None else "") or icon_text(name),
@@ -432,7 +458,15 @@ class Connector:
                 raise CommandError("server_exists", str(exc)) from exc
             await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))
             self._start_session(member, record)
-        log.info("server joined", extra={"member": member, "server_id": record.server_id})
+        log.info(
+            "server joined",
+            extra={
+                "member": member,
+                "server_id": record.server_id,
+                "backend_server_id": record.backend_id,
+                "origin_scoped": record.uid_scope is not None,
+            },
+        )
         return JoinResult(server=record)
 
     async def leave(self, member: str, args: LeaveArgs) -> LeaveResult:
@@ -443,7 +477,7 @@ class Connector:
         client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
         backend_left = False
         try:
-            await client.leave(record.server_id)
+            await client.leave(record.backend_id)  # the backend's own id on the wire (issue #14)
             backend_left, detail = True, "Left server."
         except Unreachable:
             detail = f"Removed unreachable server {record.server_id}."
@@ -479,10 +513,10 @@ class Connector:
         session.record = record
         await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, ServerUpdated(server=record)))
         if args.share_profile:
-            session.request_profile_sync()  # rule D18: publish now that the member agreed
+            session.request_profile_sync()  # the member agreed: publish the profile now
         return JoinResult(server=record)
 
-    # -- the member's own profile (features 1.1, 11; rule D18) ----------------------------------------
+    # -- the member's own profile, published only with consent (features 1.1, 11; D18) -----------------------
     async def profile_get(self, member: str, args: ProfileGetArgs) -> ProfileGetResult:
         stored = await asyncio.to_thread(self.profile_store.get, member)
         profile = None
@@ -575,7 +609,7 @@ class Connector:
         device = device_id(root)
         changed: list[ServerRecord] = []
         for stored in self.servers.of_member(member):
-            uid = project_uid(root, stored.server_id, mode)
+            uid = project_uid(root, stored.projection_scope, mode)  # issue #14: scope kept
             if stored.user_uid == uid and stored.device_id == device:
                 continue
             key = (member, stored.server_id)

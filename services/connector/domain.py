@@ -1,6 +1,8 @@
 """Plain domain rules of the connector (no I/O; unit-tested directly).
 
-- ``assess_trust`` / ``disclosure``: what a member is told before joining (features 2.4, 1.6, D15);
+- ``assess_trust`` / ``disclosure``: what a member is told before joining (features 2.4 and 1.6:
+  trust warnings and the identity disclosure; lasting conditions such as the HTTPS warning become
+  banners, not transient text: docs/product-rules.md D15);
 - ``snapshot_of`` / ``groups_of`` / ``message_of`` / ``profile_of``: backend payloads (validated
   ``contracts.wire`` models) → normalized bus contracts, keyed by the member's chosen server id;
 - ``RateLimiter``: client-side send throttle per (member, server) from ``rate_limit_per_minute``;
@@ -81,9 +83,18 @@ def disclosure(
     device_id: str,
     uid_mode: Literal["server_scoped", "global"],
     profile_shared: bool,
+    origin_scope: str | None = None,
 ) -> Disclosure:
+    """``origin_scope``: the backend URL the uid is scoped to as well, for a server whose id
+    collides with one the member joined on another backend (issue #14); the sentence says so."""
     scope = "server-scoped" if uid_mode == "server_scoped" else "global"
-    summary = f"This server sees only a {scope} UID ({user_uid}) and this device's id ({device_id})" + (
+    uid = user_uid
+    if uid_mode == "server_scoped" and origin_scope:
+        uid = (
+            f"{user_uid}; scoped to this backend's address, {origin_scope}, as well, because another "
+            "server you joined uses the same server id"
+        )
+    summary = f"This server sees only a {scope} UID ({uid}) and this device's id ({device_id})" + (
         ", plus the display name and avatar you agreed to share."
         if profile_shared
         else "; never your name, avatar or e-mail unless you agree to share your profile with it."
@@ -94,6 +105,7 @@ def disclosure(
         uid_mode=uid_mode,
         profile_shared=profile_shared,
         summary=summary,
+        origin_scope=origin_scope if uid_mode == "server_scoped" else None,
     )
 
 

@@ -310,7 +310,7 @@ async def check_host(url: str, *, allow_private: bool) -> None:
         raise PreviewRefused("host resolves to a private or reserved address")
 
 
-# -- the bounded cache (rule D17) ---------------------------------------------------------------------
+# -- the bounded cache: LRU plus expiry, failures kept briefly (D17) -----------------------------------------
 @dataclass
 class _Entry:
     preview: LinkPreview | None

@@ -316,7 +316,7 @@ def apply_change(current: StoredProfile | None, args: ProfileSetArgs, now: datet
     return StoredProfile(MemberProfile(**fields, revision=revision, updated_at=now), image)
 
 
-# -- publishing (rule D18) ----------------------------------------------------------------------------
+# -- publishing: only to a server the member agreed to share with (D18) --------------------------------------
 def sync_state(session: Session, state: str, code: str = "", version: int | None = None) -> ProfileSyncState:
     return ProfileSyncState.model_validate(
         {
@@ -348,7 +348,7 @@ class ProfilePublisher:
 
     async def _sync(self, session: Session) -> ProfileSyncState:
         if session.record.profile_consent is not True:
-            return sync_state(session, "private")  # rule D18: nothing is read or written for ourselves
+            return sync_state(session, "private")  # no consent: nothing is read or written for ourselves
         caps = session.wire_caps
         if caps is None:
             return sync_state(session, "pending")  # the hydrate asks again once connected

@@ -6,7 +6,9 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    only), probe the capabilities and fetch the channel tree — both published on every cycle,
    capabilities first (consumers read the features before acting on the channels: read-acks) —
    and the member list (re-published when it changed);
-2. open the realtime socket with the identity as headers **and** query parameters (D7, D8),
+2. open the realtime socket with the identity as headers **and** query parameters (every request
+   carries the identity, reads included; every path keeps the backend URL's path prefix:
+   docs/product-rules.md D7, D8),
    subscribe every text channel, and start reading frames into a queue at once (a backend drops
    events for a socket whose queue overflows, so the socket is always drained);
 3. **gap fill**: per text channel, fetch history until the newest message already published is
@@ -23,16 +25,18 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    and published as ``server.updated``; management events (``chat.channel.created``,
    ``chat.category.*``, ``chat.channel.layout.updated``) → the tree fetched again and published,
    new text channels subscribed and filled. Once live, the member's own profile is published in
-   the background when the member consented for this server (``profile.py``, D18; a no-op
-   otherwise); ``profile_updated`` of the member's own uid keeps its cached ``GET
-   /v1/profile/me`` current.
+   the background when the member consented for this server (``profile.py``: a server gets the
+   profile only after the member agreed to share it with that server, docs/product-rules.md D18;
+   a no-op otherwise); ``profile_updated`` of the member's own uid keeps its cached
+   ``GET /v1/profile/me`` current.
 
 Link previews: each message published for the first time — live, or gap-filled and at most
 ``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
 (``connector.py`` decides and fetches in the background; publishing never waits for it).
 
 Any failure ends the cycle; the session publishes *reconnecting* (after being live) or *offline*
-(unreachable; D2: the server is kept and retried forever) with ``next_retry_at`` and sleeps on the
+(unreachable; a server the member did not leave is never removed, only marked offline and
+retried forever: docs/product-rules.md D2) with ``next_retry_at`` and sleeps on the
 reference ladder (1, 2, 5, 10, 15 s, then 15 s, with jitter). Malformed, binary or oversized frames
 are logged (size only, never the body) and dropped without ending the cycle. Every event goes
 through the ``EventSink`` with the ``event_id`` rules of ``contracts/chat.py``.
@@ -156,7 +160,8 @@ class Session:
     anchors: AnchorStore | None = None  # durable gap-fill anchors (None: memory only)
     on_record: Callable[[ServerRecord], None] | None = None  # persist a changed record (server renamed)
     batch_sink: BatchSink | None = None  # gap fill publishes through it (None: one by one via ``sink``)
-    # Publishes the member's own profile when consented (``profile.ProfilePublisher.sync``, D18).
+    # Publishes the member's own profile, only to a server the member agreed to share it with
+    # (``profile.ProfilePublisher.sync``; docs/product-rules.md D18).
     profile_sync: Callable[[Session], Awaitable[None]] | None = None
     # Called (synchronously; it only schedules work) for each message published for the first
     # time that may get link previews: live ones, and gap-filled ones at most
@@ -212,7 +217,13 @@ class Session:
 
     @property
     def server_id(self) -> str:
+        """The member's local id of this server (every key of the stack; issue #14)."""
         return self.record.server_id
+
+    @property
+    def wire_id(self) -> str:
+        """The backend's own id of this server (paths, realtime query; issue #14)."""
+        return self.record.backend_id
 
     def text_channels(self) -> list[str]:
         """The text channels of the tree, in order (computed once per tree, not per frame)."""
@@ -249,7 +260,7 @@ class Session:
                 await self.ws.close()
             self.ws = None
 
-    # -- the member's own profile (D18) ---------------------------------------------------------
+    # -- the member's own profile (published only with the member's consent per server) ----------------------
     def request_profile_sync(self) -> None:
         """Publish the member's profile in the background (a no-op without consent); requests
         made while one runs are coalesced into one more run."""
@@ -343,7 +354,8 @@ class Session:
             if ended_live:
                 self._dropped_at_attempt = self.backoff.attempt
             # A dropped live connection is "reconnecting" for its first retries; a server that
-            # never came up, or stays down past them, is "offline" (D2).
+            # never came up, or stays down past them, is "offline" — kept and retried, never
+            # removed (docs/product-rules.md D2).
             reconnecting = (
                 self._dropped_at_attempt is not None
                 and self.backoff.attempt - self._dropped_at_attempt < RECONNECTING_ATTEMPTS
@@ -376,7 +388,7 @@ class Session:
         await self.refresh_members()
         headers = self.backend.ident.headers()
         resume = self._last_event_id if self.wire_caps and self.wire_caps.feature_on("event_ids") else None
-        url = realtime_url(self.backend.base_url, self.backend.ident, self.server_id, resume)
+        url = realtime_url(self.backend.base_url, self.backend.ident, self.wire_id, resume)
         self.ws = await connect(
             url,
             additional_headers=headers,
@@ -401,7 +413,7 @@ class Session:
             self._dropped_at_attempt = None
             self.hydrated.set()
             await self._emit_connection(ConnectionState(state="live"))
-            self.request_profile_sync()  # every hydrate (D18: a no-op without consent)
+            self.request_profile_sync()  # every hydrate (a no-op until the member agreed to share)
             await self._process(queue)
         finally:
             reader.cancel()
@@ -486,7 +498,7 @@ class Session:
     async def refresh_channels(self, *, publish: bool = False) -> None:
         """Fetch the channel tree; publish it when it changed (always with ``publish``). While the
         socket is up (a management event), new text channels are subscribed and filled at once."""
-        groups = domain.groups_of(await self.backend.channels(self.server_id))
+        groups = domain.groups_of(await self.backend.channels(self.wire_id))
         if groups != self.groups or publish or not self.hydrated.is_set():
             before = set(self.text_channels())
             self.groups = groups
@@ -502,7 +514,7 @@ class Session:
 
     async def refresh_members(self) -> None:
         try:
-            listing = await self.backend.members(self.server_id)
+            listing = await self.backend.members(self.wire_id)
         except Unreachable:
             raise
         except BackendError as exc:
@@ -809,7 +821,7 @@ class Session:
 
     async def apply_server_update(self, event: wire.ServerUpdatedEvent) -> None:
         """``chat.server.updated``: patch the record's display name, persist it, publish it."""
-        if event.server_id != self.server_id or not event.display_name:
+        if event.server_id != self.wire_id or not event.display_name:
             return
         name = event.display_name.strip()[:200]
         if not name or name == self.record.display_name:

@@ -46,6 +46,11 @@ class MonoConverter:
         self._resampler = AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self._pending: Samples = np.zeros(0, dtype=np.int16)
 
+    @property
+    def pending(self) -> int:
+        """Samples held for the next frame (0: the output is aligned with the input frames)."""
+        return len(self._pending)
+
     def push(self, frame: AudioFrame) -> list[Samples]:
         parts = [self._pending]
         fast = (

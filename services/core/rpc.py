@@ -132,8 +132,10 @@ class StackCommands:
     async def probe(self, url: str, server_id: str | None = None) -> ProbeResult:
         return await self.call(cmd.PROBE, ProbeArgs(url=url, server_id=server_id))
 
-    async def join(self, url: str, server_id: str) -> JoinResult:
-        return await self.call(cmd.JOIN, JoinArgs(url=url, server_id=server_id, confirmed=True))
+    async def join(self, url: str, server_id: str, local_id: str | None = None) -> JoinResult:
+        """Join ``server_id`` (the backend's id) as ``local_id`` (None: the connector picks it)."""
+        args = JoinArgs(url=url, server_id=server_id, confirmed=True, local_id=local_id)
+        return await self.call(cmd.JOIN, args)
 
     async def leave(self, server_id: str) -> LeaveResult:
         return await self.call(cmd.LEAVE, LeaveArgs(server_id=server_id))

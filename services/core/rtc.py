@@ -1,6 +1,7 @@
 """Shared pieces of the backend's RTC protocol (wire §11) used by more than one process.
 
-- ``identity_headers``: the member's identity headers for one server (wire §2, D7);
+- ``identity_headers``: the member's identity headers for one server (wire §2; sent on every
+  request, reads included, D7);
 - ``usable_ice_servers``: the ticket's ICE list without placeholders (``example.invalid``);
 - ``frame`` / ``parse_frame``: signaling envelopes out and in (size-bounded, validated);
 - ``PcmFrame``: one 20 ms PCM frame inside ``rtc.media.state`` (§11.4 B, ``openchat-rtc-joiner``);

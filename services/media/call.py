@@ -59,12 +59,16 @@ from services.core.rtc import (
 )
 from services.media.audio import (
     FRAME_SAMPLES,
-    MonoConverter,
-    PeerOutTrack,
+    SILENCE,
+    OpusPacketEncoder,
+    PacketTrack,
+    PayloadConverter,
     Samples,
     SourceBuffer,
+    Wake,
     abs_sum,
     low_latency_receivers,
+    silence_packet,
 )
 from services.media.domain import (
     CallMachine,
@@ -72,7 +76,10 @@ from services.media.domain import (
     PcmStreamOrder,
     Reconnect,
     SpeakingDetector,
+    peer_failure_action,
     room_full,
+    rtc_error_action,
+    rtc_error_reason,
 )
 
 log = logging.getLogger("openchat.media.call")
@@ -84,6 +91,7 @@ PCM_MAX_FRAMES_PER_S = 100  # per PCM participant; more is dropped (a sender at 
 PCM_OUT_QUEUE = 50
 MAX_ICE_CANDIDATE_CHARS = 2048
 MAX_SDP_CHARS = 64 * 1024
+RESTART_WAIT_S = 5.0  # after an ICE failure, the higher participant id waits this long for the other's offer
 
 
 class JoinFailed(Exception):
@@ -96,8 +104,30 @@ class JoinFailed(Exception):
         self.fatal = fatal
 
 
-class Kicked(Exception):
+class CallEnded(Exception):
+    """The signaling said this session is over (raised out of the read loop)."""
+
+
+class Kicked(CallEnded):
     pass
+
+
+class RtcFatal(CallEnded):
+    """A fatal ``rtc.error`` (features 8.2): error state with the server's message, no retry."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Resync(CallEnded):
+    """A full re-join was asked for (a retryable "connection closed" ``rtc.error``, a peer whose
+    ICE restart failed): the reconnect ladder takes over."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -119,7 +149,7 @@ class Person:
     pcm_window_start: float = 0.0
     pcm_window_count: int = 0
     pc: RTCPeerConnection | None = None
-    out: PeerOutTrack | None = None
+    out: PacketTrack | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     restarted: bool = False
     trickled: int = 0  # remote ICE candidates applied (browser/Electron peers trickle)
@@ -171,7 +201,8 @@ class Call:
         jitter_prefetch: int = 0,
     ) -> None:
         self.jitter_prefetch = jitter_prefetch
-        self.audio_wake = asyncio.Event()  # set whenever any participant's audio arrives
+        self.audio_wake = Wake()  # set whenever any participant's audio arrives
+        self.mic_encoder = OpusPacketEncoder()  # the member's processed microphone, once for all peers
         self.member = member
         self.server_id = server_id
         self.channel_id = channel_id
@@ -206,6 +237,8 @@ class Call:
         self._headers: dict[str, str] = {}
         self._error_code = "voice_error"
         self._background: asyncio.Task[None] | None = None
+        self._rejoin_reason = ""
+        self._closer: asyncio.Task[None] | None = None
 
     # -- public ------------------------------------------------------------------------------
     async def start(self, wait_s: float = 30.0) -> VoiceStatus:
@@ -253,9 +286,11 @@ class Call:
     def sources(self) -> list[SourceBuffer]:
         return [p.source for p in self.people.values()]
 
-    def push_mic(self, samples: Samples, now: float) -> None:
+    def push_mic(self, samples: Samples, now: float, opus: bytes | None = None) -> None:
         """The member's processed microphone (gain and mute applied): to every peer, to PCM
-        participants, and through the member's own speaking detector."""
+        participants, and through the member's own speaking detector.  ``opus`` is the client's
+        own packet for exactly these samples (unprocessed audio): forwarded to the peers as it is;
+        otherwise the frame is encoded once here for all of them (ADR 0016)."""
         prefs = self._prefs()
         if prefs.mic_muted or prefs.deafened:
             self._set_self_speaking(self.self_detector.reset())
@@ -263,9 +298,13 @@ class Call:
             self._set_self_speaking(self.self_detector.feed(abs_sum(samples), len(samples), now))
         if self.machine.state != "active":
             return
-        for person in self.people.values():
-            if person.out is not None:
-                person.out.push(samples)
+        outs = [person.out for person in self.people.values() if person.out is not None]
+        if outs:
+            if opus is None:
+                opus = silence_packet() if samples is SILENCE else self.mic_encoder.encode(samples)
+            if opus is not None:
+                for out in outs:
+                    out.push(opus)
         if self._pcm_wanted():
             self._queue_pcm(samples)
 
@@ -281,11 +320,19 @@ class Call:
         self.machine.handle("join_requested")
         self._changed()
         while not self._leaving:
+            self._rejoin_reason = ""
             try:
                 await self._attempt()
-                effects = self.machine.handle("signal_disconnected", "signaling socket closed")
+                reason, self._rejoin_reason = self._rejoin_reason or "signaling socket closed", ""
+                effects = self.machine.handle("signal_disconnected", reason)
             except Kicked:
                 effects = self.machine.handle("kicked", KICKED_MESSAGE)
+            except RtcFatal as exc:
+                log.info("voice error from the server", extra={"member": self.member, "code": exc.code})
+                effects = self.machine.handle("fatal_error", exc.reason)
+                self._error_code = exc.code or "rtc_error"
+            except Resync as exc:
+                effects = self.machine.handle("signal_disconnected", exc.reason)
             except JoinFailed as exc:
                 log.info(
                     "voice join failed",
@@ -305,7 +352,8 @@ class Call:
             retry = [e for e in effects if isinstance(e, Reconnect)]
             if not retry or self._leaving:
                 return
-            await asyncio.sleep(retry[0].delay_s)  # the reconnect ladder (8.2, D12)
+            # the reconnect ladder: the server's reconnect_backoff_ms, else 1, 2, 4, 8 s (8.2, D12)
+            await asyncio.sleep(retry[0].delay_s)
             self.machine.handle("join_requested")
             self._changed()
 
@@ -331,7 +379,7 @@ class Call:
             raise JoinFailed("p2p_unsupported", NO_P2P_MESSAGE)
         self.policy = CallPolicy.from_server(caps.rtc.connection_policy, caps.limits.max_call_participants)
         self.machine.policy = self.policy
-        ticket = await self._ticket(base, headers)
+        ticket = await self._ticket(base, headers, record.backend_id)  # the backend's id (#14)
         self._ice = self._ice_filter(usable_ice_servers(ticket.ice_servers))
         url = signaling_url_for(ticket.signaling_url, base)
         joined = await self._join_socket(url, ticket.ticket)
@@ -374,11 +422,11 @@ class Call:
         except ValidationError as exc:
             raise JoinFailed("rtc_unsupported", f"{NO_RTC_MESSAGE} (invalid capability document)") from exc
 
-    async def _ticket(self, base: str, headers: dict[str, str]) -> JoinTicket:
+    async def _ticket(self, base: str, headers: dict[str, str], backend_id: str) -> JoinTicket:
         url = f"{base}/v1/rtc/channels/{self.channel_id}/join-ticket"
         try:
             resp = await self._http.post(
-                url, headers=headers, json={"server_id": self.server_id}, timeout=HTTP_TIMEOUT_S
+                url, headers=headers, json={"server_id": backend_id}, timeout=HTTP_TIMEOUT_S
             )
         except httpx.HTTPError as exc:
             raise JoinFailed("server_unreachable", f"server unreachable: {type(exc).__name__}") from exc
@@ -445,7 +493,7 @@ class Call:
                     continue
                 try:
                     await self._handle(env.type, env.payload)
-                except Kicked:
+                except CallEnded:
                     raise
                 except Exception as exc:  # one bad frame never ends the call
                     log.warning(
@@ -492,13 +540,14 @@ class Call:
         elif kind == "rtc.kicked":
             raise Kicked
         elif kind == "rtc.error":
-            log.info(
-                "signaling error",
-                extra={
-                    "code": str(payload.get("code", ""))[:64],
-                    "message": str(payload.get("message", ""))[:200],
-                },
-            )
+            code, message = str(payload.get("code", ""))[:64], str(payload.get("message", ""))[:500]
+            retryable = payload.get("retryable") is True
+            action = rtc_error_action(code, message, retryable)
+            log.info("signaling error", extra={"code": code, "retryable": retryable, "action": action})
+            if action == "fatal":
+                raise RtcFatal(code, rtc_error_reason(code, message))
+            if action == "resync":
+                raise Resync(rtc_error_reason(code, message))
 
     def _add_person(self, entry: dict[str, Any]) -> Person | None:
         pid, uid = entry.get("participant_id"), entry.get("user_uid")
@@ -530,7 +579,7 @@ class Call:
 
     def _new_pc(self, person: Person) -> RTCPeerConnection:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=_rtc_ice(self._ice)))
-        out = PeerOutTrack()
+        out = PacketTrack()
         pc.addTrack(out)
         low_latency_receivers(pc, self.jitter_prefetch)
         person.pc, person.out = pc, out
@@ -544,18 +593,23 @@ class Call:
         async def on_state() -> None:
             if person.pc is not pc:
                 return
+            if pc.connectionState == "connected":
+                person.restarted = False  # a later failure may restart again
             if pc.connectionState == "connected" and person.transport != "webrtc":
                 person.transport = "webrtc"
                 if person.trickled:
                     log.info("peer connected with trickled ICE", extra={"candidates": person.trickled})
                 self._changed()
-            elif pc.connectionState == "failed":
+            elif pc.connectionState in ("failed", "closed"):
+                # aiortc reports an expired ICE consent (the path broke) as "closed"; a connection
+                # the service closes itself is no longer ``person.pc`` here
                 await self._peer_failed(person)
 
         return pc
 
-    async def _offer_to(self, person: Person) -> None:
-        """The newcomer offers to everyone already in the room (targeted)."""
+    async def _offer_to(self, person: Person, restart: bool = False) -> None:
+        """The newcomer offers to everyone already in the room (targeted); also the offer of an
+        ICE restart (``restart``: no answer in time → a full re-join, not "no WebRTC")."""
         pc = self._new_pc(person)
         await pc.setLocalDescription(await pc.createOffer())
         await self._send(
@@ -569,7 +623,10 @@ class Call:
         )
         await asyncio.sleep(self.policy.answer_timeout_s)
         if person.pc is pc and pc.remoteDescription is None:
-            await self._no_webrtc(person, "no answer")
+            if restart:
+                self._request_rejoin("ICE restart got no answer")
+            else:
+                await self._no_webrtc(person, "no answer")
 
     async def _await_offer(self, person: Person) -> None:
         """An existing participant waits for the newcomer's offer; none in time → no WebRTC."""
@@ -696,18 +753,18 @@ class Call:
 
     # -- audio ---------------------------------------------------------------------------------
     async def _read_remote(self, person: Person, track: MediaStreamTrack) -> None:
-        conv = MonoConverter()
+        conv = PayloadConverter()
         while True:
             try:
                 decoded = await track.recv()
             except MediaStreamError:
                 return
             now = time.monotonic()
-            for samples in conv.push(decoded):  # type: ignore[arg-type]
-                self._heard(person, samples, now)
+            for chunk in conv.push(decoded):  # type: ignore[arg-type]
+                self._heard(person, chunk.samples, now, chunk.opus)
 
-    def _heard(self, person: Person, samples: Samples, now: float) -> None:
-        person.source.push(samples)
+    def _heard(self, person: Person, samples: Samples, now: float, opus: bytes | None = None) -> None:
+        person.source.push(samples, opus)
         change = person.detector.feed(abs_sum(samples), len(samples), now)
         if change is not None:
             person.speaking = change
@@ -787,15 +844,35 @@ class Call:
         )
 
     async def _peer_failed(self, person: Person) -> None:
-        """ICE failed with one peer: with ``ice_restart_enabled`` (D12) renegotiate that peer once
-        (aiortc has no in-place ICE restart: a fresh connection, offered by the lower id) before
-        leaving it to the full re-join of a signaling loss."""
-        if not self.policy.ice_restart or person.restarted:
+        """ICE failed with one peer (D12): with ``ice_restart_enabled`` that peer is renegotiated
+        once before anything else (aiortc has no in-place ICE restart: a fresh connection); when
+        the restart fails too, or the policy does not allow one, the call re-joins in full."""
+        if peer_failure_action(self.policy.ice_restart, person.restarted) == "restart":
+            person.restarted = True
+            log.info("peer connection failed: ICE restart", extra={"member": self.member})
+            self._spawn(person, self._restart_ice(person))
+        else:
+            self._request_rejoin("peer connection failed")
+
+    async def _restart_ice(self, person: Person) -> None:
+        """The lower participant id offers at once; the higher one waits a little for that offer
+        (both sides see the failure), then offers itself (a peer that never restarts)."""
+        failed = person.pc
+        if self.participant_id is None or self.participant_id > person.participant_id:
+            await asyncio.sleep(min(self.policy.answer_timeout_s, RESTART_WAIT_S))
+            if person.pc is not failed:
+                return  # their offer came and was answered (_on_offer)
+        await self._close_pc(person)
+        await self._offer_to(person, restart=True)
+
+    def _request_rejoin(self, reason: str) -> None:
+        """A full re-join through the reconnect ladder: close the signaling socket; the read loop
+        ends and ``_run`` takes it as a disconnect with ``reason``."""
+        if self._leaving or self._ws is None or self._rejoin_reason:
             return
-        person.restarted = True
-        if self.participant_id is not None and self.participant_id < person.participant_id:
-            await self._close_pc(person)
-            self._spawn(person, self._offer_to(person))
+        log.info("full re-join", extra={"member": self.member, "reason": reason})
+        self._rejoin_reason = reason
+        self._closer = asyncio.create_task(self._close_socket())
 
     async def _close_pc(self, person: Person) -> None:
         pc, person.pc = person.pc, None

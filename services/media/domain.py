@@ -18,10 +18,11 @@ DEFAULT_JOIN_TIMEOUT_S = 12.0
 DEFAULT_ANSWER_TIMEOUT_S = 10.0
 
 
-# -- reconnect ladder and server policy (D12) ------------------------------------------------------
+# -- reconnect ladder and the server's call policy, honoured when present (D12) ------------------------------
 @dataclass(frozen=True)
 class CallPolicy:
-    """Timings of one server: the built-in ones, overridden by ``rtc.connection_policy`` (D12)."""
+    """Timings of one server: the built-in ones, overridden by the server's
+    ``rtc.connection_policy`` where it sets them (D12)."""
 
     backoff_ms: tuple[int, ...] = DEFAULT_BACKOFF_MS
     join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S
@@ -56,7 +57,8 @@ def _ms(value: int | None, default_s: float) -> float:
 
 
 def room_full(others_in_room: int, max_participants: int | None) -> bool:
-    """``max_call_participants`` counts everyone, the joiner included (D12)."""
+    """``max_call_participants`` counts everyone, the joiner included: a full room is refused
+    with a message (D12)."""
     return max_participants is not None and others_in_room + 1 > max_participants
 
 
@@ -151,7 +153,43 @@ class CallMachine:
         return self.state in ("joining", "active", "reconnecting")
 
 
-# -- preferences (8.3, D11) ------------------------------------------------------------------------
+# -- peer connection failures (D12) and backend errors (8.2, wire §11.4) ----------------------------
+PeerFailureAction = Literal["restart", "rejoin"]
+
+
+def peer_failure_action(ice_restart_enabled: bool, already_restarted: bool) -> PeerFailureAction:
+    """A peer connection whose ICE failed: with ``ice_restart_enabled`` it is renegotiated once (an
+    ICE restart) before the full re-join of the reconnect ladder; without it, or when the restart
+    failed too, the call re-joins (new probe, new ticket, every peer renegotiated)."""
+    return "restart" if ice_restart_enabled and not already_restarted else "rejoin"
+
+
+RtcErrorAction = Literal["fatal", "resync", "ignore"]
+# Codes that answer one of our own frames and leave the call working (wire §11.4, §12): a frame type
+# the backend does not know, a relay target that just left.  Everything else not retryable is fatal.
+BENIGN_RTC_ERRORS = frozenset({"rtc_unknown_event", "rtc_target_not_found"})
+
+
+def rtc_error_action(code: str, message: str, retryable: bool) -> RtcErrorAction:
+    """What ``rtc.error {code, message, retryable}`` does to a call (features 8.2):
+
+    - retryable and a "connection closed" negotiation message → ``resync`` (a full re-join);
+    - other retryable errors and the benign codes → ``ignore`` (logged; the call goes on);
+    - anything else (``rtc_join_denied``, ``rtc_media_denied``, a code this client does not know
+      sent as not retryable) → ``fatal``: the call goes to ``error`` with the message, no retry."""
+    if retryable:
+        return "resync" if "connection closed" in message.lower() else "ignore"
+    if code in BENIGN_RTC_ERRORS:
+        return "ignore"
+    return "fatal"
+
+
+def rtc_error_reason(code: str, message: str) -> str:
+    text = " ".join(message.split())[:200] or "no message"
+    return f"voice error from the server: {text} ({code[:64] or 'no code'})"
+
+
+# -- preferences (voice settings; the input volume is a gain on what is sent, D11) ----------------
 def apply_prefs(current: VoicePrefs, change: VoicePrefsArgs) -> VoicePrefs:
     """Deafen forces mute; unmuting while deafened undeafens too; undeafen keeps the mic muted
     only if it was muted on its own before (the reference restores the pre-deafen mic state: here
@@ -172,7 +210,7 @@ def apply_prefs(current: VoicePrefs, change: VoicePrefsArgs) -> VoicePrefs:
 
 
 def input_gain(prefs: VoicePrefs) -> float:
-    """D11: the input volume (0 to 200 %) is a gain on the transmitted audio; muted → 0."""
+    """The input volume (0 to 200 %) is a gain on the transmitted audio; muted → 0."""
     return 0.0 if prefs.mic_muted else prefs.input_volume / 100.0
 
 

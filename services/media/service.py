@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aioice import ice as aioice_ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pydantic import Field
@@ -38,7 +39,15 @@ from services.core.contracts.media import (
     VoiceStatus,
 )
 from services.core.rpc import serve
-from services.media.audio import MixerTrack, MonoConverter, SourceBuffer, apply_gain, low_latency_receivers
+from services.media.audio import (
+    MixerTrack,
+    PayloadConverter,
+    SourceBuffer,
+    Wake,
+    apply_gain,
+    install_payload_decoders,
+    low_latency_receivers,
+)
 from services.media.call import Call
 from services.media.domain import apply_prefs, input_gain
 from services.media.ice import IceProbe
@@ -56,6 +65,9 @@ class MediaSettings(BaseSettings):
     # aiortc's audio receivers prefetch 4 frames (80 ms); the media service's receivers wait for
     # this many 20 ms frames instead (ADR 0011). 0 = none (LAN, loopback); raise it on lossy networks.
     jitter_prefetch_frames: int = Field(default=0, ge=0, le=8)
+    # ICE consent freshness (RFC 7675) with each peer: a check every ~N s, the path declared failed
+    # after 6 missed checks (aioice's defaults: 5 s, so ~30 s); then the ICE restart of D12.
+    ice_consent_interval_s: float = Field(default=5.0, ge=0.2, le=60)
 
 
 @dataclass
@@ -84,9 +96,12 @@ class MediaService:
         servers: Callable[[str, str], ServerRecord],
         settings: MediaSettings | None = None,
     ) -> None:
+        install_payload_decoders()  # mono decoding that keeps each frame's Opus packet (ADR 0016)
         self.bus = bus
         self.servers = servers
         self.settings = settings or MediaSettings()
+        # aioice reads this module attribute before every consent check (float seconds are fine)
+        aioice_ice.CONSENT_INTERVAL = self.settings.ice_consent_interval_s  # type: ignore[assignment]
         self.http = httpx.AsyncClient(follow_redirects=False)
         self.ice = IceProbe()
         self.calls: dict[str, Call] = {}
@@ -279,7 +294,7 @@ class MediaService:
         call = self.calls.get(member)
         return call.sources() if call is not None else []
 
-    def _wake(self, member: str) -> asyncio.Event | None:
+    def _wake(self, member: str) -> Wake | None:
         call = self.calls.get(member)
         return call.audio_wake if call is not None else None
 
@@ -289,7 +304,7 @@ class MediaService:
 
     async def _mic(self, member: str, bridge: Bridge, track: MediaStreamTrack) -> None:
         """The client's microphone: decoded once, gain/mute applied (D11), to the call."""
-        conv = MonoConverter()
+        conv = PayloadConverter()
         while True:
             try:
                 decoded = await track.recv()
@@ -302,8 +317,9 @@ class MediaService:
                 continue
             gain = input_gain(self.prefs.get((member, call.server_id), VoicePrefs()))
             now = time.monotonic()
-            for samples in conv.push(decoded):  # type: ignore[arg-type]
-                call.push_mic(apply_gain(samples, gain), now)
+            for chunk in conv.push(decoded):  # type: ignore[arg-type]
+                # unprocessed audio (gain 1) goes to the peers as the client encoded it
+                call.push_mic(apply_gain(chunk.samples, gain), now, chunk.opus if gain == 1.0 else None)
 
     # -- events --------------------------------------------------------------------------------
     def _changed(self, call: Call) -> None:

@@ -95,7 +95,7 @@ def mute_active(muted: bool, until: datetime | None, now: datetime) -> bool:
     return muted and (until is None or _aware(now) < _aware(until))
 
 
-# -- mentions (rule D14) ------------------------------------------------------------------------------
+# -- mentions: metadata, else explicit tokens only, never a substring (rule D14) -----------------------------
 def has_token(text: str, token: str, *, ignore_case: bool) -> bool:
     """True when ``@token`` occurs in ``text`` as an explicit token: preceded by the start of the
     text, whitespace or punctuation, and followed by the end, whitespace or punctuation (a word
@@ -158,7 +158,7 @@ def notification_title(author: str, channel_name: str) -> str:
     return f"{author} in #{channel_name}"
 
 
-# -- policy (7.6, 7.7, rule D9) -----------------------------------------------------------------------
+# -- policy: own, muted, focused non-mention, DND and quiet hours never notify (7.6, 7.7, D9) ----------------
 def in_quiet_hours(now: datetime, quiet: QuietHours, timezone: str) -> bool:
     """``now`` (aware) falls in the daily window ``[start, end)`` in ``timezone``; a window
     whose end is before its start runs over midnight; ``start == end`` is an empty window."""
@@ -520,7 +520,8 @@ class Engine:
                     and (sv.read_acks or first_sight)
                     and info.unread_count != ch.unread
                 ):
-                    # rule D6: the server's count for this uid replaces ours (positions unknown).
+                    # the server's count seeds the badge (rule D6): the server's count for this
+                    # uid replaces ours (positions unknown).
                     mentions = min(ch.mentions, info.unread_count)
                     ch.entries.clear()
                     ch.base_unread, ch.base_mentions = info.unread_count, mentions

@@ -58,6 +58,7 @@ from services.core.contracts.chat import (
     ViewHistoryArgs,
     ViewHistoryResult,
 )
+from services.core.local_ids import propose_local_id
 from testkit import fakes
 
 
@@ -243,15 +244,20 @@ class FakeStack:
                 profile_shared=False,
                 summary="This server sees only a server-scoped UID and proof.",
             ),
+            # as the connector: the picked entry else the capabilities' id, and a free local id
+            backend_server_id=args.server_id or "srv_devlab",
+            in_directory=True,
+            local_id=propose_local_id(args.server_id or "srv_devlab", args.url, self.views),
         )
 
     async def _join(self, member: str, args: JoinArgs) -> BaseModel:
-        rec = fakes.record(args.server_id, "Dev Lab", "DL", "uid_0badf00d", url=args.url)
-        view = fakes.harbor_view().model_copy(update={"server": rec, "messages": {}})
-        self.views[args.server_id] = view
-        await self._publish(
-            "server.joined", args.server_id, ServerJoined(server=rec), f"joined:{args.server_id}"
+        local = args.local_id or args.server_id
+        rec = fakes.record(local, "Dev Lab", "DL", "uid_0badf00d", url=args.url).model_copy(
+            update={"backend_server_id": args.server_id}
         )
+        view = fakes.harbor_view().model_copy(update={"server": rec, "messages": {}})
+        self.views[local] = view
+        await self._publish("server.joined", local, ServerJoined(server=rec), f"joined:{local}")
         return JoinResult(server=rec)
 
     async def _leave(self, member: str, args: LeaveArgs) -> BaseModel:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.connector_proc import ConnectorProc, DevserverProc, stream_report
 from tests.connector_harness import EventLog
-from tests.faults.connector_proc import ConnectorProc, DevserverProc, stream_report
 
 pytestmark = pytest.mark.faults
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from services.devserver.runner import arunning_devserver
+from testkit.connector_proc import ConnectorProc
+from testkit.hostile import message_doc, running_hostile, wait_sockets
 from tests.connector_harness import EventLog
-from tests.faults.connector_proc import ConnectorProc
-from tests.faults.hostile import message_doc, running_hostile, wait_sockets
 
 pytestmark = pytest.mark.faults
 

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.cli.home import REDIS_PASSWORD_VAR
-from tests.faults.livestack import (
+from testkit.livestack import (
     LiveStack,
     Poster,
     Tail,

@@ -14,23 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.cli.home import SECRET_VARS
+from testkit.stack_env import processes_of, stack_env
 
 READY_LINE = "stack is up"
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_") or k.startswith("OPENCHAT_TEST")
-    }
-    env.pop("OPENCHAT_TEST_NATS_URL", None)
-    env.pop("OPENCHAT_TEST_REDIS_URL", None)
-    for var in SECRET_VARS:
-        env.pop(var, None)
-    env["OPENCHAT_HOME"] = str(home)
-    env["OPENCHAT_SECRET_KEY_FILE"] = str(home.parent / "keys" / "secret.key")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+# the other stack tests import these from here
+_env = stack_env
+_processes_of = processes_of
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,20 +30,6 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def _processes_of(home: Path) -> list[psutil.Process]:
-    """Every live process started for this home (its path is in their command line or env)."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            env = proc.info["environ"] or {}
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if proc.pid != os.getpid() and (str(home) in cmd or env.get("OPENCHAT_HOME") == str(home)):
-            found.append(proc)
-    return found
 
 
 class Stack:

@@ -139,6 +139,15 @@ def test_nothing_imports_the_app_and_the_panes_import_no_wiring() -> None:
     for mod, deps in g.items():
         if mod.startswith("ui.view"):
             assert not deps & {"ui.app", "ui.adapter", "ui.controller"}, mod
+            # nor through another module (the ports, the state): the panes never reach the wiring
+            seen: set[str] = set()
+            todo = [d for d in deps if d in g]
+            while todo:
+                d = todo.pop()
+                if d not in seen:
+                    seen.add(d)
+                    todo.extend(x for x in g[d] if x in g)
+            assert not seen & {"ui.app", "ui.adapter", "ui.controller", "ui.account"}, (mod, sorted(seen))
 
 
 def test_ui_outside_the_panes_imports_without_dear_pygui() -> None:

@@ -236,3 +236,28 @@ def test_mono_converter_rechunks_and_downmixes() -> None:
     mono.sample_rate = 44_100
     total = sum(len(o) for _ in range(10) for o in slow.push(mono))
     assert 3 * 960 <= total <= 5 * 960
+
+
+def test_peer_failure_restarts_ice_once_before_a_full_rejoin() -> None:
+    from services.media.domain import peer_failure_action
+
+    assert peer_failure_action(ice_restart_enabled=True, already_restarted=False) == "restart"
+    assert peer_failure_action(ice_restart_enabled=True, already_restarted=True) == "rejoin"
+    assert peer_failure_action(ice_restart_enabled=False, already_restarted=False) == "rejoin"
+
+
+def test_rtc_errors_are_fatal_unless_benign_or_retryable() -> None:
+    from services.media.domain import rtc_error_action, rtc_error_reason
+
+    # answers to one of our own frames: the call goes on
+    assert rtc_error_action("rtc_unknown_event", "unsupported signaling event type", False) == "ignore"
+    assert rtc_error_action("rtc_target_not_found", "target participant is not available", True) == "ignore"
+    # a retryable "connection closed" negotiation error: resync (a full re-join)
+    assert rtc_error_action("rtc_negotiation_failed", "Connection closed", True) == "resync"
+    # fatal: the documented denials and any code not known as benign, not retryable
+    assert rtc_error_action("rtc_join_denied", "join ticket expired", False) == "fatal"
+    assert rtc_error_action("rtc_media_denied", "speak not allowed", False) == "fatal"
+    assert rtc_error_action("rtc_something_new", "", False) == "fatal"
+    reason = rtc_error_reason("rtc_media_denied", "speak\nnot   allowed" + "x" * 500)
+    assert reason.startswith("voice error from the server: speak not allowed") and len(reason) < 300
+    assert reason.endswith("(rtc_media_denied)")

@@ -29,6 +29,7 @@ from ui.controller import Controller
 from ui.state import intents as it
 from ui.state.composer import Composer
 from ui.state.model import ViewModel
+from ui.state.voice import UNREACHABLE
 from ui.storage import Storage
 
 PNG = bytes.fromhex(
@@ -142,11 +143,21 @@ def test_add_server_refuses_a_bad_url_an_unprobed_join_and_a_joined_server(
     assert flow.error == "" and flow.version > 0
     c.dispatch(it.Join("https://chat.example.test"))
     assert flow.error == "Probe the backend first."
-    c.dispatch(it.Discover("https://harbor.example.test"))
+    c.dispatch(it.Discover("https://chat.example.test"))
     d.pump(lambda: flow.probe is not None, what="probe")
     flow.picked = "srv_harbor"  # the directory lists a server the member has joined already
-    c.dispatch(it.Join("https://harbor.example.test"))
+    c.dispatch(it.Join("https://chat.example.test"))
     assert flow.error == "Server already added: srv_harbor"
+    # the same id on ANOTHER backend is not that server (issue #14): only its local id is taken
+    c.dispatch(it.Discover("https://harbor.example.test"))
+    d.pump(lambda: flow.probe is not None, what="probe of another backend")
+    flow.picked = "srv_harbor"
+    c.dispatch(it.SetAddLocalId("srv_testlab"))
+    c.dispatch(it.Join("https://harbor.example.test"))
+    assert flow.error == "Local server id already in use: srv_testlab"
+    c.dispatch(it.SetAddLocalId("not a token"))
+    c.dispatch(it.Join("https://harbor.example.test"))
+    assert flow.error.startswith("Local server id: use 1-128 letters")
 
 
 def test_send_reply_and_attach(proxied: Any, desktops: Any, tmp_path: Path) -> None:
@@ -202,10 +213,15 @@ def test_switch_servers_and_channels(proxied: Any, desktops: Any) -> None:
     stack.post("srv_harbor", "ch_general", "uid_h_1", "later", "h2")
     c.dispatch(it.SelectChannel("ch_general"))
     d.pump(lambda: "h2" in d.ids("srv_harbor"), what="window")
-    # a voice channel is not opened in this build
+    # a voice channel goes to the voice controller (Call Stage + join); the text channel stays
     c.dispatch(it.SelectServer("srv_testlab"))
     c.dispatch(it.SelectChannel("ch_huddle"))
     assert d.model.channel_id == "ch_general"
+    assert c.voice.state.stage == ("srv_testlab", "ch_huddle") and c.voice.joins == 1
+    # no media service on this bus: the join fails visibly (card and toast), never silently
+    d.pump(lambda: c.voice.state.state == "error", what="the voice error")
+    assert c.voice.state.card_title() == "Voice Error" and c.voice.state.error == UNREACHABLE
+    assert any(t.text == UNREACHABLE and t.error for t in d.model.toasts)
 
 
 def test_unread_and_mentions(proxied: Any, desktops: Any) -> None:

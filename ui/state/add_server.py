@@ -5,14 +5,21 @@ disclosure) -> join (confirmed). Each step that needs the stack returns the comm
 (``DiscoverCmd``, ``ProbeCmd``, ``JoinCmd``); its answer comes back through ``discovered``,
 ``probed`` or ``joined``. The dialog renders ``AddServerFlow`` as it is; nothing else holds the
 flow's state.
+
+"Probe Backend" without "Discover" joins the id the capabilities give (rule D1; the probe warns
+when the directory does not list it). The local id the server gets in this stack (issue #14,
+ADR 0018) is shown and editable before joining: the probe proposes one (the backend's id when
+free, else one derived from the host); what the member types is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from services.core.contracts.chat import DirectoryEntry, ProbeResult, ServerRecord
+from services.core.local_ids import valid_local_id
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class ProbeCmd:
 @dataclass(frozen=True)
 class JoinCmd:
     url: str
-    server_id: str
+    server_id: str  # the backend's id
+    local_id: str | None = None  # the member's local id for it (None: the connector picks)
 
 
 def valid_url(url: str) -> bool:
@@ -55,6 +63,8 @@ class AddServerFlow:
     picked: str | None = None
     probe: ProbeResult | None = None
     error: str = ""
+    local_id: str = ""  # the local id the server gets here (issue #14): proposed, or typed
+    local_edited: bool = False  # the member typed it (a new probe keeps it)
     version: int = 0  # bumped on every change (the dialog re-renders when it moves)
 
     def _changed(self) -> None:
@@ -67,6 +77,15 @@ class AddServerFlow:
 
     def reset(self, url: str) -> None:
         self.url, self.busy, self.servers, self.picked, self.probe, self.error = url, "", [], None, None, ""
+        self.local_id, self.local_edited = "", False
+        self._changed()
+
+    def set_local_id(self, text: str) -> None:
+        """The member edited the local id field (empty: back to the probe's proposal)."""
+        text = text.strip()
+        self.local_edited = bool(text)
+        self.local_id = text or (self.probe.local_id if self.probe is not None else "")
+        self.error = ""
         self._changed()
 
     def set_url(self, url: str) -> None:
@@ -122,19 +141,36 @@ class AddServerFlow:
             return
         self.probe = result
         self.error = ""
+        if not self.local_edited:
+            self.local_id = result.local_id or self.backend_id or ""
         self._changed()
 
-    def join(self, url: str, joined: set[str] | list[str]) -> JoinCmd | None:
-        """Confirm: join the picked (or probed) server unless it is already joined."""
+    @property
+    def backend_id(self) -> str | None:
+        """The backend id a join uses: the picked entry, else the capabilities' id (D1)."""
         probe = self.probe
-        sid = self.picked or (probe.capabilities.server_name if probe else None)
+        return self.picked or (probe.backend_server_id if probe is not None else None) or None
+
+    def join(self, url: str, joined: Mapping[str, ServerRecord]) -> JoinCmd | None:
+        """Confirm: join the picked (or probed) server, as the local id shown, unless that
+        backend server is joined already or the local id is taken (``joined``: by local id)."""
+        probe = self.probe
+        sid = self.backend_id
         if probe is None or not sid:
             self.fail("Probe the backend first.")
             return None
-        if sid in joined:
+        base = probe.url.rstrip("/")
+        if any(r.backend_id == sid and r.base_url.rstrip("/") == base for r in joined.values()):
             self.fail(f"Server already added: {sid}")
             return None
-        return JoinCmd(url.strip(), sid)
+        local = self.local_id or probe.local_id or sid
+        if not valid_local_id(local):
+            self.fail("Local server id: use 1-128 letters, digits, '_' or '-'.")
+            return None
+        if local in joined:
+            self.fail(f"Local server id already in use: {local}")
+            return None
+        return JoinCmd(url.strip(), sid, local)
 
     def joined(self, record: ServerRecord | None, error: str | None) -> bool:
         """The join's answer: ``True`` when the server was joined (the dialog closes)."""
@@ -161,8 +197,10 @@ class AddServerFlow:
         name = entry.display_name if entry else probe.capabilities.server_name
         desc = entry.description if entry else ""
         pill = "Verified" if probe.trust.verified else "Unverified"
+        sid = self.backend_id or ""
+        ids = f"server id {sid}" if sid else ""
         return (
-            f"{name}  [{pill}]\n{desc}\n{probe.url}".strip(),
+            "\n".join(x for x in (f"{name}  [{pill}]", desc, probe.url, ids) if x),
             "\n".join(probe.trust.warnings),
             f"Disclosure: {probe.disclosure.summary}",
         )

@@ -115,6 +115,19 @@ class Composer:
         self.attachments[index] = Attachment(path.name, ctype, data)
         return ""
 
+    def pasted(self, got: tuple[str, bytes] | str | None, max_upload: int) -> None:
+        """What the clipboard gave for Ctrl+V (ux.md 3.8): (content type, bytes) of an image,
+        a reason it could not ("too_large" or a sentence), or None (no image: text pastes)."""
+        if got is None:
+            return
+        if isinstance(got, str):
+            self.error = f"Image is too large. Max {format_bytes(max_upload)}." if got == "too_large" else got
+            return
+        ctype, data = got
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(ctype, "png")
+        name = f"image-{len(self.attachments) + 1}.{ext}"
+        self.add_images([Attachment(name, ctype, data)], max_upload)
+
     def add_images(self, items: list[Attachment], max_upload: int) -> str:
         self.error = ""
         room = MAX_ATTACHMENTS - len(self.attachments)

@@ -98,6 +98,13 @@ class Join:
 
 
 @dataclass(frozen=True)
+class SetAddLocalId:
+    """The Add Server dialog's local id field changed (issue #14)."""
+
+    local_id: str
+
+
+@dataclass(frozen=True)
 class AnswerConsent:
     server_id: str
     share: bool
@@ -154,6 +161,7 @@ Intent = (
     | PickServer
     | Probe
     | Join
+    | SetAddLocalId
     | AnswerConsent
     | OpenSearch
     | SearchQuery
@@ -199,7 +207,8 @@ class ShowAddServer:
 
 @dataclass(frozen=True)
 class AskConsent:
-    """Servers may be waiting for the profile question (rule D18)."""
+    """Servers may be waiting for the profile question: share the name and avatar with that
+    server? (rule D18)."""
 
 
 @dataclass(frozen=True)

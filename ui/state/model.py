@@ -302,6 +302,12 @@ class ViewModel:
     def touch(self, *areas: str) -> None:
         self.dirty.update(areas or ALL_AREAS)
 
+    def redraw_rows(self, *areas: str) -> None:
+        """Something drawn rows show changed outside the events (an avatar arrived, the
+        member's own profile): rows are drawn again, and ``areas`` with the timeline."""
+        self.rows_version += 1
+        self.touch("timeline", *areas)
+
     def take_dirty(self) -> set[str]:
         d, self.dirty = self.dirty, set()
         return d
@@ -782,8 +788,7 @@ class ViewModel:
         if ch is None:
             return False
         if ch.type == "voice":
-            self.toast("Voice is not available in this build yet.")
-            return False
+            return False  # voice rows go to the voice controller (ui/voice.py)
         self.active_server = sid
         self.active_channel[sid] = channel_id
         self.mark_read(sid, channel_id)
@@ -988,6 +993,24 @@ class ViewModel:
         msgs = self.messages(sid, channel_id)
         return [self.row(msgs, i, sm) for i in range(len(msgs))]
 
+    def find_on_screen(self, message_id: str) -> ChatMessage | None:
+        """A message of the channel on screen, by id."""
+        sm = self.server
+        ch = self.channel_id
+        return self._find(sm, ch, message_id) if sm and ch else None
+
+    def message_link(self, message_id: str) -> str | None:
+        """A message's link (features 5.8): ``{server base URL}/channels/{channel id}?message_id=
+        {message id}``, ids URL-quoted; None for a message not on screen."""
+        from urllib.parse import quote
+
+        sm = self.server
+        msg = self.find_on_screen(message_id)
+        if sm is None or msg is None:
+            return None
+        base = sm.record.base_url.rstrip("/")
+        return f"{base}/channels/{quote(msg.channel_id, safe='')}?message_id={quote(msg.id, safe='')}"
+
     @staticmethod
     def _find(sm: ServerModel, channel_id: str, message_id: str) -> ChatMessage | None:
         log = sm.logs.get(channel_id)
@@ -1099,7 +1122,8 @@ class ViewModel:
         return caps is None or caps.features.get("attachments", True)
 
     def mention_candidates(self, draft: str, limit: int = 12) -> list[tuple[str, str]]:
-        """7.3/D14: ``@prefix`` at the end of the draft (not preceded by a name character) →
+        """Mention autocomplete (features 7.3; without a server endpoint, locally known users, rule
+        D14): ``@prefix`` at the end of the draft (not preceded by a name character) →
         ``[(token, label)]`` from locally known users (profiles, presence, recent authors)."""
         m = re.search(r"(?:^|(?<=[^A-Za-z0-9_.\-]))@([A-Za-z0-9_.\-]*)$", draft)
         sm = self.server

@@ -8,7 +8,7 @@ import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui.fonts import FontSet
-from ui.ports import AppPort
+from ui.ports import PanePort
 from ui.state.model import ViewModel
 from ui.view.timeline import Timeline
 
@@ -58,9 +58,10 @@ KEYMAP = [
 
 class PaneBase:
     """What every pane of the workspace shares: the app's port, scale, fonts, themes and the
-    overlay helpers. The panes are mixed into ``ui.view.shell.View``; none imports the app."""
+    overlay helpers. The panes are mixed into ``ui.view.shell.View``; none imports the app, and
+    each declares the port it uses (``app: RailPort``…), so mypy holds it to that port."""
 
-    app: AppPort
+    app: PanePort  # each pane narrows it to its own port (ui/ports.py)
     scale: float
     font_size: int
     fonts: FontSet
@@ -69,8 +70,6 @@ class PaneBase:
     width: int
     height: int
     lightbox: dict[str, Any]
-    switch_items: list[Any]
-    switch_index: int
     discovered: list[Any]
     _chip_at: float
     _built: bool
@@ -125,6 +124,8 @@ class PaneBase:
             "oc_lightbox",
             "oc_consent",
             "oc_ctx",
+            "oc_voice_in_menu",
+            "oc_voice_out_menu",
             "oc_search",
             "oc_status_menu",
             "oc_update",
@@ -183,6 +184,12 @@ class PaneBase:
 
     def _edit_profile(self) -> None:
         raise NotImplementedError
+
+    def _build_voice_settings(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes
+
+    def _dock_voice_buttons(self) -> None:
+        raise NotImplementedError  # ui.view.voice.VoicePanes
 
     # provided by ``ControlsPane`` (issue 18)
     def _build_backup_section(self) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import ChannelsPort
 from ui.view.base import CHEVRON_DOWN, CHEVRON_RIGHT, PaneBase
 
 
 class ChannelsPane(PaneBase):
+    app: ChannelsPort
+
     def _render_channels(self) -> None:
         self._clear("oc_channels")
         m = self.model
@@ -60,11 +63,13 @@ class ChannelsPane(PaneBase):
                             callback=lambda s_, a, u: self.app.select_channel(u),
                             user_data=ch.id,
                         )
-                        if ch.id == active or text:
-                            dpg.bind_item_theme(row, self.themes["active_row"])
+                        if ch.id == active or text or self.app.voice.state.connected_to(sid, ch.id):
+                            dpg.bind_item_theme(row, self.themes["active_row"])  # voice: "connected" style
                         if self.channel_muted(sid, ch.id, m.now()):
                             dpg.bind_item_theme(row, self.themes["muted_row"])
                         if text:
                             badge = dpg.add_button(label=text, tag=f"oc_chan_badge_{ch.id}", small=True)
                             dpg.bind_item_theme(badge, self.themes["badge_mention" if mention else "badge"])
                             dpg.bind_item_font(badge, self.fonts.small)
+                    if ch.type == "voice":
+                        dpg.add_group(tag=f"oc_vrows_{ch.id}")  # participants (ui/view/voice.py)

@@ -9,11 +9,14 @@ from typing import Any
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import ChatPort
 from ui.state.model import format_bytes
 from ui.view.base import THUMB_SIDE, PaneBase
 
 
 class ChatPane(PaneBase):
+    app: ChatPort
+
     def _render_toolbar(self) -> None:
         self._clear("oc_toolbar")
         m = self.model

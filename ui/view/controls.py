@@ -16,6 +16,7 @@ from typing import Any
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import ControlsPort
 from ui.state import control_intents as ci
 from ui.state.notify_settings import (
     FOLLOW_SERVER,
@@ -33,6 +34,7 @@ SERVER_MUTE_SHORT = ("15 min", "1 h", "8 h", "24 h")
 
 
 class ControlsPane(PaneBase):
+    app: ControlsPort
     _controls_seen: tuple[int, int, int] = (-1, -1, -1)
 
     # -- build ---------------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
-from ui.account import PRESET_COLORS
+from ui.ports import DockPort
+from ui.state.account import PRESET_COLORS
 from ui.view.base import PaneBase
 from ui.view.timeline import round_image
 
 
 class DockPane(PaneBase):
+    app: DockPort
+
     def _render_dock(self) -> None:
         self._clear("oc_dock")
         sm = self.model.server
@@ -31,6 +34,14 @@ class DockPane(PaneBase):
                     )
                 dot = self.status_dot()  # the member's status (issue 18)
                 dpg.draw_circle(
+                    (size / 2, size / 2),
+                    size / 2 - 1,
+                    color=(*fonts.GREEN, 255),
+                    thickness=3,
+                    tag="oc_dock_ring",
+                )  # the speaking ring (8.5), shown by ui/view/voice.py
+                dpg.configure_item("oc_dock_ring", show=self.app.voice.state.self_speaking())
+                dpg.draw_circle(
                     (size - s(6), size - s(6)), s(5), fill=(*dot, 255), color=(*fonts.PANEL_2, 255)
                 )
             with dpg.group():
@@ -39,6 +50,7 @@ class DockPane(PaneBase):
                 u = dpg.add_text(f"@{uid}" if uid else "", tag="oc_dock_uid", color=fonts.MUTED)
                 dpg.bind_item_font(u, self.fonts.small)
             del name
+            self._dock_voice_buttons()  # mic, deafen and their device menus (ui/view/voice.py)
             st = dpg.add_button(
                 label=self.model.notify.status_line()[0],
                 tag="oc_dock_status",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import MembersPort
 from ui.view.base import CHEVRON_RIGHT, PaneBase
 
 
 class MembersPane(PaneBase):
+    app: MembersPort
+
     def _render_members(self) -> None:
         self._clear("oc_members")
         title, sub, names, empty = self.model.members()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dearpygui.dearpygui as dpg
 
 from ui import fonts
+from ui.ports import RailPort
 from ui.view.base import PaneBase
 
 
 class RailPane(PaneBase):
+    app: RailPort
+
     def _render_rail(self) -> None:
         """Tiles at fixed positions so each badge can sit on its tile's top-right corner."""
         self._clear("oc_rail")
@@ -46,6 +49,8 @@ class RailPane(PaneBase):
             dpg.bind_item_theme(b, self.themes[theme])
             with dpg.tooltip(b):
                 dpg.add_text(sm.record.display_name)
+                if sid != sm.record.backend_id:  # two backends may use one id (ADR 0018): say which
+                    dpg.add_text(f"{sid} · {sm.record.base_url}", color=fonts.MUTED)
                 if offline:
                     dpg.add_text(sm.connection.reason or "offline", color=fonts.RED)
             if offline:

@@ -1,6 +1,6 @@
 """The Dear PyGui view: builds the workspace of ux.md §2 and re-renders the areas the view model
-marks dirty. Main thread only. Every callback goes to the ``App`` (the controller), so tests can
-call the same methods the widgets call.
+marks dirty. Main thread only. Every callback goes through the pane's port (``ui/ports.py``) to
+the app's entry points, so tests can call the same methods the widgets call.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ from ui.view.dock import DockPane
 from ui.view.members import MembersPane
 from ui.view.rail import RailPane
 from ui.view.timeline import Timeline
+from ui.view.voice import VoicePanes
 
 
-class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, ControlsPane):
+class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, ControlsPane, VoicePanes):
     """The workspace (ux.md §2): the panes put together, the layout, the render loop and input."""
 
     def __init__(self, app: AppPort, scale: float = 1.0, font_size: int = 16) -> None:
-        self.app = app
+        self.app: AppPort = app
         self.scale = scale
         self.font_size = font_size
         self.fonts = FontSet()
@@ -51,8 +52,6 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self._chip_at = 0.0
         self._built = False
         self.lightbox: dict[str, Any] = {}
-        self.switch_items: list[Any] = []
-        self.switch_index = 0
         self.discovered: list[Any] = []
         self._hidden_frame = -10
         self._pending_show: str | None = None
@@ -199,6 +198,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
                         self._emoji_btn = smile
                 with dpg.child_window(tag="oc_members", border=False):
                     pass
+                self._build_voice()  # voice card, Call Stage, device menus (ui/view/voice.py)
         with dpg.item_handler_registry(tag="oc_composer_handlers"):
             dpg.add_item_edited_handler(callback=lambda: self.app.on_draft(dpg.get_value("oc_composer")))
             dpg.add_item_deactivated_handler(callback=lambda: self.app.on_composer_blur())
@@ -209,6 +209,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             ("oc_dock", "panel2"),
             ("oc_members", "panel"),
             ("oc_taskbar", "rail"),
+            ("oc_voice_card", "panel2"),
         ):
             dpg.bind_item_theme(tag, self.themes[theme])
         self._build_dialogs()
@@ -247,6 +248,8 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         "oc_settings",
         "oc_lightbox",
         "oc_ctx",
+        "oc_voice_in_menu",
+        "oc_voice_out_menu",
         "oc_status_menu",
         "oc_update",
         "oc_info",
@@ -284,8 +287,13 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         dock_h = 0 if narrow else s(DOCK_H)
         dpg.configure_item("oc_taskbar", pos=(0, 0), width=width, height=top)
         dpg.configure_item("oc_rail", pos=(0, top), width=rail_w, height=body_h - dock_h)
+        card_h = self._layout_voice(rail_w, chan_w, top, body_h - dock_h, narrow)
         dpg.configure_item(
-            "oc_channels", pos=(rail_w, top), width=max(1, chan_w), height=body_h - dock_h, show=not narrow
+            "oc_channels",
+            pos=(rail_w, top),
+            width=max(1, chan_w),
+            height=body_h - dock_h - card_h,
+            show=not narrow,
         )
         dpg.configure_item(
             "oc_dock", pos=(0, height - dock_h), width=rail_w + chan_w, height=max(1, dock_h), show=not narrow
@@ -293,6 +301,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         chat_x = rail_w + chan_w
         chat_w = width - chat_x - mem_w
         dpg.configure_item("oc_chat", pos=(chat_x, top), width=chat_w, height=body_h)
+        self._layout_stage(chat_x, top, chat_w, body_h)
         dpg.configure_item(
             "oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0
         )
@@ -331,6 +340,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             self._render_members()
         if dirty & {"dock"}:
             self._render_dock()
+        self._render_voice(dirty)
         self._render_composer_state()
         typing = m.typing_text()
         if dpg.get_value("oc_typing") != typing:

@@ -168,6 +168,9 @@ class Disclosure(Contract):
     uid_mode: Literal["server_scoped", "global"]
     profile_shared: bool
     summary: str
+    # issue #14: the backend URL the uid is scoped to as well (its server id collides with one the
+    # member joined elsewhere); None: the reference projection (root + server id)
+    origin_scope: str | None = None
 
 
 class ServerRecord(Contract):
@@ -182,6 +185,22 @@ class ServerRecord(Contract):
     device_id: str
     profile_consent: bool | None = None  # None: not asked yet (D18)
     joined_at: datetime
+    # issue #14 (ADR 0018): ``server_id`` above is the member's LOCAL id (every key of the stack);
+    # the backend's own id goes on the wire. None: the same as the local id (records from before).
+    backend_server_id: ServerId | None = None
+    # the scope the uid is projected from when it is not the backend's id (the reference
+    # projection): ``<backend id>@<backend URL>`` for a server whose id collides with one joined
+    uid_scope: str | None = None
+
+    @property
+    def backend_id(self) -> str:
+        """The server's id on its backend (wire paths, realtime query, join tickets)."""
+        return self.backend_server_id or self.server_id
+
+    @property
+    def projection_scope(self) -> str:
+        """What the uid is projected from (``services.core.identity.project_uid``)."""
+        return self.uid_scope or self.backend_id
 
 
 # -- event payloads ------------------------------------------------------------------------------
@@ -283,12 +302,19 @@ class ProbeResult(Contract):
     capabilities: CapabilitySnapshot
     trust: TrustAssessment
     disclosure: Disclosure
+    # issue #14: the backend id a join would use (the picked entry, else the capabilities' id,
+    # rule D1), whether the backend's directory lists it, and the local id proposed for it
+    backend_server_id: ServerId = ""
+    in_directory: bool | None = None
+    local_id: ServerId = ""
 
 
 class JoinArgs(Contract):
     url: str = Field(max_length=2048)
-    server_id: ServerId
+    server_id: ServerId  # the backend's id (a directory entry, or the capabilities' id)
     confirmed: bool = False
+    # the member's local id for it (``--as``); None: the backend's id when free, else derived
+    local_id: ServerId | None = Field(default=None, max_length=128)
 
 
 class JoinResult(Contract):

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AttachmentRef, ChatMessage
 from ui import fonts
-from ui.account import disclosure_sentence, other_mode
+from ui.ports import DialogsPort
+from ui.state.account import disclosure_sentence, other_mode
 from ui.state.add_server import AddServerFlow, entry_label
-from ui.state.model import format_bytes
+from ui.state.model import SwitchItem, format_bytes
 from ui.view.base import KEYMAP, PaneBase
+from ui.view.dialogs.onboarding import OnboardingDialog
 
 
 class Dialogs(PaneBase):
+    app: DialogsPort
+    onboarding: OnboardingDialog  # the Welcome / Edit profile dialog (built with the others)
+
     def _build_dialogs(self) -> None:
         s = self.s
         # one shared context menu (server tiles and message rows)
@@ -48,6 +54,14 @@ class Dialogs(PaneBase):
             dpg.add_text("", tag="oc_add_summary", wrap=s(520))
             dpg.add_text("", tag="oc_add_warning", color=fonts.AMBER, wrap=s(520))
             dpg.add_text("", tag="oc_add_disclosure", color=fonts.MUTED, wrap=s(520))
+            with dpg.group(horizontal=True, tag="oc_add_local_row", show=False):  # issue #14
+                dpg.add_text("Local server id")
+                dpg.add_input_text(
+                    tag="oc_add_local",
+                    width=-1,
+                    hint="the id this server gets here",
+                    callback=lambda s_, a: self.app.add_local_id_changed(str(a)),
+                )
             dpg.add_text("", tag="oc_add_error", color=fonts.RED, wrap=s(520))
             with dpg.group(horizontal=True):
                 b = dpg.add_button(
@@ -77,7 +91,7 @@ class Dialogs(PaneBase):
                 )
                 dpg.bind_item_theme(b, self.themes["danger"])
                 dpg.add_button(label="Cancel", callback=lambda: self.app.close_overlays())
-        # Consent (rule D18)
+        # Consent: ask before the profile goes to a server, per server (rule D18)
         with dpg.window(
             tag="oc_consent",
             label="Profile",
@@ -115,7 +129,7 @@ class Dialogs(PaneBase):
             dpg.window(
                 tag="oc_settings", label="User Settings", modal=True, show=False, width=s(640), height=s(520)
             ),
-            dpg.tab_bar(),
+            dpg.tab_bar(tag="oc_set_tabs"),
         ):
             with dpg.tab(label="My Account"):
                 h = dpg.add_text("Identity Disclosure")
@@ -176,6 +190,8 @@ class Dialogs(PaneBase):
                 dpg.add_separator()
                 dpg.add_text("Recent status", color=fonts.MUTED)
                 dpg.add_group(tag="oc_set_history")
+            with dpg.tab(label="Voice & Video", tag="oc_set_voice_tab"):
+                self._build_voice_settings()  # ui/view/voice.py
             with dpg.tab(label="Notifications", tag="oc_set_tab_notify"):
                 self._build_notify_tab()
             with dpg.tab(label="Appearance"):
@@ -205,7 +221,8 @@ class Dialogs(PaneBase):
                         dpg.add_text(key)
                         dpg.add_text(where)
                         dpg.add_text(effect)
-        self.app.account.build(dpg, s, self.fonts.bold)
+        self.onboarding = OnboardingDialog(self.app.account, self)
+        self.onboarding.build(s, self.fonts.bold)
         # Lightbox
         with dpg.window(tag="oc_lightbox", label="Image", modal=True, show=False, no_title_bar=True):
             with dpg.group(horizontal=True):
@@ -213,9 +230,7 @@ class Dialogs(PaneBase):
                 dpg.add_group(tag="oc_lightbox_actions", horizontal=True)
             dpg.add_group(tag="oc_lightbox_body")
 
-    def render_switch_list(self, items: list[Any], index: int) -> None:
-        self.switch_items = items
-        self.switch_index = index
+    def render_switch_list(self, items: Sequence[SwitchItem], index: int) -> None:
         self._clear("oc_switch_list")
         for i, it in enumerate(items):
             dpg.add_selectable(
@@ -329,6 +344,11 @@ class Dialogs(PaneBase):
         dpg.set_value("oc_add_warning", warning)
         dpg.set_value("oc_add_disclosure", disclosure)
         dpg.set_value("oc_add_error", flow.error)
+        dpg.configure_item("oc_add_local_row", show=flow.probe is not None)
+        if dpg.get_value("oc_add_local") != flow.local_id and not (
+            flow.local_edited and dpg.is_item_active("oc_add_local")
+        ):
+            dpg.set_value("oc_add_local", flow.local_id)
         dpg.configure_item("oc_add_confirm", enabled=flow.probe is not None)
 
     # -- Settings → My Account (owns ``oc_set*``) ----------------------------------------------------
@@ -336,7 +356,8 @@ class Dialogs(PaneBase):
         acc = self.app.account
         model = self.model
         sm = model.server
-        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode))
+        origin = sm.record.base_url if sm is not None and sm.record.uid_scope else None
+        dpg.set_value("oc_set_disclosure", disclosure_sentence(acc.uid_mode, origin))
         dpg.set_value("oc_set_uid", f"current UID: {sm.record.user_uid}" if sm else "current UID: -")
         dpg.configure_item(
             "oc_set_uidmode", label=f"Switch UID mode ({acc.uid_mode})", enabled=acc.info is not None

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from services.core.bus import Bus, CommandError, ConnectOptions
 from services.core.contracts import subjects
 from services.core.contracts.chat import JoinArgs, JoinResult
-from tests.connector_harness import FAST
+
+FAST_BACKOFF_S = (0.05, 0.1, 0.2, 0.3, 0.5)  # the reconnect ladder of tests/connector_harness.FAST
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -38,7 +39,7 @@ class ConnectorProc:
             "OPENCHAT_EVENTS_STREAM": stream,
             "OPENCHAT_EVENTS_DUPLICATE_WINDOW_S": "120",
             "OPENCHAT_LOG_JSON": "true",
-            "OPENCHAT_CONNECTOR_BACKOFF_S": json.dumps(list(FAST.backoff_s)),
+            "OPENCHAT_CONNECTOR_BACKOFF_S": json.dumps(list(FAST_BACKOFF_S)),
             "OPENCHAT_CONNECTOR_JITTER": "0.1",
             "OPENCHAT_CONNECTOR_RECONCILE_INTERVAL_S": "0",
             "OPENCHAT_CONNECTOR_REQUEST_TIMEOUT_S": "60",  # a hostile 100k answer is parsed in this time

@@ -40,7 +40,8 @@ from services.core.contracts.chat import (
     ViewHistoryArgs,
 )
 from services.core.members import ConnectionFile
-from tests.integration.test_openchat_up import _env, _processes_of
+from testkit.stack_env import processes_of as _processes_of
+from testkit.stack_env import stack_env as _env
 
 MEMBER = "demo"
 SERVER = "srv_family"
