@@ -12,8 +12,10 @@ Two parts, one run:
    the file size per message.
 2. **Ingest cost.** A private nats-server and redis-server; ``--ingest`` ``message.created`` events
    are stored once, then consumed by the state service (``StateRuntime``) from the start: search
-   off (the materializer alone), on with the indexer in its worker process (the service's
-   default) and on with the indexer in the service's own process, alternating ``--rounds`` times
+   off (the materializer alone), ``fed`` (the indexer in the service's process, fed by the view's
+   pass: the default), ``piped`` (the indexer in its niced worker process, fed by the view's pass
+   over a socket) and, with ``--modes``, ``worker`` (the worker reading the stream with its own
+   consumer), alternating ``--rounds`` times
    (Redis flushed and the index file deleted between runs). Prints the median time until the view
    has applied everything, until the index has too, and CPU seconds (state process + worker),
    each as a ratio to search off.
@@ -300,8 +302,11 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
 
 
 # off: the view alone; fed: the index in the state process, fed by the view's pass (the default);
+# piped: the index in its child process (niced), fed by the view's pass over a socket;
+# idle: the same with the child on Linux's SCHED_IDLE (only CPU time nothing else wants);
 # worker: the index in its child process, reading the stream with its own consumer
-MODES = ("off", "fed", "worker")
+ALL_MODES = ("off", "fed", "piped", "idle", "worker")
+MODES = ALL_MODES[:4]
 
 
 async def ingest_once(
@@ -321,12 +326,29 @@ async def ingest_once(
         nats_url=nats_url,
         redis_url=redis_url,
         state_search_enabled=mode != "off",
+        state_search_worker_fed=mode in ("piped", "idle"),
+        state_search_worker_idle=mode == "idle",
     )
-    rt = StateRuntime(bus, redis, settings, search_worker=mode == "worker")
+    rt = StateRuntime(bus, redis, settings, search_worker=mode in ("worker", "piped", "idle"))
     me = psutil.Process()
+    child_cpu0 = 0.0
+    if mode in ("piped", "idle") and rt.search is not None and rt.search.worker is not None:
+        # the worker process is started once with the service, not per message: its start-up
+        # (spawn, imports, opening the file) is left out — it is up and following the (not yet
+        # started) view's pass before the clock starts; its CPU so far is subtracted
+        rt.search.start()
+        deadline = time.monotonic() + 120
+        while (await asyncio.to_thread(rt.search.status)).get("caught_up", 0) != 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the search worker did not come up")
+            await asyncio.sleep(0.05)
+        proc = rt.search.worker.process
+        if proc is not None and proc.pid is not None:
+            t = psutil.Process(proc.pid).cpu_times()
+            child_cpu0 = t.user + t.system
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     rt.materializer.start()  # no commands: only the consumers are measured
-    if rt.search is not None:
+    if rt.search is not None and mode not in ("piped", "idle"):
         rt.search.start()
     await rt.materializer.wait_for(lambda m: m.applied_seq >= last_seq, timeout=1800)
     view_s = time.perf_counter() - t0
@@ -346,12 +368,14 @@ async def ingest_once(
             t = psutil.Process(worker.process.pid).cpu_times()
             child_cpu = t.user + t.system
     cpu1 = me.cpu_times()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + child_cpu
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + max(0.0, child_cpu - child_cpu0)
     await rt.stop()
     return view_s, all_s, cpu
 
 
-async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str], tmp: Path) -> dict[str, Any]:
+async def ingest_part(
+    n: int, rounds: int, rng: random.Random, words: list[str], tmp: Path, modes: tuple[str, ...] = MODES
+) -> dict[str, Any]:
     nats = start_nats(tmp)
     redis_port = free_port()
     redis_proc = redis_process(tmp / "redis", "127.0.0.1", redis_port)
@@ -364,10 +388,10 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         t0 = time.perf_counter()
         last_seq = await publish_events(bus, n, rng, words)
         publish_s = time.perf_counter() - t0
-        runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in MODES}
+        runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
         load_before = os.getloadavg()
         for _ in range(rounds):
-            for mode in MODES:
+            for mode in modes:
                 runs[mode].append(
                     await ingest_once(bus, redis, tmp / "home", nats_url, redis_url, last_seq, mode)
                 )
@@ -388,10 +412,10 @@ async def ingest_part(n: int, rounds: int, rng: random.Random, words: list[str],
         "off_s": round(off_s, 2),
         "off_events_per_s": round(n / off_s),
         "cpu_off_s": round(off_cpu, 2),
-        "runs": {m: [[round(x, 2) for x in r] for r in runs[m]] for m in MODES},
+        "runs": {m: [[round(x, 2) for x in r] for r in runs[m]] for m in modes},
         "load": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }
-    for mode in MODES[1:]:
+    for mode in modes[1:]:
         out[mode] = {
             "view_s": round(med(mode, 0), 2),
             "index_s": round(med(mode, 1), 2),
@@ -430,7 +454,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if args.tokenizers:
             result["tokenizers"] = compare_tokenizers(args.tokenizers, rng, words, tmp)
         if args.ingest:
-            result["ingest"] = await ingest_part(args.ingest, args.rounds, rng, words, tmp)
+            modes = ("off", *(m for m in args.modes.split(",") if m in ALL_MODES[1:]))
+            result["ingest"] = await ingest_part(args.ingest, args.rounds, rng, words, tmp, modes)
     return result
 
 
@@ -444,6 +469,9 @@ def main() -> None:
         "--ingest", type=int, default=20_000, help="events for the ingest comparison (0: skip)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating off/on ingest runs")
+    parser.add_argument(
+        "--modes", default="fed,piped,idle", help="indexing modes against off: fed, piped, idle, worker"
+    )
     parser.add_argument("--keep", type=Path, help="index file to keep (and reuse when it exists)")
     parser.add_argument(
         "--tokenizers",
@@ -481,7 +509,7 @@ def main() -> None:
             f"search off: view applied in {ing['off_s']} s ({ing['off_events_per_s']:,}/s), CPU {ing['cpu_off_s']} s"
         )
         print(f"  load average before (1/5/15 min) and after: {ing['load']}")
-        for mode in MODES[1:]:
+        for mode in [m for m in ALL_MODES[1:] if m in ing]:
             f = ing[mode]
             print(
                 f"  search on ({mode}): view applied in {f['view_s']} s = x{f['view_ratio']}, "

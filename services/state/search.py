@@ -16,9 +16,10 @@ from services.core.contracts.search import SearchArgs, SearchHit, SearchResult, 
 from services.core.paths import HomeLayout
 from services.core.search_query import QueryError, parse_query, snippet
 from services.state.materializer import Materializer
+from services.state.search_feed import FeedSender
 from services.state.search_files import index_path, open_index, seed_from_view
 from services.state.search_index import Filters, SearchIndex, SearchTimeout
-from services.state.search_indexer import SearchIndexer
+from services.state.search_indexer import INDEXED_KINDS, SearchIndexer
 from services.state.search_worker import IndexWorker
 from services.state.settings import StateSettings
 from services.state.store import ViewStore
@@ -30,7 +31,9 @@ class SearchRuntime:
     """The index of the state service. By default the indexer runs here and is fed by the view's
     materializer (``source``): one read and decode of the stream for both (ADR 0014); it reads
     the stream itself only to catch up. ``worker``: it runs in a child process with its own
-    consumer instead (``search_worker``) and this process only reads the file."""
+    worker process instead (``search_worker``), fed over a socket by this process's view
+    (``search_feed``, unless ``STATE_SEARCH_WORKER_FED=false``: its own consumer), and this
+    process only reads the file."""
 
     def __init__(
         self,
@@ -47,7 +50,12 @@ class SearchRuntime:
         self.indexer: SearchIndexer | None = None
         self.worker: IndexWorker | None = None
         if worker:
-            self.worker = IndexWorker(settings.model_copy(update={"events_stream": stream}))
+            feed = (
+                FeedSender(source, INDEXED_KINDS)
+                if source is not None and settings.state_search_worker_fed
+                else None
+            )
+            self.worker = IndexWorker(settings.model_copy(update={"events_stream": stream}), feed)
             return
 
         async def seed(index: SearchIndex) -> int:

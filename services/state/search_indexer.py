@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -180,6 +180,12 @@ def fed_ops(item: Fed) -> list[IndexOp]:
     return index_ops(item.subject, item.data)
 
 
+class ViewProgress(Protocol):
+    """Where the view's pass is, for an indexer fed from another process (``search_feed``)."""
+
+    applied_seq: int
+
+
 class _Follow(Exception):
     """The consumer has read everything the view has: follow the view's pass from here."""
 
@@ -216,7 +222,7 @@ class SearchIndexer(Watched):
         registry_db: Path | None = None,
         reconcile_s: float = 30.0,
         seed: Seeder | None = None,
-        source: Materializer | None = None,
+        source: Materializer | ViewProgress | None = None,
     ) -> None:
         self.bus = bus
         self.index = index
@@ -243,8 +249,8 @@ class SearchIndexer(Watched):
         self._behind = False
         self._stalled = False  # the view stopped: read the stream to its end before following
         self._fed_at = 0.0
-        if source is not None:
-            source.add_tap(self.offer, INDEXED_KINDS)
+        if isinstance(source, Materializer):
+            source.add_tap(self.offer, INDEXED_KINDS)  # else the source calls ``offer_ops``
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -415,30 +421,42 @@ class SearchIndexer(Watched):
     def offer(self, before: int, items: list[Fed], last: int) -> None:
         """The materializer applied the batch ``(before, last]`` to the view (called in its
         pass, synchronously, in stream order); ``items`` are its events of the indexed kinds."""
-        if not self.following or self._behind:
+        if not self._accepts(before, last):
             return
-        if before > self._fed_seq:  # events this index has not seen: read them from the stream
-            self._behind = True
-            self._wake.set()
-            return
-        if last <= self._fed_seq:
-            return  # a replay of the view (a rebuild): already indexed
-        self._fed_at = time.monotonic()
-        ops: list[IndexOp] = []
+        ops: list[tuple[int, IndexOp]] = []
         for item in items:
             if item.seq <= self._fed_seq:
                 continue
             try:
-                ops.extend(fed_ops(item))
+                ops.extend((item.seq, op) for op in fed_ops(item))
             except InvalidEvent as exc:
                 self.skipped += 1
                 log.warning(
                     "search index skipped an invalid event",
                     extra={"subject": item.subject, "seq": item.seq, "error": str(exc)[:300]},
                 )
+        self._queue_batch(ops, last)
+
+    def offer_ops(self, before: int, ops: list[tuple[int, IndexOp]], last: int) -> None:
+        """The same, for a batch whose index operations were made by the view's process and sent
+        over the feed socket (the worker process, ``search_feed``)."""
+        if self._accepts(before, last):
+            self._queue_batch([(seq, op) for seq, op in ops if seq > self._fed_seq], last)
+
+    def _accepts(self, before: int, last: int) -> bool:
+        if not self.following or self._behind:
+            return False
+        if before > self._fed_seq:  # events this index has not seen: read them from the stream
+            self._behind = True
+            self._wake.set()
+            return False
+        return last > self._fed_seq  # else a replay of the view (a rebuild): already indexed
+
+    def _queue_batch(self, ops: list[tuple[int, IndexOp]], last: int) -> None:
+        self._fed_at = time.monotonic()
         self._fed_seq = last
         self.fed_batches += 1
-        self._queue.append((ops, last))
+        self._queue.append(([op for _, op in ops], last))
         self._wake.set()
 
     async def _idle_checks(self, sub: Any, idle: int) -> None:

@@ -20,6 +20,12 @@ class StateSettings(Settings):
     # the indexer in a child process with its own read of the stream (False, the default: in the
     # service's process, fed by the materializer's pass; ADR 0014)
     state_search_worker: bool = False
+    # the worker is fed by the view's pass over a socket (False: it reads the stream itself)
+    state_search_worker_fed: bool = True
+    state_search_worker_nice: int = Field(default=10, ge=0, le=19)  # CPU priority below the view's
+    # the worker only gets CPU nothing else of the stack wants (Linux SCHED_IDLE): the index lags
+    # during a burst and catches up after it
+    state_search_worker_idle: bool = False
     state_search_reconcile_s: float = Field(default=30.0, ge=0.05, le=3600.0)  # registry → index
     state_search_budget_s: float = Field(default=2.0, gt=0, le=30.0)  # one query's time bound
 

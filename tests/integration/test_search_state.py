@@ -202,17 +202,27 @@ async def test_removed_members_and_servers_no_longer_joined_are_dropped(
     assert (await search(bus, "bob", "reconcile")).hits == []
 
 
+@pytest.mark.parametrize("fed", [True, False], ids=["fed-over-socket", "own-consumer"])
 async def test_the_indexer_runs_in_a_worker_process_and_is_restarted(
-    bus: Bus, nats_url: str, redis_url: str, redis: aioredis.Redis, stream: str, tmp_path: Path
+    bus: Bus,
+    nats_url: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    stream: str,
+    tmp_path: Path,
+    fed: bool,
 ) -> None:
-    """The service's default: the indexer in a child process writing the file this process reads."""
+    """``STATE_SEARCH_WORKER``: the indexer in a child process writing the file this process
+    reads — fed by the view's pass over a socket (``search_feed``) or reading the stream itself."""
     import os
     import signal
 
     from tests.integration.conftest import until
 
     own = await Bus.connect(ConnectOptions(url=nats_url, name="state-worker"), first_attempts=3)
-    settings = state_settings(tmp_path, stream, nats_url=nats_url, redis_url=redis_url)
+    settings = state_settings(
+        tmp_path, stream, nats_url=nats_url, redis_url=redis_url, state_search_worker_fed=fed
+    )
     rt = StateRuntime(own, redis, settings, search_worker=True)
     await rt.start()
     try:
@@ -238,6 +248,15 @@ async def test_the_indexer_runs_in_a_worker_process_and_is_restarted(
         )
         await post(bus, "alice", said("w2", "worker token two", t=2))
         await until(finds(["w2", "w1"]), timeout=60)
+        await emit(  # a delete goes the same way
+            bus, "alice", "srv_a", "message.deleted", MessageDeleted(channel_id="general", message_id="w1")
+        )
+        await until(finds(["w2"]), timeout=60)
+        feed = search_rt.worker.feed
+        if fed:  # the batches went over the socket
+            assert feed is not None and feed.sent > 0
+        else:
+            assert feed is None
     finally:
         await rt.stop()
         await own.close()
