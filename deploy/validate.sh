@@ -333,6 +333,35 @@ for label, doc in (("docker-compose.yml", main), ("multinode", load(multi_resolv
             errors.append(f"{label}: {name} has no OPENCHAT_NATS_CA_FILE for its tls:// URL")
 passed.append("docker-compose.yml, multinode: every process dials NATS with TLS and the home CA")
 
+# issue 16 (ADR 0021): the clustered shape. Every service knows every node, replicates the
+# events stream and its KV buckets on three, and runs with what its replicas need to share work.
+multi = load(multi_resolved)
+nodes = sorted(n for n in multi["services"] if n.startswith("nats-"))
+needs = {
+    "connector": {"OPENCHAT_CONNECTOR_LEASES": "true"},
+    "state": {"OPENCHAT_STATE_HTTP_SECRET": None},
+    "notification": {"OPENCHAT_STANDBY": "true"},
+    "media": {"OPENCHAT_STANDBY": "true"},
+}
+for name, extra in needs.items():
+    svc = multi["services"].get(name) or {}
+    env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+    replicas = int(((svc.get("deploy") or {}).get("replicas")) or 1)
+    if replicas < 2:
+        errors.append(f"multinode: {name} runs {replicas} replica(s); the clustered shape runs 2")
+    urls = [u for u in env.get("OPENCHAT_NATS_URL", "").split(",") if u]
+    if len(urls) != len(nodes):
+        errors.append(f"multinode: {name} dials {len(urls)} NATS URL(s), not every node ({len(nodes)})")
+    if env.get("OPENCHAT_EVENTS_REPLICAS") != "3":
+        errors.append(f"multinode: {name} does not replicate the events stream and KV buckets on 3 nodes")
+    for key, value in extra.items():
+        if key not in env or (value is not None and env[key].lower() != value):
+            errors.append(f"multinode: {name} lacks {key}{'=' + value if value else ''}")
+passed.append(
+    "multinode: 2 replicas of every service, every NATS node in OPENCHAT_NATS_URL, R3, "
+    "connector leases, one state token key, notification/media active/standby"
+)
+
 if errors:
     for e in errors:
         print(f"    FAIL {e}", file=sys.stderr)
@@ -340,7 +369,7 @@ if errors:
 for line in passed:
     print(f"    ok  {line}")
 PYEOF
-CHECKS=$((CHECKS + 4))
+CHECKS=$((CHECKS + 5))
 
 # ---------------------------------------------------------------------------------------------
 step "4. hadolint"

@@ -35,6 +35,7 @@ class Endpoints(BaseModel):
     devservers: dict[str, str] = {}
     managed: dict[str, int] = {}  # component -> pid, for components this supervisor started
     restarts: dict[str, int] = {}  # component -> times the supervisor restarted it
+    nats_nodes: dict[str, str] = {}  # --nats-cluster: node name -> its own URL
 
 
 def read_secrets_env(path: Path) -> dict[str, str]:
@@ -121,8 +122,12 @@ class Home:
         """The URL written into connection files: the public one (as ``tls://`` when TLS is on),
         else the stack's."""
         url = self.settings.public_nats_url or self.nats_url() or "nats://127.0.0.1:4222"
-        if self.tls_enabled() and url.startswith("nats://"):
-            url = "tls://" + url.removeprefix("nats://")
+        if self.tls_enabled():  # every URL of a cluster
+            url = ",".join(
+                "tls://" + u.strip().removeprefix("nats://") if u.strip().startswith("nats://") else u.strip()
+                for u in url.split(",")
+                if u.strip()
+            )
         return url
 
     # -- TLS on NATS (ADR 0010) ---------------------------------------------------------------
@@ -180,9 +185,11 @@ class Home:
         sys_password = self.secret_env[natsconf.SYS_PASSWORD_VAR]
         try:
             ca = self.local_ca_pem(url)
-            asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password, ca_pem=ca))
+            ids = asyncio.run(natsconf.request_reload(url, self.settings.sys_user, sys_password, ca_pem=ca))
         except Exception as exc:
             return f"NATS at {url} could not be reloaded ({exc}); the change takes effect at its next start"
+        if len(ids) > 1:
+            return f"applied to the running NATS cluster (config reloaded on all {len(ids)} nodes)"
         return "applied to the running NATS server (config reloaded)"
 
     def service_env(self) -> dict[str, Any]:

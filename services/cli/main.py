@@ -62,7 +62,22 @@ def init() -> None:
     help="Where NATS listens for desktops: an address of this machine, or 0.0.0.0 for all interfaces "
     "(default: the host of OPENCHAT_PUBLIC_NATS_URL, else 127.0.0.1). Beyond loopback, TLS is required.",
 )
-def up(demo: bool, with_ui: bool, listen: str | None) -> None:
+@click.option(
+    "--nats-cluster",
+    "nats_cluster",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Run this many nats-server nodes forming one cluster (streams and KV replicated on up to 3).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 4),
+    default=1,
+    show_default=True,
+    help="Run this many replicas of every service (connector sessions spread with leases).",
+)
+def up(demo: bool, with_ui: bool, listen: str | None, nats_cluster: int, replicas: int) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops everything."""
     import os
 
@@ -73,7 +88,7 @@ def up(demo: bool, with_ui: bool, listen: str | None) -> None:
     from services.cli.supervisor import run_up
 
     try:
-        sys.exit(run_up(demo, with_ui))
+        sys.exit(run_up(demo, with_ui, nats_cluster=nats_cluster, replicas=replicas))
     except ListenError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -107,7 +122,7 @@ def status(as_json: bool) -> None:
 
     rows = asyncio.run(stack_status(Home.load()))
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
         click.echo(render_table(rows))
     sys.exit(0 if rows and all(r.healthy for r in rows) else 1)

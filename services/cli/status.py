@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
@@ -22,6 +23,14 @@ class Row:
     detail: str
     pid: int | None = None  # for a component `openchat up` supervises
     restarts: int | None = None  # how often the supervisor restarted it
+    kind: str = ""  # nats, redis, connector, state, notification, media, devserver
+    node: str = ""  # the machine it runs on (this one for `openchat up`)
+    sessions: list[str] | None = None  # a connector replica with leases: the sessions it holds
+    role: str = ""  # active/standby replicas: which one this is
+
+    def to_json(self) -> dict[str, object]:
+        """``openchat status --json``: every field, plus ``name`` and ``health`` (issue 16)."""
+        return {**self.__dict__, "name": self.component, "health": "up" if self.healthy else "down"}
 
 
 async def _tcp_ok(url: str) -> bool:
@@ -111,7 +120,14 @@ async def stack_status(home: Home) -> list[Row]:
         ]
     rows: list[Row] = []
     async with httpx.AsyncClient() as client:
-        if ep.nats_monitor_url:
+        if ep.nats_nodes and home.settings.sys_password is not None:
+            # --nats-cluster: each node's own health over the system account
+            for node, url in ep.nats_nodes.items():
+                ok, detail = await _nats_node_ok(
+                    url, home.settings.sys_user, home.settings.sys_password.get_secret_value()
+                )
+                rows.append(Row(node, ok, url, detail, kind="nats"))
+        elif ep.nats_monitor_url:
             try:
                 resp = await client.get(f"{ep.nats_monitor_url}/healthz?js-enabled-only=true", timeout=1.0)
                 rows.append(
@@ -129,31 +145,89 @@ async def stack_status(home: Home) -> list[Row]:
             ok, detail = await _nats_sys_ok(
                 ep.nats_url, home.settings.sys_user, home.settings.sys_password.get_secret_value()
             )
-            rows.append(Row("nats", ok, ep.nats_url, detail))
+            rows.append(Row("nats", ok, ep.nats_url, detail, kind="nats"))
         else:
             ok = await _tcp_ok(ep.nats_url)
             rows.append(Row("nats", ok, ep.nats_url, "reachable" if ok else "unreachable"))
         ok, detail = await _redis_ok(ep.redis_url, home.settings.redis_auth())
-        rows.append(Row("redis", ok, ep.redis_url, detail))
-        for name in SERVICES:
-            base = ep.services.get(name)
-            if base is None:
-                rows.append(Row(name, False, "-", "not started"))
-                continue
-            try:
-                resp = await client.get(f"{base}/healthz", timeout=2.0)
-                doc = resp.json()
-                checks = ", ".join(f"{k}={'ok' if v else 'DOWN'}" for k, v in doc.get("checks", {}).items())
-                rows.append(Row(name, resp.status_code == 200, base, checks or doc.get("status", "")))
-            except (httpx.HTTPError, ValueError) as exc:
-                rows.append(Row(name, False, base, f"unreachable ({exc.__class__.__name__})"))
+        rows.append(Row("redis", ok, ep.redis_url, detail, kind="redis"))
+        for service in SERVICES:
+            names = [n for n in ep.services if n == service or _replica_of(n) == service] or [service]
+            for name in names:
+                base = ep.services.get(name)
+                if base is None:
+                    rows.append(Row(name, False, "-", "not started", kind=service))
+                    continue
+                try:
+                    resp = await client.get(f"{base}/healthz", timeout=2.0)
+                    doc = resp.json()
+                    checks = ", ".join(
+                        f"{k}={'ok' if v else 'DOWN'}" for k, v in doc.get("checks", {}).items()
+                    )
+                    sessions = doc.get("sessions")
+                    role = str(doc.get("role", ""))
+                    detail = checks or doc.get("status", "")
+                    if role:
+                        detail += f"; {role}"
+                    if isinstance(sessions, list):
+                        detail += f"; {len(sessions)} sessions"
+                    rows.append(
+                        Row(
+                            name,
+                            resp.status_code == 200,
+                            base,
+                            detail,
+                            kind=service,
+                            sessions=[str(s) for s in sessions] if isinstance(sessions, list) else None,
+                            role=role,
+                        )
+                    )
+                except (httpx.HTTPError, ValueError) as exc:
+                    rows.append(
+                        Row(name, False, base, f"unreachable ({exc.__class__.__name__})", kind=service)
+                    )
         for name, base in ep.devservers.items():
             try:
                 resp = await client.get(f"{base}/healthz", timeout=2.0)
-                rows.append(Row(f"devserver {name}", resp.status_code == 200, base, "demo backend"))
+                rows.append(
+                    Row(f"devserver {name}", resp.status_code == 200, base, "demo backend", kind="devserver")
+                )
             except httpx.HTTPError as exc:
                 rows.append(Row(f"devserver {name}", False, base, f"unreachable ({exc.__class__.__name__})"))
-    return [_supervised(row, ep) for row in rows]
+    node = socket.gethostname() if ep.supervisor_pid else ""
+    return [_supervised(replace(row, node=row.node or node), ep) for row in rows]
+
+
+def _replica_of(component: str) -> str | None:
+    base, _, index = component.rpartition("-")
+    return base if base in SERVICES and index.isdigit() else None
+
+
+async def _nats_node_ok(url: str, user: str, password: str) -> tuple[bool, str]:
+    """One node of a cluster: its own JetStream health (``$SYS.REQ.SERVER.<id>.HEALTHZ``) and
+    how many routes it has to the others."""
+    try:
+        nc = await nats.connect(
+            url,
+            user=user,
+            password=password,
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+    except Exception as exc:
+        return False, f"unreachable ({exc.__class__.__name__})"
+    try:
+        server_id = str(nc._server_info.get("server_id", ""))
+        reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.HEALTHZ", b"", timeout=2.0)
+        status = str(json.loads(reply.data).get("data", {}).get("status", "?"))
+        routez = await nc.request(f"$SYS.REQ.SERVER.{server_id}.ROUTEZ", b"", timeout=2.0)
+        routes = int(json.loads(routez.data).get("data", {}).get("num_routes", 0))
+    except Exception as exc:
+        return False, f"no health answer ({exc.__class__.__name__})"
+    finally:
+        await nc.close()
+    return status == "ok", f"JetStream {status}, {routes} routes"
 
 
 def _supervised(row: Row, ep: Endpoints) -> Row:

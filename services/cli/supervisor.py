@@ -27,13 +27,20 @@ from datetime import UTC, datetime
 
 import httpx
 
-from services.cli import listen
+from services.cli import cluster, listen
 from services.cli.home import REDIS_PASSWORD_VAR, Endpoints, Home
 from services.cli.members import refresh_local_connection_files
 from services.core import natsconf
 from services.core.contracts.subjects import SERVICES
 from services.core.paths import private_umask, tighten_tree, write_atomic
-from services.core.procs import ManagedProcess, nats_process, pick_port, redis_process
+from services.core.procs import (
+    ManagedProcess,
+    nats_process,
+    nats_server_binary,
+    pick_port,
+    redis_process,
+    wait_for_port,
+)
 from services.core.tls import render_nats_tls_block
 
 DEFAULT_NATS_PORT = 4222
@@ -50,6 +57,26 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def service_of(component: str) -> str | None:
+    """The service a component runs (``connector-2`` → ``connector``); None for anything else."""
+    base, _, index = component.rpartition("-")
+    if component in SERVICES:
+        return component
+    return base if base in SERVICES and index.isdigit() else None
+
+
+def replica_env(base_env: dict[str, str]) -> dict[str, str]:
+    """``--replicas`` > 1: connector sessions follow leases; state replicas share one key for
+    their HTTP bearer tokens; notification and media replicas are active/standby (ADR 0021)."""
+    import secrets
+
+    return {
+        "OPENCHAT_CONNECTOR_LEASES": "true",
+        "OPENCHAT_STATE_HTTP_SECRET": base_env.get("OPENCHAT_STATE_HTTP_SECRET") or secrets.token_hex(24),
+        "OPENCHAT_STANDBY": "true",
+    }
 
 
 def _now() -> str:
@@ -91,9 +118,19 @@ class Server:
 
 class Supervisor:
     def __init__(
-        self, home: Home, demo: bool, out: Callable[[str], None] = print, with_ui: bool = False
+        self,
+        home: Home,
+        demo: bool,
+        out: Callable[[str], None] = print,
+        with_ui: bool = False,
+        *,
+        nats_cluster: int = 1,
+        replicas: int = 1,
     ) -> None:
         self.home = home
+        self.nats_cluster = nats_cluster  # nats-server nodes forming one cluster (issue 16)
+        self.replicas = replicas  # replicas of every service
+        self.nats_nodes: dict[str, str] = {}  # node name -> its own local URL (cluster only)
         self.demo = demo
         self.with_ui = with_ui
         self.ui_proc: asyncio.subprocess.Process | None = None
@@ -128,6 +165,9 @@ class Supervisor:
                 self.nats_ca_file = str(files.ca_cert)
             # No HTTP monitoring port: its /connz would list every connection to any local user;
             # `openchat status` asks over the system account.
+            if self.nats_cluster > 1:
+                self._start_nats_cluster(where, tls_block)
+                return self._start_redis()
             conf = natsconf.render_local_conf(
                 where.host, port, None, layout.jetstream_dir, layout.accounts_conf, tls_block
             )
@@ -153,6 +193,49 @@ class Supervisor:
                     f"desktops connect to {self.home.member_nats_url()} "
                     f"(listening on {where.host}:{port}{', TLS required' if where.tls else ''})"
                 )
+        self._start_redis()
+
+    def _nats_env(self) -> dict[str, str]:
+        return {
+            **{k: v for k, v in os.environ.items() if k != REDIS_PASSWORD_VAR},
+            **{k: v for k, v in self.home.secret_env.items() if k != REDIS_PASSWORD_VAR},
+        }
+
+    def _start_nats_cluster(self, where: listen.NatsListen, tls_block: str | None) -> None:
+        """``--nats-cluster N``: N nats-server nodes on this machine forming one cluster."""
+        layout = self.home.layout
+        nodes = cluster.plan_nodes(
+            self.nats_cluster, layout.accounts_conf.parent, layout.jetstream_dir, where.local_host
+        )
+        procs: list[ManagedProcess] = []
+        for node in nodes:
+            conf = cluster.render_node_conf(node, nodes, where.host, layout.accounts_conf, tls_block)
+            write_atomic(node.conf, conf)
+            proc = ManagedProcess(
+                node.name,
+                [nats_server_binary(), "-c", str(node.conf)],
+                where.local_host,
+                node.port,
+                self._nats_env(),
+                layout.logs_dir / f"{node.name}.log",
+            )
+            proc.preexec = _die_with_parent
+            proc.spawn()  # all at once: each waits for the others' routes
+            procs.append(proc)
+            self.nats_nodes[node.name] = where.local_url(node.port)
+        for proc in procs:
+            assert proc.proc is not None
+            wait_for_port(proc.host, proc.port, 15.0, proc.proc)
+            self.servers.append(Server(proc))
+        self.nats_url = ",".join(self.nats_nodes.values())
+        self.out(
+            f"started a NATS cluster of {len(nodes)} nodes (JetStream): "
+            + ", ".join(f"{n} {u}" for n, u in self.nats_nodes.items())
+        )
+
+    def _start_redis(self) -> None:
+        layout = self.home.layout
+        settings = self.home.settings
         if settings.redis_url:
             self.redis_url = settings.redis_url
             self.out(f"using Redis at {self.redis_url}")
@@ -211,13 +294,22 @@ class Supervisor:
             "PYTHONUNBUFFERED": "1",
             **({"OPENCHAT_NATS_CA_FILE": self.nats_ca_file} if self.nats_ca_file else {}),
         }
+        if self.nats_cluster > 1:
+            base_env["OPENCHAT_EVENTS_REPLICAS"] = str(min(3, self.nats_cluster))
+        if self.replicas > 1:
+            base_env.update(replica_env(base_env))
         for name in SERVICES:
-            port = pick_port(DEFAULT_SERVICE_PORTS[name])
-            env = {**base_env, "OPENCHAT_HTTP_PORT": str(port)}
-            url = f"http://127.0.0.1:{port}"
-            self.children.append(
-                Child(name, [sys.executable, "-m", f"services.{name}"], env, f"{url}/healthz")
-            )
+            for i in range(1, self.replicas + 1):
+                child = name if self.replicas == 1 else f"{name}-{i}"
+                port = pick_port(DEFAULT_SERVICE_PORTS[name] + (i - 1) * 10)
+                env = {**base_env, "OPENCHAT_HTTP_PORT": str(port)}
+                if self.replicas > 1:
+                    env["OPENCHAT_CONNECTOR_REPLICA_NAME"] = child
+                    env["OPENCHAT_REPLICA_NAME"] = child
+                url = f"http://127.0.0.1:{port}"
+                self.children.append(
+                    Child(child, [sys.executable, "-m", f"services.{name}"], env, f"{url}/healthz")
+                )
         if self.demo:
             self.plan_demo(base_env)
 
@@ -360,8 +452,11 @@ class Supervisor:
             nats_monitor_url=self.nats_monitor_url,
             redis_url=self.redis_url,
             services={
-                c.name: c.health_url.removesuffix("/healthz") for c in self.children if c.name in SERVICES
+                c.name: c.health_url.removesuffix("/healthz")
+                for c in self.children
+                if service_of(c.name) is not None
             },
+            nats_nodes=dict(self.nats_nodes),
             devservers={
                 c.name.removeprefix("devserver-"): c.health_url.removesuffix("/healthz")
                 for c in self.children
@@ -380,6 +475,14 @@ class Supervisor:
         try:
             # On this thread: PR_SET_PDEATHSIG fires when the *thread* that forked a child exits.
             self.start_infrastructure()
+            if self.nats_nodes:
+                await cluster.wait_jetstream(
+                    self.nats_url,
+                    "svc",
+                    self.home.secret_env[natsconf.SERVICE_PASSWORD_VAR],
+                    ca_pem=self.home.local_ca_pem(self.nats_url),
+                )
+                self.out(f"NATS cluster ready: JetStream has a leader ({len(self.nats_nodes)} nodes)")
             refresh_local_connection_files(self.home, self.nats_url, self.out)
             self.plan_children()
             watchers += [
@@ -445,7 +548,7 @@ class Supervisor:
         self.out("[supervisor] stopped; no process left")
 
 
-def run_up(demo: bool, with_ui: bool = False) -> int:
+def run_up(demo: bool, with_ui: bool = False, *, nats_cluster: int = 1, replicas: int = 1) -> int:
     private_umask()  # inherited by every child: the stack's files are 0600, its directories 0700
     home = Home.load()
     if demo:
@@ -455,5 +558,12 @@ def run_up(demo: bool, with_ui: bool = False) -> int:
             from services.cli.members import add_member
 
             add_member(home, DEMO_MEMBER, apply=False, out=print)
-    supervisor = Supervisor(home, demo, out=lambda line: print(line, flush=True), with_ui=with_ui)
+    supervisor = Supervisor(
+        home,
+        demo,
+        out=lambda line: print(line, flush=True),
+        with_ui=with_ui,
+        nats_cluster=nats_cluster,
+        replicas=replicas,
+    )
     return asyncio.run(supervisor.run())

@@ -9,6 +9,10 @@ identity_create, identity_import, uid_mode, previews), subscribes
 publishes events through JetStream (``Bus.publish_event``; gap fill in acked batches with
 ``Bus.publish_events``; retried briefly; an event too large for the bus is logged and dropped), and starts a session for every joined server at start.
 
+Several replicas (``OPENCHAT_CONNECTOR_LEASES=true``; issue 16, ADR 0021): sessions start and
+stop with their leases in NATS KV (``leases.py``), and the commands of a session run at the
+replica holding it (``routing.py``); ``/healthz`` shows the replica id and its sessions.
+
 Tunables come from ``OPENCHAT_CONNECTOR_*`` environment variables (``ConnectorSettings``).
 """
 
@@ -17,24 +21,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.connector.connector import Connector
+from services.connector.leases import LeaseTiming, SessionLeases, ensure_buckets, new_replica_id
 from services.connector.quota import QuotaLimits, StorageQuota, check_fit
+from services.connector.routing import Router
 from services.connector.session import BatchSink, EventSink, Timing
 from services.core.bus import PUBLISH_WINDOW, Bus, CommandError, newest_that_fit
 from services.core.contracts import commands as cmd
 from services.core.contracts.bus import EventEnvelope
 from services.core.contracts.chat import REHYDRATE_SUBJECT, HistoryArgs, HistoryResult, RehydrateRequest
+from services.core.contracts.commands import CommandSpec
 from services.core.identity import default_key_file
 from services.core.rpc import serve, serve_member_removal
 from services.core.service import Service, ServiceContext
 
 log = logging.getLogger("openchat.connector.app")
 JOIN_CONCURRENCY = 64  # join commands handled at once (each waits for its backend's answers)
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
 
 
 class ConnectorSettings(BaseSettings):
@@ -57,6 +67,11 @@ class ConnectorSettings(BaseSettings):
     quota_server_bytes_per_day: int = 4 * 1024 * 1024
     quota_member_burst_bytes: int = 64 * 1024 * 1024
     quota_member_bytes_per_day: int = 8 * 1024 * 1024
+    # several replicas (issue 16, ADR 0021): sessions follow leases in NATS KV
+    leases: bool = False
+    lease_ttl_s: float = Field(default=6.0, ge=1.0, le=120.0)
+    lease_tick_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    replica_name: str = ""  # shown by `openchat status` (the supervisor sets connector-1, ...)
 
     def quota_limits(self) -> QuotaLimits:
         return QuotaLimits(
@@ -144,25 +159,30 @@ def _bounded_history(
     return history
 
 
-async def register(bus: Bus, connector: Connector) -> None:
-    """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them)."""
+async def register(bus: Bus, connector: Connector, router: Router | None = None) -> None:
+    """Bind the commands and the rehydrate subscription (``serve_commands`` subscribes them).
+    ``router``: several replicas — the commands of a session run at its holder (``routing.py``)."""
+
+    def at_session(spec: CommandSpec[A, R], handler: Callable[[str, A], Awaitable[R]]) -> None:
+        serve(bus, spec, router.route(spec, handler) if router is not None else handler)
+
     serve(bus, cmd.DISCOVER, connector.discover)
     serve(bus, cmd.PROBE, connector.probe)
     # joins of different members run at once (a lock per member orders one member's, issue 16)
     serve(bus, cmd.JOIN, connector.join, concurrency=JOIN_CONCURRENCY)
-    serve(bus, cmd.LEAVE, connector.leave)
-    serve(bus, cmd.SEND, connector.send)
+    at_session(cmd.LEAVE, connector.leave)
+    at_session(cmd.SEND, connector.send)
     serve(bus, cmd.UPLOAD, connector.upload)
-    serve(bus, cmd.TYPING, connector.typing)
-    serve(bus, cmd.DELETE, connector.delete)
-    serve(bus, cmd.HISTORY, _bounded_history(connector.history))
-    serve(bus, cmd.MEMBERS, connector.members)
-    serve(bus, cmd.PROFILES, connector.profiles)
-    serve(bus, cmd.CONSENT, connector.consent)
+    at_session(cmd.TYPING, connector.typing)
+    at_session(cmd.DELETE, connector.delete)
+    at_session(cmd.HISTORY, _bounded_history(connector.history))
+    at_session(cmd.MEMBERS, connector.members)
+    at_session(cmd.PROFILES, connector.profiles)
+    at_session(cmd.CONSENT, connector.consent)
     serve(bus, cmd.PROFILE_GET, connector.profile_get)
     serve(bus, cmd.PROFILE_SET, connector.profile_set)
-    serve(bus, cmd.READ_ACK_GET, connector.read_ack_get)
-    serve(bus, cmd.READ_ACK_PUT, connector.read_ack_put)
+    at_session(cmd.READ_ACK_GET, connector.read_ack_get)
+    at_session(cmd.READ_ACK_PUT, connector.read_ack_put)
     serve(bus, cmd.IDENTITY_GET, connector.identity_get)
     serve(bus, cmd.IDENTITY_CREATE, connector.identity_create)
     serve(bus, cmd.IDENTITY_IMPORT, connector.identity_import)
@@ -175,6 +195,8 @@ async def register(bus: Bus, connector: Connector) -> None:
         asyncio.create_task(connector.rehydrate(request), name="rehydrate")  # noqa: RUF006
 
     await bus.subscribe(REHYDRATE_SUBJECT, RehydrateRequest, on_rehydrate)
+    if router is not None:
+        await router.subscribe()
 
 
 def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Connector:
@@ -193,10 +215,38 @@ def build(ctx: ServiceContext, settings: ConnectorSettings | None = None) -> Con
     )
 
 
+async def attach_leases(ctx: ServiceContext, connector: Connector, cfg: ConnectorSettings) -> Router:
+    """Several replicas: sessions follow their leases, session commands run at the holder."""
+    assert ctx.bus is not None
+    timing = LeaseTiming(ttl_s=cfg.lease_ttl_s, tick_s=cfg.lease_tick_s)
+    leases_kv, replicas_kv = await ensure_buckets(ctx.bus.js, timing.ttl_s, ctx.settings.events_replicas)
+    name = cfg.replica_name or ctx.settings.replica_name or "connector"
+    replica = new_replica_id(name)
+
+    # `openchat status` shows each replica's sessions (from /healthz, as of the request)
+    ctx.health.info["replica"] = replica
+    ctx.health.info["sessions"] = lambda: sorted(f"{m}/{s}" for m, s in connector.sessions)
+
+    connector.leases = SessionLeases(
+        leases_kv,
+        replicas_kv,
+        replica=replica,
+        name=name,
+        wanted=connector.wanted_keys,
+        start=connector.start_key,
+        stop=connector.stop_key,
+        after_tick=connector.follow_records,
+        timing=timing,
+    )
+    return Router(ctx.bus, connector.leases, lambda m, s: (m, s) in connector.sessions)
+
+
 async def setup(ctx: ServiceContext) -> None:
     assert ctx.bus is not None
-    connector = build(ctx)
-    await register(ctx.bus, connector)
+    cfg = ConnectorSettings()
+    connector = build(ctx, cfg)
+    router = await attach_leases(ctx, connector, cfg) if cfg.leases else None
+    await register(ctx.bus, connector, router)
     await connector.start()
     if connector.quota is not None:
         members = len({member for member, _ in connector.servers.everything()})

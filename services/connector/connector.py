@@ -45,6 +45,7 @@ from services.connector.backend import (
     Unsupported,
     normalize_base_url,
 )
+from services.connector.leases import SessionLeases
 from services.connector.previews import PreviewFetcher, PreviewPrefs, extract_urls
 from services.connector.profile import ProfilePublisher, ProfileStore, apply_change, current_state
 from services.connector.quota import StorageQuota
@@ -97,6 +98,7 @@ from services.core.contracts.chat import (
     TypingArgs,
     UidModeArgs,
 )
+from services.core.contracts.cluster import lease_key, parse_lease_key
 from services.core.contracts.notify import ReadAckGetArgs, ReadAckPutArgs, ReadAckResult
 from services.core.contracts.search import (
     MAX_PAGE_MESSAGES,
@@ -214,6 +216,9 @@ class Connector:
         # run concurrently (issue 16: one lock for everyone serialized 1,000 hydrates)
         self._member_locks = KeyedLocks()
         self._profile_lock = asyncio.Lock()
+        # Several replicas (issue 16, ADR 0021): sessions start and stop only with their lease
+        # (``leases.SessionLeases`` drives ``wanted_keys`` / ``start_key`` / ``stop_key``).
+        self.leases: SessionLeases | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -222,9 +227,64 @@ class Connector:
         for member in MemberRegistry(self.registry_db).removed():
             self._forget_stores(member)
         self.anchors.start()
+        if self.leases is not None:
+            self.leases.start()
+            log.info("connector sessions follow their leases", extra={"replica": self.leases.replica})
+            return
         for member, record in self.servers.everything():
             self._start_session(member, record)
         log.info("connector sessions started", extra={"sessions": len(self.sessions)})
+
+    # -- sessions spread over replicas (issue 16) --------------------------------------------------
+    def wanted_keys(self) -> set[str]:
+        """Every session that exists: the joined servers of the members not removed."""
+        removed = set(MemberRegistry(self.registry_db).removed())
+        return {lease_key(m, r.server_id) for m, r in self.servers.everything() if m not in removed}
+
+    async def start_key(self, key: str) -> bool:
+        """The lease of ``key`` was acquired: start its session (False: it no longer exists)."""
+        parsed = parse_lease_key(key)
+        if parsed is None:
+            return False
+        member, server_id = parsed
+        if (member, server_id) in self.sessions:
+            return True
+        try:
+            record = self.servers.get(member, server_id)
+        except ServerNotJoined:
+            return False
+        self._start_session(member, record)
+        return True
+
+    async def stop_key(self, key: str) -> None:
+        """The lease of ``key`` goes: stop its session and write its anchors before it is given
+        back (the next holder gap-fills from them)."""
+        parsed = parse_lease_key(key)
+        session = self.sessions.pop(parsed, None) if parsed is not None else None
+        if session is not None:
+            await session.stop()
+        with contextlib.suppress(Exception):
+            await self.anchors.flush()
+
+    async def follow_records(self) -> None:
+        """A held session whose stored record got another identity (a re-bind made on another
+        replica): restart it under the new one, continuing the old one's history."""
+        for (member, server_id), session in list(self.sessions.items()):
+            try:
+                stored = self.servers.get(member, server_id)
+            except ServerNotJoined:
+                continue
+            if (stored.user_uid, stored.device_id) == (session.record.user_uid, session.record.device_id):
+                continue
+            if self.sessions.get((member, server_id)) is not session:
+                continue
+            del self.sessions[(member, server_id)]
+            await session.stop()
+            record = session.record.model_copy(
+                update={"user_uid": stored.user_uid, "device_id": stored.device_id}
+            )
+            self._start_session(member, record, previous=session)
+            log.info("session re-bound on its holder", extra={"member": member, "server_id": server_id})
 
     async def forget_member(self, member: str) -> dict[str, int]:
         """A member was removed (``oc.sys.member.remove.connector``): stop its sessions and delete
@@ -235,6 +295,8 @@ class Connector:
             self.rate.forget(key)
         removed = self._forget_stores(member)
         removed["sessions"] = len(keys)
+        if self.leases is not None:
+            self.leases.kick()  # the other replicas drop theirs on their next tick
         log.info("member forgotten", extra={"member": member, **removed})
         return removed
 
@@ -247,6 +309,8 @@ class Connector:
         }
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()  # stops the held sessions, then gives their leases back
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
         tasks, self._preview_tasks = list(self._preview_tasks), set()
@@ -488,7 +552,10 @@ class Connector:
             except ServerExists as exc:
                 raise CommandError("server_exists", str(exc)) from exc
             await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))
-            self._start_session(member, record)
+            if self.leases is not None:
+                self.leases.kick()  # the replica the placement picks starts it
+            else:
+                self._start_session(member, record)
         log.info(
             "server joined",
             extra={
@@ -660,7 +727,9 @@ class Connector:
                 updated = ServerUpdated(server=record)
                 await self._emit(member, ev.SERVER_UPDATED.envelope(record.server_id, updated))
             finally:  # the server stays connected even when the bus refused the event
-                self._start_session(member, record, previous=old)
+                if old is not None or self.leases is None:
+                    self._start_session(member, record, previous=old)
+                # else: held by another replica, which restarts it (``follow_records``)
             changed.append(record)
             log.info(
                 "server re-bound",

@@ -25,6 +25,9 @@ class HealthState:
         self.service = service
         self.started = time.monotonic()
         self.checks: dict[str, Check] = {}
+        self.role = ""  # active/standby replicas (services/core/standby.py): "active" or "standby"
+        # more for /healthz (the connector's replica and sessions); a callable is called per request
+        self.info: dict[str, object] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.up = Gauge(
@@ -65,6 +68,8 @@ def health_app(state: HealthState) -> FastAPI:
             "checks": checks,
             "uptime_s": round(time.monotonic() - state.started, 1),
             "version": package_version(),
+            **({"role": state.role} if state.role else {}),
+            **{k: (v() if callable(v) else v) for k, v in state.info.items()},
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -47,10 +47,26 @@ _CONSUMERS = ["$JS.API.CONSUMER.>", "$JS.ACK.>", "$JS.FC.>"]
 # service's counts, the state service's re-announced joins) and service-to-service subjects.
 _INTERNAL = [f"{subjects.SYS_PREFIX}.>"]
 SPEAKING_SUBJECTS = "oc.*.evt.*.voice.speaking"
+
+
+def _kv(*buckets: str) -> list[str]:
+    """Read and write a KV bucket (issue 16: connector leases, media call pins)."""
+    out: list[str] = []
+    for bucket in buckets:
+        out += [
+            f"$KV.{bucket}.>",
+            f"$JS.API.STREAM.MSG.GET.KV_{bucket}",
+            f"$JS.API.DIRECT.GET.KV_{bucket}",
+            f"$JS.API.DIRECT.GET.KV_{bucket}.>",
+        ]
+    return out
+
+
 SERVICE_PUBLISH: dict[str, list[str]] = {
-    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
+    "connector": [*_STREAMS, *_CONSUMERS, *_INTERNAL, *_kv("oc_connector_leases", "oc_connector_replicas")],
     "state": [*_STREAMS, *_CONSUMERS, *_INTERNAL],
     "notification": [
+        *_kv("oc_service_leases"),
         *_STREAMS,
         *_CONSUMERS,
         *_INTERNAL,
@@ -59,7 +75,7 @@ SERVICE_PUBLISH: dict[str, list[str]] = {
     ],
     # voice: call state and participants through the stream (ingest); speaking changes straight
     # to the member's one speaking subject on core NATS (ephemeral, never stored: ADR 0011)
-    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS],
+    "media": [*_STREAMS, *_CONSUMERS, *_INTERNAL, SPEAKING_SUBJECTS, *_kv("oc_service_leases")],
 }
 RESPONSE_WINDOW = "2m"  # how long after a request its one reply is allowed
 
@@ -144,6 +160,16 @@ class ReloadError(RuntimeError):
     pass
 
 
+async def _route_peers(nc: NatsClient, server_id: str, timeout: float) -> set[str]:
+    """The ids of the servers ``server_id`` has routes to (its cluster peers)."""
+    try:
+        reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.ROUTEZ", b"", timeout=timeout)
+        routes = json.loads(reply.data).get("data", {}).get("routes") or []
+    except (nats.errors.TimeoutError, ValueError):
+        return set()
+    return {str(r["remote_id"]) for r in routes if r.get("remote_id")}
+
+
 async def _config_load_time(nc: NatsClient, server_id: str, timeout: float) -> str:
     reply = await nc.request(f"$SYS.REQ.SERVER.{server_id}.VARZ", b"", timeout=timeout)
     return str(json.loads(reply.data).get("data", {}).get("config_load_time", ""))
@@ -174,15 +200,23 @@ async def request_reload(
         ids: list[str] = []
         sub = await nc.subscribe(inbox)
         await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
-        # Every server answers the ping; wait for the first answer, then briefly for the rest.
+        # Every server of the cluster answers the ping. After the first answer, ask that server
+        # for its routes: the cluster's other servers are what to wait for (issue 16: a member
+        # change must reach every node), then briefly for any more.
         wait = timeout
+        expected: set[str] = set()
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
                 msg = await sub.next_msg(timeout=wait)
             except nats.errors.TimeoutError:
                 break
             ids.append(json.loads(msg.data)["server"]["id"])
-            wait = 0.3
+            if len(ids) == 1:
+                expected = {ids[0], *await _route_peers(nc, ids[0], timeout)}
+            missing = expected - set(ids)
+            left = deadline - asyncio.get_running_loop().time()
+            wait = min(max(left, 0.05), timeout) if missing else 0.3
         await sub.unsubscribe()
         if not ids:
             raise ReloadError("no NATS server answered the system ping")

@@ -30,6 +30,7 @@ from services.core.health import HealthState, HttpServer, health_app
 from services.core.log import configure_logging
 from services.core.paths import private_umask
 from services.core.settings import Settings
+from services.core.standby import ActiveLease, replica_name, service_leases
 from services.core.version import serve_versions
 
 log = logging.getLogger("openchat.service")
@@ -53,6 +54,7 @@ class Service:
     setup: Callable[[ServiceContext], Awaitable[None]] | None = None
     routes: Callable[[ServiceContext], APIRouter] | None = None  # extra HTTP routes (see module doc)
     teardown: Callable[[ServiceContext], Awaitable[None]] | None = None  # before the bus drains
+    standby: bool = False  # replicas are active/standby behind a lease (``OPENCHAT_STANDBY``)
 
 
 def bus_options(settings: Settings, name: str) -> ConnectOptions:
@@ -86,6 +88,19 @@ async def _connect_redis(url: str, password: str | None = None) -> aioredis.Redi
                 "redis connect failed, retrying", extra={"error": repr(exc), "retry_in_s": round(delay, 2)}
             )
             await asyncio.sleep(delay)
+
+
+async def _become_active(ctx: ServiceContext) -> None:
+    """Active/standby (``services/core/standby.py``): wait for the service's lease, keep it,
+    and stop the service when it is lost."""
+    assert ctx.bus is not None
+    kv = await service_leases(ctx.bus.js, 6.0, ctx.settings.events_replicas)
+    lease = ActiveLease(kv, ctx.name, replica_name(ctx.name, ctx.settings.replica_name))
+    ctx.extras["active_lease"] = lease
+    ctx.health.role = "standby"
+    await lease.acquire()
+    ctx.health.role = "active"
+    lease.keep(ctx.stopping.set)
 
 
 async def serve(service: Service, settings: Settings) -> None:
@@ -140,6 +155,8 @@ async def serve(service: Service, settings: Settings) -> None:
             if not settings.redis_url:
                 raise SystemExit("OPENCHAT_REDIS_URL is not set")
             ctx.redis = await _connect_redis(settings.redis_url, settings.redis_auth())
+        if settings.standby and service.standby:
+            await _become_active(ctx)
         if service.setup is not None:
             await service.setup(ctx)
         serve_versions(ctx.bus, service.name)  # ``<service>.version`` and ``stack.version`` (issue 18)
@@ -165,6 +182,9 @@ async def serve(service: Service, settings: Settings) -> None:
             await asyncio.wait_for(service.teardown(ctx), 10)
         except Exception:
             log.exception("teardown failed", extra={"service": service.name})
+    active = ctx.extras.get("active_lease")
+    if isinstance(active, ActiveLease):
+        await active.release()  # a standby takes over now instead of after the TTL
     if ctx.bus is not None:
         await ctx.bus.close()
     if ctx.redis is not None:

@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     events_duplicate_window_s: float = 600.0
     # per <member>.<server_id>.<kind> subject; a subject over it drops its own oldest (ADR 0009)
     events_max_msgs_per_subject: int = 250_000
-    events_replicas: int = Field(default=1, ge=1, le=5)
+    events_replicas: int = Field(default=1, ge=1, le=5)  # also the KV buckets' (issue 16)
+    # active/standby behind a lease for the services that cannot share work (notification,
+    # media; issue 16, ADR 0021); ``openchat up --replicas N`` sets it
+    standby: bool = False
+    replica_name: str = ""  # shown in logs and `openchat status` (connector-2, ...)
     secret_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/openchat/secret.key (ADR 0004)
     # Where `openchat status` looks when no `openchat up` runs here (docker compose): service -> base URL.
     status_service_urls: dict[str, str] = Field(default_factory=dict)

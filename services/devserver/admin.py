@@ -28,7 +28,7 @@ All routes live under ``/_admin``, take and return JSON, and need no identity.
     sends) to the joined participants (all, or one uid's) → ``{"participants": n}``.
 ``GET /_admin/state``
     Introspection for tests: ``{"realtime_clients", "rooms": {channel_id: sockets}, "messages":
-    {channel_id: count}, "dropped_frames"}``.
+    {channel_id: count}, "dropped_frames", "realtime_by_uid": {user_uid: sockets}}``.
 """
 
 from __future__ import annotations
@@ -170,12 +170,16 @@ async def reset(ctx: Context, request: Request) -> Response:
 
 async def state(ctx: Context, request: Request) -> Response:
     hub = ctx.hub
+    by_uid: dict[str, int] = {}
+    for client in hub.clients.values():
+        by_uid[client.user_uid] = by_uid.get(client.user_uid, 0) + 1
     return json_response(
         {
             "realtime_clients": len(hub.clients),
             "rooms": {cid: len(room) for cid, room in hub.rooms.items()},
             "messages": {cid: len(msgs) for cid, msgs in ctx.store.state.messages.items()},
             "dropped_frames": sum(c.dropped for c in hub.clients.values()),
+            "realtime_by_uid": by_uid,
         }
     )
 

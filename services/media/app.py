@@ -39,6 +39,6 @@ async def teardown(ctx: ServiceContext) -> None:
         await media.close()
 
 
-SERVICE = Service(name="media", setup=setup, teardown=teardown)
+SERVICE = Service(name="media", setup=setup, teardown=teardown, standby=True)
 
 __all__ = ["SERVICE", "build"]

@@ -34,4 +34,4 @@ async def teardown(ctx: ServiceContext) -> None:
         await svc.stop()
 
 
-SERVICE = Service(name="notification", needs_redis=False, setup=setup, teardown=teardown)
+SERVICE = Service(name="notification", needs_redis=False, setup=setup, teardown=teardown, standby=True)

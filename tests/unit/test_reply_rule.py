@@ -59,7 +59,17 @@ def test_each_service_has_its_own_user_without_members_subjects() -> None:
         # The one exception: the media service's speaking changes, on core NATS only (ADR 0011).
         evt = [s for s in allowed if ".evt." in s]
         assert evt == ([natsconf.SPEAKING_SUBJECTS] if service == "media" else [])
-        rest = [s for s in allowed if s not in evt]
+        # KV: only the buckets of its own leases (issue 16, ADR 0021), never $KV at large
+        kv = [
+            s
+            for s in allowed
+            if s.startswith(("$KV.", "$JS.API.DIRECT.GET.KV_", "$JS.API.STREAM.MSG.GET.KV_"))
+        ]
+        buckets = {"connector": ("oc_connector_leases", "oc_connector_replicas")}.get(
+            service, ("oc_service_leases",)
+        )
+        assert all(any(f"KV_{b}" in s or f"$KV.{b}." in s for b in buckets) for s in kv), kv
+        rest = [s for s in allowed if s not in evt and s not in kv]
         assert not any(s.startswith(("oc.*.evt", "_INBOX", ">", "$JS.API.>", "$KV", "$SYS")) for s in rest)
     assert natsconf.user_of_service("tool") == "svc"
     # The event producers may ingest (the state service re-announces joins after a rebuild).
