@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import httpx
 import nats
+from nats.aio.client import Client as NATS
 
 from services.cli.home import Endpoints, Home
 from services.core.contracts.subjects import SERVICES
@@ -81,18 +82,23 @@ async def _redis_ok(url: str, password: str | None = None) -> tuple[bool, str]:
     ).strip()
 
 
+async def _sys_connect(url: str, user: str, password: str) -> NATS:
+    """One short connection over the system account: no reconnects, 2 s to connect."""
+    return await nats.connect(
+        url,
+        user=user,
+        password=password,
+        connect_timeout=2,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+    )
+
+
 async def _nats_sys_ok(url: str, user: str, password: str) -> tuple[bool, str]:
     """JetStream health over the system account (``$SYS.REQ.SERVER.PING.HEALTHZ``): what the
     HTTP monitoring port would say, without a port that shows connections to anyone local."""
     try:
-        nc = await nats.connect(
-            url,
-            user=user,
-            password=password,
-            connect_timeout=2,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-        )
+        nc = await _sys_connect(url, user, password)
     except Exception as exc:
         return False, f"unreachable ({exc.__class__.__name__})"
     try:
@@ -207,14 +213,7 @@ async def _nats_node_ok(url: str, user: str, password: str) -> tuple[bool, str]:
     """One node of a cluster: its own JetStream health (``$SYS.REQ.SERVER.<id>.HEALTHZ``) and
     how many routes it has to the others."""
     try:
-        nc = await nats.connect(
-            url,
-            user=user,
-            password=password,
-            connect_timeout=2,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-        )
+        nc = await _sys_connect(url, user, password)
     except Exception as exc:
         return False, f"unreachable ({exc.__class__.__name__})"
     try:

@@ -42,8 +42,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -162,17 +161,7 @@ def notification_title(author: str, channel_name: str) -> str:
 def in_quiet_hours(now: datetime, quiet: QuietHours, timezone: str) -> bool:
     """``now`` (aware) falls in the daily window ``[start, end)`` in ``timezone``; a window
     whose end is before its start runs over midnight; ``start == end`` is an empty window."""
-    if not quiet.enabled or quiet.start == quiet.end:
-        return False
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = now.astimezone(zone).time().replace(second=0, microsecond=0)
-    start, end = time.fromisoformat(quiet.start), time.fromisoformat(quiet.end)
-    if start < end:
-        return start <= local < end
-    return local >= start or local < end
+    return quiet.covers(now, timezone)
 
 
 @dataclass(frozen=True)

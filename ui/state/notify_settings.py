@@ -16,8 +16,7 @@ on is not shown either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime
 
 from services.core.contracts.notify import (
     MUTE_DURATIONS_S,
@@ -64,17 +63,7 @@ STATUS_COLORS: dict[str, tuple[int, int, int]] = {
 def in_quiet_hours(now: datetime, quiet: QuietHours, timezone: str) -> bool:
     """Whether ``now`` falls in the daily quiet hours (``start`` inclusive, ``end`` exclusive;
     a window past midnight wraps), read in the member's time zone."""
-    if not quiet.enabled or quiet.start == quiet.end:
-        return False
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = now.astimezone(zone).time().replace(second=0, microsecond=0)
-    start, end = time.fromisoformat(quiet.start), time.fromisoformat(quiet.end)
-    if start < end:
-        return start <= local < end
-    return local >= start or local < end
+    return quiet.covers(now, timezone)
 
 
 def parse_quiet_hours(text: str) -> QuietHours:

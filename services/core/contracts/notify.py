@@ -58,8 +58,9 @@ last_read_message_id>``). A server without read-acks answers ``ReadAckResult(sup
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -184,6 +185,22 @@ class QuietHours(Contract):
     enabled: bool = False
     start: str = Field(default="22:00", pattern=_HHMM)
     end: str = Field(default="07:00", pattern=_HHMM)
+
+    def covers(self, now: datetime, timezone: str) -> bool:
+        """``now`` (aware) falls in the daily window ``[start, end)`` read in ``timezone`` (UTC when
+        unknown); a window whose end is before its start runs over midnight; ``start == end`` is an
+        empty window. The one rule of the notification service and the desktop."""
+        if not self.enabled or self.start == self.end:
+            return False
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        local = now.astimezone(zone).time().replace(second=0, microsecond=0)
+        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
+        if start < end:
+            return start <= local < end
+        return local >= start or local < end
 
 
 class NotifyPrefs(Contract):
