@@ -45,7 +45,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from services.core.audio import MonoConverter
+from services.core.audio import mono_frames
 from services.core.bus import Bus, ConnectOptions
 from services.core.contracts import subjects
 from services.core.contracts.bus import Empty
@@ -127,15 +127,9 @@ class Ear:
         self.frames: list[tuple[float, np.ndarray[Any, np.dtype[np.int16]]]] = []
 
     async def consume(self, track: MediaStreamTrack) -> None:
-        conv = MonoConverter()
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
+        async for samples in mono_frames(track):
             now = time.monotonic()
-            for samples in conv.push(frame):  # type: ignore[arg-type]
-                self.frames.append((now, samples))
+            self.frames.append((now, samples))
 
     def ear_times(self, since: float) -> list[float]:
         frames = [(t, s) for t, s in self.frames if t >= since]

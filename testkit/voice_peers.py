@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 from websockets.asyncio.client import ClientConnection, connect
 
-from services.core.audio import MonoConverter
+from services.core.audio import mono_frames
 
 SAMPLE_RATE = 48_000
 FRAME = 960
@@ -232,14 +232,8 @@ class MeshPeer:
         return pc
 
     async def _record(self, track: MediaStreamTrack, heard: Heard) -> None:
-        conv = MonoConverter()
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            for samples in conv.push(frame):  # type: ignore[arg-type]
-                heard.chunks.append((time.monotonic(), samples))
+        async for samples in mono_frames(track):
+            heard.chunks.append((time.monotonic(), samples))
 
     async def _read(self) -> None:
         assert self.sig is not None

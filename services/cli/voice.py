@@ -25,12 +25,12 @@ from typing import Any
 import click
 from aiortc import RTCPeerConnection
 from aiortc.contrib.media import MediaPlayer, MediaRelay
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
 from nats.aio.msg import Msg
 
 from services.cli.chat import MemberClient, connection_option, json_option, member_option, resolve_connection
 from services.cli.home import Home
-from services.core.audio import MonoConverter
+from services.core.audio import mono_frames
 from services.core.bus import CommandError
 from services.core.contracts import commands as cmd
 from services.core.contracts import subjects
@@ -66,16 +66,10 @@ class WavSink:
         self.frames = 0
 
     async def consume(self, track: MediaStreamTrack) -> None:
-        conv = MonoConverter()
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            for samples in conv.push(frame):  # type: ignore[arg-type]
-                if self._wav is not None:
-                    self._wav.writeframes(samples.astype("<i2").tobytes())
-                    self.frames += len(samples)
+        async for samples in mono_frames(track):
+            if self._wav is not None:
+                self._wav.writeframes(samples.astype("<i2").tobytes())
+                self.frames += len(samples)
 
     def close(self) -> None:
         if self._wav is not None:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import fractions
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
 
 SAMPLE_RATE = 48_000
@@ -72,3 +74,15 @@ class MonoConverter:
         frames = [data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(whole)]
         self._pending = data[whole * FRAME_SAMPLES :]
         return frames
+
+
+async def mono_frames(track: MediaStreamTrack) -> AsyncIterator[Samples]:
+    """Every 20 ms mono frame a received track carries, until the track ends."""
+    conv = MonoConverter()
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        for samples in conv.push(frame):  # type: ignore[arg-type]
+            yield samples

@@ -22,7 +22,7 @@ from av import AudioFrame
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from services.core.audio import FRAME_S, SILENCE, MonoConverter, Samples, to_frame
+from services.core.audio import FRAME_S, SILENCE, Samples, mono_frames, to_frame
 from services.core.contracts import commands as cmd
 from services.core.contracts import subjects
 from services.core.contracts.media import SERVICE, BridgeTarget, VoiceSpeaking
@@ -99,14 +99,8 @@ class DesktopBridge:
         self._tasks.append(asyncio.create_task(self._speaker(track)))
 
     async def _speaker(self, track: MediaStreamTrack) -> None:
-        conv = MonoConverter()
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            for samples in conv.push(frame):  # type: ignore[arg-type]
-                self.engine.play(samples)
+        async for samples in mono_frames(track):
+            self.engine.play(samples)
 
     def mic_sink(self, samples: Samples) -> None:
         """The engine's capture thread → the current microphone track."""
