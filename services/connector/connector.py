@@ -479,7 +479,9 @@ class Connector:
             in_directory = False
             for entry in listed:
                 if entry.server_id == backend_id:
-                    in_directory, trust_state = True, entry.trust_state
+                    in_directory = True
+                    if args.server_id is not None:  # picked from the directory; a manual probe
+                        trust_state = entry.trust_state  # counts as unverified (features 2.4)
         trust = domain.assess_trust(base, caps.security.https_required, trust_state)
         if in_directory is False:
             note = (
