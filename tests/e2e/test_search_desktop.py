@@ -111,7 +111,7 @@ def search_until(app: Any, text: str, count: int, timeout: float = 90.0) -> None
             return bool(panel.version > v and panel.searched == text and panel.status in ("done", "error"))
 
         type_and_search(app, text)
-        pump(app, answered, timeout=30, what=f"search {text!r}")
+        pump(app, answered, timeout=90, what=f"search {text!r}")
         assert panel.status == "done", panel.error
         if len(panel.hits) == count or time.monotonic() > deadline:
             break
@@ -189,11 +189,11 @@ def test_search_panel_finds_tokens_and_jumps_to_one(app: Any, demo: DemoStack, s
     search_until(app, f"from:uid_guest {TOKEN}", 2)  # from:
     search_until(app, f"{TOKEN[:5]}*", 2)  # prefix*
     choose_scope("This channel")  # harbor #general is on screen: no token there
-    pump(app, lambda: panel.status == "done", timeout=20, what="scoped search")
+    pump(app, lambda: panel.status == "done", timeout=90, what="scoped search")
     assert panel.hits == [] and text_of("oc_search_status") == "No messages match."
     shooter.shot(app, "search_scope_channel")
     choose_scope("All servers")
-    pump(app, lambda: panel.status == "done" and len(panel.hits) == 2, timeout=20, what="all servers")
+    pump(app, lambda: panel.status == "done" and len(panel.hits) == 2, timeout=90, what="all servers")
     render(app, 3)
 
     index = next(i for i, h in enumerate(panel.hits) if h.message_id == older)
