@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.core.bus import CommandError
 from services.core.contracts import commands as cmd
@@ -27,12 +27,14 @@ from services.core.contracts.bus import Empty
 from services.core.contracts.chat import Snapshot
 from services.core.contracts.media import VoiceJoinArgs, VoicePrefsArgs, VoiceStatus
 from ui.audio import prefs as media_prefs
-from ui.audio.bridge import DesktopBridge
 from ui.audio.devices import DeviceList
 from ui.audio.engine import AudioEngine
 from ui.audio.prefs import MediaPrefs
 from ui.state.model import ViewModel
 from ui.state.voice import UNREACHABLE, VoiceState, error_message
+
+if TYPE_CHECKING:  # aiortc and PyAV load with the first call, not at the desktop's start
+    from ui.audio.bridge import DesktopBridge
 
 log = logging.getLogger("openchat.ui.voice")
 
@@ -117,6 +119,8 @@ class VoiceController:
 
         async def work(c: Any) -> None:
             if self.bridge is None:
+                from ui.audio.bridge import DesktopBridge
+
                 self.bridge = DesktopBridge(c, c.member, self.client_id, engine)
                 await self.bridge.ensure(sid, ch)
 
@@ -191,6 +195,8 @@ class VoiceController:
             if self.bridge is None or self.bridge.client is not c:
                 if self.bridge is not None:
                     await self.bridge.close()
+                from ui.audio.bridge import DesktopBridge
+
                 self.bridge = DesktopBridge(c, c.member, self.client_id, engine)
             await self.bridge.ensure(sid, ch)
             if member_prefs.input_volume != volume:  # D11: the gain on what is sent, per server

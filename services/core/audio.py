@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import fractions
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
+
+if TYPE_CHECKING:  # aiortc only where a track is received (the desktop imports this module at start)
+    from aiortc.mediastreams import MediaStreamTrack
 
 SAMPLE_RATE = 48_000
 FRAME_SAMPLES = 960
@@ -78,6 +80,8 @@ class MonoConverter:
 
 async def mono_frames(track: MediaStreamTrack) -> AsyncIterator[Samples]:
     """Every 20 ms mono frame a received track carries, until the track ends."""
+    from aiortc.mediastreams import MediaStreamError
+
     conv = MonoConverter()
     while True:
         try:
