@@ -85,7 +85,7 @@ FOLLOW_STALL_S = 5.0  # the view fed nothing this long while the stream grew: re
 # segment, and merging many small ones costs more than the inserts (commit 15.7 µs/message in
 # batches of 64, 3.6 µs in batches of 4,096; bench/RESULTS.md)
 FOLLOW_BATCH_OPS = 4096
-FOLLOW_LINGER_S = 0.25
+FOLLOW_LINGER_S = 0.5
 
 
 def consumer_filters() -> list[str]:
