@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from services.core.contracts import subjects
 from services.core.search_query import (
@@ -84,8 +85,9 @@ class SearchTimeout(Exception):
     """A query ran past its time budget (interrupted)."""
 
 
-@dataclass(frozen=True)
-class PutMessage:
+class PutMessage(NamedTuple):
+    """A message to index (a tuple: made for every message in the view's pass, so it is cheap)."""
+
     member: str
     server_id: str
     channel_id: str

@@ -254,7 +254,7 @@ class SearchIndexer(Watched):
         self.follows = 0  # times it started following (again after a gap)
         self._fed_seq = 0  # every indexed event up to here is in the file or queued
         # batches taken from the view, turned into index operations on the writing thread
-        self._queue: list[tuple[list[tuple[int, IndexOp]] | list[Fed], int]] = []
+        self._queue: list[tuple[list[IndexOp | Fed], int]] = []
         self._queued_ops = 0
         self._queue_since = 0.0
         self._wake = asyncio.Event()
@@ -435,16 +435,14 @@ class SearchIndexer(Watched):
             self._queue, self._queued_ops = [], 0
             await self._notify()
 
-    def _write_fed(
-        self, batch: list[tuple[list[tuple[int, IndexOp]] | list[Fed], int]], identity: str, last: int
-    ) -> int:
+    def _write_fed(self, batch: list[tuple[list[IndexOp | Fed], int]], identity: str, last: int) -> int:
         """On the writing thread: the index operations of the gathered batches (events the view
         decoded are not decoded again), written with the progress in one transaction."""
         ops: list[IndexOp] = []
         for items, _ in batch:
             for item in items:
                 if not isinstance(item, Fed):
-                    ops.append(item[1])
+                    ops.append(item)
                     continue
                 try:
                     ops.extend(fed_ops(item))
@@ -460,16 +458,33 @@ class SearchIndexer(Watched):
     def offer(self, before: int, items: list[Fed], last: int) -> None:
         """The materializer applied the batch ``(before, last]`` to the view (called in its
         pass, synchronously, in stream order); ``items`` are its events of the indexed kinds.
-        Only queued here: they become index operations on the writing thread, off the view's
-        event loop."""
-        if self._accepts(before, last):
-            self._queue_batch([item for item in items if item.seq > self._fed_seq], last)
+        New messages are picked out of the view's decoded events (a tuple each, so the decoded
+        events are not kept alive until the write); everything else is decoded on the writing
+        thread, off the view's event loop."""
+        if not self._accepts(before, last):
+            return
+        queued: list[IndexOp | Fed] = []
+        for item in items:
+            if item.seq <= self._fed_seq:
+                continue
+            event = item.event
+            payload = event.payload if event is not None else None
+            if event is not None and isinstance(payload, MessageCreated):
+                m = payload.message  # checked by the view's decode: only picked out here
+                queued.append(
+                    PutMessage(
+                        event.member, event.server_id, m.channel_id, m.id, m.author_uid, m.created_at, m.body
+                    )
+                )
+            else:
+                queued.append(item)  # history pages, deletes, invalid events: on the writing thread
+        self._queue_batch(queued, last)
 
     def offer_ops(self, before: int, ops: list[tuple[int, IndexOp]], last: int) -> None:
         """The same, for a batch whose index operations were made by the view's process and sent
         over the feed socket (the worker process, ``search_feed``)."""
         if self._accepts(before, last):
-            self._queue_batch([(seq, op) for seq, op in ops if seq > self._fed_seq], last)
+            self._queue_batch([op for seq, op in ops if seq > self._fed_seq], last)
 
     def _accepts(self, before: int, last: int) -> bool:
         if not self.following or self._behind:
@@ -480,7 +495,7 @@ class SearchIndexer(Watched):
             return False
         return last > self._fed_seq  # else a replay of the view (a rebuild): already indexed
 
-    def _queue_batch(self, items: list[tuple[int, IndexOp]] | list[Fed], last: int) -> None:
+    def _queue_batch(self, items: list[IndexOp | Fed], last: int) -> None:
         self._fed_at = time.monotonic()
         if not self._queue:
             self._queue_since = self._fed_at
