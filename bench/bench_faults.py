@@ -187,9 +187,14 @@ async def soak(stack: LiveStack, seconds: float, rate: float) -> dict[str, Any]:
                 peak[name] = max(peak.get(name, 0), value)
             samples += 1
             if samples % 30 == 0:
-                say(f"  soak: {len(poster.ids)}/{count} posted")
+                rss = ", ".join(f"{n} {v / 1024 / 1024:.1f}" for n, v in sorted(stack.rss().items()))
+                say(f"  soak: {len(poster.ids)}/{count} posted; RSS MiB: {rss}")
         await posting
-        await wait_exact(client, baseline, poster.ids, timeout=300)
+        view_error = ""
+        try:
+            await wait_exact(client, baseline, poster.ids, timeout=300)
+        except AssertionError as exc:  # reported with the rest, not instead of it
+            view_error = str(exc)[:500]
         rss_end = stack.rss()
         entries: dict[str, list[dict[str, Any]]] = {}
         synced = await tail.synced(since, entries)
@@ -207,6 +212,7 @@ async def soak(stack: LiveStack, seconds: float, rate: float) -> dict[str, Any]:
             "rate": rate,
             "posted": len(poster.ids),
             "view_tail": judge(poster.ids[-400:], (await history_ids(client) or [])).__dict__,
+            "view_exact_error": view_error,
             "stream": stream.__dict__,
             "live": judge(poster.keys, live).__dict__,
             # judged by id alone (what the bench measured before: colliding ids count as duplicates)
