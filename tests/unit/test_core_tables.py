@@ -33,7 +33,8 @@ def message(mid: str = "m1") -> ChatMessage:
 
 def test_event_ids_follow_each_kinds_rule() -> None:
     created = MessageCreated(message=message("m42"))
-    assert ev.MESSAGE_CREATED.event_id(created) == "msg:m42"
+    # id and creation time: backend ids repeat (ADR 0029)
+    assert ev.MESSAGE_CREATED.event_id(created) == "msg:m42@20261204T120000.000000Z"
     deleted = MessageDeleted(channel_id="ch_1", message_id="m42")
     assert ev.MESSAGE_DELETED.event_id(deleted) == "del:m42"
     rec = fakes.record("srv_a", "A", "A", "uid_me")
@@ -53,7 +54,7 @@ def test_envelopes_carry_the_kind_and_the_channel() -> None:
     env = ev.MESSAGE_CREATED.envelope("srv_a", MessageCreated(message=message()))
     assert (env.type, env.event_id, env.channel_id, env.server_id) == (
         "message.created",
-        "msg:m1",
+        "msg:m1@20261204T120000.000000Z",
         "ch_1",
         "srv_a",
     )
