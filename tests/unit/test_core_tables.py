@@ -131,3 +131,18 @@ def test_sqlite_store_base_creates_the_schema_and_opens_short_connections(tmp_pa
         assert db.execute("SELECT body FROM notes").fetchall() == [("a",)]
     with _DurableNotes(tmp_path / "durable.db")._db() as db:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_message_identity_is_the_id_and_the_instant_of_creation() -> None:
+    """Backend ids repeat (32 bits, ADR 0029): the identity adds the creation time, the same
+    instant however it is spelled (offset, naive UTC), another instant another identity."""
+    from datetime import timedelta, timezone
+
+    from services.core.contracts.chat import message_identity
+
+    at = datetime(2026, 12, 4, 12, 0, 5, tzinfo=UTC)
+    same = at.astimezone(timezone(timedelta(hours=2)))
+    assert message_identity("msg_1", at) == message_identity("msg_1", same) == "msg_1@20261204T120005.000000Z"
+    assert message_identity("msg_1", at.replace(tzinfo=None)) == message_identity("msg_1", at)
+    assert message_identity("msg_1", at + timedelta(seconds=1)) != message_identity("msg_1", at)
+    assert message_identity("msg_2", at) != message_identity("msg_1", at)
