@@ -261,7 +261,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     del msgs
 
     # back to the present, then 100 msg/s arrive while following
-    app.jump_to_present()
+    app.workspace.jump_to_present()
     for _ in range(5):
         frame(app, dpg)
     times = []
@@ -299,7 +299,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     for i in range(20):
         target = "ch_qa" if i % 2 == 0 else "ch_general"
         t0 = time.perf_counter()
-        app.select_channel(target)
+        app.workspace.select_channel(target)
         app.frame()  # the new rows are built here
         t1 = time.perf_counter()
         dpg.render_dearpygui_frame()
@@ -489,9 +489,9 @@ def run_voice(seconds: float) -> dict[str, float]:
             app.account.skip()
         for _ in range(30):
             if app.view.overlay_open():
-                app.answer_consent(False)
+                app.workspace.answer_consent(False)
             frame(app, dpg)
-        app.select_server("srv_harbor")
+        app.workspace.select_server("srv_harbor")
         sm = app.model.servers["srv_harbor"]
         ch = next(c.id for g in sm.groups for c in g.channels if c.type == "voice")
         for _ in range(30):
