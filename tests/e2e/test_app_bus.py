@@ -136,7 +136,7 @@ def test_offline_start_from_cache_then_catch_up(
     assert app2.model.from_cache and "c1" in ids(app2) and not app2.model.stack_online
     assert app2.model.read_only
     shooter.shot(app2, "offline_from_cache")
-    assert app2.send() is False
+    assert app2.workspace.send() is False
     proxy.restore()
     pump(app2, lambda: app2.model.stack_online and "c2" in ids(app2), timeout=15, what="catch up")
     assert stack.snapshot_calls == 1  # the second start synced from the cached sequence

@@ -65,7 +65,7 @@ def attach(ui_factory: Any, path: Path, **kw: Any) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     pump(a, lambda: a.model.notify.known, timeout=20, what="the notification settings")
     return a
@@ -354,21 +354,21 @@ def test_identity_export_in_settings_then_import_on_a_fresh_stack_same_uid(
         pump(app2, lambda: app2.account.settled, timeout=20, what="the account read")
         if app2.account.step is not None:
             app2.account.skip()
-        app2.close_overlays()
+        app2.workspace.close_overlays()
         render(app2, 3)
-        app2.open_settings()
+        app2.workspace.open_settings()
         render(app2, 3)
         dpg.set_value("oc_bak_path", str(backup))
         dpg.set_value("oc_bak_pass", "wrong passphrase!")
         click("oc_bak_import")
-        pump(app2, lambda: not app2.backup.busy, timeout=30, what="the refused import")
+        pump(app2, lambda: not app2.workspace.backup.busy, timeout=30, what="the refused import")
         render(app2, 2)
         assert "wrong passphrase" in text_of("oc_bak_status")
         dpg.set_value("oc_bak_pass", PASSPHRASE)
         click("oc_bak_import")
-        pump(app2, lambda: not app2.backup.busy, timeout=30, what="the import")
+        pump(app2, lambda: not app2.workspace.backup.busy, timeout=30, what="the import")
         render(app2, 3)
-        assert app2.backup.error == "", app2.backup.error
+        assert app2.workspace.backup.error == "", app2.workspace.backup.error
         assert text_of("oc_bak_status").startswith("Identity imported from demo-identity.json")
         shooter.shot(app2, "imported")
         joined = js(new_home, "join", harbor, "--server", "srv_harbor", "--yes")

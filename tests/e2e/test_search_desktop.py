@@ -56,7 +56,7 @@ def app(demo: DemoStack, ui_factory: Any) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts on the first hydrate
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     return a
 

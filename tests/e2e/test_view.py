@@ -225,7 +225,7 @@ def test_scale_200_and_narrow_widths(ui_factory: Any, shooter: Shooter) -> None:
     assert not is_shown("oc_channels") and not is_shown("oc_dock")  # below 900 px
     shooter.shot(app2, "w850")
     app2.view.layout(1480, 920)
-    app2.toggle_members()
+    app2.workspace.toggle_members()
     render(app2)
     assert not is_shown("oc_members")
 

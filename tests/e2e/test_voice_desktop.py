@@ -89,7 +89,7 @@ def open_app(ui_factory: Any, demo: DemoStack, config: Path) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     return a
 

@@ -315,7 +315,7 @@ def test_preferences_round_trip() -> None:
 
 # -- the app's wiring of the keyboard map, without a window ------------------------------------------------
 def test_app_performs_the_routed_keys_without_a_window(tmp_path: Path) -> None:
-    """``App.on_key`` reads what is on screen, routes it through ``ui/state/keys.py`` and performs
+    """``Workspace.on_key`` reads what is on screen, routes it through ``ui/state/keys.py`` and performs
     the action (no Dear PyGui is imported: the import-graph test checks ``ui.app`` loads it only
     in ``build_view``)."""
     from ui.app import App
