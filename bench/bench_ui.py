@@ -140,15 +140,27 @@ def main() -> None:
     parser.add_argument(
         "--peers-nice",
         type=int,
-        default=19,
+        default=0,
         help="niceness of the 4 remote participants' process (they stand for other members' "
-        "machines; 0 = they compete with the app for this machine's cores as equals)",
+        "machines; 0: they compete with the app for this machine's cores as equals)",
+    )
+    parser.add_argument(
+        "--full-mesh",
+        action="store_true",
+        help="the 4 peers also connect with each other (by default only with the member: each "
+        "stands for another machine, their mutual mesh is not this machine's load)",
+    )
+    parser.add_argument(
+        "--probes",
+        action="store_true",
+        help="with --voice: two more phases in the call — the app's audio threads stopped (the "
+        "bridge still runs), and a 1 ms GIL switch interval",
     )
     args = parser.parse_args()
     xvfb = start_xvfb()
     if args.voice:
         try:
-            lines = voice_report(run_voice(args.seconds, args.peers_nice), args)
+            lines = voice_report(run_voice(args.seconds, args.peers_nice, args.full_mesh, args.probes), args)
         finally:
             if xvfb is not None:
                 xvfb.terminate()
@@ -486,7 +498,9 @@ def tree_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-def run_voice(seconds: float, peers_nice: int = 19) -> dict[str, float]:
+def run_voice(
+    seconds: float, peers_nice: int = 0, full_mesh: bool = False, probes: bool = False
+) -> dict[str, float]:
     """The desktop in a call (issue 15): ``openchat up --demo``, a private PulseAudio (null sinks,
     a tone played into the microphone), 4 mesh peers speaking in another process; the same app
     measured for ``seconds`` on a text channel without a call, then on the Call Stage in the call.
@@ -573,7 +587,8 @@ def run_voice(seconds: float, peers_nice: int = 19) -> dict[str, float]:
         measure(app, "idle")
         base = json.loads((home / "run" / "endpoints.json").read_text())["devservers"]["harbor"]
         peers = subprocess.Popen(
-            [sys.executable, "-m", "bench.voice_peers_proc", base, ch, "4"],
+            [sys.executable, "-m", "bench.voice_peers_proc", base, ch, "4"]
+            + ([] if full_mesh else [sm.record.user_uid]),
             cwd=ROOT,
             preexec_fn=(lambda: os.nice(peers_nice)) if peers_nice else None,
             stdin=subprocess.PIPE,
@@ -581,6 +596,9 @@ def run_voice(seconds: float, peers_nice: int = 19) -> dict[str, float]:
             text=True,
         )
         assert peers.stdout is not None and peers.stdout.readline().strip() == "JOINED"
+        for _ in range(60):
+            frame(app, dpg)
+        measure(app, "peers")  # the machine's load of the call without the app in it
         app.voice.click("srv_harbor", ch)
         deadline = time.monotonic() + 90
         v = app.voice.state
@@ -593,9 +611,26 @@ def run_voice(seconds: float, peers_nice: int = 19) -> dict[str, float]:
             assert time.monotonic() < deadline, "the call never had 4 speaking participants"
         for _ in range(60):
             frame(app, dpg)
+        captured0, played0 = app.voice.engine.captured, app.voice.engine.played
         measure(app, "call")
-        r["call_played"] = float(app.voice.engine.played)
-        r["call_captured"] = float(app.voice.engine.captured)
+        if probes:  # what would help: the same call without the app's audio threads; a 1 ms GIL slice
+            v0 = app.voice
+            bridge = v0.bridge
+            v0.engine.stop_call()
+            measure(app, "probe_noaudio")
+            if bridge is not None:
+                v0.engine.start_call(bridge.mic_sink)
+            for _ in range(30):
+                frame(app, dpg)
+            old_si = sys.getswitchinterval()
+            sys.setswitchinterval(0.001)
+            try:
+                measure(app, "probe_si1ms")
+            finally:
+                sys.setswitchinterval(old_si)
+        r["call_speaking_end"] = float(sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")))
+        r["call_played"] = float(app.voice.engine.played - played0)
+        r["call_captured"] = float(app.voice.engine.captured - captured0)
         app.stop()
     finally:
         if peers is not None and peers.stdin is not None:
@@ -609,34 +644,66 @@ def run_voice(seconds: float, peers_nice: int = 19) -> dict[str, float]:
 
 def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cores = 100 * (os.cpu_count() or 1)
+
+    def row(label: str, cell: Any, target: str = "—") -> str:
+        return f"| {label} | {cell('call')} | {target} | {cell('peers')} | {cell('idle')} |"
+
+    def threads(tag: str) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in THREADS.get(tag, {}).items() if v >= 0.5)
+
+    def procs(tag: str) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in PROCS.get(tag, {}).items() if v >= 0.5) or "—"
+
     return [
         f"## UI in a voice call (Dear PyGui) — {when}",
         "",
-        f"`python bench/bench_ui.py --voice --seconds {args.seconds:g}` on {platform.machine()} / "
-        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; the machine is shared), "
-        "Xvfb 1480x920 with Mesa's software renderer, vsync off, frames paced at the app's 60 fps cap; "
-        "`openchat up --demo`, a private PulseAudio (null sinks, a tone played into the microphone), "
-        "4 aiortc mesh peers speaking in another process. CPU = the whole app process (render, bus "
-        "thread, WebRTC bridge, capture + WebRTC processing + playback threads), % of one core.",
+        f"`python bench/bench_ui.py --voice --seconds {args.seconds:g} --peers-nice {args.peers_nice}"
+        f"{' --full-mesh' if args.full_mesh else ''}` on "
+        f"{platform.machine()} / {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; "
+        "the machine is shared), Xvfb 1480x920 with Mesa's software renderer (llvmpipe), vsync off, frames "
+        "paced at the app's 60 fps cap; `openchat up --demo`, a private PulseAudio (null sinks, a tone "
+        "played into the microphone), 4 aiortc mesh peers speaking in another process (at nice "
+        f"{args.peers_nice}, {'in a full mesh' if args.full_mesh else 'connected only with the member'}: "
+        "they stand for other members' machines). "
+        f"Three phases of {args.seconds:g} s, "
+        "in one run: in the call; the 4 peers talking in the room but the app not in it (text channel); "
+        "no call at all. App CPU = the whole app process, % of one core.",
         "",
-        "| figure | in the call (Call Stage, 4 speaking + the member) | target | baseline: no call, same run |",
-        "|---|---|---|---|",
-        f"| p99 frame | {r['call_p99']:.1f} ms (mean {r['call_mean']:.1f}, {r['call_frames']:.0f} frames); app share p99 {r['call_ui_p99']:.1f} ms | ≤ 16 ms | {r['idle_p99']:.1f} ms (mean {r['idle_mean']:.1f}, {r['idle_frames']:.0f} frames); app share p99 {r['idle_ui_p99']:.1f} ms |",
-        f"| app CPU | {r['call_cpu']:.0f} % of a core ({r['call_captured']:.0f} frames captured, {r['call_played']:.0f} played) | — | {r['idle_cpu']:.0f} % |",
-        f"| main thread's own CPU per frame (not waiting: GIL, cores) p99 / mean | {r['call_main_cpu_p99']:.1f} / {r['call_main_cpu_mean']:.1f} ms | — | {r['idle_main_cpu_p99']:.1f} / {r['idle_main_cpu_mean']:.1f} ms |",
-        f"| whole machine busy (all processes: stack, media service, peers, Xvfb, others' jobs) | {r['call_machine_busy']:.0f} % of one core (of {100 * (os.cpu_count() or 1)} %) | — | {r['idle_machine_busy']:.0f} % |",
-        "",
-        "App threads, % of one core: "
-        + "; ".join(
-            f"{tag}: " + ", ".join(f"{k} {v:.0f}" for k, v in THREADS.get(tag, {}).items() if v >= 0.5)
-            for tag in ("call", "idle")
+        "| figure | in the call (Call Stage, 4 speaking + the member) | target | peers talking, app not in the call | no call |",
+        "|---|---|---|---|---|",
+        row(
+            "p99 frame (mean, frames)",
+            lambda t: f"{r[t + '_p99']:.1f} ms ({r[t + '_mean']:.1f}, {r[t + '_frames']:.0f})",
+            "≤ 16 ms",
         ),
-        "",
-        "Other processes of the run, % of one core: "
-        + "; ".join(
-            f"{tag}: " + ", ".join(f"{k} {v:.0f}" for k, v in PROCS.get(tag, {}).items() if v >= 0.5)
-            for tag in ("call", "idle")
+        row("app share (app.frame()) p99", lambda t: f"{r[t + '_ui_p99']:.1f} ms"),
+        row(
+            "main thread's own CPU per frame p99 / mean (not counting waits for the GIL or a core)",
+            lambda t: f"{r[t + '_main_cpu_p99']:.1f} / {r[t + '_main_cpu_mean']:.1f} ms",
         ),
+        row("app CPU", lambda t: f"{r[t + '_cpu']:.0f} %"),
+        row(
+            f"whole machine busy (of {cores} %: this run's processes and others' jobs)",
+            lambda t: f"{r[t + '_machine_busy']:.0f} %",
+        ),
+        row("app threads, % of a core", threads),
+        row("the run's other processes, % of a core", procs),
+        "",
+        f"In the call's {args.seconds:g} s: {r['call_captured']:.0f} frames (20 ms) captured, "
+        f"{r['call_played']:.0f} played, "
+        f"{r['call_speaking_end']:.0f} participants speaking at the end.",
+        "",
+    ] + [
+        f"- Probe, in the same call: {label}: p99 frame {r[t + '_p99']:.1f} ms (mean {r[t + '_mean']:.1f}, "
+        f"{r[t + '_frames']:.0f} frames), app share p99 {r[t + '_ui_p99']:.1f} ms, main thread's CPU per "
+        f"frame p99 {r[t + '_main_cpu_p99']:.1f} ms, app CPU {r[t + '_cpu']:.0f} %, machine "
+        f"{r[t + '_machine_busy']:.0f} % busy."
+        for t, label in (
+            ("probe_noaudio", "the app's capture and playback threads stopped (the bridge still runs)"),
+            ("probe_si1ms", "sys.setswitchinterval(0.001) (default 0.005)"),
+        )
+        if t + "_p99" in r
     ]
 
 
