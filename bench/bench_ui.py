@@ -613,6 +613,9 @@ def run_voice(
             frame(app, dpg)
         captured0, played0 = app.voice.engine.captured, app.voice.engine.played
         measure(app, "call")
+        r["call_speaking_end"] = float(sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")))
+        r["call_played"] = float(app.voice.engine.played - played0)
+        r["call_captured"] = float(app.voice.engine.captured - captured0)
         if probes:  # what would help: the same call without the app's audio threads; a 1 ms GIL slice
             v0 = app.voice
             bridge = v0.bridge
@@ -628,9 +631,6 @@ def run_voice(
                 measure(app, "probe_si1ms")
             finally:
                 sys.setswitchinterval(old_si)
-        r["call_speaking_end"] = float(sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")))
-        r["call_played"] = float(app.voice.engine.played - played0)
-        r["call_captured"] = float(app.voice.engine.captured - captured0)
         app.stop()
     finally:
         if peers is not None and peers.stdin is not None:
