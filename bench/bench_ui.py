@@ -156,8 +156,22 @@ def main() -> None:
         help="with --voice: two more phases in the call — the app's audio threads stopped (the "
         "bridge still runs), and a 1 ms GIL switch interval",
     )
+    parser.add_argument(
+        "--voice-panes",
+        action="store_true",
+        help="only the voice panes' own cost (no stack, no audio): the main thread's CPU for a "
+        "frame in which a speaking ring flips vs. a quiet frame, Call Stage shown, 5 in the call",
+    )
     args = parser.parse_args()
     xvfb = start_xvfb()
+    if args.voice_panes:
+        try:
+            figures = run_voice_panes()
+        finally:
+            if xvfb is not None:
+                xvfb.terminate()
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+        return
     if args.voice:
         try:
             lines = voice_report(run_voice(args.seconds, args.peers_nice, args.full_mesh, args.probes), args)
@@ -445,6 +459,65 @@ def run_stack() -> dict[str, float]:
     finally:
         stack.stop()
     return r
+
+
+def run_voice_panes(flips: int = 400) -> dict[str, float]:
+    """The voice panes' own cost, without a stack or audio (robust to a busy machine: the main
+    thread's CPU time, not wall time): srv_testlab's voice channel with the member and 4 others,
+    its Call Stage shown; a frame after one participant's speaking flipped vs. a frame after
+    nothing happened."""
+    import dearpygui.dearpygui as dpg
+
+    from services.core.contracts.media import VoiceParticipant, VoiceSpeaking, VoiceStatus
+    from ui.app import App
+    from ui.storage import Storage
+
+    open_viewport(dpg)
+    app = App(storage=Storage(Path(tempfile.mkdtemp())))
+    app.build_view()
+    app.screen = "workspace"
+    app.model.apply_snapshot(fakes.snapshot())
+    app.model.set_stack_online(True)
+    app.view.layout(1480, 920)
+    sid, ch = "srv_testlab", "ch_huddle"
+    app.select_server(sid)
+    others = [
+        VoiceParticipant(participant_id=f"p{i}", user_uid=f"uid_p{i}", display_name=f"Peer {i}")
+        for i in range(4)
+    ]
+    v = app.voice
+    v.state.click(sid, ch)
+    v.on_status(
+        sid,
+        VoiceStatus(state="active", server_id=sid, channel_id=ch, participant_id="me", participants=others),
+    )
+    for _ in range(30):
+        frame(app, dpg)
+    assert dpg.is_item_shown("oc_stage"), "the Call Stage is not shown"
+
+    def cpu_of_frame() -> float:
+        c0 = time.thread_time()
+        app.frame()
+        spent = (time.thread_time() - c0) * 1000
+        dpg.render_dearpygui_frame()
+        return spent
+
+    quiet, flip = [], []
+    for i in range(flips):
+        quiet.append(cpu_of_frame())
+        sp = VoiceSpeaking(channel_id=ch, participant_id=f"p{i % 4}", speaking=(i // 4) % 2 == 0)
+        v.state.apply_speaking(sid, sp)
+        flip.append(cpu_of_frame())
+    app.view.destroy()
+    dpg.destroy_context()
+    return {
+        "quiet_mean_ms": statistics.fmean(quiet),
+        "quiet_p99_ms": p99(quiet),
+        "flip_mean_ms": statistics.fmean(flip),
+        "flip_p99_ms": p99(flip),
+        "flip_median_ms": statistics.median(flip),
+        "quiet_median_ms": statistics.median(quiet),
+    }
 
 
 THREADS: dict[str, dict[str, float]] = {}  # per measured phase: thread group → % of one core
