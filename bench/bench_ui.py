@@ -685,11 +685,12 @@ def run_voice(
         for _ in range(60):
             frame(app, dpg)
         captured0, played0 = app.voice.engine.captured, app.voice.engine.played
-        version0 = v.version
+        version0, rings0 = v.version, v.rings
         measure(app, "call")
         r["call_speaking_end"] = float(sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")))
         r["call_played"] = float(app.voice.engine.played - played0)
         r["call_versions"] = float(v.version - version0)
+        r["call_rings"] = float(v.rings - rings0)
         r["call_captured"] = float(app.voice.engine.captured - captured0)
         if probes:  # what would help: the same call without the app's audio threads; a 1 ms GIL slice
             v0 = app.voice
@@ -767,8 +768,9 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         "",
         f"In the call's {args.seconds:g} s: {r['call_captured']:.0f} frames (20 ms) captured, "
         f"{r['call_played']:.0f} played, "
-        f"{r['call_speaking_end']:.0f} participants speaking at the end; the call's state changed "
-        f"{r['call_versions']:.0f} times (each one re-renders the voice panes).",
+        f"{r['call_speaking_end']:.0f} participants speaking at the end; the voice panes re-rendered "
+        f"{r['call_versions']:.0f} times (the call's state changed), rings alone toggled "
+        f"{r['call_rings']:.0f} times (who speaks changed).",
         "",
     ] + [
         f"- Probe, in the same call: {label}: p99 frame {r[t + '_p99']:.1f} ms (mean {r[t + '_mean']:.1f}, "
