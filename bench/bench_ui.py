@@ -743,10 +743,10 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         f"{args.peers_nice}, {'in a full mesh' if args.full_mesh else 'connected only with the member'}: "
         "they stand for other members' machines). "
         f"Three phases of {args.seconds:g} s, "
-        "in one run: in the call; the 4 peers talking in the room but the app not in it (text channel); "
-        "no call at all. App CPU = the whole app process, % of one core.",
+        "in one run: no call (a text channel); the 4 peers in the room, the app not in the call; "
+        "the app in the call (Call Stage). App CPU = the whole app process, % of one core.",
         "",
-        "| figure | in the call (Call Stage, 4 speaking + the member) | target | peers talking, app not in the call | no call |",
+        "| figure | in the call (Call Stage, 4 speaking + the member) | target | no call, the 4 peers in the room (just before the call) | no call, no peers (first phase) |",
         "|---|---|---|---|---|",
         row(
             "p99 frame (mean, frames)",
