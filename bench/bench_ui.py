@@ -12,6 +12,15 @@ Frame time is the CPU time of one ``app.frame()`` + ``render_dearpygui_frame()``
 no frame-cap sleep). Needs a display: starts its own Xvfb when ``DISPLAY`` is not set.
 
     python bench/bench_ui.py [--messages 100000] [--seconds 5] [--write]
+
+In a voice call (issue 15): ``--voice`` measures the app in a call with 4 speaking peers against
+the same app without a call in the same run, with where the time goes (the main thread's own CPU
+per frame, the machine's busy share, the app's threads and the run's other processes);
+``--probes`` adds the call without the app's audio threads and with a 1 ms GIL slice;
+``--voice-panes`` measures only the voice panes' cost of a speaking-ring change (no stack).
+
+    python bench/bench_ui.py --voice [--seconds 10] [--probes] [--full-mesh] [--peers-nice N]
+    python bench/bench_ui.py --voice-panes
 """
 
 from __future__ import annotations
