@@ -80,6 +80,12 @@ RETRY_MAX_S = 2.0
 CONSUMER_CHECK_EVERY = 20
 FOLLOW_CHECK_S = 1.0  # while following: how often the stream's identity and end are checked
 FOLLOW_STALL_S = 5.0  # the view fed nothing this long while the stream grew: read it ourselves
+# while following, the view's batches (≤ 256 events each) are gathered and written together, up to
+# FOLLOW_BATCH_OPS operations or FOLLOW_LINGER_S after the first: each commit flushes a new FTS5
+# segment, and merging many small ones costs more than the inserts (commit 15.7 µs/message in
+# batches of 64, 3.6 µs in batches of 4,096; bench/RESULTS.md)
+FOLLOW_BATCH_OPS = 4096
+FOLLOW_LINGER_S = 0.5
 
 
 def consumer_filters() -> list[str]:
@@ -165,14 +171,17 @@ def index_ops(subject: str, data: bytes) -> list[IndexOp]:
 
 def fed_ops(item: Fed) -> list[IndexOp]:
     """The index operations of an event the materializer already decoded (its ``ParsedEvent``:
-    checked against the subject, ids and bounds there); history pages, which the view does not
-    decode, are decoded here. Raises ``InvalidEvent``."""
+    checked against the subject, ids and bounds there, so not checked again); history pages,
+    which the view does not decode, are decoded here. Raises ``InvalidEvent``."""
     event = item.event
     if event is None:
         return index_ops(item.subject, item.data)
     p = event.payload
     if isinstance(p, MessageCreated):
-        return [_put(event.member, event.server_id, p.message)]
+        m = p.message
+        return [
+            PutMessage(event.member, event.server_id, m.channel_id, m.id, m.author_uid, m.created_at, m.body)
+        ]
     if isinstance(p, MessageDeleted):
         return [DeleteMessage(event.member, event.server_id, p.channel_id, p.message_id)]
     if isinstance(p, ServerLeft):
@@ -244,7 +253,10 @@ class SearchIndexer(Watched):
         self.fed_batches = 0
         self.follows = 0  # times it started following (again after a gap)
         self._fed_seq = 0  # every indexed event up to here is in the file or queued
-        self._queue: list[tuple[list[IndexOp], int]] = []
+        # batches taken from the view, turned into index operations on the writing thread
+        self._queue: list[tuple[list[IndexOp | Fed], int]] = []
+        self._queued_ops = 0
+        self._queue_since = 0.0
         self._wake = asyncio.Event()
         self._behind = False
         self._stalled = False  # the view stopped: read the stream to its end before following
@@ -377,7 +389,7 @@ class SearchIndexer(Watched):
         self.follows += 1
         self._fed_seq = seq
         self._fed_at = time.monotonic()
-        self._queue = []
+        self._queue, self._queued_ops = [], 0
 
     async def _follow(self, identity: str) -> None:
         """Index the batches the materializer hands on (``offer``): one read of the stream for
@@ -390,12 +402,17 @@ class SearchIndexer(Watched):
         try:
             while True:
                 if self._queue:
-                    batch, self._queue = self._queue, []
-                    ops = [op for b, _ in batch for op in b]
+                    linger = self._queue_since + FOLLOW_LINGER_S - time.monotonic()
+                    if linger > 0 and self._queued_ops < FOLLOW_BATCH_OPS and not self._behind:
+                        self._wake.clear()  # gather more of the view's batches for one commit
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), linger)
+                        continue
+                    batch, self._queue, self._queued_ops = self._queue, [], 0
                     last = max(batch[-1][1], self.applied_seq)
-                    await asyncio.to_thread(self.index.apply, ops, identity, last)
+                    indexed = await asyncio.to_thread(self._write_fed, batch, identity, last)
                     self.applied_seq = last
-                    self.indexed += sum(isinstance(op, PutMessage) for op in ops)
+                    self.indexed += indexed
                     await self._notify()
                     continue
                 if self._behind:
@@ -415,33 +432,59 @@ class SearchIndexer(Watched):
                         return
         finally:
             self.following = False
-            self._queue = []
+            self._queue, self._queued_ops = [], 0
             await self._notify()
+
+    def _write_fed(self, batch: list[tuple[list[IndexOp | Fed], int]], identity: str, last: int) -> int:
+        """On the writing thread: the index operations of the gathered batches (events the view
+        decoded are not decoded again), written with the progress in one transaction."""
+        ops: list[IndexOp] = []
+        for items, _ in batch:
+            for item in items:
+                if not isinstance(item, Fed):
+                    ops.append(item)
+                    continue
+                try:
+                    ops.extend(fed_ops(item))
+                except InvalidEvent as exc:
+                    self.skipped += 1
+                    log.warning(
+                        "search index skipped an invalid event",
+                        extra={"subject": item.subject, "seq": item.seq, "error": str(exc)[:300]},
+                    )
+        self.index.apply(ops, identity, last)
+        return sum(isinstance(op, PutMessage) for op in ops)
 
     def offer(self, before: int, items: list[Fed], last: int) -> None:
         """The materializer applied the batch ``(before, last]`` to the view (called in its
-        pass, synchronously, in stream order); ``items`` are its events of the indexed kinds."""
+        pass, synchronously, in stream order); ``items`` are its events of the indexed kinds.
+        New messages are picked out of the view's decoded events (a tuple each, so the decoded
+        events are not kept alive until the write); everything else is decoded on the writing
+        thread, off the view's event loop."""
         if not self._accepts(before, last):
             return
-        ops: list[tuple[int, IndexOp]] = []
+        queued: list[IndexOp | Fed] = []
         for item in items:
             if item.seq <= self._fed_seq:
                 continue
-            try:
-                ops.extend((item.seq, op) for op in fed_ops(item))
-            except InvalidEvent as exc:
-                self.skipped += 1
-                log.warning(
-                    "search index skipped an invalid event",
-                    extra={"subject": item.subject, "seq": item.seq, "error": str(exc)[:300]},
+            event = item.event
+            payload = event.payload if event is not None else None
+            if event is not None and isinstance(payload, MessageCreated):
+                m = payload.message  # checked by the view's decode: only picked out here
+                queued.append(
+                    PutMessage(
+                        event.member, event.server_id, m.channel_id, m.id, m.author_uid, m.created_at, m.body
+                    )
                 )
-        self._queue_batch(ops, last)
+            else:
+                queued.append(item)  # history pages, deletes, invalid events: on the writing thread
+        self._queue_batch(queued, last)
 
     def offer_ops(self, before: int, ops: list[tuple[int, IndexOp]], last: int) -> None:
         """The same, for a batch whose index operations were made by the view's process and sent
         over the feed socket (the worker process, ``search_feed``)."""
         if self._accepts(before, last):
-            self._queue_batch([(seq, op) for seq, op in ops if seq > self._fed_seq], last)
+            self._queue_batch([op for seq, op in ops if seq > self._fed_seq], last)
 
     def _accepts(self, before: int, last: int) -> bool:
         if not self.following or self._behind:
@@ -452,11 +495,14 @@ class SearchIndexer(Watched):
             return False
         return last > self._fed_seq  # else a replay of the view (a rebuild): already indexed
 
-    def _queue_batch(self, ops: list[tuple[int, IndexOp]], last: int) -> None:
+    def _queue_batch(self, items: list[IndexOp | Fed], last: int) -> None:
         self._fed_at = time.monotonic()
+        if not self._queue:
+            self._queue_since = self._fed_at
         self._fed_seq = last
         self.fed_batches += 1
-        self._queue.append(([op for _, op in ops], last))
+        self._queue.append((items, last))
+        self._queued_ops += len(items)
         self._wake.set()
 
     async def _idle_checks(self, sub: Any, idle: int) -> None:

@@ -215,3 +215,61 @@ def test_registry_drops() -> None:
 
 def test_sqlite_has_fts5() -> None:
     sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram')")
+
+
+def _rows(index: SearchIndex, member: str) -> list[tuple[Any, ...]]:
+    return index._w.execute(f'SELECT * FROM "msg:{member}" ORDER BY id').fetchall()  # noqa: S608  (a test's own member names)
+
+
+def test_runs_written_together_give_what_one_by_one_gives(tmp_path: Path) -> None:
+    """``apply`` writes runs of new messages with one statement per table and falls back to one
+    by one when any is indexed already: both paths give the same rows, order and matches."""
+    same_ms = [put(f"s{i}", f"tick {i} 東京", at=1) for i in range(5)]
+    batches: list[list[Any]] = [
+        [put("m1", "alpha beta", at=0), *same_ms, put("m2", "gamma", at=2, author="uid_x")],
+        # the same millisecond again after the run: arrival order continues after s0..s4
+        [put("s5", "tick 5", at=1), put("m3", "한국어를 공부합니다", at=3, channel="random")],
+        # a replay of part of the first run with one new message: the fallback path
+        [put("m1", "alpha beta", at=0), put("m4", "delta", at=4), put("s2", "tick 2 東京", at=1)],
+        # an edit inside a run, and the same message twice in one run
+        [put("m5", "epsilon", at=5), put("m2", "gamma edited", at=2, author="uid_x"), put("m5", "epsilon", at=5)],
+        # members alternating inside one apply, and a run spread over more than the range read
+        [put("b1", "beta", member="bob"), put("b2", "beta", member="bob", at=1), put("m6", "beta", at=6),
+         put("m7", "old beta", at=-10 * 24 * 3600), put("m8", "new beta", at=7)],
+        [DeleteMessage("alice", "srv_a", "general", "m4"), put("m9", "zeta", at=9), put("m10", "zeta", at=10)],
+    ]  # fmt: skip
+    together = SearchIndex(tmp_path / "a" / "index.sqlite3")
+    alone = SearchIndex(tmp_path / "b" / "index.sqlite3")
+    try:
+        for batch in batches:
+            together.apply(batch)
+            for op in batch:
+                alone.apply([op])
+        for member in ("alice", "bob"):
+            assert _rows(together, member) == _rows(alone, member)
+        for query in (
+            "tick",
+            "東京",
+            "한국어",
+            "beta",
+            "gamma",
+            "edited",
+            "delta",
+            "zeta",
+            "alpha",
+            '"alpha beta"',
+            "ti*",
+        ):
+            assert ids(together, query, limit=200) == ids(alone, query, limit=200), query
+            assert ids(together, query, member="bob") == ids(alone, query, member="bob"), query
+        assert ids(together, "tick", limit=200) == ["s5", "s4", "s3", "s2", "s1", "s0"]
+        assert ids(together, "gamma") == ["m2"] and ids(together, "edited from:uid_x") == ["m2"]
+        assert ids(together, "delta") == [] and ids(together, "epsilon") == ["m5"]
+        assert ids(together, "beta") == ["m8", "m6", "m1", "m7"] and ids(together, "beta", member="bob") == [
+            "b2",
+            "b1",
+        ]
+        assert together.count("alice") == 15
+    finally:
+        together.close()
+        alone.close()
