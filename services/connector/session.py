@@ -32,6 +32,10 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    server (``profile.py``: a server gets the profile only after the member agreed to share it with that
    server, docs/product-rules.md D18; a no-op otherwise); ``profile_updated`` of the member's own uid
    keeps its cached ``GET /v1/profile/me`` current.
+   While live, a burst of messages (the backend may have dropped some) triggers a gap fill once
+   the socket is quiet, and a timer a periodic reconcile: a 5-message probe page on channels with
+   no live message since their last fill, every ``reconcile_interval_s`` or longer with the
+   connector's session count, jittered (ADR 0025).
 
 Link previews: each message published for the first time — live, or gap-filled and at most
 ``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
