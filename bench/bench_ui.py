@@ -12,6 +12,15 @@ Frame time is the CPU time of one ``app.frame()`` + ``render_dearpygui_frame()``
 no frame-cap sleep). Needs a display: starts its own Xvfb when ``DISPLAY`` is not set.
 
     python bench/bench_ui.py [--messages 100000] [--seconds 5] [--write]
+
+In a voice call (issue 15): ``--voice`` measures the app in a call with 4 speaking peers against
+the same app without a call in the same run, with where the time goes (the main thread's own CPU
+per frame, the machine's busy share, the app's threads and the run's other processes);
+``--probes`` adds the call without the app's audio threads and with a 1 ms GIL slice;
+``--voice-panes`` measures only the voice panes' cost of a speaking-ring change (no stack).
+
+    python bench/bench_ui.py --voice [--seconds 10] [--probes] [--full-mesh] [--peers-nice N]
+    python bench/bench_ui.py --voice-panes
 """
 
 from __future__ import annotations
@@ -137,11 +146,44 @@ def main() -> None:
         action="store_true",
         help="only the call figures: p99 frame and CPU in a call with 4 speaking participants vs none",
     )
+    parser.add_argument(
+        "--peers-nice",
+        type=int,
+        default=0,
+        help="niceness of the 4 remote participants' process (they stand for other members' "
+        "machines; 0: they compete with the app for this machine's cores as equals)",
+    )
+    parser.add_argument(
+        "--full-mesh",
+        action="store_true",
+        help="the 4 peers also connect with each other (by default only with the member: each "
+        "stands for another machine, their mutual mesh is not this machine's load)",
+    )
+    parser.add_argument(
+        "--probes",
+        action="store_true",
+        help="with --voice: two more phases in the call — the app's audio threads stopped (the "
+        "bridge still runs), and a 1 ms GIL switch interval",
+    )
+    parser.add_argument(
+        "--voice-panes",
+        action="store_true",
+        help="only the voice panes' own cost (no stack, no audio): the main thread's CPU for a "
+        "frame in which a speaking ring flips vs. a quiet frame, Call Stage shown, 5 in the call",
+    )
     args = parser.parse_args()
     xvfb = start_xvfb()
+    if args.voice_panes:
+        try:
+            figures = run_voice_panes()
+        finally:
+            if xvfb is not None:
+                xvfb.terminate()
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+        return
     if args.voice:
         try:
-            lines = voice_report(run_voice(args.seconds), args)
+            lines = voice_report(run_voice(args.seconds, args.peers_nice, args.full_mesh, args.probes), args)
         finally:
             if xvfb is not None:
                 xvfb.terminate()
@@ -428,7 +470,119 @@ def run_stack() -> dict[str, float]:
     return r
 
 
-def run_voice(seconds: float) -> dict[str, float]:
+def run_voice_panes(flips: int = 400) -> dict[str, float]:
+    """The voice panes' own cost, without a stack or audio (robust to a busy machine: the main
+    thread's CPU time, not wall time): srv_testlab's voice channel with the member and 4 others,
+    its Call Stage shown; a frame after one participant's speaking flipped vs. a frame after
+    nothing happened."""
+    import dearpygui.dearpygui as dpg
+
+    from services.core.contracts.media import VoiceParticipant, VoiceSpeaking, VoiceStatus
+    from ui.app import App
+    from ui.storage import Storage
+
+    open_viewport(dpg)
+    app = App(storage=Storage(Path(tempfile.mkdtemp())))
+    app.build_view()
+    app.screen = "workspace"
+    app.model.apply_snapshot(fakes.snapshot())
+    app.model.set_stack_online(True)
+    app.view.layout(1480, 920)
+    sid, ch = "srv_testlab", "ch_huddle"
+    app.select_server(sid)
+    others = [
+        VoiceParticipant(participant_id=f"p{i}", user_uid=f"uid_p{i}", display_name=f"Peer {i}")
+        for i in range(4)
+    ]
+    v = app.voice
+    v.state.click(sid, ch)
+    v.on_status(
+        sid,
+        VoiceStatus(state="active", server_id=sid, channel_id=ch, participant_id="me", participants=others),
+    )
+    for _ in range(30):
+        frame(app, dpg)
+    assert dpg.is_item_shown("oc_stage"), "the Call Stage is not shown"
+
+    def cpu_of_frame() -> float:
+        c0 = time.thread_time()
+        app.frame()
+        spent = (time.thread_time() - c0) * 1000
+        dpg.render_dearpygui_frame()
+        return spent
+
+    quiet, flip = [], []
+    for i in range(flips):
+        quiet.append(cpu_of_frame())
+        sp = VoiceSpeaking(channel_id=ch, participant_id=f"p{i % 4}", speaking=(i // 4) % 2 == 0)
+        v.state.apply_speaking(sid, sp)
+        flip.append(cpu_of_frame())
+    app.view.destroy()
+    dpg.destroy_context()
+    return {
+        "quiet_mean_ms": statistics.fmean(quiet),
+        "quiet_p99_ms": p99(quiet),
+        "flip_mean_ms": statistics.fmean(flip),
+        "flip_p99_ms": p99(flip),
+        "flip_median_ms": statistics.median(flip),
+        "quiet_median_ms": statistics.median(quiet),
+    }
+
+
+THREADS: dict[str, dict[str, float]] = {}  # per measured phase: thread group → % of one core
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every thread of this process, by native id, with a group name (Python
+    threads by their ``threading`` name without the counter, native ones by their OS name)."""
+    import re
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for tid_s in os.listdir("/proc/self/task"):
+        tid = int(tid_s)
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = names.get(tid, comm)
+        name = "main" if tid == os.getpid() else re.sub(r"[-_ ]?\d+( \(.*\))?$", "", name)
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+PROCS: dict[str, dict[str, float]] = {}  # per measured phase: the bench's child processes → % of a core
+
+
+def tree_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each process the bench started (the stack's services, the peers, Xvfb,
+    PulseAudio), by pid, named by what runs in it."""
+    import psutil
+
+    out: dict[int, tuple[str, float]] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = child.cmdline()
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        mod = next((cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "-m"), "")
+        name = mod.split(".")[-1] if mod else Path(cmd[0]).name if cmd else child.name()
+        if mod == "services.devserver" or "devserver" in " ".join(cmd[:4]):
+            name = "devserver"
+        out[child.pid] = (name, t.user + t.system)
+    return out
+
+
+def run_voice(
+    seconds: float, peers_nice: int = 0, full_mesh: bool = False, probes: bool = False
+) -> dict[str, float]:
     """The desktop in a call (issue 15): ``openchat up --demo``, a private PulseAudio (null sinks,
     a tone played into the microphone), 4 mesh peers speaking in another process; the same app
     measured for ``seconds`` on a text channel without a call, then on the Call Stage in the call.
@@ -455,15 +609,31 @@ def run_voice(seconds: float) -> dict[str, float]:
 
     def measure(app: Any, tag: str) -> None:
         times: list[float] = []
+        main_cpu: list[float] = []
         UI_MS.clear()
+        threads0, sys0, procs0 = thread_cpu(), psutil.cpu_times(), tree_cpu()
         cpu0, t0 = proc.cpu_times(), time.monotonic()
         while time.monotonic() - t0 < seconds:
-            f0 = time.perf_counter()
+            f0, c0 = time.perf_counter(), time.thread_time()
             times.append(frame(app, dpg))
+            main_cpu.append((time.thread_time() - c0) * 1000)
             spent = time.perf_counter() - f0
             if spent < 1 / 60:
                 time.sleep(1 / 60 - spent)
         cpu1, wall = proc.cpu_times(), time.monotonic() - t0
+        threads1, sys1, procs1 = thread_cpu(), psutil.cpu_times(), tree_cpu()
+        grouped: dict[str, float] = {}
+        for pid, (name, secs) in procs1.items():
+            grouped[name] = grouped.get(name, 0.0) + secs - procs0.get(pid, (name, secs))[1]
+        PROCS[tag] = {k: 100 * v / wall for k, v in sorted(grouped.items(), key=lambda kv: -kv[1])}
+        r[f"{tag}_main_cpu_p99"] = p99(main_cpu)
+        r[f"{tag}_main_cpu_mean"] = statistics.fmean(main_cpu)
+        busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
+        r[f"{tag}_machine_busy"] = 100 * busy / wall  # % of one core, all processes
+        per: dict[str, float] = {}
+        for tid, (name, ticks) in threads1.items():
+            per[name] = per.get(name, 0.0) + ticks - threads0.get(tid, (name, 0.0))[1]
+        THREADS[tag] = {k: 100 * v / wall for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
         r[f"{tag}_p99"] = p99(times)
         r[f"{tag}_mean"] = statistics.fmean(times)
         r[f"{tag}_cpu"] = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
@@ -499,13 +669,18 @@ def run_voice(seconds: float) -> dict[str, float]:
         measure(app, "idle")
         base = json.loads((home / "run" / "endpoints.json").read_text())["devservers"]["harbor"]
         peers = subprocess.Popen(
-            [sys.executable, "-m", "bench.voice_peers_proc", base, ch, "4"],
+            [sys.executable, "-m", "bench.voice_peers_proc", base, ch, "4"]
+            + ([] if full_mesh else [sm.record.user_uid]),
             cwd=ROOT,
+            preexec_fn=(lambda: os.nice(peers_nice)) if peers_nice else None,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert peers.stdout is not None and peers.stdout.readline().strip() == "JOINED"
+        for _ in range(60):
+            frame(app, dpg)
+        measure(app, "peers")  # the machine's load of the call without the app in it
         app.voice.click("srv_harbor", ch)
         deadline = time.monotonic() + 90
         v = app.voice.state
@@ -518,9 +693,29 @@ def run_voice(seconds: float) -> dict[str, float]:
             assert time.monotonic() < deadline, "the call never had 4 speaking participants"
         for _ in range(60):
             frame(app, dpg)
+        captured0, played0 = app.voice.engine.captured, app.voice.engine.played
+        version0, rings0 = v.version, v.rings
         measure(app, "call")
-        r["call_played"] = float(app.voice.engine.played)
-        r["call_captured"] = float(app.voice.engine.captured)
+        r["call_speaking_end"] = float(sum(p.speaking for p in v.participants("srv_harbor", ch, "", "me")))
+        r["call_played"] = float(app.voice.engine.played - played0)
+        r["call_versions"] = float(v.version - version0)
+        r["call_rings"] = float(v.rings - rings0)
+        r["call_captured"] = float(app.voice.engine.captured - captured0)
+        if probes:  # what would help: the same call without the app's audio threads; a 1 ms GIL slice
+            v0 = app.voice
+            bridge = v0.bridge
+            v0.engine.stop_call()
+            measure(app, "probe_noaudio")
+            if bridge is not None:
+                v0.engine.start_call(bridge.mic_sink)
+            for _ in range(30):
+                frame(app, dpg)
+            old_si = sys.getswitchinterval()
+            sys.setswitchinterval(0.001)
+            try:
+                measure(app, "probe_si1ms")
+            finally:
+                sys.setswitchinterval(old_si)
         app.stop()
     finally:
         if peers is not None and peers.stdin is not None:
@@ -534,20 +729,68 @@ def run_voice(seconds: float) -> dict[str, float]:
 
 def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cores = 100 * (os.cpu_count() or 1)
+
+    def row(label: str, cell: Any, target: str = "—") -> str:
+        return f"| {label} | {cell('call')} | {target} | {cell('peers')} | {cell('idle')} |"
+
+    def threads(tag: str) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in THREADS.get(tag, {}).items() if v >= 0.5)
+
+    def procs(tag: str) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in PROCS.get(tag, {}).items() if v >= 0.5) or "—"
+
     return [
         f"## UI in a voice call (Dear PyGui) — {when}",
         "",
-        f"`python bench/bench_ui.py --voice --seconds {args.seconds:g}` on {platform.machine()} / "
-        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; the machine is shared), "
-        "Xvfb 1480x920 with Mesa's software renderer, vsync off, frames paced at the app's 60 fps cap; "
-        "`openchat up --demo`, a private PulseAudio (null sinks, a tone played into the microphone), "
-        "4 aiortc mesh peers speaking in another process. CPU = the whole app process (render, bus "
-        "thread, WebRTC bridge, capture + WebRTC processing + playback threads), % of one core.",
+        f"`python bench/bench_ui.py --voice --seconds {args.seconds:g} --peers-nice {args.peers_nice}"
+        f"{' --full-mesh' if args.full_mesh else ''}` on "
+        f"{platform.machine()} / {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; "
+        "the machine is shared), Xvfb 1480x920 with Mesa's software renderer (llvmpipe), vsync off, frames "
+        "paced at the app's 60 fps cap; `openchat up --demo`, a private PulseAudio (null sinks, a tone "
+        "played into the microphone), 4 aiortc mesh peers speaking in another process (at nice "
+        f"{args.peers_nice}, {'in a full mesh' if args.full_mesh else 'connected only with the member'}: "
+        "they stand for other members' machines). "
+        f"Three phases of {args.seconds:g} s, "
+        "in one run: no call (a text channel); the 4 peers in the room, the app not in the call; "
+        "the app in the call (Call Stage). App CPU = the whole app process, % of one core.",
         "",
-        "| figure | in the call (Call Stage, 4 speaking + the member) | target | baseline: no call, same run |",
-        "|---|---|---|---|",
-        f"| p99 frame | {r['call_p99']:.1f} ms (mean {r['call_mean']:.1f}, {r['call_frames']:.0f} frames); app share p99 {r['call_ui_p99']:.1f} ms | ≤ 16 ms | {r['idle_p99']:.1f} ms (mean {r['idle_mean']:.1f}, {r['idle_frames']:.0f} frames); app share p99 {r['idle_ui_p99']:.1f} ms |",
-        f"| app CPU | {r['call_cpu']:.0f} % of a core ({r['call_captured']:.0f} frames captured, {r['call_played']:.0f} played) | — | {r['idle_cpu']:.0f} % |",
+        "| figure | in the call (Call Stage, 4 speaking + the member) | target | no call, the 4 peers in the room (just before the call) | no call, no peers (first phase) |",
+        "|---|---|---|---|---|",
+        row(
+            "p99 frame (mean, frames)",
+            lambda t: f"{r[t + '_p99']:.1f} ms ({r[t + '_mean']:.1f}, {r[t + '_frames']:.0f})",
+            "≤ 16 ms",
+        ),
+        row("app share (app.frame()) p99", lambda t: f"{r[t + '_ui_p99']:.1f} ms"),
+        row(
+            "main thread's own CPU per frame p99 / mean (not counting waits for the GIL or a core)",
+            lambda t: f"{r[t + '_main_cpu_p99']:.1f} / {r[t + '_main_cpu_mean']:.1f} ms",
+        ),
+        row("app CPU", lambda t: f"{r[t + '_cpu']:.0f} %"),
+        row(
+            f"whole machine busy (of {cores} %: this run's processes and others' jobs)",
+            lambda t: f"{r[t + '_machine_busy']:.0f} %",
+        ),
+        row("app threads, % of a core", threads),
+        row("the run's other processes, % of a core", procs),
+        "",
+        f"In the call's {args.seconds:g} s: {r['call_captured']:.0f} frames (20 ms) captured, "
+        f"{r['call_played']:.0f} played, "
+        f"{r['call_speaking_end']:.0f} participants speaking at the end; the voice panes re-rendered "
+        f"{r['call_versions']:.0f} times (the call's state changed), rings alone toggled "
+        f"{r['call_rings']:.0f} times (who speaks changed).",
+        "",
+    ] + [
+        f"- Probe, in the same call: {label}: p99 frame {r[t + '_p99']:.1f} ms (mean {r[t + '_mean']:.1f}, "
+        f"{r[t + '_frames']:.0f} frames), app share p99 {r[t + '_ui_p99']:.1f} ms, main thread's CPU per "
+        f"frame p99 {r[t + '_main_cpu_p99']:.1f} ms, app CPU {r[t + '_cpu']:.0f} %, machine "
+        f"{r[t + '_machine_busy']:.0f} % busy."
+        for t, label in (
+            ("probe_noaudio", "the app's capture and playback threads stopped (the bridge still runs)"),
+            ("probe_si1ms", "sys.setswitchinterval(0.001) (default 0.005)"),
+        )
+        if t + "_p99" in r
     ]
 
 

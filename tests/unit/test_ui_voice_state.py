@@ -116,3 +116,32 @@ def test_a_late_answer_does_not_turn_rings_off() -> None:
     assert "p1" in v.speaking
     v.apply_status("s1", active(participants=[]))  # p1 left: its ring goes with it
     assert "p1" not in v.speaking
+
+
+def test_a_speaking_change_alone_only_moves_the_rings_counter() -> None:
+    """The panes re-render on ``version``; a ring that turns on or off (several times a second
+    in a call) moves ``rings`` only, so the panes just show or hide rings (bench_ui --voice-panes)."""
+    v = VoiceState()
+    v.click("s1", "v1")
+    v.apply_status("s1", active())
+    version, rings = v.version, v.rings
+    v.apply_speaking("s1", VoiceSpeaking(channel_id="v1", participant_id="p1", speaking=True))
+    assert (v.version, v.rings) == (version, rings + 1)
+    v.apply_speaking("s1", VoiceSpeaking(channel_id="v1", participant_id="p1", speaking=True))
+    assert (v.version, v.rings) == (version, rings + 1)  # no edge: nothing
+    v.apply_status("s1", active())  # the same call said again (it keeps p1's ring): nothing to draw
+    assert (v.version, v.rings) == (version, rings + 1) and "p1" in v.speaking
+    speaking_self = active().model_copy(update={"speaking": True})
+    v.apply_status("s1", speaking_self)  # the status carries the member's own ring
+    assert v.self_speaking()
+    assert v.version == version + 1  # the status itself differs: a full render
+    v.apply_status("s1", speaking_self)
+    assert v.version == version + 1
+    muted = speaking_self.model_copy(update={"prefs": VoicePrefs(mic_muted=True)})
+    v.apply_status("s1", muted)  # the dock's buttons change: a full render
+    assert v.version == version + 2 and not v.self_speaking()
+    joined = muted.model_copy(
+        update={"participants": [*muted.participants, VoiceParticipant(participant_id="p2", user_uid="u2")]}
+    )
+    v.apply_status("s1", joined)  # someone joined: rows and tiles are rebuilt
+    assert v.version == version + 3

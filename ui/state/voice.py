@@ -74,7 +74,8 @@ class VoiceState:
     speaking: set[str] = field(default_factory=set)  # participant ids; ``SELF`` for the member
     error: str = ""  # the most recent call error (card, in red)
     stage: tuple[str, str] | None = None  # the voice channel whose Call Stage is shown
-    version: int = 0  # bumped on every change the panes show
+    version: int = 0  # bumped on every change the panes show, except a speaking ring alone
+    rings: int = 0  # bumped when only who speaks changed (the panes toggle rings, nothing else)
 
     # -- what the stack says ---------------------------------------------------------------------
     def apply_status(self, sid: str, st: VoiceStatus) -> bool:
@@ -82,6 +83,7 @@ class VoiceState:
         current call changed."""
         if st.server_id is not None and st.server_id != sid:
             return False
+        before = (self.status, self.call_server, self.pending, self.error, self.prefs.get(sid))
         self.prefs[sid] = st.prefs
         ours = self.call_server == sid or self.call_server is None
         if st.state == "idle":
@@ -107,12 +109,16 @@ class VoiceState:
         # speaking comes as edges (voice.speaking); a state or an answer that raced them must not
         # turn a ring off: keep what the edges said for who is still there, add what it says
         kept = {pid for pid in self.speaking if pid in present} if same_call else set()
+        speaking = self.speaking
         self.status = st
         self.call_server = sid
         self.speaking = kept | {p.participant_id for p in st.participants if p.speaking}
         if st.speaking:
             self.speaking.add(SELF)
-        self.version += 1
+        if before != (self.status, self.call_server, self.pending, self.error, self.prefs.get(sid)):
+            self.version += 1
+        elif speaking != self.speaking:
+            self.rings += 1  # the same call said again with other speakers: only rings to toggle
         return True
 
     def apply_speaking(self, sid: str, sp: VoiceSpeaking) -> None:
@@ -124,7 +130,7 @@ class VoiceState:
         else:
             self.speaking.discard(sp.participant_id)
         if was != sp.speaking:
-            self.version += 1
+            self.rings += 1  # several times a second in a call: the panes only toggle rings
 
     def join_failed(self, sid: str, ch: str, message: str) -> None:
         """A join command refused (no rtc, room full, media service unreachable)."""

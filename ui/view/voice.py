@@ -2,8 +2,9 @@
 settings). Owns ``oc_voice*``, ``oc_vrows_*``, ``oc_stage*`` and ``oc_set_v*`` tags.
 
 Reads ``app.voice`` (``ui.voice.VoiceController``: its ``state`` is ``ui.state.voice.VoiceState``)
-and re-renders its areas only when the state's version moved (speaking rings change several times
-a second during a call: only the participant rows and the stage tiles are rebuilt then).
+and re-renders its areas only when the state's version moved. Speaking rings change several times
+a second during a call: such a change (the state's ``rings`` counter alone) only shows or hides
+the rings of the call's participants, nothing is re-rendered then.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class VoicePanes(PaneBase):
     app: VoicePort
     _voice_seen: int = -1
     _voice_rows_seen: int = -1
+    _rings_seen: int = -1
     _card_shown: bool = False
     _stage_shown: bool = False
     _voice_devices_seen: int = -1
@@ -222,8 +224,12 @@ class VoicePanes(PaneBase):
                 self._render_stage(*stage)
         if st.version != self._voice_rows_seen:
             self._voice_rows_seen = st.version
+            self._rings_seen = st.rings
             self._render_voice_rows(force_rows)
             self._render_dock_ring()
+        elif st.rings != self._rings_seen:
+            self._rings_seen = st.rings
+            self._render_rings()
         if self._stage_shown:  # the chat pane (and its toast line) is hidden behind the stage
             toast = self.model.toasts[-1] if self.model.toasts else None
             text = toast.text if toast else ""
@@ -320,6 +326,29 @@ class VoicePanes(PaneBase):
         if p.mic_muted:
             m = dpg.add_text(MUTED_ICON, color=fonts.RED)
             dpg.bind_item_font(m, self.fonts.emoji)
+
+    def _render_rings(self) -> None:
+        """Only who speaks changed: the rings of the call's participants under its channel row,
+        on its stage tiles and on the member's own avatar."""
+        st = self.voice.state
+        sid, ch = st.call_server, st.status.channel_id
+        self._render_dock_ring()
+        if sid is None or ch is None:
+            return
+        sm = self.model.servers.get(sid)
+        own_uid = sm.record.user_uid if sm is not None else ""
+        people = st.participants(sid, ch, own_uid, self.model.display_name or self.app.member)
+        rows = self.model.server is not None and self.model.server.server_id == sid
+        stage = self._stage_shown and self._stage_target() == (sid, ch)
+        for p in people:
+            if rows:
+                ring = f"oc_vp_{ch}_{p.participant_id}_ring"
+                if dpg.does_item_exist(ring):
+                    dpg.configure_item(ring, show=p.speaking)
+            if stage:
+                ring = f"oc_stage_tile_{p.participant_id}_ring"
+                if dpg.does_item_exist(ring):
+                    dpg.configure_item(ring, show=p.speaking)
 
     def _render_dock_ring(self) -> None:
         if dpg.does_item_exist("oc_dock_ring"):
