@@ -481,7 +481,7 @@ def fake_messages(count: int, tag: str) -> Iterator[EventEnvelope[MessageCreated
             created_at=now,
         )
         yield EventEnvelope[MessageCreated](
-            event_id=message_event_id(msg.id),
+            event_id=message_event_id(msg.id, msg.created_at),
             server_id=SERVER_ID,
             channel_id=CHANNEL,
             type="message.created",

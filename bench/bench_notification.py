@@ -105,7 +105,10 @@ async def publish_all(bus: Bus, events: int, channels: int) -> int:
                 bus.publish_event(
                     MEMBER,
                     envelope(
-                        "message.created", MessageCreated(message=msg), message_event_id(msg.id), channel
+                        "message.created",
+                        MessageCreated(message=msg),
+                        message_event_id(msg.id, msg.created_at),
+                        channel,
                     ),
                 )
             )

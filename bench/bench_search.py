@@ -289,7 +289,7 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
             )
             envs.append(
                 EventEnvelope[MessageCreated](
-                    event_id=message_event_id(msg.id),
+                    event_id=message_event_id(msg.id, msg.created_at),
                     server_id="srv_a",
                     channel_id=msg.channel_id,
                     type="message.created",

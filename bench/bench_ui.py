@@ -303,7 +303,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     del msgs
 
     # back to the present, then 100 msg/s arrive while following
-    app.jump_to_present()
+    app.workspace.jump_to_present()
     for _ in range(5):
         frame(app, dpg)
     times = []
@@ -341,7 +341,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     for i in range(20):
         target = "ch_qa" if i % 2 == 0 else "ch_general"
         t0 = time.perf_counter()
-        app.select_channel(target)
+        app.workspace.select_channel(target)
         app.frame()  # the new rows are built here
         t1 = time.perf_counter()
         dpg.render_dearpygui_frame()
@@ -489,7 +489,7 @@ def run_voice_panes(flips: int = 400) -> dict[str, float]:
     app.model.set_stack_online(True)
     app.view.layout(1480, 920)
     sid, ch = "srv_testlab", "ch_huddle"
-    app.select_server(sid)
+    app.workspace.select_server(sid)
     others = [
         VoiceParticipant(participant_id=f"p{i}", user_uid=f"uid_p{i}", display_name=f"Peer {i}")
         for i in range(4)
@@ -659,9 +659,9 @@ def run_voice(
             app.account.skip()
         for _ in range(30):
             if app.view.overlay_open():
-                app.answer_consent(False)
+                app.workspace.answer_consent(False)
             frame(app, dpg)
-        app.select_server("srv_harbor")
+        app.workspace.select_server("srv_harbor")
         sm = app.model.servers["srv_harbor"]
         ch = next(c.id for g in sm.groups for c in g.channels if c.type == "voice")
         for _ in range(30):

@@ -183,6 +183,9 @@ class Poster:
 
     base_url: str
     ids: list[str] = field(default_factory=list)
+    # ``message_key`` of each post (id and body): the backend's ids are only 32 bits random (wire
+    # spec "Ids"), so two posts of a long soak may get the same id; the body tells them apart
+    keys: list[str] = field(default_factory=list)
     failures: int = 0
     milestone: int = 0  # ``reached`` is set once this many messages were posted
     reached: asyncio.Event = field(default_factory=asyncio.Event)
@@ -200,7 +203,9 @@ class Poster:
                 await asyncio.sleep(0.1)
                 continue
             resp.raise_for_status()
-            self.ids.append(str(resp.json()["message"]["id"]))
+            posted = resp.json()["message"]
+            self.ids.append(str(posted["id"]))
+            self.keys.append(message_key(str(posted["id"]), body))
             if len(self.ids) >= self.milestone:
                 self.reached.set()
             return
@@ -236,15 +241,19 @@ class Tail:
                 self.duplicate_deliveries += 1
                 return
             self.seqs_seen.add(seq)
-            mid = message_id(msg.data)
-            if mid is not None:
-                self.live.append((seq, mid))
+            key = message_key_of(msg.data)
+            if key is not None:
+                self.live.append((seq, key))
 
         await self.client.bus.nc.subscribe(subjects.events_of_member(self.client.member), cb=cb)
         await self.client.bus.nc.flush()
 
-    async def synced(self, since_seq: int) -> list[tuple[int, str]]:
-        """Every ``message.created`` of the channel in the stream after ``since_seq``."""
+    async def synced(
+        self, since_seq: int, entries: dict[str, list[dict[str, Any]]] | None = None
+    ) -> list[tuple[int, str]]:
+        """Every ``message.created`` of the channel in the stream after ``since_seq``, as
+        ``(seq, message_key)``; ``entries`` (when given) gets each stream entry's evidence by key
+        (seq, event id, created_at, ts — no bodies beyond the bench's own tags)."""
         out: list[tuple[int, str]] = []
         seq = since_seq
         while True:
@@ -256,15 +265,17 @@ class Tail:
                 continue  # lost in a reconnect: ask again
             assert not result.truncated
             for ev in result.events:
-                mid = message_id(ev.data.encode())
-                if mid is not None:
-                    out.append((ev.seq, mid))
+                key = message_key_of(ev.data.encode())
+                if key is not None:
+                    out.append((ev.seq, key))
+                    if entries is not None:
+                        entries.setdefault(key, []).append(stream_entry(ev.seq, ev.subject, ev.data))
             seq = result.last_seq
             if result.complete:
                 return out
 
 
-def message_id(data: bytes) -> str | None:
+def _channel_message(data: bytes | str) -> dict[str, Any] | None:
     try:
         doc: dict[str, Any] = json.loads(data)
     except ValueError:
@@ -273,7 +284,46 @@ def message_id(data: bytes) -> str | None:
         return None
     if doc.get("server_id") != SERVER:
         return None
-    return str(doc["payload"]["message"]["id"])
+    return doc
+
+
+def message_id(data: bytes) -> str | None:
+    doc = _channel_message(data)
+    return None if doc is None else str(doc["payload"]["message"]["id"])
+
+
+def message_key(message_id: str, body: str) -> str:
+    """What tells one posted message from another: its id *and* its body (the bench's tag)."""
+    return f"{message_id}|{body}"
+
+
+def message_key_of(data: bytes) -> str | None:
+    doc = _channel_message(data)
+    if doc is None:
+        return None
+    msg = doc["payload"]["message"]
+    return message_key(str(msg["id"]), str(msg.get("body", "")))
+
+
+def stream_entry(seq: int, subject: str, data: str) -> dict[str, Any]:
+    """The evidence of one stored ``message.created``: where and when it was stored, by which id."""
+    doc = _channel_message(data) or {}
+    msg = doc.get("payload", {}).get("message", {})
+    return {
+        "seq": seq,
+        "subject": subject,
+        "event_id": doc.get("event_id"),
+        "ts": doc.get("ts"),
+        "created_at": msg.get("created_at"),
+    }
+
+
+def id_collisions(ids: list[str], keys: list[str]) -> dict[str, list[str]]:
+    """Ids the backend gave to more than one posted message: id -> those messages' keys."""
+    by_id: dict[str, list[str]] = {}
+    for mid, key in zip(ids, keys, strict=True):
+        by_id.setdefault(mid, []).append(key)
+    return {mid: group for mid, group in by_id.items() if len(group) > 1}
 
 
 @dataclass

@@ -79,7 +79,7 @@ def read_avatar(path: Path) -> UploadedImage:
 
 
 class AccountHost(Protocol):
-    """What the account/onboarding flow needs from the app."""
+    """What the account/onboarding flow needs from its host (``ui.workspace.Workspace``)."""
 
     model: ViewModel
 

@@ -226,7 +226,7 @@ class AppPort(
     VoicePort,
     Protocol,
 ):
-    """The whole workspace's port: the sum of the panes' (what ``ui.app.App`` provides)."""
+    """The whole workspace's port: the sum of the panes' (what ``ui.workspace.Workspace`` provides)."""
 
 
 class PaneHost(Protocol):

@@ -43,6 +43,7 @@ from services.core.contracts.chat import (
     TrustAssessment,
     UploadedImage,
     UserProfile,
+    message_identity,
 )
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # numbers.md §3: assumed when the server gives none
@@ -189,6 +190,11 @@ def parse_time(value: str) -> datetime:
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def identity_of(msg: wire.Message) -> str:
+    """A backend message's identity (id and creation time; ids repeat: ``message_identity``)."""
+    return message_identity(msg.id, parse_time(msg.created_at))
 
 
 def message_of(msg: wire.Message, server_id: str, base_url: str) -> ChatMessage:
@@ -403,7 +409,8 @@ class Backoff:
 # -- de-duplication and gap fill -------------------------------------------------------------------
 @dataclass
 class KnownIds:
-    """Message ids already published, per channel, in publish order (bounded per channel)."""
+    """Messages already published, per channel, in publish order (bounded per channel), by their
+    identity (``message_identity``: id and creation time — a backend's ids repeat)."""
 
     per_channel: int = 5000
     _ids: dict[str, OrderedDict[str, None]] = field(default_factory=dict)
@@ -455,7 +462,8 @@ class SeenOnce:
 def missing_after(
     page: Iterable[wire.Message], channel_id: str, anchor: str | None, known: KnownIds
 ) -> tuple[list[wire.Message], list[wire.Message], bool]:
-    """Split a history page (oldest first) against what is already published.
+    """Split a history page (oldest first) against what is already published (``anchor`` and
+    ``known`` hold identities, ``identity_of``).
 
     Returns ``(late, fresh, found)``: ``fresh`` are the unknown messages after ``anchor`` (the newest
     message already published), in order; ``late`` are unknown messages *before* the anchor but
@@ -464,15 +472,20 @@ def missing_after(
     anchor (or when it is not in the page) every unknown message is ``fresh``. Messages of another
     channel and repeated ids are ignored."""
     items: list[wire.Message] = []
+    keys: list[str] = []
     seen: set[str] = set()
     for msg in page:
-        if msg.channel_id == channel_id and msg.id not in seen:
-            seen.add(msg.id)
+        if msg.channel_id != channel_id:
+            continue
+        key = identity_of(msg)
+        if key not in seen:
+            seen.add(key)
             items.append(msg)
-    anchor_index = next((i for i, m in enumerate(items) if m.id == anchor), None) if anchor else None
+            keys.append(key)
+    anchor_index = next((i for i, k in enumerate(keys) if k == anchor), None) if anchor else None
     if anchor_index is None:
-        return [], [m for m in items if (channel_id, m.id) not in known], False
-    first_known = next(i for i, m in enumerate(items) if (channel_id, m.id) in known or m.id == anchor)
-    late = [m for m in items[first_known:anchor_index] if (channel_id, m.id) not in known]
-    fresh = [m for m in items[anchor_index + 1 :] if (channel_id, m.id) not in known]
+        return [], [m for m, k in zip(items, keys, strict=True) if (channel_id, k) not in known], False
+    first_known = next(i for i, k in enumerate(keys) if (channel_id, k) in known or k == anchor)
+    late = [items[i] for i in range(first_known, anchor_index) if (channel_id, keys[i]) not in known]
+    fresh = [items[i] for i in range(anchor_index + 1, len(items)) if (channel_id, keys[i]) not in known]
     return late, fresh, True

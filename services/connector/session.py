@@ -92,6 +92,7 @@ from services.core.contracts.chat import (
     ServerRecord,
     ServerUpdated,
     Typing,
+    message_identity,
 )
 from services.core.contracts.notify import ReadAckUpdated
 from services.core.contracts.presence import MAX_BATCH_ENTRIES
@@ -342,8 +343,9 @@ class Session:
             return
         loaded = await asyncio.to_thread(self.anchors.load, self.member, self.server_id)
         for channel_id, anchor in loaded.items():
-            if (channel_id, anchor.message_id) not in self.known:
-                self.known.add(channel_id, anchor.message_id)
+            key = message_identity(anchor.message_id, anchor.created_at)
+            if (channel_id, key) not in self.known:
+                self.known.add(channel_id, key)
             self._newest.setdefault(channel_id, anchor)
         self._anchors_loaded = True
         if loaded:
@@ -659,7 +661,7 @@ class Session:
                 size = window
                 self._log_rejections(channel_id, listing)
                 page = listing.messages + page
-                if any(m.id == anchor for m in listing.messages) or not listing.next_cursor:
+                if any(domain.identity_of(m) == anchor for m in listing.messages) or not listing.next_cursor:
                     break
                 if passed(listing.messages):
                     break
@@ -673,7 +675,7 @@ class Session:
                 self._log_rejections(channel_id, listing)
                 page = listing.messages
                 if (
-                    any(m.id == anchor for m in page)
+                    any(domain.identity_of(m) == anchor for m in page)
                     or listing.total < limit  # what the server sent, rejected items included
                     or limit >= self.timing.max_gap_fetch
                     or passed(page)
@@ -740,7 +742,8 @@ class Session:
                 except (ValidationError, ValueError) as exc:
                     reason = reason_of(exc) if isinstance(exc, ValidationError) else "invalid value"
                     self._reject(m.channel_id, m.id, reason)
-                    self.known.add(m.channel_id, m.id)  # processed: not fetched and refused again
+                    # processed: not fetched and refused again
+                    self.known.add(m.channel_id, domain.identity_of(m))
             self._quota_stopped = False
             published += await self.publish_messages(chunk)
             if self._quota_stopped:
@@ -1078,22 +1081,24 @@ class Session:
         await self.publish(ev.SERVER_CONNECTION, state)
 
     async def publish_message(self, msg: ChatMessage, *, again: bool = False) -> bool:
-        """Publish ``message.created`` once per message id (``again``: re-publish a known one)."""
+        """Publish ``message.created`` once per message (id and creation time: ids repeat,
+        ``message_identity``; ``again``: re-publish a known one)."""
+        key = message_identity(msg.id, msg.created_at)
         async with self._publish_lock:
-            known = (msg.channel_id, msg.id) in self.known
+            known = (msg.channel_id, key) in self.known
             if known and not again:
                 return False
             envelope = self._message_envelope(msg)
             verdict = self._admit(envelope, charge=not known)
             if verdict != "ok":
                 if verdict == "reject":
-                    self.known.add(msg.channel_id, msg.id)  # processed: never retried
+                    self.known.add(msg.channel_id, key)  # processed: never retried
                 else:  # "later": gap fill publishes it, and what follows it, in order
                     self._held.add(msg.channel_id)
                 return False
             await self.sink(self.member, envelope)
             if not known:
-                self.known.add(msg.channel_id, msg.id)
+                self.known.add(msg.channel_id, key)
                 self._note_newest(msg)
         waiter = self._waiters.pop(msg.id, None)
         if waiter is not None:
@@ -1105,11 +1110,14 @@ class Session:
         return how many. ``known`` and the anchors move only once the whole batch is stored."""
         async with self._publish_lock:
             fresh: list[ChatMessage] = []
+            keys: dict[int, str] = {}  # id(msg) -> its identity (ids repeat: ``message_identity``)
             batch: set[tuple[str, str]] = set()
             for msg in msgs:
-                key = (msg.channel_id, msg.id)
+                ident = message_identity(msg.id, msg.created_at)
+                key = (msg.channel_id, ident)
                 if key not in self.known and key not in batch:
                     batch.add(key)
+                    keys[id(msg)] = ident
                     fresh.append(msg)
             if not fresh:
                 return 0
@@ -1122,7 +1130,7 @@ class Session:
                     self._held.add(msg.channel_id)
                     break  # the storage quota: the rest (in order) once it refilled
                 if verdict == "reject":
-                    self.known.add(msg.channel_id, msg.id)
+                    self.known.add(msg.channel_id, keys[id(msg)])
                     continue
                 admitted.append(msg)
                 envelopes.append(envelope)
@@ -1136,7 +1144,7 @@ class Session:
                     await self.sink(self.member, envelope)
             moved: set[str] = set()
             for msg in fresh:
-                self.known.add(msg.channel_id, msg.id)
+                self.known.add(msg.channel_id, keys[id(msg)])
                 if self._note_newest(msg, persist=False):
                     moved.add(msg.channel_id)
             if self.anchors is not None:
@@ -1175,7 +1183,7 @@ class Session:
 
     async def ensure_published(self, msg: ChatMessage) -> None:
         """After a send: let the realtime echo publish it in order; publish it here otherwise."""
-        if (msg.channel_id, msg.id) in self.known:
+        if (msg.channel_id, message_identity(msg.id, msg.created_at)) in self.known:
             return
         if self.live.is_set() and self.timing.echo_wait_s > 0:
             waiter = self._waiters.setdefault(msg.id, asyncio.Event())

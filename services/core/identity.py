@@ -21,12 +21,13 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Literal
 
 from services.core.db import SqliteStore
 from services.core.paths import write_atomic
+
+if TYPE_CHECKING:  # cryptography loads where a key is used (the desktop imports this module at start)
+    from cryptography.fernet import Fernet
 
 ROOT_RE = re.compile(r"^identity_[a-z0-9]{8}$")
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -84,6 +85,8 @@ def load_or_create_key(path: Path) -> bytes:
 
     The file holds either a Fernet key or any random secret of at least 32 characters (e.g.
     ``openssl rand -hex 32``), from which the key is derived with SHA-256."""
+    from cryptography.fernet import Fernet
+
     try:
         raw = path.read_bytes().strip()
     except FileNotFoundError:
@@ -116,7 +119,9 @@ class IdentityStore(SqliteStore):
     SCHEMA = SCHEMA
 
     def __init__(self, db_path: Path, key: bytes) -> None:
-        self._fernet = Fernet(key)
+        from cryptography.fernet import Fernet
+
+        self._fernet: Fernet = Fernet(key)
         super().__init__(db_path)
 
     def put(self, member: str, root: str, uid_mode: UidMode = "server_scoped") -> None:
@@ -138,6 +143,8 @@ class IdentityStore(SqliteStore):
             row = db.execute("SELECT root_encrypted FROM identities WHERE member = ?", (member,)).fetchone()
         if row is None:
             raise IdentityError(f"member {member!r} has no identity")
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(row[0]).decode()
         except InvalidToken as exc:

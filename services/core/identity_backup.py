@@ -24,10 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from services.core.identity import IdentityError, UidMode, check_root
 
 FORMAT = "openchat-identity-backup"
@@ -69,7 +65,11 @@ def _unb64(value: Any, what: str) -> bytes:
         raise BackupError(f"damaged backup: {what}") from exc
 
 
+# cryptography loads with the first key derived, not with this module (the desktop imports it at start to
+# check a passphrase's length)
 def _key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
 
 
@@ -99,6 +99,8 @@ def encrypt_backup(
     }
     plaintext = json.dumps({"root": root, "uid_mode": uid_mode}).encode()
     key = _key(passphrase, salt, n, SCRYPT_R, SCRYPT_P)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, _aad(header))
     return (json.dumps({**header, "ciphertext": _b64(ciphertext)}, indent=2) + "\n").encode()
 
@@ -136,6 +138,9 @@ def decrypt_backup(data: bytes, passphrase: str) -> Backup:
         raise BackupError("damaged backup: nonce or salt")
     header = {k: v for k, v in doc.items() if k != "ciphertext"}
     key = _key(passphrase, salt, n, r, p)
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         plaintext = AESGCM(key).decrypt(nonce, ciphertext, _aad(header))
     except InvalidTag as exc:

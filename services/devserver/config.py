@@ -74,6 +74,10 @@ class DevserverConfig:
     # Advertised ``limits`` overrides (``LIMIT_NAMES``); empty: the public backend's values.
     limits: Mapping[str, int] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
+    # New message ids: 0 — ``msg_`` + 8 random hex digits, as the public backend (32 bits, so a busy
+    # channel repeats one now and then); N > 0 — ``msg_`` + the message count modulo N in 8 hex
+    # digits, so ids repeat every N messages (tests of repeated ids, ADR 0029).
+    message_id_cycle: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.features) - FEATURES
@@ -84,6 +88,8 @@ class DevserverConfig:
         bad = set(self.limits) - set(LIMIT_NAMES)
         if bad:
             raise ValueError(f"unknown limit(s): {', '.join(sorted(bad))}; known: {', '.join(LIMIT_NAMES)}")
+        if self.message_id_cycle < 0:
+            raise ValueError("message_id_cycle must be 0 (random ids) or a positive cycle length")
         for name, value in self.limits.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"limit {name} must be a non-negative integer")

@@ -200,6 +200,7 @@ class Store:
         self.started_at = clock()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._dirty = False
+        self._ids_made = 0  # new message ids made (``message_id_cycle``)
         self.state = State()
         loaded = False
         if cfg.state_file is not None and Path(cfg.state_file).exists():
@@ -325,6 +326,14 @@ class Store:
 
     # ------------------------------------------------------------------ messages
 
+    def _new_message_id(self) -> str:
+        """``msg_`` + 8 hex digits: random as the public backend, or cycling (``message_id_cycle``)."""
+        cycle = self.cfg.message_id_cycle
+        if cycle <= 0:
+            return short_id("msg_")
+        self._ids_made += 1
+        return f"msg_{(self._ids_made - 1) % cycle:08x}"
+
     def create_message(
         self,
         channel_id: str,
@@ -364,7 +373,7 @@ class Store:
                 is_unavailable=False,
             ).model_dump()
         message = Message(
-            id=short_id("msg_"),
+            id=self._new_message_id(),
             channel_id=channel_id,
             author_uid=author_uid,
             body=body,

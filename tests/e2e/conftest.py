@@ -179,17 +179,17 @@ def ui_factory(
     for app in apps:
         if app.adapter is not None:
             if app.model.stack_online:  # as App.stop does: a stale focus report would suppress
-                app.focus_sent = None  # the next test's notifications for up to 90 s
-                app.focus_report(False)
+                app.controller.focus_sent = None  # the next test's notifications for up to 90 s
+                app.controller.focus_report(False)
                 deadline = time.monotonic() + 3
-                while app.focus_sent is None and time.monotonic() < deadline:
-                    app.process_ops()
+                while app.controller.focus_sent is None and time.monotonic() < deadline:
+                    app.controller.process_ops()
                     time.sleep(0.02)
             app.adapter.stop()
-        if app.notifier is not None:
-            app.notifier.close()
-        if app.window is not None:
-            app.window.close()
+        if app.hooks.notifier is not None:
+            app.hooks.notifier.close()
+        if app.hooks.window is not None:
+            app.hooks.window.close()
         app.view.destroy()
 
 

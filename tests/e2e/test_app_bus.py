@@ -136,7 +136,7 @@ def test_offline_start_from_cache_then_catch_up(
     assert app2.model.from_cache and "c1" in ids(app2) and not app2.model.stack_online
     assert app2.model.read_only
     shooter.shot(app2, "offline_from_cache")
-    assert app2.send() is False
+    assert app2.workspace.send() is False
     proxy.restore()
     pump(app2, lambda: app2.model.stack_online and "c2" in ids(app2), timeout=15, what="catch up")
     assert stack.snapshot_calls == 1  # the second start synced from the cached sequence
@@ -149,14 +149,14 @@ def test_send_reply_typing(ui_factory: Any, proxy_stack: Any, shooter: Shooter) 
     app = ui_factory(connection=path)
     app.start()
     pump(app, lambda: app.model.stack_online and app.model.snapshot_loaded, what="connect")
-    app.on_draft("hel")
+    app.workspace.on_draft("hel")
     pump(app, lambda: bool(stack.typing), what="typing true")
     assert stack.typing[0].is_typing is True
-    app.set_composer("hello from the desktop")
-    app.on_composer_enter(shift=True)  # Shift+Enter: new line, no send
+    app.workspace.set_composer("hello from the desktop")
+    app.workspace.on_composer_enter(shift=True)  # Shift+Enter: new line, no send
     assert not stack.sent and app.composer.draft.endswith("\n")
-    app.set_composer("hello from the desktop")
-    app.on_composer_enter(shift=False)
+    app.workspace.set_composer("hello from the desktop")
+    app.workspace.on_composer_enter(shift=False)
     pump(app, lambda: bool(stack.sent) and not app.composer.sending, what="send")
     assert stack.sent[0].body == "hello from the desktop"
     mine = [m for m in app.model.messages() if m.body == "hello from the desktop"]
@@ -167,12 +167,12 @@ def test_send_reply_typing(ui_factory: Any, proxy_stack: Any, shooter: Shooter) 
     # another user answers; then we reply to it
     stack.post("srv_testlab", "ch_general", "uid_tl_2", "answer from another user", "ans1")
     pump(app, lambda: "ans1" in ids(app))
-    app.reply_to("ans1")
+    app.workspace.reply_to("ans1")
     render(app, 2)
     assert text_of("oc_reply_name") == "User tl_2"
     shooter.shot(app, "reply_banner")
-    app.set_composer("a reply")
-    app.on_composer_enter(shift=False)
+    app.workspace.set_composer("a reply")
+    app.workspace.on_composer_enter(shift=False)
     pump(app, lambda: len(stack.sent) == 2 and not app.composer.sending, what="reply")
     assert stack.sent[1].reply_to == "ans1"
     pump(app, lambda: app.model.last_seq == stack.seq)
@@ -192,7 +192,7 @@ def test_unread_badge_on_other_server_clears_when_read(
     pump(app, lambda: app.model.rail_badge("srv_harbor")[0] == "1", what="badge")
     assert label_of("oc_tile_badge_srv_harbor") == "1"  # mention badge wins (red)
     shooter.shot(app, "badge")
-    app.select_server("srv_harbor")
+    app.workspace.select_server("srv_harbor")
     render(app, 3)
     assert app.model.rail_badge("srv_harbor") == ("", False)
     assert text_of("oc_channel_title") == "# harbor-general"
@@ -204,19 +204,19 @@ def test_add_server_and_leave(ui_factory: Any, proxy_stack: Any, shooter: Shoote
     app = ui_factory(connection=path)
     app.start()
     pump(app, lambda: app.model.stack_online and app.model.snapshot_loaded, what="connect")
-    app.open_add_server()
-    app.set_add_url("not a url")
-    app.discover()
+    app.workspace.open_add_server()
+    app.workspace.set_add_url("not a url")
+    app.workspace.discover()
     render(app, 2)
     assert text_of("oc_add_error") == "Backend URL is invalid."
-    app.set_add_url("http://192.168.1.5:8080")
-    app.discover()
-    pump(app, lambda: app.add_flow.probe is not None, what="discover + probe")
+    app.workspace.set_add_url("http://192.168.1.5:8080")
+    app.workspace.discover()
+    pump(app, lambda: app.workspace.add_flow.probe is not None, what="discover + probe")
     assert "Dev Lab" in text_of("oc_add_summary") and "Unverified" in text_of("oc_add_summary")
     assert text_of("oc_add_warning").startswith("Connection is not HTTPS.")
     assert "server-scoped UID" in text_of("oc_add_disclosure")
     shooter.shot(app, "add_dialog")
-    app.add_server()
+    app.workspace.add_server()
     pump(
         app,
         lambda: "srv_devlab" in app.model.servers and app.model.active_server == "srv_devlab",
@@ -227,20 +227,20 @@ def test_add_server_and_leave(ui_factory: Any, proxy_stack: Any, shooter: Shoote
     assert "Connection is not HTTPS" in banners  # D15: stays as a banner after joining
     shooter.shot(app, "joined")
     # duplicate refused
-    app.open_add_server()
-    app.set_add_url("http://192.168.1.5:8080")
-    app.discover()
-    pump(app, lambda: app.add_flow.probe is not None)
-    app.add_server()
+    app.workspace.open_add_server()
+    app.workspace.set_add_url("http://192.168.1.5:8080")
+    app.workspace.discover()
+    pump(app, lambda: app.workspace.add_flow.probe is not None)
+    app.workspace.add_server()
     render(app, 2)
     assert text_of("oc_add_error") == "Server already added: srv_devlab"
-    app.close_overlays()
+    app.workspace.close_overlays()
     # leave with confirmation
-    app.ask_leave("srv_devlab")
+    app.workspace.ask_leave("srv_devlab")
     render(app, 2)
     assert text_of("oc_leave_text") == "Leave Dev Lab?"
     shooter.shot(app, "leave_confirm")
-    app.confirm_leave()
+    app.workspace.confirm_leave()
     pump(app, lambda: "srv_devlab" not in app.model.servers, what="leave")
     assert any(t.text == "Left server." for t in app.model.toasts)
     shooter.shot(app, "left")

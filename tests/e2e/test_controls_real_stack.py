@@ -65,7 +65,7 @@ def attach(ui_factory: Any, path: Path, **kw: Any) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     pump(a, lambda: a.model.notify.known, timeout=20, what="the notification settings")
     return a
@@ -117,8 +117,8 @@ def test_settings_through_the_desktop_reach_the_second_desktop(
 
     app = attach(ui_factory, demo.home / "members" / "demo.json")
     b = second
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     render(app, 3)
     shooter.shot(app, "before")
     took: dict[str, float] = {}
@@ -211,7 +211,7 @@ def test_settings_through_the_desktop_reach_the_second_desktop(
     )
 
     # -- Settings → Notifications: quiet hours
-    app.open_settings()
+    app.workspace.open_settings()
     render(app, 3)
     tab = "oc_set_tab_notify"
     dpg.set_value(dpg.get_item_parent(tab), tab)
@@ -230,7 +230,7 @@ def test_settings_through_the_desktop_reach_the_second_desktop(
     print("latency to the second desktop:", json.dumps({k: round(v, 3) for k, v in took.items()}))
 
     # back to defaults through the same paths (the module's stack serves the next tests)
-    app.close_overlays()
+    app.workspace.close_overlays()
     for intent in (
         ("SetQuietHours", ("off",)),
         ("SetHideMuted", (False,)),
@@ -239,7 +239,7 @@ def test_settings_through_the_desktop_reach_the_second_desktop(
         ("SetNotifyLevel", ("srv_harbor", None, "all")),
         ("SetNotifyMute", ("srv_harbor", None, False)),
     ):
-        app.dispatch(getattr(ci, intent[0])(*intent[1]))
+        app.workspace.dispatch(getattr(ci, intent[0])(*intent[1]))
     reflected(
         app,
         b,
@@ -261,11 +261,11 @@ def test_an_old_desktop_shows_the_update_button_after_its_first_check(
     app = attach(
         ui_factory, demo.home / "members" / "demo.json", client_version="0.0.9", update_schedule=fast
     )
-    assert app.updater.enabled and app.updater.current == "0.0.9"
-    pump(app, lambda: app.updater.checks >= 1, timeout=20, what="the first update check")
+    assert app.workspace.updater.enabled and app.workspace.updater.current == "0.0.9"
+    pump(app, lambda: app.workspace.updater.checks >= 1, timeout=20, what="the first update check")
     render(app, 3)
     stack_version = package_version()
-    assert app.updater.status == "available" and app.updater.latest == stack_version
+    assert app.workspace.updater.status == "available" and app.workspace.updater.latest == stack_version
     assert dpg.is_item_shown("oc_update_btn")
     assert dpg.get_item_label("oc_update_btn") == f"Update {stack_version}"
     assert text_of("oc_update_tip") == f"Update {stack_version} is available"
@@ -286,9 +286,9 @@ def test_an_up_to_date_desktop_opens_client_information_once(
 
     fast = UpdateSchedule(first_min_s=0.5, first_max_s=1.0)
     app = attach(ui_factory, demo.home / "members" / "demo.json", update_schedule=fast)
-    pump(app, lambda: app.updater.checks >= 1, timeout=20, what="the first update check")
+    pump(app, lambda: app.workspace.updater.checks >= 1, timeout=20, what="the first update check")
     render(app, 4)
-    assert app.updater.status == "idle" and not dpg.is_item_shown("oc_update_btn")
+    assert app.workspace.updater.status == "idle" and not dpg.is_item_shown("oc_update_btn")
     assert dpg.is_item_shown("oc_info")  # opened by itself
     assert text_of("oc_info_key_3") == "Latest available" and text_of("oc_info_val_3") == "None detected"
     assert text_of("oc_info_val_0") == package_version() and text_of("oc_info_val_2") == "Up to date"
@@ -296,7 +296,7 @@ def test_an_up_to_date_desktop_opens_client_information_once(
     shooter.shot(app, "client_information")
     app.view.hide("oc_info")
     click("oc_info_check")  # "Check again": no second automatic opening
-    pump(app, lambda: app.updater.checks >= 2, timeout=20, what="the second check")
+    pump(app, lambda: app.workspace.updater.checks >= 2, timeout=20, what="the second check")
     render(app, 4)
     assert not dpg.is_item_shown("oc_info")
 
@@ -317,7 +317,7 @@ def test_identity_export_in_settings_then_import_on_a_fresh_stack_same_uid(
     old_uid = app.model.servers["srv_harbor"].record.user_uid
     harbor = str(demo.endpoints["devservers"]["harbor"])
     backup = tmp_path / "demo-identity.json"
-    app.open_settings()
+    app.workspace.open_settings()
     render(app, 3)
     dpg.set_value("oc_bak_path", str(backup))
     dpg.set_value("oc_bak_pass", PASSPHRASE)
@@ -329,16 +329,16 @@ def test_identity_export_in_settings_then_import_on_a_fresh_stack_same_uid(
     dpg.set_value("oc_bak_pass", PASSPHRASE)
     dpg.set_value("oc_bak_pass2", PASSPHRASE)
     click("oc_bak_export")
-    pump(app, lambda: not app.backup.busy, timeout=30, what="the export")
+    pump(app, lambda: not app.workspace.backup.busy, timeout=30, what="the export")
     render(app, 3)
-    assert app.backup.error == "", app.backup.error
+    assert app.workspace.backup.error == "", app.workspace.backup.error
     assert backup.exists() and backup.stat().st_mode & 0o077 == 0
     assert text_of("oc_bak_status").startswith("Identity backup written to")
     shooter.shot(app, "exported")
     doc = json.loads(backup.read_text())
     assert doc["format"] == "openchat-identity-backup" and "root" not in backup.read_text()
     root = decrypt_backup(backup.read_bytes(), PASSPHRASE).root
-    app.close_overlays()
+    app.workspace.close_overlays()
     app.adapter.stop()
     app.model.set_stack_online(False)
     app.view.destroy()  # one window at a time in the session's Dear PyGui context
@@ -354,21 +354,21 @@ def test_identity_export_in_settings_then_import_on_a_fresh_stack_same_uid(
         pump(app2, lambda: app2.account.settled, timeout=20, what="the account read")
         if app2.account.step is not None:
             app2.account.skip()
-        app2.close_overlays()
+        app2.workspace.close_overlays()
         render(app2, 3)
-        app2.open_settings()
+        app2.workspace.open_settings()
         render(app2, 3)
         dpg.set_value("oc_bak_path", str(backup))
         dpg.set_value("oc_bak_pass", "wrong passphrase!")
         click("oc_bak_import")
-        pump(app2, lambda: not app2.backup.busy, timeout=30, what="the refused import")
+        pump(app2, lambda: not app2.workspace.backup.busy, timeout=30, what="the refused import")
         render(app2, 2)
         assert "wrong passphrase" in text_of("oc_bak_status")
         dpg.set_value("oc_bak_pass", PASSPHRASE)
         click("oc_bak_import")
-        pump(app2, lambda: not app2.backup.busy, timeout=30, what="the import")
+        pump(app2, lambda: not app2.workspace.backup.busy, timeout=30, what="the import")
         render(app2, 3)
-        assert app2.backup.error == "", app2.backup.error
+        assert app2.workspace.backup.error == "", app2.workspace.backup.error
         assert text_of("oc_bak_status").startswith("Identity imported from demo-identity.json")
         shooter.shot(app2, "imported")
         joined = js(new_home, "join", harbor, "--server", "srv_harbor", "--yes")
@@ -401,10 +401,10 @@ def test_a_development_build_says_it_does_not_check(ui_factory: Any, shooter: Sh
 
     app = workspace(ui_factory, client_version="0.2.0.dev1", update_schedule=UpdateSchedule(0.0, 0.0))
     render(app, 3)
-    assert not app.updater.enabled and app.updater.next_at is None
+    assert not app.workspace.updater.enabled and app.workspace.updater.next_at is None
     assert text_of("oc_banner_updater") == DEV_BANNER
     assert not dpg.is_item_shown("oc_update_btn")
     shooter.shot(app, "dev_banner")
-    app.dismiss_banner("updater")
+    app.workspace.dismiss_banner("updater")
     render(app, 3)
-    assert not dpg.does_item_exist("oc_banner_updater") and app.updater.checks == 0
+    assert not dpg.does_item_exist("oc_banner_updater") and app.workspace.updater.checks == 0

@@ -296,26 +296,31 @@ def test_desktop_add_server_dialog_xvfb(
         render(app, 3)
     for _ in range(3):
         if app.view.overlay_open():
-            app.answer_consent(False)
+            app.workspace.answer_consent(False)
         render(app, 3)
-    app.open_add_server()
-    app.set_add_url(two)
-    app.probe()
-    pump(app, lambda: app.add_flow.probe is not None or bool(app.add_flow.error), timeout=30, what="probe")
+    app.workspace.open_add_server()
+    app.workspace.set_add_url(two)
+    app.workspace.probe()
+    pump(
+        app,
+        lambda: app.workspace.add_flow.probe is not None or bool(app.workspace.add_flow.error),
+        timeout=30,
+        what="probe",
+    )
     render(app, 3)
-    assert not app.add_flow.error, app.add_flow.error
+    assert not app.workspace.add_flow.error, app.workspace.add_flow.error
     assert dpg.is_item_shown("oc_add_local_row")
     assert dpg.get_value("oc_add_local") == f"{HARBOR}-{host_slug(two)}"
     assert "server id srv_harbor" in text_of("oc_add_summary")
     assert "scoped to this backend's address" in text_of("oc_add_disclosure")
     dpg.set_value("oc_add_local", "harbor-finn")
-    app.add_local_id_changed("harbor-finn")
+    app.workspace.add_local_id_changed("harbor-finn")
     shooter.shot(app, "dialog_local_id")
-    app.add_server()
+    app.workspace.add_server()
     pump(app, lambda: app.model.active_server == "harbor-finn", timeout=30, what="join")
     for _ in range(3):
         if app.view.overlay_open():
-            app.answer_consent(False)
+            app.workspace.answer_consent(False)
         render(app, 3)
     pump(app, lambda: app.model.channel_id is not None, timeout=30, what="channels")
     render(app, 3)

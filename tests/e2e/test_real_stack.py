@@ -59,7 +59,7 @@ def app(demo: DemoStack, ui_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_p
         render(a, 3)
     for _ in range(3):  # D18 consent prompts on the first hydrate of profile-capable servers
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     return a
 
@@ -82,12 +82,12 @@ def test_real_first_run(app: Any, shooter: Shooter) -> None:
 
 
 def test_real_send_receive_reply(app: Any, demo: DemoStack, shooter: Shooter) -> None:
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     render(app, 3)
     shooter.shot(app, "family_general")
-    app.set_composer("hello from the **desktop**")
-    app.on_composer_enter(shift=False)
+    app.workspace.set_composer("hello from the **desktop**")
+    app.workspace.on_composer_enter(shift=False)
     pump(app, lambda: not app.composer.sending, timeout=20, what="send")
     assert not app.composer.error, app.composer.error
     pump(
@@ -103,9 +103,9 @@ def test_real_send_receive_reply(app: Any, demo: DemoStack, shooter: Shooter) ->
         what="message from another user",
     )
     shooter.shot(app, "received")
-    app.reply_to(mid)
-    app.set_composer("see you then")
-    app.on_composer_enter(shift=False)
+    app.workspace.reply_to(mid)
+    app.workspace.set_composer("see you then")
+    app.workspace.on_composer_enter(shift=False)
     pump(app, lambda: not app.composer.sending, timeout=20, what="reply")
     assert not app.composer.error, app.composer.error
     pump(
@@ -124,18 +124,18 @@ def test_real_send_receive_reply(app: Any, demo: DemoStack, shooter: Shooter) ->
 def test_real_image(app: Any, tmp_path: Path, shooter: Shooter) -> None:
     from PIL import Image
 
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     png = tmp_path / "logo.png"
     img = Image.new("RGB", (96, 64), (88, 101, 242))
     for x in range(20, 76):
         for y in range(16, 48):
             img.putpixel((x, y), (250, 166, 26))
     img.save(png)
-    assert app.attach_files([png]) == ""
+    assert app.workspace.attach_files([png]) == ""
     render(app, 3)
     shooter.shot(app, "attached")
-    app.send()
+    app.workspace.send()
     pump(app, lambda: not app.composer.sending, timeout=30, what="image send")
     assert not app.composer.error, app.composer.error
     pump(app, lambda: any(m.attachments for m in app.model.messages()), timeout=15, what="image message")
@@ -150,31 +150,31 @@ def test_real_image(app: Any, tmp_path: Path, shooter: Shooter) -> None:
     shooter.shot(app, "lightbox")
     # Save… writes the very bytes that were sent (fetched again through the state media API)
     saved = tmp_path / "saved.png"
-    app.save_image(msg, msg.attachments[0], saved)
+    app.workspace.save_image(msg, msg.attachments[0], saved)
     pump(app, lambda: saved.exists() and saved.stat().st_size > 0, timeout=15, what="the saved image")
     assert saved.read_bytes() == png.read_bytes()
     assert app.model.toasts[-1].text == "Image saved to saved.png."
-    app.on_key("escape")
+    app.workspace.on_key("escape")
 
 
 def test_real_unread_badge_other_server(app: Any, demo: DemoStack, shooter: Shooter) -> None:
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     render(app, 3)
-    app.mark_server_read("srv_harbor")
+    app.workspace.mark_server_read("srv_harbor")
     pump(app, lambda: app.model.rail_badge("srv_harbor")[0] == "", what="harbor read")
     shooter.shot(app, "before")
     admin_post(demo, "harbor", "ch_general", "uid_seed_1", "news from harbor")
     pump(app, lambda: app.model.rail_badge("srv_harbor")[0] != "", timeout=15, what="badge")
     shooter.shot(app, "badge")
-    app.select_server("srv_harbor")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_harbor")
+    app.workspace.select_channel("ch_general")
     pump(app, lambda: app.model.servers["srv_harbor"].unread.get("ch_general", 0) == 0, what="cleared")
     shooter.shot(app, "cleared")
 
 
 def test_real_chip_reconnecting_then_live(app: Any, demo: DemoStack, shooter: Shooter) -> None:
-    app.select_server("srv_family")
+    app.workspace.select_server("srv_family")
     render(app, 3)
     assert label_of("oc_chip") == "Live"
     url = demo.endpoints["devservers"]["family"]
@@ -257,35 +257,37 @@ def _devserver(seed: str, *extra: str) -> Iterator[str]:
 
 
 def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> None:
-    app.open_add_server()
-    app.set_add_url(public_devserver)
-    app.discover()
+    app.workspace.open_add_server()
+    app.workspace.set_add_url(public_devserver)
+    app.workspace.discover()
     pump(
         app,
-        lambda: app.add_flow.probe is not None or bool(app.add_flow.error),
+        lambda: app.workspace.add_flow.probe is not None or bool(app.workspace.add_flow.error),
         timeout=20,
         what="discover",
     )
-    assert not app.add_flow.error, app.add_flow.error
-    names = [s.server_id for s in app.add_flow.servers]
+    assert not app.workspace.add_flow.error, app.workspace.add_flow.error
+    names = [s.server_id for s in app.workspace.add_flow.servers]
     assert names == ["srv_harbor", "srv_testlab"]
-    app.pick_discovered(
+    app.workspace.pick_discovered(
         next(
-            f"{s.display_name} ({s.server_id})" for s in app.add_flow.servers if s.server_id == "srv_testlab"
+            f"{s.display_name} ({s.server_id})"
+            for s in app.workspace.add_flow.servers
+            if s.server_id == "srv_testlab"
         )
     )
-    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
+    pump(app, lambda: app.workspace.add_flow.probe is not None, timeout=20, what="probe")
     assert text_of("oc_add_warning") == ""  # localhost: no HTTPS warning
     assert "UID" in text_of("oc_add_disclosure")
     shooter.shot(app, "dialog")
-    app.add_server()
+    app.workspace.add_server()
     pump(
         app, lambda: app.model.active_server == "srv_testlab", timeout=30, what="join"
     )  # D1: the picked entry
     pump(app, lambda: app.model.channel_id is not None, timeout=20, what="channels")
     for _ in range(3):
         if app.view.overlay_open():
-            app.answer_consent(False)
+            app.workspace.answer_consent(False)
         render(app, 3)
     assert {c.name for c in app.model.servers["srv_testlab"].text_channels()} >= {
         "test-general",
@@ -296,20 +298,29 @@ def test_real_add_server(app: Any, public_devserver: str, shooter: Shooter) -> N
 
 def _join(app: Any, url: str, server_id: str) -> None:
     """Add Server through the dialog's own steps (discover, pick, probe, confirm)."""
-    app.open_add_server()
-    app.set_add_url(url)
-    app.discover()
-    pump(app, lambda: app.add_flow.probe is not None or bool(app.add_flow.error), 20, "discover")
-    app.pick_discovered(
-        next(f"{e.display_name} ({e.server_id})" for e in app.add_flow.servers if e.server_id == server_id)
+    app.workspace.open_add_server()
+    app.workspace.set_add_url(url)
+    app.workspace.discover()
+    pump(
+        app,
+        lambda: app.workspace.add_flow.probe is not None or bool(app.workspace.add_flow.error),
+        20,
+        "discover",
     )
-    pump(app, lambda: app.add_flow.probe is not None, timeout=20, what="probe")
-    app.add_server()
+    app.workspace.pick_discovered(
+        next(
+            f"{e.display_name} ({e.server_id})"
+            for e in app.workspace.add_flow.servers
+            if e.server_id == server_id
+        )
+    )
+    pump(app, lambda: app.workspace.add_flow.probe is not None, timeout=20, what="probe")
+    app.workspace.add_server()
     pump(app, lambda: app.model.active_server == server_id, timeout=30, what="join")
     pump(app, lambda: app.model.channel_id is not None, timeout=20, what="channels")
     for _ in range(3):
         if app.view.overlay_open():
-            app.answer_consent(False)
+            app.workspace.answer_consent(False)
         render(app, 3)
 
 
@@ -321,19 +332,19 @@ def test_real_delete_own_message(app: Any, deleting_devserver: str, shooter: Sho
     _join(app, deleting_devserver, "srv_dellab")
     pump(app, lambda: app.model.servers["srv_dellab"].connection.state == "live", timeout=30, what="live")
     dpg.set_value("oc_composer", "a typo I regret")
-    assert app.on_composer_enter(force=True)
+    assert app.workspace.on_composer_enter(force=True)
     pump(app, lambda: any(m.body == "a typo I regret" for m in app.model.messages()), timeout=20, what="sent")
     mine = next(m for m in app.model.messages() if m.body == "a typo I regret")
     theirs = next(m for m in app.model.messages() if m.author_uid != mine.author_uid)
     app.view.open_message_menu(theirs.id)
     render(app, 2)
     assert not dpg.does_item_exist("oc_ctx_delete")
-    app.on_key("escape")
+    app.workspace.on_key("escape")
     app.view.open_message_menu(mine.id)
     render(app, 2)
     assert dpg.does_item_exist("oc_ctx_delete") and dpg.get_item_label("oc_ctx_delete") == "Delete Message"
     shooter.shot(app, "menu")
-    app.view._menu(app.delete_message, mine.id)
+    app.view._menu(app.workspace.delete_message, mine.id)
     assert app.model.toasts[-1].text == "Delete requested."
     pump(app, lambda: all(m.id != mine.id for m in app.model.messages()), timeout=20, what="the row gone")
     assert mine.id not in app.view.timeline.widgets and not app.composer.error
@@ -347,10 +358,12 @@ def _desktop(app: Any, *, notify: bool = True, window: bool = True) -> None:
     from ui.desktop import OsNotifier, X11Window
 
     if notify:
-        app.notifier = OsNotifier()
+        app.hooks.notifier = OsNotifier()
     if window:
-        app.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
-        assert app.window is not None and app.window.find() is not None, "viewport window not found"
+        app.hooks.window = X11Window.open(lambda: str(dpg.get_viewport_title()))
+        assert app.hooks.window is not None and app.hooks.window.find() is not None, (
+            "viewport window not found"
+        )
 
 
 def _counts(app: Any, sid: str, ch: str) -> tuple[int, int] | None:
@@ -380,8 +393,8 @@ def test_real_os_notification_dunst(
         dunst = Dunst(address, xvfb, tmp_path)
         try:
             _desktop(app)
-            app.select_server("srv_family")
-            app.select_channel("ch_general")
+            app.workspace.select_server("srv_family")
+            app.workspace.select_channel("ch_general")
             render(app, 3)
             admin_post(demo, "harbor", "ch_general", "uid_seed_1", "first ping from harbor")
             pump(app, lambda: len(dunst.shown()) >= 1, timeout=20, what="an OS notification")
@@ -394,7 +407,7 @@ def test_real_os_notification_dunst(
             second = dunst.shown()[1]
             assert second["body"] == "second ping from harbor" and second["summary"] == first["summary"]
             pump(app, lambda: dunst.count("displayed") == 1, timeout=10, what="one notification per channel")
-            assert app.notifier.available is True and not app.model.toasts  # no fallback toast
+            assert app.hooks.notifier.available is True and not app.model.toasts  # no fallback toast
             shot = screen_shot(shooter_path(shooter, "screen_popup"))
             assert shot.getpixel((shot.width - DUNST_OFFSET[0] - DUNST_WIDTH // 2, DUNST_OFFSET[1] + 8)) != (
                 16,
@@ -416,7 +429,7 @@ def test_real_os_notification_dunst(
                 timeout=15,
                 what="the click opening harbor #general",
             )
-            pump(app, lambda: app.window_state == (True, True), timeout=10, what="the window focused")
+            pump(app, lambda: app.hooks.window_state == (True, True), timeout=10, what="the window focused")
             pump(app, lambda: dunst.count("displayed") == 0, timeout=10, what="popup closed")
             shooter.shot(app, "opened_from_notification")
         finally:
@@ -442,8 +455,8 @@ def test_real_notification_falls_back_to_toast(
     with session_bus() as address:
         monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
         _desktop(app, window=False)
-        app.select_server("srv_family")
-        app.select_channel("ch_general")
+        app.workspace.select_server("srv_family")
+        app.workspace.select_channel("ch_general")
         render(app, 3)
         admin_post(demo, "harbor", "ch_general", "uid_seed_1", "nobody listens on dbus")
         pump(
@@ -452,7 +465,7 @@ def test_real_notification_falls_back_to_toast(
             timeout=20,
             what="the fallback toast",
         )
-        assert app.notifier.available is False and app.notifier.reason
+        assert app.hooks.notifier.available is False and app.hooks.notifier.reason
         admin_post(demo, "harbor", "ch_general", "uid_seed_1", "still nobody")
         pump(app, lambda: any("still nobody" in t.text for t in app.model.toasts), timeout=20, what="toast 2")
         assert sum("no OS notification service" in r.getMessage() for r in caplog.records) == 1
@@ -466,29 +479,31 @@ def test_real_window_focus_d4(app: Any, demo: DemoStack, xvfb: str, shooter: Sho
     from tests.e2e.desktop import other_x_client, xdotool
 
     _desktop(app, notify=False)
-    assert app.window is not None
-    wid = app.window.wid
+    assert app.hooks.window is not None
+    wid = app.hooks.window.wid
     assert wid is not None
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     xdotool("windowfocus", "--sync", str(wid))
-    pump(app, lambda: app.window_state == (True, True), timeout=10, what="the window focused")
+    pump(app, lambda: app.hooks.window_state == (True, True), timeout=10, what="the window focused")
     pump(
         app,
         lambda: (
-            app.focus_sent is not None
-            and app.focus_sent.focused
-            and app.focus_sent.channel_id == "ch_general"
+            app.controller.focus_sent is not None
+            and app.controller.focus_sent.focused
+            and app.controller.focus_sent.channel_id == "ch_general"
         ),
         timeout=10,
         what="focus reported",
     )
     assert _counts(app, "srv_family", "ch_general") == (0, 0)
     with other_x_client(xvfb):
-        pump(app, lambda: app.window_state == (False, True), timeout=10, what="focus lost to another app")
+        pump(
+            app, lambda: app.hooks.window_state == (False, True), timeout=10, what="focus lost to another app"
+        )
         pump(
             app,
-            lambda: app.focus_sent is not None and not app.focus_sent.focused,
+            lambda: app.controller.focus_sent is not None and not app.controller.focus_sent.focused,
             timeout=10,
             what="blur reported",
         )
@@ -500,11 +515,11 @@ def test_real_window_focus_d4(app: Any, demo: DemoStack, xvfb: str, shooter: Sho
         assert _counts(app, "srv_family", "ch_general") == (2, 0)
         shooter.shot(app, "blurred_2_unread")
         # the heartbeat: re-sent at least every 30 s while nothing changes
-        app.focus_sent = None
-        app._focus_at -= 31
-        pump(app, lambda: app.focus_sent is not None, timeout=10, what="heartbeat")
+        app.controller.focus_sent = None
+        app.controller.focus_at -= 31
+        pump(app, lambda: app.controller.focus_sent is not None, timeout=10, what="heartbeat")
         xdotool("windowfocus", "--sync", str(wid))  # the user comes back to the app
-        pump(app, lambda: app.window_state == (True, True), timeout=10, what="focus back")
+        pump(app, lambda: app.hooks.window_state == (True, True), timeout=10, what="focus back")
         pump(app, lambda: sm.unread.get("ch_general", 0) == 0, timeout=15, what="D4: cleared on refocus")
         pump(
             app,
@@ -551,8 +566,8 @@ def test_real_uploaded_avatar_of_another_user(app: Any, demo: DemoStack, shooter
         },
     )
     assert put.status_code == 200, put.text
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     mid = admin_post(demo, "family", "ch_general", "uid_avatar01", "look at my new avatar")
     pump(app, lambda: mid in app.view.timeline.widgets, timeout=20, what="the message")
     pump(
@@ -608,8 +623,8 @@ def test_real_link_preview_card(app: Any, demo: DemoStack, page_server: str, sho
     and the card appears under the message; Settings shows the member's switch."""
     import dearpygui.dearpygui as dpg
 
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     mid = admin_post(demo, "family", "ch_general", "uid_mum", f"plans here: {page_server}")
     pump(app, lambda: mid in app.view.timeline.widgets, timeout=20, what="the message")
     pump(
@@ -621,14 +636,14 @@ def test_real_link_preview_card(app: Any, demo: DemoStack, page_server: str, sho
     texts = _texts_under(app.view.timeline.widgets[mid].tag)
     assert "Picnic Planner" in texts and "Sunday at the lake, bring a blanket." in texts
     shooter.shot(app, "card")
-    app.open_settings()
+    app.workspace.open_settings()
     pump(app, lambda: bool(dpg.get_item_configuration("oc_set_previews")["enabled"]), what="the switch read")
     assert dpg.get_value("oc_set_previews") is True
-    app.set_previews(False)
-    pump(app, lambda: app.previews_enabled is False, what="the switch off")
-    app.set_previews(True)
-    pump(app, lambda: app.previews_enabled is True, what="the switch on again")
-    app.close_overlays()
+    app.workspace.set_previews(False)
+    pump(app, lambda: app.workspace.previews_enabled is False, what="the switch off")
+    app.workspace.set_previews(True)
+    pump(app, lambda: app.workspace.previews_enabled is True, what="the switch on again")
+    app.workspace.close_overlays()
 
 
 def _cli(demo: DemoStack, *args: str) -> str:
@@ -687,7 +702,7 @@ def test_real_welcome_new_member(demo: DemoStack, ui_factory: Any, shooter: Shoo
     prof = _ask(app, lambda c: c.profile_get(), "profile_get").profile
     assert prof.display_name == "Newbie Ng" and prof.avatar_mode == "generated"
     assert prof.avatar_preset_id == "mint"
-    app.close_overlays()
+    app.workspace.close_overlays()
     app.stop()
 
 
@@ -698,9 +713,9 @@ def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> No
 
     from services.core.identity import project_uid
 
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
-    app.open_settings()
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
+    app.workspace.open_settings()
     render(app, 3)
     pump(app, lambda: label_of("oc_set_uidmode") == "Switch UID mode (server_scoped)", what="the button")
     assert text_of("oc_set_disclosure") == "This server sees only a server-scoped UID and proof."
@@ -722,11 +737,11 @@ def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> No
     assert text_of("oc_set_disclosure") == "This server sees only a global UID and proof."
     assert text_of("oc_set_uid") == f"current UID: {glob}"
     shooter.shot(app, "settings_global")
-    app.close_overlays()
+    app.workspace.close_overlays()
     pump(app, lambda: text_of("oc_dock_uid") == f"@{glob}", what="the dock uid")
     pump(app, lambda: app.model.servers["srv_family"].connection.state == "live", timeout=30, what="live")
     dpg.set_value("oc_composer", "sent as the global uid")
-    assert app.on_composer_enter(force=True)
+    assert app.workspace.on_composer_enter(force=True)
     pump(
         app,
         lambda: any(
@@ -736,7 +751,7 @@ def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> No
         what="the message under the global uid",
     )
     shooter.shot(app, "sent_global")
-    app.open_settings()
+    app.workspace.open_settings()
     render(app, 2)
     app.account.switch_uid_mode()
     pump(
@@ -745,7 +760,7 @@ def test_real_uid_mode_switch(app: Any, demo: DemoStack, shooter: Shooter) -> No
         timeout=30,
         what="the server-scoped uids back",
     )
-    app.close_overlays()
+    app.workspace.close_overlays()
 
 
 def test_real_edit_profile_uploaded_avatar(app: Any, tmp_path: Path, shooter: Shooter) -> None:
@@ -754,9 +769,9 @@ def test_real_edit_profile_uploaded_avatar(app: Any, tmp_path: Path, shooter: Sh
     import dearpygui.dearpygui as dpg
     from PIL import Image
 
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
-    app.open_settings()
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
+    app.workspace.open_settings()
     render(app, 2)
     app.view._edit_profile()
     render(app, 3)
@@ -788,6 +803,6 @@ def test_real_offline_banner_when_stack_stops(app: Any, demo: DemoStack, shooter
     render(app, 5)
     assert label_of("oc_chip") == "Offline"
     assert any("Home stack unreachable" in b.text for b in app.model.visible_banners())
-    assert app.model.read_only and app.send() is False
+    assert app.model.read_only and app.workspace.send() is False
     assert app.model.order  # still readable from the last view
     shooter.shot(app, "offline")

@@ -47,16 +47,16 @@ def test_window_shows_images_and_preview_images_over_tls(
         render(app, 3)
     for _ in range(3):
         if app.view.overlay_open():
-            app.answer_consent(False)
+            app.workspace.answer_consent(False)
         render(app, 3)
-    app.select_server("srv_family")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_family")
+    app.workspace.select_channel("ch_general")
     render(app, 3)
 
     pic = tmp_path / "pic.png"
     pic.write_bytes(_png((200, 60, 60), (96, 64)))
-    assert app.attach_files([pic]) == ""
-    app.send()
+    assert app.workspace.attach_files([pic]) == ""
+    app.workspace.send()
     pump(app, lambda: not app.composer.sending, timeout=30, what="image send")
     assert not app.composer.error, app.composer.error
     pump(app, lambda: any(m.attachments for m in app.model.messages()), timeout=15, what="image message")

@@ -56,7 +56,7 @@ def app(demo: DemoStack, ui_factory: Any) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts on the first hydrate
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     return a
 
@@ -156,17 +156,17 @@ def test_search_panel_finds_tokens_and_jumps_to_one(app: Any, demo: DemoStack, s
         burst = fam.post("/_admin/burst", json={"channel_id": "ch_plans", "count": 800})
         assert burst.status_code == 200, burst.text
         newer = post(har, "ch_design", f"{TOKEN} sketches are up")
-    app.select_server("srv_harbor")
-    app.select_channel("ch_general")
+    app.workspace.select_server("srv_harbor")
+    app.workspace.select_channel("ch_general")
     render(app, 3)
 
     _desktop(app, notify=False)  # the app's X11 window, focused
-    assert app.window is not None and app.window.wid is not None
-    xdotool("windowfocus", "--sync", str(app.window.wid))
+    assert app.hooks.window is not None and app.hooks.window.wid is not None
+    xdotool("windowfocus", "--sync", str(app.hooks.window.wid))
     render(app, 3)
     # Ctrl+F: what the global key handler calls (XTEST key presses reach text fields under Xvfb,
     # as below, but not Dear PyGui's global key-press handler)
-    assert app.on_key("f", ctrl=True)
+    assert app.workspace.on_key("f", ctrl=True)
     render(app, 4)
     assert dpg.is_item_shown("oc_search") and app.controller.search.panel.open
     search_until(app, TOKEN, 2)

@@ -49,49 +49,49 @@ def test_workspace_renders(ui_factory: Any, shooter: Shooter) -> None:
 def test_switch_channels_and_servers(ui_factory: Any, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     shooter.shot(app, "general")
-    app.select_channel("ch_qa")
+    app.workspace.select_channel("ch_qa")
     render(app)
     assert text_of("oc_channel_title") == "# qa-playground"
     assert text_of("oc_timeline_state") == "No messages yet."
     shooter.shot(app, "qa_empty")
-    app.select_server("srv_harbor")
+    app.workspace.select_server("srv_harbor")
     render(app)
     assert text_of("oc_channel_title") == "# harbor-general"
     assert text_of("oc_dock_uid") == "@uid_77aa0d11"  # the uid of THAT server
     shooter.shot(app, "harbor")
-    app.select_server("srv_testlab")
+    app.workspace.select_server("srv_testlab")
     assert app.model.channel_id == "ch_qa"  # remembered per server
 
 
 def test_keyboard_map(ui_factory: Any, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     render(app)
-    assert app.on_key("down", alt=True) and app.model.channel_id == "ch_qa"
-    assert app.on_key("up", alt=True) and app.model.channel_id == "ch_general"
-    assert app.on_key("down", ctrl=True, alt=True) and app.model.active_server == "srv_harbor"
-    assert app.on_key("up", ctrl=True, alt=True) and app.model.active_server == "srv_testlab"
+    assert app.workspace.on_key("down", alt=True) and app.model.channel_id == "ch_qa"
+    assert app.workspace.on_key("up", alt=True) and app.model.channel_id == "ch_general"
+    assert app.workspace.on_key("down", ctrl=True, alt=True) and app.model.active_server == "srv_harbor"
+    assert app.workspace.on_key("up", ctrl=True, alt=True) and app.model.active_server == "srv_testlab"
     ev = MessageCreated(message=fakes.msg("srv_harbor", "ch_ops", "k1", "uid_h", "x", fakes.NOW))
     app.model.apply_event(50, fakes.event("message.created", "srv_harbor", ev))
-    assert app.on_key("down", alt=True, shift=True)
+    assert app.workspace.on_key("down", alt=True, shift=True)
     assert (app.model.active_server, app.model.channel_id) == ("srv_harbor", "ch_ops")
     # type-to-focus
-    assert app.on_key("h") and app.on_key("i", shift=True)
+    assert app.workspace.on_key("h") and app.workspace.on_key("i", shift=True)
     render(app)
     assert text_of("oc_composer") == "hI"
     # Ctrl+K quick switcher, fuzzy, arrows, Enter; Esc closes
-    app.on_key("k", ctrl=True)
+    app.workspace.on_key("k", ctrl=True)
     render(app)
     assert is_shown("oc_switcher")
-    items = app.quick_query("tgen")
+    items = app.workspace.quick_query("tgen")
     assert items[0].label == "# test-general"
     shooter.shot(app, "switcher")
-    app.on_key("enter")
+    app.workspace.on_key("enter")
     render(app)
     assert not is_shown("oc_switcher")
     assert (app.model.active_server, app.model.channel_id) == ("srv_testlab", "ch_general")
-    app.on_key("k", ctrl=True)
+    app.workspace.on_key("k", ctrl=True)
     render(app)
-    app.on_key("escape")
+    app.workspace.on_key("escape")
     render(app)
     assert not is_shown("oc_switcher")
 
@@ -100,15 +100,15 @@ def test_collapse_filter_persist_across_restart(ui_factory: Any, tmp_path: Path,
     storage = Storage(tmp_path / "cfg")
     app = workspace(ui_factory, storage=storage)
     shooter.shot(app, "expanded")
-    app.toggle_group("grp_voice")
+    app.workspace.toggle_group("grp_voice")
     render(app)
     assert not is_shown("oc_chan_ch_huddle") and is_shown("oc_chan_ch_general")
     shooter.shot(app, "collapsed")
-    app.set_filter("qa")
+    app.workspace.set_filter("qa")
     render(app)
     assert is_shown("oc_chan_ch_qa") and not is_shown("oc_chan_ch_general")
-    app.set_filter("")
-    app.select_channel("ch_qa")
+    app.workspace.set_filter("")
+    app.workspace.select_channel("ch_qa")
     app.save_prefs()
     app.view.destroy()
     app2 = workspace(ui_factory, storage=storage)
@@ -145,8 +145,8 @@ def test_typing_chip_and_banners(ui_factory: Any, shooter: Shooter) -> None:
 def test_composer_limits_and_reply(ui_factory: Any, tmp_path: Path, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     render(app)
-    app.set_composer("x" * 70_000)
-    app.on_composer_enter(shift=False)
+    app.workspace.set_composer("x" * 70_000)
+    app.workspace.on_composer_enter(shift=False)
     render(app)
     assert text_of("oc_composer_error") == "Message is too large. Max 64 KB."
     shooter.shot(app, "too_large")
@@ -154,12 +154,12 @@ def test_composer_limits_and_reply(ui_factory: Any, tmp_path: Path, shooter: Sho
     from PIL import Image
 
     Image.new("RGB", (40, 30), (200, 40, 40)).save(png)
-    assert app.attach_files([png] * 5) == "Only the first 4 images were added."
-    app.reply_to("m3")
+    assert app.workspace.attach_files([png] * 5) == "Only the first 4 images were added."
+    app.workspace.reply_to("m3")
     render(app)
     assert is_shown("oc_reply_banner") and text_of("oc_reply_name") == "Vinnie"
     shooter.shot(app, "reply_and_attachments")
-    app.select_channel("ch_qa")  # switching channels clears draft, attachments and reply
+    app.workspace.select_channel("ch_qa")  # switching channels clears draft, attachments and reply
     render(app)
     assert not is_shown("oc_reply_banner") and not app.composer.attachments
 
@@ -193,7 +193,7 @@ def test_image_card_and_lightbox(ui_factory: Any, shooter: Shooter) -> None:
     cx, _cy = app.view.lightbox_pan(-40, 0)  # drag left: look further right
     assert cx > 0.5
     shooter.shot(app, "lightbox")
-    app.on_key("escape")
+    app.workspace.on_key("escape")
     render(app)
     assert not is_shown("oc_lightbox")
 
@@ -225,7 +225,7 @@ def test_scale_200_and_narrow_widths(ui_factory: Any, shooter: Shooter) -> None:
     assert not is_shown("oc_channels") and not is_shown("oc_dock")  # below 900 px
     shooter.shot(app2, "w850")
     app2.view.layout(1480, 920)
-    app2.toggle_members()
+    app2.workspace.toggle_members()
     render(app2)
     assert not is_shown("oc_members")
 
@@ -239,14 +239,14 @@ def test_menus_settings_and_first_run(ui_factory: Any, shooter: Shooter) -> None
     render(app)
     assert is_shown("oc_ctx") and label_of("oc_ctx_leave") == "Leave Server"
     shooter.shot(app, "server_menu")
-    app.view._menu(app.mark_server_read, "srv_harbor")
+    app.view._menu(app.workspace.mark_server_read, "srv_harbor")
     render(app)
     assert app.model.rail_badge("srv_harbor") == ("", False)
-    app.on_key("escape")
+    app.workspace.on_key("escape")
     # the message menu (features 5.8): Copy Message Link puts the backend URL form on the clipboard
     import dearpygui.dearpygui as dpg
 
-    app.select_server("srv_testlab")
+    app.workspace.select_server("srv_testlab")
     render(app)
     mid = app.view.timeline.order[-1]
     app.view.open_message_menu(mid)
@@ -256,16 +256,16 @@ def test_menus_settings_and_first_run(ui_factory: Any, shooter: Shooter) -> None
     ]
     assert labels == ["Reply", "Copy Text", "Copy Message Link", "Mark Unread"]
     shooter.shot(app, "message_menu")
-    app.view._menu(app.copy_link, mid)
+    app.view._menu(app.workspace.copy_link, mid)
     render(app)
     assert dpg.get_clipboard_text() == f"https://chat.example.test/channels/ch_general?message_id={mid}"
     assert app.model.toasts[-1].text == "Message link copied."
-    app.open_settings()
+    app.workspace.open_settings()
     render(app)
     assert text_of("oc_set_uid") == "current UID: uid_2c203bed"
     assert text_of("oc_set_disclosure") == "This server sees only a server-scoped UID and proof."
     shooter.shot(app, "settings")
-    app.on_key("escape")
+    app.workspace.on_key("escape")
     app.view.destroy()
     first = ui_factory()
     first.start()
@@ -352,7 +352,7 @@ def test_scrolling_through_a_long_channel_keeps_objects_bounded(ui_factory: Any,
         tl.scroll_by(-4000)
         render(app, 2)
     assert is_shown("oc_jump")
-    app.jump_to_present()
+    app.workspace.jump_to_present()
     render(app, 5)
     assert tl.following and tl.order[-1] == "late1" and not is_shown("oc_jump")
 
@@ -360,23 +360,23 @@ def test_scrolling_through_a_long_channel_keeps_objects_bounded(ui_factory: Any,
 def test_mention_autocomplete_and_emoji_picker(ui_factory: Any, shooter: Shooter) -> None:
     app = workspace(ui_factory)
     render(app)
-    app.on_draft("hi @us")
+    app.workspace.on_draft("hi @us")
     render(app)
-    tokens = [t for t, _ in app.mention_items]
+    tokens = [t for t, _ in app.workspace.mention_items]
     assert sorted(tokens) == ["@uid_tl_1", "@uid_tl_2"]
     shooter.shot(app, "mention_list")
-    assert app.on_key("down", text_active=True) and app.mention_index == 1
-    app.on_composer_enter(shift=False)  # Enter inserts the mention, does not send
+    assert app.workspace.on_key("down", text_active=True) and app.workspace.mention_index == 1
+    app.workspace.on_composer_enter(shift=False)  # Enter inserts the mention, does not send
     render(app)
-    assert app.composer.draft == f"hi {tokens[1]} " and not app.mention_items
-    app.on_draft(f"hi {tokens[1]} and @he")
-    assert app.on_key("tab", text_active=True)
+    assert app.composer.draft == f"hi {tokens[1]} " and not app.workspace.mention_items
+    app.workspace.on_draft(f"hi {tokens[1]} and @he")
+    assert app.workspace.on_key("tab", text_active=True)
     assert app.composer.draft.endswith("@here ")
     app.view.toggle_emoji()
     render(app)
     assert is_shown("oc_emoji_picker")
     shooter.shot(app, "emoji_picker")
-    app.insert_emoji("🔥")
+    app.workspace.insert_emoji("🔥")
     render(app)
     assert app.composer.draft.endswith("🔥 ") and not is_shown("oc_emoji_picker")
     render(app, 4)
@@ -466,8 +466,8 @@ def _own_clipboard(app: Any, xvfb: str, path: Path, ctype: str) -> Any:
 def _paste(app: Any) -> None:
     from tests.e2e.test_app_bus import pump
 
-    assert app.on_key("v", ctrl=True, text_active=True) is False
-    pump(app, lambda: not app._pasting, timeout=10, what="the clipboard read")
+    assert app.workspace.on_key("v", ctrl=True, text_active=True) is False
+    pump(app, lambda: not app.workspace._pasting, timeout=10, what="the clipboard read")
 
 
 def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Path, shooter: Shooter) -> None:
@@ -517,10 +517,10 @@ def test_paste_image_from_the_clipboard(ui_factory: Any, xvfb: str, tmp_path: Pa
     render(app, 3)
     assert is_shown("oc_lightbox") and text_of("oc_lightbox_caption").startswith("image-2.png")
     shooter.shot(app, "viewed")
-    app.close_overlays()
+    app.workspace.close_overlays()
     jpg = tmp_path / "other.jpg"
     Image.new("RGB", (30, 30), (0, 200, 0)).save(jpg)
-    assert app.replace_attachment_with(0, jpg) == ""
+    assert app.workspace.replace_attachment_with(0, jpg) == ""
     assert [a.name for a in app.composer.attachments] == ["other.jpg", "image-2.png"]
     text = tmp_path / "note.txt"
     text.write_text("just words")

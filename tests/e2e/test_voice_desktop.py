@@ -89,7 +89,7 @@ def open_app(ui_factory: Any, demo: DemoStack, config: Path) -> Any:
         render(a, 3)
     for _ in range(3):  # D18 consent prompts
         if a.view.overlay_open():
-            a.answer_consent(False)
+            a.workspace.answer_consent(False)
         render(a, 3)
     return a
 
@@ -130,7 +130,7 @@ def test_voice_call_end_to_end(
     tone = pulse.play_tone(660)
     speaker = pulse.record_speaker()
     try:
-        app.select_server(SERVER)
+        app.workspace.select_server(SERVER)
         render(app, 3)
         ch = voice_channel(app, "General Voice")
         peers.run(peer.join(base, ch))
@@ -183,12 +183,12 @@ def test_voice_call_end_to_end(
         shooter.shot(app, "connected_speaking")
 
         # browsing a text channel and another server keeps the call
-        app.select_server("srv_family")
+        app.workspace.select_server("srv_family")
         render(app, 5)
         assert app.voice.state.state == "active" and text_of("oc_voice_title") == "Voice Connected"
         assert not dpg.is_item_shown("oc_stage")
         shooter.shot(app, "other_server_call_kept")
-        app.select_server(SERVER)
+        app.workspace.select_server(SERVER)
         render(app, 3)
 
         # mute → the peer hears silence
@@ -297,7 +297,7 @@ def test_voice_mic_test_and_settings_persist(
         pump(app, meter_moved, timeout=20, what="the meter moving")
         pump(app, lambda: band_share(speaker.last(1.0), 660) > 0.5, timeout=20, what="the loopback heard")
         shooter.shot(app, "mic_test")
-        app.close_overlays()
+        app.workspace.close_overlays()
         pump(app, lambda: not app.voice.engine.testing, timeout=5, what="the test stopped with settings")
 
         # choices persist across a restart
@@ -348,7 +348,7 @@ def test_vanished_input_device_falls_back(
         )
         pump(app, lambda: app.voice.engine.level > 0.2, timeout=15, what="audio still flowing")
         shooter.shot(app, "fallback_notice")
-        app.close_overlays()
+        app.workspace.close_overlays()
     finally:
         tone.terminate()
 
@@ -361,7 +361,7 @@ def test_voice_kicked_shows_the_error(
     shooter: Shooter,
 ) -> None:
     app = open_app(ui_factory, demo, tmp_path / "config")
-    app.select_server(SERVER)
+    app.workspace.select_server(SERVER)
     render(app, 3)
     ch = voice_channel(app, "Party Chat")
     app.voice.click(SERVER, ch)  # through the controller this time

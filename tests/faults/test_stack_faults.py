@@ -155,10 +155,10 @@ async def _stream_with_fault(stack: LiveStack, fault: str, count: int = 120, rat
         # The member's event stream: every posted message exactly once and in order, live or by
         # sync after the gap (the stream itself holds no duplicate).
         synced = await tail.synced(since)
-        assert judge(poster.ids, [m for _, m in synced]).exact, judge(poster.ids, [m for _, m in synced])
+        assert judge(poster.keys, [m for _, m in synced]).exact, judge(poster.keys, [m for _, m in synced])
         assert tail.duplicate_deliveries == 0
         live = [m for _, m in sorted(tail.live)]
-        verdict = judge(poster.ids, live)
+        verdict = judge(poster.keys, live)
         assert verdict.duplicated == 0 and verdict.out_of_order == 0
         assert {e for e in tail.live if e[0] > since} <= set(synced)  # live = stored, same seq
 
@@ -187,10 +187,10 @@ async def test_short_soak_at_50_msgs_per_second(stack: LiveStack) -> None:
         await poster.run(500, 50.0, "soak")
         await wait_exact(client, baseline, poster.ids, timeout=90)
         deadline = time.monotonic() + 30
-        while len({m for _, m in tail.live} & set(poster.ids)) < len(poster.ids):
-            assert time.monotonic() < deadline, judge(poster.ids, [m for _, m in sorted(tail.live)])
+        while len({m for _, m in tail.live} & set(poster.keys)) < len(set(poster.keys)):
+            assert time.monotonic() < deadline, judge(poster.keys, [m for _, m in sorted(tail.live)])
             await asyncio.sleep(0.1)
-        assert judge(poster.ids, [m for _, m in sorted(tail.live)]).exact
+        assert judge(poster.keys, [m for _, m in sorted(tail.live)]).exact
         assert tail.duplicate_deliveries == 0
     assert stack.endpoints().restarts == restarts  # no crash under load
     assert all(psutil.pid_exists(pid) for pid in stack.endpoints().managed.values())

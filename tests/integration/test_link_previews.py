@@ -244,7 +244,9 @@ async def test_live_message_gets_previews_and_the_state_view_keeps_them(
     events = await join_live(harness, "alice", harbor, "srv_harbor")
     mid = await admin_post(harbor, "ch_general", f"look at {pages.url('/hello')}. nice!")
     created = await events.wait_for(
-        lambda ev: next((e for e in events.of("message.created") if e["event_id"] == f"msg:{mid}"), None)
+        lambda ev: next(
+            (e for e in events.of("message.created") if e["payload"]["message"]["id"] == mid), None
+        )
     )
     assert created["payload"]["message"]["link_previews"] == []  # message.created never waits
     event = await wait_previews(events, mid)

@@ -131,7 +131,10 @@ class Connector:
             mentions=mentions,
         )
         return await self.event(
-            "message.created", MessageCreated(message=msg), message_event_id(msg.id), channel_id
+            "message.created",
+            MessageCreated(message=msg),
+            message_event_id(msg.id, msg.created_at),
+            channel_id,
         )
 
 

@@ -163,13 +163,39 @@ def msg(mid: str, channel: str = "c") -> wire.Message:
 def test_known_ids_bounded_and_missing_after() -> None:
     known = domain.KnownIds(per_channel=3)
     for i in "abcd":
-        known.add("c", i)
-    assert ("c", "a") not in known and ("c", "d") in known and known.newest("c") == "d"
+        known.add("c", domain.identity_of(msg(i)))
+    d = domain.identity_of(msg("d"))
+    assert ("c", domain.identity_of(msg("a"))) not in known and ("c", d) in known and known.newest("c") == d
     page = [msg("b"), msg("x"), msg("c"), msg("d"), msg("e"), msg("e"), msg("f", "other"), msg("g")]
-    late, fresh, found = domain.missing_after(page, "c", "d", known)
+    late, fresh, found = domain.missing_after(page, "c", d, known)
     assert found and [m.id for m in late] == ["x"] and [m.id for m in fresh] == ["e", "g"]
-    late, fresh, found = domain.missing_after([msg("y"), msg("z")], "c", "d", known)
+    late, fresh, found = domain.missing_after([msg("y"), msg("z")], "c", d, known)
     assert not found and late == [] and [m.id for m in fresh] == ["y", "z"]
+
+
+def test_a_repeated_id_with_another_creation_time_is_another_message() -> None:
+    """Backend ids are 32 bits random (wire spec "Ids"): a busy channel repeats one. The message
+    with the repeated id is missing (published), the same message again is not (ADR 0029)."""
+    known = domain.KnownIds(per_channel=10)
+    first = msg("msg_0badcafe")
+    known.add("c", domain.identity_of(first))
+    again = msg("msg_0badcafe")  # the same message read again (history page, replay)
+    other = wire.Message(
+        id="msg_0badcafe", channel_id="c", author_uid="u", body="", created_at="2026-01-01T01:00:00Z"
+    )
+    late, fresh, found = domain.missing_after(
+        [first, msg("m1"), again, other], "c", domain.identity_of(first), known
+    )
+    assert (
+        found
+        and late == []
+        and [(m.id, m.created_at) for m in fresh]
+        == [
+            ("m1", "2026-01-01T00:00:00Z"),
+            ("msg_0badcafe", "2026-01-01T01:00:00Z"),
+        ]
+    )
+    assert domain.identity_of(first) == domain.identity_of(again) != domain.identity_of(other)
 
 
 def test_snapshot_features_and_profile_flags() -> None:

@@ -9,7 +9,7 @@ from typing import Any, cast
 from services.connector.backend import BackendClient
 from services.connector.session import PREVIEW_MAX_AGE, Session
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import ChatMessage, ServerRecord
+from services.core.contracts.chat import ChatMessage, ServerRecord, message_event_id
 
 
 def record() -> ServerRecord:
@@ -57,4 +57,8 @@ async def test_gap_fill_offers_only_recent_messages_and_each_once() -> None:
     assert await session.publish_messages([old, recent]) == 0  # known: nothing offered again
     assert await session.publish_message(recent, again=True)  # a rehydrate re-publish
     assert offered == ["recent"]
-    assert published == ["msg:old", "msg:recent", "msg:recent"]
+    assert published == [
+        message_event_id(old.id, old.created_at),
+        message_event_id(recent.id, recent.created_at),
+        message_event_id(recent.id, recent.created_at),
+    ]

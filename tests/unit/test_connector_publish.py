@@ -22,9 +22,15 @@ from services.core.contracts.chat import (
     ConnectionState,
     MessageCreated,
     ServerRecord,
+    message_identity,
 )
 
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+
+
+def ident(i: int) -> str:
+    """The identity of ``wire_page``'s i-th message (id and creation time: ADR 0029)."""
+    return message_identity(f"m{i:05d}", T0 + timedelta(seconds=i))
 
 
 class Sinks:
@@ -98,16 +104,16 @@ async def test_a_page_is_published_in_order_in_batches_of_the_window(
     assert [len(b) for b in sinks.batches] == [100, 100, 50]
     flat = [e for b in sinks.batches for e in b]
     assert all(type(e) is MessageEnvelope for e in flat)  # the concrete class, no generic lookup
-    assert [e.event_id for e in flat] == [f"msg:m{i:05d}" for i in range(250)]
+    assert [e.event_id for e in flat] == [f"msg:{ident(i)}" for i in range(250)]
     assert {e.type for e in flat} == {"message.created"}
     assert sinks.single == []  # live publishing is untouched: nothing went one by one
-    assert s.known.newest("ch_general") == "m00249"
+    assert s.known.newest("ch_general") == ident(249)
     assert store.load("alice", "srv_a")["ch_general"].message_id == "m00249"
 
     # what is known is not published again; a page repeating an id publishes it once
     page = wire_page(200, 60)
     assert await s._publish_page([*page, page[-1]]) == 10
-    assert [e.event_id for e in sinks.batches[-1]] == [f"msg:m{i:05d}" for i in range(250, 260)]
+    assert [e.event_id for e in sinks.batches[-1]] == [f"msg:{ident(i)}" for i in range(250, 260)]
 
 
 async def test_a_failed_batch_moves_neither_known_nor_the_anchor(
@@ -121,22 +127,22 @@ async def test_a_failed_batch_moves_neither_known_nor_the_anchor(
     with pytest.raises(TimeoutError):
         await s._publish_page(wire_page(100, 150))
     # the first window (100..199) failed: nothing of it, nor of what follows, counts as published
-    assert s.known.newest("ch_general") == "m00099"
-    assert ("ch_general", "m00100") not in s.known
+    assert s.known.newest("ch_general") == ident(99)
+    assert ("ch_general", ident(100)) not in s.known
     assert store.load("alice", "srv_a")["ch_general"].message_id == "m00099"
     # the next gap fill publishes them all again, in order
     assert await s._publish_page(wire_page(100, 150)) == 150
     assert [e.event_id for e in sinks.batches[-2] + sinks.batches[-1]] == [
-        f"msg:m{i:05d}" for i in range(100, 250)
+        f"msg:{ident(i)}" for i in range(100, 250)
     ]
-    assert s.known.newest("ch_general") == "m00249"
+    assert s.known.newest("ch_general") == ident(249)
 
 
 async def test_without_a_batch_sink_events_go_one_by_one(http: httpx.AsyncClient) -> None:
     sinks = Sinks()
     s = session(http, sinks, batched=False)
     assert await s._publish_page(wire_page(0, 5)) == 5
-    assert [e.event_id for e in sinks.single] == [f"msg:m{i:05d}" for i in range(5)]
+    assert [e.event_id for e in sinks.single] == [f"msg:{ident(i)}" for i in range(5)]
 
 
 async def test_late_messages_do_not_move_the_anchor_back(http: httpx.AsyncClient) -> None:

@@ -33,7 +33,8 @@ def message(mid: str = "m1") -> ChatMessage:
 
 def test_event_ids_follow_each_kinds_rule() -> None:
     created = MessageCreated(message=message("m42"))
-    assert ev.MESSAGE_CREATED.event_id(created) == "msg:m42"
+    # id and creation time: backend ids repeat (ADR 0029)
+    assert ev.MESSAGE_CREATED.event_id(created) == "msg:m42@20261204T120000.000000Z"
     deleted = MessageDeleted(channel_id="ch_1", message_id="m42")
     assert ev.MESSAGE_DELETED.event_id(deleted) == "del:m42"
     rec = fakes.record("srv_a", "A", "A", "uid_me")
@@ -53,7 +54,7 @@ def test_envelopes_carry_the_kind_and_the_channel() -> None:
     env = ev.MESSAGE_CREATED.envelope("srv_a", MessageCreated(message=message()))
     assert (env.type, env.event_id, env.channel_id, env.server_id) == (
         "message.created",
-        "msg:m1",
+        "msg:m1@20261204T120000.000000Z",
         "ch_1",
         "srv_a",
     )
@@ -130,3 +131,18 @@ def test_sqlite_store_base_creates_the_schema_and_opens_short_connections(tmp_pa
         assert db.execute("SELECT body FROM notes").fetchall() == [("a",)]
     with _DurableNotes(tmp_path / "durable.db")._db() as db:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_message_identity_is_the_id_and_the_instant_of_creation() -> None:
+    """Backend ids repeat (32 bits, ADR 0029): the identity adds the creation time, the same
+    instant however it is spelled (offset, naive UTC), another instant another identity."""
+    from datetime import timedelta, timezone
+
+    from services.core.contracts.chat import message_identity
+
+    at = datetime(2026, 12, 4, 12, 0, 5, tzinfo=UTC)
+    same = at.astimezone(timezone(timedelta(hours=2)))
+    assert message_identity("msg_1", at) == message_identity("msg_1", same) == "msg_1@20261204T120005.000000Z"
+    assert message_identity("msg_1", at.replace(tzinfo=None)) == message_identity("msg_1", at)
+    assert message_identity("msg_1", at + timedelta(seconds=1)) != message_identity("msg_1", at)
+    assert message_identity("msg_2", at) != message_identity("msg_1", at)

@@ -362,7 +362,7 @@ def test_first_run_and_welcome(proxied: Any, tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             while not cond():
                 assert time.monotonic() < deadline, what
-                app.process_ops()
+                app.controller.process_ops()
                 time.sleep(0.01)
 
         pump(lambda: app.account.step == "identity", "the Welcome dialog (identity step)")

@@ -315,7 +315,7 @@ def test_preferences_round_trip() -> None:
 
 # -- the app's wiring of the keyboard map, without a window ------------------------------------------------
 def test_app_performs_the_routed_keys_without_a_window(tmp_path: Path) -> None:
-    """``App.on_key`` reads what is on screen, routes it through ``ui/state/keys.py`` and performs
+    """``Workspace.on_key`` reads what is on screen, routes it through ``ui/state/keys.py`` and performs
     the action (no Dear PyGui is imported: the import-graph test checks ``ui.app`` loads it only
     in ``build_view``)."""
     from ui.app import App
@@ -325,18 +325,28 @@ def test_app_performs_the_routed_keys_without_a_window(tmp_path: Path) -> None:
     app.screen = "workspace"
     app.model.apply_snapshot(fakes.snapshot(seq=10))
     app.model.set_stack_online(True)
-    assert app.on_key("h") and app.on_key("i", shift=True) and app.on_key("space")
+    assert (
+        app.workspace.on_key("h") and app.workspace.on_key("i", shift=True) and app.workspace.on_key("space")
+    )
     assert app.composer.draft == "hI "  # type-to-focus
-    assert not app.on_key("x", text_active=True) and app.composer.draft == "hI "
+    assert not app.workspace.on_key("x", text_active=True) and app.composer.draft == "hI "
     first = app.model.active_server
-    assert app.on_key("down", ctrl=True, alt=True) and app.model.active_server != first
-    assert app.on_key("up", ctrl=True, alt=True) and app.model.active_server == first
-    assert not app.on_key("down")  # a plain arrow goes to the widget
-    app.on_draft("hi @")
-    assert app.mention_items and app.on_key("down", text_active=True) and app.mention_index == 1
-    token = app.mention_items[1][0]
-    assert app.on_key("tab") and app.composer.draft == f"hi {token} " and not app.mention_items
-    app.on_draft("@")
-    assert app.mention_items and app.on_key("escape") and not app.mention_items
+    assert app.workspace.on_key("down", ctrl=True, alt=True) and app.model.active_server != first
+    assert app.workspace.on_key("up", ctrl=True, alt=True) and app.model.active_server == first
+    assert not app.workspace.on_key("down")  # a plain arrow goes to the widget
+    app.workspace.on_draft("hi @")
+    assert (
+        app.workspace.mention_items
+        and app.workspace.on_key("down", text_active=True)
+        and app.workspace.mention_index == 1
+    )
+    token = app.workspace.mention_items[1][0]
+    assert (
+        app.workspace.on_key("tab")
+        and app.composer.draft == f"hi {token} "
+        and not app.workspace.mention_items
+    )
+    app.workspace.on_draft("@")
+    assert app.workspace.mention_items and app.workspace.on_key("escape") and not app.workspace.mention_items
     app.model.set_stack_online(False)  # read-only: typing does not go to the composer
-    assert not app.on_key("z") and not app.composer.draft.endswith("z")
+    assert not app.workspace.on_key("z") and not app.composer.draft.endswith("z")

@@ -21,18 +21,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from services.core.audio import FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Samples, apply_gain
 from ui.audio.devices import DeviceList, list_devices
 from ui.audio.prefs import MediaPrefs
 from ui.state.voice import INPUT_FALLBACK, OUTPUT_FALLBACK, meter_level
 
+if TYPE_CHECKING:  # NumPy and PyAV (services.core.audio) load with the first audio thread, not at start
+    from services.core.audio import Samples
+
 log = logging.getLogger("openchat.ui.audio")
 
-FRAME_BYTES = FRAME_SAMPLES * 2
 METER_S = 0.090
 MAX_QUEUED = 10  # frames (200 ms) waiting for the speaker; older ones are dropped
 STANDING = 4  # a standing queue deeper than this is trimmed (latency)
@@ -43,6 +42,10 @@ def pulse_open(direction: Literal["record", "playback"], device: str) -> Any:
     """A libpulse-simple stream, 48 kHz mono s16, 20 ms fragments (small buffers: low latency)."""
     import pasimple
 
+    from services.core.audio import FRAME_SAMPLES, SAMPLE_RATE
+
+    frame_bytes = FRAME_SAMPLES * 2
+
     if direction == "record":
         return pasimple.PaSimple(
             pasimple.PA_STREAM_RECORD,
@@ -52,7 +55,7 @@ def pulse_open(direction: Literal["record", "playback"], device: str) -> Any:
             "OpenChat",
             "microphone",
             device_name=device or None,
-            fragsize=FRAME_BYTES,
+            fragsize=frame_bytes,
         )
     return pasimple.PaSimple(
         pasimple.PA_STREAM_PLAYBACK,
@@ -62,9 +65,9 @@ def pulse_open(direction: Literal["record", "playback"], device: str) -> Any:
         "OpenChat",
         "call",
         device_name=device or None,
-        tlength=FRAME_BYTES * 4,
-        prebuf=FRAME_BYTES,
-        minreq=FRAME_BYTES,
+        tlength=frame_bytes * 4,
+        prebuf=frame_bytes,
+        minreq=frame_bytes,
     )
 
 
@@ -73,6 +76,8 @@ def make_processor(prefs: MediaPrefs) -> Any:
     if not (prefs.echo_cancellation or prefs.noise_suppression or prefs.auto_gain):
         return None
     from pywebrtc_audio import AudioProcessor
+
+    from services.core.audio import SAMPLE_RATE
 
     return AudioProcessor(
         SAMPLE_RATE,
@@ -226,6 +231,11 @@ class AudioEngine:
             return None
 
     def _capture_main(self, stop: threading.Event) -> None:
+        import numpy as np
+
+        from services.core.audio import FRAME_SAMPLES, SILENCE, apply_gain
+
+        frame_bytes = FRAME_SAMPLES * 2
         opened = self._open_device("record", self.prefs.input_device)
         if opened is None:
             return
@@ -236,7 +246,7 @@ class AudioEngine:
         try:
             while not stop.is_set():
                 try:
-                    data = stream.read(FRAME_BYTES)
+                    data = stream.read(frame_bytes)
                 except Exception as exc:  # the device vanished while open → the default
                     log.info("input device lost", extra={"error": type(exc).__name__})
                     _close(stream)
@@ -278,6 +288,10 @@ class AudioEngine:
             _close(stream)
 
     def _playback_main(self, stop: threading.Event) -> None:
+        import numpy as np
+
+        from services.core.audio import apply_gain
+
         opened = self._open_device("playback", self.prefs.output_device)
         if opened is None:
             return

@@ -30,7 +30,6 @@ from typing import Literal
 
 from services.core.contracts.chat import ChatMessage
 from services.core.contracts.search import MAX_QUERY_CHARS, SearchArgs, SearchHit, SearchResult
-from services.core.search_query import QueryError, parse_query
 from ui.state.store import MessageLog
 
 Scope = Literal["all", "server", "channel"]
@@ -157,6 +156,8 @@ class SearchPanel:
             self.status, self.hits, self.searched = "idle", [], ""
             self._changed()
             return None
+        from services.core.search_query import QueryError, parse_query  # with the first search, not at start
+
         try:
             parse_query(text)
         except QueryError as exc:

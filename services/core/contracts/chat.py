@@ -34,7 +34,7 @@ of that member's sessions (every member when ``member`` is ``None``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field
@@ -496,8 +496,21 @@ class RehydrateRequest(Contract):
     reason: str = ""
 
 
-def message_event_id(message_id: str) -> str:
-    return f"msg:{message_id}"
+def message_identity(message_id: str, created_at: datetime) -> str:
+    """What tells one message of a channel from another: its id *and* its creation time.
+
+    A backend's message ids are only 32 bits random (``msg_`` + 8 hex, wire spec "Ids"), so a
+    busy channel repeats an id (expected once in ~77,000 messages): two messages with one id
+    differ by ``created_at``, which is the same for a message wherever it is read (realtime,
+    history, cursors pages). The connector de-duplicates and anchors gap fill by this identity and
+    ``message.created``'s event id (``Nats-Msg-Id``) is built from it, so a second message with a
+    repeated id is published, never taken for the first (ADR 0029)."""
+    at = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
+    return f"{message_id}@{at.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+def message_event_id(message_id: str, created_at: datetime) -> str:
+    return f"msg:{message_identity(message_id, created_at)}"
 
 
 # -- the member's own profile (features 1.1, 11; D18) --------------------------------------------

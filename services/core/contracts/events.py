@@ -44,6 +44,7 @@ from services.core.contracts.chat import (
     ServerLeft,
     ServerUpdated,
     Typing,
+    message_identity,
 )
 from services.core.contracts.media import VoiceSpeaking, VoiceStatus
 from services.core.contracts.notify import (
@@ -137,7 +138,7 @@ class EventSpec(Generic[P]):
 
 
 def _message_key(p: MessageCreated) -> str:
-    return p.message.id
+    return message_identity(p.message.id, p.message.created_at)  # ids repeat: ADR 0029
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ MESSAGE_CREATED = EventSpec(
     "msg",
     _message_key,
     "connector",
-    doc="message id",
+    doc="message id@created_at (ADR 0029)",
     channel_of=lambda p: p.message.channel_id,
 )
 MESSAGE_DELETED = EventSpec(
