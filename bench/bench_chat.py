@@ -130,13 +130,16 @@ class Procs:
                 self.stop(proc)
 
 
-def start_nats(procs: Procs) -> str:
+def start_nats(procs: Procs, name: str = "nats") -> str:
+    """A nats-server with its own JetStream store: a second server (the other tree of a
+    before/after run) must not find the first one's stream, whose message ids would make the
+    second tree's gap fill duplicates that are never stored again."""
     port = free_port()
-    conf = procs.tmp / "nats.conf"
+    conf = procs.tmp / f"{name}.conf"
     conf.write_text(
-        f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{procs.tmp / "js"}" }}\n'
+        f'listen: "127.0.0.1:{port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{procs.tmp / f"js-{name}"}" }}\n'
     )
-    proc = procs.spawn("nats", [nats_server_binary(), "-c", str(conf)])
+    proc = procs.spawn(name, [nats_server_binary(), "-c", str(conf)])
     wait_for_port("127.0.0.1", port, 15, proc.popen)
     return f"nats://127.0.0.1:{port}"
 
@@ -687,7 +690,7 @@ async def run(plan: Plan, procs: Procs, only: set[str]) -> dict[str, Any]:
 async def scale_of(procs: Procs, plan: Plan, tree: Path, key: str) -> dict[str, Any]:
     """The scale steps against the connector (and devservers) of ``tree``, on a fresh
     nats-server; every process of it is stopped afterwards."""
-    nats_url = start_nats(procs)
+    nats_url = start_nats(procs, f"nats-{key}")
     bus = await Bus.connect(ConnectOptions(url=nats_url, name=f"bench-{key}"), first_attempts=5)
     started = len(procs.started)
     try:

@@ -16,7 +16,11 @@
 #    when that command exists);
 # 7. NATS: boot smoke test on loopback: the single-node config (healthcheck URL, JetStream, the
 #    svc/sys passwords accepted over TLS with the home CA, a wrong one refused, a plain client
-#    refused) and the 3-node cluster (JetStream meta group formed on every node).
+#    refused) and the 3-node cluster (JetStream meta group formed on every node), once with the
+#    single-host cluster.conf and once with the per-host host.conf (routes advertised by name);
+# 9. the per-host compose files (deploy/multinode/hosts/host-*.yml): steps 1 and 2 with
+#    .env.example + hosts.env.example, and their own rules (one NATS node per host, every peer
+#    name mapped, private ports bound to the private address, services spread over the hosts).
 #
 # Step 3 also checks that the compose files publish exactly what a remote desktop needs: the
 # NATS client port (TLS) — and, for voice, a UDP range of the media service — nothing else
@@ -39,6 +43,9 @@ COMPOSE_MULTI="deploy/multinode/docker-compose.yml"
 ENV_EXAMPLE=".env.example"
 NATS_CONF="deploy/nats/nats.conf"
 NATS_CLUSTER_CONF="deploy/multinode/nats/cluster.conf"
+NATS_HOST_CONF="deploy/multinode/nats/host.conf"
+HOSTS_DIR="deploy/multinode/hosts"
+HOSTS_ENV_EXAMPLE="$HOSTS_DIR/hosts.env.example"
 # A user nkey (public key only) for the sample accounts file.
 SAMPLE_MEMBER_NKEY="UBL3ZFJE4AGVTC4UV5PIPN4ORH76Z6N2TEAPRM42IR3MSZQY5F3WJLK5"
 # Sample secrets for the NATS checks (not placeholders, so nothing refuses them).
@@ -446,6 +453,8 @@ PASSWORDS=(OPENCHAT_SERVICE_PASSWORD="$SAMPLE_SVC_PASSWORD" OPENCHAT_SYS_PASSWOR
 
 nats_test "$NATS_CONF + sample accounts.conf" "$NATS_CONF" "${PASSWORDS[@]}"
 nats_test "$NATS_CLUSTER_CONF + sample accounts.conf" "$NATS_CLUSTER_CONF" "${PASSWORDS[@]}" NATS_SERVER_NAME=nats-1
+nats_test "$NATS_HOST_CONF + sample accounts.conf" "$NATS_HOST_CONF" "${PASSWORDS[@]}" NATS_SERVER_NAME=nats-1 \
+  NATS_CLUSTER_ADVERTISE=nats-1:6222
 
 # The include is really read: without the password variables it must not resolve.
 tls_paths < "$NATS_CONF" > "$LAYOUT/etc/nats/openchat.conf"
@@ -601,46 +610,53 @@ REPLY="$(nats_login "$CLIENT_PORT" svc "$SAMPLE_SVC_PASSWORD" plain)"
 ok "single node: a plain (non-TLS) client is refused ($REPLY)"
 stop_started_nats
 
-# Cluster: three nodes of the committed cluster.conf on loopback, routes rewritten to them.
-read -r C1 C2 C3 H1 H2 H3 R1 R2 R3 < <(free_ports 9)
-CLIENTS=("$C1" "$C2" "$C3")
-HTTPS=("$H1" "$H2" "$H3")
-ROUTES=("$R1" "$R2" "$R3")
-for i in 0 1 2; do
-  n=$((i + 1))
-  mkdir -p "$LAYOUT/etc/nats-$n"
-  sed -e "s/^port: 4222$/port: ${CLIENTS[$i]}/" \
-      -e "s/^http_port: 8222$/http_port: ${HTTPS[$i]}/" \
-      -e "s#store_dir: /data/jetstream#store_dir: \"$TMP/js-$n\"#" \
-      -e "s#\"/openchat/tls/#\"$LAYOUT/openchat/tls/#" \
-      -e "s#listen: 0.0.0.0:6222#listen: 127.0.0.1:${ROUTES[$i]}#" \
-      -e "s#nats://nats-1:6222#nats://127.0.0.1:$R1#" \
-      -e "s#nats://nats-2:6222#nats://127.0.0.1:$R2#" \
-      -e "s#nats://nats-3:6222#nats://127.0.0.1:$R3#" \
-      "$NATS_CLUSTER_CONF" > "$LAYOUT/etc/nats-$n/openchat.conf"
-  grep -q "nats://127.0.0.1:$R3" "$LAYOUT/etc/nats-$n/openchat.conf" || die "could not rewrite the routes of $NATS_CLUSTER_CONF"
-  # nats-$n sits beside nats/ in etc/, so ../../openchat/... still resolves.
-  start_nats "nats-$n" "$LAYOUT/etc/nats-$n/openchat.conf" "$TMP/nats-$n.log" "${PASSWORDS[@]}" NATS_SERVER_NAME="nats-$n"
-done
-for i in 0 1 2; do
-  n=$((i + 1))
-  if ! wait_http_200 "http://127.0.0.1:${HTTPS[$i]}/healthz" 45; then
-    tail -n 20 "$TMP/nats-$n.log" >&2
-    die "cluster: nats-$n never reported healthy (JetStream meta group)"
-  fi
-done
-ok "cluster: 3 nodes formed one cluster; /healthz (JetStream meta group current) is 200 on each"
-"$PY" - "$H1" <<'PYEOF' || die "cluster: JetStream is not clustered with 3 peers"
+# Cluster: three nodes of a committed cluster config on loopback, routes rewritten to them. With
+# host.conf each node advertises its route address (NATS_CLUSTER_ADVERTISE), as on three hosts.
+boot_cluster() { # conf label
+  local conf="$1" label="$2" i n
+  read -r C1 C2 C3 H1 H2 H3 R1 R2 R3 < <(free_ports 9)
+  CLIENTS=("$C1" "$C2" "$C3")
+  HTTPS=("$H1" "$H2" "$H3")
+  ROUTES=("$R1" "$R2" "$R3")
+  for i in 0 1 2; do
+    n=$((i + 1))
+    mkdir -p "$LAYOUT/etc/nats-$n"
+    sed -e "s/^port: 4222$/port: ${CLIENTS[$i]}/" \
+        -e "s/^http_port: 8222$/http_port: ${HTTPS[$i]}/" \
+        -e "s#store_dir: /data/jetstream#store_dir: \"$TMP/js-$label-$n\"#" \
+        -e "s#\"/openchat/tls/#\"$LAYOUT/openchat/tls/#" \
+        -e "s#listen: 0.0.0.0:6222#listen: 127.0.0.1:${ROUTES[$i]}#" \
+        -e "s#nats://nats-1:6222#nats://127.0.0.1:$R1#" \
+        -e "s#nats://nats-2:6222#nats://127.0.0.1:$R2#" \
+        -e "s#nats://nats-3:6222#nats://127.0.0.1:$R3#" \
+        "$conf" > "$LAYOUT/etc/nats-$n/openchat.conf"
+    grep -q "nats://127.0.0.1:$R3" "$LAYOUT/etc/nats-$n/openchat.conf" || die "could not rewrite the routes of $conf"
+    # nats-$n sits beside nats/ in etc/, so ../../openchat/... still resolves.
+    start_nats "nats-$n" "$LAYOUT/etc/nats-$n/openchat.conf" "$TMP/nats-$label-$n.log" "${PASSWORDS[@]}" \
+      NATS_SERVER_NAME="nats-$n" NATS_CLUSTER_ADVERTISE="127.0.0.1:${ROUTES[$i]}"
+  done
+  for i in 0 1 2; do
+    n=$((i + 1))
+    if ! wait_http_200 "http://127.0.0.1:${HTTPS[$i]}/healthz" 45; then
+      tail -n 20 "$TMP/nats-$label-$n.log" >&2
+      die "$conf: nats-$n never reported healthy (JetStream meta group)"
+    fi
+  done
+  ok "$conf: 3 nodes formed one cluster; /healthz (JetStream meta group current) is 200 on each"
+  "$PY" - "$H1" "$conf" <<'PYEOF' || die "$conf: JetStream is not clustered with 3 peers"
 import json, sys, urllib.request
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/jsz", timeout=5) as r:
     jsz = json.load(r)
 meta = jsz.get("meta_cluster") or {}
 if meta.get("cluster_size") != 3 or not meta.get("leader"):
     sys.exit(f"meta_cluster: {meta}")
-print(f"    ok  cluster: JetStream meta group of 3 (leader {meta.get('leader')}): R3 streams can be placed")
+print(f"    ok  {sys.argv[2]}: JetStream meta group of 3 (leader {meta.get('leader')}): R3 streams can be placed")
 PYEOF
-CHECKS=$((CHECKS + 1))
-stop_started_nats
+  CHECKS=$((CHECKS + 1))
+  stop_started_nats
+}
+boot_cluster "$NATS_CLUSTER_CONF" cluster
+boot_cluster "$NATS_HOST_CONF" hosts
 
 # ---------------------------------------------------------------------------------------------
 step "8. Redis boot smoke test: the compose command with requirepass from the secret"
@@ -692,5 +708,140 @@ PYEOF
   ok "docker-compose.yml: redis refuses clients without the password and accepts the secret's"
   stop_started_nats
 fi
+
+# ---------------------------------------------------------------------------------------------
+step "9. per-host compose files ($HOSTS_DIR, with $ENV_EXAMPLE + $HOSTS_ENV_EXAMPLE)"
+
+cat "$ROOT/$ENV_EXAMPLE" "$ROOT/$HOSTS_ENV_EXAMPLE" > "$TMP/hosts.env"
+HOST_FILES=("$HOSTS_DIR"/host-*.yml)
+[[ ${#HOST_FILES[@]} -eq 3 ]] || die "want 3 host files in $HOSTS_DIR, found ${#HOST_FILES[@]}"
+for f in "${HOST_FILES[@]}"; do
+  env -i PATH="$PATH" HOME="$TMP" LANG=C.UTF-8 docker-compose --env-file "$TMP/hosts.env" -f "$f" \
+    --profile tools config -q || die "$f"
+  env -i PATH="$PATH" HOME="$TMP" LANG=C.UTF-8 docker-compose --env-file "$TMP/hosts.env" -f "$f" \
+    --profile tools config > "$TMP/$(basename "$f" .yml).resolved.yml"
+  check-jsonschema --builtin-schema vendor.compose-spec "$f" >/dev/null || die "$f (compose-spec schema)"
+  ok "$f: docker-compose config -q, compose-spec schema"
+done
+if env -i PATH="$PATH" HOME="$TMP" docker-compose --env-file "$ROOT/$ENV_EXAMPLE" -f "${HOST_FILES[1]}" config -q \
+    >/dev/null 2>"$TMP/hosts-empty.err"; then
+  die "${HOST_FILES[1]} accepted an environment without the host addresses"
+fi
+grep -q "set OPENCHAT_" "$TMP/hosts-empty.err" || die "no helpful message for a missing host variable"
+ok "without $HOSTS_ENV_EXAMPLE's variables compose stops with: $(grep -o 'set OPENCHAT_[A-Z_]*' "$TMP/hosts-empty.err" | head -n1)"
+
+"$YAML_PY" - "$TMP" "$ROOT/$ENV_EXAMPLE" "$ROOT/$HOSTS_ENV_EXAMPLE" "${HOST_FILES[@]}" <<'PYEOF' || die "per-host rules"
+"""One NATS node per host, every other node (and a remote Redis primary) mapped by name to its
+host's private address, private ports bound to that address, replicas spread over the hosts."""
+import os
+import re
+import sys
+
+import yaml
+
+tmp, env_example, hosts_env, *files = sys.argv[1:]
+errors: list[str] = []
+env: dict[str, str] = {}
+for path in (env_example, hosts_env):
+    for line in open(path, encoding="utf-8").read().splitlines():
+        m = re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if m:
+            env[m.group(1)] = m.group(2)
+addr = {1: env["OPENCHAT_HOST_A_ADDR"], 2: env["OPENCHAT_HOST_B_ADDR"], 3: env["OPENCHAT_HOST_C_ADDR"]}
+where: dict[str, list[str]] = {}  # service -> hosts running it
+nodes_seen: list[str] = []
+used: set[str] = set()
+for path in files:
+    label = os.path.basename(path)
+    text = "\n".join(l for l in open(path, encoding="utf-8").read().splitlines() if not l.lstrip().startswith("#"))
+    used |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    doc = yaml.safe_load(open(os.path.join(tmp, label.replace(".yml", ".resolved.yml")), encoding="utf-8"))
+    services = doc["services"]
+    nodes = [n for n in services if re.fullmatch(r"nats-[123]", n)]
+    if len(nodes) != 1:
+        errors.append(f"{label}: {len(nodes)} NATS nodes, want one per host")
+        continue
+    node = nodes[0]
+    nodes_seen.append(node)
+    n = int(node[-1])
+    local = set(services)
+    wanted = {f"nats-{i}" for i in (1, 2, 3) if i != n} | ({"redis-primary"} if "redis-primary" not in local else set())
+    nenv = services[node].get("environment") or {}
+    if nenv.get("NATS_SERVER_NAME") != node or nenv.get("NATS_CLUSTER_ADVERTISE") != f"{node}:6222":
+        errors.append(f"{label}: {node} lacks NATS_SERVER_NAME={node} / NATS_CLUSTER_ADVERTISE={node}:6222")
+    if not any(str(v).endswith("/nats/host.conf:/etc/nats/openchat.conf:ro") for v in services[node].get("volumes") or []):
+        errors.append(f"{label}: {node} does not run nats/host.conf")
+    for name, svc in services.items():
+        one_shot = name == "init" or "tools" in (svc.get("profiles") or [])
+        if not one_shot:
+            if svc.get("restart") != "unless-stopped":
+                errors.append(f"{label}: {name} restart={svc.get('restart')!r}")
+            hc = svc.get("healthcheck") or {}
+            if not hc.get("test") or hc.get("disable"):
+                errors.append(f"{label}: {name} has no healthcheck")
+        if "build" not in svc and (":" not in svc.get("image", "").split("/")[-1] or svc["image"].endswith(":latest")):
+            errors.append(f"{label}: {name} image {svc.get('image')!r} is not pinned")
+        hosts = {}
+        for entry in svc.get("extra_hosts") or []:
+            host, _, ip = str(entry).partition(":")
+            hosts[host] = ip
+        # init runs before any NATS node (it writes their certificates): it dials nothing
+        dials_nats = name == node or (name != "init" and bool((svc.get("environment") or {}).get("OPENCHAT_NATS_URL")))
+        needs = wanted if (dials_nats or name == "redis-replica") else set()
+        for peer in needs:
+            i = 1 if peer == "redis-primary" else int(peer[-1])
+            if hosts.get(peer) != addr[i]:
+                errors.append(f"{label}: {name} does not map {peer} to host {'ABC'[i - 1]}'s address")
+        for local_name in local & set(hosts):
+            errors.append(f"{label}: {name} maps {local_name}, which runs on this host")
+        for port in svc.get("ports") or []:
+            if isinstance(port, dict):
+                target, host_ip = int(port.get("target", 0)), str(port.get("host_ip") or "")
+            else:
+                parts = str(port).split("/")[0].split(":")
+                target, host_ip = int(parts[-1]), (parts[0] if len(parts) == 3 else "")
+            if name == node and target == 4222:
+                continue  # members' desktops
+            if (name == node and target == 6222) or (name == "redis-primary" and target == 6379):
+                if host_ip != addr[n]:
+                    errors.append(f"{label}: {name} publishes {target} beyond the private address ({host_ip or 'all'})")
+                continue
+            errors.append(f"{label}: {name} publishes {target}")
+        senv = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+        if name in ("connector", "state", "notification", "media"):
+            where.setdefault(name, []).append(label)
+            urls = senv.get("OPENCHAT_NATS_URL", "").split(",")
+            if urls != ["tls://nats-1:4222", "tls://nats-2:4222", "tls://nats-3:4222"] or not senv.get("OPENCHAT_NATS_CA_FILE"):
+                errors.append(f"{label}: {name} does not dial every node with TLS")
+            for key, value in (("OPENCHAT_EVENTS_REPLICAS", "3"), ("OPENCHAT_CONNECTOR_LEASES", "true"),
+                               ("OPENCHAT_STANDBY", "true")):
+                if senv.get(key, "").lower() != value:
+                    errors.append(f"{label}: {name} lacks {key}={value}")
+            if not senv.get("OPENCHAT_STATE_HTTP_SECRET"):
+                errors.append(f"{label}: {name} lacks OPENCHAT_STATE_HTTP_SECRET")
+    vol = (doc.get("volumes") or {}).get("openchat-data") or {}
+    if (vol.get("driver_opts") or {}).get("type") != "nfs":
+        errors.append(f"{label}: openchat-data is not the shared (NFS) volume")
+if sorted(nodes_seen) != ["nats-1", "nats-2", "nats-3"]:
+    errors.append(f"NATS nodes over the hosts: {sorted(nodes_seen)}, want nats-1, nats-2, nats-3 once each")
+for name in ("connector", "state", "notification", "media"):
+    if len(where.get(name, [])) < 2:
+        errors.append(f"{name} runs on {where.get(name, [])}: want replicas on at least two hosts")
+undocumented = used - set(env)
+if undocumented:
+    errors.append(f"{sorted(undocumented)} are documented in neither .env.example nor hosts.env.example")
+host_only = {k for k in env if k.startswith(("OPENCHAT_HOST_", "OPENCHAT_SHARED_"))}
+if host_only - used:
+    errors.append(f"hosts.env.example sets variables no host file uses: {sorted(host_only - used)}")
+if errors:
+    for e in errors:
+        print(f"    FAIL {e}", file=sys.stderr)
+    sys.exit(1)
+print("    ok  hosts: one NATS node each (nats-1..3, host.conf, advertised by name); peers mapped to the hosts' addresses")
+print("    ok  hosts: routes (6222) and Redis (6379) bound to the private address; only 4222 published beyond it")
+print(f"    ok  hosts: every service on 2+ hosts ({', '.join(f'{k} {len(v)}' for k, v in sorted(where.items()))}), TLS to every node, R3, leases, standby")
+print("    ok  hosts: restart, healthchecks, pinned images, shared openchat-data; every variable documented")
+PYEOF
+CHECKS=$((CHECKS + 4))
 
 printf '\nvalidate.sh: %d checks passed\n' "$CHECKS"

@@ -58,6 +58,8 @@ class ConnectorSettings(BaseSettings):
     max_frame_bytes: int = 1024 * 1024
     request_timeout_s: float = 30.0
     reconcile_interval_s: float = 60.0
+    reconcile_probe: int = Field(default=5, ge=0, le=1000)  # ADR 0025; 0: always a full page
+    reconcile_sessions_per_s: float = Field(default=5.0, ge=0.0)  # 0: the interval never grows
     ws_ping_interval_s: float = 20.0
     # bounds against a hostile or broken backend (ADR 0009; docs/operations.md "Limits")
     max_gap_fetch: int = 5_000
@@ -88,6 +90,8 @@ class ConnectorSettings(BaseSettings):
             history_window=self.history_window,
             max_frame_bytes=self.max_frame_bytes,
             reconcile_interval_s=self.reconcile_interval_s,
+            reconcile_probe=self.reconcile_probe,
+            reconcile_sessions_per_s=self.reconcile_sessions_per_s,
             ws_ping_interval_s=self.ws_ping_interval_s,
             max_gap_fetch=self.max_gap_fetch,
             gap_fill_per_cycle=self.gap_fill_per_cycle,

@@ -324,6 +324,9 @@ class Connector:
             log.warning("anchor write failed at close", extra={"error": type(exc).__name__})
         await self.http.aclose()
 
+    def _session_count(self) -> int:
+        return len(self.sessions)
+
     def _start_session(self, member: str, record: ServerRecord, previous: Session | None = None) -> Session:
         """Start the session of ``record`` (``previous``: the stopped session it continues, a re-bind)."""
         client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
@@ -344,6 +347,7 @@ class Connector:
             profile_sync=self.publisher.sync,
             on_new_message=self._on_new_message,
             quota=self.quota,
+            peers=self._session_count,
         )
         if previous is not None:
             session.continue_from(previous)

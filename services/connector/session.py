@@ -32,6 +32,10 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    server (``profile.py``: a server gets the profile only after the member agreed to share it with that
    server, docs/product-rules.md D18; a no-op otherwise); ``profile_updated`` of the member's own uid
    keeps its cached ``GET /v1/profile/me`` current.
+   While live, a burst of messages (the backend may have dropped some) triggers a gap fill once
+   the socket is quiet, and a timer a periodic reconcile: a 5-message probe page on channels with
+   no live message since their last fill, every ``reconcile_interval_s`` or longer with the
+   connector's session count, jittered (ADR 0025).
 
 Link previews: each message published for the first time — live, or gap-filled and at most
 ``PREVIEW_MAX_AGE`` (10 minutes) old, never a whole history — is offered to ``on_new_message``
@@ -52,6 +56,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +148,14 @@ class Timing:
     known_ids_per_channel: int = 5000
     max_pending_frames: int = 100_000
     reconcile_interval_s: float = 60.0  # 0: only after reconnects and bursts
+    # The periodic reconcile (ADR 0025): a channel with no live message since its last fill is
+    # checked with a page of ``reconcile_probe`` (the anchor in it: nothing is missing before
+    # it); the interval lengthens so that one connector reconciles at most
+    # ``reconcile_sessions_per_s`` sessions per second, and each wait is jittered by
+    # ±``reconcile_jitter`` (sessions that hydrated together do not reconcile together).
+    reconcile_probe: int = 5
+    reconcile_sessions_per_s: float = 5.0
+    reconcile_jitter: float = 0.5
     burst_threshold: int = 32  # messages within burst_window_s: the backend may have dropped some
     burst_window_s: float = 1.0
     quiet_s: float = 0.2  # a burst is reconciled once the socket is quiet this long
@@ -175,6 +188,8 @@ class Session:
     on_new_message: Callable[[Session, ChatMessage], None] | None = None
     # Storage quotas of the shared stream (``quota.py``, ADR 0009); None: no quota.
     quota: StorageQuota | None = None
+    # How many sessions this connector runs (the periodic reconcile's interval grows with it).
+    peers: Callable[[], int] | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -220,6 +235,9 @@ class Session:
         self.rejected = 0  # items refused (invalid, too large, over quota for good)
         self._pending_bytes = 0
         self._fill_limit: dict[str, int] = {}  # Profile A: page size a bounded fill resumes with
+        # channels with a live message since their last fill: the backend may have dropped one
+        # before it, so the periodic reconcile reads them with a full page (ADR 0025)
+        self._unverified: set[str] = set()
         self.presence = PresenceCoalescer()  # changes not yet published (ADR 0022)
         self._presence_task: asyncio.Task[None] | None = None
         self._presence_lock = asyncio.Lock()  # one flush at a time: batches stored in order
@@ -463,7 +481,7 @@ class Session:
         triggers a reconcile (the gap fill) once the socket is quiet."""
         interval = self.timing.reconcile_interval_s
         loop = asyncio.get_running_loop()
-        next_reconcile = loop.time() + interval if interval > 0 else None
+        next_reconcile = loop.time() + self.reconcile_delay() if interval > 0 else None
         while True:
             deadlines = [d for d in (next_reconcile, self._gap_due) if d is not None]
             if self._burst_pending:
@@ -475,12 +493,14 @@ class Session:
                     queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
                 )
             except TimeoutError:
+                # only the timer: a probe page where nothing can be missing before the anchor
+                periodic = not self._burst_pending and self._gap_due is None
                 self._burst_pending = False
                 self._burst_count = 0
                 self._gap_due = None
-                await self.gap_fill()
+                await self.gap_fill(periodic=periodic)
                 if interval > 0:
-                    next_reconcile = loop.time() + interval
+                    next_reconcile = loop.time() + self.reconcile_delay()
                 continue
             if raw is _CLOSED:
                 raise CycleEnd("realtime connection closed")
@@ -488,6 +508,33 @@ class Session:
                 continue
             self._pending_bytes -= len(raw)
             await self.handle_frame(raw)
+
+    def reconcile_delay(self) -> float:
+        """Seconds to the next periodic reconcile: ``reconcile_interval_s``, longer when this
+        connector runs more sessions than it reconciles at ``reconcile_sessions_per_s`` in that
+        time, jittered by ±``reconcile_jitter`` (ADR 0025)."""
+        interval = self.timing.reconcile_interval_s
+        rate = self.timing.reconcile_sessions_per_s
+        if self.peers is not None and rate > 0:
+            interval = max(interval, self.peers() / rate)
+        jitter = min(max(self.timing.reconcile_jitter, 0.0), 0.9)
+        return interval * random.uniform(1.0 - jitter, 1.0 + jitter)
+
+    def _probe_page(self, channel_id: str) -> int | None:
+        """The periodic reconcile's first page for ``channel_id``: small when no live message
+        arrived since its last fill (the newest page then holds the anchor unless messages were
+        missed after it, and the fill grows the page until it does); None (a full page) when one
+        did, when nothing was published yet, or while a bounded or quota-held fill goes on."""
+        probe = self.timing.reconcile_probe
+        if (
+            probe <= 0
+            or channel_id in self._unverified
+            or channel_id in self._held
+            or channel_id in self._fill_limit
+            or self.known.newest(channel_id) is None
+        ):
+            return None
+        return probe
 
     def _note_live_message(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -541,20 +588,25 @@ class Session:
             self.members = members
             await self.publish(ev.MEMBERS_UPDATED, MembersUpdated(members=members))
 
-    async def gap_fill(self) -> int:
+    async def gap_fill(self, *, periodic: bool = False) -> int:
         """Fetch and publish what was missed on every text channel; return how many were published.
         Bounded: at most ``gap_fill_per_cycle`` messages per channel (the next fill, soon after
         while live, goes on from there); a channel whose history cannot be read is skipped until
-        the next fill (logged), the others are filled."""
+        the next fill (logged), the others are filled. ``periodic``: the timer's reconcile, which
+        starts with a probe page where it can (``_probe_page``, ADR 0025)."""
         total = 0
         large = self.backend.large_answers
         try:
             for channel_id in list(self.text_channels()):
+                unverified = channel_id in self._unverified
                 try:
-                    total += await self._fill_channel(channel_id)
+                    probe = self._probe_page(channel_id) if periodic else None
+                    total += await self._fill_channel(channel_id, probe)
                 except Unreachable:
                     raise
                 except BackendError as exc:
+                    if unverified:
+                        self._unverified.add(channel_id)  # still read with a full page next time
                     log.warning(
                         "gap fill of a channel skipped",
                         extra={**self._log_ctx(), "channel_id": channel_id, "code": exc.code},
@@ -584,7 +636,9 @@ class Session:
                     },
                 )
 
-    async def _fill_channel(self, channel_id: str) -> int:
+    async def _fill_channel(self, channel_id: str, probe: int | None = None) -> int:
+        """``probe``: the first page's size (then the history window), see ``_probe_page``."""
+        self._unverified.discard(channel_id)  # this fill covers every live message so far
         anchor = self.known.newest(channel_id)
         newest = self._newest.get(channel_id)
         since = newest.created_at if newest is not None else None
@@ -601,8 +655,10 @@ class Session:
             page = first.messages
         elif self.cursors:
             before: str | None = None
+            size = probe or window
             while True:
-                listing = await self.backend.messages(channel_id, window, before)
+                listing = await self.backend.messages(channel_id, size, before)
+                size = window
                 self._log_rejections(channel_id, listing)
                 page = listing.messages + page
                 if any(domain.identity_of(m) == anchor for m in listing.messages) or not listing.next_cursor:
@@ -613,7 +669,7 @@ class Session:
                     break
                 before = listing.next_cursor
         else:
-            limit = max(window, self._fill_limit.get(channel_id, window))
+            limit = probe or max(window, self._fill_limit.get(channel_id, window))
             while True:
                 listing = await self.backend.messages(channel_id, limit)
                 self._log_rejections(channel_id, listing)
@@ -625,7 +681,7 @@ class Session:
                     or passed(page)
                 ):
                     break
-                limit = min(limit * self.timing.gap_growth, self.timing.max_gap_fetch)
+                limit = min(max(limit * self.timing.gap_growth, window), self.timing.max_gap_fetch)
         late, fresh, found = domain.missing_after(page, channel_id, anchor, self.known)
         if anchor is not None and not found and not passed(page) and len(page) >= self.timing.max_gap_fetch:
             log.warning(
@@ -762,6 +818,7 @@ class Session:
                 self._gap_later(self.timing.gap_resume_s)
                 return
             self._note_live_message()
+            self._unverified.add(msg.channel_id)
             chat = domain.message_of(msg, self.server_id, self.backend.base_url)
             if await self.publish_message(chat):
                 self._new_message(chat)

@@ -2,9 +2,10 @@
 
 All routes live under ``/_admin``, take and return JSON, and need no identity.
 
-``POST /_admin/messages`` ``{channel_id, user_uid, body, reply_to_message_id?}``
+``POST /_admin/messages`` ``{channel_id, user_uid, body, reply_to_message_id?, silent?}``
     Post a message as any uid (same validation and realtime fan-out as the public route) →
-    ``201 {"message": …}`` or the public route's error.
+    ``201 {"message": …}`` or the public route's error. ``silent: true`` stores it without the
+    realtime fan-out: a message every socket's overflowing queue dropped (tests of the reconcile).
 ``POST /_admin/burst`` ``{channel_id, count, user_uid?, body_prefix?}``
     Post ``count`` (1-100000) text messages as fast as possible →
     ``{"count", "elapsed_ms", "first_id", "last_id"}``.
@@ -75,6 +76,9 @@ async def post_message(ctx: Context, request: Request) -> Response:
         uid = str_field(payload, "user_uid").strip() or DEV_UID
         body = str_field(payload, "body")
         reply = str_field(payload, "reply_to_message_id")
+        silent = field(payload, "silent")
+        if not is_missing(silent) and silent is not None and not isinstance(silent, bool):
+            raise GoDecodeError("silent must be a boolean")
     except GoDecodeError as exc:
         return bad_request(str(exc))
     try:
@@ -83,7 +87,8 @@ async def post_message(ctx: Context, request: Request) -> Response:
         )
     except WireError as exc:
         return wire_error(exc)
-    ctx.hub.broadcast_message(message)
+    if silent is not True:
+        ctx.hub.broadcast_message(message)
     return json_response({"message": message}, 201)
 
 

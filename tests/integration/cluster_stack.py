@@ -1,8 +1,9 @@
 """``openchat up --nats-cluster 3 --replicas 2 --demo`` as a real process tree, for the cluster
 acceptance tests and the failover bench (issue 16): the CLI in a subprocess with a private
 OPENCHAT_HOME, its output read by a thread (a full pipe would stall the supervisor), ``openchat
-status --json`` and ``openchat tail --json`` as a member's attached client, and a watcher of the
-devserver's realtime sockets per uid."""
+status --json`` and ``openchat tail --json`` as a member's attached client, the desktop app without
+its window (``HeadlessDesktop``: the real controller, view model and stack adapter of ``ui/``) as
+another, and a watcher of the devserver's realtime sockets per uid."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import httpx
 import psutil
 
 from services.cli.home import SECRET_VARS
+from services.core.members import ConnectionFile
 
 READY_LINE = "stack is up"
 DEMO = "demo"
@@ -176,6 +178,73 @@ class Tail:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class HeadlessDesktop:
+    """The desktop app without its window, attached to a member's stack: ``ui.controller.Controller``
+    over the ``ui.state`` view model and the real ``ui.adapter.StackAdapter`` (its own bus thread,
+    every NATS URL of the connection file), pumped by a thread as the app's frame loop pumps it.
+    The server and channel are selected, so the timeline shows them. Each pump also checks that
+    the shown timeline never holds one message twice."""
+
+    def __init__(self, stack: ClusterStack, server_id: str, channel_id: str, member: str = DEMO) -> None:
+        from ui.adapter import StackAdapter
+        from ui.controller import Controller
+        from ui.state import intents as it
+        from ui.state.composer import Composer
+        from ui.state.model import ViewModel
+
+        self.server_id, self.channel_id = server_id, channel_id
+        self.model = ViewModel()
+        self.controller = Controller(self.model, Composer(), client_id="acceptance-desktop")
+        cf = ConnectionFile.read(stack.home / "members" / f"{member}.json")
+        self.adapter = StackAdapter(cf, last_seq=self.model.last_seq)
+        self.adapter.retry_s = 0.2
+        self.controller.stack = self.adapter
+        self.duplicates_shown: list[str] = []  # ids the timeline held twice at some pump
+        self.offline_pumps = 0  # pumps while the desktop saw its stack unreachable
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._select: list[it.Intent] = [it.SelectServer(server_id), it.SelectChannel(channel_id)]
+        self.adapter.start()
+        self._thread = threading.Thread(target=self._pump, name="headless-desktop", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                self.controller.process_ops()
+                m = self.model
+                if self._select and m.snapshot_loaded and self.server_id in m.servers:
+                    for intent in self._select:
+                        self.controller.dispatch(intent)
+                    self._select = []
+                if not m.stack_online:
+                    self.offline_pumps += 1
+                ids = self._shown()
+                if len(ids) != len(set(ids)):
+                    self.duplicates_shown.extend(i for i in set(ids) if ids.count(i) > 1)
+            time.sleep(0.02)
+
+    def _shown(self) -> list[str]:
+        sm = self.model.servers.get(self.server_id)
+        if sm is None:
+            return []
+        return [m.id for m in sm.log(self.channel_id).latest(100_000)]
+
+    def ready(self) -> bool:
+        with self._lock:
+            return bool(self.model.stack_online and self.model.snapshot_loaded and not self._select)
+
+    def message_ids(self) -> list[str]:
+        """The selected channel's timeline, oldest first."""
+        with self._lock:
+            return self._shown()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.adapter.stop()
 
 
 class SocketWatch:

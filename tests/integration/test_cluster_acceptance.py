@@ -4,8 +4,10 @@ member joined to both).
 
 1. SIGKILL the connector replica holding ``demo/srv_family`` while 20 messages are posted →
    all 20 in the member's history exactly once; then SIGKILL a NATS node while 20 more are posted
-   → all 20 exactly once; a client attached throughout (``openchat tail``, which resyncs from
-   the stream after a reconnect) gets every one of the 40, once.
+   → all 20 exactly once; two clients attached throughout get every one of the 40, once:
+   ``openchat tail`` (which resyncs from the stream after a reconnect) and a desktop — the app
+   without its window (``HeadlessDesktop``: the real controller, view model and stack adapter),
+   whose timeline must show each of them exactly once, in the order posted.
 2. A rolling restart of every service, one replica at a time (SIGTERM, the supervisor starts it
    again), while messages keep coming: 0 lost, 0 duplicated.
 
@@ -27,7 +29,15 @@ import pytest
 
 from services.cli.chat import MemberClient
 from services.core.members import ConnectionFile
-from tests.integration.cluster_stack import DEMO, READY_LINE, ClusterStack, SocketWatch, Tail, post
+from tests.integration.cluster_stack import (
+    DEMO,
+    READY_LINE,
+    ClusterStack,
+    HeadlessDesktop,
+    SocketWatch,
+    Tail,
+    post,
+)
 
 SESSION = f"{DEMO}/srv_family"
 CHANNEL = "ch_general"
@@ -114,11 +124,14 @@ async def test_kill_the_holder_then_a_nats_node_exactly_once_and_never_two_holde
     watch = SocketWatch(family)
     watch.start()
     tail = Tail(stack)
+    desktop = HeadlessDesktop(stack, "srv_family", CHANNEL)
     admin = httpx.AsyncClient(base_url=family, timeout=30)
     try:
         await until_sync(lambda: stack.holder(SESSION) is not None, 30)
+        await until_sync(desktop.ready, 60)
         marker = await post(admin, CHANNEL, "marker")
         await until_sync(lambda: marker in tail.message_ids("srv_family", CHANNEL), 30)
+        await until_sync(lambda: marker in desktop.message_ids(), 30)
 
         # 1. SIGKILL the replica holding the session while 20 messages are posted
         holder = stack.holder(SESSION)
@@ -149,11 +162,17 @@ async def test_kill_the_holder_then_a_nats_node_exactly_once_and_never_two_holde
         await until_sync(lambda: set(wanted) <= set(tail.message_ids("srv_family", CHANNEL)), 60)
         seen = Counter(tail.message_ids("srv_family", CHANNEL))
         assert [seen[i] for i in wanted] == [1] * len(wanted)
+        # and so did the desktop attached throughout: every one shown, once, in the order posted
+        await until_sync(lambda: set(wanted) <= set(desktop.message_ids()), 60)
+        shown = desktop.message_ids()
+        assert [i for i in shown if i in set(wanted)] == wanted
+        assert desktop.duplicates_shown == []
 
         # the supervisor brought the node back; the cluster is whole again
         await until_sync(lambda: stack.row("nats-1")["health"] == "up", 60)
     finally:
         tail.stop()
+        await asyncio.to_thread(desktop.stop)
         await admin.aclose()
         await watch.stop()
     assert watch.samples > 50
