@@ -50,7 +50,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
     )
     try:
         s.out.wait_for(READY_LINE, 180)
-        s.out.wait_for(f"[demo] {DEMO} joined srv_family", 60)
+        # a fresh 3-node cluster elects its JetStream meta leader first; until then services time
+        # out on the stream API and the supervisor restarts them (seen to take ~2 min in CI)
+        s.out.wait_for(f"[demo] {DEMO} joined srv_family", 240)
         yield s
     finally:
         s.stop()
