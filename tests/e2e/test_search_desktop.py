@@ -111,7 +111,14 @@ def search_until(app: Any, text: str, count: int, timeout: float = 90.0) -> None
             return bool(panel.version > v and panel.searched == text and panel.status in ("done", "error"))
 
         type_and_search(app, text)
-        pump(app, answered, timeout=90, what=f"search {text!r}")
+        try:
+            pump(app, answered, timeout=20, what=f"search {text!r}")
+        except AssertionError:
+            # XTEST key presses can be lost on a busy machine (the box then holds other text, or
+            # Enter never arrived): the member types it again, until the deadline
+            if time.monotonic() > deadline:
+                raise
+            continue
         assert panel.status == "done", panel.error
         if len(panel.hits) == count or time.monotonic() > deadline:
             break
@@ -169,6 +176,18 @@ def test_search_panel_finds_tokens_and_jumps_to_one(app: Any, demo: DemoStack, s
     assert app.workspace.on_key("f", ctrl=True)
     render(app, 4)
     assert dpg.is_item_shown("oc_search") and app.controller.search.panel.open
+    # the result groups are titled with the channels' names: the desktop must know harbor's
+    # #design (its channel list can arrive after the snapshot) before the answer is drawn
+    pump(
+        app,
+        lambda: any(
+            c.id == "ch_design" and c.name == "design"
+            for g in app.model.servers["srv_harbor"].groups
+            for c in g.channels
+        ),
+        timeout=60,
+        what="harbor's channel names",
+    )
     search_until(app, TOKEN, 2)
     panel = app.controller.search.panel
     assert {(h.server_id, h.channel_id, h.message_id) for h in panel.hits} == {
