@@ -71,7 +71,10 @@ def test_grouping_and_dates() -> None:
     assert not by_id["m3"].compact and by_id["m4"].compact and by_id["m5"].compact
     assert not by_id["m6"].compact  # a reply is never compact
     assert by_id["m1"].time_text.startswith("Yesterday at ")
-    assert by_id["m3"].time_text.startswith("Today at ")
+    # m3 is half an hour old: "Today at", or "Yesterday at" in the first half hour after midnight
+    m3_day = by_id["m3"].message.created_at.astimezone().date()
+    today = datetime.now().astimezone().date()
+    assert by_id["m3"].time_text.startswith("Today at " if m3_day == today else "Yesterday at ")
     assert by_id["m6"].quote is not None and by_id["m6"].quote.startswith("@Vinnie Whats going on")
     # 6-minute gap → new header; older than yesterday → a date
     now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
