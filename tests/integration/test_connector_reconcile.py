@@ -33,6 +33,16 @@ def lives(events: EventLog, server_id: str) -> int:
     return sum(1 for e in events.of("server.connection", server_id) if e["payload"]["state"] == "live")
 
 
+async def joined(harness: Harness, member: str, base_url: str) -> EventLog:
+    """``member`` joins the family devserver; returns their events once the session is live."""
+    events = await harness.events(member)
+    await harness.call(
+        member, "join", JoinArgs(url=base_url, server_id="srv_family", confirmed=True), JoinResult
+    )
+    await events.wait_for(lambda ev: lives(events, "srv_family") == 1)
+    return events
+
+
 async def post(base_url: str, body: str, *, silent: bool) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         response = await client.post(
@@ -67,11 +77,7 @@ async def test_periodic_reconcile_probes_then_grows_and_fills_dropped_messages(
     harness = reconciling
     features = frozenset({"cursors"}) if profile == "B" else frozenset()
     async with arunning_devserver(seed="family", admin=True, features=features) as srv:
-        events = await harness.events("erin")
-        await harness.call(
-            "erin", "join", JoinArgs(url=srv.base_url, server_id="srv_family", confirmed=True), JoinResult
-        )
-        await events.wait_for(lambda ev: lives(events, "srv_family") == 1)
+        events = await joined(harness, "erin", srv.base_url)
         before = list(events.message_ids("srv_family", CHANNEL))
 
         # nothing was dropped: the timer's reconcile reads a probe page only
@@ -105,11 +111,7 @@ async def test_live_messages_make_the_next_reconcile_read_a_full_page(reconcilin
     mark the channel, and the timer's reconcile reads it with the history window."""
     harness = reconciling
     async with arunning_devserver(seed="family", admin=True) as srv:
-        events = await harness.events("frank")
-        await harness.call(
-            "frank", "join", JoinArgs(url=srv.base_url, server_id="srv_family", confirmed=True), JoinResult
-        )
-        await events.wait_for(lambda ev: lives(events, "srv_family") == 1)
+        events = await joined(harness, "frank", srv.base_url)
         dropped = await post(srv.base_url, "dropped before the live ones", silent=True)
         live = [await post(srv.base_url, f"live {i}", silent=False) for i in range(6)]
         await events.wait_for(
@@ -133,11 +135,7 @@ async def test_live_messages_make_the_next_reconcile_read_a_full_page(reconcilin
 async def test_reconcile_interval_grows_with_sessions_and_is_jittered(reconciling: Harness) -> None:
     harness = reconciling
     async with arunning_devserver(seed="family", admin=True) as srv:
-        events = await harness.events("gina")
-        await harness.call(
-            "gina", "join", JoinArgs(url=srv.base_url, server_id="srv_family", confirmed=True), JoinResult
-        )
-        await events.wait_for(lambda ev: lives(events, "srv_family") == 1)
+        await joined(harness, "gina", srv.base_url)
         session = harness.connector.sessions[("gina", "srv_family")]
         one = [session.reconcile_delay() for _ in range(200)]
         assert all(0.8 <= d <= 1.2 for d in one) and max(one) - min(one) > 0.1  # 1 session: 1 s ±20 %
