@@ -78,9 +78,10 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             "pill": fonts.color_theme(dpg, button=(52, 60, 110), text=(201, 205, 251)),
             "pill_me": fonts.color_theme(dpg, button=(110, 84, 30), text=(255, 222, 160)),
             "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
-            "rail": fonts.color_theme(dpg, bg=fonts.RAIL),
-            "panel": fonts.color_theme(dpg, bg=fonts.PANEL),
-            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2),
+            "rail": fonts.color_theme(dpg, bg=fonts.RAIL, square=True),
+            "panel": fonts.color_theme(dpg, bg=fonts.PANEL, square=True),
+            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2, square=True),
+            "card": fonts.color_theme(dpg, bg=fonts.PANEL_2),
             "active_row": fonts.color_theme(dpg, text=(255, 255, 255)),
             "badge": fonts.color_theme(dpg, button=(90, 96, 110), text=(255, 255, 255)),
             "badge_mention": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
@@ -209,7 +210,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             ("oc_dock", "panel2"),
             ("oc_members", "panel"),
             ("oc_taskbar", "rail"),
-            ("oc_voice_card", "panel2"),
+            ("oc_voice_card", "card"),
         ):
             dpg.bind_item_theme(tag, self.themes[theme])
         self._build_dialogs()
