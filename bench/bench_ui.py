@@ -166,12 +166,20 @@ def main() -> None:
         "bridge still runs), and a 1 ms GIL switch interval",
     )
     parser.add_argument(
+        "--flat-panes",
+        action="store_true",
+        help="with --voice: the app with OPENCHAT_UI_FLAT_PANES=1 (panes without fills of their own, "
+        "1 px dividers): an extra, labelled variant; the default look is the headline",
+    )
+    parser.add_argument(
         "--voice-panes",
         action="store_true",
         help="only the voice panes' own cost (no stack, no audio): the main thread's CPU for a "
         "frame in which a speaking ring flips vs. a quiet frame, Call Stage shown, 5 in the call",
     )
     args = parser.parse_args()
+    if args.flat_panes:
+        os.environ["OPENCHAT_UI_FLAT_PANES"] = "1"
     xvfb = start_xvfb()
     if args.voice_panes:
         try:
@@ -639,6 +647,11 @@ def run_voice(
         r[f"{tag}_cpu"] = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
         r[f"{tag}_frames"] = len(times)
         r[f"{tag}_ui_p99"] = p99(UI_MS)
+        # the software renderer's threads (Mesa llvmpipe) and the whole app, CPU ms per drawn frame:
+        # robust to the machine's load, unlike the frame times
+        lp = sum(v for k, v in THREADS[tag].items() if k.startswith("llvmpipe"))
+        r[f"{tag}_llvmpipe_ms"] = lp / 100 * wall * 1000 / max(1, len(times))
+        r[f"{tag}_cpu_ms"] = r[f"{tag}_cpu"] / 100 * wall * 1000 / max(1, len(times))
 
     try:
         stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
@@ -744,7 +757,7 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         f"## UI in a voice call (Dear PyGui) — {when}",
         "",
         f"`python bench/bench_ui.py --voice --seconds {args.seconds:g} --peers-nice {args.peers_nice}"
-        f"{' --full-mesh' if args.full_mesh else ''}` on "
+        f"{' --full-mesh' if args.full_mesh else ''}{' --flat-panes' if args.flat_panes else ''}` on "
         f"{platform.machine()} / {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; "
         "the machine is shared), Xvfb 1480x920 with Mesa's software renderer (llvmpipe), vsync off, frames "
         "paced at the app's 60 fps cap; `openchat up --demo`, a private PulseAudio (null sinks, a tone "
@@ -753,7 +766,12 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         "they stand for other members' machines). "
         f"Three phases of {args.seconds:g} s, "
         "in one run: no call (a text channel); the 4 peers in the room, the app not in the call; "
-        "the app in the call (Call Stage). App CPU = the whole app process, % of one core.",
+        "the app in the call (Call Stage). App CPU = the whole app process, % of one core."
+        + (
+            " **Variant: OPENCHAT_UI_FLAT_PANES=1** (panes without fills of their own, 1 px dividers)."
+            if args.flat_panes
+            else ""
+        ),
         "",
         "| figure | in the call (Call Stage, 4 speaking + the member) | target | no call, the 4 peers in the room (just before the call) | no call, no peers (first phase) |",
         "|---|---|---|---|---|",
@@ -768,6 +786,10 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
             lambda t: f"{r[t + '_main_cpu_p99']:.1f} / {r[t + '_main_cpu_mean']:.1f} ms",
         ),
         row("app CPU", lambda t: f"{r[t + '_cpu']:.0f} %"),
+        row(
+            "CPU per drawn frame: software renderer (llvmpipe threads) / whole app process",
+            lambda t: f"{r.get(t + '_llvmpipe_ms', 0.0):.1f} / {r.get(t + '_cpu_ms', 0.0):.1f} ms",
+        ),
         row(
             f"whole machine busy (of {cores} %: this run's processes and others' jobs)",
             lambda t: f"{r[t + '_machine_busy']:.0f} %",

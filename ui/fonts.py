@@ -238,6 +238,7 @@ AMBER = (250, 166, 26)
 RED = (237, 66, 69)
 LINK = (0, 168, 252)
 HIGHLIGHT = (64, 52, 28)
+DIVIDER = (40, 46, 60)  # the panes' 1 px edges with OPENCHAT_UI_FLAT_PANES
 
 
 def make_theme(dpg: Any, scale: float) -> int | str:

@@ -5,6 +5,7 @@ the app's entry points, so tests can call the same methods the widgets call.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -37,6 +38,8 @@ from ui.view.rail import RailPane
 from ui.view.timeline import Timeline
 from ui.view.voice import VoicePanes
 
+CLEAR = (0, 0, 0, 0)  # a pane without a fill of its own
+
 
 class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, ControlsPane, VoicePanes):
     """The workspace (ux.md §2): the panes put together, the layout, the render loop and input."""
@@ -55,6 +58,11 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self.discovered: list[Any] = []
         self._hidden_frame = -10
         self._pending_show: str | None = None
+        # OPENCHAT_UI_FLAT_PANES=1: the panes take the window's background and are separated by
+        # 1 px dividers instead of each painting its own colour. Under a software renderer
+        # (Mesa llvmpipe) every filled pixel costs ~8 ns of CPU per frame: the panes' fills are
+        # ~4.5 ms of the ~9 ms it spends per frame at 1480x920 (bench/RESULTS.md, issue 15).
+        self.flat_panes = os.environ.get("OPENCHAT_UI_FLAT_PANES", "").lower() in ("1", "true", "yes")
 
     # -- build ----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -78,9 +86,9 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             "pill": fonts.color_theme(dpg, button=(52, 60, 110), text=(201, 205, 251)),
             "pill_me": fonts.color_theme(dpg, button=(110, 84, 30), text=(255, 222, 160)),
             "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
-            "rail": fonts.color_theme(dpg, bg=fonts.RAIL, square=True),
-            "panel": fonts.color_theme(dpg, bg=fonts.PANEL, square=True),
-            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2, square=True),
+            "rail": fonts.color_theme(dpg, bg=fonts.RAIL if not self.flat_panes else CLEAR, square=True),
+            "panel": fonts.color_theme(dpg, bg=fonts.PANEL if not self.flat_panes else CLEAR, square=True),
+            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2 if not self.flat_panes else CLEAR, square=True),
             "card": fonts.color_theme(dpg, bg=fonts.PANEL_2),
             "active_row": fonts.color_theme(dpg, text=(255, 255, 255)),
             "badge": fonts.color_theme(dpg, button=(90, 96, 110), text=(255, 255, 255)),
@@ -213,6 +221,10 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             ("oc_voice_card", "card"),
         ):
             dpg.bind_item_theme(tag, self.themes[theme])
+        if self.flat_panes:
+            with dpg.viewport_drawlist(tag="oc_dividers", front=False):
+                for i in range(5):
+                    dpg.draw_line((0, 0), (0, 0), tag=f"oc_divider_{i}", color=(*fonts.DIVIDER, 255))
         self._build_dialogs()
         self._build_controls()
         with dpg.handler_registry(tag="oc_keys"):
@@ -239,6 +251,7 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self._built = True
 
     TOP_LEVEL = (
+        "oc_dividers",
         "oc_onboard",
         *(f"oc_onb_h_{p}" for p in AVATAR_PRESETS),
         "oc_root",
@@ -307,6 +320,18 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             "oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0
         )
         dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 32 + 48))
+        if self.flat_panes:  # the panes' edges: under the taskbar, right of the rail, of the channels
+            # (and above the dock), left of the members
+            edges = (
+                ((0, top), (width, top)),
+                ((rail_w, top), (rail_w, height - dock_h)),
+                ((chat_x, top), (chat_x, height)),
+                ((0, height - dock_h), (chat_x, height - dock_h)),
+                ((width - mem_w, top), (width - mem_w, height)),
+            )
+            for i, (p1, p2) in enumerate(edges):
+                dpg.configure_item(f"oc_divider_{i}", p1=p1, p2=p2, show=not narrow or i in (0, 4))
+            dpg.configure_item("oc_divider_4", show=mem_w > 0)
         self._timeline_height()
         if self.timeline is not None:
             self.timeline.width = chat_w - s(30)
