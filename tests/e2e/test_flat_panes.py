@@ -54,3 +54,35 @@ def test_panes_fill_or_dividers(
         assert members == channels == fonts.PANEL
         assert taskbar == fonts.RAIL
         assert pixel(img, MEMBERS_X, 600) == fonts.PANEL
+
+
+def test_a_software_renderer_gets_the_flat_panes(
+    ui_factory: Any, shooter: Shooter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the desktop does once its window is shown (run_app): it asks the window's OpenGL
+    context which renderer draws it; on Mesa's llvmpipe (this Xvfb) the panes go flat, on a GPU
+    they stay filled, and the member's OPENCHAT_UI_FLAT_PANES=0 keeps them filled anyway."""
+    from ui.renderer import gl_renderer
+
+    monkeypatch.delenv("OPENCHAT_UI_FLAT_PANES", raising=False)
+    app = workspace(ui_factory)
+    assert app.view.flat_panes is False  # filled until the renderer is known
+    name = gl_renderer()
+    assert name is not None and "llvmpipe" in name.lower(), name
+    app.view.use_renderer(name)
+    assert app.view.flat_panes is True
+    shooter.shot(app, "llvmpipe", changed=False)
+    img = shooter.capture()
+    assert pixel(img, 1400, 600) == pixel(img, 200, 600) == fonts.BG
+    assert pixel(img, MEMBERS_X, 600) == fonts.DIVIDER
+
+    app.view.use_renderer("NVIDIA GeForce RTX 3060/PCIe/SSE2")  # a GPU: the panes fill again
+    assert app.view.flat_panes is False
+    shooter.shot(app, "gpu", changed=False)  # the pane colours are close to the background
+    img = shooter.capture()
+    assert pixel(img, 1400, 600) == pixel(img, 200, 600) == fonts.PANEL
+    assert pixel(img, 700, 20) == fonts.RAIL
+
+    monkeypatch.setenv("OPENCHAT_UI_FLAT_PANES", "0")  # the member's choice beats the renderer
+    app.view.use_renderer(name)
+    assert app.view.flat_panes is False
