@@ -74,6 +74,7 @@ from services.connector.backend import BackendClient, BackendError, Unreachable,
 from services.connector.history import HistoryPage, reason_of, release_memory
 from services.connector.presence import Change, PresenceCoalescer, PresenceFrames, Snapshot
 from services.connector.quota import StorageQuota
+from services.core.bus import encoded
 from services.core.contracts import events as ev
 from services.core.contracts import wire
 from services.core.contracts.bus import MAX_BUS_PAYLOAD_BYTES, EventEnvelope
@@ -1029,7 +1030,7 @@ class Session:
         the re-publish of a message already stored (a rehydrate: bounded by the history window,
         de-duplicated by the stream)."""
         try:
-            size = len(envelope.model_dump_json().encode())
+            size = len(encoded(envelope))  # remembered: the sink's encode does not repeat it
         except (PydanticSerializationError, ValueError):
             self._refuse(envelope, "not encodable (invalid text)")
             return "reject"
