@@ -331,7 +331,8 @@ class Connector:
     def _new_http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.request_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # idle connections are checked on every request of the pool: keep few per backend
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=16),
             follow_redirects=False,
         )
 
@@ -443,10 +444,9 @@ class Connector:
             return cached
         found = self._stored_identity(member)
         if found is None:
-            self.identities.create(member)
+            mode: UidMode = "server_scoped"  # a new row's mode
+            found = (self.identities.create(member), mode)
             log.info("identity created", extra={"member": member})
-            found = self._stored_identity(member)
-            assert found is not None
         self._roots[member] = found
         return found
 

@@ -492,10 +492,13 @@ class Session:
                 deadlines.append(loop.time() + self.timing.quiet_s)
             timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
             try:
-                # a waiting frame is taken at once: ``wait_for`` costs a task per frame
-                raw = (
-                    queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
-                )
+                # a waiting frame is taken at once; otherwise wait under a timeout scope
+                # (``wait_for`` would cost a task and a timer per frame: issue 16)
+                if not queue.empty():
+                    raw = queue.get_nowait()
+                else:
+                    async with asyncio.timeout(timeout):
+                        raw = await queue.get()
             except TimeoutError:
                 # only the timer: a probe page where nothing can be missing before the anchor
                 periodic = not self._burst_pending and self._gap_due is None
