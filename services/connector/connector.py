@@ -444,9 +444,13 @@ class Connector:
             return cached
         found = self._stored_identity(member)
         if found is None:
-            mode: UidMode = "server_scoped"  # a new row's mode
-            found = (self.identities.create(member), mode)
-            log.info("identity created", extra={"member": member})
+            try:
+                root, mode, created = self.identities.create_if_absent(member)
+            except IdentityError as exc:
+                raise CommandError("identity_unavailable", str(exc)) from exc
+            found = (root, mode)
+            if created:
+                log.info("identity created", extra={"member": member})
         self._roots[member] = found
         return found
 
@@ -546,8 +550,12 @@ class Connector:
         base = normalize_base_url(args.url)
         async with self._member_locks.hold(member):
             # issue #14: the local id (every key of the stack) and the uid's projection scope
+            # the member's identity (created on a first join) and joined servers are read off the
+            # event loop: SQLite (and a WAL checkpoint on close) would stall every session
+            await asyncio.to_thread(self._identity, member)
+            joined = await asyncio.to_thread(self.servers.of_member, member)
             try:
-                plan = plan_join(args.server_id, base, self.servers.of_member(member), args.local_id)
+                plan = plan_join(args.server_id, base, joined, args.local_id)
             except LocalIdError as exc:
                 raise CommandError(exc.code, str(exc)) from exc
             if (member, plan.local_id) in self.sessions:
