@@ -179,15 +179,21 @@ def checked_ops(subject: str, data: bytes) -> list[IndexOp]:
     if len(parts) != 7 or parts[5:] != ["message", "created"]:
         return index_ops(subject, data)
     try:
-        m = json.loads(data)["payload"]["message"]
-        fields = (m["channel_id"], m["id"], m["author_uid"], m["body"])
+        m = json.loads(data.decode())["payload"]["message"]  # str: json skips its encoding sniffing
+        channel_id, message_id, author, body = m["channel_id"], m["id"], m["author_uid"], m["body"]
         created = datetime.fromisoformat(m["created_at"])
-        ok = m["server_id"] == parts[4] and all(type(f) is str for f in fields)
+        ok = (
+            m["server_id"] == parts[4]
+            and type(channel_id) is str
+            and type(message_id) is str
+            and type(author) is str
+            and type(body) is str
+        )
     except (ValueError, TypeError, KeyError, RecursionError):
         ok = False
     if not ok:
         return index_ops(subject, data)
-    return [PutMessage(parts[3], parts[4], *fields[:3], created, fields[3])]
+    return [PutMessage(parts[3], parts[4], channel_id, message_id, author, created, body)]
 
 
 def fed_ops(item: Fed) -> list[IndexOp]:
