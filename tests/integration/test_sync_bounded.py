@@ -258,10 +258,18 @@ async def test_a_reply_over_the_bus_limit_is_a_permanent_error(bus: Bus, member_
     sub = await bus.nc.subscribe(subjects.command(member, "state", "sync"), cb=huge)
     await bus.nc.flush()
     try:
-        with pytest.raises(CommandError) as err:
-            await member_bus.request(
-                subjects.command(member, "state", "sync"), SyncArgs(since_seq=0), SyncResult
-            )
+        # ``service_unavailable`` is retryable by contract and a client asks again; one clean-clone
+        # CI run saw it once here (NATS "no responders" right after the subscription was flushed,
+        # not reproduced). What this test is about is the permanent error for an oversized answer.
+        deadline = time.monotonic() + 10.0
+        while True:
+            with pytest.raises(CommandError) as err:
+                await member_bus.request(
+                    subjects.command(member, "state", "sync"), SyncArgs(since_seq=0), SyncResult
+                )
+            if err.value.code != "service_unavailable" or time.monotonic() > deadline:
+                break
+            await bus.nc.flush()
         assert err.value.code == "reply_too_large" and not err.value.retryable
     finally:
         await sub.unsubscribe()
