@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.core.contracts.chat import ChatMessage, MessageCreated, Snapshot  # noqa: E402
 from testkit import fakes  # noqa: E402
+from ui.renderer import flat_panes_choice, flat_panes_for, gl_renderer  # noqa: E402
 
 
 def p99(xs: list[float]) -> float:
@@ -117,6 +118,27 @@ def open_viewport(dpg: Any) -> None:
     dpg.show_viewport()
     for _ in range(5):
         dpg.render_dearpygui_frame()
+    global RENDERER
+    RENDERER = gl_renderer()
+
+
+RENDERER: str | None = None  # the viewport's GL_RENDERER
+
+
+def use_renderer(app: Any) -> None:
+    """As the desktop does once its window is shown (ui/app.py run_app): the look follows the
+    renderer — flat panes on a software renderer — unless OPENCHAT_UI_FLAT_PANES chose one."""
+    app.view.use_renderer(RENDERER)
+
+
+def look() -> str:
+    flat = flat_panes_for(RENDERER)
+    how = (
+        "chosen by OPENCHAT_UI_FLAT_PANES"
+        if flat_panes_choice() is not None
+        else "the default for this renderer"
+    )
+    return f"panes {'flat' if flat else 'filled'} ({how}; GL_RENDERER {RENDERER!r})"
 
 
 UI_MS: list[float] = []
@@ -166,12 +188,28 @@ def main() -> None:
         "bridge still runs), and a 1 ms GIL switch interval",
     )
     parser.add_argument(
+        "--flat-panes",
+        action="store_true",
+        help="with --voice: the app with OPENCHAT_UI_FLAT_PANES=1 (panes without fills of their own, "
+        "1 px dividers): an extra, labelled variant; the default look is the headline",
+    )
+    parser.add_argument(
+        "--filled-panes",
+        action="store_true",
+        help="the app with OPENCHAT_UI_FLAT_PANES=0: the panes' own fills even on a software "
+        "renderer (the look before issue 15's flat panes), for comparison",
+    )
+    parser.add_argument(
         "--voice-panes",
         action="store_true",
         help="only the voice panes' own cost (no stack, no audio): the main thread's CPU for a "
         "frame in which a speaking ring flips vs. a quiet frame, Call Stage shown, 5 in the call",
     )
     args = parser.parse_args()
+    if args.flat_panes:
+        os.environ["OPENCHAT_UI_FLAT_PANES"] = "1"
+    if args.filled_panes:
+        os.environ["OPENCHAT_UI_FLAT_PANES"] = "0"
     xvfb = start_xvfb()
     if args.voice_panes:
         try:
@@ -226,6 +264,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     # baseline: a nearly empty workspace
     app0 = App(storage=Storage(tmp / "a"))
     app0.build_view()
+    use_renderer(app0)
     app0.screen = "workspace"
     app0.model.apply_snapshot(fakes.snapshot())
     app0.model.set_stack_online(True)
@@ -254,6 +293,7 @@ def run(n: int, seconds: float) -> dict[str, float]:
     t0 = time.perf_counter()
     app = App(storage=Storage(tmp / "b"))
     app.build_view()
+    use_renderer(app)
     app.screen = "workspace"
     app.model.apply_snapshot(snap)
     app.model.set_stack_online(True)
@@ -450,6 +490,7 @@ def run_stack() -> dict[str, float]:
                 watch_window=False,
             )
             app.build_view()
+            use_renderer(app)
             t0 = time.perf_counter()
             app.start()
             deadline = t0 + 60
@@ -484,6 +525,7 @@ def run_voice_panes(flips: int = 400) -> dict[str, float]:
     open_viewport(dpg)
     app = App(storage=Storage(Path(tempfile.mkdtemp())))
     app.build_view()
+    use_renderer(app)
     app.screen = "workspace"
     app.model.apply_snapshot(fakes.snapshot())
     app.model.set_stack_online(True)
@@ -639,6 +681,11 @@ def run_voice(
         r[f"{tag}_cpu"] = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
         r[f"{tag}_frames"] = len(times)
         r[f"{tag}_ui_p99"] = p99(UI_MS)
+        # the software renderer's threads (Mesa llvmpipe) and the whole app, CPU ms per drawn frame:
+        # robust to the machine's load, unlike the frame times
+        lp = sum(v for k, v in THREADS[tag].items() if k.startswith("llvmpipe"))
+        r[f"{tag}_llvmpipe_ms"] = lp / 100 * wall * 1000 / max(1, len(times))
+        r[f"{tag}_cpu_ms"] = r[f"{tag}_cpu"] / 100 * wall * 1000 / max(1, len(times))
 
     try:
         stack.wait_for(READY, "demo joined srv_family", "demo joined srv_harbor")
@@ -650,6 +697,7 @@ def run_voice(
             watch_window=False,
         )
         app.build_view()
+        use_renderer(app)
         app.start()
         deadline = time.monotonic() + 90
         while not (app.model.stack_online and "srv_harbor" in app.model.servers and app.account.settled):
@@ -744,7 +792,7 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         f"## UI in a voice call (Dear PyGui) — {when}",
         "",
         f"`python bench/bench_ui.py --voice --seconds {args.seconds:g} --peers-nice {args.peers_nice}"
-        f"{' --full-mesh' if args.full_mesh else ''}` on "
+        f"{' --full-mesh' if args.full_mesh else ''}{' --flat-panes' if args.flat_panes else ''}{' --filled-panes' if args.filled_panes else ''}` on "
         f"{platform.machine()} / {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end; "
         "the machine is shared), Xvfb 1480x920 with Mesa's software renderer (llvmpipe), vsync off, frames "
         "paced at the app's 60 fps cap; `openchat up --demo`, a private PulseAudio (null sinks, a tone "
@@ -753,7 +801,8 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         "they stand for other members' machines). "
         f"Three phases of {args.seconds:g} s, "
         "in one run: no call (a text channel); the 4 peers in the room, the app not in the call; "
-        "the app in the call (Call Stage). App CPU = the whole app process, % of one core.",
+        "the app in the call (Call Stage). App CPU = the whole app process, % of one core."
+        + f" Look: {look()}.",
         "",
         "| figure | in the call (Call Stage, 4 speaking + the member) | target | no call, the 4 peers in the room (just before the call) | no call, no peers (first phase) |",
         "|---|---|---|---|---|",
@@ -768,6 +817,10 @@ def voice_report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
             lambda t: f"{r[t + '_main_cpu_p99']:.1f} / {r[t + '_main_cpu_mean']:.1f} ms",
         ),
         row("app CPU", lambda t: f"{r[t + '_cpu']:.0f} %"),
+        row(
+            "CPU per drawn frame: software renderer (llvmpipe threads) / whole app process",
+            lambda t: f"{r.get(t + '_llvmpipe_ms', 0.0):.1f} / {r.get(t + '_cpu_ms', 0.0):.1f} ms",
+        ),
         row(
             f"whole machine busy (of {cores} %: this run's processes and others' jobs)",
             lambda t: f"{r[t + '_machine_busy']:.0f} %",
@@ -802,7 +855,8 @@ def report(r: dict[str, float], args: argparse.Namespace) -> list[str]:
         f"`python bench/bench_ui.py --messages {args.messages} --seconds {args.seconds:g}` on "
         f"{platform.machine()} / {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end), "
         "Xvfb 1480x920 with Mesa's software renderer (no GPU), vsync off; frame = app.frame() + render; "
-        "'app share' = the app's own work per frame (model, reconcile, widget updates).",
+        "'app share' = the app's own work per frame (model, reconcile, widget updates). "
+        f"Look: {look()}.",
         "",
         "| figure | value | target | baseline (same run) |",
         "|---|---|---|---|",

@@ -35,6 +35,7 @@ from ui.adapter import StackAdapter
 from ui.controller import Controller
 from ui.desktop import Click, DesktopHooks, OsNotifier, X11Window
 from ui.ports import WorkspaceView
+from ui.renderer import gl_renderer
 from ui.state import intents as it
 from ui.state import prefs
 from ui.state.composer import Composer
@@ -341,6 +342,8 @@ def run_app(
     assert app.view is not None
     app.view.layout(dpg.get_viewport_client_width() or w, dpg.get_viewport_client_height() or h)
     dpg.show_viewport()
+    # the window's GL context exists now: a software renderer gets the flat panes (issue 15)
+    app.view.use_renderer(gl_renderer())
     start = time.monotonic()
     n = 0
     size = (0, 0)

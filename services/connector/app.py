@@ -65,6 +65,8 @@ class ConnectorSettings(BaseSettings):
     max_gap_fetch: int = 5_000
     gap_fill_per_cycle: int = 1_000
     presence_window_s: float = 0.5  # presence changes coalesced per window (ADR 0022); 0: at once
+    # the window lengthens past this many batches per second for the whole connector (ADR 0032)
+    presence_batches_per_s: float = Field(default=250.0, ge=0.0)  # 0: the window never grows
     quota_server_burst_bytes: int = 32 * 1024 * 1024
     quota_server_bytes_per_day: int = 4 * 1024 * 1024
     quota_member_burst_bytes: int = 64 * 1024 * 1024
@@ -96,6 +98,7 @@ class ConnectorSettings(BaseSettings):
             max_gap_fetch=self.max_gap_fetch,
             gap_fill_per_cycle=self.gap_fill_per_cycle,
             presence_window_s=self.presence_window_s,
+            presence_batches_per_s=self.presence_batches_per_s,
         )
 
 

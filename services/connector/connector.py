@@ -202,12 +202,13 @@ class Connector:
         # ``preview_allow_private``: OPENCHAT_PREVIEW_ALLOW_PRIVATE (tests, local demos)
         self.previews = previews or PreviewFetcher(allow_private=preview_allow_private)
         self._preview_tasks: set[asyncio.Task[None]] = set()
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(request_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False,
-        )
+        # One connection pool per backend (``_http_of``): httpx checks every pooled connection on
+        # each request, so a pool shared by all backends costs each request in proportion to all
+        # of their connections (issue 16). ``http`` (tests): one client for every backend.
+        self._shared_http = http
         self.request_timeout_s = request_timeout_s
+        self._pools: dict[str, httpx.AsyncClient] = {}
+        self.http = http or self._new_http()
         self.sessions: dict[tuple[str, str], Session] = {}
         self.rate = domain.RateLimiter()
         self.quota = quota  # storage quotas of the shared stream (ADR 0009); None: none
@@ -323,6 +324,28 @@ class Connector:
         except Exception as exc:
             log.warning("anchor write failed at close", extra={"error": type(exc).__name__})
         await self.http.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.request_timeout_s, connect=5.0),
+            # idle connections are checked on every request of the pool: keep few per backend
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=16),
+            follow_redirects=False,
+        )
+
+    def _http_of(self, base_url: str) -> httpx.AsyncClient:
+        """The HTTP client (connection pool) of one backend origin."""
+        if self._shared_http is not None:
+            return self._shared_http
+        origin = httpx.URL(base_url).copy_with(path="/", query=None, fragment=None)
+        key = str(origin)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = self._new_http()
+        return pool
 
     def _session_count(self) -> int:
         return len(self.sessions)
@@ -421,10 +444,13 @@ class Connector:
             return cached
         found = self._stored_identity(member)
         if found is None:
-            self.identities.create(member)
-            log.info("identity created", extra={"member": member})
-            found = self._stored_identity(member)
-            assert found is not None
+            try:
+                root, mode, created = self.identities.create_if_absent(member)
+            except IdentityError as exc:
+                raise CommandError("identity_unavailable", str(exc)) from exc
+            found = (root, mode)
+            if created:
+                log.info("identity created", extra={"member": member})
         self._roots[member] = found
         return found
 
@@ -437,7 +463,7 @@ class Connector:
         return Identity(project_uid(root, directory_server_id(base_url), mode), device_id(root))
 
     def _client(self, base_url: str, ident: Identity) -> BackendClient:
-        return BackendClient(self.http, base_url, ident, total_timeout_s=self.request_timeout_s)
+        return BackendClient(self._http_of(base_url), base_url, ident, total_timeout_s=self.request_timeout_s)
 
     def _session(self, member: str, server_id: str) -> Session:
         session = self.sessions.get((member, server_id))
@@ -524,8 +550,12 @@ class Connector:
         base = normalize_base_url(args.url)
         async with self._member_locks.hold(member):
             # issue #14: the local id (every key of the stack) and the uid's projection scope
+            # the member's identity (created on a first join) and joined servers are read off the
+            # event loop: SQLite (and a WAL checkpoint on close) would stall every session
+            await asyncio.to_thread(self._identity, member)
+            joined = await asyncio.to_thread(self.servers.of_member, member)
             try:
-                plan = plan_join(args.server_id, base, self.servers.of_member(member), args.local_id)
+                plan = plan_join(args.server_id, base, joined, args.local_id)
             except LocalIdError as exc:
                 raise CommandError(exc.code, str(exc)) from exc
             if (member, plan.local_id) in self.sessions:
@@ -553,8 +583,8 @@ class Connector:
                 profile_consent=None,
                 joined_at=utcnow(),
             )
-            try:
-                self.servers.add(member, record)
+            try:  # off the event loop: a durable write (fsync) would stall every session
+                await asyncio.to_thread(self.servers.add, member, record)
             except ServerExists as exc:
                 raise CommandError("server_exists", str(exc)) from exc
             await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))

@@ -17,8 +17,10 @@ replaces what came before it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.core.contracts.chat import PresenceEntry
 from services.core.contracts.presence import MAX_BATCH_ENTRIES, PresenceBatch, PresenceDelta
@@ -180,3 +182,126 @@ def _pack(deltas: list[PresenceDelta], limit: int) -> list[PresenceBatch]:
     if current:
         batches.append(PresenceBatch(channels=current))
     return batches
+
+
+# -- parsed presence frames, shared by the sessions of a connector (issue 16) --------------------
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A ``chat.presence.joined`` / ``left`` frame; ``entry`` is None when an id is unusable."""
+
+    kind: str
+    channel_id: str
+    entry: PresenceEntry | None
+    event_id: int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A ``chat.presence.snapshot`` frame; an entry is None when one of its ids is unusable."""
+
+    channel_id: str
+    entries: list[PresenceEntry | None]
+    event_id: int | str | None
+
+
+class PresenceFrames:
+    """What a presence frame says, parsed by hand (no wire models) and, for ``joined`` /
+    ``left``, once per distinct frame text.
+
+    A backend sends each presence change to every socket in the room, the same text to each
+    (encoded once per broadcast), and a connector holding many sessions of one server receives it
+    once per session: at 1,000 sessions over three servers every join reaches ~1,300 sessions'
+    sockets. The result is a pure function of the text — the same for every session, so nothing
+    of one member reaches another — and entries are immutable, so one parse and one entry serve
+    them all. Bounded: ``size`` frames (oldest out first), each at most ``max_chars`` (a change
+    is ~200 characters; longer ones are parsed and not kept); entries are interned by their ids
+    (at most ``8 * size``), so snapshots and changes name the same objects. A snapshot goes to
+    one socket: parsed, not kept."""
+
+    def __init__(self, size: int = 512, max_chars: int = 2048) -> None:
+        self.size = max(1, size)
+        self.max_chars = max_chars
+        self._frames: dict[str, Change | None] = {}
+        self._entries: dict[tuple[str, str, str], PresenceEntry | None] = {}
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def entry(self, client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
+        """``entry_of``, interned (the same ids give the same, immutable, entry)."""
+        key = (client_id, user_uid, device_id)
+        entries = self._entries
+        if key in entries:
+            return entries[key]
+        entry = entry_of(client_id, user_uid, device_id)
+        if len(client_id) + len(user_uid) + len(device_id) <= self.max_chars:
+            if len(entries) >= self.size * 8:
+                del entries[next(iter(entries))]
+            entries[key] = entry
+        return entry
+
+    def parse(self, raw: str) -> Change | Snapshot | None:
+        """The presence a frame announces, or ``None`` when it is not a plainly well-formed
+        presence frame (the session's general path handles, and logs, it)."""
+        frames = self._frames
+        if raw in frames:
+            self.hits += 1
+            return frames[raw]
+        found = self._parse(raw)
+        if not isinstance(found, Snapshot) and len(raw) <= self.max_chars:
+            if len(frames) >= self.size:
+                del frames[next(iter(frames))]
+            frames[raw] = found
+        return found
+
+    def _parse(self, raw: str) -> Change | Snapshot | None:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        if type(doc) is not dict:
+            return None
+        kind, payload, event_id = doc.get("type"), doc.get("payload"), doc.get("event_id")
+        if type(payload) is not dict or (event_id is not None and type(event_id) not in (int, str)):
+            return None
+        channel_id = payload.get("channel_id")
+        if type(channel_id) is not str:
+            return None
+        if kind in PRESENCE_CHANGES:
+            member = payload.get("member")
+            if type(member) is not dict:
+                return None
+            entry = self._member(member)
+            if entry is False:
+                return None
+            return Change(kind, channel_id, entry, event_id)
+        if kind != "chat.presence.snapshot":
+            return None
+        members = payload.get("members")
+        if type(members) is not list:
+            return None
+        entries: list[PresenceEntry | None] = []
+        for member in members:
+            if type(member) is not dict:
+                return None
+            entry = self._member(member)
+            if entry is False:
+                return None
+            entries.append(entry)
+        return Snapshot(channel_id, entries, event_id)
+
+    def _member(self, member: dict[str, object]) -> PresenceEntry | Literal[False] | None:
+        """The entry of a wire ``PresenceMember``; False when it is not one (a missing or
+        non-string id: the wire model refuses it); None when an id is unusable."""
+        client_id, user_uid, device_id = (
+            member.get("client_id"),
+            member.get("user_uid"),
+            member.get("device_id"),
+        )
+        if type(client_id) is not str or type(user_uid) is not str or type(device_id) is not str:
+            return False
+        return self.entry(client_id, user_uid, device_id)
+
+
+PRESENCE_CHANGES = frozenset({"chat.presence.joined", "chat.presence.left"})

@@ -72,8 +72,9 @@ from services.connector import domain
 from services.connector.anchors import Anchor, AnchorStore
 from services.connector.backend import BackendClient, BackendError, Unreachable, realtime_url
 from services.connector.history import HistoryPage, reason_of, release_memory
-from services.connector.presence import PresenceCoalescer, entry_of
+from services.connector.presence import Change, PresenceCoalescer, PresenceFrames, Snapshot
 from services.connector.quota import StorageQuota
+from services.core.bus import encoded
 from services.core.contracts import events as ev
 from services.core.contracts import wire
 from services.core.contracts.bus import MAX_BUS_PAYLOAD_BYTES, EventEnvelope
@@ -163,6 +164,9 @@ class Timing:
     publish_window: int = 1024  # gap fill: messages per acked batch (anchors move after each)
     # presence changes are coalesced into one ``presence.batch`` per window (ADR 0022); 0: at once
     presence_window_s: float = 0.5
+    # the window lengthens so that one connector publishes at most this many batches per second
+    # (sessions / rate; ADR 0032); 0: never longer than ``presence_window_s``
+    presence_batches_per_s: float = 250.0
 
 
 class CycleEnd(Exception):
@@ -488,10 +492,13 @@ class Session:
                 deadlines.append(loop.time() + self.timing.quiet_s)
             timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
             try:
-                # a waiting frame is taken at once: ``wait_for`` costs a task per frame
-                raw = (
-                    queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
-                )
+                # a waiting frame is taken at once; otherwise wait under a timeout scope
+                # (``wait_for`` would cost a task and a timer per frame: issue 16)
+                if not queue.empty():
+                    raw = queue.get_nowait()
+                else:
+                    async with asyncio.timeout(timeout):
+                        raw = await queue.get()
             except TimeoutError:
                 # only the timer: a probe page where nothing can be missing before the anchor
                 periodic = not self._burst_pending and self._gap_due is None
@@ -903,43 +910,46 @@ class Session:
 
     # -- presence (ADR 0022) ---------------------------------------------------------------------
     async def _presence_fast(self, raw: str) -> bool:
-        """A ``chat.presence.joined`` / ``left`` frame, handled without the wire models: on a
-        busy server most frames are these (each subscribe anywhere reaches every socket in the
-        room), so their cost bounds how many sessions a connector hydrates. Checked by hand to
-        the same rules; ``False``: not such a frame, or not plainly well-formed — the general path
-        handles (and logs) it."""
-        try:
-            doc = json.loads(raw)
-        except ValueError:
+        """A ``chat.presence.joined`` / ``left`` / ``snapshot`` frame, handled without the wire
+        models: on a busy server most frames are these (each subscribe anywhere reaches every
+        socket in the room), so their cost bounds how many sessions a connector hydrates. Checked
+        by hand to the same rules; a change frame is parsed once for every session that receives
+        it (``PRESENCE_FRAMES``). ``False``: not such a frame, or not plainly well-formed — the
+        general path handles (and logs) it."""
+        found = PRESENCE_FRAMES.parse(raw)
+        if found is None:
             return False
-        if type(doc) is not dict:
-            return False
-        kind, payload, event_id = doc.get("type"), doc.get("payload"), doc.get("event_id")
-        if kind not in _PRESENCE_CHANGES or type(payload) is not dict:
-            return False
-        if event_id is not None and type(event_id) not in (int, str):
-            return False
-        member = payload.get("member")
-        channel_id = payload.get("channel_id")
-        if type(channel_id) is not str or type(member) is not dict:
-            return False
-        client_id, user_uid, device_id = (
-            member.get("client_id"),
-            member.get("user_uid"),
-            member.get("device_id"),
-        )
-        if type(client_id) is not str or type(user_uid) is not str or type(device_id) is not str:
-            return False
-        await self._presence_change(kind, channel_id, client_id, user_uid, device_id)
-        if event_id is not None:
-            self._last_event_id = str(event_id)
+        if self.is_text_channel(found.channel_id):
+            if type(found) is Change:
+                entry = found.entry
+                if entry is None:
+                    self._unusable_presence_id()
+                else:
+                    if found.kind == "chat.presence.joined":
+                        self.presence.joined(found.channel_id, entry)
+                    else:
+                        self.presence.left(found.channel_id, entry)
+                    await self._presence_changed()
+            elif type(found) is Snapshot:
+                entries = found.entries
+                if None in entries:
+                    self._unusable_presence_id()
+                    entries = [e for e in entries if e is not None]
+                self.presence.snapshot(found.channel_id, cast(list[PresenceEntry], entries))
+                await self._presence_changed()
+        if found.event_id is not None:
+            self._last_event_id = str(found.event_id)
         return True
 
-    def _presence_entry(self, client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
-        entry = entry_of(client_id, user_uid, device_id)
-        if entry is None and self._rejects.first(("p", "unusable presence id")):
+    def _unusable_presence_id(self) -> None:
+        if self._rejects.first(("p", "unusable presence id")):
             self.rejected += 1
             log.warning("presence entry dropped: an unusable id", extra=self._log_ctx())
+
+    def _presence_entry(self, client_id: str, user_uid: str, device_id: str) -> PresenceEntry | None:
+        entry = PRESENCE_FRAMES.entry(client_id, user_uid, device_id)
+        if entry is None:
+            self._unusable_presence_id()
         return entry
 
     async def _presence_change(
@@ -968,9 +978,19 @@ class Session:
                 self._presence_later(), name=f"presence-{self.member}-{self.server_id}"
             )
 
+    def presence_window(self) -> float:
+        """Seconds between two presence publishes of this session: ``presence_window_s``, longer
+        when this connector runs more sessions than it publishes batches for at
+        ``presence_batches_per_s`` (every session of a busy room has changes in every window)."""
+        window = self.timing.presence_window_s
+        rate = self.timing.presence_batches_per_s
+        if self.peers is not None and rate > 0:
+            window = max(window, self.peers() / rate)
+        return window
+
     async def _presence_later(self) -> None:
         while self.presence and not self._stopping:
-            await asyncio.sleep(self.timing.presence_window_s)
+            await asyncio.sleep(self.presence_window())
             try:
                 await self.flush_presence()
             except asyncio.CancelledError:
@@ -1013,7 +1033,7 @@ class Session:
         the re-publish of a message already stored (a rehydrate: bounded by the history window,
         de-duplicated by the stream)."""
         try:
-            size = len(envelope.model_dump_json().encode())
+            size = len(encoded(envelope))  # remembered: the sink's encode does not repeat it
         except (PydanticSerializationError, ValueError):
             self._refuse(envelope, "not encodable (invalid text)")
             return "reject"
@@ -1235,7 +1255,8 @@ class Session:
 
 
 _PRESENCE_HINT = "chat.presence."
-_PRESENCE_CHANGES = frozenset({"chat.presence.joined", "chat.presence.left"})
+# presence frames parsed once per distinct text, for every session of the process (issue 16)
+PRESENCE_FRAMES = PresenceFrames()
 
 
 async def cancel_task(task: asyncio.Task[Any], every_s: float = 0.5) -> None:

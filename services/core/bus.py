@@ -90,8 +90,24 @@ class CommandError(Exception):
         return self.body.retryable
 
 
-def encode(model: BaseModel) -> bytes:
+_last_encoded: tuple[BaseModel | None, bytes] = (None, b"")
+
+
+def encoded(model: BaseModel) -> bytes:
+    """``model`` as JSON bytes, remembered for the next ``encode`` of the very same (immutable)
+    object: a publisher that measures an event before publishing it serializes it once."""
+    global _last_encoded
+    last, data = _last_encoded
+    if last is model:
+        return data
     data = model.model_dump_json().encode()
+    if model.model_config.get("frozen"):
+        _last_encoded = (model, data)
+    return data
+
+
+def encode(model: BaseModel) -> bytes:
+    data = encoded(model)
     if len(data) > MAX_BUS_PAYLOAD_BYTES:
         raise CommandError("payload_too_large", f"bus payload of {len(data)} bytes exceeds the bus limit")
     return data

@@ -138,6 +138,33 @@ class IdentityStore(SqliteStore):
         self.put(member, root)
         return root
 
+    def create_if_absent(self, member: str) -> tuple[str, UidMode, bool]:
+        """The member's root and uid mode, creating a random root (``server_scoped``) when there is
+        none; ``True`` when this call created it. Two racing callers get the same stored root
+        (the second insert does nothing), so it may run off the event loop."""
+        token = self._fernet.encrypt(new_root().encode())
+        with self._db() as db:
+            created = db.execute(
+                "INSERT INTO identities (member, root_encrypted, uid_mode, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(member) DO NOTHING",
+                (member, token, "server_scoped", datetime.now(UTC).isoformat(timespec="seconds")),
+            ).rowcount
+            row = db.execute(
+                "SELECT root_encrypted, uid_mode FROM identities WHERE member = ?", (member,)
+            ).fetchone()
+        if row is None:  # deleted between the two statements: nothing to return
+            raise IdentityError(f"member {member!r} has no identity")
+        from cryptography.fernet import InvalidToken
+
+        try:
+            root = self._fernet.decrypt(row[0]).decode()
+        except InvalidToken as exc:
+            raise IdentityError(
+                "the identity cannot be decrypted with this key (OPENCHAT_SECRET_KEY_FILE)"
+            ) from exc
+        mode: UidMode = "global" if row[1] == "global" else "server_scoped"
+        return root, mode, created == 1
+
     def root(self, member: str) -> str:
         with self._db() as db:
             row = db.execute("SELECT root_encrypted FROM identities WHERE member = ?", (member,)).fetchone()

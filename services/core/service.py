@@ -193,9 +193,26 @@ async def serve(service: Service, settings: Settings) -> None:
     await http_task
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a service runs on (``OPENCHAT_EVENT_LOOP``): ``uvloop`` when it is installed
+    and ``choice`` is ``auto`` or ``uvloop`` (``uvloop`` without it installed is an error), the
+    standard library's for ``asyncio`` (None: ``asyncio.Runner``'s default)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("OPENCHAT_EVENT_LOOP=uvloop but uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_service(service: Service) -> None:
     """Entry point of ``python -m services.<name>``."""
     private_umask()  # whatever it writes (databases, media cache) is 0600/0700
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(serve(service, settings))
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(service, settings))

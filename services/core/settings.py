@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     http_port: int = 0
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The asyncio event loop of a service process: ``uvloop`` (libuv, C transports; the default
+    # where it is installed) or the standard library's. Issue 16: a connector holding 1,000
+    # sessions spends much of its CPU in the loop and socket transports.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     events_stream: str = "OC_EVENTS"
     events_max_age_days: float = 30.0
     events_max_bytes: int = 2 * 1024**3

@@ -79,3 +79,20 @@ def test_key_file_may_hold_a_hex_secret(tmp_path: Path) -> None:
     short.write_text("too-short")
     with pytest.raises(IdentityError, match="at least 32"):
         load_or_create_key(short)
+
+
+def test_create_if_absent_gives_racing_callers_one_stored_root(tmp_path: Path) -> None:
+    """The connector creates a first join's identity off the event loop (issue 16): a racing
+    caller (another thread) must get the same root, never overwrite it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = tmp_path / "registry.sqlite3"
+    store = IdentityStore(db, load_or_create_key(tmp_path / "secret.key"))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: store.create_if_absent("alice"), range(16)))
+    assert len({root for root, _, _ in results}) == 1
+    assert [created for _, _, created in results].count(True) == 1
+    root, mode, _ = results[0]
+    assert store.root("alice") == root and mode == "server_scoped"
+    store.set_uid_mode("alice", "global")
+    assert store.create_if_absent("alice") == (root, "global", False)  # kept as stored

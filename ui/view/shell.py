@@ -12,7 +12,7 @@ from typing import Any
 import dearpygui.dearpygui as dpg
 
 from services.core.contracts.chat import AVATAR_PRESETS
-from ui import fonts
+from ui import fonts, renderer
 from ui.fonts import FontSet
 from ui.ports import AppPort
 from ui.view.base import (
@@ -37,6 +37,8 @@ from ui.view.rail import RailPane
 from ui.view.timeline import Timeline
 from ui.view.voice import VoicePanes
 
+CLEAR = (0, 0, 0, 0)  # a pane without a fill of its own
+
 
 class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, ControlsPane, VoicePanes):
     """The workspace (ux.md §2): the panes put together, the layout, the render loop and input."""
@@ -55,6 +57,14 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self.discovered: list[Any] = []
         self._hidden_frame = -10
         self._pending_show: str | None = None
+        # Flat panes: the panes take the window's background and are separated by 1 px dividers
+        # instead of each painting its own colour. Under a software renderer (Mesa llvmpipe)
+        # every filled pixel costs ~8 ns of CPU per frame: the panes' fills are ~4.5 ms of the
+        # ~9 ms it spends per frame at 1480x920 (bench/RESULTS.md, issue 15). The member's choice
+        # (OPENCHAT_UI_FLAT_PANES=1/0) holds from the start; otherwise ``use_renderer`` decides
+        # once the window's renderer is known (ui/renderer.py).
+        self.flat_panes = renderer.flat_panes_choice() is True
+        self.renderer: str | None = None  # GL_RENDERER, once the window is shown
 
     # -- build ----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -78,9 +88,11 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             "pill": fonts.color_theme(dpg, button=(52, 60, 110), text=(201, 205, 251)),
             "pill_me": fonts.color_theme(dpg, button=(110, 84, 30), text=(255, 222, 160)),
             "brand": fonts.color_theme(dpg, button=fonts.BRAND, text=(255, 255, 255)),
-            "rail": fonts.color_theme(dpg, bg=fonts.RAIL),
-            "panel": fonts.color_theme(dpg, bg=fonts.PANEL),
-            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2),
+            "rail": fonts.color_theme(dpg, bg=fonts.RAIL, square=True),
+            "panel": fonts.color_theme(dpg, bg=fonts.PANEL, square=True),
+            "panel2": fonts.color_theme(dpg, bg=fonts.PANEL_2, square=True),
+            "pane_flat": fonts.color_theme(dpg, bg=CLEAR, square=True),
+            "card": fonts.color_theme(dpg, bg=fonts.PANEL_2),
             "active_row": fonts.color_theme(dpg, text=(255, 255, 255)),
             "badge": fonts.color_theme(dpg, button=(90, 96, 110), text=(255, 255, 255)),
             "badge_mention": fonts.color_theme(dpg, button=fonts.RED, text=(255, 255, 255)),
@@ -203,15 +215,11 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             dpg.add_item_edited_handler(callback=lambda: self.app.on_draft(dpg.get_value("oc_composer")))
             dpg.add_item_deactivated_handler(callback=lambda: self.app.on_composer_blur())
         dpg.bind_item_handler_registry("oc_composer", "oc_composer_handlers")
-        for tag, theme in (
-            ("oc_rail", "rail"),
-            ("oc_channels", "panel"),
-            ("oc_dock", "panel2"),
-            ("oc_members", "panel"),
-            ("oc_taskbar", "rail"),
-            ("oc_voice_card", "panel2"),
-        ):
-            dpg.bind_item_theme(tag, self.themes[theme])
+        dpg.bind_item_theme("oc_voice_card", self.themes["card"])
+        with dpg.viewport_drawlist(tag="oc_dividers", front=False, show=False):
+            for i in range(5):
+                dpg.draw_line((0, 0), (0, 0), tag=f"oc_divider_{i}", color=(*fonts.DIVIDER, 255))
+        self._bind_pane_themes()
         self._build_dialogs()
         self._build_controls()
         with dpg.handler_registry(tag="oc_keys"):
@@ -237,7 +245,37 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self.timeline.on_older = self.app.load_older
         self._built = True
 
+    PANE_THEMES = (
+        ("oc_rail", "rail"),
+        ("oc_channels", "panel"),
+        ("oc_dock", "panel2"),
+        ("oc_members", "panel"),
+        ("oc_taskbar", "rail"),
+    )
+
+    def _bind_pane_themes(self) -> None:
+        for tag, theme in self.PANE_THEMES:
+            dpg.bind_item_theme(tag, self.themes["pane_flat" if self.flat_panes else theme])
+        dpg.configure_item("oc_dividers", show=self.flat_panes)
+
+    def set_flat_panes(self, flat: bool) -> None:
+        """Draw the panes flat (window background, 1 px dividers) or filled; takes effect now."""
+        if flat == self.flat_panes:
+            return
+        self.flat_panes = flat
+        if self._built:
+            self._bind_pane_themes()
+            if getattr(self, "width", 0) and getattr(self, "height", 0):
+                self.layout(self.width, self.height)
+
+    def use_renderer(self, name: str | None) -> None:
+        """The window's renderer is known (``ui.renderer.gl_renderer``): unless the member chose a
+        look, a software renderer gets the flat panes (issue 15)."""
+        self.renderer = name
+        self.set_flat_panes(renderer.flat_panes_for(name))
+
     TOP_LEVEL = (
+        "oc_dividers",
         "oc_onboard",
         *(f"oc_onb_h_{p}" for p in AVATAR_PRESETS),
         "oc_root",
@@ -274,8 +312,10 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         if self.app.screen == "firstrun":
             dpg.configure_item("oc_workspace", show=False)
             dpg.configure_item("oc_firstrun", show=True, width=width - s(16), height=height - s(16))
+            dpg.configure_item("oc_dividers", show=False)  # the workspace's pane edges
             return
         dpg.configure_item("oc_firstrun", show=False)
+        dpg.configure_item("oc_dividers", show=self.flat_panes)
         dpg.configure_item("oc_workspace", show=True)
         narrow = width < NARROW * self.scale
         wide = width >= WIDE * self.scale
@@ -306,6 +346,18 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
             "oc_members", pos=(width - mem_w, top), width=max(1, mem_w), height=body_h, show=mem_w > 0
         )
         dpg.configure_item("oc_composer", width=chat_w - s(32 + 80 + 32 + 48))
+        if self.flat_panes:  # the panes' edges: under the taskbar, right of the rail, of the channels
+            # (and above the dock), left of the members
+            edges = (
+                ((0, top), (width, top)),
+                ((rail_w, top), (rail_w, height - dock_h)),
+                ((chat_x, top), (chat_x, height)),
+                ((0, height - dock_h), (chat_x, height - dock_h)),
+                ((width - mem_w, top), (width - mem_w, height)),
+            )
+            for i, (p1, p2) in enumerate(edges):
+                dpg.configure_item(f"oc_divider_{i}", p1=p1, p2=p2, show=not narrow or i in (0, 4))
+            dpg.configure_item("oc_divider_4", show=mem_w > 0)
         self._timeline_height()
         if self.timeline is not None:
             self.timeline.width = chat_w - s(30)
