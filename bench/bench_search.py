@@ -13,8 +13,8 @@ Two parts, one run:
 2. **Ingest cost.** A private nats-server and redis-server; ``--ingest`` ``message.created`` events
    are stored once, then consumed by the state service (``StateRuntime``) from the start: search
    off (the materializer alone), ``fed`` (the indexer in the service's process, fed by the view's
-   pass: the default), ``piped`` (the indexer in its niced worker process, fed by the view's pass
-   over a socket) and, with ``--modes``, ``worker`` (the worker reading the stream with its own
+   pass: ``STATE_SEARCH_WORKER=false``), ``piped`` (the indexer in its niced worker process, fed by
+   the view's pass over a socket: the default) and, with ``--modes``, ``worker`` (the worker reading the stream with its own
    consumer), alternating ``--rounds`` times
    (Redis flushed and the index file deleted between runs). Prints the median time until the view
    has applied everything, until the index has too, and CPU seconds (state process + worker),
@@ -301,8 +301,8 @@ async def publish_events(bus: Bus, n: int, rng: random.Random, words: list[str])
     return last
 
 
-# off: the view alone; fed: the index in the state process, fed by the view's pass (the default);
-# piped: the index in its child process (niced), fed by the view's pass over a socket;
+# off: the view alone; fed: the index in the state process, fed by the view's pass;
+# piped: the index in its child process (niced), fed by the view's pass over a socket (the default);
 # idle: the same with the child on Linux's SCHED_IDLE (only CPU time nothing else wants);
 # worker: the index in its child process, reading the stream with its own consumer
 ALL_MODES = ("off", "fed", "piped", "idle", "worker")

@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -88,10 +87,10 @@ class NeedRebuild(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Fed:
+class Fed(NamedTuple):
     """One stored event of an applied batch, as the materializer hands it on (``Materializer.taps``):
-    its sequence, subject and bytes, and the decoded event when the view uses the kind."""
+    its sequence, subject and bytes, and the decoded event when the view uses the kind (and it
+    validated). A tuple, made once per event of a tapped kind in the view's pass: cheap."""
 
     seq: int
     kind: str
@@ -277,14 +276,11 @@ class Materializer(Watched):
                         continue  # never apply twice
                     last = seq
                     kind = _kind_of(msg.subject) if kinds else ""
-                    if kind in kinds:  # handed on even when invalid: the tap decides for itself
-                        fed.append(Fed(seq, kind, msg.subject, msg.data, None))
+                    event = None
                     try:
                         event = decode_event(msg.subject, msg.data, seq)
                         if event is None:
                             continue
-                        if kind in kinds:
-                            fed[-1] = Fed(seq, kind, msg.subject, msg.data, event)
                         key = (event.member, event.server_id)
                         index = self._indices.get(key)
                         if index is None:
@@ -298,6 +294,9 @@ class Materializer(Watched):
                             "skipped invalid event",
                             extra={"subject": msg.subject, "seq": seq, "error": str(exc)[:300]},
                         )
+                    finally:
+                        if kind in kinds:  # handed on even when invalid: the tap decides for itself
+                            fed.append(Fed(seq, kind, msg.subject, msg.data, event))
                 if last == self.applied_seq:
                     return
                 reached = self._target == 0 or last >= self._target
@@ -319,7 +318,7 @@ class Materializer(Watched):
                 self._target = 0
             for tap, wanted in self._taps:
                 try:
-                    tap(before, [f for f in fed if f.kind in wanted], last)
+                    tap(before, fed if wanted >= kinds else [f for f in fed if f.kind in wanted], last)
                 except Exception as exc:  # a tap never stops the view
                     log.warning("a materializer tap failed", extra={"error": describe(exc)})
         if not self.caught_up:

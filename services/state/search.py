@@ -28,12 +28,12 @@ log = logging.getLogger("openchat.state.search")
 
 
 class SearchRuntime:
-    """The index of the state service. By default the indexer runs here and is fed by the view's
+    """The index of the state service. ``worker`` (``STATE_SEARCH_WORKER``, the service's default):
+    the indexer runs in a child process (``search_worker``), fed over a socket by this process's
+    view (``search_feed``, unless ``STATE_SEARCH_WORKER_FED=false``: its own consumer), and this
+    process only reads the file. Else the indexer runs here and is fed by the view's
     materializer (``source``): one read and decode of the stream for both (ADR 0014); it reads
-    the stream itself only to catch up. ``worker``: it runs in a child process with its own
-    worker process instead (``search_worker``), fed over a socket by this process's view
-    (``search_feed``, unless ``STATE_SEARCH_WORKER_FED=false``: its own consumer), and this
-    process only reads the file."""
+    the stream itself only to catch up."""
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from typing import Any
 from services.state.domain import InvalidEvent
 from services.state.materializer import Fed, Materializer
 from services.state.search_index import IndexOp
-from services.state.search_indexer import index_ops
+from services.state.search_indexer import checked_ops, index_ops
 
 log = logging.getLogger("openchat.state.search")
 
@@ -56,11 +56,15 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 
 
 # -- frames ---------------------------------------------------------------------------------------
-# a frame: header (before, last, count), then per event (seq, subject length, data length), the
-# subject and the stored bytes as they are — the view's process only copies them (no encoding per
-# message); the worker validates and decodes them (``index_ops``, the lean contracts)
+# a frame: header (before, last, count), then per event (seq, flags, subject length, data length),
+# the subject and the stored bytes as they are — the view's process only copies them (no encoding
+# per message); the worker decodes them. Flag ``CHECKED``: the view's pass validated this event with
+# the full contracts (its ``Fed.event``), so the worker only picks the index's fields out of a
+# ``message.created`` (``checked_ops``); else it validates it as a read of the stream would
+# (``index_ops``, the lean contracts)
 _HEAD = struct.Struct("<QQI")
-_ITEM = struct.Struct("<QHI")
+_ITEM = struct.Struct("<QBHI")
+CHECKED = 1
 FRAME_TARGET = 64 * 1024  # a batch is sent as frames of about this size (one event may be larger)
 
 
@@ -73,7 +77,8 @@ def encode_frames(before: int, last: int, items: list[Fed]) -> list[bytes]:
     start = before
     for item in items:
         subject = item.subject.encode()
-        parts += (_ITEM.pack(item.seq, len(subject), len(item.data)), subject, item.data)
+        flags = CHECKED if item.event is not None else 0
+        parts += (_ITEM.pack(item.seq, flags, len(subject), len(item.data)), subject, item.data)
         size += _ITEM.size + len(subject) + len(item.data)
         if size >= FRAME_TARGET:
             frames.append(_HEAD.pack(start, item.seq, len(parts) // 3) + b"".join(parts))
@@ -83,28 +88,29 @@ def encode_frames(before: int, last: int, items: list[Fed]) -> list[bytes]:
     return frames
 
 
-def decode_frame(data: bytes) -> tuple[int, int, list[tuple[int, str, bytes]]]:
-    """``(before, last, [(seq, subject, data)])`` of one datagram. Raises ``InvalidFrame``."""
+def decode_frame(data: bytes) -> tuple[int, int, list[tuple[int, str, bytes, bool]]]:
+    """``(before, last, [(seq, subject, data, checked)])`` of one datagram (``checked``: the view's
+    pass validated the event). Raises ``InvalidFrame``."""
     if len(data) < _HEAD.size:
         raise InvalidFrame("short frame")
     before, last, count = _HEAD.unpack_from(data)
     if before > last:
         raise InvalidFrame("bad sequences")
     pos = _HEAD.size
-    items: list[tuple[int, str, bytes]] = []
+    items: list[tuple[int, str, bytes, bool]] = []
     for _ in range(count):
         if pos + _ITEM.size > len(data):
             raise InvalidFrame("truncated frame")
-        seq, n_subject, n_data = _ITEM.unpack_from(data, pos)
+        seq, flags, n_subject, n_data = _ITEM.unpack_from(data, pos)
         pos += _ITEM.size
         end = pos + n_subject + n_data
-        if end > len(data) or not before < seq <= last:
+        if end > len(data) or not before < seq <= last or flags & ~CHECKED:
             raise InvalidFrame("malformed entry")
         try:
             subject = data[pos : pos + n_subject].decode()
         except UnicodeDecodeError:
             raise InvalidFrame("malformed subject") from None
-        items.append((seq, subject, data[pos + n_subject : end]))
+        items.append((seq, subject, data[pos + n_subject : end], bool(flags & CHECKED)))
         pos = end
     if pos != len(data):
         raise InvalidFrame("trailing bytes")
@@ -205,9 +211,9 @@ class FeedSource:
             self.received += 1
             self.applied_seq = max(self.applied_seq, last)
             ops: list[tuple[int, IndexOp]] = []
-            for seq, subject, payload in items:
+            for seq, subject, payload, checked in items:
                 try:
-                    ops.extend((seq, op) for op in index_ops(subject, payload))
+                    ops.extend((seq, op) for op in (checked_ops if checked else index_ops)(subject, payload))
                 except InvalidEvent as exc:
                     self.skipped += 1
                     log.warning(

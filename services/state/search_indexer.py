@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -167,6 +168,32 @@ def index_ops(subject: str, data: bytes) -> list[IndexOp]:
             raise InvalidEvent("left server id disagrees with the subject")
         return [DropServer(member, server_id)]
     return []
+
+
+def checked_ops(subject: str, data: bytes) -> list[IndexOp]:
+    """``index_ops`` of an event the view's pass has validated with the full contracts (sent to the
+    worker process flagged so, ``search_feed``): a ``message.created`` only has its fields picked
+    out (``json.loads``, no model: ~6 instead of ~14 µs). Anything else, or anything that is not
+    what the view's validation guarantees, goes through ``index_ops``. Raises ``InvalidEvent``."""
+    parts = subject.split(".")
+    if len(parts) != 7 or parts[5:] != ["message", "created"]:
+        return index_ops(subject, data)
+    try:
+        m = json.loads(data.decode())["payload"]["message"]  # str: json skips its encoding sniffing
+        channel_id, message_id, author, body = m["channel_id"], m["id"], m["author_uid"], m["body"]
+        created = datetime.fromisoformat(m["created_at"])
+        ok = (
+            m["server_id"] == parts[4]
+            and type(channel_id) is str
+            and type(message_id) is str
+            and type(author) is str
+            and type(body) is str
+        )
+    except (ValueError, TypeError, KeyError, RecursionError):
+        ok = False
+    if not ok:
+        return index_ops(subject, data)
+    return [PutMessage(parts[3], parts[4], channel_id, message_id, author, created, body)]
 
 
 def fed_ops(item: Fed) -> list[IndexOp]:

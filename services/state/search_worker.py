@@ -1,10 +1,11 @@
-"""The search indexer in its own process (``STATE_SEARCH_WORKER=true``; ADR 0014).
+"""The search indexer in its own process (``STATE_SEARCH_WORKER=true``, the default; ADR 0014).
 
 Indexing costs CPU per message (the FTS5 inserts). In the state service's own process it competes
 with the view's materializer for one interpreter; in a child process, at a lower CPU priority
 (``STATE_SEARCH_WORKER_NICE``), it runs beside it and yields to it (bench/RESULTS.md).
-By default (``STATE_SEARCH_WORKER_FED``) the view's pass sends it its decoded batches over a socket
-(``search_feed``): one read and decode of the stream; it reads the stream itself only to catch up.
+By default (``STATE_SEARCH_WORKER_FED``) the view's pass sends it its batches over a socket
+(``search_feed``: the stored bytes, flagged when the view validated them): one read of the stream;
+it reads the stream itself only to catch up.
 
 ``IndexWorker`` (in the state service) starts ``python``'s ``spawn`` child running ``main``: its
 own bus connection (the service's credentials), Redis (to seed a lost index from the view) and

@@ -17,9 +17,10 @@ class StateSettings(Settings):
     state_media_timeout_s: float = Field(default=10.0, gt=0, le=120.0)
     # message search (issue 17, ADR 0014): the FTS5 index in $OPENCHAT_HOME/data/search
     state_search_enabled: bool = True
-    # the indexer in a child process with its own read of the stream (False, the default: in the
-    # service's process, fed by the materializer's pass; ADR 0014)
-    state_search_worker: bool = False
+    # the indexer in a child process (the default), fed by the materializer's pass over a socket:
+    # its inserts share no interpreter (GIL) with the view's (False: in the service's process, fed
+    # by the materializer's pass; ADR 0014, bench/RESULTS.md)
+    state_search_worker: bool = True
     # the worker is fed by the view's pass over a socket (False: it reads the stream itself)
     state_search_worker_fed: bool = True
     state_search_worker_nice: int = Field(default=10, ge=0, le=19)  # CPU priority below the view's
