@@ -535,6 +535,20 @@ async def dropped_frames(dev_urls: Sequence[str]) -> int:
     return total
 
 
+async def http_requests(dev_urls: Sequence[str]) -> dict[str, int] | None:
+    """HTTP requests the devservers answered, per route (None: a devserver without the counter,
+    e.g. an older tree's)."""
+    total: dict[str, int] = {}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in dev_urls:
+            counts = (await http.get(url + "/_admin/state")).json().get("http_requests")
+            if counts is None:
+                return None
+            for route, count in counts.items():
+                total[route] = total.get(route, 0) + int(count)
+    return total
+
+
 async def bench_scale(
     bus: Bus,
     connector: Proc,
@@ -567,6 +581,7 @@ async def bench_scale(
     for target in steps:
         before = dict(events)
         retries = JOIN_RETRIES["count"]
+        requests0 = await http_requests(dev_urls)
         cpu0 = psutil.Process(connector.pid).cpu_times()
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(i) for i in range(joined, target)))
@@ -575,6 +590,13 @@ async def bench_scale(
         hydrate = [r[1] for r in results]
         reply = [r[0] for r in results]
         cpu1 = psutil.Process(connector.pid).cpu_times()
+        requests1 = await http_requests(dev_urls)
+        per_route: dict[str, float] = {}
+        if requests0 is not None and requests1 is not None:
+            fresh = max(1, target - joined)
+            for route, count in requests1.items():
+                if count - requests0.get(route, 0):
+                    per_route[route] = round((count - requests0.get(route, 0)) / fresh, 2)
         rows.append(
             {
                 "sessions": target,
@@ -592,6 +614,10 @@ async def bench_scale(
                 "sessions_per_s": round((target - joined) / wall, 1),
                 "bus_events": events["total"] - before["total"],
                 "presence_events": events["presence"] - before["presence"],
+                # HTTP requests the backends answered during the step, per new session (the
+                # joins, the hydrates and whatever else ran meanwhile: reconciles), per route
+                "http_requests_per_session": round(sum(per_route.values()), 2) if per_route else None,
+                "http_requests_per_route": per_route,
             }
         )
         joined = target
@@ -771,6 +797,11 @@ def report(r: dict[str, Any]) -> str:
                 f"connector CPU {row.get('connector_cpu_s')} s; devservers dropped "
                 f"{row.get('devserver_dropped_frames')} frames; joins retried {row.get('join_retries')}"
             )
+            if row.get("http_requests_per_session") is not None:
+                routes = ", ".join(f"{k} {v:g}" for k, v in row["http_requests_per_route"].items())
+                lines.append(
+                    f"         HTTP requests per new session {row['http_requests_per_session']:g}: {routes}"
+                )
     return "\n".join(lines)
 
 

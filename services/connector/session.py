@@ -15,8 +15,9 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    included (``limit`` grows geometrically on Profile A; ``before``/``next_cursor`` pages when the
    server advertises ``cursors``), and publish the missing messages in order — on the first cycle
    without a persisted anchor, the newest ``history_window`` messages; when the anchor is gone
-   (deleted), what is not older than its ``created_at``; author profiles are fetched in batches of
-   ≤ 100 when the server has profile sync. Every published message moves the channel's anchor
+   (deleted), what is not older than its ``created_at``; author profiles are fetched once per
+   fill for all its channels (de-duplicated, batches of ≤ 100) when the server has profile sync.
+   The first cycle uses the capabilities its join fetched (same identity) instead of asking again. Every published message moves the channel's anchor
    forward (written to the registry database in batches, ``AnchorStore``);
 4. publish ``server.connection`` *live*, then process frames in arrival order, de-duplicating
    messages by id (``KnownIds``) until the socket closes. Besides messages, typing, presence and
@@ -194,6 +195,9 @@ class Session:
     quota: StorageQuota | None = None
     # How many sessions this connector runs (the periodic reconcile's interval grows with it).
     peers: Callable[[], int] | None = None
+    # The capabilities the join just fetched with this session's own identity: the first
+    # hydrate uses them instead of asking again (issue 16); every later cycle fetches its own.
+    join_caps: wire.Capabilities | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -417,8 +421,10 @@ class Session:
         self.own_profile = None  # re-read once per hydrate (the server may have restarted)
         await self.load_anchors()
         # Every hydrate publishes the capabilities, then the channel tree: consumers (notification:
-        # read-acks) read the features before they act on the channels.
-        await self.refresh_capabilities(publish=True)
+        # read-acks) read the features before they act on the channels. The first one uses the
+        # join's answer when it has one (fetched moments ago with this identity).
+        answer, self.join_caps = self.join_caps, None
+        await self.refresh_capabilities(publish=True, answer=answer)
         await self.refresh_channels(publish=True)
         await self.refresh_members()
         headers = self.backend.ident.headers()
@@ -552,9 +558,12 @@ class Session:
             self._burst_pending = True
 
     # -- hydrate pieces --------------------------------------------------------------------------
-    async def refresh_capabilities(self, *, publish: bool = False) -> CapabilitySnapshot:
-        """Probe the capabilities; publish them when the version changed (always with ``publish``)."""
-        caps, _ = await self.backend.capabilities()
+    async def refresh_capabilities(
+        self, *, publish: bool = False, answer: wire.Capabilities | None = None
+    ) -> CapabilitySnapshot:
+        """Probe the capabilities (``answer``: a fresh answer already at hand, not asked again);
+        publish them when the version changed (always with ``publish``)."""
+        caps = answer if answer is not None else (await self.backend.capabilities())[0]
         snap = domain.snapshot_of(caps)
         changed = self.caps is None or domain.version_key(self.caps) != domain.version_key(snap)
         self.wire_caps, self.caps = caps, snap
@@ -603,12 +612,13 @@ class Session:
         starts with a probe page where it can (``_probe_page``, ADR 0025)."""
         total = 0
         large = self.backend.large_answers
+        authors: list[str] = []  # of every channel's published messages: one profile batch
         try:
             for channel_id in list(self.text_channels()):
                 unverified = channel_id in self._unverified
                 try:
                     probe = self._probe_page(channel_id) if periodic else None
-                    total += await self._fill_channel(channel_id, probe)
+                    total += await self._fill_channel(channel_id, probe, authors)
                 except Unreachable:
                     raise
                 except BackendError as exc:
@@ -618,6 +628,8 @@ class Session:
                         "gap fill of a channel skipped",
                         extra={**self._log_ctx(), "channel_id": channel_id, "code": exc.code},
                     )
+            if authors:
+                await self._fetch_profiles(authors)
         finally:
             if self.backend.large_answers != large:
                 release_memory()  # the answers' items are gone: give their pages back
@@ -643,8 +655,12 @@ class Session:
                     },
                 )
 
-    async def _fill_channel(self, channel_id: str, probe: int | None = None) -> int:
-        """``probe``: the first page's size (then the history window), see ``_probe_page``."""
+    async def _fill_channel(
+        self, channel_id: str, probe: int | None = None, authors: list[str] | None = None
+    ) -> int:
+        """``probe``: the first page's size (then the history window), see ``_probe_page``.
+        ``authors``: the published messages' authors are added to it (the caller fetches their
+        profiles once for all its channels); None: fetched here."""
         self._unverified.discard(channel_id)  # this fill covers every live message so far
         anchor = self.known.newest(channel_id)
         newest = self._newest.get(channel_id)
@@ -728,7 +744,10 @@ class Session:
             else:
                 self._held.discard(channel_id)  # caught up: live messages are published again
         if published and self.caps is not None and self.caps.profile_enabled:
-            await self._fetch_profiles([m.author_uid for m in items])
+            if authors is not None:
+                authors.extend(m.author_uid for m in items)
+            else:
+                await self._fetch_profiles([m.author_uid for m in items])
         return published
 
     async def _publish_page(self, page: Sequence[wire.Message]) -> int:

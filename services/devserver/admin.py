@@ -29,7 +29,8 @@ All routes live under ``/_admin``, take and return JSON, and need no identity.
     sends) to the joined participants (all, or one uid's) → ``{"participants": n}``.
 ``GET /_admin/state``
     Introspection for tests: ``{"realtime_clients", "rooms": {channel_id: sockets}, "messages":
-    {channel_id: count}, "dropped_frames", "realtime_by_uid": {user_uid: sockets}}``.
+    {channel_id: count}, "dropped_frames", "realtime_by_uid": {user_uid: sockets}, "http_requests":
+    {"METHOD /route/template": count}}`` (every non-admin HTTP request answered, OPTIONS excepted).
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ async def state(ctx: Context, request: Request) -> Response:
             "messages": {cid: len(msgs) for cid, msgs in ctx.store.state.messages.items()},
             "dropped_frames": sum(c.dropped for c in hub.clients.values()),
             "realtime_by_uid": by_uid,
+            "http_requests": dict(sorted(ctx.requests.items())),
         }
     )
 

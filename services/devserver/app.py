@@ -125,7 +125,14 @@ class WireMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        try:
+            await self.app(scope, receive, send_with_cors)
+        finally:
+            if not scope["path"].startswith("/_admin/"):
+                route = scope.get("route")
+                key = f"{scope['method']} {getattr(route, 'path', None) or '(no route)'}"
+                counts = self.ctx.requests
+                counts[key] = counts.get(key, 0) + 1
 
 
 def create_app(cfg: DevserverConfig) -> FastAPI:

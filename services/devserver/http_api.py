@@ -79,6 +79,9 @@ class Context:
     hub: Hub
     delay_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # HTTP requests answered, per "METHOD /route/{template}" (``/_admin/state``; benchmarks
+    # count the requests of a hydrate with it)
+    requests: dict[str, int] = field(default_factory=dict)
 
 
 def go_atoi(raw: str) -> int | None:
