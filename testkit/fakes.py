@@ -41,6 +41,20 @@ def record(sid: str, name: str, icon: str, uid: str, url: str = "https://chat.ex
     )
 
 
+def session_record(joined_at: datetime) -> ServerRecord:
+    """The one server (``srv_a``, member ``uid_me``) of the connector's session-level unit tests;
+    its backend address is never called."""
+    return ServerRecord(
+        server_id="srv_a",
+        base_url="http://127.0.0.1:9",
+        display_name="A",
+        icon_text="A",
+        user_uid="uid_me",
+        device_id="dev_me",
+        joined_at=joined_at,
+    )
+
+
 def caps(name: str) -> CapabilitySnapshot:
     return CapabilitySnapshot(
         server_name=name,

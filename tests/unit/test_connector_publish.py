@@ -21,9 +21,9 @@ from services.core.contracts.chat import (
     ChannelInfo,
     ConnectionState,
     MessageCreated,
-    ServerRecord,
     message_identity,
 )
+from testkit import fakes
 
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 
@@ -73,15 +73,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 def session(
     http: httpx.AsyncClient, sinks: Sinks, *, batched: bool = True, anchors: AnchorStore | None = None
 ) -> Session:
-    record = ServerRecord(
-        server_id="srv_a",
-        base_url="http://127.0.0.1:9",
-        display_name="A",
-        icon_text="A",
-        user_uid="uid_me",
-        device_id="dev_me",
-        joined_at=T0,
-    )
+    record = fakes.session_record(T0)
     backend = BackendClient(http, record.base_url, Identity(record.user_uid, record.device_id))
     return Session(
         "alice",

@@ -19,7 +19,7 @@ from services.connector.presence import PresenceCoalescer
 from services.connector.session import Session, Timing
 from services.core.contracts import events as ev
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, ServerRecord, Typing
+from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, Typing
 from services.core.contracts.presence import (
     MAX_BATCH_ENTRIES,
     PresenceBatch,
@@ -247,15 +247,7 @@ async def test_keyed_locks_exclude_one_key_and_let_others_run() -> None:
 
 # -- the session's presence path (no backend is called: frames are handed to it) -------------------
 def make_session(window_s: float = 0.0) -> tuple[Session, list[EventEnvelope[Any]]]:
-    record = ServerRecord(
-        server_id="srv_a",
-        base_url="http://127.0.0.1:9",
-        display_name="A",
-        icon_text="A",
-        user_uid="uid_me",
-        device_id="dev_me",
-        joined_at=T0,
-    )
+    record = fakes.session_record(T0)
     published: list[EventEnvelope[Any]] = []
 
     async def sink(member: str, envelope: EventEnvelope[Any]) -> None:

@@ -21,9 +21,10 @@ from services.core.bus import encode, encoded
 from services.core.contracts import events as ev
 from services.core.contracts import wire
 from services.core.contracts.bus import EventEnvelope
-from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry, ServerRecord
+from services.core.contracts.chat import ChannelGroupInfo, ChannelInfo, PresenceEntry
 from services.core.contracts.presence import PresenceBatch, PresenceDelta
 from services.core.service import loop_factory
+from testkit import fakes
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -144,15 +145,7 @@ PUBLISHED = asyncio.Event()  # set by every session's sink
 def make_session(
     window_s: float, rate: float = 250.0, peers: int | None = None
 ) -> tuple[Session, list[EventEnvelope[Any]]]:
-    record = ServerRecord(
-        server_id="srv_a",
-        base_url="http://127.0.0.1:9",
-        display_name="A",
-        icon_text="A",
-        user_uid="uid_me",
-        device_id="dev_me",
-        joined_at=T0,
-    )
+    record = fakes.session_record(T0)
     published: list[EventEnvelope[Any]] = []
 
     async def sink(member: str, envelope: EventEnvelope[Any]) -> None:
