@@ -575,15 +575,23 @@ def test_idle_app_renders_at_the_idle_rate(ui_factory: Any) -> None:
     app.model.set_stack_online(True)
     render(app, 3)  # the first frames draw everything: active
     assert app.frame_interval() == 1 / FPS_CAP
-    # Nothing changes from here on: a second later the idle rate. The window's own first input
-    # events (mapped under the pointer, its size known) may still arrive from the X server a few
-    # frames late and count as activity, so a bounded number of quiet seconds is allowed; an app
-    # that never goes idle still fails.
-    for _ in range(10):
-        now[0] += IDLE_AFTER_S + 0.1
-        render(app, 2)
-        if app.frame_interval() == 1 / IDLE_FPS:
-            break
+    # Nothing changes from here on: a second later the idle rate. Input from the session's shared
+    # X server is not this test's subject (input keeps the full rate, rightly): a key an earlier
+    # test's XTEST left held repeats, and the window's first events may arrive a few frames late —
+    # either failed this test in a clean-clone CI run. So the window's input handlers are off
+    # meanwhile, and a bounded number of quiet seconds is allowed; an app that never goes idle
+    # still fails.
+    import dearpygui.dearpygui as dpg
+
+    dpg.configure_item("oc_keys", show=False)
+    try:
+        for _ in range(10):
+            now[0] += IDLE_AFTER_S + 0.1
+            render(app, 2)
+            if app.frame_interval() == 1 / IDLE_FPS:
+                break
+    finally:
+        dpg.configure_item("oc_keys", show=True)
     assert app.frame_interval() == 1 / IDLE_FPS
     ev = MessageCreated(message=fakes.msg("srv_testlab", "ch_general", "wake", "uid_x", "hi", fakes.NOW))
     app.model.apply_event(50, fakes.event("message.created", "srv_testlab", ev))
