@@ -154,37 +154,31 @@ class IdentityStore(SqliteStore):
             ).fetchone()
         if row is None:  # deleted between the two statements: nothing to return
             raise IdentityError(f"member {member!r} has no identity")
+        return self._decrypt(row[0]), _mode_of(row[1]), created == 1
+
+    def _decrypt(self, token: bytes) -> str:
         from cryptography.fernet import InvalidToken
 
         try:
-            root = self._fernet.decrypt(row[0]).decode()
+            return self._fernet.decrypt(token).decode()
         except InvalidToken as exc:
             raise IdentityError(
                 "the identity cannot be decrypted with this key (OPENCHAT_SECRET_KEY_FILE)"
             ) from exc
-        mode: UidMode = "global" if row[1] == "global" else "server_scoped"
-        return root, mode, created == 1
 
     def root(self, member: str) -> str:
         with self._db() as db:
             row = db.execute("SELECT root_encrypted FROM identities WHERE member = ?", (member,)).fetchone()
         if row is None:
             raise IdentityError(f"member {member!r} has no identity")
-        from cryptography.fernet import InvalidToken
-
-        try:
-            return self._fernet.decrypt(row[0]).decode()
-        except InvalidToken as exc:
-            raise IdentityError(
-                "the identity cannot be decrypted with this key (OPENCHAT_SECRET_KEY_FILE)"
-            ) from exc
+        return self._decrypt(row[0])
 
     def uid_mode(self, member: str) -> UidMode:
         with self._db() as db:
             row = db.execute("SELECT uid_mode FROM identities WHERE member = ?", (member,)).fetchone()
         if row is None:
             raise IdentityError(f"member {member!r} has no identity")
-        return "global" if row[0] == "global" else "server_scoped"
+        return _mode_of(row[0])
 
     def set_uid_mode(self, member: str, mode: UidMode) -> None:
         with self._db() as db:
@@ -193,3 +187,8 @@ class IdentityStore(SqliteStore):
     def delete(self, member: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM identities WHERE member = ?", (member,))
+
+
+def _mode_of(stored: object) -> UidMode:
+    """The uid mode as stored (anything but ``global`` reads as the default, ``server_scoped``)."""
+    return "global" if stored == "global" else "server_scoped"

@@ -64,7 +64,6 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         # (OPENCHAT_UI_FLAT_PANES=1/0) holds from the start; otherwise ``use_renderer`` decides
         # once the window's renderer is known (ui/renderer.py).
         self.flat_panes = renderer.flat_panes_choice() is True
-        self.renderer: str | None = None  # GL_RENDERER, once the window is shown
 
     # -- build ----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -256,7 +255,6 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
     def _bind_pane_themes(self) -> None:
         for tag, theme in self.PANE_THEMES:
             dpg.bind_item_theme(tag, self.themes["pane_flat" if self.flat_panes else theme])
-        dpg.configure_item("oc_dividers", show=self.flat_panes)
 
     def set_flat_panes(self, flat: bool) -> None:
         """Draw the panes flat (window background, 1 px dividers) or filled; takes effect now."""
@@ -265,13 +263,11 @@ class View(RailPane, ChannelsPane, ChatPane, MembersPane, DockPane, Dialogs, Con
         self.flat_panes = flat
         if self._built:
             self._bind_pane_themes()
-            if getattr(self, "width", 0) and getattr(self, "height", 0):
-                self.layout(self.width, self.height)
+            self.layout(self.width, self.height)  # places (or hides) the dividers
 
     def use_renderer(self, name: str | None) -> None:
         """The window's renderer is known (``ui.renderer.gl_renderer``): unless the member chose a
         look, a software renderer gets the flat panes (issue 15)."""
-        self.renderer = name
         self.set_flat_panes(renderer.flat_panes_for(name))
 
     TOP_LEVEL = (
