@@ -28,7 +28,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from pathlib import Path
@@ -54,7 +53,7 @@ from services.connector.session import BatchSink, EventSink, Session, Timing
 from services.connector.uploads import UploadStager
 from services.core.bus import CommandError
 from services.core.contracts import events as ev
-from services.core.contracts import subjects, wire
+from services.core.contracts import subjects
 from services.core.contracts.blobs import UploadChunkArgs, UploadChunkResult
 from services.core.contracts.bus import EventEnvelope, utcnow
 from services.core.contracts.chat import (
@@ -121,8 +120,6 @@ from services.core.paths import HomeLayout
 from services.core.servers import ServerExists, ServerNotJoined, ServerStore
 
 log = logging.getLogger("openchat.connector")
-# how long a join's capabilities answer may stand in for the first hydrate's (issue 16)
-JOIN_CAPS_TTL_S = 30.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -223,8 +220,6 @@ class Connector:
         # Several replicas (issue 16, ADR 0021): sessions start and stop only with their lease
         # (``leases.SessionLeases`` drives ``wanted_keys`` / ``start_key`` / ``stop_key``).
         self.leases: SessionLeases | None = None
-        # capabilities fetched by a join, for the first hydrate of its session (with leases)
-        self._join_caps: dict[tuple[str, str], tuple[wire.Capabilities, float]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -259,19 +254,8 @@ class Connector:
             record = self.servers.get(member, server_id)
         except ServerNotJoined:
             return False
-        kept = self._join_caps.pop((member, server_id), None)
-        fresh = kept is not None and time.monotonic() - kept[1] <= JOIN_CAPS_TTL_S
-        self._start_session(member, record, join_caps=kept[0] if kept is not None and fresh else None)
+        self._start_session(member, record)
         return True
-
-    def _keep_join_caps(self, member: str, server_id: str, caps: wire.Capabilities) -> None:
-        """Keep a join's capabilities for a moment: the first hydrate uses them if the lease of
-        the new session lands on this replica (bounded: stale entries are dropped here)."""
-        now = time.monotonic()
-        for key, (_, at) in list(self._join_caps.items()):
-            if now - at > JOIN_CAPS_TTL_S:
-                del self._join_caps[key]
-        self._join_caps[(member, server_id)] = (caps, now)
 
     async def stop_key(self, key: str) -> None:
         """The lease of ``key`` goes: stop its session and write its anchors before it is given
@@ -371,11 +355,8 @@ class Connector:
         member: str,
         record: ServerRecord,
         previous: Session | None = None,
-        join_caps: wire.Capabilities | None = None,
     ) -> Session:
-        """Start the session of ``record`` (``previous``: the stopped session it continues, a re-bind;
-        ``join_caps``: the capabilities its join fetched with the same identity, used by the first
-        hydrate instead of asking again)."""
+        """Start the session of ``record`` (``previous``: the stopped session it continues, a re-bind)."""
         client = self._client(record.base_url, Identity(record.user_uid, record.device_id))
 
         def persist(changed: ServerRecord) -> None:
@@ -395,7 +376,6 @@ class Connector:
             on_new_message=self._on_new_message,
             quota=self.quota,
             peers=self._session_count,
-            join_caps=join_caps,
         )
         if previous is not None:
             session.continue_from(previous)
@@ -614,10 +594,9 @@ class Connector:
                 raise CommandError("server_exists", str(exc)) from exc
             await self._emit(member, ev.SERVER_JOINED.envelope(record.server_id, ServerJoined(server=record)))
             if self.leases is not None:
-                self._keep_join_caps(member, record.server_id, caps)  # if this replica starts it
                 self.leases.kick()  # the replica the placement picks starts it
             else:
-                self._start_session(member, record, join_caps=caps)
+                self._start_session(member, record)
         log.info(
             "server joined",
             extra={

@@ -17,7 +17,7 @@ A session runs forever until stopped (leave, shutdown). Each connection cycle:
    without a persisted anchor, the newest ``history_window`` messages; when the anchor is gone
    (deleted), what is not older than its ``created_at``; author profiles are fetched once per
    fill for all its channels (de-duplicated, batches of ≤ 100) when the server has profile sync.
-   The first cycle uses the capabilities its join fetched (same identity) instead of asking again. Every published message moves the channel's anchor
+   Every published message moves the channel's anchor
    forward (written to the registry database in batches, ``AnchorStore``);
 4. publish ``server.connection`` *live*, then process frames in arrival order, de-duplicating
    messages by id (``KnownIds``) until the socket closes. Besides messages, typing, presence and
@@ -195,9 +195,6 @@ class Session:
     quota: StorageQuota | None = None
     # How many sessions this connector runs (the periodic reconcile's interval grows with it).
     peers: Callable[[], int] | None = None
-    # The capabilities the join just fetched with this session's own identity: the first
-    # hydrate uses them instead of asking again (issue 16); every later cycle fetches its own.
-    join_caps: wire.Capabilities | None = None
 
     conn: ConnectionState = field(default_factory=lambda: ConnectionState(state="connecting"))
     caps: CapabilitySnapshot | None = None
@@ -421,10 +418,8 @@ class Session:
         self.own_profile = None  # re-read once per hydrate (the server may have restarted)
         await self.load_anchors()
         # Every hydrate publishes the capabilities, then the channel tree: consumers (notification:
-        # read-acks) read the features before they act on the channels. The first one uses the
-        # join's answer when it has one (fetched moments ago with this identity).
-        answer, self.join_caps = self.join_caps, None
-        await self.refresh_capabilities(publish=True, answer=answer)
+        # read-acks) read the features before they act on the channels.
+        await self.refresh_capabilities(publish=True)
         await self.refresh_channels(publish=True)
         await self.refresh_members()
         headers = self.backend.ident.headers()
@@ -558,12 +553,9 @@ class Session:
             self._burst_pending = True
 
     # -- hydrate pieces --------------------------------------------------------------------------
-    async def refresh_capabilities(
-        self, *, publish: bool = False, answer: wire.Capabilities | None = None
-    ) -> CapabilitySnapshot:
-        """Probe the capabilities (``answer``: a fresh answer already at hand, not asked again);
-        publish them when the version changed (always with ``publish``)."""
-        caps = answer if answer is not None else (await self.backend.capabilities())[0]
+    async def refresh_capabilities(self, *, publish: bool = False) -> CapabilitySnapshot:
+        """Probe the capabilities; publish them when the version changed (always with ``publish``)."""
+        caps, _ = await self.backend.capabilities()
         snap = domain.snapshot_of(caps)
         changed = self.caps is None or domain.version_key(self.caps) != domain.version_key(snap)
         self.wire_caps, self.caps = caps, snap
